@@ -1,0 +1,8 @@
+"""`python -m pydeploy`."""
+
+from __future__ import annotations
+
+from pydeploy.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The command line. The only module that prints or exits: every PydeployError is
+caught in `main` and reported as one paragraph with its own exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pydeploy import __version__, initcmd
+from pydeploy import schema as schema_mod
+from pydeploy.errors import EXIT_CODES, ConfigError, PydeployError
+from pydeploy.plan import BuildPlan, Overrides, make_plan, server_command_preview
+from pydeploy.project import load_project
+
+PROJECT_DIR = click.argument(
+    "directory",
+    required=False,
+    default=".",
+    type=click.Path(file_okay=False, path_type=Path),
+)
+
+
+class _Group(click.Group):
+    """Turns our exceptions into one-paragraph messages and exit codes."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        del standalone_mode  # errors are always handled here, never by click
+        argv = sys.argv[1:] if args is None else list(args)
+        debug = "--debug" in argv
+        try:
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except PydeployError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"pydeploy: {exc.kind} error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("pydeploy: interrupted.", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("pydeploy: interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pydeploy")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Build slim, reproducible, non-root images for Python web apps."""
+    del debug
+
+
+cli.help = (
+    (cli.help or "")
+    + "\n\nExit codes: 0 ok, 1 internal error, "
+    + ", ".join(f"{code} {kind}" for kind, code in EXIT_CODES.items())
+    + "."
+)
+
+
+@cli.command()
+@PROJECT_DIR
+def check(directory: Path) -> None:
+    """Validate pyproject.toml and its [tool.pydeploy] table."""
+    project = load_project(directory)
+    plan = make_plan(project)
+    click.echo(
+        f"{project.pyproject}: [tool.pydeploy] is valid "
+        f"(app {plan.app}, {plan.interface}, server {plan.server})."
+    )
+
+
+@cli.command()
+@PROJECT_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--base", "base_image", help="Base image (overrides tool.pydeploy.base-image).")
+@click.option("--tag", "tags", multiple=True, help="Image tag or reference; repeatable.")
+@click.option("--network", help="Network mode for builder containers (e.g. host).")
+def plan(
+    directory: Path,
+    as_json: bool,
+    base_image: str | None,
+    tags: tuple[str, ...],
+    network: str | None,
+) -> None:
+    """Show what `pydeploy build` would do, without an engine."""
+    the_plan = make_plan(
+        load_project(directory), Overrides(base_image=base_image, tags=tags, network=network)
+    )
+    if as_json:
+        click.echo(json.dumps(the_plan.to_json(), indent=2))
+    else:
+        click.echo(_render_plan(the_plan))
+
+
+_SOURCES = {
+    "uv.lock": "uv.lock (frozen)",
+    "pylock": "pylock.toml (PEP 751)",
+    "requirements": "requirements files",
+    "project": "[project.dependencies], resolved in the builder; pins recorded",
+}
+
+
+def _render_plan(plan: BuildPlan) -> str:
+    p = plan.project
+    rows = [
+        ("base image", f"{plan.base_image} ({plan.base_image_origin})"),
+        ("python", f"{plan.python} ({plan.python_origin})"),
+        ("app", f"{plan.app} [{plan.interface}] ({plan.app_origin})"),
+        ("server", plan.server),
+        ("command", " ".join(server_command_preview(plan))),
+        ("tags", ", ".join(plan.tags)),
+        ("user", f"{plan.user_id}:{plan.user_id} (non-root)"),
+        ("port", f"{plan.port} (PORT overrides)"),
+        ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
+        ("build packages", " ".join(plan.build_packages) or "-"),
+        ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("  layers")
+    for i, layer in enumerate(plan.layers, 1):
+        paths = ", ".join(layer.paths) if layer.paths else ""
+        lines.append(
+            f"    {i}. {layer.role.ljust(12)} {layer.description}"
+            + (f" [{paths}]" if paths else "")
+        )
+    return "\n".join(lines)
+
+
+@cli.command("schema")
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Exit 1 when schema/pydeploy.schema.json differs from the models.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write (default: schema/pydeploy.schema.json of this checkout).",
+)
+def schema_cmd(check_only: bool, output: Path | None) -> None:
+    """Write (or check) the JSON Schema of [tool.pydeploy]."""
+    target = output or schema_mod.repo_schema_path(Path.cwd())
+    text = schema_mod.render()
+    if target is None:
+        if check_only:
+            raise ConfigError(
+                "No schema/pydeploy.schema.json found above the current directory.",
+                hint="Run from the pydeploy checkout or pass --output.",
+            )
+        click.echo(text, nl=False)
+        return
+    if check_only:
+        current = target.read_text(encoding="utf-8") if target.is_file() else ""
+        if current != text:
+            click.echo(
+                f"{target} is out of date with the [tool.pydeploy] models; "
+                "run `pydeploy schema` and commit the result.",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(f"{target} is up to date.")
+        return
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    click.echo(f"wrote {target}")
+
+
+@cli.command()
+@PROJECT_DIR
+@click.option("--app", "app", help="The app as module:attribute, when detection fails.")
+def init(directory: Path, app: str | None) -> None:
+    """Detect the app and append a commented [tool.pydeploy] table to pyproject.toml."""
+    result = initcmd.init_project(directory, app)
+    click.echo(
+        f"added [tool.pydeploy] to {result.path}: app = {result.target!r} "
+        f"({result.reason}). Next: `pydeploy plan`, then `pydeploy build`."
+    )
+
+
+def main() -> None:
+    cli(prog_name="pydeploy")

@@ -1,0 +1,357 @@
+"""Pure planning: a loaded Project plus command-line overrides become a frozen BuildPlan.
+
+No engine, no network, no writes: `pydeploy plan` prints exactly what `pydeploy build`
+will do, and unit tests check plans without Docker. Facts only the engine knows (the
+base image digest, its interpreter) are filled in by the build, not guessed here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydeploy import launcher
+from pydeploy.detect import detect_app, interface_of
+from pydeploy.errors import ConfigError
+from pydeploy.project import Project, resolve_python
+
+VENV = "/opt/venv"
+APP_DIR = "/app"
+LAUNCHER_DIR = "/opt/pydeploy"
+DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
+
+# Never in an app layer, whatever the ignore files say (secrets, VCS, local envs, caches).
+ALWAYS_EXCLUDED = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".env",
+    ".env.*",
+    "*.env",
+    ".venv/",
+    "venv/",
+    "__pycache__/",
+    "*.py[cod]",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".tox/",
+    ".nox/",
+    ".coverage",
+    ".coverage.*",
+    "htmlcov/",
+    "build/",
+    "dist/",
+    "*.egg-info/",
+    "node_modules/",
+    ".DS_Store",
+    ".idea/",
+    ".vscode/",
+    ".netrc",
+    ".pypirc",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+)
+TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")
+
+Interface = Literal["wsgi", "asgi", "auto"]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line flags; each one wins over `[tool.pydeploy]`."""
+
+    base_image: str | None = None
+    network: str | None = None
+    tags: tuple[str, ...] = ()
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    role: str
+    paths: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    project: Project
+    python: str
+    python_origin: str
+    base_image: str
+    base_image_origin: str
+    app: str
+    app_origin: str
+    interface: Interface
+    server: str
+    tags: tuple[str, ...]
+    network: str | None
+    user_id: int
+    port: int
+    build_packages: tuple[str, ...]
+    runtime_packages: tuple[str, ...]
+    dependency_source: str
+    install_project: bool
+    excludes: tuple[str, ...]
+    includes: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    layers: tuple[LayerPlan, ...]
+    healthcheck: dict[str, Any] | None
+    launch: dict[str, Any] = field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """A stable, documented shape for `pydeploy plan --json`."""
+        return {
+            "project": {
+                "name": self.project.name,
+                "version": self.project.version,
+                "root": str(self.project.root),
+            },
+            "python": {"version": self.python, "origin": self.python_origin},
+            "base_image": {"name": self.base_image, "origin": self.base_image_origin},
+            "app": {"target": self.app, "origin": self.app_origin, "interface": self.interface},
+            "server": {"type": self.server, "command": server_command_preview(self)},
+            "tags": list(self.tags),
+            "user": {"uid": self.user_id, "gid": self.user_id},
+            "port": self.port,
+            "network": self.network or "auto",
+            "dependencies": {
+                "source": self.dependency_source,
+                "install_project": self.install_project,
+                "build_packages": list(self.build_packages),
+                "runtime_packages": list(self.runtime_packages),
+            },
+            "layers": [
+                {"role": layer.role, "paths": list(layer.paths), "description": layer.description}
+                for layer in self.layers
+            ],
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "healthcheck": self.healthcheck,
+        }
+
+
+def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan:
+    """Resolve every default. Raises ConfigError for contradictions."""
+    overrides = overrides or Overrides()
+    config = project.config
+    base_image = overrides.base_image or config.base_image
+    if overrides.python:
+        python, python_origin = overrides.python, "--python"
+    else:
+        python, python_origin = resolve_python(project)
+    if base_image:
+        base_origin = "--base" if overrides.base_image else "tool.pydeploy.base-image"
+        python_origin = f"{python_origin}; the base image's interpreter decides at build"
+    else:
+        base_image, base_origin = f"python:{python}-slim", "default for Python " + python
+
+    app, app_origin, interface = _resolve_app(project)
+    server = _resolve_server(config.server.type, interface)
+    tags = _resolve_tags(project, overrides.tags)
+    dependency_source = _dependency_source(project)
+    build_packages = tuple(
+        config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
+    )
+    excludes = (
+        ALWAYS_EXCLUDED + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
+    )
+    layers = _layers(config.runtime_packages, project.has_build_system)
+    healthcheck = (
+        {
+            "path": config.healthcheck.path,
+            "interval": config.healthcheck.interval,
+            "timeout": config.healthcheck.timeout,
+            "start_period": config.healthcheck.start_period,
+            "retries": config.healthcheck.retries,
+        }
+        if config.healthcheck.enabled
+        else None
+    )
+    return BuildPlan(
+        project=project,
+        python=python,
+        python_origin=python_origin,
+        base_image=base_image,
+        base_image_origin=base_origin,
+        app=app,
+        app_origin=app_origin,
+        interface=interface,
+        server=server,
+        tags=tags,
+        network=overrides.network or config.network,
+        user_id=config.user_id,
+        port=config.port,
+        build_packages=build_packages,
+        runtime_packages=tuple(config.runtime_packages),
+        dependency_source=dependency_source,
+        install_project=project.has_build_system,
+        excludes=excludes,
+        includes=tuple(config.include),
+        env=tuple(sorted(config.env.items())),
+        labels=tuple(sorted(config.labels.items())),
+        layers=layers,
+        healthcheck=healthcheck,
+        launch=launch_settings(project, app, interface, server),
+    )
+
+
+def _resolve_app(project: Project) -> tuple[str, str, Interface]:
+    config = project.config
+    forced = config.server.interface
+    detection = detect_app(project.root)
+    if config.app:
+        interface: Interface = forced
+        if interface == "auto" and detection and detection.target == config.app:
+            interface = detection.interface
+        if interface == "auto":
+            interface = _interface_from_server(config.server.type)
+        return config.app, "tool.pydeploy.app", interface
+    if detection is None:
+        raise ConfigError(
+            f"Cannot find the app object in {project.root}: no Flask, Django, FastAPI, "
+            "Starlette, Quart or Litestar app was found in the source.",
+            hint=(
+                'Set `tool.pydeploy.app = "module:attribute"` in '
+                f"{project.pyproject} (for example `main:app`)."
+            ),
+        )
+    interface = forced if forced != "auto" else interface_of(detection.framework)
+    return detection.target, f"detected: {detection.reason}", interface
+
+
+def _interface_from_server(server: str) -> Interface:
+    if server in {"gunicorn-uvicorn", "uvicorn"}:
+        return "asgi"
+    return "wsgi" if server == "gunicorn" else "auto"
+
+
+def _resolve_server(configured: str, interface: Interface) -> str:
+    if configured != "auto":
+        if configured == "gunicorn" and interface == "asgi":
+            raise ConfigError(
+                "`tool.pydeploy.server.type` = 'gunicorn' runs WSGI apps, but the app is ASGI.",
+                hint="Use `gunicorn-uvicorn` or `uvicorn` (or `auto`).",
+            )
+        if configured in {"gunicorn-uvicorn", "uvicorn"} and interface == "wsgi":
+            raise ConfigError(
+                f"`tool.pydeploy.server.type` = {configured!r} runs ASGI apps, but the app "
+                "is WSGI.",
+                hint="Use `gunicorn` (or `auto`).",
+            )
+        return configured
+    # `auto` with an unknown interface is settled by the builder's import check.
+    return {"wsgi": "gunicorn", "asgi": "gunicorn-uvicorn"}.get(interface, "auto")
+
+
+_REPO_CHARS = re.compile(r"[^a-z0-9._/-]+")
+
+
+def repository_name(project: Project) -> str:
+    name = project.config.name or project.name
+    return _REPO_CHARS.sub("-", name.lower()).strip("-._") or "app"
+
+
+def _resolve_tags(project: Project, cli_tags: tuple[str, ...]) -> tuple[str, ...]:
+    repo = repository_name(project)
+    wanted = cli_tags or tuple(project.config.tags) or (project.version,)
+    refs: list[str] = []
+    for tag in wanted:
+        ref = tag if (":" in tag or "/" in tag) else f"{repo}:{tag}"
+        if not re.fullmatch(r"[\w][\w.-]{0,127}", ref.rsplit(":", 1)[-1]) or ":" not in ref:
+            raise ConfigError(
+                f"Image tag {tag!r} is not a valid `name:tag` reference.",
+                hint="Tags are 1-128 of letters, digits, `_`, `.` and `-`, e.g. `1.2.3`.",
+            )
+        refs.append(ref)
+    return tuple(dict.fromkeys(refs))
+
+
+def _dependency_source(project: Project) -> str:
+    deps = project.config.dependencies
+    if deps.source != "auto":
+        return deps.source
+    if "uv.lock" in project.lock_files or (
+        project.workspace_root and (project.workspace_root / "uv.lock").is_file()
+    ):
+        return "uv.lock"
+    if "pylock.toml" in project.lock_files:
+        return "pylock"
+    if deps.requirements or project.requirements_files:
+        return "requirements"
+    return "project"
+
+
+def _layers(runtime_packages: list[str], install_project: bool) -> tuple[LayerPlan, ...]:
+    layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
+    if runtime_packages:
+        layers.append(
+            LayerPlan(
+                "system", ("/usr", "/etc", "/var/lib/dpkg"), "apt: " + " ".join(runtime_packages)
+            )
+        )
+    layers += [
+        LayerPlan("user", ("/etc/passwd", "/etc/group"), "the numeric non-root user"),
+        LayerPlan("dependencies", (VENV,), "third-party wheels installed into the venv"),
+        LayerPlan(
+            "app",
+            (APP_DIR,) + ((VENV + "/lib/*/site-packages/<project>",) if install_project else ()),
+            "the project's files" + (" and its wheel" if install_project else ""),
+        ),
+        LayerPlan("launcher", (LAUNCHER_DIR,), "server launcher and its settings"),
+    ]
+    return tuple(layers)
+
+
+def launch_settings(
+    project: Project, app: str, interface: Interface, server: str
+) -> dict[str, Any]:
+    """The launcher's `launch.json`: everything the image decides at start comes from here."""
+    s = project.config.server
+    return {
+        "app": app,
+        "interface": interface,
+        "server": server,
+        "port": project.config.port,
+        "workers": None if s.workers == "auto" else s.workers,
+        "worker_memory_mb": s.worker_memory,
+        "threads": s.threads,
+        "timeout": s.timeout,
+        "graceful_timeout": s.graceful_timeout,
+        "keepalive": s.keepalive,
+        "max_requests": s.max_requests,
+        "max_requests_jitter": s.max_requests_jitter,
+        "forwarded_allow_ips": ",".join(s.forwarded_allow_ips)
+        if s.forwarded_allow_ips is not None
+        else None,
+        "proxy_headers": s.proxy_headers,
+        "extra_args": list(s.extra_args),
+        "app_dir": APP_DIR,
+        "venv": VENV,
+        "healthcheck_path": project.config.healthcheck.path,
+        "healthcheck_timeout": project.config.healthcheck.timeout,
+    }
+
+
+def server_command_preview(plan: BuildPlan) -> list[str]:
+    """The server's argv as the image will run it; the worker count, decided at container
+    start, is shown symbolically. Versions are unknown before the build, so the preview
+    assumes current servers (gunicorn with a control socket to disable)."""
+    settings = dict(plan.launch)
+    if settings["server"] == "auto":
+        settings["server"] = "gunicorn"
+    config = launcher.parse_config(settings)
+    workers = config.workers or 1
+    if settings["server"] == "uvicorn":
+        argv = launcher.uvicorn_argv(config, workers=workers, port=plan.port, uvicorn_version=None)
+    else:
+        argv = launcher.gunicorn_argv(
+            config, workers=workers, port=plan.port, gunicorn_version=(99,)
+        )
+    if config.workers is None:
+        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1>"
+    return argv
