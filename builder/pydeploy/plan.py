@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydeploy import launcher
-from pydeploy.detect import detect_app, interface_of
+from pydeploy.detect import detect_app, scan_project
 from pydeploy.errors import ConfigError
 from pydeploy.project import Project, resolve_python
 
@@ -206,8 +206,12 @@ def _resolve_app(project: Project) -> tuple[str, str, Interface]:
     detection = detect_app(project.root)
     if config.app:
         interface: Interface = forced
-        if interface == "auto" and detection and detection.target == config.app:
-            interface = detection.interface
+        if interface == "auto":
+            match = next(
+                (d for d in scan_project(project.root).detections if d.target == config.app), None
+            )
+            if match is not None:
+                interface = match.interface
         if interface == "auto":
             interface = _interface_from_server(config.server.type)
         return config.app, "tool.pydeploy.app", interface
@@ -220,7 +224,7 @@ def _resolve_app(project: Project) -> tuple[str, str, Interface]:
                 f"{project.pyproject} (for example `main:app`)."
             ),
         )
-    interface = forced if forced != "auto" else interface_of(detection.framework)
+    interface = forced if forced != "auto" else detection.interface
     return detection.target, f"detected: {detection.reason}", interface
 
 
