@@ -1,0 +1,427 @@
+"""Integration harness: a real engine, the local base image, a real registry, and a
+per-test record of everything a test creates, removed at teardown even when the test fails.
+
+Policy for missing infrastructure (engine, base image, registry): locally the test skips
+with a message saying how to get it; under CI (`CI=true` or `CI=1`) it fails, because a
+CI run that silently skipped its integration tests proves nothing.
+
+Tests cannot import this module at run time (tests/ is not a package), so helpers are
+handed out as fixtures; for annotations import the types under `TYPE_CHECKING`:
+
+    if TYPE_CHECKING:
+        from tests.integration.conftest import Resources, WaitHttp
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+import certifi
+import docker
+import docker.errors
+import pytest
+import requests.exceptions
+from docker.models.containers import Container
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE_SCRIPT = REPO_ROOT / ".ci" / "base-image.sh"
+DEFAULT_REGISTRY = "127.0.0.1:5000"
+DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+# Every container a test creates carries both labels. The session label keeps the leak
+# check from touching containers of another test run on the same engine.
+TEST_LABEL = "pydeploy.test"
+SESSION_LABEL = "pydeploy.test.session"
+SESSION_ID = uuid.uuid4().hex[:12]
+
+_leaked: list[str] = []
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+def unavailable(what: str, fix: str) -> NoReturn:
+    """Skip locally, fail under CI: the one policy for missing infrastructure."""
+    if in_ci():
+        pytest.fail(f"{what}. Under CI this is a failure, not a skip. Fix: {fix}", pytrace=False)
+    pytest.skip(f"{what}. To run this test: {fix}")
+
+
+# --- HTTP and ports ---------------------------------------------------------------------
+
+# Loopback servers must never be reached through a proxy from the environment.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """One GET without proxies: (status, body). Raises OSError/HTTPException when no answer;
+    an HTTP error status is returned, not raised."""
+    try:
+        with _direct.open(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def wait_http(url: str, timeout: float = 30.0) -> str:
+    """Poll `url` until it answers 200 and return the body; raise TimeoutError naming the
+    last status or error otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while True:
+        try:
+            status, body = http_get(url, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError wraps the interesting part (ConnectionRefusedError, timeout, ...).
+            cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            last = f"{type(cause).__name__}: {cause}"
+        else:
+            if status == 200:
+                return body
+            last = f"HTTP {status}: {body[:200]}"
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout:g} s; last: {last}")
+        time.sleep(0.2)
+
+
+class WaitHttp(Protocol):
+    def __call__(self, url: str, timeout: float = 30.0) -> str: ...
+
+
+def find_free_port() -> int:
+    """A loopback port free right now (the engine has no bridge: servers use host ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def free_port() -> int:
+    return find_free_port()
+
+
+@pytest.fixture(name="wait_http")
+def wait_http_fixture() -> WaitHttp:
+    return wait_http
+
+
+# --- engine, base image, CA bundle ----------------------------------------------------
+
+
+def connect_engine() -> docker.DockerClient | str:
+    """A client whose engine answered a ping, or why none did."""
+    # A failed connection leaves an unclosed socket to the garbage collector; release it
+    # here, where its ResourceWarning is expected, and not at some later point where
+    # filterwarnings=error would pin it on an unrelated test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            error = str(exc)
+        else:
+            return client
+        gc.collect()
+    return error
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = connect_engine()
+    if isinstance(client, str):
+        unavailable(
+            f"no Docker engine answers ({client})",
+            "run .ci/test (it starts one), or as root: dockerd --bridge=none --iptables=false &",
+        )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient) -> str:
+    """The local Debian base image (python3 at /usr/bin/python3): no registry can be
+    pulled from here, so tests never use python:*-slim."""
+    name = os.environ.get("PYDEPLOY_TEST_BASE", "").strip()
+    if name:
+        try:
+            docker_client.images.get(name)
+        except docker.errors.ImageNotFound:
+            pass  # a stale name: the script builds (or finds) the current image
+        else:
+            return name
+    proc = subprocess.run(
+        ["bash", str(BASE_IMAGE_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        unavailable(
+            f"the test base image could not be built (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-800:]}",
+            "run .ci/base-image.sh as root (needs debootstrap), or .ci/test",
+        )
+    return lines[-1]
+
+
+def host_ca_bundle() -> Path | None:
+    """The CA bundle the host trusts (it includes the TLS-intercepting proxy's CA here)."""
+    for var in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return DEFAULT_CA_BUNDLE if DEFAULT_CA_BUNDLE.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def ca_bundle() -> Path:
+    path = host_ca_bundle()
+    if path is None:
+        unavailable(
+            "no host CA bundle found (PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
+            f"{DEFAULT_CA_BUNDLE})",
+            "install ca-certificates or point SSL_CERT_FILE at your CA bundle",
+        )
+    return path
+
+
+# Debian's copy of the public (Mozilla) roots, before local CAs are added to the bundle in
+# /etc/ssl/certs. certifi is no substitute here: this machine appends the proxy CA to it.
+STOCK_ROOTS_DIR = Path("/usr/share/ca-certificates/mozilla")
+
+
+def tls_intercepted_now(host: str = "pypi.org") -> bool:
+    """True when `host` presents a chain that the public roots reject: a TLS-intercepting
+    proxy sits in between (what a container with only its stock bundle meets)."""
+    roots = sorted(STOCK_ROOTS_DIR.glob("*.crt"))
+    if roots:
+        public = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        public.load_verify_locations(cadata="\n".join(r.read_text(encoding="ascii") for r in roots))
+    else:
+        public = ssl.create_default_context(cafile=certifi.where())
+    try:
+        with (
+            socket.create_connection((host, 443), timeout=15) as raw,
+            public.wrap_socket(raw, server_hostname=host),
+        ):
+            return False
+    except ssl.SSLCertVerificationError:
+        return True
+
+
+@pytest.fixture(scope="session")
+def tls_intercepted() -> bool:
+    return tls_intercepted_now()
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def registry_answers(address: str) -> bool:
+    try:
+        return http_get(f"http://{address}/v2/", timeout=3)[0] == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a registry that answers /v2/ (the engine treats 127.0.0.0/8 as an
+    insecure registry, so plain HTTP works). Uses PYDEPLOY_TEST_REGISTRY (default
+    127.0.0.1:5000) when it answers, else starts a private one for this session."""
+    address = os.environ.get("PYDEPLOY_TEST_REGISTRY", "").strip() or DEFAULT_REGISTRY
+    if registry_answers(address):
+        yield address
+        return
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        unavailable(
+            f"no registry answers on {address} and docker-registry is not installed",
+            "apt-get install docker-registry, or run .ci/test (it starts one on 127.0.0.1:5000)",
+        )
+    root = tmp_path_factory.mktemp("registry")
+    address = f"127.0.0.1:{find_free_port()}"
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n",
+        encoding="utf-8",
+    )
+    log_path = root / "registry.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            try:
+                wait_http(f"http://{address}/v2/", timeout=30)
+            except TimeoutError as exc:
+                error = str(exc)
+            else:
+                error = ""
+            if error:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-800:]
+                pytest.fail(f"docker-registry did not start: {error}\n{tail}", pytrace=False)
+            yield address
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --- what a test creates ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as the container wrote them
+
+
+class Resources:
+    """Containers, images and volumes one test created. Register each as soon as it exists;
+    teardown force-removes them (containers first, since they pin images and volumes)."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.labels = {TEST_LABEL: "1", SESSION_LABEL: SESSION_ID}
+        self._containers: list[str] = []
+        self._images: list[str] = []
+        self._volumes: list[str] = []
+
+    def container(self, container: Container) -> Container:
+        self._containers.append(container.id or container.name or "")
+        return container
+
+    def image(self, ref: str) -> str:
+        self._images.append(ref)
+        return ref
+
+    def volume(self, name: str) -> str:
+        self._volumes.append(name)
+        return name
+
+    def create(self, image: str, command: list[str] | None = None, **kwargs: Any) -> Container:
+        """A labelled, registered container; host networking unless told otherwise (the
+        engine has no bridge)."""
+        kwargs["labels"] = {**kwargs.get("labels", {}), **self.labels}
+        kwargs.setdefault("network_mode", "host")
+        return self.container(self.client.containers.create(image, command, **kwargs))
+
+    def run(
+        self,
+        image: str,
+        command: list[str] | None = None,
+        *,
+        timeout: float = 300,
+        **kwargs: Any,
+    ) -> RunResult:
+        """Run a container to completion and return its exit code and output."""
+        container = self.create(image, command, **kwargs)
+        container.start()
+        try:
+            status = container.wait(timeout=timeout)
+        except requests.exceptions.RequestException as exc:
+            container.kill()
+            output = container.logs().decode("utf-8", "replace")
+            raise TimeoutError(f"container did not exit within {timeout:g} s:\n{output}") from exc
+        return RunResult(status["StatusCode"], container.logs().decode("utf-8", "replace"))
+
+    def cleanup(self) -> list[str]:
+        """Remove everything registered, newest first; return the failures."""
+        errors: list[str] = []
+        for ident in reversed(self._containers):
+            with _collect(errors, f"container {ident}"):
+                self.client.containers.get(ident).remove(force=True, v=True)
+        for ref in reversed(self._images):
+            with _collect(errors, f"image {ref}"):
+                self.client.images.remove(ref, force=True)
+        for name in reversed(self._volumes):
+            with _collect(errors, f"volume {name}"):
+                self.client.volumes.get(name).remove(force=True)
+        self._containers.clear()
+        self._images.clear()
+        self._volumes.clear()
+        return errors
+
+
+@contextlib.contextmanager
+def _collect(errors: list[str], what: str) -> Iterator[None]:
+    """Record a removal failure and go on with the rest; already-gone is fine (auto_remove,
+    or the test removed it itself)."""
+    try:
+        yield
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        errors.append(f"{what}: {exc}")
+
+
+@pytest.fixture
+def resources(docker_client: docker.DockerClient) -> Iterator[Resources]:
+    tracker = Resources(docker_client)
+    yield tracker
+    errors = tracker.cleanup()
+    if errors:
+        pytest.fail("cleanup failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaked_containers() -> Iterator[None]:
+    """At session end, remove and report containers of this session that a test created
+    without registering them. A local run reports; a CI run fails."""
+    yield
+    client = connect_engine()
+    if isinstance(client, str):
+        return  # no engine: nothing could have been created
+    try:
+        leaked = client.containers.list(
+            all=True, filters={"label": [f"{TEST_LABEL}=1", f"{SESSION_LABEL}={SESSION_ID}"]}
+        )
+        for container in leaked:
+            _leaked.append(f"{container.name} (image {container.attrs['Config']['Image']})")
+            container.remove(force=True, v=True)
+    finally:
+        client.close()
+    if _leaked and in_ci():
+        pytest.fail(
+            "test containers left behind (now removed): " + ", ".join(_leaked), pytrace=False
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _leaked:
+        terminalreporter.section("leaked test containers (removed at session end)")
+        for name in _leaked:
+            terminalreporter.write_line(name)
