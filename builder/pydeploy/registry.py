@@ -1,0 +1,641 @@
+"""Push images to (and fetch from) a registry over the Registry HTTP API v2, no daemon.
+
+Push is resumable by construction: every blob is checked with HEAD first, so a run after
+an interruption uploads only what is missing. Credentials come from
+PYDEPLOY_REGISTRY_USERNAME/PYDEPLOY_REGISTRY_PASSWORD, else from the Docker config file
+(auths, credHelpers, credsStore); they never appear in messages or reprs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
+from pydeploy.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
+
+DOCKER_HUB = "registry-1.docker.io"
+_HUB_NAMES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
+_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
+_ENV_PASSWORD = "PYDEPLOY_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+_ENV_INSECURE = "PYDEPLOY_INSECURE_REGISTRIES"
+_TIMEOUT = (10.0, 300.0)  # (connect, read) seconds
+_CHUNK = 1 << 20
+_ACCEPT_MANIFESTS = ", ".join(
+    (
+        MEDIA_TYPE_MANIFEST,
+        MEDIA_TYPE_INDEX,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+# --------------------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class Reference:
+    """`registry/repository[:tag][@digest]`; Docker Hub names are expanded."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def target(self) -> str:
+        """What goes after `/manifests/`: the digest when pinned, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        text = f"{self.registry}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def _bad_reference(text: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{text!r} is not a valid image reference: {why}.",
+        hint="Use registry/repository:tag, e.g. 127.0.0.1:5000/team/app:1.0 (lowercase "
+        "repository, tag of letters, digits, '_', '.', '-').",
+    )
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse an image reference the way Docker does: the first component is a registry
+    when it has a '.' or ':' or is 'localhost'; otherwise Docker Hub (`library/` added)."""
+    name, _, digest = text.strip().partition("@")
+    if digest and not _DIGEST.fullmatch(digest):
+        raise _bad_reference(text, "the digest is not sha256:<64 hex digits>")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        registry, remainder = first, rest
+    else:
+        registry, remainder = "docker.io", name
+    tag: str | None = None
+    last = remainder.rsplit("/", 1)[-1]
+    if ":" in last:
+        remainder, _, tag = remainder.rpartition(":")
+        if not _TAG.fullmatch(tag):
+            raise _bad_reference(text, f"the tag {tag!r} has characters a tag may not have")
+    if not remainder or not all(_COMPONENT.fullmatch(c) for c in remainder.split("/")):
+        raise _bad_reference(text, f"the repository {remainder!r} is empty or not lowercase")
+    if registry in _HUB_NAMES:
+        registry = DOCKER_HUB
+        if "/" not in remainder:
+            remainder = f"library/{remainder}"
+    if tag is None and not digest:
+        tag = "latest"
+    return Reference(registry, remainder, tag, digest or None)
+
+
+def _hostname(registry: str) -> str:
+    """`[::1]:5000` -> `::1`, `host:5000` -> `host`."""
+    if registry.startswith("["):
+        return registry[1 : registry.find("]")]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+
+
+def registry_scheme(registry: str, environ: Mapping[str, str] | None = None) -> str:
+    """http for loopback registries and those listed in PYDEPLOY_INSECURE_REGISTRIES."""
+    env = os.environ if environ is None else environ
+    insecure = {x.strip() for x in env.get(_ENV_INSECURE, "").split(",") if x.strip()}
+    host = _hostname(registry)
+    if host in _LOOPBACK or registry in insecure or host in insecure:
+        return "http"
+    return "https"
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Registry credentials; `source` says where they came from (for messages)."""
+
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    source: str
+    identity_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class CredentialLookup:
+    """The outcome of a lookup: credentials if found, and notes on what was tried."""
+
+    credentials: Credentials | None
+    notes: tuple[str, ...] = ()
+
+
+def docker_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("DOCKER_CONFIG"):
+        return Path(env["DOCKER_CONFIG"]) / "config.json"
+    return Path.home() / ".docker" / "config.json"
+
+
+def _config_host(key: str) -> str:
+    """A Docker config key (`https://index.docker.io/v1/`, `host:5000`) as a host."""
+    if "://" in key:
+        key = urlsplit(key).netloc
+    return key.split("/", 1)[0]
+
+
+def _matches(key: str, registry: str) -> bool:
+    host = _config_host(key)
+    return host == registry or (registry in _HUB_NAMES and host in _HUB_NAMES)
+
+
+def find_credentials(registry: str, environ: Mapping[str, str] | None = None) -> CredentialLookup:
+    """Env vars first, then the Docker config: credHelpers[host], credsStore, auths[host]."""
+    env = os.environ if environ is None else environ
+    if env.get(_ENV_USER) and env.get(_ENV_PASSWORD):
+        return CredentialLookup(
+            Credentials(env[_ENV_USER], env[_ENV_PASSWORD], f"{_ENV_USER}/{_ENV_PASSWORD}")
+        )
+    path = docker_config_path(env)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return CredentialLookup(None, (f"no {path}",))
+    except (OSError, ValueError) as exc:
+        return CredentialLookup(None, (f"{path} is unreadable ({type(exc).__name__})",))
+    if not isinstance(config, dict):
+        return CredentialLookup(None, (f"{path} is not a JSON object",))
+    notes: list[str] = []
+    server = _HUB_CONFIG_KEY if registry in _HUB_NAMES else registry
+    helpers = config.get("credHelpers") or {}
+    helper = next((v for k, v in helpers.items() if _matches(k, registry)), None)
+    for name in (helper, config.get("credsStore")):
+        if isinstance(name, str) and name:
+            found = _from_helper(name, server, env, notes)
+            if found is not None:
+                return CredentialLookup(found, tuple(notes))
+    auths = config.get("auths") or {}
+    entry = next((v for k, v in auths.items() if _matches(k, registry)), None)
+    if isinstance(entry, dict):
+        found = _from_auth_entry(entry, f"{path} (auths)")
+        if found is not None:
+            return CredentialLookup(found, tuple(notes))
+    notes.append(f"no entry for {registry} in {path}")
+    return CredentialLookup(None, tuple(notes))
+
+
+def _from_auth_entry(entry: Mapping[str, Any], source: str) -> Credentials | None:
+    token = entry.get("identitytoken") or ""
+    if isinstance(entry.get("auth"), str) and entry["auth"]:
+        try:
+            user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if sep:
+            return Credentials(user, password, source, identity_token=token)
+    if entry.get("username") and entry.get("password"):
+        return Credentials(entry["username"], entry["password"], source, identity_token=token)
+    if token:
+        return Credentials("", "", source, identity_token=token)
+    return None
+
+
+def _from_helper(
+    name: str, server: str, env: Mapping[str, str], notes: list[str]
+) -> Credentials | None:
+    program = f"docker-credential-{name}"
+    try:
+        result = subprocess.run(
+            [program, "get"],
+            input=server.encode(),
+            capture_output=True,
+            timeout=60,
+            env=dict(env),
+            check=False,
+        )
+    except FileNotFoundError:
+        notes.append(f"the credential helper {program} is not on PATH")
+        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"the credential helper {program} failed ({type(exc).__name__})")
+        return None
+    if result.returncode != 0:
+        # "credentials not found" is the helper's normal answer for an unknown server;
+        # its output is never quoted, in case a helper echoes something sensitive.
+        notes.append(f"{program} has no credentials for {server}")
+        return None
+    try:
+        answer = json.loads(result.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError):
+        notes.append(f"{program} gave an answer that is not credentials JSON")
+        return None
+    if user == "<token>":  # an identity (refresh) token rather than a password
+        return Credentials("", "", program, identity_token=secret)
+    return Credentials(user, secret, program)
+
+
+# --------------------------------------------------------------------------- auth challenge
+
+_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def parse_www_authenticate(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="...",scope="..."` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): (
+            re.sub(r"\\(.)", r"\1", m.group(2)) if m.group(2) is not None else m.group(3)
+        )
+        for m in _PARAM.finditer(rest)
+    }
+    return scheme.lower(), params
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """Progress of a push: `kind` is "exists", "uploading", "uploaded" or "manifest"."""
+
+    kind: str
+    digest: str
+    size: int
+
+
+Progress = Callable[[PushEvent], None]
+_Body = Callable[[], "bytes | IO[bytes]"]
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if match:
+        return match.group(0).strip()
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "the connection timed out"
+    return type(exc).__name__
+
+
+class RegistryClient:
+    """One repository on one registry; keeps the token between requests."""
+
+    def __init__(
+        self,
+        reference: Reference,
+        *,
+        push: bool = False,
+        session: requests.Session | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.ref = reference
+        self._env = os.environ if environ is None else environ
+        self._owns_session = session is None
+        self._session = session or requests.Session()
+        scheme = registry_scheme(reference.registry, self._env)
+        self._root = f"{scheme}://{reference.registry}/v2/"
+        self._actions = "pull,push" if push else "pull"
+        self._authorization: str | None = None
+        self._lookup: CredentialLookup | None = None
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing
+
+    def url(self, suffix: str) -> str:
+        return f"{self._root}{self.ref.repository}/{suffix}"
+
+    def _credentials(self) -> CredentialLookup:
+        if self._lookup is None:
+            self._lookup = find_credentials(self.ref.registry, self._env)
+        return self._lookup
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(method, url, timeout=_TIMEOUT, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise PublishError(
+                f"TLS to registry {self.ref.registry} failed: {_short_reason(exc)}.",
+                hint=f"If it uses a private CA, point REQUESTS_CA_BUNDLE at the CA bundle; if "
+                f"it speaks plain HTTP, set {_ENV_INSECURE}={self.ref.registry}.",
+            ) from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            host = urlsplit(url).netloc
+            raise PublishError(
+                f"registry {host} is unreachable: {_short_reason(exc)}; is it running?",
+                hint=f"For an insecure (plain-HTTP) registry set {_ENV_INSECURE}={host}.",
+            ) from exc
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: _Body | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send, answering one 401 challenge (Basic or Bearer) by authenticating and
+        resending. `body` is a factory so a streamed upload can be replayed."""
+        for attempt in range(2):
+            sent = dict(headers or {})
+            if self._authorization:
+                sent["Authorization"] = self._authorization
+            data = body() if body is not None else None
+            try:
+                response = self._send(method, url, data=data, headers=sent, stream=stream)
+            finally:
+                if data is not None and not isinstance(data, bytes):
+                    data.close()
+            if response.status_code == 401 and attempt == 0:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                if self._authenticate(challenge):
+                    continue
+            if response.status_code in {401, 403}:
+                response.close()
+                raise self._auth_error(response.status_code)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _authenticate(self, challenge: str) -> bool:
+        scheme, params = parse_www_authenticate(challenge)
+        creds = self._credentials().credentials
+        if scheme == "basic":
+            if creds is None or not creds.username:
+                return False
+            pair = f"{creds.username}:{creds.password}".encode()
+            self._authorization = "Basic " + base64.b64encode(pair).decode()
+            return True
+        if scheme == "bearer" and params.get("realm"):
+            token = self._fetch_token(params, creds)
+            self._authorization = f"Bearer {token}"
+            return True
+        return False
+
+    def _fetch_token(self, params: Mapping[str, str], creds: Credentials | None) -> str:
+        ours = f"repository:{self.ref.repository}:{self._actions}"
+        scopes = [s for s in (params.get("scope"), ours) if s]
+        query: dict[str, Any] = {"scope": list(dict.fromkeys(scopes))}
+        if params.get("service"):
+            query["service"] = params["service"]
+        realm = params["realm"]
+        if creds is not None and creds.identity_token:
+            form = {**query, "grant_type": "refresh_token", "client_id": "pydeploy",
+                    "refresh_token": creds.identity_token}  # fmt: skip
+            response = self._send("POST", realm, data=form)
+        else:
+            auth = (creds.username, creds.password) if creds and creds.username else None
+            response = self._send("GET", realm, params=query, auth=auth)
+        if response.status_code in {401, 403}:
+            raise self._auth_error(response.status_code)
+        if response.status_code != 200:
+            raise self._failure(response, "issuing a token")
+        try:
+            answer = response.json()
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise PublishError(f"the token service of {self.ref.registry} returned no token.")
+        return token
+
+    def _auth_error(self, status: int) -> RegistryAuthError:
+        lookup = self._credentials()
+        registry = self.ref.registry
+        how = (
+            f"Run `docker login {registry}` or set {_ENV_USER} and {_ENV_PASSWORD} "
+            f"(credentials are read from those variables first, then from "
+            f"{docker_config_path(self._env)})."
+        )
+        if lookup.credentials is None:
+            tried = "; ".join(lookup.notes)
+            return RegistryAuthError(
+                f"registry {registry} requires credentials for {self.ref.repository} "
+                f"(HTTP {status}) and none were found ({tried}).",
+                hint=how,
+            )
+        return RegistryAuthError(
+            f"registry {registry} refused the credentials from {lookup.credentials.source} "
+            f"for {self._actions} on {self.ref.repository} (HTTP {status}).",
+            hint=how,
+        )
+
+    def _failure(self, response: requests.Response, action: str) -> PublishError:
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
+        except (ValueError, AttributeError):
+            detail = response.text[:200].strip()
+        finally:
+            response.close()
+        suffix = f": {detail}" if detail else ""
+        return PublishError(
+            f"registry {self.ref.registry} answered HTTP {response.status_code} while "
+            f"{action} for {self.ref.repository}{suffix}"
+        )
+
+    # -- blobs and manifests
+
+    def blob_exists(self, digest: str) -> bool:
+        response = self.request("HEAD", self.url(f"blobs/{digest}"))
+        response.close()
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._failure(response, f"checking blob {digest}")
+
+    def upload_blob(self, digest: str, size: int, body: _Body) -> None:
+        """A monolithic upload: POST for a session, then one PUT with the whole blob."""
+        start = self.request("POST", self.url("blobs/uploads/"), headers={"Content-Length": "0"})
+        if start.status_code not in {201, 202}:
+            raise self._failure(start, f"starting the upload of {digest}")
+        start.close()
+        location = start.headers.get("Location")
+        if not location:
+            raise PublishError(f"registry {self.ref.registry} gave no upload location")
+        parts = urlsplit(urljoin(start.url, location))
+        query = f"{parts.query}&" if parts.query else ""
+        target = urlunsplit(parts._replace(query=query + urlencode({"digest": digest})))
+        done = self.request(
+            "PUT",
+            target,
+            body=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+        if done.status_code not in {201, 204}:
+            raise self._failure(done, f"uploading blob {digest}")
+        done.close()
+
+    def put_manifest(self, manifest: bytes, media_type: str) -> str | None:
+        response = self.request(
+            "PUT",
+            self.url(f"manifests/{self.ref.target}"),
+            body=lambda: manifest,
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code not in {200, 201, 202}:
+            raise self._failure(response, "storing the manifest")
+        response.close()
+        return response.headers.get("Docker-Content-Digest")
+
+    def get_manifest(self) -> tuple[bytes, str]:
+        response = self.request(
+            "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": _ACCEPT_MANIFESTS}
+        )
+        if response.status_code != 200:
+            raise self._failure(response, f"fetching the manifest {self.ref.target}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.content, media_type
+
+    def download_blob(self, digest: str, dest: Path) -> int:
+        response = self.request("GET", self.url(f"blobs/{digest}"), stream=True)
+        if response.status_code != 200:
+            raise self._failure(response, f"fetching blob {digest}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+        tmp = Path(tmp_name)
+        hasher, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out, response:
+                for chunk in response.iter_content(_CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            if f"sha256:{hasher.hexdigest()}" != digest:
+                raise PublishError(
+                    f"blob {digest} from {self.ref.registry} arrived with different content; "
+                    f"nothing was written to {dest}."
+                )
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _as_reference(reference: str | Reference) -> Reference:
+    return reference if isinstance(reference, Reference) else parse_reference(reference)
+
+
+def _file_body(path: Path) -> _Body:
+    def open_file() -> IO[bytes]:
+        return path.open("rb")
+
+    return open_file
+
+
+def push(
+    image: Image,
+    reference: str | Reference,
+    *,
+    progress: Progress | None = None,
+    session: requests.Session | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Push `image` (layers, config, manifest) to `reference`; returns the manifest digest.
+    Blobs the registry already has are skipped, so a re-run completes an interrupted push."""
+    ref = _as_reference(reference)
+    if ref.digest and ref.digest != image.manifest_digest:
+        raise PublishError(
+            f"{ref} pins digest {ref.digest}, but the image's manifest is {image.manifest_digest}.",
+            hint="Push by tag instead, or pin the digest pydeploy reports.",
+        )
+    with RegistryClient(ref, push=True, session=session, environ=environ) as client:
+        return _push(client, image, ref, progress or (lambda _event: None))
+
+
+def _push(client: RegistryClient, image: Image, ref: Reference, report: Progress) -> str:
+    blobs: dict[str, tuple[int, _Body]] = {}
+    for layer in image.layers:
+        blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest)))
+    blobs[image.config_digest] = (len(image.config), lambda: image.config)
+    for digest, (size, body) in blobs.items():
+        if client.blob_exists(digest):
+            report(PushEvent("exists", digest, size))
+            continue
+        report(PushEvent("uploading", digest, size))
+        client.upload_blob(digest, size, body)
+        report(PushEvent("uploaded", digest, size))
+    returned = client.put_manifest(image.manifest, MEDIA_TYPE_MANIFEST)
+    if returned and returned != image.manifest_digest:
+        raise PublishError(
+            f"registry {ref.registry} stored the manifest of {ref} as {returned}, not as "
+            f"{image.manifest_digest}; the registry rewrote it, so the pushed image is not "
+            f"the one pydeploy built."
+        )
+    report(PushEvent("manifest", image.manifest_digest, len(image.manifest)))
+    return image.manifest_digest
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    data: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.data)
+        return document
+
+
+def fetch_manifest(
+    reference: str | Reference,
+    *,
+    session: requests.Session | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FetchedManifest:
+    """The manifest (or index) `reference` names, verified when pinned by digest."""
+    ref = _as_reference(reference)
+    with RegistryClient(ref, session=session, environ=environ) as client:
+        data, media_type = client.get_manifest()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    if ref.digest and digest != ref.digest:
+        raise PublishError(f"registry {ref.registry} returned a manifest that is not {ref.digest}")
+    return FetchedManifest(data, media_type, digest)
+
+
+def fetch_blob(
+    reference: str | Reference,
+    digest: str,
+    dest: Path,
+    *,
+    session: requests.Session | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Download blob `digest` of `reference`'s repository to `dest` (atomically, verified);
+    returns its size."""
+    ref = _as_reference(reference)
+    with RegistryClient(ref, session=session, environ=environ) as client:
+        return client.download_blob(digest, dest)
