@@ -17,7 +17,11 @@ from pydeploy import schema
 from pydeploy.config import read_pyproject
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/pyproject.toml"))
+EXAMPLES = sorted(
+    p.parent
+    for p in (ROOT / "examples").rglob("pyproject.toml")
+    if "pydeploy" in read_pyproject(p.parent).get("tool", {})
+)
 
 
 def committed() -> dict[str, Any]:
