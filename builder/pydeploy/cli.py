@@ -4,6 +4,7 @@ caught in `main` and reported as one paragraph with its own exit code."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 
 from pydeploy import __version__, initcmd
 from pydeploy import schema as schema_mod
-from pydeploy.errors import EXIT_CODES, ConfigError, PydeployError
+from pydeploy.errors import EXIT_CODES, ConfigError, InterruptError, PublishError, PydeployError
 from pydeploy.plan import BuildPlan, Overrides, make_plan, server_command_preview
 from pydeploy.project import load_project
 
@@ -197,6 +198,99 @@ def init(directory: Path, app: str | None) -> None:
         f"added [tool.pydeploy] to {result.path}: app = {result.target!r} "
         f"({result.reason}). Next: `pydeploy plan`, then `pydeploy build`."
     )
+
+
+@cli.command()
+@PROJECT_DIR
+@click.option("--base", "base_image", help="Base image (overrides tool.pydeploy.base-image).")
+@click.option("--network", help="Network mode for builder containers (e.g. host).")
+@click.option("--tag", "tags", multiple=True, help="Image tag or full reference; repeatable.")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    help="docker (default), registry, oci:DIR or docker-archive:FILE; repeatable.",
+)
+@click.option(
+    "--push", is_flag=True, help="Push every tag to its registry (same as --output registry)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--metadata-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON result to this file.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
+def build(
+    directory: Path,
+    base_image: str | None,
+    network: str | None,
+    tags: tuple[str, ...],
+    outputs: tuple[str, ...],
+    push: bool,
+    as_json: bool,
+    metadata_file: Path | None,
+    verbose: bool,
+) -> None:
+    """Build the image: wheels in a builder container, then deterministic layers."""
+    from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
+    from pydeploy import publish  # noqa: PLC0415
+    from pydeploy.engine import Engine  # noqa: PLC0415
+
+    specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
+    if push and not any(o.kind == "registry" for o in specs):
+        specs.append(publish.Output("registry"))
+    the_plan = make_plan(
+        load_project(directory), Overrides(base_image=base_image, tags=tags, network=network)
+    )
+    out = click.get_text_stream("stderr")
+    click.echo(
+        f"pydeploy: building {', '.join(the_plan.tags)} from {the_plan.project.root}", file=out
+    )
+
+    def progress(step: str, elapsed: float, detail: str | None) -> None:
+        click.echo(f"[{elapsed:7.1f}s] {step}" + (f": {detail}" if detail else ""), file=out)
+
+    engine = Engine.connect()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = build_mod.build(
+            the_plan,
+            engine,
+            build_mod.BuildOptions(outputs=tuple(specs), verbose=verbose),
+            progress,
+        )
+    except KeyboardInterrupt:
+        raise InterruptError("Build interrupted; its containers were removed.") from None
+    finally:
+        engine.cleanup()
+        signal.signal(signal.SIGTERM, previous)
+    document = result.to_json()
+    if metadata_file:
+        _write_json(metadata_file, document)
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(f"built {result.image.image_id} ({', '.join(result.tags)})", file=out)
+        for layer in result.image.own_layers:
+            click.echo(
+                f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB", file=out
+            )
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM (CI cancelling a job) takes the same cleanup path as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
 
 
 def main() -> None:

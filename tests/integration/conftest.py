@@ -17,17 +17,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import http.client
+import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -425,3 +427,99 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("leaked test containers (removed at session end)")
         for name in _leaked:
             terminalreporter.write_line(name)
+
+
+# --- images built by pydeploy -------------------------------------------------------
+
+EXAMPLES_DIR = REPO_ROOT / "examples"
+EXAMPLE_APPS = ("flask-app", "django-app", "fastapi-app")
+# A cold build resolves and downloads wheels through the proxy; a warm one takes seconds.
+BUILD_TIMEOUT = 1200.0
+
+
+class BuildImage(Protocol):
+    def __call__(self, project: Path, name: str) -> str: ...
+
+
+def _run_build(argv: list[str]) -> tuple[int, str, str]:
+    """Run the CLI; on timeout give it SIGTERM first, which pydeploy turns into the same
+    cleanup as Ctrl-C (a SIGKILL would leave its builder containers behind)."""
+    with subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                stdout, stderr = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            stderr += f"\n(timed out after {BUILD_TIMEOUT:g} s)"
+        return proc.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="session")
+def pydeploy_build(docker_client: docker.DockerClient, base_image: str) -> Iterator[BuildImage]:
+    """Build a project into the local engine the way a user does (`python -m pydeploy build
+    DIR --json` in a subprocess) under a unique test tag, and return the tag. Every image is
+    removed at session end. A failed build fails the test with the CLI's stderr."""
+    tags: list[str] = []
+
+    def build(project: Path, name: str) -> str:
+        tag = f"pydeploy-test/{name}:{uuid.uuid4().hex[:12]}"
+        tags.append(tag)  # before the build: a half-finished one may still have tagged it
+        argv = [sys.executable, "-m", "pydeploy", "build", str(project), "--base", base_image]
+        argv += ["--network", "host", "--tag", tag, "--json"]
+        code, stdout, stderr = _run_build(argv)
+        if code != 0:
+            pytest.fail(
+                f"`pydeploy build {project}` failed (exit {code}):\n{stderr[-4000:]}",
+                pytrace=False,
+            )
+        try:
+            result = json.loads(stdout)
+        except ValueError:
+            pytest.fail(
+                f"`pydeploy build --json` printed no JSON:\n{stdout[-2000:]}", pytrace=False
+            )
+        if tag not in result.get("tags", []):
+            pytest.fail(f"the build result does not list the tag {tag}: {result}", pytrace=False)
+        return tag
+
+    yield build
+    errors: list[str] = []
+    for tag in reversed(tags):
+        with _collect(errors, f"image {tag}"):
+            docker_client.images.remove(tag, force=True)
+    if errors:
+        pytest.fail("image cleanup failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def example_images(pydeploy_build: BuildImage) -> dict[str, str]:
+    """examples/flask-app, django-app and fastapi-app built once per session: name -> tag."""
+    return {name: pydeploy_build(EXAMPLES_DIR / name, name) for name in EXAMPLE_APPS}
+
+
+@pytest.fixture(scope="session")
+def session_resources(docker_client: docker.DockerClient) -> Iterator[Resources]:
+    """Like `resources`, for containers that module- or session-scoped fixtures share
+    between tests; removed at session end (sooner when the fixture removes them itself)."""
+    tracker = Resources(docker_client)
+    yield tracker
+    errors = tracker.cleanup()
+    if errors:
+        pytest.fail("cleanup failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def free_port_factory() -> Callable[[], int]:
+    """find_free_port for fixtures wider than a test, where `free_port` is out of scope."""
+    return find_free_port

@@ -1,0 +1,296 @@
+"""`pydeploy build`: plan -> builder stage -> layers -> image -> outputs.
+
+The one place that sequences side effects. Each stage reports progress through a
+callback (the CLI prints it); everything started is cleaned up on failure or interrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydeploy import assemble, publish, wheels
+from pydeploy.appfiles import app_entries
+from pydeploy.blobs import BlobStore
+from pydeploy.engine import Engine
+from pydeploy.errors import ConfigError
+from pydeploy.oci import (
+    BaseImage,
+    Image,
+    Layer,
+    assemble_image,
+    cached_base,
+    entries_from_tar,
+    import_docker_save,
+)
+from pydeploy.plan import VENV, BuildPlan, launch_settings
+from pydeploy.project import git_revision
+
+Progress = Callable[[str, float, "str | None"], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    outputs: tuple[publish.Output, ...] = (publish.Output("docker"),)
+    verbose: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass
+class BuildResult:
+    image: Image
+    tags: tuple[str, ...]
+    plan: BuildPlan
+    interface: str
+    server: str
+    pins: tuple[str, ...]
+    dependencies_cached: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    pushed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented shape of `pydeploy build --json` (and --metadata-file)."""
+        return {
+            "project": self.plan.project.name,
+            "image_id": self.image.image_id,
+            "manifest_digest": self.image.manifest_digest,
+            "tags": list(self.tags),
+            "pushed": self.pushed,
+            "base_image": self.plan.base_image,
+            "app": self.plan.app,
+            "interface": self.interface,
+            "server": self.server,
+            "dependencies": {"pins": list(self.pins), "cached": self.dependencies_cached},
+            "layers": [
+                {
+                    "role": layer.role,
+                    "digest": layer.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.size,
+                    "uncompressed_size": layer.uncompressed_size,
+                }
+                for layer in self.image.layers
+            ],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def cache_root(explicit: Path | None = None) -> Path:
+    if explicit:
+        return explicit
+    env = os.environ.get("PYDEPLOY_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "pydeploy"
+
+
+def created_epoch(plan: BuildPlan) -> int:
+    """Config/label timestamp: SOURCE_DATE_EPOCH, else the commit time, else 0."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value:
+        if not value.isdigit():
+            raise ConfigError(
+                f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds since 1970.",
+                hint="Set it to an integer, e.g. `$(git log -1 --format=%ct)`.",
+            )
+        return int(value)
+    return _commit_time(plan.project.root) or 0
+
+
+def _commit_time(root: Path) -> int | None:
+    import subprocess  # noqa: PLC0415
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%ct"],
+            capture_output=True, text=True, check=False, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout.strip()
+    return int(text) if out.returncode == 0 and text.isdigit() else None
+
+
+class _Clock:
+    def __init__(self, progress: Progress, timings: dict[str, float]) -> None:
+        self.progress, self.timings, self.start = progress, timings, time.monotonic()
+
+    def step(self, name: str, detail: str | None = None) -> None:
+        now = time.monotonic()
+        self.timings[name] = now - self.start
+        self.progress(name, now - self.start, detail)
+
+
+def build(
+    plan: BuildPlan, engine: Engine, options: BuildOptions, progress: Progress
+) -> BuildResult:
+    timings: dict[str, float] = {}
+    clock = _Clock(progress, timings)
+    store = BlobStore(cache_root(options.cache_dir) / "blobs")
+    base_ref = engine.ensure_image(plan.base_image)
+    base = _base_image(engine, store, plan.base_image, base_ref.image_id)
+    clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
+
+    builder = wheels.ensure_builder(engine, plan, progress)
+    clock.step("builder image", f"{builder.name}, Python {builder.python.version}")
+    deps = wheels.install_dependencies(engine, plan, builder, progress,
+                                       verbose=options.verbose)  # fmt: skip
+    clock.step(
+        "dependencies",
+        ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
+    )
+
+    with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
+        scratch = Path(tmp)
+        app_only = assemble.layer(store, app_entries(plan), "app")
+        app_tar = _uncompressed(store, app_only, scratch / "app.tar")
+        check = wheels.check_app(engine, plan, builder, deps, app_tar, progress)
+        server = (
+            plan.server
+            if plan.server != "auto"
+            else ("gunicorn" if check.interface == "wsgi" else "gunicorn-uvicorn")
+        )
+        clock.step("app check", f"{plan.app} is {check.interface.upper()}; server {server}")
+
+        venv_layer = _venv_layer(engine, store, builder, deps, scratch)
+        app_layer = app_only
+        if check.project_site_tar is not None:
+            app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
+        passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+        layers = [
+            *_system_layers(engine, store, plan, base_ref.image_id, progress),
+            assemble.layer(store, assemble.user_entries(plan, passwd, group), "user"),
+            venv_layer,
+            app_layer,
+            assemble.layer(
+                store,
+                assemble.launcher_entries(
+                    launch_settings(plan.project, plan.app, check.interface, server)
+                ),
+                "launcher",
+            ),
+        ]
+        clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
+
+        created = created_epoch(plan)
+        labels = assemble.oci_labels(
+            plan, created_epoch=created, revision=git_revision(plan.project.root),
+            base_digest=base_ref.repo_digest,
+        )  # fmt: skip
+        settings = assemble.runtime_settings(plan, base.config.get("config", {}).get("Env") or [],
+                                             labels)  # fmt: skip
+        image = assemble_image(
+            store, base, layers, epoch=created, user=settings.user, env=settings.env,
+            entrypoint=settings.entrypoint, workdir=settings.workdir,
+            exposed_ports=settings.exposed_ports, labels=settings.labels,
+            stop_signal=settings.stop_signal, healthcheck=settings.healthcheck,
+        )  # fmt: skip
+        clock.step("image", f"{image.image_id[:19]}, manifest {image.manifest_digest[:19]}")
+
+        result = BuildResult(
+            image=image, tags=plan.tags, plan=plan, interface=check.interface, server=server,
+            pins=deps.pins, dependencies_cached=deps.cached, timings=timings,
+        )  # fmt: skip
+        for output in options.outputs:
+            if output.kind == "docker":
+                publish.load_into_engine(engine, image, plan.tags, scratch)
+                clock.step("load", f"into the engine as {', '.join(plan.tags)}")
+            elif output.kind == "registry":
+                result.pushed = publish.push_to_registry(
+                    image, plan.tags, lambda line: progress("push", 0.0, line)
+                )
+                clock.step("push", ", ".join(plan.tags))
+            else:
+                publish.write_output(output, image, plan.tags)
+                clock.step("write", str(output))
+    return result
+
+
+def _scratch(store: BlobStore) -> Path:
+    path = store.root.parent / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _base_image(engine: Engine, store: BlobStore, name: str, image_id: str) -> BaseImage:
+    cached = cached_base(store, image_id)
+    if cached is not None:
+        return cached
+    with engine.save_image(name) as stream:
+        return import_docker_save(stream, store)
+
+
+def _uncompressed(store: BlobStore, layer: Layer, dest: Path) -> Path:
+    """The layer's plain tar, as the builder's app check receives it."""
+    if store.has(layer.diff_id):
+        return store.path(layer.diff_id)
+    from pydeploy.oci import open_uncompressed  # noqa: PLC0415
+
+    with open_uncompressed(store, layer) as src, dest.open("wb") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+    return dest
+
+
+def _venv_layer(
+    engine: Engine,
+    store: BlobStore,
+    builder: wheels.BuilderImage,
+    deps: wheels.Dependencies,
+    scratch: Path,
+) -> Layer:
+    """The dependency layer, cached by the dependency key: unchanged dependencies reuse
+    the stored layer without exporting or re-taring the venv."""
+    cached = store.read_index("venv-layer", deps.key)
+    if isinstance(cached, dict) and store.has(cached.get("digest", "")):
+        return Layer(**cached)
+    tar_path = wheels.export_venv(engine, builder, deps, scratch / "venv.tar")
+    with tar_path.open("rb") as handle:
+        entries = entries_from_tar(
+            handle, strip_prefix="venv", dest_prefix=VENV.lstrip("/"), spool_dir=scratch / "venv"
+        )
+    layer = assemble.layer(store, entries, "dependencies")
+    store.write_index("venv-layer", deps.key, _layer_doc(layer))
+    return layer
+
+
+def _layer_doc(layer: Layer) -> dict[str, Any]:
+    return {
+        "role": layer.role,
+        "diff_id": layer.diff_id,
+        "digest": layer.digest,
+        "size": layer.size,
+        "uncompressed_size": layer.uncompressed_size,
+    }
+
+
+def _with_project(
+    store: BlobStore,
+    plan: BuildPlan,
+    builder: wheels.BuilderImage,
+    site_tar: Path,
+    scratch: Path,
+) -> Layer:
+    """The app layer plus the project's own wheel, installed into site-packages."""
+    site = f"{VENV.lstrip('/')}/{builder.python.site_packages}"
+    with site_tar.open("rb") as handle:
+        project_files = entries_from_tar(
+            handle, strip_prefix="", dest_prefix=site, spool_dir=scratch / "project"
+        )
+    return assemble.layer(store, [*app_entries(plan), *project_files], "app")
+
+
+def _system_layers(
+    engine: Engine, store: BlobStore, plan: BuildPlan, base_id: str, progress: Progress
+) -> list[Layer]:
+    if not plan.runtime_packages:
+        return []
+    from pydeploy import syspkgs  # noqa: PLC0415
+
+    return [syspkgs.system_layer(engine, store, plan, base_id, progress)]

@@ -1,0 +1,459 @@
+"""Runs inside builder containers, under the base image's own python3.
+
+pydeploy uploads this file (and a JSON job) into a container; it never imports pydeploy
+and uses only the standard library, with 3.8-compatible code at run time, because it
+runs under whatever interpreter the base image has.
+
+    builder_script.py probe EXECUTABLE     print the interpreter's facts as one JSON line
+    builder_script.py install JOB.json     uv tools, resolve, install, compile bytecode
+    builder_script.py check JOB.json       build the project's wheel, import the app
+    builder_script.py inspect-app TARGET   (run by `check` under the venv's python)
+
+The host reads stdout: lines starting with `##pydeploy:` are protocol, the rest is tool
+output, kept for error messages and --verbose:
+
+    ##pydeploy:begin STEP         a step starts
+    ##pydeploy:end STEP DETAIL    it finished (DETAIL is optional free text)
+    ##pydeploy:result JSON        the command's result, last line on success
+
+Secrets arrive as environment variables only and are never printed here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+MARK = "##pydeploy:"
+# Never copied from the mounted source into the writable build copy.
+COPY_SKIP = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+}
+# Skipped only next to a pyproject.toml/setup.py: stale setuptools output would leak into
+# wheels, while a package's own `build/` subpackage elsewhere must survive.
+COPY_SKIP_IN_PACKAGE_ROOT = ("build", "dist")
+REQUIREMENTS = ".pydeploy-requirements.txt"
+SERVER_IN = ".pydeploy-server.in"
+PINS = ".pydeploy-pins.txt"
+EXIT_STEP_FAILED = 3
+
+
+class StepFailedError(Exception):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def emit(kind: str, text: str = "") -> None:
+    sys.stdout.write(f"{MARK}{kind} {text}".rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def run(
+    step: str, argv: list[str], cwd: str | None = None, env: dict[str, str] | None = None
+) -> None:
+    """Run a tool with its output on our stdout; a failure ends the step."""
+    sys.stdout.flush()
+    code = subprocess.call(argv, cwd=cwd, env=env, stdout=sys.stdout, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise StepFailedError(step, f"`{' '.join(argv[:3])} ...` exited with {code}")
+
+
+def capture(step: str, argv: list[str], cwd: str | None = None) -> str:
+    """Run a tool and return its stdout (stderr goes to our output)."""
+    sys.stdout.flush()
+    proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=sys.stdout, check=False)
+    if proc.returncode != 0:
+        raise StepFailedError(step, f"`{' '.join(argv[:3])} ...` exited with {proc.returncode}")
+    return proc.stdout.decode("utf-8", "replace")
+
+
+# --- pure helpers (unit-tested on the host) --------------------------------------------
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalization."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[|[=<>~!]=?|@|;|$)")
+
+
+def requirement_names(lines: list[str]) -> set[str]:
+    """Normalized names a requirements file names (options and bare paths name nothing)."""
+    names = set()
+    for raw in lines:
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-", ".", "/")) or "://" in line.split("@")[0]:
+            continue
+        match = _NAME.match(line)
+        if match:
+            names.add(normalize(match.group(1)))
+    return names
+
+
+def requirement_file_names(path: str, seen: set[str] | None = None) -> set[str]:
+    """requirement_names of a file and the files it includes with -r."""
+    seen = set() if seen is None else seen
+    file = Path(path)
+    if path in seen or not file.is_file():
+        return set()
+    seen.add(path)
+    lines = file.read_text(encoding="utf-8").splitlines()
+    names = requirement_names(lines)
+    for line in lines:
+        match = re.match(r"^\s*(?:-r|--requirement)[\s=]+(\S+)", line)
+        if match:
+            names |= requirement_file_names(str(file.parent / match.group(1)), seen)
+    return names
+
+
+def missing_server_packages(named: set[str], wanted: list[str]) -> list[str]:
+    """The server packages the dependency set does not already name."""
+    return [pkg for pkg in wanted if normalize(pkg) not in named]
+
+
+def interface_of(obj: Any) -> str:
+    """`wsgi`, `asgi`, or why it is neither (`not-callable`, `class`, `unknown`)."""
+    if inspect.isclass(obj):
+        return "class"
+    if not callable(obj):
+        return "not-callable"
+    call = obj if inspect.isroutine(obj) else getattr(type(obj), "__call__", None)  # noqa: B004
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(obj):
+        return "asgi"
+    try:
+        params = list(inspect.signature(obj).parameters.values())
+    except (TypeError, ValueError):
+        return "unknown"
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return "unknown"
+    return {2: "wsgi", 3: "asgi"}.get(len(positional), "unknown")
+
+
+# --- probe -----------------------------------------------------------------------------
+
+
+def probe(executable: str) -> dict[str, Any]:
+    import platform  # noqa: PLC0415 - only this command needs them
+    import sysconfig  # noqa: PLC0415
+
+    base = "/venv"
+    scheme = "venv" if "venv" in sysconfig.get_scheme_names() else "posix_prefix"
+    variables = {"base": base, "platbase": base, "installed_base": base, "installed_platbase": base}
+    purelib = sysconfig.get_path("purelib", scheme, variables)
+    include = sysconfig.get_paths()["include"]
+    return {
+        "executable": executable,
+        "version": platform.python_version(),
+        "site_packages": os.path.relpath(purelib, base),
+        "headers": (Path(include) / "Python.h").is_file(),
+        "machine": platform.machine(),
+    }
+
+
+# --- install ---------------------------------------------------------------------------
+
+
+def copy_tree(source: str, dest: str) -> None:
+    """Copy the read-only mounted source to a writable place (builds write into it)."""
+
+    def skip(_directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n in COPY_SKIP or n.endswith(".egg-info")}
+        if "pyproject.toml" in names or "setup.py" in names:
+            skipped |= {n for n in names if n in COPY_SKIP_IN_PACKAGE_ROOT}
+        return skipped
+
+    if Path(dest).exists():
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest, symlinks=True, ignore=skip)
+
+
+def ensure_uv(job: dict[str, Any]) -> str:
+    """The pinned uv in the cache volume, installed once with the base's venv + pip."""
+    step = "uv tools"
+    target = Path(job["uv_dir"])
+    uv = target / "bin" / "uv"
+    emit("begin", step)
+    if os.access(uv, os.X_OK):
+        emit("end", f"{step} uv {job['uv_version']} (cached)")
+        return str(uv)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Installed beside the target and renamed: a concurrent or interrupted build never
+    # sees a half-installed tools directory.
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        run(step, [job["python"], "-m", "venv", str(tmp)])
+        pip = [str(tmp / "bin" / "python"), "-m", "pip", "install"]
+        pip += ["--disable-pip-version-check", "--no-input", "-q", f"uv=={job['uv_version']}"]
+        run(step, pip)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not os.access(uv, os.X_OK):  # unless a concurrent build won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    emit("end", f"{step} uv {job['uv_version']} (installed)")
+    return str(uv)
+
+
+def drop_editable(path: Path, seen: set[Path] | None = None) -> None:
+    """Rewrite `-e PATH` lines of a requirements file (and those it includes) to `PATH`:
+    an editable install would point into the builder's copy of the source."""
+    seen = set() if seen is None else seen
+    if path in seen or not path.is_file():
+        return
+    seen.add(path)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(re.sub(r"(?m)^\s*(?:-e|--editable)(?:\s+|=)", "", text), encoding="utf-8")
+    for match in re.finditer(r"(?m)^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)", text):
+        drop_editable(path.parent / match.group(1), seen)
+
+
+def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], list[str]]:
+    """Prepare what to install: (cwd, uv pip install arguments, pins or [], added servers)."""
+    step = "resolve"
+    emit("begin", step)
+    work = Path(job["work"])
+    if work.exists():
+        shutil.rmtree(work)
+    for rel in job["copies"]:
+        copy_tree(str(Path(job["mount"]) / rel), str(work / rel))
+    cwd = work / job["cwd"]
+    source = job["source"]
+    wanted = list(job["server_packages"])
+    pins: list[str] = []
+    if source == "uv.lock":
+        args = [uv, "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project"]
+        args += ["--no-editable", "--no-header", "--format", "requirements.txt", "--quiet"]
+        args += ["--output-file", REQUIREMENTS]
+        if job.get("package"):
+            args += ["--package", job["package"]]
+        for extra in job["extras"]:
+            args += ["--extra", extra]
+        for group in job["groups"]:
+            args += ["--group", group]
+        run(step, args, cwd=str(cwd))
+        install_args = ["-r", REQUIREMENTS]
+        named = requirement_file_names(str(cwd / REQUIREMENTS))
+    elif source == "pylock":
+        lines = job["requirement_lines"]
+        (cwd / REQUIREMENTS).write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+        install_args = ["-r", REQUIREMENTS]
+        named = requirement_names(lines)
+    elif source == "requirements":
+        install_args = []
+        named = set()
+        for rel in job["requirements"]:
+            drop_editable(cwd / rel)
+            install_args += ["-r", rel]
+            named |= requirement_file_names(str(cwd / rel))
+    else:  # "project": resolve [project.dependencies] now and keep the pins
+        compile_args = [uv, "pip", "compile", "pyproject.toml", "--python", job["python"]]
+        compile_args += ["--no-header", "--no-annotate", "--quiet", "--output-file", PINS]
+        for extra in job["extras"]:
+            compile_args += ["--extra", extra]
+        for group in job["groups"]:
+            compile_args += ["--group", f"pyproject.toml:{group}"]
+        run(step, compile_args, cwd=str(cwd))
+        missing = missing_server_packages(requirement_file_names(str(cwd / PINS)), wanted)
+        if missing:
+            (cwd / SERVER_IN).write_text("".join(f"{p}\n" for p in missing), encoding="utf-8")
+            run(step, [*compile_args, SERVER_IN], cwd=str(cwd))
+        text = (cwd / PINS).read_text(encoding="utf-8")
+        pins = [ln.strip() for ln in text.splitlines() if ln.strip() and ln[0] != "#"]
+        emit("end", f"{step} {len(pins)} pins from [project.dependencies]")
+        return cwd, ["-r", PINS], pins, missing
+    missing = missing_server_packages(named, wanted)
+    emit("end", f"{step} {source}" + (f" + {', '.join(missing)}" if missing else ""))
+    return cwd, install_args + missing, pins, missing
+
+
+def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
+    """Hash-based .pyc (PEP 552): no timestamps, so two builds give the same bytes, and
+    never stale when image layers normalize mtimes. Files that are not valid Python
+    (templates, py2 leftovers some packages ship) are skipped, as pip and uv do."""
+    argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
+    sys.stdout.flush()
+    return subprocess.call([*argv, *extra, tree], stdout=sys.stdout, stderr=subprocess.STDOUT)
+
+
+def install(job: dict[str, Any]) -> dict[str, Any]:
+    uv = ensure_uv(job)
+    cwd, args, pins, added = resolve(job, uv)
+    venv = Path(job["venv"])
+    venv_python = str(venv / "bin" / "python")
+
+    emit("begin", "install")
+    run(
+        "install", [uv, "venv", str(venv), "--python", job["python"], "--quiet", "--allow-existing"]
+    )
+    run("install", [uv, "pip", "install", "--python", venv_python, *args], cwd=str(cwd))
+    # uv's venv lock file is world-writable and means nothing at run time; wheel files
+    # never belong in an image.
+    leftovers = [venv / ".lock", *venv.rglob("*.whl")]
+    for path in leftovers:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    frozen = capture("install", [uv, "pip", "freeze", "--python", venv_python])
+    installed = sorted(ln.strip() for ln in frozen.splitlines() if ln.strip())
+    emit("end", f"install {len(installed)} packages")
+
+    emit("begin", "compile bytecode")
+    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"])
+    emit("end", "compile bytecode" + (" (skipped files that are not valid Python)" if code else ""))
+
+    result = {"key": job["key"], "source": job["source"], "pins": pins or installed, "added": added}
+    # The marker goes last: a volume without it is an interrupted build, never used.
+    marker = venv / job["marker"]
+    partial = marker.with_name(marker.name + ".tmp")
+    with partial.open("w", encoding="utf-8") as handle:
+        json.dump(result, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.rename(marker)
+    return result
+
+
+# --- app check -------------------------------------------------------------------------
+
+
+def check(job: dict[str, Any]) -> dict[str, Any]:
+    step = "app check"
+    emit("begin", step)
+    venv_python = str(Path(job["venv"]) / "bin" / "python")
+    env = dict(os.environ)
+    site = None
+    wheel = None
+    if job["install_project"]:
+        project, dist, site = "/build/project", Path("/build/dist"), "/build/project-site"
+        copy_tree(job["app_dir"], project)
+        build = [job["uv"], "build", "--wheel", "--no-sources", "--out-dir", str(dist)]
+        run(step, [*build, "--python", job["python"], project], cwd="/build")
+        built = sorted(dist.glob("*.whl"))
+        if len(built) != 1:
+            raise StepFailedError(step, f"expected one wheel in {dist}, found {built}")
+        wheel = built[0].name
+        target = ["--no-deps", "--target", site, str(built[0])]
+        run(step, [job["uv"], "pip", "install", "--python", venv_python, *target])
+        # Console scripts belong to the venv's bin/, not to site-packages; uv's lock file
+        # belongs nowhere.
+        shutil.rmtree(Path(site) / "bin", ignore_errors=True)
+        (Path(site) / ".lock").unlink(missing_ok=True)
+        # Compiled as if already in the venv's site-packages, so tracebacks name the
+        # paths the image will have.
+        final = str(Path(job["venv"]) / job["site_packages"])
+        compile_bytecode(venv_python, site, ["-s", site, "-p", final])
+        env["PYTHONPATH"] = site
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    proc = subprocess.run(
+        [venv_python, str(Path(__file__).resolve()), "inspect-app", job["target"]],
+        cwd=job["app_dir"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    text = proc.stdout.decode("utf-8", "replace")
+    found: dict[str, Any] = {"ok": False, "kind": "crash", "error": text[-3000:]}
+    for line in text.splitlines():
+        if line.startswith(MARK + "app "):
+            found = json.loads(line[len(MARK) + 4 :])
+        else:
+            sys.stdout.write(line + "\n")
+    emit("end", f"{step} {found.get('interface') or 'failed'}")
+    return {"app": found, "project_site": site, "wheel": wheel}
+
+
+def inspect_app(target: str) -> int:
+    """Import `module:attr` from the cwd and say whether it is a WSGI or ASGI app."""
+    sys.path.insert(0, str(Path.cwd()))
+    module_name, _, attribute = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except BaseException as exc:  # noqa: BLE001 - the app's own failure is the report
+        found = {"ok": False, "kind": "import", "error": _user_traceback(exc)}
+        emit("app", json.dumps(found, sort_keys=True))
+        return 0
+    try:
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        found = {"ok": False, "kind": "attribute", "error": f"{type(exc).__name__}: {exc}"}
+    else:
+        kind = interface_of(obj)
+        found = {
+            "ok": kind in ("wsgi", "asgi"),
+            "kind": kind,
+            "interface": kind if kind in ("wsgi", "asgi") else None,
+            "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        }
+    emit("app", json.dumps(found, sort_keys=True))
+    return 0
+
+
+def _user_traceback(exc: BaseException, limit: int = 15) -> str:
+    """The exception's traceback without this script's and importlib's frames."""
+    summary = traceback.TracebackException.from_exception(exc)
+    here = str(Path(__file__).resolve())
+    frames = [
+        f
+        for f in summary.stack
+        if f.filename != here
+        and not f.filename.startswith("<frozen ")
+        and not f.filename.endswith("importlib/__init__.py")
+    ]
+    summary.stack = traceback.StackSummary.from_list(frames)
+    lines = "".join(summary.format()).strip().splitlines()
+    return "\n".join(lines[-limit:])
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else ""
+    if command == "probe":
+        emit("result", json.dumps(probe(argv[2] if len(argv) > 2 else sys.executable)))
+        return 0
+    if command == "inspect-app":
+        return inspect_app(argv[2])
+    job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
+    try:
+        result = install(job) if command == "install" else check(job)
+    except StepFailedError as exc:
+        sys.stdout.write(f"error: {exc}\n")
+        emit("failed", exc.step)
+        return EXIT_STEP_FAILED
+    emit("result", json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,497 @@
+"""The only module that talks to the Docker SDK.
+
+Stages get thin, typed operations: images (inspect, pull when missing, commit, save,
+load), volumes, and containers that are always removed. Every container this Engine
+creates carries the label `pydeploy.build=<build id>` and is remembered, so `cleanup()`
+(called by the CLI on Ctrl-C / SIGTERM) can remove whatever a build left running.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import os
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+from docker.models.containers import Container
+
+from pydeploy.errors import BaseImageError, EngineError, InterruptError
+
+BUILD_LABEL = "pydeploy.build"
+# Builds wait on compilers and downloads for minutes; log streams disable this anyway.
+API_TIMEOUT = 600
+
+OnLine = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume or host path mounted into a container."""
+
+    target: str
+    source: str
+    kind: Literal["volume", "bind", "tmpfs"] = "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A local image: the name asked for, its ID, and its registry digest when the engine
+    knows one (pulled images have one; locally built or imported images do not)."""
+
+    name: str
+    image_id: str
+    repo_digest: str | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def _engine_failure(exc: BaseException) -> EngineError:
+    return EngineError(f"The Docker engine refused an operation: {exc}")
+
+
+class Box:
+    """A container created by an Engine; removed when its `Engine.container` block ends."""
+
+    def __init__(self, engine: Engine, container: Container) -> None:
+        self._engine = engine
+        self._container = container
+        self.id: str = container.id or ""
+
+    def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:
+        """Unpack the tar `data` (bytes or a file, streamed) at `path` in the container."""
+        with self._engine.guard():
+            if not self._container.put_archive(path, data):
+                raise EngineError(f"The engine did not accept files for {path} in a container.")
+
+    def put_files(self, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
+        """Write small files (name -> bytes) into `directory`, which is created."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = mode
+                tar.addfile(info, io.BytesIO(data))
+        self.put_archive("/", _prefix_tar(buffer.getvalue(), directory.strip("/")))
+
+    def get_archive(self, path: str) -> Iterator[bytes]:
+        """A tar stream of `path`; entries start with the path's last component."""
+        with self._engine.guard():
+            stream, _stat = self._container.get_archive(path, chunk_size=1 << 20)
+        return self._engine.guarded_iter(stream)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of one regular file, or None when it does not exist."""
+        try:
+            data = b"".join(self.get_archive(path))
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member and member.isfile() else None
+            return handle.read() if handle else None
+
+    def start(self) -> None:
+        with self._engine.guard():
+            self._container.start()
+
+    def changes(self) -> list[tuple[str, str]]:
+        """`docker diff`: (absolute path, "modified" | "added" | "deleted")."""
+        kinds = {0: "modified", 1: "added", 2: "deleted"}
+        with self._engine.guard():
+            found = self._container.diff() or []
+        return [(str(c["Path"]), kinds.get(int(c["Kind"]), "modified")) for c in found]
+
+    def export(self) -> Iterator[bytes]:
+        """`docker export`: the container's whole filesystem as a stream of tar chunks."""
+        with self._engine.guard():
+            # types-docker says str; the SDK yields bytes chunks.
+            stream: Iterable[bytes] = self._container.export(chunk_size=1 << 20)  # type: ignore[assignment]
+        return self._engine.guarded_iter(stream)
+
+    def follow(self, on_line: OnLine) -> int:
+        """Start the container, pass each output line (stdout and stderr) to `on_line`,
+        and return the exit code once it has stopped."""
+        self.start()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        with self._engine.guard():
+            stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
+        for chunk in self._engine.guarded_iter(stream):
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                on_line(line.rstrip("\r"))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            on_line(pending.rstrip("\r"))
+        code = self.wait()
+        # A container killed by cleanup() ends like a failing one: say what happened.
+        self._engine.raise_if_stopping()
+        return code
+
+    def wait(self) -> int:
+        with self._engine.guard():
+            status = self._container.wait(timeout=None)
+        return int(status.get("StatusCode", 1))
+
+    def commit(self, repository: str, tag: str, config: dict[str, Any]) -> str:
+        """Save the container's filesystem as an image; `config` replaces its config
+        (so nothing of the container's environment or labels reaches the image)."""
+        with self._engine.guard():
+            image = self._container.commit(repository=repository, tag=tag, conf=config)
+        return str(image.id)
+
+
+class Engine:
+    """A connection to one Docker engine, for one build."""
+
+    def __init__(self, client: docker.DockerClient, labels: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.build_id = uuid.uuid4().hex[:12]
+        self.labels = {**(labels or {}), BUILD_LABEL: self.build_id}
+        self._created: list[str] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    @classmethod
+    def connect(cls, *, labels: dict[str, str] | None = None) -> Engine:
+        """Connect to the engine named by DOCKER_HOST (or the local socket) and ping it.
+
+        `labels` are added to every container created (tests use them to find leaks)."""
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
+        try:
+            client = docker.from_env(timeout=API_TIMEOUT)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(
+                f"No Docker engine answers at {host} ({_short(exc)}). pydeploy builds "
+                "through a Docker engine: start one (`sudo systemctl start docker`, "
+                "`sudo dockerd &`, or open Docker Desktop), or point DOCKER_HOST at a "
+                "remote engine (e.g. `DOCKER_HOST=ssh://user@host`)."
+            ) from None
+        return cls(client, labels)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- failures -------------------------------------------------------------------
+
+    def raise_if_stopping(self) -> None:
+        if self._stopping:
+            raise InterruptError("The build was interrupted; its containers were removed.")
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn SDK failures into EngineError, or InterruptError after `cleanup()`."""
+        try:
+            yield
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self.raise_if_stopping()
+            raise _engine_failure(exc) from exc
+
+    def guarded_iter(self, stream: Iterable[bytes]) -> Iterator[bytes]:
+        iterator = iter(stream)
+        while True:
+            with self.guard():
+                chunk = next(iterator, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    # --- images ---------------------------------------------------------------------
+
+    def inspect_image(self, name: str) -> dict[str, Any] | None:
+        """The engine's `docker image inspect` document, or None when absent."""
+        try:
+            with self.guard():
+                return dict(self.client.images.get(name).attrs)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+
+    def image_id(self, name: str) -> str | None:
+        info = self.inspect_image(name)
+        return str(info["Id"]) if info else None
+
+    def image_exists(self, name: str) -> bool:
+        return self.inspect_image(name) is not None
+
+    def ensure_image(self, name: str) -> ImageRef:
+        """The local image when present, else pulled. Fails with a BaseImageError that
+        says what was tried."""
+        found = self._image_ref(name)
+        if found:
+            return found
+        repository, tag = _split_reference(name)
+        try:
+            with self.guard():
+                self.client.images.pull(repository, tag=tag)
+        except EngineError as exc:
+            raise BaseImageError(
+                f"The base image `{name}` is not in the local engine and pulling it failed "
+                f"({_short(exc.__cause__ or exc)}).",
+                hint=(
+                    "Check the name, run `docker pull` for it (log in with `docker login` "
+                    "for a private registry), or pick another with `--base` / "
+                    "`tool.pydeploy.base-image`."
+                ),
+            ) from None
+        pulled = self._image_ref(name)
+        if not pulled:
+            raise BaseImageError(f"Pulled `{name}` but the engine does not list it afterwards.")
+        return pulled
+
+    def _image_ref(self, name: str) -> ImageRef | None:
+        info = self.inspect_image(name)
+        if info is None:
+            return None
+        digests = [str(d) for d in info.get("RepoDigests") or []]
+        repository = _split_reference(name)[0]
+        # A digest of this repository, else any (the same content under another name).
+        digest = next((d for d in digests if d.split("@", 1)[0] == repository), None)
+        if digest is None and digests:
+            digest = digests[0]
+        return ImageRef(name, str(info["Id"]), digest.split("@", 1)[1] if digest else None)
+
+    def read_files(self, image: str, paths: list[str]) -> list[bytes]:
+        """The bytes of files in an image (b"" for a missing one), without running it."""
+        with self.container(image, ["/bin/true"], network="none") as box:
+            return [box.read_file(path) or b"" for path in paths]
+
+    def present_diff_ids(self, image_id: str, diff_ids: list[str]) -> set[str]:
+        """The leading layers of `diff_ids` the engine already holds as a chain (the same
+        layers in the same order in some local image): `docker load` may omit those."""
+        if self.inspect_image(image_id) is not None:
+            return set(diff_ids)
+        best = 0
+        with self.guard():
+            summaries = self.client.api.images(all=True)
+        for summary in summaries:
+            info = self.inspect_image(str(summary["Id"]))
+            layers = ((info or {}).get("RootFS") or {}).get("Layers") or []
+            common = 0
+            for have, want in zip(layers, diff_ids, strict=False):
+                if have != want:
+                    break
+                common += 1
+            best = max(best, common)
+        return set(diff_ids[:best])
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        with self.guard():
+            self.client.api.tag(image, repository, tag)
+
+    def remove_image(self, name: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.remove_image(name, force=True)
+
+    @contextlib.contextmanager
+    def save_image(self, name: str) -> Iterator[Iterator[bytes]]:
+        """`docker save` of one image: yields a stream of tar chunks, closed at exit."""
+        with self.guard():
+            stream = self.client.api.get_image(name, chunk_size=1 << 20)
+        try:
+            yield self.guarded_iter(stream)
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def load_image(self, data: bytes | IO[bytes] | Iterable[bytes]) -> list[str]:
+        """`docker load` a tar (bytes, a file or a chunk iterator, streamed); returns the
+        loaded references (`name:tag`, or `sha256:...` for untagged images)."""
+        loaded: list[str] = []
+        with self.guard():
+            events: Iterable[dict[str, Any]] = self.client.api.load_image(data)  # type: ignore[no-untyped-call]
+            for event in events:
+                if "error" in event:
+                    raise EngineError(f"The engine could not load the image: {event['error']}")
+                text = str(event.get("stream", "")).strip()
+                loaded += [
+                    text[len(prefix) :]
+                    for prefix in ("Loaded image: ", "Loaded image ID: ")
+                    if text.startswith(prefix)
+                ]
+        return loaded
+
+    # --- volumes and networks -------------------------------------------------------
+
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        """The volume's labels ({} when it has none), or None when it does not exist."""
+        try:
+            with self.guard():
+                info = self.client.api.inspect_volume(name)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+        return dict(info.get("Labels") or {})
+
+    def create_volume(self, name: str, labels: dict[str, str] | None = None) -> None:
+        with self.guard():
+            self.client.api.create_volume(name, labels=labels or {})
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; a missing one is fine."""
+        try:
+            with self.guard():
+                self.client.api.remove_volume(name, force=True)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, docker.errors.NotFound):
+                raise
+
+    def has_bridge(self) -> bool:
+        with self.guard():
+            return bool(self.client.api.networks(names=["bridge"]))
+
+    def network_mode(self, configured: str | None) -> str:
+        """The configured mode, else the engine's bridge when it has one, else host."""
+        if configured:
+            return configured
+        return "bridge" if self.has_bridge() else "host"
+
+    # --- containers -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def container(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        mounts: Iterable[Mount] = (),
+        network: str = "host",
+        workdir: str = "/",
+        user: str = "0:0",
+    ) -> Iterator[Box]:
+        """Create (not start) a labelled container; force-remove it when the block exits,
+        whatever the reason (error, KeyboardInterrupt, `cleanup()` from another thread)."""
+        sdk_mounts = [
+            docker.types.Mount(m.target, m.source or None, type=m.kind, read_only=m.read_only)
+            for m in mounts
+        ]
+        with self._lock:
+            self.raise_if_stopping()
+        with self.guard():
+            created = self.client.containers.create(
+                image,
+                argv[1:],
+                entrypoint=argv[:1],
+                environment=env or {},
+                mounts=sdk_mounts,
+                network_mode=network,
+                working_dir=workdir,
+                user=user,
+                labels=self.labels,
+                detach=True,
+            )
+        ident = created.id or ""
+        with self._lock:
+            self._created.append(ident)
+        try:
+            yield Box(self, created)
+        finally:
+            self._remove_container(ident)
+
+    def run(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        on_line: OnLine | None = None,
+        files: dict[str, dict[str, bytes]] | None = None,
+        **options: Any,
+    ) -> RunResult:
+        """Run a container to completion; `files` maps a directory to {name: bytes}
+        written before start. Returns the exit code and all output."""
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            if on_line:
+                on_line(line)
+
+        with self.container(image, argv, **options) as box:
+            for directory, content in (files or {}).items():
+                box.put_files(directory, content)
+            code = box.follow(keep)
+        return RunResult(code, "\n".join(lines))
+
+    def containers_with_label(self) -> list[str]:
+        """IDs of this build's containers that the engine still has."""
+        with self.guard():
+            found = self.client.api.containers(
+                all=True, filters={"label": f"{BUILD_LABEL}={self.build_id}"}
+            )
+        return [str(c["Id"]) for c in found]
+
+    def cleanup(self) -> None:
+        """Force-remove every container this Engine created. Idempotent; safe to call from
+        a signal handler or another thread while a build runs (the build then raises
+        InterruptError)."""
+        with self._lock:
+            self._stopping = True
+            idents = list(self._created)
+        for ident in idents:
+            self._remove_container(ident)
+
+    def _remove_container(self, ident: str) -> None:
+        try:
+            self.client.api.remove_container(ident, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            # A removal already in progress (another thread) or a dying engine: the
+            # label lets `pydeploy` or the user find it; nothing better to do here.
+            return
+        with self._lock:
+            if ident in self._created:
+                self._created.remove(ident)
+
+
+def _split_reference(name: str) -> tuple[str, str]:
+    """`repo[:tag][@digest]` -> (repository, tag or digest) for a pull."""
+    if "@" in name:
+        repository, digest = name.split("@", 1)
+        return repository, digest
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :]
+    return name, "latest"
+
+
+def _prefix_tar(data: bytes, directory: str) -> bytes:
+    """Re-root a tar's entries under `directory`. No entries for the parents: the engine
+    creates missing ones, and an entry for an existing one (say /tmp) would reset its mode."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src:
+            handle = src.extractfile(member) if member.isfile() else None
+            member.name = f"{directory}/{member.name}" if directory else member.name
+            dst.addfile(member, handle)
+    return out.getvalue()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,709 @@
+"""The builder stage against a real engine and the local Debian base image: builder
+images, dependency venvs in volumes, C extensions compiled in the builder, the app
+import check, secrets, failures and interrupts.
+
+One builder image (default build packages) is shared by the session; the uv cache volume
+is shared too, so only the first test pays for downloads. Everything the session created
+(builder images, venv volumes, the cache volume when it did not exist before) is removed
+at the end; set PYDEPLOY_TEST_KEEP_CACHE=1 to keep the builder images and the cache
+volume between local runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import json
+import marshal
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from pydeploy import wheels
+from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
+from pydeploy.errors import AppCheckError, BuildError, CompileError, InterruptError
+from pydeploy.plan import BuildPlan, Overrides, make_plan
+from pydeploy.project import load_project
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SITE = "venv/lib/python3.11/site-packages"
+
+
+# --- session plumbing -------------------------------------------------------------------
+
+
+class Created:
+    """Builder images and venv volumes this session's tests made, removed at the end.
+    Tracked by name (not by "what appeared meanwhile"), so another test session on the
+    same engine keeps its own."""
+
+    def __init__(self) -> None:
+        self.images: set[str] = set()
+        self.volumes: set[str] = set()
+
+
+CREATED = Created()
+
+
+@pytest.fixture(scope="session")
+def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engine]:
+    """An Engine for the session; builder containers trust the host's CA bundle (the
+    proxy's CA), as `pydeploy build` does from SSL_CERT_FILE."""
+    cache_existed = any(v.name == wheels.CACHE_VOLUME for v in docker_client.volumes.list())
+    with pytest.MonkeyPatch.context() as patch:
+        if not Path(os.environ.get("SSL_CERT_FILE", "/nonexistent")).is_file():
+            patch.setenv("SSL_CERT_FILE", str(ca_bundle))
+        stage = Engine.connect()
+        yield stage
+        stage.cleanup()
+        stage.close()
+    keep = os.environ.get("PYDEPLOY_TEST_KEEP_CACHE") == "1"
+    volumes = set(CREATED.volumes)
+    if not cache_existed and not keep:
+        volumes.add(wheels.CACHE_VOLUME)
+    # Gone already, or in use by another session on this engine (the shared cache): both
+    # are fine, that session cleans up after itself.
+    for volume in sorted(volumes):
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.volumes.get(volume).remove(force=True)
+    for image in sorted(CREATED.images) if not keep else ():
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(image, force=True)
+
+
+def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> wheels.BuilderImage:
+    """wheels.ensure_builder, remembering a builder image it had to create."""
+    existed = {t for i in engine.client.images.list(name=wheels.BUILDER_REPOSITORY) for t in i.tags}
+    built = wheels.ensure_builder(engine, plan, progress)
+    if built.name not in existed:
+        CREATED.images.add(built.name)
+    return built
+
+
+@pytest.fixture(autouse=True)
+def _no_containers_left(engine: Engine) -> Iterator[None]:
+    """Every test: the stage leaves no container of its build behind."""
+    yield
+    assert engine.containers_with_label() == [], "builder containers were left behind"
+
+
+def plan_for(project: Path, base_image: str) -> BuildPlan:
+    return make_plan(load_project(project), Overrides(base_image=base_image))
+
+
+class Progress:
+    """Records progress calls (and verbose output) as the CLI would print them."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float, str | None]] = []
+        self.lines: list[str] = []
+
+    def __call__(self, step: str, elapsed: float, detail: str | None) -> None:
+        self.steps.append((step, elapsed, detail))
+
+    def names(self) -> list[str]:
+        return [step for step, _, _ in self.steps]
+
+    def text(self) -> str:
+        return "\n".join([f"{s} {e:.2f} {d}" for s, e, d in self.steps] + self.lines)
+
+
+@pytest.fixture(scope="session")
+def builder(engine: Engine, base_image: str) -> wheels.BuilderImage:
+    """The builder for the default build packages, shared by most tests."""
+    plan = plan_for(FIXTURES / "pure_app", base_image)
+    progress = Progress()
+    built = ensure_builder(engine, plan, progress)
+    assert progress.names() == ["builder image"]
+    return built
+
+
+def copy_fixture(name: str, tmp_path: Path) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(FIXTURES / name, dest)
+    return dest
+
+
+def app_tar(project: Path, dest: Path) -> Path:
+    """What the lead's assembly hands to check_app: the project's files under `app/`."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if "__pycache__" in info.name else info
+
+    with tarfile.open(dest, "w") as tar:
+        tar.add(project, arcname="app", filter=keep)
+    return dest
+
+
+def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -> str:
+    inputs = wheels.dependency_inputs(plan)
+    key = wheels.dependency_key(
+        builder.image_id,
+        inputs,
+        wheels.server_packages(plan.server),
+        wheels.index_settings(plan.project.config.index),
+    )
+    name = wheels.VENV_VOLUME_PREFIX + key[:16]
+    CREATED.volumes.add(name)
+    return name
+
+
+def install(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: wheels.BuilderImage,
+    progress: wheels.Progress,
+    **options: Any,
+) -> wheels.Dependencies:
+    """wheels.install_dependencies, with the venv volume registered for cleanup."""
+    venv_volume(engine, plan, builder)
+    return wheels.install_dependencies(engine, plan, builder, progress, **options)
+
+
+def tar_contents(path: Path) -> dict[str, tuple[str, int, str]]:
+    """name -> (type, mode, sha256 of the content or the link target)."""
+    found: dict[str, tuple[str, int, str]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            handle = tar.extractfile(member) if member.isfile() else None
+            data = handle.read() if handle else member.linkname.encode()
+            found[member.name] = (
+                member.type.decode(),
+                member.mode,
+                hashlib.sha256(data).hexdigest(),
+            )
+    return found
+
+
+def read_member(path: Path, name: str) -> bytes:
+    with tarfile.open(path) as tar:
+        handle = tar.extractfile(name)
+        assert handle is not None, name
+        return handle.read()
+
+
+def marker_of(engine: Engine, builder: wheels.BuilderImage, volume: str) -> bytes | None:
+    with engine.container(
+        builder.name,
+        ["/bin/true"],
+        mounts=[Mount("/opt/venv", volume, read_only=True)],
+        network="none",
+    ) as box:
+        return box.read_file(f"/opt/venv/{wheels.MARKER}")
+
+
+# --- dependency sources -------------------------------------------------------------------
+
+
+def test_pure_python_project_installs_once_and_reproducibly(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    plan = plan_for(FIXTURES / "pure_app", base_image)
+    assert plan.dependency_source == "project"
+    engine.remove_volume(venv_volume(engine, plan, builder))  # a real first install
+
+    first_progress = Progress()
+    started = time.monotonic()
+    first = install(engine, plan, builder, first_progress)
+    first_seconds = time.monotonic() - started
+    assert not first.cached
+    assert first_progress.names() == ["uv tools", "resolve", "install", "compile bytecode"]
+    names = {pin.split("==")[0] for pin in first.pins}
+    assert {"itsdangerous", "packaging", "gunicorn"} <= names, first.pins
+    assert all("==" in pin for pin in first.pins), "project deps are resolved to pins"
+
+    second_progress = Progress()
+    started = time.monotonic()
+    second = install(engine, plan, builder, second_progress)
+    cached_seconds = time.monotonic() - started
+    print(f"\npure_app dependencies: first {first_seconds:.2f}s, cached {cached_seconds:.2f}s")
+    assert second.cached
+    assert (second.key, second.volume, second.pins) == (first.key, first.volume, first.pins)
+    assert second_progress.names() == ["install"]
+    assert cached_seconds < first_seconds
+
+    venv_a = wheels.export_venv(engine, builder, first, tmp_path / "a.tar")
+    contents = tar_contents(venv_a)
+    assert f"venv/{wheels.MARKER}" not in contents
+    assert "venv/bin/python" in contents
+    assert read_member(venv_a, "venv/pyvenv.cfg").startswith(b"home = /usr/bin\n")
+    assert not [n for n in contents if n.endswith((".whl", "/.lock"))]
+    assert not [n for n in contents if n.startswith(f"{SITE}/pip/")], "no pip in the venv"
+    # Hash-based .pyc (PEP 552 flags 0b01: unchecked-hash), no timestamps.
+    pyc = read_member(venv_a, f"{SITE}/itsdangerous/__pycache__/signer.cpython-311.pyc")
+    assert int.from_bytes(pyc[4:8], "little") == 1
+    script = read_member(venv_a, "venv/bin/gunicorn")
+    assert script.startswith(b"#!/opt/venv/bin/python"), "shebangs are the runtime paths"
+
+    # A clean rebuild of the same key gives byte-identical files.
+    engine.remove_volume(first.volume)
+    third = install(engine, plan, builder, Progress())
+    assert not third.cached
+    venv_b = wheels.export_venv(engine, builder, third, tmp_path / "b.tar")
+    assert tar_contents(venv_b) == contents
+
+    checked = wheels.check_app(
+        engine, plan, builder, third, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+    )
+    assert checked == wheels.AppCheck("wsgi", None)
+
+
+def test_local_c_extension_is_compiled_into_a_wheel(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    plan = plan_for(FIXTURES / "cext_app", base_image)
+    assert plan.dependency_source == "requirements"
+    deps = install(engine, plan, builder, Progress())
+    assert any(pin.startswith("fastsum") for pin in deps.pins), deps.pins
+    venv = tar_contents(wheels.export_venv(engine, builder, deps, tmp_path / "venv.tar"))
+    extensions = [n for n in venv if n.startswith(f"{SITE}/fastsum.") and n.endswith(".so")]
+    assert extensions, "the C extension was built and installed"
+    # `-e ./vendor/fastsum` in requirements.txt must not become an editable install.
+    assert not [n for n in venv if "__editable__" in n or n.endswith(".pth")]
+    progress = Progress()
+    checked = wheels.check_app(
+        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+    )
+    assert checked.interface == "wsgi"  # app.py calls fastsum.add() at import
+    assert progress.names() == ["app check"]
+
+
+def test_psycopg2_compiles_from_its_sdist(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    plan = plan_for(FIXTURES / "psycopg_app", base_image)
+    progress = Progress()
+    own = ensure_builder(engine, plan, progress)
+    assert own.name != builder.name, "build packages are part of the builder's key"
+    labels = engine.inspect_image(own.name) or {}
+    packages = labels["Config"]["Labels"]["pydeploy.builder.packages"].split()
+    assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
+    deps = install(engine, plan, own, progress)
+    assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
+    checked = wheels.check_app(
+        engine, plan, own, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+    )
+    assert checked.interface == "wsgi"  # app.py imports psycopg2.extensions (libpq)
+
+
+def test_uv_lock_project_and_its_own_wheel(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    plan = plan_for(FIXTURES / "uvlock_app", base_image)
+    assert (plan.dependency_source, plan.install_project) == ("uv.lock", True)
+    deps = install(engine, plan, builder, Progress())
+    assert "itsdangerous==2.2.0" in deps.pins, "the locked version, not the newest"
+    assert not [p for p in deps.pins if p.startswith("uvlock")], "the project is not a dep"
+    checked = wheels.check_app(
+        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+    )
+    assert checked.interface == "asgi"
+    assert checked.project_site_tar is not None
+    site = tar_contents(checked.project_site_tar)
+    assert {
+        "uvlock_app/__init__.py",
+        "uvlock_app/main.py",
+        "uvlock_app/__pycache__/main.cpython-311.pyc",
+        "uvlock_app-0.1.0.dist-info/METADATA",
+    } <= set(site)
+    assert not [n for n in site if n.startswith(("bin", "project-site", "/")) or n == ".lock"]
+    pyc = read_member(checked.project_site_tar, "uvlock_app/__pycache__/main.cpython-311.pyc")
+    code = marshal.loads(pyc[16:])  # noqa: S302 - a .pyc this test just built
+    assert code.co_filename == "/opt/venv/lib/python3.11/site-packages/uvlock_app/main.py"
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def test_compile_failure_names_package_and_build_packages(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str
+) -> None:
+    plan = plan_for(FIXTURES / "badext_app", base_image)
+    with pytest.raises(CompileError) as caught:
+        install(engine, plan, builder, Progress())
+    message = caught.value.message
+    print(f"\n{message}")
+    assert caught.value.exit_code == 6
+    assert "`badext`" in message
+    assert "badext.c:9:" in message, "the compiler's own lines"
+    assert "tool.pydeploy.build-packages" in message
+    assert len(message.splitlines()) <= 30
+    assert "badext.c" in caught.value.output  # type: ignore[attr-defined]
+    # The half-built venv is not kept as a cache entry.
+    assert engine.volume_labels(venv_volume(engine, plan, builder)) is None
+
+
+def test_unknown_dependency_shows_the_resolver_message(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(
+        text.replace('"packaging>=23"', '"pydeploy-no-such-package-xyz>=1"'), encoding="utf-8"
+    )
+    with pytest.raises(BuildError) as caught:
+        install(engine, plan_for(project, base_image), builder, Progress())
+    assert type(caught.value) is BuildError
+    assert "pydeploy-no-such-package-xyz" in caught.value.message
+    assert "not found in the package registry" in caught.value.message
+    assert "Traceback" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("app:nope", "has no attribute 'nope'"), ("no_such_module:app", "ModuleNotFoundError")],
+)
+def test_wrong_app_target_fails_the_build(
+    engine: Engine,
+    builder: wheels.BuilderImage,
+    base_image: str,
+    tmp_path: Path,
+    target: str,
+    expected: str,
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(text.replace('app = "app:app"', f'app = "{target}"'), encoding="utf-8")
+    plan = plan_for(project, base_image)
+    deps = install(engine, plan, builder, Progress())
+    with pytest.raises(AppCheckError) as caught:
+        wheels.check_app(
+            engine, plan, builder, deps, app_tar(project, tmp_path / "a.tar"), Progress()
+        )
+    assert caught.value.exit_code == 7
+    assert "tool.pydeploy.app" in caught.value.message
+    assert target in caught.value.message
+    assert expected in caught.value.message
+    assert "builder_script" not in caught.value.message, "pydeploy's own frames are hidden"
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def _wheel(dest: Path, name: str, version: str) -> Path:
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": b"VALUE = 'from the private index'\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    wheel = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+@contextlib.contextmanager
+def private_index(wheel: Path, user: str, password: str) -> Iterator[tuple[str, list[str]]]:
+    """A PEP 503 index on 127.0.0.1 serving one wheel, only with Basic auth. Yields its
+    URL and the paths requested with the right credentials."""
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    project = wheel.name.split("-")[0]
+    authorized: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.do_GET(head=True)
+
+        def do_GET(self, head: bool = False) -> None:
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                self.end_headers()
+                return
+            authorized.append(self.path)
+            if self.path.rstrip("/") == f"/simple/{project}":
+                body = f'<a href="/files/{wheel.name}">{wheel.name}</a>'.encode()
+                kind = "text/html"
+            elif self.path == f"/files/{wheel.name}":
+                body, kind = wheel.read_bytes(), "application/octet-stream"
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args  # quiet: the test reads `authorized`
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple", authorized
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class SpyEngine(Engine):
+    """Inspects every container it creates just before removing it."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        super().__init__(client)
+        self.inspected: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def container(self, *args: Any, **kwargs: Any) -> Iterator[Box]:
+        with super().container(*args, **kwargs) as box:
+            try:
+                yield box
+            finally:
+                self.inspected.append(self.client.api.inspect_container(box.id))
+
+
+def test_index_secret_never_leaks(
+    docker_client: docker.DockerClient,
+    engine: Engine,
+    builder: wheels.BuilderImage,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = f"pdt-secret-{uuid.uuid4().hex}"
+    user = "pydeploy-test-user"
+    monkeypatch.setenv("PYDEPLOY_TEST_SECRET_USER", user)
+    monkeypatch.setenv("PYDEPLOY_TEST_SECRET_TOKEN", secret)
+    wheel = _wheel(tmp_path, "secretdep", "1.0")
+    project = copy_fixture("pure_app", tmp_path)
+    spy = SpyEngine(docker.from_env())
+    progress = Progress()
+    with private_index(wheel, user, secret) as (url, authorized):
+        pyproject = project / "pyproject.toml"
+        text = pyproject.read_text(encoding="utf-8").replace(
+            '"packaging>=23"', '"packaging>=23", "secretdep==1.0"'
+        )
+        text += textwrap.dedent(
+            f"""
+            [tool.pydeploy.index]
+            extra-urls = ["{url}"]
+            username-env = "PYDEPLOY_TEST_SECRET_USER"
+            password-env = "PYDEPLOY_TEST_SECRET_TOKEN"
+            """
+        )
+        pyproject.write_text(text, encoding="utf-8")
+        plan = plan_for(project, base_image)
+        try:
+            deps = install(spy, plan, builder, progress, verbose=True, output=progress.lines.append)
+            venv = wheels.export_venv(spy, builder, deps, tmp_path / "venv.tar")
+            checked = wheels.check_app(
+                spy, plan, builder, deps, app_tar(project, tmp_path / "app.tar"), progress
+            )
+            marker = marker_of(spy, builder, deps.volume)
+        finally:
+            spy.cleanup()
+            spy.close()
+    assert "secretdep==1.0" in deps.pins
+    assert f"/files/{wheel.name}" in authorized, "the credentials reached the index"
+
+    found: list[str] = []
+
+    def search(what: str, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        if secret.encode() in raw or base64.b64encode(f"{user}:{secret}".encode()) in raw:
+            found.append(what)
+
+    search("progress and verbose output", progress.text())
+    search("dependencies result", repr(deps))
+    search("app check result", repr(checked))
+    search("completion marker (build metadata)", marker or b"")
+    search("exported venv", venv.read_bytes())
+    with tarfile.open(venv) as tar:
+        for member in tar:
+            handle = tar.extractfile(member) if member.isfile() else None
+            content = handle.read() if handle else member.linkname.encode()
+            search(f"venv file {member.name}", member.name.encode() + b"\0" + content)
+    for ref in {builder.name, base_image}:
+        image = docker_client.images.get(ref)
+        search(f"image {ref}", json.dumps(image.attrs))
+        search(f"history {ref}", json.dumps(image.history()))
+    assert spy.inspected, "the spy saw the builder containers"
+    for doc in spy.inspected:
+        env = doc["Config"].pop("Env") or []
+        search(f"container {doc['Id'][:12]} config (without Env)", json.dumps(doc))
+        # In the environment, and only under the credential variables.
+        carrying = [e.split("=", 1)[0] for e in env if secret in e]
+        assert set(carrying) <= {
+            "UV_INDEX_PYDEPLOY_1_PASSWORD",
+            "PIP_EXTRA_INDEX_URL",
+        }, carrying
+    assert found == []
+    assert engine.containers_with_label() == []
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"{BUILD_LABEL}={spy.build_id}"})
+        == []
+    )
+
+
+# --- interrupts and partial cache entries ----------------------------------------------------
+
+
+INTERRUPTED_BUILD = """\
+import sys
+from pathlib import Path
+from pydeploy import wheels
+from pydeploy.engine import Engine
+from pydeploy.plan import Overrides, make_plan
+from pydeploy.project import load_project
+
+plan = make_plan(load_project(Path(sys.argv[1])), Overrides(base_image=sys.argv[2]))
+engine = Engine.connect()
+print("build-id", engine.build_id, flush=True)
+builder = wheels.ensure_builder(engine, plan, lambda *args: None)
+try:
+    wheels.install_dependencies(
+        engine, plan, builder, lambda step, elapsed, detail: print("step", step, flush=True)
+    )
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_removes_containers_and_the_partial_venv(
+    docker_client: docker.DockerClient,
+    engine: Engine,
+    builder: wheels.BuilderImage,
+    base_image: str,
+) -> None:
+    plan = plan_for(FIXTURES / "slow_app", base_image)
+    volume = venv_volume(engine, plan, builder)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_BUILD, str(plan.project.root), base_image],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == "step resolve":
+                break  # slowpkg's backend now sleeps for minutes inside `uv pip install`
+        build_id = next(ln.split()[1] for ln in lines if ln.startswith("build-id"))
+        label: dict[str, str | list[str] | bool] = {"label": f"{BUILD_LABEL}={build_id}"}
+        assert docker_client.containers.list(filters=label), "the install is running"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "\n".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert engine.volume_labels(volume) is None, "the partial venv volume was removed"
+
+
+def test_cleanup_from_another_thread_interrupts_the_install(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str
+) -> None:
+    plan = plan_for(FIXTURES / "slow_app", base_image)
+    other = Engine.connect()
+    resolved = threading.Event()
+    outcome: list[BaseException | wheels.Dependencies] = []
+
+    def progress(step: str, elapsed: float, detail: str | None) -> None:
+        if step == "resolve":
+            resolved.set()
+
+    def build() -> None:
+        try:
+            outcome.append(install(other, plan, builder, progress))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    try:
+        assert resolved.wait(timeout=180), "the install never got past resolve"
+        time.sleep(1.0)
+        assert other.containers_with_label(), "the install container is running"
+        other.cleanup()
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], InterruptError), outcome
+        assert other.containers_with_label() == []
+        other.cleanup()  # idempotent
+        with pytest.raises(InterruptError), other.container(builder.name, ["/bin/true"]):
+            pass
+        volume = venv_volume(engine, plan, builder)
+        assert engine.volume_labels(volume) is None or marker_of(engine, builder, volume) is None
+    finally:
+        other.cleanup()
+        worker.join(timeout=60)
+        other.close()
+
+
+def test_a_volume_without_marker_is_rebuilt(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str
+) -> None:
+    """What a killed build (SIGKILL, power loss) leaves: a volume without the marker."""
+    plan = plan_for(FIXTURES / "pure_app", base_image)
+    volume = venv_volume(engine, plan, builder)
+    engine.remove_volume(volume)
+    engine.create_volume(volume, {wheels.LABEL_VENV_KEY: "partial"})
+    with engine.container(
+        builder.name, ["/bin/true"], mounts=[Mount("/opt/venv", volume)], network="none"
+    ) as box:
+        box.put_files("/opt/venv/bin", {"python": b"half-written"})
+    assert marker_of(engine, builder, volume) is None
+
+    deps = install(engine, plan, builder, Progress())
+    assert not deps.cached
+    assert deps.volume == volume
+    marker = marker_of(engine, builder, volume)
+    assert marker is not None
+    assert json.loads(marker)["key"] == deps.key
+    assert install(engine, plan, builder, Progress()).cached
+
+
+def test_builder_image_holds_no_ca_bundle(
+    engine: Engine, builder: wheels.BuilderImage, docker_client: docker.DockerClient
+) -> None:
+    info = docker_client.images.get(builder.name).attrs
+    assert not [e for e in info["Config"]["Env"] or [] if e.startswith(wheels.CA_ENV_VARS)]
+    out = docker_client.containers.run(
+        builder.name,
+        ["/bin/sh", "-c", "cat /run/pydeploy/ca.pem 2>/dev/null | wc -c"],
+        remove=True,
+        network_mode="none",
+    )
+    assert out.strip() == b"0", "the CA's mountpoint stayed out of the committed layer"
