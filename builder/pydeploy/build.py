@@ -50,6 +50,7 @@ class BuildResult:
     server: str
     pins: tuple[str, ...]
     dependencies_cached: bool
+    dependencies_volume: str
     timings: dict[str, float] = field(default_factory=dict)
     pushed: dict[str, str] = field(default_factory=dict)
 
@@ -65,7 +66,11 @@ class BuildResult:
             "app": self.plan.app,
             "interface": self.interface,
             "server": self.server,
-            "dependencies": {"pins": list(self.pins), "cached": self.dependencies_cached},
+            "dependencies": {
+                "pins": list(self.pins),
+                "cached": self.dependencies_cached,
+                "volume": self.dependencies_volume,
+            },
             "layers": [
                 {
                     "role": layer.role,
@@ -126,6 +131,10 @@ class _Clock:
         self.timings[name] = now - self.start
         self.progress(name, now - self.start, detail)
 
+    def sub(self, name: str, _elapsed: float, detail: str | None) -> None:
+        """Sub-steps of a stage (builder image, resolve, install...) on the same clock."""
+        self.progress(name, time.monotonic() - self.start, detail)
+
 
 def build(
     plan: BuildPlan, engine: Engine, options: BuildOptions, progress: Progress
@@ -137,9 +146,9 @@ def build(
     base = _base_image(engine, store, plan.base_image, base_ref.image_id)
     clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
 
-    builder = wheels.ensure_builder(engine, plan, progress)
-    clock.step("builder image", f"{builder.name}, Python {builder.python.version}")
-    deps = wheels.install_dependencies(engine, plan, builder, progress,
+    builder = wheels.ensure_builder(engine, plan, clock.sub)
+    clock.step("builder", f"{builder.name}, Python {builder.python.version}")
+    deps = wheels.install_dependencies(engine, plan, builder, clock.sub,
                                        verbose=options.verbose)  # fmt: skip
     clock.step(
         "dependencies",
@@ -150,7 +159,7 @@ def build(
         scratch = Path(tmp)
         app_only = assemble.layer(store, app_entries(plan), "app")
         app_tar = _uncompressed(store, app_only, scratch / "app.tar")
-        check = wheels.check_app(engine, plan, builder, deps, app_tar, progress)
+        check = wheels.check_app(engine, plan, builder, deps, app_tar, clock.sub)
         server = (
             plan.server
             if plan.server != "auto"
@@ -164,7 +173,7 @@ def build(
             app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
         passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
         layers = [
-            *_system_layers(engine, store, plan, base_ref.image_id, progress),
+            *_system_layers(engine, store, plan, base_ref.image_id, clock.sub),
             assemble.layer(store, assemble.user_entries(plan, passwd, group), "user"),
             venv_layer,
             app_layer,
@@ -195,7 +204,8 @@ def build(
 
         result = BuildResult(
             image=image, tags=plan.tags, plan=plan, interface=check.interface, server=server,
-            pins=deps.pins, dependencies_cached=deps.cached, timings=timings,
+            pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
+            timings=timings,
         )  # fmt: skip
         for output in options.outputs:
             if output.kind == "docker":
@@ -203,7 +213,7 @@ def build(
                 clock.step("load", f"into the engine as {', '.join(plan.tags)}")
             elif output.kind == "registry":
                 result.pushed = publish.push_to_registry(
-                    image, plan.tags, lambda line: progress("push", 0.0, line)
+                    image, plan.tags, lambda line: clock.sub("push", 0.0, line)
                 )
                 clock.step("push", ", ".join(plan.tags))
             else:

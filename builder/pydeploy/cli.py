@@ -4,8 +4,11 @@ caught in `main` and reported as one paragraph with its own exit code."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from pydeploy import __version__, initcmd
 from pydeploy import schema as schema_mod
 from pydeploy.errors import EXIT_CODES, ConfigError, InterruptError, PublishError, PydeployError
 from pydeploy.plan import BuildPlan, Overrides, make_plan, server_command_preview
-from pydeploy.project import load_project
+from pydeploy.project import find_project_root, load_project
 
 PROJECT_DIR = click.argument(
     "directory",
@@ -80,7 +83,7 @@ cli.help = (
 @PROJECT_DIR
 def check(directory: Path) -> None:
     """Validate pyproject.toml and its [tool.pydeploy] table."""
-    project = load_project(directory)
+    project = load_project(find_project_root(directory))
     plan = make_plan(project)
     click.echo(
         f"{project.pyproject}: [tool.pydeploy] is valid "
@@ -103,7 +106,8 @@ def plan(
 ) -> None:
     """Show what `pydeploy build` would do, without an engine."""
     the_plan = make_plan(
-        load_project(directory), Overrides(base_image=base_image, tags=tags, network=network)
+        load_project(find_project_root(directory)),
+        Overrides(base_image=base_image, tags=tags, network=network),
     )
     if as_json:
         click.echo(json.dumps(the_plan.to_json(), indent=2))
@@ -206,76 +210,166 @@ def init(directory: Path, app: str | None) -> None:
 @click.option("--network", help="Network mode for builder containers (e.g. host).")
 @click.option("--tag", "tags", multiple=True, help="Image tag or full reference; repeatable.")
 @click.option(
+    "--registry",
+    help="Prefix for image names that are not full references (e.g. ghcr.io/my-org).",
+)
+@click.option(
     "--output",
     "outputs",
     multiple=True,
     help="docker (default), registry, oci:DIR or docker-archive:FILE; repeatable.",
 )
-@click.option(
-    "--push", is_flag=True, help="Push every tag to its registry (same as --output registry)."
-)
+@click.option("--push", is_flag=True, help="Push every tag (same as --output registry).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option(
     "--metadata-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON result to this file.",
 )
+@click.option("--all", "build_all", is_flag=True, help="Build every workspace member with a table.")
+@click.option("--only", multiple=True, help="With --all: build only this member; repeatable.")
+@click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
+@click.option("--jobs", type=click.IntRange(1, 64), help="With --all: parallel builds (CPUs).")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
 def build(
     directory: Path,
     base_image: str | None,
     network: str | None,
     tags: tuple[str, ...],
+    registry: str | None,
     outputs: tuple[str, ...],
     push: bool,
     as_json: bool,
     metadata_file: Path | None,
+    build_all: bool,
+    only: tuple[str, ...],
+    changed_since: str | None,
+    jobs: int | None,
     verbose: bool,
 ) -> None:
     """Build the image: wheels in a builder container, then deterministic layers."""
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
     from pydeploy import publish  # noqa: PLC0415
-    from pydeploy.engine import Engine  # noqa: PLC0415
 
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
-    the_plan = make_plan(
-        load_project(directory), Overrides(base_image=base_image, tags=tags, network=network)
-    )
-    out = click.get_text_stream("stderr")
-    click.echo(
-        f"pydeploy: building {', '.join(the_plan.tags)} from {the_plan.project.root}", file=out
-    )
-
-    def progress(step: str, elapsed: float, detail: str | None) -> None:
-        click.echo(f"[{elapsed:7.1f}s] {step}" + (f": {detail}" if detail else ""), file=out)
-
-    engine = Engine.connect()
+    if (only or changed_since or jobs) and not build_all:
+        raise ConfigError("--only, --changed-since and --jobs go with --all.",
+                          hint="Add --all to build workspace members.")  # fmt: skip
+    overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
+    options = build_mod.BuildOptions(outputs=tuple(specs), verbose=verbose)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = build_mod.build(
-            the_plan,
-            engine,
-            build_mod.BuildOptions(outputs=tuple(specs), verbose=verbose),
-            progress,
-        )
+        if build_all:
+            code = _build_all(directory, overrides, options, only, changed_since, jobs,
+                              as_json, metadata_file)  # fmt: skip
+            if code:
+                sys.exit(code)
+            return
+        _build_one(directory, overrides, options, as_json, metadata_file)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Lines:
+    """Progress lines on stderr: timestamps when not on a terminal or under CI (logs),
+    bold step names on a terminal unless NO_COLOR is set. Never spinners."""
+
+    def __init__(self) -> None:
+        self.stream = click.get_text_stream("stderr")
+        tty = self.stream.isatty()
+        self.plain = not tty or bool(os.environ.get("CI"))
+        self.color = tty and not os.environ.get("NO_COLOR") and not self.plain
+        self.lock = threading.Lock()
+
+    def __call__(self, step: str, elapsed: float, detail: str | None, who: str = "") -> None:
+        name = click.style(step, bold=True) if self.color else step
+        stamp = time.strftime("%H:%M:%S ") if self.plain else ""
+        prefix = f"[{who}] " if who else ""
+        line = f"{stamp}{prefix}[{elapsed:7.1f}s] {name}" + (f": {detail}" if detail else "")
+        with self.lock:
+            click.echo(line, file=self.stream)
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            click.echo(text, file=self.stream)
+
+
+def _build_one(
+    directory: Path,
+    overrides: Overrides,
+    options: Any,
+    as_json: bool,
+    metadata_file: Path | None,
+) -> None:
+    from pydeploy import build as build_mod  # noqa: PLC0415
+    from pydeploy.engine import Engine  # noqa: PLC0415
+
+    the_plan = make_plan(load_project(find_project_root(directory)), overrides)
+    lines = _Lines()
+    lines.say(f"pydeploy: building {', '.join(the_plan.tags)} from {the_plan.project.root}")
+    engine = Engine.connect()
+    try:
+        result = build_mod.build(the_plan, engine, options, lines)
     except KeyboardInterrupt:
         raise InterruptError("Build interrupted; its containers were removed.") from None
     finally:
         engine.cleanup()
-        signal.signal(signal.SIGTERM, previous)
     document = result.to_json()
     if metadata_file:
         _write_json(metadata_file, document)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(f"built {result.image.image_id} ({', '.join(result.tags)})", file=out)
+        lines.say(f"built {result.image.image_id} ({', '.join(result.tags)})")
         for layer in result.image.own_layers:
-            click.echo(
-                f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB", file=out
-            )
+            lines.say(f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
+
+
+def _build_all(
+    directory: Path,
+    overrides: Overrides,
+    options: Any,
+    only: tuple[str, ...],
+    changed_since: str | None,
+    jobs: int | None,
+    as_json: bool,
+    metadata_file: Path | None,
+) -> int:
+    from pydeploy import multibuild  # noqa: PLC0415
+
+    members = multibuild.select_members(directory.resolve(), only, changed_since)
+    lines = _Lines()
+    if not members:
+        lines.say(
+            "pydeploy: no workspace member to build"
+            + (f" (nothing changed since {changed_since})" if changed_since else "")
+        )
+        outcomes: list[multibuild.ServiceOutcome] = []
+    else:
+        lines.say(f"pydeploy: building {len(members)} services: "
+                  + ", ".join(m.name for m in members))  # fmt: skip
+        outcomes = multibuild.build_members(
+            members, overrides, options,
+            lambda who, step, elapsed, detail: lines(step, elapsed, detail, who), jobs,
+        )  # fmt: skip
+    document = {
+        "ok": all(o.ok for o in outcomes),
+        "services": [o.to_json() for o in outcomes],
+    }
+    if metadata_file:
+        _write_json(metadata_file, document)
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    lines.say("summary:")
+    for o in outcomes:
+        if o.ok and o.result is not None:
+            lines.say(f"  ok      {o.name:<20} {o.seconds:6.1f}s  {', '.join(o.result.tags)}")
+        elif o.error is not None:
+            lines.say(f"  FAILED  {o.name:<20} {o.seconds:6.1f}s  "
+                      f"{o.error.kind} error: {o.error.message}")  # fmt: skip
+    return multibuild.exit_code(outcomes)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -67,6 +67,7 @@ class Overrides:
     network: str | None = None
     tags: tuple[str, ...] = ()
     python: str | None = None
+    registry: str | None = None  # prefix for tags that are not full references
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
 
     app, app_origin, interface = _resolve_app(project)
     server = _resolve_server(config.server.type, interface)
-    tags = _resolve_tags(project, overrides.tags)
+    tags = _resolve_tags(project, overrides.tags, overrides.registry)
     dependency_source = _dependency_source(project)
     build_packages = tuple(
         config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
@@ -260,8 +261,17 @@ def repository_name(project: Project) -> str:
     return _REPO_CHARS.sub("-", name.lower()).strip("-._") or "app"
 
 
-def _resolve_tags(project: Project, cli_tags: tuple[str, ...]) -> tuple[str, ...]:
+def _resolve_tags(
+    project: Project, cli_tags: tuple[str, ...], registry: str | None = None
+) -> tuple[str, ...]:
     repo = repository_name(project)
+    if registry:
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)*", registry.rstrip("/")):
+            raise ConfigError(
+                f"--registry {registry!r} is not a registry or repository prefix.",
+                hint="Use e.g. `ghcr.io/my-org` or `127.0.0.1:5000/team`.",
+            )
+        repo = f"{registry.rstrip('/')}/{repo}"
     wanted = cli_tags or tuple(project.config.tags) or (project.version,)
     refs: list[str] = []
     for tag in wanted:

@@ -1,0 +1,259 @@
+"""Image assembly against a real engine and a real registry: outputs, reproducibility,
+layer contents, and the failure paths (exit codes, nothing half-built)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Resources, WaitHttp
+
+ROOT = Path(__file__).resolve().parents[2]
+FASTAPI = ROOT / "examples" / "fastapi-app"
+
+
+def cli(
+    *args: str, cache: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    environ = dict(os.environ)
+    if cache is not None:
+        environ["PYDEPLOY_CACHE_DIR"] = str(cache)
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pydeploy", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environ,
+        timeout=timeout,
+    )
+
+
+def build_json(project: Path, base: str, *extra: str, cache: Path | None = None) -> dict[str, Any]:
+    proc = cli("build", str(project), "--base", base, "--network", "host", "--json", *extra,
+               cache=cache)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def layer_digests(result: dict[str, Any]) -> dict[str, str]:
+    return {layer["role"]: layer["digest"] for layer in result["layers"] if layer["role"] != "base"}
+
+
+def build_containers(client: docker.DockerClient) -> list[str]:
+    return [
+        c.id or "" for c in client.containers.list(all=True, filters={"label": "pydeploy.build"})
+    ]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    dest = tmp_path / "fastapi-app"
+    shutil.copytree(FASTAPI, dest)
+    return dest
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def test_push_remove_pull_and_run(
+    project: Path,
+    base_image: str,
+    registry: str,
+    unique: str,
+    resources: Resources,
+    docker_client: docker.DockerClient,
+    free_port: int,
+    wait_http: WaitHttp,
+) -> None:
+    ref = f"{registry}/pydeploy-test/fastapi-app:{unique}"
+    resources.image(ref)
+    first = build_json(project, base_image, "--tag", ref, "--push")
+    assert first["pushed"][ref] == first["manifest_digest"]
+    docker_client.images.remove(ref, force=True)
+
+    pulled = docker_client.images.pull(ref)
+    assert pulled.id == first["image_id"], "the registry image is the one pydeploy built"
+    container = resources.create(ref, environment={"PORT": str(free_port)})
+    container.start()
+    body = wait_http(f"http://127.0.0.1:{free_port}/")
+    assert json.loads(body)["app"] == "fastapi-app"
+    container.remove(force=True)
+
+    # A second push of the same image uploads nothing: every blob is already there.
+    again = cli("build", str(project), "--base", base_image, "--network", "host", "--tag", ref,
+                "--output", "registry")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "(0 blobs uploaded" in again.stderr
+
+
+def test_oci_layout_is_readable_by_skopeo(project: Path, base_image: str, tmp_path: Path) -> None:
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        if os.environ.get("CI", "").lower() in {"1", "true"}:
+            pytest.fail("skopeo is not installed (.ci/test installs it)")
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    layout = tmp_path / "layout"
+    result = build_json(project, base_image, "--tag", "oci-test:1", "--output", f"oci:{layout}")
+    proc = subprocess.run(
+        [skopeo, "inspect", f"oci:{layout}:1"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["Digest"] == result["manifest_digest"]
+    assert len(info["Layers"]) == len(result["layers"])
+    assert info["Labels"]["org.opencontainers.image.title"] == "fastapi-app"
+    # And copy it somewhere else, which reads and verifies every blob.
+    copied = tmp_path / "copied"
+    proc = subprocess.run(
+        [skopeo, "copy", f"oci:{layout}:1", f"dir:{copied}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_docker_archive_output_loads_to_the_same_id(
+    project: Path, base_image: str, tmp_path: Path, docker_client: docker.DockerClient,
+    resources: Resources,
+) -> None:  # fmt: skip
+    archive = tmp_path / "image.tar"
+    tag = f"pydeploy-test/archive:{uuid.uuid4().hex[:8]}"
+    resources.image(tag)
+    result = build_json(project, base_image, "--tag", tag, "--output", f"docker-archive:{archive}")
+    with archive.open("rb") as handle:
+        (loaded,) = docker_client.images.load(handle.read())
+    assert loaded.id == result["image_id"]
+
+
+def test_same_inputs_same_image_even_from_a_clean_cache(
+    project: Path, base_image: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    first = build_json(project, base_image, "--tag", "repro:1", "--output",
+                       f"oci:{tmp_path / 'a'}", cache=tmp_path / "cache-a")  # fmt: skip
+    # Throw away every cache entry of this build: the stored layers and the venv volume.
+    docker_client.volumes.get(first["dependencies"]["volume"]).remove(force=True)
+    second = build_json(project, base_image, "--tag", "repro:1", "--output",
+                        f"oci:{tmp_path / 'b'}", cache=tmp_path / "cache-b")  # fmt: skip
+    assert second["dependencies"]["cached"] is False
+    assert second["image_id"] == first["image_id"]
+    assert second["manifest_digest"] == first["manifest_digest"]
+    index_a = (tmp_path / "a" / "index.json").read_bytes()
+    assert index_a == (tmp_path / "b" / "index.json").read_bytes()
+
+
+def test_code_only_change_rebuilds_only_the_app_layer(
+    project: Path, base_image: str, tmp_path: Path
+) -> None:
+    out = f"oci:{tmp_path / 'out'}"
+    before = build_json(project, base_image, "--tag", "code:1", "--output", out)
+    main = project / "main.py"
+    main.write_text(main.read_text().replace('"hello"', '"hello again"'))
+    after = build_json(project, base_image, "--tag", "code:1", "--output", out)
+    assert after["dependencies"]["cached"] is True
+    old, new = layer_digests(before), layer_digests(after)
+    changed = sorted(role for role in old if old[role] != new[role])
+    assert changed == ["app"]
+    assert after["image_id"] != before["image_id"]
+
+
+def test_layers_hold_no_secrets_vcs_or_tests(
+    project: Path, base_image: str, tmp_path: Path
+) -> None:
+    for name, text in {
+        ".env": "SECRET=do-not-ship\n",
+        ".env.local": "SECRET=do-not-ship\n",
+        ".git/config": "[core]\n",
+        ".venv/bin/python": "",
+        "tests/test_main.py": "def test_x() -> None: ...\n",
+        "__pycache__/main.cpython-311.pyc": "",
+        "notes.log": "debug\n",
+        ".gitignore": "*.log\n",
+        "static/style.css": "body {}\n",
+    }.items():
+        path = project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    layout = tmp_path / "layout"
+    result = build_json(project, base_image, "--tag", "clean:1", "--output", f"oci:{layout}")
+    names: set[str] = set()
+    for layer in result["layers"]:
+        if layer["role"] == "base":
+            continue
+        blob = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+        with tarfile.open(blob, "r:gz") as tar:
+            for member in tar:
+                names.add(member.name)
+                assert member.mtime == 1, member.name
+                if member.name.startswith("app/"):
+                    assert member.uid == 0, member.name
+                    assert not member.mode & 0o022, member.name
+                    assert not member.mode & 0o6000, member.name
+    assert "app/main.py" in names
+    assert "app/static/style.css" in names
+    leaked = [n for n in names if any(
+        part in {".env", ".env.local", ".git", ".venv", "tests", "__pycache__"}
+        for part in n.split("/")[:2]
+    ) or n.endswith(".log")]  # fmt: skip
+    assert leaked == []
+    everything = "\n".join(sorted(names))
+    assert ".whl" not in everything
+    assert "/.cache/" not in everything
+
+
+def test_missing_base_image_is_named_with_a_fix(
+    project: Path, docker_client: docker.DockerClient
+) -> None:
+    before = set(build_containers(docker_client))
+    proc = cli("build", str(project), "--base", "pydeploy-no-such-base:404", "--network", "host")
+    assert proc.returncode == 4, proc.stderr
+    assert "pydeploy-no-such-base:404" in proc.stderr
+    assert "--base" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert set(build_containers(docker_client)) <= before
+
+
+def test_unreachable_registry_fails_cleanly(
+    project: Path, base_image: str, unique: str, docker_client: docker.DockerClient,
+    resources: Resources,
+) -> None:  # fmt: skip
+    ref = f"127.0.0.1:9/pydeploy-test/nowhere:{unique}"  # port 9 (discard): nothing listens
+    resources.image(ref)
+    before = set(build_containers(docker_client))
+    proc = cli("build", str(project), "--base", base_image, "--network", "host", "--tag", ref,
+               "--output", "registry")  # fmt: skip
+    assert proc.returncode == 8, proc.stderr
+    assert "127.0.0.1:9" in proc.stderr
+    assert "unreachable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert set(build_containers(docker_client)) <= before
+
+
+def test_unwritable_output_leaves_nothing(project: Path, base_image: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    target = blocker / "out.tar"
+    proc = cli("build", str(project), "--base", base_image, "--network", "host",
+               "--output", f"docker-archive:{target}")  # fmt: skip
+    assert proc.returncode == 8, proc.stderr
+    assert str(target) in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastapi-app", "not-a-dir"]
+
+
+def test_bad_output_spec_is_a_config_error(project: Path) -> None:
+    proc = cli("build", str(project), "--output", "s3:bucket")
+    assert proc.returncode == 2
+    assert "--output 's3:bucket' is not a known output" in proc.stderr
