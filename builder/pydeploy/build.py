@@ -38,6 +38,8 @@ Progress = Callable[[str, float, "str | None"], None]
 class BuildOptions:
     outputs: tuple[publish.Output, ...] = (publish.Output("docker"),)
     verbose: bool = False
+    # Receives every line the builder's tools print when `verbose` is set.
+    output: Callable[[str], None] | None = None
     cache_dir: Path | None = None
 
 
@@ -148,8 +150,9 @@ def build(
 
     builder = wheels.ensure_builder(engine, plan, clock.sub)
     clock.step("builder", f"{builder.name}, Python {builder.python.version}")
-    deps = wheels.install_dependencies(engine, plan, builder, clock.sub,
-                                       verbose=options.verbose)  # fmt: skip
+    deps = wheels.install_dependencies(
+        engine, plan, builder, clock.sub, verbose=options.verbose, output=options.output
+    )
     clock.step(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
@@ -159,7 +162,10 @@ def build(
         scratch = Path(tmp)
         app_only = assemble.layer(store, app_entries(plan), "app")
         app_tar = _uncompressed(store, app_only, scratch / "app.tar")
-        check = wheels.check_app(engine, plan, builder, deps, app_tar, clock.sub)
+        check = wheels.check_app(
+            engine, plan, builder, deps, app_tar, clock.sub,
+            verbose=options.verbose, output=options.output,
+        )  # fmt: skip
         server = (
             plan.server
             if plan.server != "auto"

@@ -244,14 +244,21 @@ def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], l
     if work.exists():
         shutil.rmtree(work)
     for rel in job["copies"]:
-        copy_tree(str(Path(job["mount"]) / rel), str(work / rel))
+        origin = Path(job["mount"]) / rel
+        if origin.is_dir():
+            copy_tree(str(origin), str(work / rel))
+        else:  # a local wheel or sdist named by path
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, work / rel)
     cwd = work / job["cwd"]
     source = job["source"]
     wanted = list(job["server_packages"])
     pins: list[str] = []
     if source == "uv.lock":
-        args = [uv, "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project"]
-        args += ["--no-editable", "--no-header", "--format", "requirements.txt", "--quiet"]
+        args = [uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-editable"]
+        args += ["--no-header", "--format", "requirements.txt", "--quiet"]
+        if "dev" not in job["groups"]:  # uv's default `dev` group is for development only
+            args.append("--no-dev")
         args += ["--output-file", REQUIREMENTS]
         if job.get("package"):
             args += ["--package", job["package"]]
@@ -280,7 +287,7 @@ def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], l
         for extra in job["extras"]:
             compile_args += ["--extra", extra]
         for group in job["groups"]:
-            compile_args += ["--group", f"pyproject.toml:{group}"]
+            compile_args += ["--group", group]
         run(step, compile_args, cwd=str(cwd))
         missing = missing_server_packages(requirement_file_names(str(cwd / PINS)), wanted)
         if missing:

@@ -48,7 +48,9 @@ class _Group(click.Group):
         except PydeployError as exc:
             if debug:
                 traceback.print_exc()
-            click.echo(f"pydeploy: {exc.kind} error: {exc.message}", err=True)
+            log = _save_output(exc.output) if exc.output else None
+            where = f" The full tool output is in {log}." if log else ""
+            click.echo(f"pydeploy: {exc.kind} error: {exc.message}{where}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             click.echo("pydeploy: interrupted.", err=True)
@@ -258,7 +260,12 @@ def build(
         raise ConfigError("--only, --changed-since and --jobs go with --all.",
                           hint="Add --all to build workspace members.")  # fmt: skip
     overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
-    options = build_mod.BuildOptions(outputs=tuple(specs), verbose=verbose)
+    stderr = click.get_text_stream("stderr")
+    options = build_mod.BuildOptions(
+        outputs=tuple(specs),
+        verbose=verbose,
+        output=(lambda line: click.echo(f"    | {line}", file=stderr)) if verbose else None,
+    )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if build_all:
@@ -370,6 +377,19 @@ def _build_all(
             lines.say(f"  FAILED  {o.name:<20} {o.seconds:6.1f}s  "
                       f"{o.error.kind} error: {o.error.message}")  # fmt: skip
     return multibuild.exit_code(outcomes)
+
+
+def _save_output(output: str) -> Path | None:
+    """Keep a failed build's full (masked) tool output where the user can read it."""
+    from pydeploy.build import cache_root  # noqa: PLC0415
+
+    path = cache_root() / "logs" / f"build-failure-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(output, encoding="utf-8")
+    except OSError:
+        return None
+    return path
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Literal
 
 import docker
@@ -28,6 +29,7 @@ from docker.models.containers import Container
 from pydeploy.errors import BaseImageError, EngineError, InterruptError
 
 BUILD_LABEL = "pydeploy.build"
+DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Builds wait on compilers and downloads for minutes; log streams disable this anyway.
 API_TIMEOUT = 600
 
@@ -176,17 +178,28 @@ class Engine:
         """Connect to the engine named by DOCKER_HOST (or the local socket) and ping it.
 
         `labels` are added to every container created (tests use them to find leaks)."""
-        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
-        try:
-            client = docker.from_env(timeout=API_TIMEOUT)
-            client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        client: docker.DockerClient | None = None
+        socket = host.removeprefix("unix://") if host.startswith("unix://") else None
+        reason = None
+        if socket is not None and not Path(socket).exists():
+            # Checked first: the SDK leaks a socket when it fails to connect to one.
+            reason = f"{socket} does not exist"
+        else:
+            try:
+                client = docker.from_env(timeout=API_TIMEOUT)
+                client.ping()
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                if client is not None:
+                    client.close()
+                reason = _short(exc)
+        if reason is not None or client is None:
             raise EngineError(
-                f"No Docker engine answers at {host} ({_short(exc)}). pydeploy builds "
+                f"No Docker engine answers at {host} ({reason}). pydeploy builds "
                 "through a Docker engine: start one (`sudo systemctl start docker`, "
                 "`sudo dockerd &`, or open Docker Desktop), or point DOCKER_HOST at a "
                 "remote engine (e.g. `DOCKER_HOST=ssh://user@host`)."
-            ) from None
+            )
         return cls(client, labels)
 
     def close(self) -> None:
@@ -436,11 +449,11 @@ class Engine:
             code = box.follow(keep)
         return RunResult(code, "\n".join(lines))
 
-    def containers_with_label(self) -> list[str]:
-        """IDs of this build's containers that the engine still has."""
+    def containers_with_label(self, build_id: str | None = None) -> list[str]:
+        """IDs of the containers of this build (or of `build_id`) the engine still has."""
         with self.guard():
             found = self.client.api.containers(
-                all=True, filters={"label": f"{BUILD_LABEL}={self.build_id}"}
+                all=True, filters={"label": f"{BUILD_LABEL}={build_id or self.build_id}"}
             )
         return [str(c["Id"]) for c in found]
 

@@ -17,6 +17,8 @@ class PydeployError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+        # The full (secret-masked) tool output behind a build failure, for --verbose.
+        self.output: str | None = None
 
     @property
     def message(self) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from pydeploy.config import PYPROJECT, IndexConfig, read_pyproject
-from pydeploy.engine import Engine, Mount
+from pydeploy.engine import BUILD_LABEL, Engine, Mount
 from pydeploy.errors import (
     AppCheckError,
     BuildError,
@@ -66,6 +66,11 @@ TAIL_LINES = 25
 LABEL_KEY = "pydeploy.builder.key"
 LABEL_PYTHON = "pydeploy.python"
 LABEL_VENV_KEY = "pydeploy.venv.key"
+LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
+LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
+OWNER_WAIT_SECONDS = 3600
+# A build creates its container within moments of claiming a volume.
+CLAIM_GRACE_SECONDS = 30
 
 SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
     "gunicorn": ("gunicorn",),
@@ -621,7 +626,7 @@ class _Transcript:
 
 def _attach(error: PydeployError, output: str) -> PydeployError:
     """Keep the full (masked) tool output on the error for --verbose / --debug."""
-    error.output = output  # type: ignore[attr-defined]
+    error.output = output
     return error
 
 
@@ -908,6 +913,10 @@ def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], Mask
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
         "SOURCE_DATE_EPOCH": FIXED_EPOCH,
+        # No debug info in extensions compiled from sdists: it records the random build
+        # directory (so two clean builds differed) and only bloats a runtime image.
+        "CFLAGS": "-g0",
+        "CXXFLAGS": "-g0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
@@ -964,14 +973,12 @@ def install_dependencies(
     key = dependency_key(builder.image_id, inputs, servers, index_settings(index))
     volume = VENV_VOLUME_PREFIX + key[:16]
 
-    if engine.volume_labels(volume) is not None:
-        marker = _read_marker(engine, builder, volume)
-        if marker and marker.get("key") == key:
-            pins = tuple(str(p) for p in marker.get("pins", []))
-            progress("install", time.monotonic() - started, f"cached in volume {volume}")
-            return Dependencies(key, volume, pins, inputs.source, cached=True)
-        # No marker: an interrupted or failed build. Never use it; start over.
-        engine.remove_volume(volume)
+    _ensure_cache_volume(engine)
+    marker = _reuse_or_claim(engine, builder, volume, key, progress)
+    if marker is not None:
+        pins = tuple(str(p) for p in marker.get("pins", []))
+        progress("install", time.monotonic() - started, f"cached in volume {volume}")
+        return Dependencies(key, volume, pins, inputs.source, cached=True)
 
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
     env, masker = _builder_env(plan, ca)
@@ -994,8 +1001,6 @@ def install_dependencies(
         "key": key,
         "marker": MARKER,
     }
-    _ensure_cache_volume(engine)
-    engine.create_volume(volume, {LABEL_VENV_KEY: key, "pydeploy.venv": "1"})
     transcript = _Transcript(progress, masker, output, verbose)
     mounts = [
         *_mounts(ca, volume, venv_ro=False),
@@ -1020,6 +1025,69 @@ def install_dependencies(
         raise
     pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
     return Dependencies(key, volume, pins, inputs.source, cached=False)
+
+
+def _reuse_or_claim(
+    engine: Engine, builder: BuilderImage, volume: str, key: str, progress: Progress
+) -> dict[str, Any] | None:
+    """The marker of a complete venv volume for `key`; else None once this build owns
+    an empty volume of that name. A volume another build is still filling is waited for;
+    one left without a marker (an interrupted build) is removed and claimed afresh."""
+    for _attempt in range(3):
+        labels = engine.volume_labels(volume)
+        if labels is None:
+            # Creating an existing volume returns it unchanged: the owner label tells
+            # whether this build won a race with a concurrent one.
+            engine.create_volume(
+                volume,
+                {
+                    LABEL_VENV_KEY: key,
+                    LABEL_OWNER: engine.build_id,
+                    LABEL_CLAIMED: str(int(time.time())),
+                    "pydeploy.venv": "1",
+                },
+            )
+            labels = engine.volume_labels(volume) or {}
+            if labels.get(LABEL_OWNER) == engine.build_id:
+                return None
+        marker = _wait_for_volume(engine, builder, volume, labels, progress)
+        if marker and marker.get("key") == key:
+            return marker
+        # No marker: an interrupted or failed build. Never use it; start over.
+        engine.remove_volume(volume)
+    raise BuildError(f"Could not claim the dependency volume {volume}: it keeps reappearing.")
+
+
+def _wait_for_volume(
+    engine: Engine,
+    builder: BuilderImage,
+    volume: str,
+    labels: dict[str, str],
+    progress: Progress,
+) -> dict[str, Any] | None:
+    """The volume's marker, once no other build is filling it (its containers are gone
+    and, right after its claim, it had a moment to start one)."""
+    owner = labels.get(LABEL_OWNER)
+    other = owner is not None and owner != engine.build_id
+    claimed = int(labels.get(LABEL_CLAIMED, "0") or 0)
+    started = time.monotonic()
+    while True:
+        if other and engine.containers_with_label(owner):
+            marker = None
+        else:
+            marker = _read_marker(engine, builder, volume)
+            if marker or not other or time.time() - claimed > CLAIM_GRACE_SECONDS:
+                break
+        if time.monotonic() - started > OWNER_WAIT_SECONDS:
+            raise BuildError(
+                f"Another pydeploy build ({owner}) has been filling {volume} for over "
+                f"{OWNER_WAIT_SECONDS // 60} minutes.",
+                hint=f"Wait for it, or remove its containers (label {BUILD_LABEL}={owner}).",
+            )
+        time.sleep(1.0)
+    if time.monotonic() - started > 1.0:
+        progress("install", time.monotonic() - started, f"waited for build {owner}")
+    return marker
 
 
 def _raise_on_failure(code: int, transcript: _Transcript, plan: BuildPlan) -> dict[str, Any]:

@@ -38,7 +38,14 @@ import pytest
 
 from pydeploy import wheels
 from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
-from pydeploy.errors import AppCheckError, BuildError, CompileError, InterruptError
+from pydeploy.errors import (
+    AppCheckError,
+    BaseImageError,
+    BuildError,
+    CompileError,
+    ConfigError,
+    InterruptError,
+)
 from pydeploy.plan import BuildPlan, Overrides, make_plan
 from pydeploy.project import load_project
 
@@ -125,9 +132,10 @@ class Progress:
         return "\n".join([f"{s} {e:.2f} {d}" for s, e, d in self.steps] + self.lines)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def builder(engine: Engine, base_image: str) -> wheels.BuilderImage:
-    """The builder for the default build packages, shared by most tests."""
+    """The builder for the default build packages, shared by most tests: built by the
+    first test, found by label in a few milliseconds by the others."""
     plan = plan_for(FIXTURES / "pure_app", base_image)
     progress = Progress()
     built = ensure_builder(engine, plan, progress)
@@ -285,6 +293,34 @@ def test_local_c_extension_is_compiled_into_a_wheel(
     assert progress.names() == ["app check"]
 
 
+def test_compiled_extension_is_identical_across_clean_builds(
+    engine: Engine,
+    builder: wheels.BuilderImage,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two builds with nothing cached (fresh uv cache volumes): same venv bytes, the
+    compiled extension included (no build paths or timestamps in it)."""
+    plan = plan_for(FIXTURES / "cext_app", base_image)
+    volume = venv_volume(engine, plan, builder)
+    results = []
+    for attempt in ("a", "b"):
+        cache = f"pydeploy-test-cache-{uuid.uuid4().hex[:8]}"
+        CREATED.volumes.add(cache)
+        monkeypatch.setattr(wheels, "CACHE_VOLUME", cache)
+        engine.remove_volume(volume)
+        try:
+            deps = install(engine, plan, builder, Progress())
+            assert not deps.cached
+            venv = wheels.export_venv(engine, builder, deps, tmp_path / f"{attempt}.tar")
+            results.append(tar_contents(venv))
+        finally:
+            engine.remove_volume(cache)
+    assert [n for n in results[0] if n.endswith(".so")], "an extension was compiled"
+    assert results[0] == results[1]
+
+
 def test_psycopg2_compiles_from_its_sdist(
     engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
 ) -> None:
@@ -327,6 +363,20 @@ def test_uv_lock_project_and_its_own_wheel(
     pyc = read_member(checked.project_site_tar, "uvlock_app/__pycache__/main.cpython-311.pyc")
     code = marshal.loads(pyc[16:])  # noqa: S302 - a .pyc this test just built
     assert code.co_filename == "/opt/venv/lib/python3.11/site-packages/uvlock_app/main.py"
+
+
+def test_pylock_project_with_a_local_directory(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    plan = plan_for(FIXTURES / "pylock_app", base_image)
+    assert plan.dependency_source == "pylock"
+    deps = install(engine, plan, builder, Progress())
+    assert "itsdangerous==2.2.0" in deps.pins
+    assert any(pin.startswith("localpkg") for pin in deps.pins), deps.pins
+    checked = wheels.check_app(
+        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+    )
+    assert checked.interface == "wsgi"  # app.py imports localpkg
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -394,6 +444,62 @@ def test_wrong_app_target_fails_the_build(
     assert target in caught.value.message
     assert expected in caught.value.message
     assert "builder_script" not in caught.value.message, "pydeploy's own frames are hidden"
+
+
+def test_missing_base_image_says_what_was_tried(engine: Engine, free_port: int) -> None:
+    name = f"127.0.0.1:{free_port}/pydeploy-no-such-image:1"
+    with pytest.raises(BaseImageError) as caught:
+        engine.ensure_image(name)
+    message = caught.value.message
+    assert caught.value.exit_code == 4
+    assert name in message
+    assert "local engine" in message
+    assert "--base" in message
+    assert "docker pull" in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ('python = "3.12"', "`tool.pydeploy.python` asks for Python 3.12"),
+        ('build-packages = ["gcc", "pydeploy-no-such-deb"]', "pydeploy-no-such-deb"),
+    ],
+)
+def test_builder_image_problems_name_the_key(
+    engine: Engine, base_image: str, tmp_path: Path, setting: str, expected: str
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(
+        text.replace('app = "app:app"', f'app = "app:app"\n{setting}'), encoding="utf-8"
+    )
+    plan = plan_for(project, base_image)
+    with pytest.raises((ConfigError, BuildError)) as caught:
+        ensure_builder(engine, plan, Progress())
+    message = caught.value.message
+    assert expected in message
+    if "python" in setting:
+        assert isinstance(caught.value, ConfigError)
+        assert "3.11.2" in message, "the base image's version"
+        assert base_image in message
+    else:
+        assert type(caught.value) is BuildError
+        assert "tool.pydeploy.build-packages" in message
+        assert "Unable to locate package" in message, "apt's own words"
+
+
+def test_requires_python_is_checked_against_the_base(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(text.replace('">=3.10"', '">=3.12"'), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        ensure_builder(engine, plan_for(project, base_image), Progress())
+    assert "requires-python" in caught.value.message
+    assert f"base image {base_image}" in caught.value.message
 
 
 # --- secrets -----------------------------------------------------------------------------
@@ -693,6 +799,43 @@ def test_a_volume_without_marker_is_rebuilt(
     assert marker is not None
     assert json.loads(marker)["key"] == deps.key
     assert install(engine, plan, builder, Progress()).cached
+
+
+def test_concurrent_builds_of_one_dependency_set_install_once(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    # A specifier that changes nothing but the key, so this test starts from no volume.
+    unique = f'"packaging>=23,!=0.0.{uuid.uuid4().int % 10**9}"'
+    text = pyproject.read_text(encoding="utf-8").replace('"packaging>=23"', unique)
+    pyproject.write_text(text, encoding="utf-8")
+    plan = plan_for(project, base_image)
+    venv_volume(engine, plan, builder)
+    barrier = threading.Barrier(2)
+    results: list[wheels.Dependencies | BaseException] = []
+
+    def build() -> None:
+        own = Engine.connect()
+        try:
+            barrier.wait(timeout=60)
+            results.append(wheels.install_dependencies(own, plan, builder, Progress()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            results.append(exc)
+        finally:
+            own.cleanup()
+            own.close()
+
+    workers = [threading.Thread(target=build) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert all(isinstance(r, wheels.Dependencies) for r in results), results
+    done = [r for r in results if isinstance(r, wheels.Dependencies)]
+    assert sorted(d.cached for d in done) == [False, True], "one installs, one reuses"
+    assert done[0].pins == done[1].pins
+    assert marker_of(engine, builder, done[0].volume) is not None
 
 
 def test_builder_image_holds_no_ca_bundle(

@@ -472,3 +472,60 @@ def star_args(*args: object) -> None:
 )
 def test_interface_of(obj: object, kind: str) -> None:
     assert builder_script.interface_of(obj) == kind
+
+
+# --- workspace members and the engine connection -------------------------------------------
+
+
+WORKSPACE_LOCK = """\
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "api"
+version = "0.1.0"
+source = { virtual = "services/api" }
+
+[[package]]
+name = "shared"
+version = "0.1.0"
+source = { editable = "libs/shared" }
+"""
+
+
+def test_workspace_member_exports_by_name_from_the_root(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.uv.workspace]\nmembers = ["services/*", "libs/*"]\n', encoding="utf-8"
+    )
+    (tmp_path / "uv.lock").write_text(WORKSPACE_LOCK, encoding="utf-8")
+    shared = tmp_path / "libs" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "pyproject.toml").write_text('[project]\nname = "shared"\n', encoding="utf-8")
+    member = tmp_path / "services" / "api"
+    member.mkdir(parents=True)
+    (member / "pyproject.toml").write_text(
+        '[project]\nname = "api"\nversion = "0.1.0"\ndependencies = ["shared"]\n\n'
+        '[tool.pydeploy]\napp = "main:app"\n',
+        encoding="utf-8",
+    )
+    inputs = wheels.dependency_inputs(plan_of(member))
+    assert inputs.source == "uv.lock"
+    assert inputs.package == "api"
+    assert inputs.mount_root == tmp_path
+    assert (inputs.copies, inputs.cwd) == (("",), "")
+    assert {what for what, _ in inputs.digests} == {"uv.lock", "local:../../libs/shared"}
+
+
+def test_no_engine_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydeploy.engine import Engine
+    from pydeploy.errors import EngineError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(EngineError) as caught:
+        Engine.connect()
+    message = caught.value.message
+    assert caught.value.exit_code == 3
+    assert f"unix://{tmp_path}/no-engine.sock" in message
+    assert "DOCKER_HOST" in message
+    assert "systemctl start docker" in message
+    assert "\n" not in message
