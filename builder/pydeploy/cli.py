@@ -379,6 +379,24 @@ def _build_all(
     return multibuild.exit_code(outcomes)
 
 
+@cli.command("inspect")
+@click.argument("image")
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
+def inspect_cmd(image: str, as_json: bool) -> None:
+    """Show an image's layers, their roles and sizes."""
+    from pydeploy.engine import Engine  # noqa: PLC0415
+    from pydeploy.inspect import inspect_image  # noqa: PLC0415
+
+    info = inspect_image(Engine.connect(), image)
+    if as_json:
+        click.echo(json.dumps(info.to_json(), indent=2))
+        return
+    click.echo(f"{info.name} {info.image_id[:19]}  user {info.user}")
+    for layer in info.layers:
+        click.echo(f"  {layer.role:<13} {layer.diff_id[:19]}  {layer.size / 1e6:9.2f} MB")
+    click.echo(f"  added on top of the base: {info.own_size / 1e6:.2f} MB")
+
+
 def _save_output(output: str) -> Path | None:
     """Keep a failed build's full (masked) tool output where the user can read it."""
     from pydeploy.build import cache_root  # noqa: PLC0415

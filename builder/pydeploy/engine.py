@@ -241,6 +241,12 @@ class Engine:
                 return None
             raise
 
+    def image_history(self, name: str) -> list[dict[str, Any]]:
+        """`docker history`: newest layer first, with CreatedBy and Size."""
+        with self.guard():
+            entries = self.client.api.history(name)  # type: ignore[no-untyped-call]
+            return [dict(entry) for entry in entries]
+
     def image_id(self, name: str) -> str | None:
         info = self.inspect_image(name)
         return str(info["Id"]) if info else None
