@@ -385,7 +385,7 @@ def _build_all(
 def inspect_cmd(image: str, as_json: bool) -> None:
     """Show an image's layers, their roles and sizes."""
     from pydeploy.engine import Engine  # noqa: PLC0415
-    from pydeploy.inspect import inspect_image  # noqa: PLC0415
+    from pydeploy.imageinfo import inspect_image  # noqa: PLC0415
 
     info = inspect_image(Engine.connect(), image)
     if as_json:

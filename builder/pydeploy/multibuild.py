@@ -66,9 +66,12 @@ def select_members(
             f"was found at or above {root}.",
             hint="Run it in the workspace, or build one project with `pydeploy build DIR`.",
         )
-    chosen = workspace.select(workspace.deployable(ws_root), only)
+    every = workspace.members(ws_root)
+    chosen = workspace.select([m for m in every if m.has_pydeploy], only)
     if changed_since:
-        chosen = workspace.changed_since(ws_root, chosen, changed_since)
+        # Every member, libraries included: a change in a library marks its dependents.
+        changed = {m.name for m in workspace.changed_since(ws_root, every, changed_since)}
+        chosen = [m for m in chosen if m.name in changed]
     return chosen
 
 

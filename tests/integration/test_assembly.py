@@ -257,3 +257,24 @@ def test_bad_output_spec_is_a_config_error(project: Path) -> None:
     proc = cli("build", str(project), "--output", "s3:bucket")
     assert proc.returncode == 2
     assert "--output 's3:bucket' is not a known output" in proc.stderr
+
+
+def test_inspect_shows_roles_and_sizes(
+    project: Path, base_image: str, unique: str, resources: Resources
+) -> None:
+    tag = f"pydeploy-test/inspect:{unique}"
+    resources.image(tag)
+    result = build_json(project, base_image, "--tag", tag)
+    proc = cli("inspect", tag, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["image_id"] == result["image_id"]
+    assert info["user"] == "10001:10001"
+    roles = [layer["role"] for layer in info["layers"]]
+    assert roles[-4:] == ["user", "dependencies", "app", "launcher"]
+    assert all(role == "base" for role in roles[:-4])
+    sizes = {layer["role"]: layer["size"] for layer in info["layers"]}
+    assert sizes["dependencies"] > 1_000_000 > sizes["app"] > 0
+    missing = cli("inspect", "pydeploy-test/absent:none")
+    assert missing.returncode == 2
+    assert "has no image `pydeploy-test/absent:none`" in missing.stderr
