@@ -45,6 +45,7 @@ def test_libpq_at_run_time_and_a_clean_repeatable_apt_layer(
     container.start()
     assert wait_http(f"http://127.0.0.1:{free_port}/").startswith("libpq ")
     _, out = container.exec_run(["/bin/sh", "-c", "command -v gcc cc; ls /var/lib/apt/lists"])
+    assert isinstance(out, bytes)
     assert out.decode().strip() == "", "no compiler, no apt lists in the runtime image"
 
     system = next(la for la in first["layers"] if la["role"] == "system")
