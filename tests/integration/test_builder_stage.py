@@ -36,7 +36,8 @@ import docker
 import docker.errors
 import pytest
 
-from pydeploy import wheels
+from pydeploy import depinputs, wheels
+from pydeploy.credentials import CA_ENV_VARS, index_settings
 from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import (
     AppCheckError,
@@ -161,12 +162,12 @@ def app_tar(project: Path, dest: Path) -> Path:
 
 
 def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -> str:
-    inputs = wheels.dependency_inputs(plan)
-    key = wheels.dependency_key(
+    inputs = depinputs.dependency_inputs(plan)
+    key = depinputs.dependency_key(
         builder.image_id,
         inputs,
-        wheels.server_packages(plan.server),
-        wheels.index_settings(plan.project.config.index),
+        depinputs.server_packages(plan.server),
+        index_settings(plan.project.config.index),
     )
     name = wheels.VENV_VOLUME_PREFIX + key[:16]
     CREATED.volumes.add(name)
@@ -843,7 +844,7 @@ def test_builder_image_holds_no_ca_bundle(
     engine: Engine, builder: wheels.BuilderImage, docker_client: docker.DockerClient
 ) -> None:
     info = docker_client.images.get(builder.name).attrs
-    assert not [e for e in info["Config"]["Env"] or [] if e.startswith(wheels.CA_ENV_VARS)]
+    assert not [e for e in info["Config"]["Env"] or [] if e.startswith(CA_ENV_VARS)]
     out = docker_client.containers.run(
         builder.name,
         ["/bin/sh", "-c", "cat /run/pydeploy/ca.pem 2>/dev/null | wc -c"],

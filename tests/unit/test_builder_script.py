@@ -1,0 +1,88 @@
+"""The builder script's pure helpers, importable on the host: which server packages a
+requirement set still lacks, requirement includes, editable lines, and how an app
+object's interface is recognised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pydeploy import builder_script
+
+
+def test_server_packages_are_added_only_when_not_named() -> None:
+    lines = [
+        "# comment",
+        "Gunicorn==23.0.0",
+        "uvicorn[standard]>=0.30 ; python_version >= '3.10'",
+        "-r other.txt",
+        "./vendor/uvicorn-worker",
+        "flask @ https://example.invalid/flask.whl",
+        "",
+    ]
+    named = builder_script.requirement_names(lines)
+    assert named == {"gunicorn", "uvicorn", "flask"}
+    wanted = ["gunicorn", "uvicorn", "uvicorn-worker"]
+    assert builder_script.missing_server_packages(named, wanted) == ["uvicorn-worker"]
+    assert builder_script.missing_server_packages({"uvicorn-worker"}, ["uvicorn_worker"]) == []
+
+
+def test_requirement_file_names_follow_includes(tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("gunicorn==23.0\n", encoding="utf-8")
+    (tmp_path / "prod.txt").write_text("-r base.txt\nflask\n", encoding="utf-8")
+    assert builder_script.requirement_file_names(str(tmp_path / "prod.txt")) == {
+        "gunicorn",
+        "flask",
+    }
+
+
+def test_editable_lines_become_plain_paths(tmp_path: Path) -> None:
+    (tmp_path / "more.txt").write_text("--editable=./b\n", encoding="utf-8")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("-e ./a\n-r more.txt\nflask\n", encoding="utf-8")
+    builder_script.drop_editable(reqs)
+    assert reqs.read_text(encoding="utf-8") == "./a\n-r more.txt\nflask\n"
+    assert (tmp_path / "more.txt").read_text(encoding="utf-8") == "./b\n"
+
+
+# --- app interface detection ------------------------------------------------------------------
+
+
+class AsgiApp:
+    async def __call__(self, scope: object, receive: object, send: object) -> None:
+        del scope, receive, send
+
+
+class WsgiApp:
+    def __call__(self, environ: object, start_response: object) -> list[bytes]:
+        del environ, start_response
+        return []
+
+
+def wsgi_function(environ: object, start_response: object) -> list[bytes]:
+    return []
+
+
+async def asgi_function(scope: object, receive: object, send: object) -> None:
+    return None
+
+
+def star_args(*args: object) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("obj", "kind"),
+    [
+        (AsgiApp(), "asgi"),
+        (WsgiApp(), "wsgi"),
+        (wsgi_function, "wsgi"),
+        (asgi_function, "asgi"),
+        (AsgiApp, "class"),
+        (42, "not-callable"),
+        (star_args, "unknown"),
+    ],
+)
+def test_interface_of(obj: object, kind: str) -> None:
+    assert builder_script.interface_of(obj) == kind

@@ -1,0 +1,296 @@
+"""What decides a dependency set: the dependency key (stable, complete, never secret), the
+inputs read from each source (requirements, uv.lock, pylock.toml, workspace members),
+the builder's mount, and the server packages. No engine."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pydeploy import depinputs
+from pydeploy.credentials import index_settings
+from pydeploy.errors import ConfigError
+from pydeploy.plan import BuildPlan, Overrides, make_plan
+from pydeploy.project import load_project
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def write_project(root: Path, body: str = "", deps: str = '["itsdangerous>=2.1"]') -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            [project]
+            name = "demo"
+            version = "1.0"
+            dependencies = {deps}
+
+            [tool.pydeploy]
+            app = "app:app"
+            """
+        )
+        + textwrap.dedent(body),
+        encoding="utf-8",
+    )
+    (root / "app.py").write_text(
+        "def app(environ, start_response):\n    return []\n", encoding="utf-8"
+    )
+    return root
+
+
+def plan_of(root: Path) -> BuildPlan:
+    return make_plan(load_project(root), Overrides(base_image="local/base:1"))
+
+
+def key_of(plan: BuildPlan, builder: str = "sha256:aaa") -> str:
+    inputs = depinputs.dependency_inputs(plan)
+    servers = depinputs.server_packages(plan.server)
+    index = index_settings(plan.project.config.index)
+    return depinputs.dependency_key(builder, inputs, servers, index)
+
+
+# --- dependency key -------------------------------------------------------------------
+
+
+def test_key_is_stable_for_the_same_inputs(tmp_path: Path) -> None:
+    first = key_of(plan_of(write_project(tmp_path / "a")))
+    again = key_of(plan_of(write_project(tmp_path / "a")))
+    # Another checkout of the same project (another directory) keeps the key.
+    elsewhere = key_of(plan_of(write_project(tmp_path / "b")))
+    assert first == again == elsewhere
+    assert len(first) == 64
+
+
+def test_key_ignores_app_code_and_unrelated_config(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    before = key_of(plan_of(root))
+    (root / "app.py").write_text(
+        "def app(environ, start_response):\n    return [b'changed']\n", encoding="utf-8"
+    )
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    (root / "pyproject.toml").write_text(
+        text.replace('version = "1.0"', 'version = "2.0"') + "port = 9000\n", encoding="utf-8"
+    )
+    assert key_of(plan_of(root)) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["builder", "dependency", "extras", "server", "index", "recipe"],
+)
+def test_key_changes_with_each_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    root = write_project(
+        tmp_path / "p",
+        deps='["itsdangerous>=2.1"]\n\n[project.optional-dependencies]\nfast = ["orjson"]',
+    )
+    plan = plan_of(root)
+    before = key_of(plan)
+    if change == "builder":
+        after = key_of(plan, builder="sha256:bbb")
+    elif change == "dependency":
+        write_project(root, deps='["itsdangerous>=2.2"]')
+        after = key_of(plan_of(root))
+    elif change == "extras":
+        write_project(
+            root,
+            '[tool.pydeploy.dependencies]\nextras = ["fast"]\n',
+            deps='["itsdangerous>=2.1"]\n\n[project.optional-dependencies]\nfast = ["orjson"]',
+        )
+        after = key_of(plan_of(root))
+    elif change == "server":
+        after = key_of(replace(plan, server="uvicorn"))
+    elif change == "index":
+        write_project(root, '[tool.pydeploy.index]\nurl = "https://mirror.example/simple"\n')
+        after = key_of(plan_of(root))
+    else:
+        monkeypatch.setattr(depinputs, "RECIPE_VERSION", "test-changed")
+        after = key_of(plan)
+    assert after != before
+
+
+def test_key_never_contains_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = '[tool.pydeploy.index]\nurl = "https://pkgs.example/simple"\npassword-env = "TOKEN"\n'
+    root = write_project(tmp_path / "p", body)
+    monkeypatch.setenv("TOKEN", "first-secret-value")
+    plan = plan_of(root)
+    settings = index_settings(plan.project.config.index)
+    assert "first-secret-value" not in repr(settings)
+    before = key_of(plan)
+    monkeypatch.setenv("TOKEN", "second-secret-value")
+    assert key_of(plan_of(root)) == before, "rotating a token must not rebuild"
+
+
+def test_local_path_package_content_is_part_of_the_key(tmp_path: Path) -> None:
+    root = tmp_path / "cext_app"
+    shutil.copytree(FIXTURES / "cext_app", root)
+    plan = plan_of(root)
+    inputs = depinputs.dependency_inputs(plan)
+    assert inputs.source == "requirements"
+    assert inputs.requirements == ("requirements.txt",)
+    assert any(what == "local:vendor/fastsum" for what, _ in inputs.digests)
+    before = key_of(plan)
+    source = root / "vendor" / "fastsum" / "fastsum.c"
+    source.write_text(source.read_text(encoding="utf-8") + "\n/* changed */\n", encoding="utf-8")
+    assert key_of(plan_of(root)) != before
+    # Build output and caches inside the package are not content.
+    after = key_of(plan_of(root))
+    (root / "vendor" / "fastsum" / "build").mkdir()
+    (root / "vendor" / "fastsum" / "build" / "junk.o").write_bytes(b"x")
+    assert key_of(plan_of(root)) == after
+
+
+def test_local_paths_outside_the_project_widen_the_mount(tmp_path: Path) -> None:
+    shared = tmp_path / "shared" / "lib"
+    shared.mkdir(parents=True)
+    (shared / "pyproject.toml").write_text('[project]\nname = "lib"\n', encoding="utf-8")
+    root = write_project(tmp_path / "services" / "api")
+    (root / "requirements.txt").write_text("../../shared/lib\nflask\n", encoding="utf-8")
+    inputs = depinputs.dependency_inputs(plan_of(root))
+    assert inputs.mount_root == tmp_path
+    assert inputs.copies == ("services/api", "shared/lib")
+    assert inputs.cwd == "services/api"
+
+
+def test_uv_lock_inputs_skip_the_project_itself() -> None:
+    inputs = depinputs.dependency_inputs(plan_of(FIXTURES / "uvlock_app"))
+    assert inputs.source == "uv.lock"
+    assert [what for what, _ in inputs.digests] == ["uv.lock"]
+    assert inputs.package is None
+    assert inputs.copies == ("",)
+
+
+def test_missing_requirements_file_is_a_config_error(tmp_path: Path) -> None:
+    body = '[tool.pydeploy.dependencies]\nrequirements = ["requirements/prod.txt"]\n'
+    root = write_project(tmp_path / "p", body)
+    with pytest.raises(ConfigError, match=r"tool\.pydeploy\.dependencies\.requirements"):
+        depinputs.dependency_inputs(plan_of(root))
+
+
+# --- server packages ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server", "packages"),
+    [
+        ("gunicorn", ("gunicorn",)),
+        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "uvicorn-worker")),
+        ("uvicorn", ("uvicorn",)),
+        ("auto", ("gunicorn", "uvicorn", "uvicorn-worker")),
+    ],
+)
+def test_server_packages(server: str, packages: tuple[str, ...]) -> None:
+    assert depinputs.server_packages(server) == packages
+
+
+# --- pylock.toml ----------------------------------------------------------------------------
+
+
+PYLOCK = """\
+lock-version = "1.0"
+created-by = "test"
+
+[[packages]]
+name = "itsdangerous"
+version = "2.2.0"
+index = "https://pypi.org/simple"
+wheels = [{ url = "https://files.example/itsdangerous-2.2.0-py3-none-any.whl", hashes = {} }]
+
+[[packages]]
+name = "colorama"
+version = "0.4.6"
+marker = "sys_platform == 'win32'"
+
+[[packages]]
+name = "mylib"
+directory = { path = "libs/mylib", editable = true }
+
+[[packages]]
+name = "tool"
+vcs = { type = "git", url = "https://git.example/tool.git", commit-id = "abc123" }
+
+[[packages]]
+name = "blob"
+archive = { url = "https://files.example/blob-1.0.tar.gz", hashes = {} }
+
+[[packages]]
+name = "nover"
+wheels = [{ path = "wheels/nover-1.0-py3-none-any.whl", hashes = {} }]
+"""
+
+
+def test_parse_pylock() -> None:
+    assert depinputs.parse_pylock(PYLOCK) == [
+        "itsdangerous==2.2.0",
+        "colorama==0.4.6 ; sys_platform == 'win32'",
+        "./libs/mylib",
+        "tool @ git+https://git.example/tool.git@abc123",
+        "blob @ https://files.example/blob-1.0.tar.gz",
+        "nover @ ./wheels/nover-1.0-py3-none-any.whl",
+    ]
+
+
+def test_parse_pylock_errors() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        depinputs.parse_pylock("[[packages]\n")
+    with pytest.raises(ConfigError, match="has no `name`"):
+        depinputs.parse_pylock('[[packages]]\nversion = "1"\n')
+
+
+def test_pylock_source_reads_local_paths(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    (root / "libs" / "mylib").mkdir(parents=True)
+    (root / "libs" / "mylib" / "pyproject.toml").write_text("[project]\n", encoding="utf-8")
+    (root / "pylock.toml").write_text(PYLOCK, encoding="utf-8")
+    inputs = depinputs.dependency_inputs(plan_of(root))
+    assert inputs.source == "pylock"
+    assert inputs.requirement_lines[2] == "./libs/mylib"
+    assert {what for what, _ in inputs.digests} == {"pylock.toml", "local:libs/mylib"}
+
+
+# --- workspace members ------------------------------------------------------------------------
+
+
+WORKSPACE_LOCK = """\
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "api"
+version = "0.1.0"
+source = { virtual = "services/api" }
+
+[[package]]
+name = "shared"
+version = "0.1.0"
+source = { editable = "libs/shared" }
+"""
+
+
+def test_workspace_member_exports_by_name_from_the_root(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.uv.workspace]\nmembers = ["services/*", "libs/*"]\n', encoding="utf-8"
+    )
+    (tmp_path / "uv.lock").write_text(WORKSPACE_LOCK, encoding="utf-8")
+    shared = tmp_path / "libs" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "pyproject.toml").write_text('[project]\nname = "shared"\n', encoding="utf-8")
+    member = tmp_path / "services" / "api"
+    member.mkdir(parents=True)
+    (member / "pyproject.toml").write_text(
+        '[project]\nname = "api"\nversion = "0.1.0"\ndependencies = ["shared"]\n\n'
+        '[tool.pydeploy]\napp = "main:app"\n',
+        encoding="utf-8",
+    )
+    inputs = depinputs.dependency_inputs(plan_of(member))
+    assert inputs.source == "uv.lock"
+    assert inputs.package == "api"
+    assert inputs.mount_root == tmp_path
+    assert (inputs.copies, inputs.cwd) == (("",), "")
+    assert {what for what, _ in inputs.digests} == {"uv.lock", "local:../../libs/shared"}
