@@ -19,35 +19,35 @@ from pydeploy.plan import APP_DIR, BuildPlan
 NEVER = (".git/", ".hg/", ".svn/", ".env", ".env.*", ".venv/", "__pycache__/", "*.py[cod]")
 
 
-def _gitignore_lines(path: Path, base: str) -> list[str]:
-    """Patterns of one ignore file, re-anchored so they apply below `base` only."""
-    lines: list[str] = []
+def _patterns(path: Path) -> list[tuple[bool, str]]:
+    """(negated, pattern) for each rule of an ignore file; comments and blanks dropped."""
+    rules: list[tuple[bool, str]] = []
     for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        pattern = line[1:] if negate else line
+        if line and not line.startswith("#"):
+            negate = line.startswith("!")
+            rules.append((negate, line[1:] if negate else line))
+    return rules
+
+
+def _gitignore_lines(path: Path, base: str) -> list[str]:
+    """Patterns of one .gitignore, re-anchored so they apply below `base` only."""
+    lines: list[str] = []
+    for negate, pattern in _patterns(path):
+        rule = pattern
         if base:
             anchored = "/" in pattern.rstrip("/")
-            pattern = f"/{base}/{pattern.lstrip('/')}" if anchored else f"/{base}/**/{pattern}"
-        lines.append(("!" if negate else "") + pattern)
+            rule = f"/{base}/{pattern.lstrip('/')}" if anchored else f"/{base}/**/{pattern}"
+        lines.append(("!" if negate else "") + rule)
     return lines
 
 
 def _dockerignore_lines(path: Path) -> list[str]:
     """.dockerignore patterns are relative to the context root: anchor them."""
-    lines: list[str] = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        pattern = line[1:] if negate else line
-        if not pattern.startswith(("**", "/")):
-            pattern = "/" + pattern
-        lines.append(("!" if negate else "") + pattern)
-    return lines
+    return [
+        ("!" if negate else "") + (p if p.startswith(("**", "/")) else "/" + p)
+        for negate, p in _patterns(path)
+    ]
 
 
 def ignore_spec(root: Path, excludes: tuple[str, ...]) -> pathspec.GitIgnoreSpec:

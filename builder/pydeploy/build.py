@@ -263,27 +263,17 @@ def _venv_layer(
 ) -> Layer:
     """The dependency layer, cached by the dependency key: unchanged dependencies reuse
     the stored layer without exporting or re-taring the venv."""
-    cached = store.read_index("venv-layer", deps.key)
-    if isinstance(cached, dict) and store.has(cached.get("digest", "")):
-        return Layer(**cached)
+    cached = Layer.from_doc(store.read_index("venv-layer", deps.key))
+    if cached is not None and store.has(cached.digest):
+        return cached
     tar_path = wheels.export_venv(engine, builder, deps, scratch / "venv.tar")
     with tar_path.open("rb") as handle:
         entries = entries_from_tar(
             handle, strip_prefix="venv", dest_prefix=VENV.lstrip("/"), spool_dir=scratch / "venv"
         )
     layer = assemble.layer(store, entries, "dependencies")
-    store.write_index("venv-layer", deps.key, _layer_doc(layer))
+    store.write_index("venv-layer", deps.key, layer.to_doc())
     return layer
-
-
-def _layer_doc(layer: Layer) -> dict[str, Any]:
-    return {
-        "role": layer.role,
-        "diff_id": layer.diff_id,
-        "digest": layer.digest,
-        "size": layer.size,
-        "uncompressed_size": layer.uncompressed_size,
-    }
 
 
 def _with_project(

@@ -477,6 +477,27 @@ class Layer:
     def descriptor(self) -> dict[str, Any]:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
+    def to_doc(self) -> dict[str, Any]:
+        """A JSON-able record for cache indexes (`from_doc` reads it back)."""
+        return {
+            "role": self.role,
+            "diff_id": self.diff_id,
+            "digest": self.digest,
+            "size": self.size,
+            "uncompressed_size": self.uncompressed_size,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> Layer | None:
+        """The layer of a cache index entry, or None when the entry is not one."""
+        try:
+            return cls(
+                str(doc["role"]), str(doc["diff_id"]), str(doc["digest"]),
+                int(doc["size"]), int(doc["uncompressed_size"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            return None
+
 
 def build_layer(entries: Iterable[FileEntry], *, store: BlobStore, epoch: int, role: str) -> Layer:
     """Write a deterministic tar of `entries` and its deterministic gzip into `store`."""

@@ -14,12 +14,11 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
 
 from pydeploy.blobs import BlobStore
 from pydeploy.engine import Engine
 from pydeploy.errors import BuildError
-from pydeploy.oci import FileEntry, Layer, build_layer
+from pydeploy.oci import FileEntry, Layer, as_reader, build_layer
 from pydeploy.plan import BuildPlan
 
 RECIPE = "system-layer-v1"
@@ -44,10 +43,10 @@ def system_layer(
     engine: Engine, store: BlobStore, plan: BuildPlan, base_id: str, progress: Progress
 ) -> Layer:
     key = layer_key(base_id, plan.runtime_packages)
-    cached = store.read_index("system-layer", key)
-    if isinstance(cached, dict) and store.has(str(cached.get("digest", ""))):
+    cached = Layer.from_doc(store.read_index("system-layer", key))
+    if cached is not None and store.has(cached.digest):
         progress("runtime packages", 0.0, "cached: " + " ".join(plan.runtime_packages))
-        return Layer(**cached)
+        return cached
     packages = " ".join(plan.runtime_packages)
     script = (
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
@@ -71,38 +70,9 @@ def system_layer(
         with tempfile.TemporaryDirectory(prefix="pydeploy-sys-") as tmp:
             entries = list(_changed_entries(box.export(), changed, Path(tmp)))
             layer = build_layer(entries, store=store, epoch=LAYER_EPOCH, role="system")
-    store.write_index("system-layer", key, _doc(layer))
+    store.write_index("system-layer", key, layer.to_doc())
     progress("runtime packages", 0.0, f"installed {packages}")
     return layer
-
-
-def _doc(layer: Layer) -> dict[str, Any]:
-    return {
-        "role": layer.role,
-        "diff_id": layer.diff_id,
-        "digest": layer.digest,
-        "size": layer.size,
-        "uncompressed_size": layer.uncompressed_size,
-    }
-
-
-class _ChunkReader:
-    """A file-like view of an iterator of byte chunks, for tarfile's stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
 
 
 def _changed_entries(
@@ -111,8 +81,7 @@ def _changed_entries(
     """Entries of the container export that the apt run added or modified. Owners and
     modes are kept as dpkg set them (system files may legitimately be setgid-free but
     owned by other system users); only timestamps are normalized by the layer writer."""
-    reader: IO[bytes] = _ChunkReader(chunks)  # type: ignore[assignment]
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
+    with tarfile.open(fileobj=as_reader(chunks), mode="r|") as tar:
         for index, member in enumerate(tar):
             name = member.name.lstrip("./")
             if name not in changed or _DROP.match(name + ("/" if member.isdir() else "")):

@@ -17,7 +17,6 @@ bundle) and failures (container output and the errors made of it).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from pydeploy.credentials import (
     CA_ENV_VARS,
@@ -46,6 +45,7 @@ from pydeploy.depinputs import (
 from pydeploy.engine import BUILD_LABEL, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.failures import Transcript, attach, explain_failure, protocol_result, tail
+from pydeploy.oci import as_reader
 from pydeploy.plan import VENV, BuildPlan
 from pydeploy.project import check_python_allowed
 
@@ -624,28 +624,6 @@ def _server_interface(server: str) -> str:
 # --- tar plumbing ---------------------------------------------------------------------------
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (for streaming tarfile)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buffer = chunk
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
-
-
 def _copy_tar(
     chunks: Iterator[bytes], dest: Path, rename: Callable[[str], str | bool | None]
 ) -> None:
@@ -653,7 +631,7 @@ def _copy_tar(
     True (same name) or a new name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
-    stream: IO[bytes] = io.BufferedReader(_ChunkReader(chunks), buffer_size=1 << 20)
+    stream = as_reader(chunks)
     try:
         with (
             tarfile.open(fileobj=stream, mode="r|") as src,
