@@ -3,6 +3,7 @@ caught in `main` and reported as one paragraph with its own exit code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -423,6 +424,204 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
+
+
+# --- deploy: manifest, dockerfile, run (issue 7) ---------------------------------------
+
+
+def _deploy_plan(
+    directory: Path, base_image: str | None, network: str | None, tags: tuple[str, ...]
+) -> BuildPlan:
+    return make_plan(
+        load_project(find_project_root(directory)),
+        Overrides(base_image=base_image, network=network, tags=tags),
+    )
+
+
+def _build_for_deploy(plan: BuildPlan, engine: Any, lines: _Lines, push: bool = False) -> Any:
+    """`pydeploy build` into the engine (and the registry with `push`); the BuildResult."""
+    from pydeploy import build as build_mod  # noqa: PLC0415
+    from pydeploy import publish  # noqa: PLC0415
+
+    outputs = (publish.Output("docker"),) + ((publish.Output("registry"),) if push else ())
+    lines.say(f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root}")
+    try:
+        return build_mod.build(plan, engine, build_mod.BuildOptions(outputs=outputs), lines)
+    except KeyboardInterrupt:
+        raise InterruptError("Build interrupted; its containers were removed.") from None
+
+
+@cli.command("manifest")
+@PROJECT_DIR
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["kubernetes", "compose"]),
+    default="kubernetes",
+    show_default=True,
+    help="Kubernetes Deployment + Service, or a compose file.",
+)
+@click.option(
+    "--image",
+    help="Image reference pinned by digest (name@sha256:...). Default: build, then use "
+    "<first tag>@<manifest digest>.",
+)
+@click.option("--push", is_flag=True, help="Also push the build, so the digest can be pulled.")
+@click.option("--replicas", type=click.IntRange(0, 1000), default=1, show_default=True)
+@click.option("--base", "base_image", help="Base image (overrides tool.pydeploy.base-image).")
+@click.option("--network", help="Network mode for builder containers (e.g. host).")
+@click.option("--tag", "tags", multiple=True, help="Image tag or full reference; repeatable.")
+def manifest_cmd(
+    directory: Path,
+    fmt: str,
+    image: str | None,
+    push: bool,
+    replicas: int,
+    base_image: str | None,
+    network: str | None,
+    tags: tuple[str, ...],
+) -> None:
+    """Print deployment manifests (YAML) for the image, pinned by digest."""
+    from pydeploy import manifests  # noqa: PLC0415
+
+    the_plan = _deploy_plan(directory, base_image, network, tags)
+    lines = _Lines()
+    if image is None:
+        from pydeploy.engine import Engine  # noqa: PLC0415
+
+        engine = Engine.connect()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            result = _build_for_deploy(the_plan, engine, lines, push)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            engine.cleanup()
+        tag = result.tags[0]
+        image = manifests.digest_ref(tag, result.pushed.get(tag, result.image.manifest_digest))
+        if not push:
+            lines.say(
+                f"pydeploy: {image} is in the local engine only; push it (`pydeploy build "
+                "--push`, or --push here) before a cluster can pull it by digest."
+            )
+    spec = manifests.spec_from_plan(the_plan, image, replicas=replicas)
+    for warning in manifests.warnings(spec):
+        lines.say(f"pydeploy: warning: {warning}")
+    click.echo(manifests.render(manifests.documents(spec, fmt)), nl=False)
+
+
+@cli.command("dockerfile")
+@PROJECT_DIR
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write Dockerfile, .dockerignore and .pydeploy/ (the launcher files it copies) "
+    "into the project instead of printing the Dockerfile.",
+)
+@click.option("--force", is_flag=True, help="With --write: replace a hand-written Dockerfile.")
+@click.option("--base", "base_image", help="Base image (overrides tool.pydeploy.base-image).")
+@click.option("--tag", "tags", multiple=True, help="Image tag shown in the build hint.")
+def dockerfile_cmd(
+    directory: Path, write: bool, force: bool, base_image: str | None, tags: tuple[str, ...]
+) -> None:
+    """Print an equivalent multi-stage Dockerfile (an escape hatch; needs BuildKit)."""
+    from pydeploy import dockerfile  # noqa: PLC0415
+    from pydeploy.build import created_epoch  # noqa: PLC0415
+    from pydeploy.oci import rfc3339  # noqa: PLC0415
+    from pydeploy.project import git_revision  # noqa: PLC0415
+
+    the_plan = _deploy_plan(directory, base_image, None, tags)
+    ejected = dockerfile.render(
+        the_plan,
+        created=rfc3339(created_epoch(the_plan)),
+        revision=git_revision(the_plan.project.root),
+    )
+    if not write:
+        click.echo(ejected.dockerfile, nl=False)
+        return
+    for path in dockerfile.write(ejected, the_plan.project.root, force=force):
+        click.echo(f"wrote {path}", err=True)
+
+
+@cli.command("run")
+@PROJECT_DIR
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port on this machine (default: the configured port).",
+)
+@click.option(
+    "--cpus", type=float, help="CPU limit in cores (default: tool.pydeploy.resources.cpu)."
+)
+@click.option(
+    "--memory", type=int, help="Memory limit in MiB (default: tool.pydeploy.resources.memory)."
+)
+@click.option(
+    "-e",
+    "--env",
+    "env",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="Environment variable; repeatable.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="NAME=value lines, as docker run reads them.",
+)
+@click.option("--no-build", is_flag=True, help="Run the last build of the first tag.")
+@click.option("--base", "base_image", help="Base image (overrides tool.pydeploy.base-image).")
+@click.option("--network", help="Network mode for builder containers (e.g. host).")
+@click.option("--tag", "tags", multiple=True, help="Image tag or full reference; repeatable.")
+def run_cmd(
+    directory: Path,
+    port: int | None,
+    cpus: float | None,
+    memory: int | None,
+    env: tuple[str, ...],
+    env_file: Path | None,
+    no_build: bool,
+    base_image: str | None,
+    network: str | None,
+    tags: tuple[str, ...],
+) -> None:
+    """Build (unless --no-build) and run the image here; Ctrl-C stops it gracefully."""
+    from pydeploy import runner  # noqa: PLC0415
+    from pydeploy.engine import Engine  # noqa: PLC0415
+
+    the_plan = _deploy_plan(directory, base_image, network, tags)
+    variables = runner.parse_env_file(env_file, os.environ) if env_file else {}
+    variables |= runner.parse_env_args(env, os.environ)
+    lines = _Lines()
+    out_lock = threading.Lock()
+
+    def output(line: str, is_stderr: bool) -> None:
+        with out_lock:
+            click.echo(line, err=is_stderr)
+
+    engine = Engine.connect()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        bridge = engine.has_bridge()
+        spec = runner.make_spec(
+            the_plan, "", bridge=bridge, port=port, cpus=cpus, memory=memory, env=variables
+        )
+        runner.check_port_free(spec.port, host_network=not bridge)
+        if no_build:
+            image = runner.find_image(engine, the_plan)
+        else:
+            image = _build_for_deploy(the_plan, engine, lines).image.image_id
+        spec = dataclasses.replace(spec, image=image)
+        try:
+            code = runner.Runner(engine, spec).run(
+                output, lambda text: lines.say(f"pydeploy: {text}")
+            )
+        except KeyboardInterrupt:
+            raise InterruptError("Interrupted; the container was removed.") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        engine.cleanup()
+    lines.say(f"pydeploy: {spec.name} exited with {code}")
+    sys.exit(code)
 
 
 def main() -> None:

@@ -257,13 +257,49 @@ class DependenciesConfig(_Table):
     )
 
 
-class ResourcesConfig(_Table):
-    """`[tool.pydeploy.resources]`: what the orchestrator should give the container."""
+Cores = Annotated[float, Field(gt=0, le=512)]
+MiB = Annotated[int, Field(ge=16)]
 
-    cpu: Annotated[float, Field(gt=0, le=512)] | None = Field(
-        None, description="CPU limit in cores (e.g. 1 or 0.5); workers are sized from it."
+
+class ResourcesConfig(_Table):
+    """`[tool.pydeploy.resources]`: what the orchestrator should give the container.
+
+    `pydeploy run` and `pydeploy manifest` apply the same numbers, and the image's
+    launcher sizes `auto` workers from the limits it then sees in its cgroup."""
+
+    cpu: Cores | None = Field(
+        None,
+        description=(
+            "CPU limit in cores (e.g. 1 or 0.5): the cgroup quota `auto` workers are sized "
+            "from. Applied by `pydeploy run --cpus` and the generated manifests."
+        ),
     )
-    memory: Annotated[int, Field(ge=16)] | None = Field(None, description="Memory limit in MiB.")
+    memory: MiB | None = Field(
+        None,
+        description=(
+            "Memory limit in MiB. With `server.worker-memory`, it also caps `auto` workers."
+        ),
+    )
+    cpu_request: Cores | None = Field(
+        None,
+        description="CPU the scheduler reserves, in cores. Default: the `cpu` limit.",
+    )
+    memory_request: MiB | None = Field(
+        None,
+        description="Memory the scheduler reserves, in MiB. Default: the `memory` limit.",
+    )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourcesConfig:
+        if self.cpu is not None and self.cpu_request is not None and self.cpu_request > self.cpu:
+            raise ValueError("`cpu-request` must not exceed the `cpu` limit")
+        if (
+            self.memory is not None
+            and self.memory_request is not None
+            and self.memory_request > self.memory
+        ):
+            raise ValueError("`memory-request` must not exceed the `memory` limit")
+        return self
 
 
 class PydeployConfig(_Table):

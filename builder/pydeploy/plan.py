@@ -53,6 +53,7 @@ ALWAYS_EXCLUDED = (
     "*.pem",
     "*.key",
     "id_rsa*",
+    ".pydeploy/",  # files `pydeploy dockerfile --write` generates for docker build
 )
 TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")
 
