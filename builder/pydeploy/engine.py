@@ -455,6 +455,64 @@ class Engine:
             code = box.follow(keep)
         return RunResult(code, "\n".join(lines))
 
+    # --- long-running containers (`pydeploy run`) --------------------------------------
+
+    def create_service(
+        self,
+        image: str,
+        *,
+        name: str,
+        env: dict[str, str],
+        host_config: dict[str, Any],
+        labels: dict[str, str],
+        ports: list[int] | None,
+        stop_timeout: int,
+    ) -> str:
+        """Create (not start) a container that serves; returns its ID."""
+        with self.guard():
+            api = self.client.api
+            created = api.create_container(
+                image,
+                name=name,
+                environment=env,
+                host_config=api.create_host_config(**host_config),
+                labels={**self.labels, **labels},
+                ports=ports,
+                stop_timeout=stop_timeout,
+                detach=True,
+            )
+        return str(created["Id"])
+
+    def start(self, ident: str) -> None:
+        with self.guard():
+            self.client.api.start(ident)
+
+    def attach(self, ident: str) -> Iterable[tuple[bytes | None, bytes | None]]:
+        """(stdout, stderr) chunk pairs from the start of the container's output."""
+        with self.guard():
+            stream: Iterable[tuple[bytes | None, bytes | None]] = self.client.api.attach(
+                ident, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+        return stream
+
+    def wait(self, ident: str) -> int:
+        with self.guard():
+            status = self.client.api.wait(ident, timeout=None)
+        return int(status.get("StatusCode", 1))
+
+    def stop(self, ident: str, timeout: int) -> None:
+        """SIGTERM (the image's STOPSIGNAL), then SIGKILL after `timeout` seconds."""
+        with self.guard():
+            self.client.api.stop(ident, timeout=timeout)
+
+    def kill(self, ident: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.kill(ident)
+
+    def remove(self, ident: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.remove_container(ident, force=True, v=True)
+
     def containers_with_label(self, build_id: str | None = None) -> list[str]:
         """IDs of the containers of this build (or of `build_id`) the engine still has."""
         with self.guard():

@@ -9,8 +9,8 @@ SIGTERM that the CLI turns into one) becomes `docker stop` with a timeout above 
 server's graceful timeout: SIGTERM first, SIGKILL only if the drain overruns. The
 container is always removed; the result is its exit code.
 
-Container operations go through `Engine.client` under `Engine.guard()`: the Engine's
-`container()` helper serves short builder jobs and has no ports, limits or stop timeout.
+Container operations go through the Engine's service-container methods (the Engine is
+the only module that talks to the Docker SDK).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pydeploy.engine import Engine
-from pydeploy.errors import ConfigError, EngineError
+from pydeploy.errors import ConfigError
 from pydeploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.plan import BuildPlan, repository_name
 
@@ -206,24 +206,27 @@ class Runner:
         self.container_id = ""
         self._threads: list[threading.Thread] = []
 
-    @property
-    def _api(self) -> Any:
-        return self.engine.client.api
-
     def run(self, on_output: OnOutput, on_event: OnEvent) -> int:
         """Run until the container exits, or until KeyboardInterrupt, which stops it
         gracefully (a second one kills it). Returns the container's exit code."""
         try:
-            self._create()
-            with self.engine.guard():
-                self._api.start(self.container_id)
+            self.container_id = self.engine.create_service(
+                self.spec.image,
+                name=self.spec.name,
+                env=self.spec.env,
+                host_config=self.spec.host_config(),
+                labels=self.spec.labels,
+                ports=[self.spec.container_port] if self.spec.network != "host" else None,
+                stop_timeout=self.spec.stop_timeout,
+            )
+            self.engine.start(self.container_id)
             self._follow(on_output)
             on_event(
                 f"started {self.spec.name} ({describe_limits(self.spec)}, network "
                 f"{self.spec.network}); serving on {self.spec.url}; Ctrl-C stops it"
             )
             try:
-                return self._wait()
+                return self.engine.wait(self.container_id)
             except KeyboardInterrupt:
                 on_event(
                     f"stopping {self.spec.name}: SIGTERM, then SIGKILL after "
@@ -231,58 +234,27 @@ class Runner:
                 )
                 return self._stop(on_event)
         finally:
-            self._remove()
+            if self.container_id:
+                self.engine.remove(self.container_id)
             for thread in self._threads:
                 thread.join(timeout=5)
 
-    def _create(self) -> None:
-        api = self._api
-        with self.engine.guard():
-            host_config = api.create_host_config(**self.spec.host_config())
-            created = api.create_container(
-                self.spec.image,
-                name=self.spec.name,
-                environment=self.spec.env,
-                host_config=host_config,
-                labels={**self.engine.labels, **self.spec.labels},
-                ports=[self.spec.container_port] if self.spec.network != "host" else None,
-                stop_timeout=self.spec.stop_timeout,
-                detach=True,
-            )
-        self.container_id = str(created["Id"])
-
     def _follow(self, on_output: OnOutput) -> None:
-        with self.engine.guard():
-            stream = self._api.attach(
-                self.container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
+        stream = self.engine.attach(self.container_id)
         thread = threading.Thread(
             target=_pump, args=(stream, on_output), name="pydeploy-run-logs", daemon=True
         )
         thread.start()
         self._threads.append(thread)
 
-    def _wait(self) -> int:
-        with self.engine.guard():
-            status = self._api.wait(self.container_id, timeout=None)
-        return int(status.get("StatusCode", 1))
-
     def _stop(self, on_event: OnEvent) -> int:
         try:
-            with self.engine.guard():
-                self._api.stop(self.container_id, timeout=self.spec.stop_timeout)
-            return self._wait()
+            self.engine.stop(self.container_id, self.spec.stop_timeout)
+            return self.engine.wait(self.container_id)
         except KeyboardInterrupt:
             on_event(f"killing {self.spec.name}")
-            with contextlib.suppress(EngineError), self.engine.guard():
-                self._api.kill(self.container_id)
-            return self._wait()
-
-    def _remove(self) -> None:
-        if not self.container_id:
-            return
-        with contextlib.suppress(EngineError), self.engine.guard():
-            self._api.remove_container(self.container_id, force=True, v=True)
+            self.engine.kill(self.container_id)
+            return self.engine.wait(self.container_id)
 
 
 def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], on_output: OnOutput) -> None:
