@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 MARK = "##pydeploy:"
-# Never copied from the mounted source into the writable build copy.
+# Never copied from the uploaded inputs into the build copy (the host already leaves them
+# out; this is the builder's own guard).
 COPY_SKIP = {
     ".git",
     ".hg",
@@ -181,7 +182,7 @@ def probe(executable: str) -> dict[str, Any]:
 
 
 def copy_tree(source: str, dest: str) -> None:
-    """Copy the read-only mounted source to a writable place (builds write into it)."""
+    """Copy the uploaded dependency inputs to the build directory, where builds write."""
 
     def skip(_directory: str, names: list[str]) -> set[str]:
         skipped = {n for n in names if n in COPY_SKIP or n.endswith(".egg-info")}
@@ -244,7 +245,7 @@ def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], l
     if work.exists():
         shutil.rmtree(work)
     for rel in job["copies"]:
-        origin = Path(job["mount"]) / rel
+        origin = Path(job["inputs"]) / rel
         if origin.is_dir():
             copy_tree(str(origin), str(work / rel))
         else:  # a local wheel or sdist named by path

@@ -1,9 +1,10 @@
 """Everything that decides a dependency set, read on the host: the dependency source
 (uv.lock, pylock.toml, requirements files or [project]), the local path packages it names
-and their content, the directory the builder mounts, and the key of the set.
+and their content, the files the builder receives, and the key of the set.
 
-Pure: files are read, nothing is run; the builder stage (wheels.py) turns the result into
-a venv volume named by `dependency_key`.
+Pure: files are read, nothing is run; the builder stage (wheels.py) sends `input_files`
+into a builder container as a tar (the engine may be remote, so nothing is bind-mounted)
+and turns the result into a venv volume named by `dependency_key`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pathspec
+
+from pydeploy import workspace
+from pydeploy.appfiles import NEVER, ignore_spec
+from pydeploy.builder_script import COPY_SKIP, COPY_SKIP_IN_PACKAGE_ROOT
 from pydeploy.config import PYPROJECT, read_pyproject
-from pydeploy.errors import ConfigError
+from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan import BuildPlan
 from pydeploy.project import Project
 
@@ -58,6 +64,9 @@ _HASH_SKIP_DIRS = {
     "build",
     "dist",
 }
+# Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
+_TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
+_NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
 
 
 def server_packages(server: str) -> tuple[str, ...]:
@@ -72,7 +81,7 @@ class DependencyInputs:
     """Everything that decides the dependency set, read on the host."""
 
     source: str
-    mount_root: Path  # host directory mounted read-only at /src
+    mount_root: Path  # lowest host directory holding every input; /src in the builder
     copies: tuple[str, ...]  # directories (relative to mount_root) the builder copies
     cwd: str  # where tools run, relative to mount_root
     package: str | None = None  # uv --package, for a workspace member
@@ -81,6 +90,10 @@ class DependencyInputs:
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     digests: tuple[tuple[str, str], ...] = field(default=())  # (what, sha256)
+    # What the builder receives, relative to mount_root: trees (filtered like the app
+    # layer) and single files sent whatever ignore files say. See `input_files`.
+    trees: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -93,12 +106,15 @@ class _Found:
     package: str | None = None
     requirements: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
+    # Files (and --find-links directories) the tools read, sent whatever ignore files say.
+    files: list[Path] = field(default_factory=list)
 
 
 def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
-    """Read (on the host) every input of the dependency set, and where the builder finds
-    them: the lowest directory holding the project and its local path packages is
-    mounted, and only those directories are copied."""
+    """Read (on the host) every input of the dependency set, and what the builder gets:
+    the project directory and its local path packages, below their lowest common
+    directory. A workspace member exported from the workspace root gets the root's
+    dependency files and every member's pyproject.toml, not the whole workspace."""
     project = plan.project
     readers = {"uv.lock": _from_uv_lock, "pylock": _from_pylock, "requirements": _from_requirements}
     found = readers.get(plan.dependency_source, _from_project)(project)
@@ -109,6 +125,13 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
     ]
     cwd = found.cwd.resolve()
     mount_root = Path(os.path.commonpath([cwd, *local]))
+    # Paths outside mount_root (`-r ../common.txt`) never reached the builder; they still
+    # do not (the dependency key covers them).
+    sent = {p.resolve() for p in found.files if p.resolve().is_relative_to(mount_root)}
+    sent |= {cwd / name for name in _TOOL_FILES if (cwd / name).is_file()}
+    sent |= set(local)
+    trees = {p for p in sent if p.is_dir()} | ({cwd} if found.package is None else set())
+    files = {p for p in sent if not p.is_dir()}
     return DependencyInputs(
         source=plan.dependency_source,
         mount_root=mount_root,
@@ -120,6 +143,8 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
         extras=tuple(project.config.dependencies.extras),
         groups=tuple(project.config.dependencies.groups),
         digests=tuple(sorted(digests)),
+        trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
+        files=tuple(sorted(_rel(p, mount_root) for p in files)),
     )
 
 
@@ -133,12 +158,17 @@ def _from_uv_lock(project: Project) -> _Found:
             hint="Run `uv lock`, or choose another source.",
         )
     lock = (lock_dir / "uv.lock").read_bytes()
+    files = [lock_dir / "uv.lock"]
+    if lock_dir != root:
+        # uv finds the member by reading every member's pyproject.toml.
+        files += [m.path / PYPROJECT for m in workspace.members(lock_dir)]
     return _Found(
         cwd=lock_dir,
         digests=[("uv.lock", _sha(lock))],
         local=_uv_lock_paths(lock, lock_dir, project.name),
         # A workspace member is exported from the workspace root by its name.
         package=project.name if lock_dir != root else None,
+        files=files,
     )
 
 
@@ -155,6 +185,7 @@ def _from_pylock(project: Project) -> _Found:
         digests=[("pylock.toml", _sha(text.encode()))],
         local=[project.root / p for p in _pylock_paths(text)],
         lines=tuple(parse_pylock(text, str(lock))),
+        files=[lock],
     )
 
 
@@ -174,6 +205,7 @@ def _from_requirements(project: Project) -> _Found:
             (f"requirements:{os.path.relpath(path, root)}", _sha(path.read_bytes()))
         )
         found.local += _requirement_paths(path, root)
+        found.files += [path, *_find_links(path, root)]
     return found
 
 
@@ -248,6 +280,68 @@ def content_digest(path: Path) -> str:
             digest.update(f"{file.relative_to(path)}\0{os.access(file, os.X_OK)}\0".encode())
             digest.update(_sha(file.read_bytes()).encode())
     return digest.hexdigest()
+
+
+# --- what the builder receives --------------------------------------------------------
+
+
+def input_files(inputs: DependencyInputs) -> list[tuple[str, Path]]:
+    """(name relative to mount_root, host path) of everything the builder receives,
+    parents before children, the root ("") first. Trees are walked with the app layer's
+    never-list and each tree's own .gitignore/.dockerignore rules (an ignore file above a
+    tree never drops a package that is named explicitly), minus VCS data, virtualenvs,
+    caches and stale build output; `files` are sent whatever ignore files say."""
+    root = inputs.mount_root
+    chosen = {""}
+    for tree in inputs.trees:
+        chosen.update(_tree(root, tree))
+    chosen.update(inputs.files)
+    parents = {str(parent) for name in chosen for parent in PurePosixPath(name).parents}
+    chosen |= {p for p in parents if p != "."}
+    return [(name, root / name) for name in sorted(chosen, key=lambda n: PurePosixPath(n).parts)]
+
+
+def _tree(root: Path, tree: str) -> Iterator[str]:
+    top = root / tree
+    prefix = f"{tree}/" if tree else ""
+    yield tree
+    if top.is_symlink() or not top.is_dir():
+        return
+    try:
+        ignored = ignore_spec(top, ())
+    except OSError as exc:
+        raise BuildError(
+            f"Cannot read the ignore files (.gitignore, .dockerignore) of {top}: {exc}.",
+            hint="Make them readable: they decide which files the builder receives.",
+        ) from exc
+
+    def dropped(rel: str) -> bool:
+        return _NEVER.match_file(rel) or ignored.match_file(rel)
+
+    for current, dirs, files in os.walk(top):
+        here = Path(current)
+        base = here.relative_to(top).as_posix()
+        base = "" if base == "." else f"{base}/"
+        package_root = PYPROJECT in files or "setup.py" in files
+        kept = []
+        for name in sorted(dirs):
+            path = here / name
+            skip = name in COPY_SKIP or name.endswith(".egg-info")
+            skip = skip or (package_root and name in COPY_SKIP_IN_PACKAGE_ROOT)
+            # Any virtualenv, whatever its name (`venv/`, `env/`).
+            skip = skip or (path / "pyvenv.cfg").is_file()
+            if skip or dropped(f"{base}{name}/"):
+                continue
+            yield f"{prefix}{base}{name}"
+            if not path.is_symlink():
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            path = here / name
+            # Regular files and symlinks only: sockets and FIFOs are no package content.
+            if dropped(f"{base}{name}") or not (path.is_symlink() or path.is_file()):
+                continue
+            yield f"{prefix}{base}{name}"
 
 
 def parse_pylock(text: str, where: str = "pylock.toml") -> list[str]:
@@ -357,6 +451,19 @@ def _requirement_paths(path: Path, root: Path) -> list[Path]:
                 if (base / spec).exists():
                     found.append(base / spec)
                     break
+    return found
+
+
+def _find_links(path: Path, root: Path) -> list[Path]:
+    """Local directories a requirements file names with -f/--find-links (not part of the
+    key, as before; sent so that an ignored `wheels/` directory still reaches pip)."""
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^\s*(?:-f|--find-links)(?:\s+|=)(\S+)", line)
+        spec = re.sub(r"^file:(//)?", "", match.group(1)) if match else "://"
+        if "://" not in spec:
+            spec = urllib.parse.unquote(spec)
+            found += [base / spec for base in (path.parent, root) if (base / spec).is_dir()][:1]
     return found
 
 

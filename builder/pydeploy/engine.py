@@ -38,11 +38,13 @@ OnLine = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Mount:
-    """A volume or host path mounted into a container."""
+    """An engine-side named volume (or a tmpfs) mounted into a container. Never a host
+    path: the engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker), where the
+    client's files do not exist; send files with `Box.put_archive` instead."""
 
     target: str
     source: str
-    kind: Literal["volume", "bind", "tmpfs"] = "volume"
+    kind: Literal["volume", "tmpfs"] = "volume"
     read_only: bool = False
 
 

@@ -9,6 +9,10 @@ wheel cache lives in one shared volume (`pydeploy-cache`), so changed sets rebui
 what changed. Index credentials reach builder containers as environment variables only
 and are masked in every text this module returns.
 
+The engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker in CI), so no container
+bind-mounts a host path: the dependency inputs and the CA bundle are copied into a
+container (put_archive) before it starts; only engine-side named volumes are mounted.
+
 This module runs containers; the decisions it acts on are pure and live elsewhere:
 depinputs (the dependency set and its key), credentials (index settings, secrets, CA
 bundle) and failures (container output and the errors made of it).
@@ -16,16 +20,18 @@ bundle) and failures (container output and the errors made of it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydeploy.credentials import (
     CA_ENV_VARS,
@@ -38,8 +44,10 @@ from pydeploy.credentials import (
 from pydeploy.depinputs import (
     RECIPE_VERSION,
     UV_VERSION,
+    DependencyInputs,
     dependency_inputs,
     dependency_key,
+    input_files,
     server_packages,
 )
 from pydeploy.engine import BUILD_LABEL, Engine, Mount
@@ -53,11 +61,14 @@ CACHE_VOLUME = "pydeploy-cache"
 CACHE_DIR = "/cache"
 BUILDER_REPOSITORY = "pydeploy-builder"
 VENV_VOLUME_PREFIX = "pydeploy-venv-"
+APT_VOLUME_PREFIX = "pydeploy-apt-"  # one builder image build's apt lists and .debs
+APT_CACHE = "/var/cache/apt"
 MARKER = ".pydeploy-complete"
-SRC = "/src"
+SRC = "/src"  # where the dependency inputs are unpacked
 WORK = "/build/src"
 RUN_DIR = "/run/pydeploy"
-CA_TARGET = f"{RUN_DIR}/ca.pem"
+CA_NAME = "ca.pem"
+CA_TARGET = f"{RUN_DIR}/{CA_NAME}"
 SCRIPT = f"{RUN_DIR}/builder_script.py"
 JOB = f"{RUN_DIR}/job.json"
 FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
@@ -114,18 +125,31 @@ def _script() -> bytes:
     return resources.files("pydeploy").joinpath("builder_script.py").read_bytes()
 
 
-_APT = r"""set -e
+# Build packages are installed in two containers sharing a scratch volume at
+# /var/cache/apt (package lists go there too, so neither they nor the .debs reach the
+# image): the first, which gets the CA bundle, downloads; the second, which is committed
+# as the builder image, installs from the downloads and never sees the CA.
+_APT_PREAMBLE = r"""set -e
 if [ -z "$PYDEPLOY_PACKAGES" ]; then exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "pydeploy: the base image has no apt-get; build packages need a Debian/Ubuntu base."
   exit 100
 fi
-set -- -q -o Dpkg::Use-Pty=0
+set -- -q -o Dpkg::Use-Pty=0 -o Dir::State::Lists=/var/cache/apt/lists
+"""
+_APT_DOWNLOAD = (
+    _APT_PREAMBLE
+    + r"""mkdir -p /var/cache/apt/lists/partial
 if [ -s /run/pydeploy/ca.pem ]; then set -- "$@" -o Acquire::https::CAInfo=/run/pydeploy/ca.pem; fi
 apt-get "$@" update
-apt-get "$@" install -y --no-install-recommends $PYDEPLOY_PACKAGES
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb
+apt-get "$@" install -y --no-install-recommends --download-only $PYDEPLOY_PACKAGES
 """
+)
+_APT_INSTALL = (
+    _APT_PREAMBLE
+    + r"""apt-get "$@" install -y --no-install-recommends --no-download $PYDEPLOY_PACKAGES
+"""
+)
 
 
 def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
@@ -221,31 +245,65 @@ def _build_builder(
     python: PythonInfo,
     base_info: dict[str, Any],
 ) -> str:
+    if not packages:
+        return _commit_builder(engine, plan, name, network, packages, [], python, base_info)
     ca = find_ca_bundle(plan.project.config.index.ca_bundle, plan.project.root, os.environ)
-    mounts = []
-    if ca:
-        # A tmpfs under the bind keeps even the mountpoint out of the committed layer.
-        mounts = [Mount(RUN_DIR, "", "tmpfs"), Mount(CA_TARGET, str(ca), "bind", read_only=True)]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PYDEPLOY_PACKAGES": " ".join(packages)}
-    lines: list[str] = []
-    with engine.container(
-        plan.base_image, ["/bin/sh", "-c", _APT], env=env, mounts=mounts, network=network
-    ) as box:
-        code = box.follow(lines.append)
-        if code != 0:
-            raise attach(
-                BuildError(
-                    f"Installing the build packages ({' '.join(packages)}) into the builder "
-                    f"failed (exit {code}):\n{tail(lines, 12)}\n",
-                    hint=(
-                        f"Fix `tool.pydeploy.build-packages` in {plan.project.pyproject}: "
-                        "each entry must be a Debian package of the base image's release "
-                        "(e.g. libpq-dev). The builder also needs network access to the "
-                        "apt mirrors (`tool.pydeploy.network`)."
-                    ),
+    volume = APT_VOLUME_PREFIX + engine.build_id
+    engine.create_volume(volume, {BUILD_LABEL: engine.build_id})
+    try:
+        mounts = [Mount(APT_CACHE, volume)]
+        lines: list[str] = []
+        argv = ["/bin/sh", "-c", _APT_DOWNLOAD]
+        with engine.container(
+            plan.base_image, argv, env=_apt_env(packages), mounts=mounts, network=network
+        ) as box:
+            if ca:
+                box.put_files(RUN_DIR, _ca_file(ca))
+            _check_apt(box.follow(lines.append), lines, plan, packages)
+        return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
+    finally:
+        _remove_quietly(engine, volume)
+
+
+def _apt_env(packages: list[str]) -> dict[str, str]:
+    return {"DEBIAN_FRONTEND": "noninteractive", "PYDEPLOY_PACKAGES": " ".join(packages)}
+
+
+def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: list[str]) -> None:
+    if code != 0:
+        raise attach(
+            BuildError(
+                f"Installing the build packages ({' '.join(packages)}) into the builder "
+                f"failed (exit {code}):\n{tail(lines, 12)}\n",
+                hint=(
+                    f"Fix `tool.pydeploy.build-packages` in {plan.project.pyproject}: "
+                    "each entry must be a Debian package of the base image's release "
+                    "(e.g. libpq-dev). The builder also needs network access to the "
+                    "apt mirrors (`tool.pydeploy.network`)."
                 ),
-                "\n".join(lines),
-            )
+            ),
+            "\n".join(lines),
+        )
+
+
+def _commit_builder(
+    engine: Engine,
+    plan: BuildPlan,
+    name: str,
+    network: str,
+    packages: list[str],
+    mounts: list[Mount],
+    python: PythonInfo,
+    base_info: dict[str, Any],
+) -> str:
+    """Install the downloaded packages in a fresh container (no CA, nothing put into it)
+    and commit it as the builder image."""
+    lines: list[str] = []
+    argv = ["/bin/sh", "-c", _APT_INSTALL]
+    with engine.container(
+        plan.base_image, argv, env=_apt_env(packages), mounts=mounts, network=network
+    ) as box:
+        _check_apt(box.follow(lines.append), lines, plan, packages)
         config = base_info.get("Config") or {}
         labels = {
             **(config.get("Labels") or {}),
@@ -308,12 +366,51 @@ def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], Mask
     return env, Masker(credentials.secrets())
 
 
-def _mounts(ca: Path | None, venv_volume: str, *, venv_ro: bool) -> list[Mount]:
-    # These containers are never committed, so the CA's mountpoint may live in their layer.
-    mounts = [Mount(CACHE_DIR, CACHE_VOLUME), Mount(VENV, venv_volume, read_only=venv_ro)]
-    if ca:
-        mounts.append(Mount(CA_TARGET, str(ca), "bind", read_only=True))
-    return mounts
+def _mounts(venv_volume: str, *, venv_ro: bool) -> list[Mount]:
+    return [Mount(CACHE_DIR, CACHE_VOLUME), Mount(VENV, venv_volume, read_only=venv_ro)]
+
+
+def _ca_file(ca: Path | None) -> dict[str, bytes]:
+    """{"ca.pem": bundle} for put_files(RUN_DIR, ...), or {} without a CA bundle. Only
+    containers that are never committed receive it."""
+    if ca is None:
+        return {}
+    try:
+        return {CA_NAME: ca.read_bytes()}
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the CA bundle {ca}: {exc.strerror or exc}.",
+            hint=(
+                "Make it readable, or point `tool.pydeploy.index.ca-bundle` (or "
+                "SSL_CERT_FILE/PIP_CERT/REQUESTS_CA_BUNDLE) at a readable PEM bundle."
+            ),
+        ) from exc
+
+
+@contextlib.contextmanager
+def _inputs_tar(inputs: DependencyInputs) -> Iterator[IO[bytes]]:
+    """A temporary tar of the dependency inputs under `src/`, owned by root, modes and
+    contents as on the host."""
+
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    top = SRC.strip("/")
+    with tempfile.TemporaryFile() as handle:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            try:
+                for name, path in input_files(inputs):
+                    arcname = f"{top}/{name}" if name else top
+                    tar.add(path, arcname=arcname, recursive=False, filter=owned_by_root)
+            except OSError as exc:
+                raise BuildError(
+                    f"Cannot read a dependency input ({exc.filename}): {exc.strerror or exc}.",
+                    hint="Make the project's files readable, or remove the broken path.",
+                ) from exc
+        handle.seek(0)
+        yield handle
 
 
 def _ensure_cache_volume(engine: Engine) -> None:
@@ -368,7 +465,7 @@ def install_dependencies(
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
         "python": builder.python.executable,
-        "mount": SRC,
+        "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
         "cwd": inputs.cwd,
@@ -384,19 +481,20 @@ def install_dependencies(
         "marker": MARKER,
     }
     transcript = Transcript(progress, masker, output, verbose)
-    mounts = [
-        *_mounts(ca, volume, venv_ro=False),
-        Mount(SRC, str(inputs.mount_root), "bind", read_only=True),
-    ]
+    files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     try:
-        with engine.container(
-            builder.name,
-            [builder.python.executable, SCRIPT, "install", JOB],
-            env=env,
-            mounts=mounts,
-            network=engine.network_mode(plan.network),
-        ) as box:
-            box.put_files(RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job)})
+        with (
+            _inputs_tar(inputs) as tar,
+            engine.container(
+                builder.name,
+                [builder.python.executable, SCRIPT, "install", JOB],
+                env=env,
+                mounts=_mounts(volume, venv_ro=False),
+                network=engine.network_mode(plan.network),
+            ) as box,
+        ):
+            box.put_files(RUN_DIR, files)
+            box.put_archive("/", tar)
             code = box.follow(transcript)
         _raise_on_failure(code, transcript, plan)
     except BaseException:
@@ -536,10 +634,12 @@ def check_app(
         builder.name,
         [builder.python.executable, SCRIPT, "check", JOB],
         env=env,
-        mounts=_mounts(ca, deps.volume, venv_ro=True),
+        mounts=_mounts(deps.volume, venv_ro=True),
         network=engine.network_mode(plan.network),
     ) as box:
-        box.put_files(RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job)})
+        box.put_files(
+            RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+        )
         with app_tar.open("rb") as handle:
             box.put_archive("/", handle)
         code = box.follow(transcript)

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import hashlib
 import http.server
+import io
 import json
 import marshal
 import os
@@ -29,6 +30,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,8 @@ import docker
 import docker.errors
 import pytest
 
-from pydeploy import depinputs, wheels
-from pydeploy.credentials import CA_ENV_VARS, index_settings
+from pydeploy import build, depinputs, publish, wheels
+from pydeploy.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
 from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import (
     AppCheckError,
@@ -51,6 +53,7 @@ from pydeploy.plan import BuildPlan, Overrides, make_plan
 from pydeploy.project import load_project
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SITE = "venv/lib/python3.11/site-packages"
 
 
@@ -576,20 +579,47 @@ def private_index(wheel: Path, user: str, password: str) -> Iterator[tuple[str, 
         thread.join()
 
 
-class SpyEngine(Engine):
-    """Inspects every container it creates just before removing it."""
+@dataclass
+class Seen:
+    """One container a RecordingEngine created: `docker inspect` right after creation,
+    and, read just before its removal, the CA file and (install containers) the names
+    and modes of the dependency inputs it received."""
+
+    argv: list[str]
+    inspect: dict[str, Any]
+    ca: bytes | None = None
+    inputs: dict[str, int] | None = None
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+
+class RecordingEngine(Engine):
+    """Records every container it creates (no behaviour changed)."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         super().__init__(client)
-        self.inspected: list[dict[str, Any]] = []
+        self.seen: list[Seen] = []
 
     @contextlib.contextmanager
-    def container(self, *args: Any, **kwargs: Any) -> Iterator[Box]:
-        with super().container(*args, **kwargs) as box:
-            try:
-                yield box
-            finally:
-                self.inspected.append(self.client.api.inspect_container(box.id))
+    def container(self, image: str, argv: list[str], **kwargs: Any) -> Iterator[Box]:
+        with super().container(image, argv, **kwargs) as box:
+            seen = Seen(argv, self.client.api.inspect_container(box.id))
+            self.seen.append(seen)
+            yield box
+            seen.ca = box.read_file(wheels.CA_TARGET)
+            if argv[2:3] == ["install"]:
+                with tarfile.open(fileobj=io.BytesIO(b"".join(box.get_archive(wheels.SRC)))) as tar:
+                    seen.inputs = {m.name: m.mode for m in tar}
+
+
+def host_mounts(seen: Seen) -> list[Any]:
+    """Everything in a container's HostConfig that names a host path."""
+    host = seen.inspect["HostConfig"]
+    binds = list(host.get("Binds") or [])
+    mounts = [m for m in host.get("Mounts") or [] if m.get("Type") not in {"volume", "tmpfs"}]
+    return binds + mounts
 
 
 def test_index_secret_never_leaks(
@@ -606,7 +636,7 @@ def test_index_secret_never_leaks(
     monkeypatch.setenv("PYDEPLOY_TEST_SECRET_TOKEN", secret)
     wheel = _wheel(tmp_path, "secretdep", "1.0")
     project = copy_fixture("pure_app", tmp_path)
-    spy = SpyEngine(docker.from_env())
+    spy = RecordingEngine(docker.from_env())
     progress = Progress()
     with private_index(wheel, user, secret) as (url, authorized):
         pyproject = project / "pyproject.toml"
@@ -657,8 +687,8 @@ def test_index_secret_never_leaks(
         image = docker_client.images.get(ref)
         search(f"image {ref}", json.dumps(image.attrs))
         search(f"history {ref}", json.dumps(image.history()))
-    assert spy.inspected, "the spy saw the builder containers"
-    for doc in spy.inspected:
+    assert spy.seen, "the spy saw the builder containers"
+    for doc in (seen.inspect for seen in spy.seen):
         env = doc["Config"].pop("Env") or []
         search(f"container {doc['Id'][:12]} config (without Env)", json.dumps(doc))
         # In the environment, and only under the credential variables.
@@ -852,3 +882,148 @@ def test_builder_image_holds_no_ca_bundle(
         network_mode="none",
     )
     assert out.strip() == b"0", "the CA's mountpoint stayed out of the committed layer"
+
+
+# --- remote engines: no host path reaches any container ---------------------------------
+
+
+def host_ca(project: Path) -> bytes:
+    """The CA bundle a build of `project` sends into builder containers."""
+    found = find_ca_bundle(None, project, os.environ)
+    assert found is not None, "the engine fixture points SSL_CERT_FILE at the host bundle"
+    return found.read_bytes()
+
+
+def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(
+    docker_client: docker.DockerClient, engine: Engine, base_image: str, tmp_path: Path
+) -> None:
+    """Build packages: one container (with the CA, written into it) downloads them into
+    a scratch volume, another one (no CA, no host path) installs them and is committed."""
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    # A package set of its own, so this test really builds a builder image.
+    text = text.replace('app = "app:app"', 'app = "app:app"\nbuild-packages = ["file"]')
+    pyproject.write_text(text, encoding="utf-8")
+    plan = plan_for(project, base_image)
+    recorder = RecordingEngine(docker.from_env())
+    try:
+        progress = Progress()
+        built = ensure_builder(recorder, plan, progress)
+        if "(cached)" in progress.text():
+            docker_client.images.remove(built.name, force=True)
+            recorder.seen.clear()
+            built = ensure_builder(recorder, plan, Progress())
+        scratch = wheels.APT_VOLUME_PREFIX + recorder.build_id
+        assert recorder.volume_labels(scratch) is None, "the scratch volume was removed"
+    finally:
+        recorder.cleanup()
+        recorder.close()
+
+    assert [host_mounts(seen) for seen in recorder.seen] == [[]] * len(recorder.seen)
+    download = next(s for s in recorder.seen if "--download-only" in s.command)
+    committed_id = docker_client.images.get(built.name).attrs["Container"]
+    committed = next(s for s in recorder.seen if s.inspect["Id"] == committed_id)
+    assert "--no-download" in committed.command
+    assert download.ca == host_ca(project), "the download container got the CA as a file"
+    assert committed.ca is None, "the committed container never received the CA"
+    for seen in (download, committed):
+        env = seen.inspect["Config"]["Env"] or []
+        assert not [e for e in env if e.startswith(CA_ENV_VARS)]
+        mounts = seen.inspect["HostConfig"]["Mounts"]
+        assert mounts == [{"Type": "volume", "Source": scratch, "Target": wheels.APT_CACHE}]
+
+    out = docker_client.containers.run(
+        built.name,
+        [
+            "/bin/sh",
+            "-c",
+            (
+                "file --version | head -1; ls /run/pydeploy 2>/dev/null | wc -l; "
+                "find /var/cache/apt /var/lib/apt/lists -name '*.deb' -o -name '*_Packages*' "
+                "| wc -l"
+            ),
+        ],
+        remove=True,
+        network_mode="none",
+    )
+    lines = out.decode().split()
+    assert lines[0] == "file-5.44", out
+    assert lines[-2:] == ["0", "0"], "no CA, package lists or .debs in the builder image"
+
+
+@pytest.mark.parametrize("case", ["workspace member", "local path package"])
+def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
+    engine: Engine, base_image: str, tmp_path: Path, case: str
+) -> None:
+    """The whole pipeline (`pydeploy build` without the CLI) with a recording Engine:
+    every container it creates has engine-side volumes only; the install container got
+    the dependency inputs (filtered, modes kept) and the CA as files."""
+    if case == "workspace member":
+        root = tmp_path / "monorepo"
+        ignore = shutil.ignore_patterns("__pycache__", ".venv")
+        shutil.copytree(EXAMPLES / "monorepo", root, ignore=ignore)
+        project, package = root / "services" / "api", root / "libs" / "shared"
+        changed, comment = package / "src" / "shared" / "__init__.py", "\n# {}\n"
+        needed = {"uv.lock", "pyproject.toml", "services/web/pyproject.toml"}
+        needed |= {"services/api/pyproject.toml", "libs/shared/src/shared/__init__.py"}
+        not_needed = {"README.md", "services/api/main.py", "services/web/app.py"}
+        interface = "asgi"
+    else:
+        project = root = copy_fixture("cext_app", tmp_path)
+        package = project / "vendor" / "fastsum"
+        changed, comment = package / "fastsum.c", "\n/* {} */\n"
+        needed = {"requirements.txt", "app.py", "vendor/fastsum/fastsum.c"}
+        not_needed = set()
+        interface = "wsgi"
+    # New content in the local package: a dependency set of its own, so it installs.
+    changed.write_text(
+        changed.read_text(encoding="utf-8") + comment.format(uuid.uuid4().hex), encoding="utf-8"
+    )
+    junk = {
+        ".git/objects/pack/big.pack": b"\0" * (1 << 20),
+        ".venv/pyvenv.cfg": b"home = /usr/bin\n",
+        "node_modules/left-pad/index.js": b"",
+        "__pycache__/mod.cpython-311.pyc": b"",
+        ".env": b"TOKEN=not-for-the-builder\n",
+        "debug.log": b"ignored by .gitignore\n",
+    }
+    for name, data in junk.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes(data)
+    (package / ".gitignore").write_text("*.log\n", encoding="utf-8")
+    tool = package / "tools" / "gen.sh"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n", encoding="utf-8")
+    tool.chmod(0o750)
+
+    plan = plan_for(project, base_image)
+    venv_volume(engine, plan, ensure_builder(engine, plan, Progress()))  # for cleanup
+    recorder = RecordingEngine(docker.from_env())
+    try:
+        result = build.build(
+            plan,
+            recorder,
+            build.BuildOptions(outputs=(publish.Output("oci", tmp_path / "oci"),)),
+            Progress(),
+        )
+    finally:
+        recorder.cleanup()
+        recorder.close()
+    assert (result.interface, result.dependencies_cached) == (interface, False)
+
+    assert recorder.seen
+    assert [(s.command, host_mounts(s)) for s in recorder.seen if host_mounts(s)] == []
+    (install,) = [s for s in recorder.seen if s.inputs is not None]
+    sent = {name.removeprefix("src/"): mode for name, mode in (install.inputs or {}).items()}
+    rel = package.relative_to(root).as_posix()
+    assert needed <= set(sent), sorted(sent)
+    assert not not_needed & set(sent)
+    assert not [name for name in sent if name.startswith(tuple(f"{rel}/{j}" for j in junk))]
+    assert sent[f"{rel}/tools/gen.sh"] & 0o7777 == 0o750, "modes as on the host"
+    (check,) = [s for s in recorder.seen if s.argv[2:3] == ["check"]]
+    ca = host_ca(project)
+    assert install.ca == check.ca == ca, "the CA reached the builder containers as a file"
+    for seen in (install, check):
+        env = dict(e.split("=", 1) for e in seen.inspect["Config"]["Env"] or [])
+        assert {env.get(var) for var in CA_ENV_VARS} == {wheels.CA_TARGET}

@@ -46,6 +46,47 @@ def test_editable_lines_become_plain_paths(tmp_path: Path) -> None:
     assert (tmp_path / "more.txt").read_text(encoding="utf-8") == "./b\n"
 
 
+def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inputs pydeploy sent (job["inputs"]) are copied to the writable build dir,
+    directories and single files alike, modes kept; stale build output is not."""
+    inputs, work = tmp_path / "src", tmp_path / "build" / "src"
+    (inputs / "app" / "vendor" / "pkg" / "dist").mkdir(parents=True)
+    (inputs / "app" / "vendor" / "pkg" / "pyproject.toml").write_text(
+        "[project]\n", encoding="utf-8"
+    )
+    (inputs / "app" / "vendor" / "pkg" / "dist" / "old.whl").write_bytes(b"x")
+    script = inputs / "app" / "vendor" / "pkg" / "build.sh"
+    script.write_text("#!/bin/sh\n", encoding="utf-8")
+    script.chmod(0o755)
+    (inputs / "wheels").mkdir()
+    (inputs / "wheels" / "w-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    job = {
+        "inputs": str(inputs),
+        "work": str(work),
+        "copies": ["app", "wheels/w-1.0-py3-none-any.whl"],
+        "cwd": "app",
+        "source": "pylock",
+        "requirement_lines": ["./vendor/pkg", "../wheels/w-1.0-py3-none-any.whl"],
+        "server_packages": ["gunicorn"],
+    }
+    cwd, args, pins, added = builder_script.resolve(job, "uv-not-run")
+    assert cwd == work / "app"
+    assert (args, pins, added) == (
+        ["-r", builder_script.REQUIREMENTS, "gunicorn"],
+        [],
+        ["gunicorn"],
+    )
+    assert (work / "app" / "vendor" / "pkg" / "pyproject.toml").is_file()
+    assert (work / "app" / "vendor" / "pkg" / "build.sh").stat().st_mode & 0o777 == 0o755
+    assert not (work / "app" / "vendor" / "pkg" / "dist").exists()
+    assert (work / "wheels" / "w-1.0-py3-none-any.whl").read_bytes() == b"wheel"
+    lines = (cwd / builder_script.REQUIREMENTS).read_text(encoding="utf-8").splitlines()
+    assert lines == job["requirement_lines"]
+    assert "##pydeploy:begin resolve" in capsys.readouterr().out
+
+
 # --- app interface detection ------------------------------------------------------------------
 
 

@@ -294,3 +294,131 @@ def test_workspace_member_exports_by_name_from_the_root(tmp_path: Path) -> None:
     assert inputs.mount_root == tmp_path
     assert (inputs.copies, inputs.cwd) == (("",), "")
     assert {what for what, _ in inputs.digests} == {"uv.lock", "local:../../libs/shared"}
+
+
+def test_workspace_member_receives_the_manifests_not_the_workspace(tmp_path: Path) -> None:
+    """The builder gets the root's dependency files, every member's pyproject.toml (uv
+    finds the member through them) and the local packages: no service code, no docs."""
+    test_workspace_member_exports_by_name_from_the_root(tmp_path)
+    (tmp_path / "services" / "api" / "main.py").write_text("app = None\n", encoding="utf-8")
+    (tmp_path / "services" / "web").mkdir()
+    (tmp_path / "services" / "web" / "pyproject.toml").write_text(
+        '[project]\nname = "web"\n', encoding="utf-8"
+    )
+    (tmp_path / "services" / "web" / "app.py").write_text("", encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "big.bin").write_bytes(b"\0" * 1024)
+    (tmp_path / ".python-version").write_text("3.11\n", encoding="utf-8")
+    (tmp_path / "libs" / "shared" / "shared.py").write_text("X = 1\n", encoding="utf-8")
+    inputs = depinputs.dependency_inputs(plan_of(tmp_path / "services" / "api"))
+    assert inputs.trees == ("libs/shared",)
+    assert [name for name, _ in depinputs.input_files(inputs)] == [
+        "",
+        ".python-version",
+        "libs",
+        "libs/shared",
+        "libs/shared/pyproject.toml",
+        "libs/shared/shared.py",
+        "pyproject.toml",
+        "services",
+        "services/api",
+        "services/api/pyproject.toml",
+        "services/web",
+        "services/web/pyproject.toml",
+        "uv.lock",
+    ]
+
+
+def test_builder_inputs_are_filtered_like_the_app_layer(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    files = {
+        # what the install needs
+        "requirements.txt": "-e ./vendor/pkg\n-r extra/more.txt\nflask\n",
+        "extra/more.txt": "--find-links ./wheels\nitsdangerous\n",  # ignored, but named
+        "wheels/w-1.0-py3-none-any.whl": "",  # ignored, but named by --find-links
+        "vendor/pkg/pyproject.toml": '[project]\nname = "pkg"\n',
+        "vendor/pkg/pkg.c": "int x;\n",
+        "vendor/pkg/src/pkg/build/__init__.py": "",  # a `build` subpackage stays
+        "vendor/pkg/.gitignore": "generated.c\n",
+        # never sent
+        ".gitignore": "vendor/\nextra/\nwheels/\n*.log\nsecret-data/\n",
+        "app.log": "x",
+        "secret-data/big.bin": "x",
+        ".env": "TOKEN=x",
+        ".git/config": "x",
+        ".venv/pyvenv.cfg": "x",
+        "myenv/pyvenv.cfg": "x",  # a virtualenv by any name
+        "myenv/lib/site.py": "x",
+        "node_modules/a.js": "x",
+        "__pycache__/app.cpython-311.pyc": "x",
+        "vendor/pkg/generated.c": "x",  # ignored by the package's own .gitignore
+        "vendor/pkg/build/junk.o": "x",  # stale build output next to pyproject.toml
+        "vendor/pkg/pkg.egg-info/PKG-INFO": "x",
+        "vendor/pkg/.tox/log": "x",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    (root / "vendor" / "pkg" / "link.c").symlink_to("pkg.c")
+    inputs = depinputs.dependency_inputs(plan_of(root))
+    assert inputs.trees == ("", "vendor/pkg", "wheels")
+    assert inputs.files == ("extra/more.txt", "pyproject.toml", "requirements.txt")
+    sent = depinputs.input_files(inputs)
+    assert [name for name, _ in sent] == [
+        "",
+        ".gitignore",
+        "app.py",
+        "extra",
+        "extra/more.txt",
+        "pyproject.toml",
+        "requirements.txt",
+        "vendor",
+        "vendor/pkg",
+        "vendor/pkg/.gitignore",
+        "vendor/pkg/link.c",
+        "vendor/pkg/pkg.c",
+        "vendor/pkg/pyproject.toml",
+        "vendor/pkg/src",
+        "vendor/pkg/src/pkg",
+        "vendor/pkg/src/pkg/build",
+        "vendor/pkg/src/pkg/build/__init__.py",
+        "wheels",
+        "wheels/w-1.0-py3-none-any.whl",
+    ]
+    assert all(path == root / name for name, path in sent)
+
+
+def test_a_local_package_outside_the_project_is_sent_below_the_common_root(
+    tmp_path: Path,
+) -> None:
+    test_local_paths_outside_the_project_widen_the_mount(tmp_path)
+    (tmp_path / "unrelated").mkdir()
+    (tmp_path / "unrelated" / "data.bin").write_bytes(b"x")
+    inputs = depinputs.dependency_inputs(plan_of(tmp_path / "services" / "api"))
+    names = [name for name, _ in depinputs.input_files(inputs)]
+    assert "services/api/requirements.txt" in names
+    assert "shared/lib/pyproject.toml" in names
+    assert not [n for n in names if n.startswith("unrelated")]
+
+
+def test_what_the_builder_receives_is_not_part_of_the_key() -> None:
+    """Pinned: sending files instead of mounting them kept every key (and so every cached
+    venv volume) valid. Only a RECIPE_VERSION bump may change this value."""
+    base = depinputs.DependencyInputs(
+        source="uv.lock",
+        mount_root=Path("/ws"),
+        copies=("",),
+        cwd="",
+        package="api",
+        digests=(("uv.lock", "0" * 64), ("local:../../libs/shared", "1" * 64)),
+    )
+
+    def key(inputs: depinputs.DependencyInputs) -> str:
+        return depinputs.dependency_key(
+            "sha256:" + "a" * 64, inputs, ["gunicorn", "uvicorn"], {"url": None}
+        )
+
+    expected = "6c7eaef434f111ff6c53d6df22ea78d457ece5b7bad47cea5985f70e0bf97ef9"
+    assert key(base) == expected
+    assert key(replace(base, trees=("libs/shared",), files=("uv.lock",))) == expected
+    assert key(replace(base, mount_root=Path("/elsewhere"), copies=("a", "b"))) == expected

@@ -1,0 +1,368 @@
+"""Shared plumbing for the benchmark scripts: subprocesses with deadlines, the docker
+objects a run creates (and removes), pydeploy builds, and the examples' hand-written
+server commands. Scripts, not tests: nothing here asserts, it measures and reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the project supports 3.10, whose stdlib has no tomllib
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
+HOST_CA = Path(
+    os.environ.get("SSL_CERT_FILE")
+    or os.environ.get("PIP_CERT")
+    or "/etc/ssl/certs/ca-certificates.crt"
+)
+# Every name a benchmark gives a docker object starts with this, so leftovers of a killed
+# run are easy to spot (`docker images 'pydeploy-bench*'`) and never collide with tests.
+PREFIX = "pydeploy-bench"
+
+
+class BenchError(RuntimeError):
+    """A step failed; the message says which and shows the tail of its output."""
+
+
+@dataclass(frozen=True)
+class Handwritten:
+    """The seed article's way of serving an example: the packages its requirements.txt
+    needs on top of the project's dependencies, and the gunicorn arguments."""
+
+    server_packages: tuple[str, ...]
+    gunicorn_args: tuple[str, ...]
+
+
+# `uvicorn.workers` is deprecated (uvicorn >= 0.30 warns) but still ships in uvicorn;
+# the article's command uses it, so the baseline does too.
+HANDWRITTEN = {
+    "fastapi-app": Handwritten(
+        ("gunicorn", "uvicorn"), ("-w", "4", "-k", "uvicorn.workers.UvicornWorker", "main:app")
+    ),
+    "flask-app": Handwritten(("gunicorn",), ("--workers", "4", "app:app")),
+}
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    what: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Runs argv with a deadline. On timeout the child gets SIGTERM (pydeploy and the
+    docker CLI both clean up on it), then SIGKILL after 30 s."""
+    with subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+        start_new_session=True,  # a Ctrl-C meant for the benchmark reaches us first
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise BenchError(
+                f"{what or argv[0]} did not finish within {timeout:.0f} s\n{_tail(out + err)}"
+            ) from None
+        except BaseException:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            proc.kill()
+            raise
+    result = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+    if check and result.returncode != 0:
+        raise BenchError(
+            f"{what or ' '.join(argv[:3])} failed (exit {result.returncode})\n{_tail(out + err)}"
+        )
+    return result
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
+    return run(["docker", *args], timeout=timeout, check=check, what=f"docker {args[0]}").stdout
+
+
+def sigterm_as_interrupt() -> None:
+    """A SIGTERM (a cancelled CI job, `timeout`) unwinds like Ctrl-C, so cleanup runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- docker objects a run owns ----------------------------------------------------------
+
+
+@dataclass
+class Owned:
+    """Images and containers this run created; `cleanup` removes them and nothing else."""
+
+    images: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+
+    def image(self, ref: str) -> str:
+        if ref not in self.images:
+            self.images.append(ref)
+        return ref
+
+    def container(self, name: str) -> str:
+        self.containers.append(name)
+        return name
+
+    def cleanup(self) -> list[str]:
+        """Removes what this run created, newest first (children before parents); returns
+        what could not go. Images go without `-f`: a reproducible build can give the same
+        image ID as someone else's build, and removing by our own tag only untags it."""
+        failed = []
+        for container in reversed(self.containers):
+            proc = run(["docker", "rm", "-f", container], timeout=60, check=False)
+            if proc.returncode and "No such container" not in proc.stderr:
+                failed.append(container)
+        self.containers.clear()
+        for ref in reversed(self.images):
+            proc = run(["docker", "rmi", ref], timeout=120, check=False)
+            if proc.returncode and "No such image" not in proc.stderr:
+                failed.append(ref)
+        self.images.clear()
+        return failed
+
+
+def start_container(
+    owned: Owned,
+    image: str,
+    *,
+    name: str,
+    port: int,
+    command: Sequence[str] = (),
+    entrypoint: str | None = None,
+    cpus: str | None = None,
+) -> str:
+    """Starts image detached with host networking (the only network here) and PORT set,
+    waits until it answers on 127.0.0.1:port, and returns the container name."""
+    argv = ["run", "-d", "--name", owned.container(name), "--network", "host",
+            "-e", f"PORT={port}"]  # fmt: skip
+    if cpus:
+        argv += ["--cpus", cpus]
+    if entrypoint:
+        argv += ["--entrypoint", entrypoint]
+    docker(*argv, image, *command)
+    wait_http(f"http://127.0.0.1:{port}/", timeout=90, container=name)
+    return name
+
+
+def image_exists(ref: str) -> bool:
+    return run(["docker", "image", "inspect", ref], timeout=60, check=False).returncode == 0
+
+
+def image_size(ref: str) -> int:
+    """The engine's size of an image: the sum of its layers' unpacked sizes."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", ref).strip())
+
+
+def base_image() -> str:
+    """The local base image (built once by .ci/base-image.sh; no registry is reachable)."""
+    name = run([str(REPO / ".ci" / "base-image.sh")], timeout=900, what="base-image.sh").stdout
+    return name.strip().splitlines()[-1]
+
+
+def host_load() -> str:
+    """The 1-minute load average: other work on this machine skews every number here."""
+    return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, *, timeout: float, container: str) -> None:
+    """Waits until url answers 200; fails early when the container has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        state = docker("inspect", "--format", "{{.State.Running}}", container, check=False)
+        if state.strip() != "true":
+            break
+        time.sleep(0.3)
+    logs = run(["docker", "logs", "--tail", "30", container], timeout=30, check=False)
+    raise BenchError(
+        f"{url} did not answer within {timeout:.0f} s\n{_tail(logs.stdout + logs.stderr)}"
+    )
+
+
+# --- examples ---------------------------------------------------------------------------
+
+
+def project_table(project: Path) -> dict[str, Any]:
+    with (project / "pyproject.toml").open("rb") as fh:
+        table: dict[str, Any] = tomllib.load(fh)
+    return table
+
+
+def app_module_file(project: Path) -> Path:
+    """The file of `[tool.pydeploy].app` ("main:app" -> main.py): a code-only edit target."""
+    app = str(project_table(project)["tool"]["pydeploy"]["app"])
+    module = app.split(":", 1)[0]
+    path = project.joinpath(*module.split(".")).with_suffix(".py")
+    if not path.is_file():
+        raise BenchError(f"cannot find the app module {module!r} of {project} at {path}")
+    return path
+
+
+def add_dependency(project: Path, requirement: str) -> None:
+    """Adds requirement to [project].dependencies by editing the text (keeps the file as
+    the user wrote it), then checks the result parses and contains it."""
+    path = project / "pyproject.toml"
+    text, count = re.subn(
+        r"^(dependencies\s*=\s*\[)", rf'\1"{requirement}", ', path.read_text(), flags=re.MULTILINE
+    )
+    if count != 1:
+        raise BenchError(f"cannot find one `dependencies = [` line in {path}")
+    path.write_text(text)
+    if requirement not in project_table(project)["project"]["dependencies"]:
+        raise BenchError(f"editing {path} did not add {requirement!r}")
+
+
+# --- pydeploy ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PydeployBuild:
+    seconds: float
+    document: dict[str, Any]
+    progress: list[str]  # its stderr: one `[  elapsed] step: detail` line per step
+
+    @property
+    def image_id(self) -> str:
+        return str(self.document["image_id"])
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self.document.get("timings", {}).items()}
+
+    def own_layers(self) -> list[dict[str, Any]]:
+        return [la for la in self.document["layers"] if la.get("role") != "base"]
+
+    def warm_caches(self) -> list[str]:
+        """What this build reused from a cache: empty for a truly cold build."""
+        reused = [line.strip() for line in self.progress if "(cached)" in line]
+        if self.document.get("dependencies", {}).get("cached"):
+            reused.append("dependencies: cached (--json)")
+        return reused
+
+
+def pydeploy_build(
+    project: Path, *, base: str, tag: str, cache_dir: Path | None = None, timeout: float = 1200
+) -> PydeployBuild:
+    """`pydeploy build --json` with the same interpreter, loading into the engine; the
+    wall time covers the whole command, as a user would see it."""
+    env = {"PYDEPLOY_CACHE_DIR": str(cache_dir)} if cache_dir else None
+    argv = [sys.executable, "-m", "pydeploy", "build", str(project), "--base", base,
+            "--network", "host", "--tag", tag, "--output", "docker", "--json"]  # fmt: skip
+    start = time.monotonic()
+    proc = run(argv, timeout=timeout, env=env, what=f"pydeploy build {project.name}")
+    seconds = time.monotonic() - start
+    try:
+        document = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise BenchError(
+            f"pydeploy build --json printed no JSON ({exc})\n{_tail(proc.stdout)}"
+        ) from None
+    if not isinstance(document, dict) or "image_id" not in document:
+        raise BenchError(f"pydeploy build --json lacks image_id:\n{_tail(proc.stdout)}")
+    return PydeployBuild(seconds, document, proc.stderr.splitlines())
+
+
+def pydeploy_cache_objects() -> tuple[list[str], list[str]]:
+    """pydeploy's engine-side caches: the uv cache and venv volumes, the builder images."""
+    volumes = [
+        name
+        for name in docker("volume", "ls", "--format", "{{.Name}}").split()
+        if name == "pydeploy-cache" or name.startswith("pydeploy-venv-")
+    ]
+    images = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "pydeploy-builder").split()
+    return volumes, images
+
+
+def pydeploy_cache_users(volumes: list[str], images: list[str]) -> list[str]:
+    """Containers (running or not) built from a builder image or mounting a cache volume."""
+    filters = [f"ancestor={ref}" for ref in images] + [f"volume={name}" for name in volumes]
+    users: set[str] = set()
+    for flt in filters:
+        users.update(docker("ps", "-a", "--format", "{{.Names}}", "--filter", flt).split())
+    return sorted(users)
+
+
+def clear_pydeploy_engine_caches(*, quiet: float = 10, patience: float = 600) -> None:
+    """Empties pydeploy's engine-side caches (its host-side cache is a fresh directory per
+    cold build). They are shared by every pydeploy build on this engine, and removing a
+    volume between two containers of someone else's build would break that build: so
+    wait until no container has used them for `quiet` seconds, give up after `patience`."""
+    deadline = time.monotonic() + patience
+    idle_since = time.monotonic()
+    while True:
+        volumes, images = pydeploy_cache_objects()
+        users = pydeploy_cache_users(volumes, images)
+        now = time.monotonic()
+        if users:
+            idle_since = now
+        elif now - idle_since >= quiet:
+            removals = [("image", ref) for ref in images] + [("volume", ref) for ref in volumes]
+            busy = [
+                ref
+                for kind, ref in removals
+                if run(["docker", kind, "rm", ref], timeout=120, check=False).returncode
+            ]
+            if not busy:
+                return
+            users, idle_since = busy, now
+        if now > deadline:
+            raise BenchError(
+                f"pydeploy's caches are still in use after {patience:.0f} s"
+                f" ({', '.join(users)}). A cold build needs them empty: rerun when no other"
+                " pydeploy build (or integration test) runs on this engine."
+            )
+        time.sleep(1)
