@@ -6,18 +6,21 @@ callback (the CLI prints it); everything started is cleaned up on failure or int
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydeploy import assemble, publish, wheels
 from pydeploy.appfiles import app_entries
 from pydeploy.blobs import BlobStore
-from pydeploy.engine import Engine
+from pydeploy.engine import Engine, ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.oci import (
     BaseImage,
@@ -32,6 +35,7 @@ from pydeploy.plan import VENV, BuildPlan, launch_settings
 from pydeploy.project import git_revision
 
 Progress = Callable[[str, float, "str | None"], None]
+CHECK_RECIPE = "app-check-v1"
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,25 @@ def build(
     clock = _Clock(progress, timings)
     store = BlobStore(cache_root(options.cache_dir) / "blobs")
     base_ref = engine.ensure_image(plan.base_image)
-    base = _base_image(engine, store, plan.base_image, base_ref.image_id)
     clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
+    # Importing the base's layers (docker save + deterministic gzip, once per base) is
+    # CPU work that overlaps with the container work below; joined before assembly.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
+        base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
+        return _build(plan, engine, options, clock, store, base_ref, base_job, pool)
+
+
+def _build(
+    plan: BuildPlan,
+    engine: Engine,
+    options: BuildOptions,
+    clock: _Clock,
+    store: BlobStore,
+    base_ref: ImageRef,
+    base_job: Future[BaseImage],
+    pool: ThreadPoolExecutor,
+) -> BuildResult:
+    timings = clock.timings
 
     builder = wheels.ensure_builder(engine, plan, clock.sub)
     clock.step("builder", f"{builder.name}, Python {builder.python.version}")
@@ -161,22 +182,17 @@ def build(
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)
         app_only = assemble.layer(store, app_entries(plan), "app")
-        app_tar = _uncompressed(store, app_only, scratch / "app.tar")
-        check = wheels.check_app(
-            engine, plan, builder, deps, app_tar, clock.sub,
-            verbose=options.verbose, output=options.output,
-        )  # fmt: skip
+        venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
+        interface, app_layer = _checked_app(
+            engine, store, plan, builder, deps, app_only, scratch, clock, options
+        )
         server = (
             plan.server
             if plan.server != "auto"
-            else ("gunicorn" if check.interface == "wsgi" else "gunicorn-uvicorn")
+            else ("gunicorn" if interface == "wsgi" else "gunicorn-uvicorn")
         )
-        clock.step("app check", f"{plan.app} is {check.interface.upper()}; server {server}")
-
-        venv_layer = _venv_layer(engine, store, builder, deps, scratch)
-        app_layer = app_only
-        if check.project_site_tar is not None:
-            app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
+        clock.step("app check", f"{plan.app} is {interface.upper()}; server {server}")
+        venv_layer = venv_job.result()
         passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
         layers = [
             *_system_layers(engine, store, plan, base_ref.image_id, clock.sub),
@@ -186,13 +202,14 @@ def build(
             assemble.layer(
                 store,
                 assemble.launcher_entries(
-                    launch_settings(plan.project, plan.app, check.interface, server)
+                    launch_settings(plan.project, plan.app, interface, server)
                 ),
                 "launcher",
             ),
         ]
         clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
 
+        base = base_job.result()
         created = created_epoch(plan)
         labels = assemble.oci_labels(
             plan, created_epoch=created, revision=git_revision(plan.project.root),
@@ -209,7 +226,7 @@ def build(
         clock.step("image", f"{image.image_id[:19]}, manifest {image.manifest_digest[:19]}")
 
         result = BuildResult(
-            image=image, tags=plan.tags, plan=plan, interface=check.interface, server=server,
+            image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
             timings=timings,
         )  # fmt: skip
@@ -226,6 +243,46 @@ def build(
                 publish.write_output(output, image, plan.tags)
                 clock.step("write", str(output))
     return result
+
+
+def _checked_app(
+    engine: Engine,
+    store: BlobStore,
+    plan: BuildPlan,
+    builder: wheels.BuilderImage,
+    deps: wheels.Dependencies,
+    app_only: Layer,
+    scratch: Path,
+    clock: _Clock,
+    options: BuildOptions,
+) -> tuple[Literal["wsgi", "asgi"], Layer]:
+    """The app's interface and its final layer (plus the project's wheel when packaged).
+
+    Importing the same app files against the same dependency set in the same builder
+    gives the same answer, so the result is cached by exactly those inputs: a no-change
+    rebuild starts no container here, a code change always re-checks."""
+    key = hashlib.sha256(
+        json.dumps(
+            [CHECK_RECIPE, app_only.diff_id, deps.key, builder.image_id, plan.app,
+             plan.install_project, plan.project.config.server.interface],
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    cached = store.read_index("app-check", key)
+    if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"}:
+        layer = Layer.from_doc(cached.get("layer"))
+        if layer is not None and store.has(layer.digest) and store.has(layer.diff_id):
+            clock.sub("app check", 0.0, "cached: same app files and dependencies")
+            return cached["interface"], layer
+    app_tar = _uncompressed(store, app_only, scratch / "app.tar")
+    check = wheels.check_app(
+        engine, plan, builder, deps, app_tar, clock.sub,
+        verbose=options.verbose, output=options.output,
+    )  # fmt: skip
+    app_layer = app_only
+    if check.project_site_tar is not None:
+        app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
+    store.write_index("app-check", key, {"interface": check.interface, "layer": app_layer.to_doc()})
+    return check.interface, app_layer
 
 
 def _scratch(store: BlobStore) -> Path:

@@ -151,6 +151,13 @@ class ServerConfig(_Table):
     proxy_headers: bool = Field(
         True, description="Honour X-Forwarded-* headers from trusted proxies (uvicorn)."
     )
+    access_log: bool = Field(
+        True,
+        description=(
+            "Write one access-log line per request to stdout. Costs throughput on tiny "
+            "requests (see the README's benchmark); errors always go to stderr."
+        ),
+    )
     extra_args: list[str] = Field(
         default_factory=list,
         description="Extra command-line arguments appended to the server's command line.",

@@ -96,6 +96,7 @@ class LaunchConfig:
     max_requests_jitter: int = 0
     forwarded_allow_ips: str | None = None
     proxy_headers: bool = True
+    access_log: bool = True
     extra_args: tuple[str, ...] = ()
     app_dir: str = "/app"
     venv: str = "/opt/venv"
@@ -151,6 +152,9 @@ def parse_config(data: object) -> LaunchConfig:
         raise LaunchError(
             f"launch.json: 'proxy_headers' must be true or false, got {proxy_headers!r}"
         )
+    access_log = data.get("access_log", True)
+    if not isinstance(access_log, bool):
+        raise LaunchError(f"launch.json: 'access_log' must be true or false, got {access_log!r}")
     hc_timeout = data.get("healthcheck_timeout", 3)
     if isinstance(hc_timeout, bool) or not isinstance(hc_timeout, (int, float)) or hc_timeout <= 0:
         raise LaunchError(
@@ -171,6 +175,7 @@ def parse_config(data: object) -> LaunchConfig:
         max_requests_jitter=_int(data, "max_requests_jitter", 0, 0),
         forwarded_allow_ips=_optional_str(data, "forwarded_allow_ips", None),
         proxy_headers=proxy_headers,
+        access_log=access_log,
         extra_args=tuple(extra),
         app_dir=_str(data, "app_dir", "/app"),
         venv=_str(data, "venv", "/opt/venv"),
@@ -484,7 +489,9 @@ def gunicorn_argv(
     argv += ["--chdir", config.app_dir]
     if worker_tmp_dir is not None:
         argv += ["--worker-tmp-dir", worker_tmp_dir]
-    argv += ["--access-logfile", "-", "--error-logfile", "-"]
+    if config.access_log:
+        argv += ["--access-logfile", "-"]
+    argv += ["--error-logfile", "-"]
     argv += ["--timeout", str(config.timeout), "--graceful-timeout", str(config.graceful_timeout)]
     argv += ["--keep-alive", str(config.keepalive)]
     if config.max_requests > 0:
@@ -517,6 +524,8 @@ def uvicorn_argv(
     argv += ["--timeout-graceful-shutdown", str(config.graceful_timeout)]
     argv += ["--timeout-keep-alive", str(config.keepalive)]
     argv.append("--proxy-headers" if config.proxy_headers else "--no-proxy-headers")
+    if not config.access_log:
+        argv.append("--no-access-log")
     if config.proxy_headers and config.forwarded_allow_ips is not None:
         argv += ["--forwarded-allow-ips", config.forwarded_allow_ips]
     if config.max_requests > 0:

@@ -344,6 +344,7 @@ def launch_settings(
         if s.forwarded_allow_ips is not None
         else None,
         "proxy_headers": s.proxy_headers,
+        "access_log": s.access_log,
         "extra_args": list(s.extra_args),
         "app_dir": APP_DIR,
         "venv": VENV,

@@ -731,3 +731,21 @@ def test_runs_under_python38(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["workers"] == 2
+
+
+def test_access_log_can_be_turned_off() -> None:
+    on = launcher.gunicorn_argv(config(), workers=2, port=8000, gunicorn_version=(27, 0))
+    assert on[on.index("--access-logfile") + 1] == "-"
+    off = launcher.gunicorn_argv(
+        config(access_log=False), workers=2, port=8000, gunicorn_version=(27, 0)
+    )
+    assert "--access-logfile" not in off
+    assert off[off.index("--error-logfile") + 1] == "-", "errors still go to stderr"
+    quiet = launcher.uvicorn_argv(
+        config(server="uvicorn", interface="asgi", access_log=False),
+        workers=2, port=8000, uvicorn_version=(0, 54),
+    )  # fmt: skip
+    assert "--no-access-log" in quiet
+    assert "--no-access-log" not in launcher.uvicorn_argv(
+        config(server="uvicorn", interface="asgi"), workers=2, port=8000, uvicorn_version=(0, 54)
+    )
