@@ -170,7 +170,7 @@ def _build(
     timings = clock.timings
 
     builder = wheels.ensure_builder(engine, plan, clock.sub)
-    clock.step("builder", f"{builder.name}, Python {builder.python.version}")
+    clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
     deps = wheels.install_dependencies(
         engine, plan, builder, clock.sub, verbose=options.verbose, output=options.output
     )

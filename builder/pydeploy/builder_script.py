@@ -7,6 +7,11 @@ runs under whatever interpreter the base image has.
     builder_script.py probe EXECUTABLE     print the interpreter's facts as one JSON line
     builder_script.py install JOB.json     uv tools, resolve, install, compile bytecode
     builder_script.py check JOB.json       build the project's wheel, import the app
+
+A job with `"light": true` runs in the base image itself (no compilers added): nothing
+third-party is built from source (`--only-binary :all:`, except the local path packages),
+and stand-in compilers on PATH record any build that tried to compile. The host then
+retries in the full builder (see failures.needs_full_builder).
     builder_script.py inspect-app TARGET   (run by `check` under the venv's python)
 
 The host reads stdout: lines starting with `##pydeploy:` are protocol, the rest is tool
@@ -15,6 +20,7 @@ output, kept for error messages and --verbose:
     ##pydeploy:begin STEP         a step starts
     ##pydeploy:end STEP DETAIL    it finished (DETAIL is optional free text)
     ##pydeploy:result JSON        the command's result, last line on success
+    ##pydeploy:compilers NAMES    (light jobs) builds ran these stand-in compilers
 
 Secrets arrive as environment variables only and are never printed here.
 """
@@ -56,7 +62,15 @@ COPY_SKIP_IN_PACKAGE_ROOT = ("build", "dist")
 REQUIREMENTS = ".pydeploy-requirements.txt"
 SERVER_IN = ".pydeploy-server.in"
 PINS = ".pydeploy-pins.txt"
+CONSTRAINTS = ".pydeploy-constraints.txt"
 EXIT_STEP_FAILED = 3
+# Light jobs: stand-in compilers, and the file they append their names to.
+NO_COMPILERS_DIR = "/run/pydeploy/no-compilers"
+COMPILERS_USED = "/run/pydeploy/compilers-used"
+STAND_IN_COMPILERS = (
+    *("cc", "gcc", "c++", "g++", "cpp", "clang", "clang++", "gfortran"),
+    *("cargo", "rustc"),
+)
 
 
 class StepFailedError(Exception):
@@ -134,6 +148,41 @@ def missing_server_packages(named: set[str], wanted: list[str]) -> list[str]:
     return [pkg for pkg in wanted if normalize(pkg) not in named]
 
 
+_PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(==[^\s;#]+)")
+
+
+def pinned_constraints(lines: list[str]) -> list[str]:
+    """`name==version` constraints from `uv pip compile` output (extras dropped; local
+    paths, URLs and options name no index version and are left out)."""
+    found = []
+    for line in lines:
+        match = _PINNED.match(line.strip())
+        if match:
+            found.append(f"{match.group(1)}{match.group(2)}")
+    return found
+
+
+def light_install_args(local_names: list[str]) -> list[str]:
+    """uv options of a light install: wheels only, except the local path packages (built
+    from their directories; the stand-in compilers catch one that compiles)."""
+    args = ["--only-binary", ":all:"]
+    for name in sorted(set(local_names)):
+        args += ["--no-binary", name]
+    return args
+
+
+def compiler_names(config: dict[str, Any], machine: str) -> list[str]:
+    """The commands a build may run to compile: the usual names, the target-prefixed gcc
+    names, and whatever the interpreter's sysconfig says (CC, CXX, LDSHARED...)."""
+    names = set(STAND_IN_COMPILERS)
+    names |= {f"{machine}-linux-gnu-{tool}" for tool in ("gcc", "g++", "cc", "c++", "cpp")}
+    for var in ("CC", "CXX", "CPP", "LDSHARED", "LDCXXSHARED"):
+        value = config.get(var)
+        if isinstance(value, str) and value.split():
+            names.add(Path(value.split()[0]).name)
+    return sorted(names)
+
+
 def interface_of(obj: Any) -> str:
     """`wsgi`, `asgi`, or why it is neither (`not-callable`, `class`, `unknown`)."""
     if inspect.isclass(obj):
@@ -176,6 +225,47 @@ def probe(executable: str) -> dict[str, Any]:
         "headers": (Path(include) / "Python.h").is_file(),
         "machine": platform.machine(),
     }
+
+
+# --- light jobs: no compilers ------------------------------------------------------------
+
+
+def no_compilers_path() -> str:
+    """A PATH whose first directory holds stand-in compilers that record their use and
+    fail, so a build that would compile (even one whose C speedups are optional, which
+    falls back silently) is noticed."""
+    import platform  # noqa: PLC0415 - only light jobs need them
+    import sysconfig  # noqa: PLC0415
+
+    shims = Path(NO_COMPILERS_DIR)
+    shims.mkdir(parents=True, exist_ok=True)
+    Path(COMPILERS_USED).unlink(missing_ok=True)
+    script = (
+        "#!/bin/sh\n"
+        f'echo "${{0##*/}}" >> {COMPILERS_USED}\n'
+        'echo "pydeploy: no compiler in the base image (${0##*/}); retrying in the '
+        'builder with build-packages" >&2\n'
+        "exit 127\n"
+    )
+    for name in compiler_names(sysconfig.get_config_vars(), platform.machine()):
+        shim = shims / name
+        shim.write_text(script, encoding="utf-8")
+        shim.chmod(0o755)
+    return f"{shims}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def compilers_used() -> list[str]:
+    path = Path(COMPILERS_USED)
+    if not path.is_file():
+        return []
+    return sorted({ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln})
+
+
+def report_compilers(job: dict[str, Any]) -> None:
+    """Tell the host (light jobs) which stand-in compilers ran."""
+    used = compilers_used() if job.get("light") else []
+    if used:
+        emit("compilers", " ".join(used))
 
 
 # --- install ---------------------------------------------------------------------------
@@ -312,11 +402,47 @@ def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
     return subprocess.call([*argv, *extra, tree], stdout=sys.stdout, stderr=subprocess.STDOUT)
 
 
+def light_constraints(job: dict[str, Any], uv: str, cwd: Path, added: list[str]) -> list[str]:
+    """For requirements files (not pinned): resolve them as the full builder would (sdists
+    allowed, for metadata) and pin that resolution as constraints, so the wheels-only
+    install cannot settle on an older version that happens to have a wheel."""
+    sources = list(job["requirements"])
+    if added:
+        (cwd / SERVER_IN).write_text("".join(f"{p}\n" for p in added), encoding="utf-8")
+        sources.append(SERVER_IN)
+    argv = [uv, "pip", "compile", *sources, "--python", job["python"], "--no-header"]
+    argv += ["--no-annotate", "--quiet", "--output-file", CONSTRAINTS]
+    run("resolve", argv, cwd=str(cwd))
+    lines = (cwd / CONSTRAINTS).read_text(encoding="utf-8").splitlines()
+    (cwd / CONSTRAINTS).write_text("".join(f"{c}\n" for c in pinned_constraints(lines)))
+    return ["-c", CONSTRAINTS]
+
+
+def clear_directory(path: Path) -> None:
+    """Empty a directory (a volume's mountpoint stays): a retry in the full builder
+    starts from nothing."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def install(job: dict[str, Any]) -> dict[str, Any]:
     uv = ensure_uv(job)
+    light = bool(job.get("light"))
+    if light:
+        os.environ["PATH"] = no_compilers_path()
     cwd, args, pins, added = resolve(job, uv)
+    if light:
+        if job["source"] == "requirements":
+            args = [*args, *light_constraints(job, uv, cwd, added)]
+        args = [*args, *light_install_args(job.get("local_names") or [])]
     venv = Path(job["venv"])
     venv_python = str(venv / "bin" / "python")
+    clear_directory(venv)
 
     emit("begin", "install")
     run(
@@ -337,7 +463,12 @@ def install(job: dict[str, Any]) -> dict[str, Any]:
     code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"])
     emit("end", "compile bytecode" + (" (skipped files that are not valid Python)" if code else ""))
 
+    if light and compilers_used():
+        # A build fell back to pure Python (or a step compiled on purpose): this venv is
+        # not what the full builder makes, so it never gets its marker.
+        raise StepFailedError("install", "a build tried to compile; the builder retries it")
     result = {"key": job["key"], "source": job["source"], "pins": pins or installed, "added": added}
+    result["compilers"] = not light  # installed by the full builder: the app check uses it
     # The marker goes last: a volume without it is an interrupted build, never used.
     marker = venv / job["marker"]
     partial = marker.with_name(marker.name + ".tmp")
@@ -363,7 +494,12 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
         project, dist, site = "/build/project", Path("/build/dist"), "/build/project-site"
         copy_tree(job["app_dir"], project)
         build = [job["uv"], "build", "--wheel", "--no-sources", "--out-dir", str(dist)]
-        run(step, [*build, "--python", job["python"], project], cwd="/build")
+        # Only the project's build sees the stand-in compilers: the app import below may
+        # legitimately look for a compiler (ctypes.util.find_library does).
+        build_env = dict(env, PATH=no_compilers_path()) if job.get("light") else None
+        run(step, [*build, "--python", job["python"], project], cwd="/build", env=build_env)
+        if compilers_used() and job.get("light"):
+            raise StepFailedError(step, "the project's build tried to compile")
         built = sorted(dist.glob("*.whl"))
         if len(built) != 1:
             raise StepFailedError(step, f"expected one wheel in {dist}, found {built}")
@@ -457,8 +593,10 @@ def main(argv: list[str]) -> int:
         result = install(job) if command == "install" else check(job)
     except StepFailedError as exc:
         sys.stdout.write(f"error: {exc}\n")
+        report_compilers(job)
         emit("failed", exc.step)
         return EXIT_STEP_FAILED
+    report_compilers(job)
     emit("result", json.dumps(result, sort_keys=True))
     return 0
 

@@ -9,6 +9,7 @@ and turns the result into a venv volume named by `dependency_key`.
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -94,6 +95,9 @@ class DependencyInputs:
     # layer) and single files sent whatever ignore files say. See `input_files`.
     trees: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    # Names of the local path packages (built even when nothing else may be), or None
+    # when one has no name readable without building it (then only the full builder).
+    local_names: tuple[str, ...] | None = ()
 
 
 @dataclass
@@ -145,7 +149,44 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
         digests=tuple(sorted(digests)),
         trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
         files=tuple(sorted(_rel(p, mount_root) for p in files)),
+        local_names=local_package_names(local),
     )
+
+
+def local_package_names(paths: Iterable[Path]) -> tuple[str, ...] | None:
+    """The distribution names of local packages, read without building them: a
+    directory's [project].name (or setup.cfg [metadata] name), an sdist's file name.
+    Wheels need no name (they are not built). None when one cannot be told."""
+    names: set[str] = set()
+    for path in paths:
+        name = _local_name(path)
+        if name is None:
+            return None
+        if name:
+            names.add(_normalize(name))
+    return tuple(sorted(names))
+
+
+def _local_name(path: Path) -> str | None:
+    """The name, "" for a wheel (nothing to build), None when unknown."""
+    if path.is_file():
+        if path.name.endswith(".whl"):
+            return ""
+        match = re.match(r"^(.+)-[^-]+\.(?:tar\.gz|zip)$", path.name)
+        return match.group(1) if match else None
+    try:
+        name = read_pyproject(path).get("project", {}).get("name")
+    except (ConfigError, OSError):
+        name = None
+    if isinstance(name, str) and name:
+        return name
+    setup_cfg = configparser.ConfigParser(interpolation=None)
+    try:
+        setup_cfg.read(path / "setup.cfg", encoding="utf-8")
+    except configparser.Error:
+        return None
+    name = setup_cfg.get("metadata", "name", fallback=None)
+    return name or None
 
 
 def _from_uv_lock(project: Project) -> _Found:
@@ -239,16 +280,19 @@ def _from_project(project: Project) -> _Found:
 
 
 def dependency_key(
-    builder_image_id: str,
+    builder_key: str,
     inputs: DependencyInputs,
     servers: Iterable[str],
     index: Mapping[str, Any],
 ) -> str:
-    """sha256 over everything that decides the installed venv (and nothing secret)."""
+    """sha256 over everything that decides the installed venv (and nothing secret).
+    `builder_key` is the full builder's content key (base image ID, build packages,
+    recipe), not an image ID: a venv installed in the base image alone and one installed
+    in the full builder are the same venv, whichever builder this build needed."""
     document = {
         "recipe": RECIPE_VERSION,
         "uv": UV_VERSION,
-        "builder": builder_image_id,
+        "builder": builder_key,
         "source": inputs.source,
         "package": inputs.package,
         "requirements": list(inputs.requirements),

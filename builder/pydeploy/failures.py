@@ -44,6 +44,7 @@ class Transcript:
         self.lines: list[str] = []
         self.result: dict[str, Any] | None = None
         self.failed_step: str | None = None
+        self.compilers: list[str] = []  # stand-in compilers a light job's builds ran
         self.current: str | None = None
         self._started = time.monotonic()
 
@@ -66,6 +67,8 @@ class Transcript:
             self.result = json.loads(rest)
         elif kind == "failed":
             self.failed_step = rest or self.current
+        elif kind == "compilers":
+            self.compilers = rest.split()
 
     @property
     def text(self) -> str:
@@ -88,6 +91,32 @@ _COMPILER_SIGNS = re.compile(
     r"\.(c|cc|cpp|cxx|h|pyx):\d+(:\d+)?: error|collect2: error|/usr/bin/ld: |"
     r"Python\.h: No such file|unable to execute '(gcc|cc)')"
 )
+
+
+_NO_WHEEL = re.compile(
+    r"(?:Wheels are required for|attempted to build|Failed to (?:download and )?build) "
+    r"`([^`\s=<>@\[;~!]+)"
+)
+_WHEELS_ONLY = re.compile(
+    r"Building source distributions is disabled|building from source is disabled|"
+    r"has no usable wheels|Failed to (?:download and )?build `"
+)
+
+
+def needs_full_builder(step: str | None, output: str, compilers: list[str]) -> str | None:
+    """Why a light job (the base image, no compilers, wheels only) must be redone in the
+    full builder, or None when its failure would happen there too (an unknown package, a
+    TLS or index problem, a broken app)."""
+    if compilers:
+        return f"a build ran a compiler ({', '.join(compilers)})"
+    if step == "uv tools":
+        # The builder's build-packages may be what `python3 -m venv` needs.
+        return "installing uv needs more than the base image has"
+    if _WHEELS_ONLY.search(output):
+        found = _NO_WHEEL.search(output)
+        what = f"`{found.group(1)}`" if found else "a dependency"
+        return f"{what} must be built from source"
+    return None
 
 
 def explain_failure(step: str | None, output: str, plan: BuildPlan) -> PydeployError:

@@ -52,7 +52,14 @@ from pydeploy.depinputs import (
 )
 from pydeploy.engine import BUILD_LABEL, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
-from pydeploy.failures import Transcript, attach, explain_failure, protocol_result, tail
+from pydeploy.failures import (
+    Transcript,
+    attach,
+    explain_failure,
+    needs_full_builder,
+    protocol_result,
+    tail,
+)
 from pydeploy.oci import as_reader
 from pydeploy.plan import VENV, BuildPlan
 from pydeploy.project import check_python_allowed
@@ -75,6 +82,8 @@ FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hol
 
 LABEL_KEY = "pydeploy.builder.key"
 LABEL_PYTHON = "pydeploy.python"
+LABEL_PACKAGES = "pydeploy.builder.packages"
+PYTHON_VOLUME_PREFIX = "pydeploy-python-"  # an empty volume: its labels hold the probe
 LABEL_VENV_KEY = "pydeploy.venv.key"
 LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
 LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
@@ -98,9 +107,15 @@ class PythonInfo:
 
 @dataclass(frozen=True)
 class BuilderImage:
+    """An image builder containers run. `light`: the base image itself, no compilers
+    added (wheels only; builds that need more move to the full builder)."""
+
     name: str
     image_id: str
     python: PythonInfo
+    key: str  # the full builder's content key, also part of the venv key
+    light: bool = False
+    packages: tuple[str, ...] = ()  # what the image adds to the base
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ class Dependencies:
     pins: tuple[str, ...]
     source: str
     cached: bool  # nothing was installed this time
+    builder: BuilderImage  # the builder that installed them (or this build's, if cached)
+    needs_compilers: bool = False  # installed by the full builder: check_app uses it too
 
 
 @dataclass(frozen=True)
@@ -153,33 +170,101 @@ _APT_INSTALL = (
 
 
 def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
-    """The builder image for this base and these build packages, built once and reused."""
+    """The builder to start with. The full builder image (base + build packages) is made
+    only when something has to be compiled: until then the base image itself is the
+    builder (`light`), and install_dependencies/check_app switch to the full one when a
+    build needs it. A full builder image already on the engine is used directly (the
+    venv it makes is the same, and a failing light attempt is saved)."""
     started = time.monotonic()
     base_id = engine.ensure_image(plan.base_image).image_id
+    key, name = _builder_name(base_id, plan)
+    cached = _cached_full(engine, plan, key, name)
+    if cached:
+        progress("builder image", time.monotonic() - started, f"{name} (cached)")
+        return cached
+    facts = _base_facts(engine, plan, base_id)
+    python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
+    _check_python(plan, python)
+    # Without build packages the full builder would be the base image again.
+    light = bool(plan.build_packages)
+    builder = BuilderImage(plan.base_image, base_id, python, key, light=light)
+    progress("builder image", time.monotonic() - started, describe(builder))
+    return builder
+
+
+def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+    """The builder image for this base and these build packages (compilers), built once
+    and reused."""
+    started = time.monotonic()
+    base_id = engine.ensure_image(plan.base_image).image_id
+    key, name = _builder_name(base_id, plan)
+    cached = _cached_full(engine, plan, key, name)
+    if cached:
+        progress("builder image", time.monotonic() - started, f"{name} (cached)")
+        return cached
+
+    facts = _base_facts(engine, plan, base_id)
+    python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
+    _check_python(plan, python)
+    requested = sorted(set(plan.build_packages))
+    if not requested:
+        return BuilderImage(plan.base_image, base_id, python, key, light=False)
+    packages = list(requested)
+    # Debian's own python3 keeps its headers in python3-dev; official images ship them.
+    if not facts["headers"] and python.executable.startswith("/usr/bin/"):
+        packages = sorted({*packages, "python3-dev"})
+    base_info = engine.inspect_image(plan.base_image) or {}
+    network = engine.network_mode(plan.network)
+    image_id = _build_builder(engine, plan, name, network, packages, python, base_info)
+    detail = f"{name} (built: {' '.join(packages)}; python {python.version})"
+    progress("builder image", time.monotonic() - started, detail)
+    return BuilderImage(name, image_id, python, key, light=False, packages=tuple(packages))
+
+
+def _cached_full(engine: Engine, plan: BuildPlan, key: str, name: str) -> BuilderImage | None:
+    info = engine.inspect_image(name)
+    python = _python_from_labels(info) if info else None
+    if not info or not python:
+        return None
+    _check_python(plan, python)
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    packages = tuple(str(labels.get(LABEL_PACKAGES, "")).split())
+    return BuilderImage(name, str(info["Id"]), python, key, light=False, packages=packages)
+
+
+def describe(builder: BuilderImage) -> str:
+    """What `pydeploy build` says about a builder."""
+    if builder.light:
+        return "base image (compilers only if a build needs them)"
+    if not builder.packages:
+        return f"base image {builder.name} (no build-packages)"
+    return f"{builder.name} ({' '.join(builder.packages)})"
+
+
+def _builder_name(base_id: str, plan: BuildPlan) -> tuple[str, str]:
+    """The full builder's content key and image name: base image ID + build packages +
+    recipe. The venv key uses the same key, whichever builder installs."""
     requested = sorted(set(plan.build_packages))
     recipe = f"{base_id}\n{' '.join(requested)}\n{RECIPE_VERSION}".encode()
     key = hashlib.sha256(recipe).hexdigest()[:16]
-    name = f"{BUILDER_REPOSITORY}:{key}"
-    info = engine.inspect_image(name)
-    python = _python_from_labels(info) if info else None
-    if info and python:
-        _check_python(plan, python)
-        progress("builder image", time.monotonic() - started, f"{name} (cached)")
-        return BuilderImage(name, str(info["Id"]), python)
+    return key, f"{BUILDER_REPOSITORY}:{key}"
 
-    network = engine.network_mode(plan.network)
-    probe = _probe(engine, plan, network)
-    python = PythonInfo(probe["executable"], probe["version"], probe["site_packages"])
-    _check_python(plan, python)
-    packages = list(requested)
-    # Debian's own python3 keeps its headers in python3-dev; official images ship them.
-    if requested and not probe["headers"] and python.executable.startswith("/usr/bin/"):
-        packages = sorted({*packages, "python3-dev"})
-    base_info = engine.inspect_image(plan.base_image) or {}
-    image_id = _build_builder(engine, plan, name, network, packages, python, base_info)
-    detail = f"{name} (built: {' '.join(packages) or 'no packages'}; python {python.version})"
-    progress("builder image", time.monotonic() - started, detail)
-    return BuilderImage(name, image_id, python)
+
+def _base_facts(engine: Engine, plan: BuildPlan, base_id: str) -> dict[str, Any]:
+    """The base image's interpreter facts (the probe), remembered in the labels of an
+    empty volume named by the base image ID, so a warm build runs no probe container."""
+    recipe = f"{base_id}\n{RECIPE_VERSION}".encode()
+    volume = PYTHON_VOLUME_PREFIX + hashlib.sha256(recipe).hexdigest()[:16]
+    labels = engine.volume_labels(volume) or {}
+    with contextlib.suppress(ValueError, TypeError):
+        facts: dict[str, Any] = json.loads(labels.get(LABEL_PYTHON, ""))
+        if {"executable", "version", "site_packages", "headers"} <= set(facts):
+            return facts
+    facts = _probe(engine, plan, engine.network_mode(plan.network))
+    engine.create_volume(
+        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), "pydeploy.python.base": base_id}
+    )
+    return facts
 
 
 def _probe(engine: Engine, plan: BuildPlan, network: str) -> dict[str, Any]:
@@ -309,7 +394,7 @@ def _commit_builder(
             **(config.get("Labels") or {}),
             LABEL_KEY: name.split(":", 1)[1],
             "pydeploy.builder.base": str(base_info.get("Id", "")),
-            "pydeploy.builder.packages": " ".join(packages),
+            LABEL_PACKAGES: " ".join(packages),
             LABEL_PYTHON: json.dumps(
                 {
                     "executable": python.executable,
@@ -443,13 +528,14 @@ def install_dependencies(
     output: OnLine | None = None,
 ) -> Dependencies:
     """The venv for this dependency set, in its own volume: reused when complete,
-    otherwise (re)built in a builder container. `output` gets every tool line when
-    `verbose`."""
+    otherwise (re)built in a builder container: first in the base image alone (wheels
+    only) when `builder` is light, then, if a build needs compilers, in the full builder.
+    `output` gets every tool line when `verbose`."""
     started = time.monotonic()
     inputs = dependency_inputs(plan)
     servers = server_packages(plan.server)
     index = plan.project.config.index
-    key = dependency_key(builder.image_id, inputs, servers, index_settings(index))
+    key = dependency_key(builder.key, inputs, servers, index_settings(index))
     volume = VENV_VOLUME_PREFIX + key[:16]
 
     _ensure_cache_volume(engine)
@@ -457,14 +543,14 @@ def install_dependencies(
     if marker is not None:
         pins = tuple(str(p) for p in marker.get("pins", []))
         progress("install", time.monotonic() - started, f"cached in volume {volume}")
-        return Dependencies(key, volume, pins, inputs.source, cached=True)
+        full = bool(marker.get("compilers"))
+        return Dependencies(key, volume, pins, inputs.source, True, builder, full)
 
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
     env, masker = _builder_env(plan, ca)
-    job = {
+    job: dict[str, Any] = {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
-        "python": builder.python.executable,
         "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
@@ -476,26 +562,24 @@ def install_dependencies(
         "extras": list(inputs.extras),
         "groups": list(inputs.groups),
         "server_packages": list(servers),
+        "local_names": list(inputs.local_names or ()),
         "venv": VENV,
         "key": key,
         "marker": MARKER,
     }
-    transcript = Transcript(progress, masker, output, verbose)
-    files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     try:
-        with (
-            _inputs_tar(inputs) as tar,
-            engine.container(
-                builder.name,
-                [builder.python.executable, SCRIPT, "install", JOB],
-                env=env,
-                mounts=_mounts(volume, venv_ro=False),
-                network=engine.network_mode(plan.network),
-            ) as box,
-        ):
-            box.put_files(RUN_DIR, files)
-            box.put_archive("/", tar)
-            code = box.follow(transcript)
+        if builder.light and inputs.local_names is None:
+            why = "a local package's name cannot be read without building it"
+            builder = _escalate(engine, plan, why, started, progress)
+        while True:
+            job |= {"python": builder.python.executable, "light": builder.light}
+            transcript = Transcript(progress, masker, output, verbose)
+            code = _run_install(engine, plan, builder, volume, inputs, env, job, ca, transcript)
+            failed = code != 0 or transcript.result is None
+            reason = _light_failure(builder, transcript) if failed else None
+            if not reason:
+                break
+            builder = _escalate(engine, plan, reason, started, progress)
         _raise_on_failure(code, transcript, plan)
     except BaseException:
         # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
@@ -503,8 +587,53 @@ def install_dependencies(
         # catch it anyway; removing it frees the space now.
         _remove_quietly(engine, volume)
         raise
+    if builder.light:
+        progress("builder", time.monotonic() - started, "base image (no compilers needed)")
     pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
-    return Dependencies(key, volume, pins, inputs.source, cached=False)
+    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
+
+
+def _run_install(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    volume: str,
+    inputs: DependencyInputs,
+    env: dict[str, str],
+    job: dict[str, Any],
+    ca: Path | None,
+    transcript: Transcript,
+) -> int:
+    files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+    with (
+        _inputs_tar(inputs) as tar,
+        engine.container(
+            builder.name,
+            [builder.python.executable, SCRIPT, "install", JOB],
+            env=env,
+            mounts=_mounts(volume, venv_ro=False),
+            network=engine.network_mode(plan.network),
+        ) as box,
+    ):
+        box.put_files(RUN_DIR, files)
+        box.put_archive("/", tar)
+        return box.follow(transcript)
+
+
+def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:
+    """Why a failed light job must be redone in the full builder (None: not light, or
+    the failure would happen there too)."""
+    if not builder.light:
+        return None
+    return needs_full_builder(transcript.failed_step, transcript.text, transcript.compilers)
+
+
+def _escalate(
+    engine: Engine, plan: BuildPlan, why: str, started: float, progress: Progress
+) -> BuilderImage:
+    full = ensure_full_builder(engine, plan, progress)
+    progress("builder", time.monotonic() - started, f"{describe(full)}: {why}")
+    return full
 
 
 def _reuse_or_claim(
@@ -615,44 +744,60 @@ def check_app(
     output: OnLine | None = None,
 ) -> AppCheck:
     """Import the app target inside the built venv (after building and installing the
-    project's own wheel into a separate tree) and decide WSGI or ASGI."""
+    project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
+    builder that installed the dependencies (the full one if they needed compilers), and
+    moves to the full builder if the project's own build needs compilers."""
+    del builder  # the dependencies say which builder they needed
+    started = time.monotonic()
+    chosen = deps.builder
+    if chosen.light and deps.needs_compilers:
+        chosen = ensure_full_builder(engine, plan, progress)
     index = plan.project.config.index
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
     env, masker = _builder_env(plan, ca)
-    job = {
-        "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
-        "python": builder.python.executable,
-        "venv": VENV,
-        "site_packages": builder.python.site_packages,
-        "app_dir": "/app",
-        "install_project": plan.install_project,
-        "target": plan.app,
-    }
-    transcript = Transcript(progress, masker, output, verbose)
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
-    with engine.container(
-        builder.name,
-        [builder.python.executable, SCRIPT, "check", JOB],
-        env=env,
-        mounts=_mounts(deps.volume, venv_ro=True),
-        network=engine.network_mode(plan.network),
-    ) as box:
-        box.put_files(
-            RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
-        )
-        with app_tar.open("rb") as handle:
-            box.put_archive("/", handle)
-        code = box.follow(transcript)
-        result = _raise_on_failure(code, transcript, plan)
-        if result.get("project_site"):
-            prefix = "project-site/"
-
-            def keep(name: str) -> str | None:
-                return name[len(prefix) :] if name.startswith(prefix) else None
-
-            _copy_tar(box.get_archive(str(result["project_site"])), site_tar, keep)
+    while True:
+        transcript = Transcript(progress, masker, output, verbose)
+        job = {
+            "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
+            "python": chosen.python.executable,
+            "venv": VENV,
+            "site_packages": chosen.python.site_packages,
+            "app_dir": "/app",
+            "install_project": plan.install_project,
+            "target": plan.app,
+            "light": chosen.light,
+        }
+        with engine.container(
+            chosen.name,
+            [chosen.python.executable, SCRIPT, "check", JOB],
+            env=env,
+            mounts=_mounts(deps.volume, venv_ro=True),
+            network=engine.network_mode(plan.network),
+        ) as box:
+            box.put_files(
+                RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+            )
+            with app_tar.open("rb") as handle:
+                box.put_archive("/", handle)
+            code = box.follow(transcript)
+            failed = code != 0 or transcript.result is None
+            why = _light_failure(chosen, transcript) if failed else None
+            if why:
+                chosen = _escalate(engine, plan, f"the project's {why}", started, progress)
+                continue
+            result = _raise_on_failure(code, transcript, plan)
+            if result.get("project_site"):
+                _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
+        break
     interface = _decide_interface(plan, result.get("app") or {}, transcript.text)
     return AppCheck(interface, site_tar if result.get("project_site") else None)
+
+
+def _site_entry(name: str) -> str | None:
+    """Entries of the project-site tree, relative to it."""
+    prefix = "project-site/"
+    return name[len(prefix) :] if name.startswith(prefix) else None
 
 
 def _decide_interface(

@@ -78,6 +78,7 @@ def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engi
     """An Engine for the session; builder containers trust the host's CA bundle (the
     proxy's CA), as `pydeploy build` does from SSL_CERT_FILE."""
     cache_existed = any(v.name == wheels.CACHE_VOLUME for v in docker_client.volumes.list())
+    probes = {v.name for v in docker_client.volumes.list()}
     with pytest.MonkeyPatch.context() as patch:
         if not Path(os.environ.get("SSL_CERT_FILE", "/nonexistent")).is_file():
             patch.setenv("SSL_CERT_FILE", str(ca_bundle))
@@ -89,6 +90,12 @@ def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engi
     volumes = set(CREATED.volumes)
     if not cache_existed and not keep:
         volumes.add(wheels.CACHE_VOLUME)
+    if not keep:  # the base image's interpreter facts, if this session probed it first
+        volumes |= {
+            v.name
+            for v in docker_client.volumes.list()
+            if v.name.startswith(wheels.PYTHON_VOLUME_PREFIX) and v.name not in probes
+        }
     # Gone already, or in use by another session on this engine (the shared cache): both
     # are fine, that session cleans up after itself.
     for volume in sorted(volumes):
@@ -99,13 +106,30 @@ def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engi
             docker_client.images.remove(image, force=True)
 
 
+def builder_images(engine: Engine) -> set[str]:
+    return {t for i in engine.client.images.list(name=wheels.BUILDER_REPOSITORY) for t in i.tags}
+
+
+@contextlib.contextmanager
+def tracking_builders(engine: Engine) -> Iterator[None]:
+    """Remember the builder images made inside the block (for cleanup)."""
+    existed = builder_images(engine)
+    try:
+        yield
+    finally:
+        CREATED.images.update(builder_images(engine) - existed)
+
+
 def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> wheels.BuilderImage:
-    """wheels.ensure_builder, remembering a builder image it had to create."""
-    existed = {t for i in engine.client.images.list(name=wheels.BUILDER_REPOSITORY) for t in i.tags}
-    built = wheels.ensure_builder(engine, plan, progress)
-    if built.name not in existed:
-        CREATED.images.add(built.name)
-    return built
+    """wheels.ensure_builder (the base image, unless the full builder exists already)."""
+    with tracking_builders(engine):
+        return wheels.ensure_builder(engine, plan, progress)
+
+
+def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> wheels.BuilderImage:
+    """wheels.ensure_full_builder, remembering a builder image it had to create."""
+    with tracking_builders(engine):
+        return wheels.ensure_full_builder(engine, plan, progress)
 
 
 @pytest.fixture(autouse=True)
@@ -138,12 +162,21 @@ class Progress:
 
 @pytest.fixture
 def builder(engine: Engine, base_image: str) -> wheels.BuilderImage:
-    """The builder for the default build packages, shared by most tests: built by the
-    first test, found by label in a few milliseconds by the others."""
+    """The builder for the default build packages, shared by most tests: the base image
+    (light) until some test needed the full builder image, that one afterwards."""
     plan = plan_for(FIXTURES / "pure_app", base_image)
     progress = Progress()
     built = ensure_builder(engine, plan, progress)
     assert progress.names() == ["builder image"]
+    return built
+
+
+@pytest.fixture
+def full_builder(engine: Engine, base_image: str) -> wheels.BuilderImage:
+    """The full builder image for the default build packages (compilers)."""
+    built = ensure_full_builder(engine, plan_for(FIXTURES / "pure_app", base_image), Progress())
+    assert not built.light
+    assert built.name.startswith(f"{wheels.BUILDER_REPOSITORY}:")
     return built
 
 
@@ -167,7 +200,7 @@ def app_tar(project: Path, dest: Path) -> Path:
 def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -> str:
     inputs = depinputs.dependency_inputs(plan)
     key = depinputs.dependency_key(
-        builder.image_id,
+        builder.key,
         inputs,
         depinputs.server_packages(plan.server),
         index_settings(plan.project.config.index),
@@ -184,9 +217,11 @@ def install(
     progress: wheels.Progress,
     **options: Any,
 ) -> wheels.Dependencies:
-    """wheels.install_dependencies, with the venv volume registered for cleanup."""
+    """wheels.install_dependencies, with the venv volume (and a full builder image it
+    had to make) registered for cleanup."""
     venv_volume(engine, plan, builder)
-    return wheels.install_dependencies(engine, plan, builder, progress, **options)
+    with tracking_builders(engine):
+        return wheels.install_dependencies(engine, plan, builder, progress, **options)
 
 
 def tar_contents(path: Path) -> dict[str, tuple[str, int, str]]:
@@ -277,6 +312,88 @@ def test_pure_python_project_installs_once_and_reproducibly(
     assert checked == wheels.AppCheck("wsgi", None)
 
 
+def test_a_wheels_only_project_never_makes_the_compiler_image(
+    engine: Engine, base_image: str, tmp_path: Path
+) -> None:
+    """Every dependency ships a wheel: the base image is the builder, and the build
+    packages (here one that does not even exist) are never installed."""
+    project = copy_fixture("pure_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    never = f"pydeploy-never-installed-{uuid.uuid4().hex[:8]}"
+    text = pyproject.read_text(encoding="utf-8").replace(
+        'app = "app:app"', f'app = "app:app"\nbuild-packages = ["gcc", "libc6-dev", "{never}"]'
+    )
+    pyproject.write_text(text, encoding="utf-8")
+    plan = plan_for(project, base_image)
+    progress = Progress()
+    builder = ensure_builder(engine, plan, progress)
+    assert builder.light
+    assert builder.name == base_image
+    assert builder.python.executable == "/usr/bin/python3"
+    engine.remove_volume(venv_volume(engine, plan, builder))
+    deps = install(engine, plan, builder, progress)
+    assert not deps.cached
+    assert deps.builder == builder
+    assert not deps.needs_compilers
+    assert ("builder", "base image (no compilers needed)") in [
+        (step, detail) for step, _, detail in progress.steps
+    ]
+    checked = wheels.check_app(
+        engine, plan, builder, deps, app_tar(project, tmp_path / "app.tar"), progress
+    )
+    assert checked.interface == "wsgi"
+    # The key is new (a unique package name): no image of it before, none after.
+    assert not [t for t in builder_images(engine) if t.endswith(builder.key)]
+    # The venv's key does not depend on which builder installed it.
+    assert deps.key == depinputs.dependency_key(
+        builder.key,
+        depinputs.dependency_inputs(plan),
+        depinputs.server_packages(plan.server),
+        index_settings(plan.project.config.index),
+    )
+    assert install(engine, plan, builder, Progress()).cached
+
+
+def test_a_c_extension_escalates_to_the_full_builder(
+    docker_client: docker.DockerClient, engine: Engine, base_image: str, tmp_path: Path
+) -> None:
+    """The base image has no compiler: the light attempt notices the compile and the
+    dependencies are installed in the full builder, which the app check then uses."""
+    project = copy_fixture("cext_app", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8").replace(
+        'app = "app:app"', 'app = "app:app"\nbuild-packages = ["gcc", "libc6-dev", "file"]'
+    )
+    pyproject.write_text(text, encoding="utf-8")
+    plan = plan_for(project, base_image)
+    with tracking_builders(engine):
+        light = wheels.ensure_builder(engine, plan, Progress())
+        if not light.light:  # a full builder of this key from an earlier run
+            docker_client.images.remove(light.name, force=True)
+            light = wheels.ensure_builder(engine, plan, Progress())
+    assert light.light
+    engine.remove_volume(venv_volume(engine, plan, light))
+    progress = Progress()
+    deps = install(engine, plan, light, progress)
+    assert not deps.builder.light
+    assert deps.needs_compilers
+    assert deps.builder.name == f"{wheels.BUILDER_REPOSITORY}:{light.key}"
+    assert "gcc" in deps.builder.packages
+    switched = [d or "" for step, _, d in progress.steps if step == "builder"]
+    assert len(switched) == 1, progress.text()
+    assert "a build ran a compiler" in switched[0], switched
+    assert "gcc" in switched[0]
+    venv = tar_contents(wheels.export_venv(engine, light, deps, tmp_path / "venv.tar"))
+    assert [n for n in venv if n.startswith(f"{SITE}/fastsum.") and n.endswith(".so")]
+    checked = wheels.check_app(
+        engine, plan, light, deps, app_tar(project, tmp_path / "app.tar"), Progress()
+    )
+    assert checked.interface == "wsgi"
+    # Cached: the marker remembers that the full builder was needed.
+    again = install(engine, plan, light, Progress())
+    assert (again.cached, again.needs_compilers) == (True, True)
+
+
 def test_local_c_extension_is_compiled_into_a_wheel(
     engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
 ) -> None:
@@ -331,11 +448,14 @@ def test_psycopg2_compiles_from_its_sdist(
     plan = plan_for(FIXTURES / "psycopg_app", base_image)
     progress = Progress()
     own = ensure_builder(engine, plan, progress)
-    assert own.name != builder.name, "build packages are part of the builder's key"
-    labels = engine.inspect_image(own.name) or {}
+    assert own.key != builder.key, "build packages are part of the builder's key"
+    deps = install(engine, plan, own, progress)
+    # psycopg2 ships no wheel: the base image alone cannot install it.
+    assert not deps.builder.light
+    assert deps.builder.name != builder.name
+    labels = engine.inspect_image(deps.builder.name) or {}
     packages = labels["Config"]["Labels"]["pydeploy.builder.packages"].split()
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
-    deps = install(engine, plan, own, progress)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
         engine, plan, own, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
@@ -481,7 +601,8 @@ def test_builder_image_problems_name_the_key(
     )
     plan = plan_for(project, base_image)
     with pytest.raises((ConfigError, BuildError)) as caught:
-        ensure_builder(engine, plan, Progress())
+        # The Python check happens for any builder; apt runs for the full one only.
+        ensure_full_builder(engine, plan, Progress())
     message = caught.value.message
     assert expected in message
     if "python" in setting:
@@ -871,12 +992,12 @@ def test_concurrent_builds_of_one_dependency_set_install_once(
 
 
 def test_builder_image_holds_no_ca_bundle(
-    engine: Engine, builder: wheels.BuilderImage, docker_client: docker.DockerClient
+    engine: Engine, full_builder: wheels.BuilderImage, docker_client: docker.DockerClient
 ) -> None:
-    info = docker_client.images.get(builder.name).attrs
+    info = docker_client.images.get(full_builder.name).attrs
     assert not [e for e in info["Config"]["Env"] or [] if e.startswith(CA_ENV_VARS)]
     out = docker_client.containers.run(
-        builder.name,
+        full_builder.name,
         ["/bin/sh", "-c", "cat /run/pydeploy/ca.pem 2>/dev/null | wc -c"],
         remove=True,
         network_mode="none",
@@ -909,11 +1030,11 @@ def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(
     recorder = RecordingEngine(docker.from_env())
     try:
         progress = Progress()
-        built = ensure_builder(recorder, plan, progress)
+        built = ensure_full_builder(recorder, plan, progress)
         if "(cached)" in progress.text():
             docker_client.images.remove(built.name, force=True)
             recorder.seen.clear()
-            built = ensure_builder(recorder, plan, Progress())
+            built = ensure_full_builder(recorder, plan, Progress())
         scratch = wheels.APT_VOLUME_PREFIX + recorder.build_id
         assert recorder.volume_labels(scratch) is None, "the scratch volume was removed"
     finally:
@@ -998,7 +1119,8 @@ def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     tool.chmod(0o750)
 
     plan = plan_for(project, base_image)
-    venv_volume(engine, plan, ensure_builder(engine, plan, Progress()))  # for cleanup
+    # The full builder exists, so the build uses it directly: one install container.
+    venv_volume(engine, plan, ensure_full_builder(engine, plan, Progress()))  # for cleanup
     recorder = RecordingEngine(docker.from_env())
     try:
         result = build.build(

@@ -127,3 +127,45 @@ def star_args(*args: object) -> None:
 )
 def test_interface_of(obj: object, kind: str) -> None:
     assert builder_script.interface_of(obj) == kind
+
+
+# --- light jobs ---------------------------------------------------------------------------
+
+
+def test_light_install_allows_building_only_the_local_packages() -> None:
+    assert builder_script.light_install_args(["fastsum", "b", "fastsum"]) == [
+        "--only-binary",
+        ":all:",
+        "--no-binary",
+        "b",
+        "--no-binary",
+        "fastsum",
+    ]
+    assert builder_script.light_install_args([]) == ["--only-binary", ":all:"]
+
+
+def test_pinned_constraints_keep_index_versions_only() -> None:
+    compiled = [
+        "click==8.1.7",
+        "uvicorn[standard]==0.30.0",
+        "fastsum @ file:///build/src/vendor/fastsum",
+        "./vendor/other",
+        "-e ./vendor/editable",
+        "--index-url https://example.invalid/simple",
+        "# a comment",
+        "",
+    ]
+    assert builder_script.pinned_constraints(compiled) == ["click==8.1.7", "uvicorn==0.30.0"]
+
+
+def test_stand_in_compilers_cover_sysconfig_and_target_names() -> None:
+    config = {
+        "CC": "x86_64-linux-gnu-gcc -pthread",
+        "CXX": "/opt/tools/bin/my-c++ -pthread",
+        "LDSHARED": "x86_64-linux-gnu-gcc -shared",
+        "CPP": "",
+    }
+    names = builder_script.compiler_names(config, "aarch64")
+    assert {"cc", "gcc", "c++", "clang", "cargo", "x86_64-linux-gnu-gcc", "my-c++"} <= set(names)
+    assert "aarch64-linux-gnu-gcc" in names
+    assert "" not in names

@@ -422,3 +422,44 @@ def test_what_the_builder_receives_is_not_part_of_the_key() -> None:
     assert key(base) == expected
     assert key(replace(base, trees=("libs/shared",), files=("uv.lock",))) == expected
     assert key(replace(base, mount_root=Path("/elsewhere"), copies=("a", "b"))) == expected
+
+
+# --- local package names (built even in a wheels-only install) ---------------------------
+
+
+def test_local_package_names_are_read_without_building(tmp_path: Path) -> None:
+    by_pyproject = tmp_path / "a"
+    by_pyproject.mkdir()
+    (by_pyproject / "pyproject.toml").write_text(
+        '[project]\nname = "Fast_Sum"\nversion = "1"\n', encoding="utf-8"
+    )
+    by_setup_cfg = tmp_path / "b"
+    by_setup_cfg.mkdir()
+    (by_setup_cfg / "setup.cfg").write_text("[metadata]\nname = legacy.pkg\n", encoding="utf-8")
+    sdist = tmp_path / "my_lib-2.0.tar.gz"
+    wheel = tmp_path / "w-1.0-py3-none-any.whl"
+    for file in (sdist, wheel):
+        file.write_bytes(b"")
+    names = depinputs.local_package_names([by_pyproject, by_setup_cfg, sdist, wheel])
+    assert names == ("fast-sum", "legacy-pkg", "my-lib")
+
+
+def test_a_local_package_without_a_readable_name_gives_none(tmp_path: Path) -> None:
+    setup_py_only = tmp_path / "c"
+    setup_py_only.mkdir()
+    (setup_py_only / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    assert depinputs.local_package_names([setup_py_only]) is None
+    assert depinputs.local_package_names([]) == ()
+
+
+def test_dependency_inputs_name_the_local_packages() -> None:
+    assert depinputs.dependency_inputs(plan_of(FIXTURES / "cext_app")).local_names == ("fastsum",)
+    assert depinputs.dependency_inputs(plan_of(FIXTURES / "pure_app")).local_names == ()
+
+
+def test_key_depends_on_the_builder_key_only(tmp_path: Path) -> None:
+    """The venv key takes the full builder's content key (base + build packages +
+    recipe), the same whichever builder ends up installing."""
+    plan = plan_of(write_project(tmp_path / "p"))
+    assert key_of(plan, "builderkey1") == key_of(plan, "builderkey1")
+    assert key_of(plan, "builderkey1") != key_of(plan, "builderkey2")

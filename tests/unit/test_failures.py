@@ -6,7 +6,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from pydeploy import failures
+from pydeploy.credentials import Masker
 from pydeploy.errors import BuildError, CompileError
 from pydeploy.plan import BuildPlan, Overrides, make_plan
 from pydeploy.project import load_project
@@ -95,3 +98,71 @@ def test_tls_failure_points_at_the_ca_bundle(tmp_path: Path) -> None:
     output = "error: Request failed\n  cause: invalid peer certificate: UnknownIssuer\n"
     error = failures.explain_failure("resolve", output, plan)
     assert "tool.pydeploy.index.ca-bundle" in error.message
+
+
+# --- light jobs (the base image alone): when to move to the full builder -----------------
+
+NO_WHEEL = """\
+Using Python 3.11.2 environment at: /opt/venv
+error: No solution found when resolving dependencies
+  cause: Because psycopg2==2.9.9 has no usable wheels and you require psycopg2==2.9.9, we \
+can conclude that your requirements are unsatisfiable.
+
+hint: Wheels are required for `psycopg2` because building from source is disabled for all \
+packages (i.e., with `--no-build`)
+"""
+LOCAL_BUILD_FAILED = """\
+   Building fastsum @ file:///build/src/vendor/fastsum
+error: Failed to build `fastsum @ file:///build/src/vendor/fastsum`
+  cause: The build backend returned an error
+         error: [Errno 2] No such file or directory: 'x86_64-linux-gnu-gcc'
+"""
+UNKNOWN_PACKAGE = """\
+error: No solution found when resolving dependencies
+  cause: Because pydeploy-no-such-package-xyz was not found in the package registry and you \
+require pydeploy-no-such-package-xyz>=1, we can conclude that your requirements are \
+unsatisfiable.
+"""
+
+
+def test_a_package_without_a_wheel_needs_the_full_builder() -> None:
+    why = failures.needs_full_builder("install", NO_WHEEL, [])
+    assert why == "`psycopg2` must be built from source"
+
+
+def test_a_failed_local_build_needs_the_full_builder() -> None:
+    why = failures.needs_full_builder("install", LOCAL_BUILD_FAILED, [])
+    assert why == "`fastsum` must be built from source"
+    disabled = "error: Building source distributions is disabled, but attempted to build `x`\n"
+    assert failures.needs_full_builder("install", disabled, []) == "`x` must be built from source"
+
+
+def test_a_stand_in_compiler_that_ran_needs_the_full_builder() -> None:
+    """Even when the step succeeded (an optional C extension fell back silently)."""
+    why = failures.needs_full_builder("install", "", ["gcc", "x86_64-linux-gnu-gcc"])
+    assert why == "a build ran a compiler (gcc, x86_64-linux-gnu-gcc)"
+
+
+def test_uv_tools_failure_retries_in_the_full_builder() -> None:
+    assert failures.needs_full_builder("uv tools", "No module named venv", []) is not None
+
+
+@pytest.mark.parametrize(
+    "output",
+    [UNKNOWN_PACKAGE, "invalid peer certificate: UnknownIssuer", "Traceback ...\nImportError"],
+)
+def test_failures_the_full_builder_would_repeat_do_not_escalate(output: str) -> None:
+    assert failures.needs_full_builder("install", output, []) is None
+    assert failures.needs_full_builder("resolve", output, []) is None
+
+
+def test_transcript_records_the_compilers_a_light_job_ran() -> None:
+    steps: list[tuple[str, float, str | None]] = []
+    transcript = failures.Transcript(
+        lambda *step: steps.append(step), Masker(()), None, verbose=False
+    )
+    for line in ["##pydeploy:begin install", "##pydeploy:compilers cc gcc", "##pydeploy:failed"]:
+        transcript(line)
+    assert transcript.compilers == ["cc", "gcc"]
+    assert transcript.failed_step == "install"
+    assert steps == []
