@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydeploy import assemble, publish, wheels
+from pydeploy import assemble, cachegc, publish, wheels
 from pydeploy.appfiles import app_entries
 from pydeploy.blobs import BlobStore
 from pydeploy.engine import Engine, ImageRef
@@ -178,6 +178,7 @@ def _build(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
     )
+    cachegc.touch(store.root.parent, "volume", deps.volume)  # for `pydeploy prune`
 
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)

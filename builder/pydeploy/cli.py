@@ -624,5 +624,70 @@ def run_cmd(
     sys.exit(code)
 
 
+@cli.command("prune")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Remove everything pydeploy cached: its volumes, builder images and host cache.",
+)
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="DAYS",
+    help="Age after which unused venv volumes, logs and cache index entries go.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed, with sizes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def prune_cmd(everything: bool, days: float, dry_run: bool, as_json: bool) -> None:
+    """Remove pydeploy's unused or broken caches (never anything a container uses)."""
+    from pydeploy import cachegc  # noqa: PLC0415
+    from pydeploy.build import cache_root  # noqa: PLC0415
+    from pydeploy.engine import Engine  # noqa: PLC0415
+    from pydeploy.errors import EngineError  # noqa: PLC0415
+
+    root = cache_root()
+    engine: Engine | None
+    try:
+        engine = Engine.connect()
+    except EngineError as exc:
+        engine = None
+        click.echo(f"pydeploy: {exc.message} Only the host cache ({root}) is pruned.", err=True)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        inventory = cachegc.take_inventory(engine, root, check_markers=not everything)
+        policy = cachegc.Policy(everything=everything, older_than_days=days, now=time.time())
+        the_plan = cachegc.plan_prune(inventory, policy)
+        if dry_run:
+            items, kept = list(the_plan.remove), list(the_plan.kept)
+        else:
+            outcome = cachegc.apply(engine, root, the_plan, everything=everything)
+            items, kept = outcome.removed, [*the_plan.kept, *outcome.kept]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if engine is not None:
+            engine.cleanup()
+    total = sum(item.size or 0 for item in items)
+    if as_json:
+        document = {
+            "dry_run": dry_run, "all": everything, "older_than_days": days,
+            "cache_dir": str(root), "engine": engine is not None,
+            "items": [i.to_json() for i in items],
+            "kept": [i.to_json() for i in kept], "bytes": total,
+        }  # fmt: skip
+        click.echo(json.dumps(document, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for line in cachegc.describe(items):
+        click.echo(f"{verb} {line}")
+    for line in cachegc.describe(kept):
+        click.echo(f"kept {line}")
+    reclaim = "would reclaim" if dry_run else "reclaimed"
+    click.echo(f"pydeploy: {reclaim} {cachegc.format_size(total)} ({len(items)} items)")
+
+
 def main() -> None:
     cli(prog_name="pydeploy")

@@ -12,11 +12,13 @@ import codecs
 import contextlib
 import io
 import os
+import re
 import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -56,6 +58,26 @@ class ImageRef:
     name: str
     image_id: str
     repo_digest: str | None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: dict[str, str]
+    created: float  # epoch seconds; 0 when the engine does not say
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    reference: str  # repository:tag
+    image_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    volumes: dict[str, int]  # name -> bytes
+    images: dict[str, int]  # image ID -> bytes not shared with other images
 
 
 @dataclass(frozen=True)
@@ -380,6 +402,89 @@ class Engine:
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 raise
 
+    # --- cache inventory (`pydeploy prune`) -----------------------------------------
+
+    def list_volumes(self, name_prefix: str) -> list[VolumeInfo]:
+        """Volumes whose name starts with `name_prefix` (filtered here: the API's name
+        filter matches substrings anywhere)."""
+        with self.guard():
+            found = self.client.api.volumes().get("Volumes") or []
+        return [
+            VolumeInfo(str(v["Name"]), dict(v.get("Labels") or {}), _epoch(v.get("CreatedAt")))
+            for v in found
+            if str(v.get("Name", "")).startswith(name_prefix)
+        ]
+
+    def list_images(self, repository: str) -> list[ImageInfo]:
+        """Tagged images of one repository (`repository:<any tag>`)."""
+        with self.guard():
+            found = self.client.api.images()
+        return [
+            ImageInfo(str(tag), str(image["Id"]), float(image.get("Created") or 0))
+            for image in found
+            for tag in image.get("RepoTags") or []
+            if str(tag).rsplit(":", 1)[0] == repository
+        ]
+
+    def in_use(self) -> tuple[set[str], set[str]]:
+        """(volume names, image IDs) that some container, running or not, refers to."""
+        with self.guard():
+            found = self.client.api.containers(all=True)
+        volumes = {str(m["Name"]) for c in found for m in c.get("Mounts") or [] if m.get("Name")}
+        return volumes, {str(c.get("ImageID")) for c in found if c.get("ImageID")}
+
+    def df(self) -> DiskUsage:
+        """`docker system df -v`: bytes per volume name and per image ID (the part not
+        shared with other images)."""
+        with self.guard():
+            usage = self.client.api.df()
+        volumes = {
+            str(v["Name"]): int((v.get("UsageData") or {}).get("Size", -1))
+            for v in usage.get("Volumes") or []
+        }
+        images = {
+            str(i["Id"]): int(i.get("Size", 0)) - max(int(i.get("SharedSize", 0)), 0)
+            for i in usage.get("Images") or []
+        }
+        return DiskUsage({k: v for k, v in volumes.items() if v >= 0}, images)
+
+    def read_volume_file(self, volume: str, path: str, image: str) -> bytes | None:
+        """One file of a volume (None when absent), read through a never-started
+        container of `image` (any local image: nothing in it runs)."""
+        target = "/pydeploy-volume"  # a path no image has, so nothing is copied into the volume
+        mount = Mount(target, volume, read_only=True)
+        with self.container(image, ["/bin/true"], mounts=[mount], network="none") as box:
+            return box.read_file(f"{target}/{path.lstrip('/')}")
+
+    def remove_unused_volume(self, name: str) -> bool:
+        """Remove a volume unless a container uses it (the engine refuses): False then.
+        A volume already gone counts as removed."""
+        try:
+            with self.guard():
+                self.client.api.remove_volume(name)
+        except EngineError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.NotFound):
+                return True
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                return False
+            raise
+        return True
+
+    def remove_unused_image(self, reference: str) -> bool:
+        """Untag/remove an image unless a container uses it (never forced): False then."""
+        try:
+            with self.guard():
+                self.client.api.remove_image(reference)
+        except EngineError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.NotFound):
+                return True
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                return False
+            raise
+        return True
+
     def has_bridge(self) -> bool:
         with self.guard():
             return bool(self.client.api.networks(names=["bridge"]))
@@ -569,6 +674,21 @@ def _prefix_tar(data: bytes, directory: str) -> bytes:
             member.name = f"{directory}/{member.name}" if directory else member.name
             dst.addfile(member, handle)
     return out.getvalue()
+
+
+def _epoch(stamp: object) -> float:
+    """An engine RFC 3339 time (`2024-05-01T10:00:00Z`, maybe with fractions or an
+    offset) as epoch seconds; 0 when missing or unreadable."""
+    text = str(stamp or "")
+    try:
+        when = datetime.fromisoformat(re.sub(r"(\.\d+)?(Z|[+-]\d\d:\d\d)?$", "", text))
+    except ValueError:
+        return 0.0
+    offset = re.search(r"([+-])(\d\d):(\d\d)$", text)
+    shift = 0
+    if offset:
+        shift = (int(offset[2]) * 3600 + int(offset[3]) * 60) * (1 if offset[1] == "+" else -1)
+    return when.replace(tzinfo=timezone.utc).timestamp() - shift
 
 
 def _short(exc: BaseException) -> str:
