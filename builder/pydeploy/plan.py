@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydeploy import launcher
-from pydeploy.detect import detect_app, scan_project
+from pydeploy.detect import scan_project
 from pydeploy.errors import ConfigError
 from pydeploy.project import Project, resolve_python
 
@@ -205,13 +205,12 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
 def _resolve_app(project: Project) -> tuple[str, str, Interface]:
     config = project.config
     forced = config.server.interface
-    detection = detect_app(project.root)
+    scan = scan_project(project.root)  # one walk of the source serves both cases
+    detection = scan.best
     if config.app:
         interface: Interface = forced
         if interface == "auto":
-            match = next(
-                (d for d in scan_project(project.root).detections if d.target == config.app), None
-            )
+            match = next((d for d in scan.detections if d.target == config.app), None)
             if match is not None:
                 interface = match.interface
         if interface == "auto":
