@@ -30,9 +30,10 @@ from pydeploy.oci import (
     cached_base,
     entries_from_tar,
     import_docker_save,
+    open_uncompressed,
 )
 from pydeploy.plan import VENV, BuildPlan, launch_settings
-from pydeploy.project import git_revision
+from pydeploy.project import git_commit_time, git_revision
 
 Progress = Callable[[str, float, "str | None"], None]
 CHECK_RECIPE = "app-check-v1"
@@ -111,21 +112,7 @@ def created_epoch(plan: BuildPlan) -> int:
                 hint="Set it to an integer, e.g. `$(git log -1 --format=%ct)`.",
             )
         return int(value)
-    return _commit_time(plan.project.root) or 0
-
-
-def _commit_time(root: Path) -> int | None:
-    import subprocess  # noqa: PLC0415
-
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "log", "-1", "--format=%ct"],
-            capture_output=True, text=True, check=False, timeout=10,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = out.stdout.strip()
-    return int(text) if out.returncode == 0 and text.isdigit() else None
+    return git_commit_time(plan.project.root) or 0
 
 
 class _Clock:
@@ -304,8 +291,6 @@ def _uncompressed(store: BlobStore, layer: Layer, dest: Path) -> Path:
     """The layer's plain tar, as the builder's app check receives it."""
     if store.has(layer.diff_id):
         return store.path(layer.diff_id)
-    from pydeploy.oci import open_uncompressed  # noqa: PLC0415
-
     with open_uncompressed(store, layer) as src, dest.open("wb") as out:
         while chunk := src.read(1 << 20):
             out.write(chunk)

@@ -178,11 +178,11 @@ def check_python_allowed(project: Project, version: str, origin: str) -> None:
         )
 
 
-def git_revision(root: Path) -> str | None:
-    """The commit checked out at `root`, or None outside a git repository."""
+def _git(root: Path, *args: str) -> str | None:
+    """stdout of `git -C root ARGS`, or None when git is missing or fails (no repository)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            ["git", "-C", str(root), *args],
             capture_output=True,
             text=True,
             check=False,
@@ -190,5 +190,16 @@ def git_revision(root: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    rev = out.stdout.strip()
-    return rev if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_revision(root: Path) -> str | None:
+    """The commit checked out at `root`, or None outside a git repository."""
+    rev = _git(root, "rev-parse", "HEAD")
+    return rev if rev and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
+
+
+def git_commit_time(root: Path) -> int | None:
+    """The checked-out commit's time (seconds since 1970), or None outside a repository."""
+    text = _git(root, "log", "-1", "--format=%ct")
+    return int(text) if text and text.isdigit() else None
