@@ -86,6 +86,11 @@ class RunResult:
     output: str
 
 
+def _missing(exc: EngineError) -> bool:
+    """The engine said the object does not exist (which callers often accept)."""
+    return isinstance(exc.__cause__, docker.errors.NotFound)
+
+
 def _engine_failure(exc: BaseException) -> EngineError:
     return EngineError(f"The Docker engine refused an operation: {exc}")
 
@@ -126,7 +131,7 @@ class Box:
         try:
             data = b"".join(self.get_archive(path))
         except EngineError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
+            if _missing(exc):
                 return None
             raise
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -261,7 +266,7 @@ class Engine:
             with self.guard():
                 return dict(self.client.images.get(name).attrs)
         except EngineError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
+            if _missing(exc):
                 return None
             raise
 
@@ -384,7 +389,7 @@ class Engine:
             with self.guard():
                 info = self.client.api.inspect_volume(name)
         except EngineError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
+            if _missing(exc):
                 return None
             raise
         return dict(info.get("Labels") or {})
@@ -399,7 +404,7 @@ class Engine:
             with self.guard():
                 self.client.api.remove_volume(name, force=True)
         except EngineError as exc:
-            if not isinstance(exc.__cause__, docker.errors.NotFound):
+            if not _missing(exc):
                 raise
 
     # --- cache inventory (`pydeploy prune`) -----------------------------------------
@@ -459,29 +464,22 @@ class Engine:
     def remove_unused_volume(self, name: str) -> bool:
         """Remove a volume unless a container uses it (the engine refuses): False then.
         A volume already gone counts as removed."""
-        try:
-            with self.guard():
-                self.client.api.remove_volume(name)
-        except EngineError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, docker.errors.NotFound):
-                return True
-            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
-                return False
-            raise
-        return True
+        return self._remove_unless_in_use(self.client.api.remove_volume, name)
 
     def remove_unused_image(self, reference: str) -> bool:
         """Untag/remove an image unless a container uses it (never forced): False then."""
+        return self._remove_unless_in_use(self.client.api.remove_image, reference)
+
+    def _remove_unless_in_use(self, remove: Callable[[str], Any], name: str) -> bool:
         try:
             with self.guard():
-                self.client.api.remove_image(reference)
+                remove(name)
         except EngineError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, docker.errors.NotFound):
+            if _missing(exc):
                 return True
+            cause = exc.__cause__
             if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
-                return False
+                return False  # the engine's "in use by a container"
             raise
         return True
 
