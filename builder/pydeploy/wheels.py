@@ -176,15 +176,10 @@ def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> Build
     build needs it. A full builder image already on the engine is used directly (the
     venv it makes is the same, and a failing light attempt is saved)."""
     started = time.monotonic()
-    base_id = engine.ensure_image(plan.base_image).image_id
-    key, name = _builder_name(base_id, plan)
-    cached = _cached_full(engine, plan, key, name)
+    base_id, key, _, cached = _existing_full(engine, plan, started, progress)
     if cached:
-        progress("builder image", time.monotonic() - started, f"{name} (cached)")
         return cached
-    facts = _base_facts(engine, plan, base_id)
-    python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
-    _check_python(plan, python)
+    python, _ = _base_python(engine, plan, base_id)
     # Without build packages the full builder would be the base image again.
     light = bool(plan.build_packages)
     builder = BuilderImage(plan.base_image, base_id, python, key, light=light)
@@ -192,20 +187,37 @@ def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> Build
     return builder
 
 
-def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
-    """The builder image for this base and these build packages (compilers), built once
-    and reused."""
-    started = time.monotonic()
+def _existing_full(
+    engine: Engine, plan: BuildPlan, started: float, progress: Progress
+) -> tuple[str, str, str, BuilderImage | None]:
+    """(base image ID, builder key, builder name, the full builder if the engine has it)."""
     base_id = engine.ensure_image(plan.base_image).image_id
     key, name = _builder_name(base_id, plan)
     cached = _cached_full(engine, plan, key, name)
     if cached:
         progress("builder image", time.monotonic() - started, f"{name} (cached)")
-        return cached
+    return base_id, key, name, cached
 
+
+def _base_python(
+    engine: Engine, plan: BuildPlan, base_id: str
+) -> tuple[PythonInfo, dict[str, Any]]:
+    """The base image's interpreter (checked against requires-python and the config) and
+    the probed facts behind it."""
     facts = _base_facts(engine, plan, base_id)
     python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
     _check_python(plan, python)
+    return python, facts
+
+
+def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+    """The builder image for this base and these build packages (compilers), built once
+    and reused."""
+    started = time.monotonic()
+    base_id, key, name, cached = _existing_full(engine, plan, started, progress)
+    if cached:
+        return cached
+    python, facts = _base_python(engine, plan, base_id)
     requested = sorted(set(plan.build_packages))
     if not requested:
         return BuilderImage(plan.base_image, base_id, python, key, light=False)
