@@ -35,7 +35,7 @@ PYPROJECT = "pyproject.toml"
 TABLE = "tool.pydeploy"
 
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PYTHON = re.compile(r"^3\.\d{1,2}$")
 # A Debian package name, optionally pinned (`libpq5=15.*`); keeps apt arguments safe.
 _DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?(=[A-Za-z0-9.+~:*\-]+)?$")
@@ -54,7 +54,7 @@ def _check_target(value: str) -> str:
 
 
 def _check_env_name(value: str) -> str:
-    if not _ENV_NAME.match(value):
+    if not ENV_NAME.match(value):
         raise ValueError("must be the NAME of an environment variable, e.g. `PYPI_TOKEN`")
     return value
 
@@ -405,7 +405,7 @@ class PydeployConfig(_Table):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _ENV_NAME.match(name):
+            if not ENV_NAME.match(name):
                 raise ValueError(f"`{name}` is not a valid environment variable name")
         return value
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import re
 import socket
 import threading
 import uuid
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydeploy.config import ENV_NAME
 from pydeploy.engine import Engine
 from pydeploy.errors import ConfigError
 from pydeploy.manifests import dns_name, grace_period, run_limits
@@ -38,7 +38,6 @@ MIB = 1024 * 1024
 # Docker's default relative CPU weight for one core's worth of shares.
 SHARES_PER_CPU = 1024
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 OnOutput = Callable[[str, bool], None]  # (line, from stderr)
 OnEvent = Callable[[str], None]
@@ -98,16 +97,23 @@ def parse_env_file(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         name = name.strip() if not sep else name
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             raise ConfigError(
                 f"{path}, line {number}: {name!r} is not an environment variable name.",
                 hint="Each line is NAME=value, NAME (copied from your environment) or # comment.",
             )
-        if sep:
-            found[name] = value
-        elif name in environ:
-            found[name] = environ[name]
+        _assign(found, name, sep, value, environ)
     return found
+
+
+def _assign(
+    found: dict[str, str], name: str, sep: str, value: str, environ: Mapping[str, str]
+) -> None:
+    """`NAME=value` sets the value; a bare `NAME` copies it from `environ` when set."""
+    if sep:
+        found[name] = value
+    elif name in environ:
+        found[name] = environ[name]
 
 
 def parse_env_args(items: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -115,15 +121,12 @@ def parse_env_args(items: Iterable[str], environ: Mapping[str, str]) -> dict[str
     found: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             raise ConfigError(
                 f"--env {item!r}: {name!r} is not an environment variable name.",
                 hint="Use --env NAME=value, or --env NAME to pass your own value of NAME.",
             )
-        if sep:
-            found[name] = value
-        elif name in environ:
-            found[name] = environ[name]
+        _assign(found, name, sep, value, environ)
     return found
 
 
