@@ -441,12 +441,21 @@ class BuildImage(Protocol):
     def __call__(self, project: Path, name: str) -> str: ...
 
 
-def _run_build(argv: list[str]) -> tuple[int, str, str]:
-    """Run the CLI; on timeout give it SIGTERM first, which pydeploy turns into the same
-    cleanup as Ctrl-C (a SIGKILL would leave its builder containers behind)."""
+class RunPydeploy(Protocol):
+    def __call__(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_pydeploy_cli(
+    *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pydeploy ARGS` as a user does; on timeout give it SIGTERM first,
+    which pydeploy turns into the same cleanup as Ctrl-C (a SIGKILL would leave its
+    builder containers behind)."""
+    argv = [sys.executable, "-m", "pydeploy", *args]
     with subprocess.Popen(
         argv,
-        cwd=REPO_ROOT,
+        cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -462,7 +471,13 @@ def _run_build(argv: list[str]) -> tuple[int, str, str]:
                 proc.kill()
                 stdout, stderr = proc.communicate()
             stderr += f"\n(timed out after {BUILD_TIMEOUT:g} s)"
-        return proc.returncode, stdout, stderr
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def run_pydeploy() -> RunPydeploy:
+    """The CLI runner for tests (test modules cannot import this conftest)."""
+    return run_pydeploy_cli
 
 
 @pytest.fixture(scope="session")
@@ -475,9 +490,11 @@ def pydeploy_build(docker_client: docker.DockerClient, base_image: str) -> Itera
     def build(project: Path, name: str) -> str:
         tag = f"pydeploy-test/{name}:{uuid.uuid4().hex[:12]}"
         tags.append(tag)  # before the build: a half-finished one may still have tagged it
-        argv = [sys.executable, "-m", "pydeploy", "build", str(project), "--base", base_image]
-        argv += ["--network", "host", "--tag", tag, "--json"]
-        code, stdout, stderr = _run_build(argv)
+        proc = run_pydeploy_cli(
+            "build", str(project), "--base", base_image, "--network", "host",
+            "--tag", tag, "--json",
+        )  # fmt: skip
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
         if code != 0:
             pytest.fail(
                 f"`pydeploy build {project}` failed (exit {code}):\n{stderr[-4000:]}",

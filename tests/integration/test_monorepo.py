@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ import jsonschema
 import pytest
 
 if TYPE_CHECKING:
-    from tests.integration.conftest import Resources, WaitHttp
+    from tests.integration.conftest import Resources, RunPydeploy, WaitHttp
 
 ROOT = Path(__file__).resolve().parents[2]
 MONOREPO = ROOT / "examples" / "monorepo"
@@ -95,36 +93,21 @@ def git_commit_all(root: Path) -> None:
 # --- running the CLI ------------------------------------------------------------------
 
 
-def pydeploy(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user does. On timeout it gets SIGTERM first, which pydeploy turns
-    into the Ctrl-C cleanup (a SIGKILL would leave builder containers behind)."""
-    argv = [sys.executable, "-m", "pydeploy", *args]
-    with subprocess.Popen(
-        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={k: v for k, v in os.environ.items() if k != "NO_COLOR"},
-    ) as proc:  # fmt: skip
-        try:
-            stdout, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                stdout, stderr = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                stdout, stderr = proc.communicate()
-            stderr += f"\n(timed out after {BUILD_TIMEOUT:g} s)"
-        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
-
-
 class Builder:
     """`pydeploy build` against one workspace copy, with the test's base image, host
     networking and a unique tag; every ref a build may create is registered for removal
     before the build runs, and every venv volume it creates is recorded."""
 
     def __init__(
-        self, root: Path, base_image: str, resources: Resources, volumes: set[str]
+        self,
+        root: Path,
+        base_image: str,
+        resources: Resources,
+        volumes: set[str],
+        pydeploy: RunPydeploy,
     ) -> None:
         self.root, self.base_image, self.volumes = root, base_image, volumes
+        self.pydeploy = pydeploy
         self.tag = f"t-{uuid.uuid4().hex[:10]}"
         for service in SERVICES:
             resources.image(self.ref(service))
@@ -133,7 +116,7 @@ class Builder:
         return f"{REGISTRY_PREFIX}/{service}:{self.tag}"
 
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return pydeploy(
+        return self.pydeploy(
             "build", *args, "--base", self.base_image, "--network", "host",
             "--registry", REGISTRY_PREFIX, "--tag", self.tag, "--json",
             cwd=cwd or self.root,
@@ -165,9 +148,9 @@ def module_volumes(docker_client: docker.DockerClient) -> Iterator[set[str]]:
 
 @pytest.fixture
 def make_builder(
-    base_image: str, resources: Resources, module_volumes: set[str]
+    base_image: str, resources: Resources, module_volumes: set[str], run_pydeploy: RunPydeploy
 ) -> Callable[[Path], Builder]:
-    return lambda root: Builder(root, base_image, resources, module_volumes)
+    return lambda root: Builder(root, base_image, resources, module_volumes, run_pydeploy)
 
 
 @pytest.fixture(scope="module")
