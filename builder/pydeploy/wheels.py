@@ -435,26 +435,32 @@ def _commit_builder(
 # --- dependencies -------------------------------------------------------------------------
 
 
+# How installs and sdist builds run, in pydeploy's builder and in an ejected Dockerfile.
+BUILD_ENV = {
+    "UV_LINK_MODE": "copy",
+    "UV_COMPILE_BYTECODE": "0",
+    "UV_NO_INSTALLER_METADATA": "1",
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_NO_MANAGED_PYTHON": "1",
+    "UV_NO_PROGRESS": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_INPUT": "1",
+    "SOURCE_DATE_EPOCH": FIXED_EPOCH,
+    # No debug info in extensions compiled from sdists: it records the random build
+    # directory (so two clean builds differed) and only bloats a runtime image.
+    "CFLAGS": "-g0",
+    "CXXFLAGS": "-g0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
 def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], Masker]:
     index = plan.project.config.index
     credentials = read_credentials(index, os.environ)
     env = {
         "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
-        "UV_LINK_MODE": "copy",
-        "UV_COMPILE_BYTECODE": "0",
-        "UV_NO_INSTALLER_METADATA": "1",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_MANAGED_PYTHON": "1",
-        "UV_NO_PROGRESS": "1",
         "PIP_CACHE_DIR": f"{CACHE_DIR}/pip",
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_NO_INPUT": "1",
-        "SOURCE_DATE_EPOCH": FIXED_EPOCH,
-        # No debug info in extensions compiled from sdists: it records the random build
-        # directory (so two clean builds differed) and only bloats a runtime image.
-        "CFLAGS": "-g0",
-        "CXXFLAGS": "-g0",
-        "PYTHONDONTWRITEBYTECODE": "1",
+        **BUILD_ENV,
         "PYTHONUNBUFFERED": "1",
     }
     if ca:
