@@ -311,17 +311,13 @@ def _build_one(
     as_json: bool,
     metadata_file: Path | None,
 ) -> None:
-    from pydeploy import build as build_mod  # noqa: PLC0415
     from pydeploy.engine import Engine  # noqa: PLC0415
 
     the_plan = make_plan(load_project(find_project_root(directory)), overrides)
     lines = _Lines()
-    lines.say(f"pydeploy: building {', '.join(the_plan.tags)} from {the_plan.project.root}")
     engine = Engine.connect()
     try:
-        result = build_mod.build(the_plan, engine, options, lines)
-    except KeyboardInterrupt:
-        raise InterruptError("Build interrupted; its containers were removed.") from None
+        result = _run_build(the_plan, engine, options, lines)
     finally:
         engine.cleanup()
     document = result.to_json()
@@ -444,9 +440,17 @@ def _build_for_deploy(plan: BuildPlan, engine: Any, lines: _Lines, push: bool = 
     from pydeploy import publish  # noqa: PLC0415
 
     outputs = (publish.Output("docker"),) + ((publish.Output("registry"),) if push else ())
+    return _run_build(plan, engine, build_mod.BuildOptions(outputs=outputs), lines)
+
+
+def _run_build(plan: BuildPlan, engine: Any, options: Any, lines: _Lines) -> Any:
+    """One project's build with progress lines; Ctrl-C/SIGTERM become InterruptError (the
+    caller's `engine.cleanup()` removes what was started)."""
+    from pydeploy import build as build_mod  # noqa: PLC0415
+
     lines.say(f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root}")
     try:
-        return build_mod.build(plan, engine, build_mod.BuildOptions(outputs=outputs), lines)
+        return build_mod.build(plan, engine, options, lines)
     except KeyboardInterrupt:
         raise InterruptError("Build interrupted; its containers were removed.") from None
 
