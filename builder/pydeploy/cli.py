@@ -261,11 +261,10 @@ def build(
         raise ConfigError("--only, --changed-since and --jobs go with --all.",
                           hint="Add --all to build workspace members.")  # fmt: skip
     overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
-    stderr = click.get_text_stream("stderr")
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
         verbose=verbose,
-        output=(lambda line: click.echo(f"    | {line}", file=stderr)) if verbose else None,
+        output=(lambda line: click.echo(f"    | {line}", err=True)) if verbose else None,
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -285,7 +284,8 @@ class _Lines:
     bold step names on a terminal unless NO_COLOR is set. Never spinners."""
 
     def __init__(self) -> None:
-        self.stream = click.get_text_stream("stderr")
+        # Looked up per command, not at import: CliRunner swaps sys.stderr per invocation.
+        self.stream = sys.stderr
         tty = self.stream.isatty()
         self.plain = not tty or bool(os.environ.get("CI"))
         self.color = tty and not os.environ.get("NO_COLOR") and not self.plain
