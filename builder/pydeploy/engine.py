@@ -29,9 +29,12 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
-from pydeploy.errors import BaseImageError, EngineError, InterruptError
+from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
 
 BUILD_LABEL = "pydeploy.build"
+# `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
+# a shared engine tells its own apart with them), never for the image.
+ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Every bound is on silence, not on duration: how long the engine may say nothing.
 # Log and attach streams have none (the SDK lifts it: a compiler may print nothing for
@@ -297,7 +300,8 @@ class Engine:
     def connect(cls, *, labels: dict[str, str] | None = None) -> Engine:
         """Connect to the engine named by DOCKER_HOST (or the local socket) and ping it.
 
-        `labels` are added to every container created (tests use them to find leaks)."""
+        `labels` (and PYDEPLOY_CONTAINER_LABELS) are added to every container created."""
+        labels = {**container_labels(os.environ.get(ENV_CONTAINER_LABELS, "")), **(labels or {})}
         host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         client: docker.DockerClient | None = None
         socket = host.removeprefix("unix://") if host.startswith("unix://") else None
@@ -754,6 +758,21 @@ class Engine:
         with self._lock:
             if ident in self._created:
                 self._created.remove(ident)
+
+
+def container_labels(text: str) -> dict[str, str]:
+    """`a=1,b=2` -> {"a": "1", "b": "2"}; a ConfigError naming the bad item otherwise."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip() == BUILD_LABEL:
+            raise ConfigError(
+                f"{ENV_CONTAINER_LABELS} item {item!r} is not key=value (or names "
+                f"{BUILD_LABEL}, which pydeploy sets itself).",
+                hint=f"Use e.g. {ENV_CONTAINER_LABELS}=ci.job=1234,ci.runner=a.",
+            )
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def _split_reference(name: str) -> tuple[str, str]:

@@ -12,8 +12,8 @@ import pytest
 import requests.exceptions
 import urllib3.exceptions
 
-from pydeploy.engine import Engine, engine_failure
-from pydeploy.errors import EngineError
+from pydeploy.engine import Engine, container_labels, engine_failure
+from pydeploy.errors import ConfigError, EngineError
 
 
 def test_no_engine_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -111,3 +111,11 @@ def test_a_stream_that_breaks_is_an_engine_error_not_a_traceback() -> None:
     assert next(stream) == b"first"
     with pytest.raises(EngineError, match="closed in the middle of an answer"):
         next(stream)
+
+
+def test_container_labels_from_the_environment() -> None:
+    assert container_labels("") == {}
+    assert container_labels(" ci.job=12 , team=a=b,") == {"ci.job": "12", "team": "a=b"}
+    for bad in ("novalue", "=x", "pydeploy.build=mine"):
+        with pytest.raises(ConfigError, match="PYDEPLOY_CONTAINER_LABELS"):
+            container_labels(bad)
