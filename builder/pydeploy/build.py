@@ -224,7 +224,7 @@ def _build(
                 clock.step("load", f"into the engine as {', '.join(plan.tags)}")
             elif output.kind == "registry":
                 result.pushed = publish.push_to_registry(
-                    image, plan.tags, lambda line: clock.sub("push", 0.0, line)
+                    image, plan.tags, lambda line: clock.sub("push", 0.0, line), store.root.parent
                 )
                 clock.step("push", ", ".join(plan.tags))
             else:

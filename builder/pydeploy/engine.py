@@ -26,14 +26,38 @@ import docker
 import docker.errors
 import docker.types
 import requests.exceptions
+import urllib3.exceptions
 from docker.models.containers import Container
 
-from pydeploy.errors import BaseImageError, EngineError, InterruptError
+from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
 
 BUILD_LABEL = "pydeploy.build"
+# `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
+# a shared engine tells its own apart with them), never for the image.
+ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-# Builds wait on compilers and downloads for minutes; log streams disable this anyway.
-API_TIMEOUT = 600
+# Every bound is on silence, not on duration: how long the engine may say nothing.
+# Log and attach streams have none (the SDK lifts it: a compiler may print nothing for
+# minutes), and neither has waiting for a `pydeploy run` server to exit.
+# The connection check: an engine that cannot answer /version in 10 s will not run a build.
+PING_TIMEOUT = 10
+# Short calls (inspect, create, remove, tag, list) answer in well under a second; 60 s
+# covers a loaded machine. Connecting (unix socket, TCP, SSH) gets 5 s.
+CALL_TIMEOUT = (5.0, 60.0)
+# Calls that move or write whole images and filesystems (load, save, commit, export,
+# archives, disk usage) may go quiet for minutes on a big image.
+SLOW_TIMEOUT = 900
+# A container whose output has ended has exited: its status follows at once.
+EXITED_WAIT_TIMEOUT = 300.0
+# What the SDK may raise when a connection breaks or times out mid-stream (chunks of a
+# save, export or load are read straight from urllib3 and the socket).
+_SDK_ERRORS = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
 
 OnLine = Callable[[str], None]
 
@@ -91,8 +115,66 @@ def _missing(exc: EngineError) -> bool:
     return isinstance(exc.__cause__, docker.errors.NotFound)
 
 
-def _engine_failure(exc: BaseException) -> EngineError:
-    return EngineError(f"The Docker engine refused an operation: {exc}")
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(
+        exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    )
+
+
+def _disconnected(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError, ConnectionError),
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _silence(exc: BaseException) -> str:
+    """`no answer within 60 s` from urllib3's `(read timeout=60)`, when it says."""
+    match = re.search(r"timeout=([0-9.]+)", str(exc))
+    return f"no answer within {float(match[1]):g} s" if match else "no answer in time"
+
+
+# Markers in the SDK's error text -> what happened, in words.
+_DISCONNECTS = (
+    ("RemoteDisconnected", "the engine closed the connection without answering"),
+    ("Connection refused", "the connection was refused"),
+    ("Connection reset", "the connection was reset"),
+    ("Broken pipe", "the connection broke"),
+    ("No such file or directory", "its socket is gone"),
+    ("IncompleteRead", "the connection closed in the middle of an answer"),
+)
+
+
+def _disconnect_reason(exc: BaseException) -> str:
+    text = " ".join(f"{cause!r} {cause}" for cause in _causes(exc))
+    return next((why for marker, why in _DISCONNECTS if marker in text), _short(exc))
+
+
+def engine_failure(exc: BaseException, host: str) -> EngineError:
+    """One wording per way an engine call fails: it stopped answering, the connection
+    was lost, or the engine answered with a refusal."""
+    if any(_timed_out(cause) for cause in _causes(exc)):
+        return EngineError(
+            f"The Docker engine at {host} stopped answering ({_silence(exc)}).",
+            hint="It is hung or overloaded: check `docker info` and the engine's log, "
+            "restart it if it does not answer, then run the command again.",
+        )
+    if _disconnected(exc):
+        return EngineError(
+            f"pydeploy lost the connection to the Docker engine at {host}: "
+            f"{_disconnect_reason(exc)}.",
+            hint="The engine stopped or restarted (or the SSH/TCP link to it dropped): "
+            "check that it runs (`docker info`), start it if needed, and run the command "
+            "again; a rerun reuses everything already built.",
+        )
+    return EngineError(f"The Docker engine refused an operation: {_short(exc)}")
 
 
 class Box:
@@ -106,7 +188,7 @@ class Box:
     def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:
         """Unpack the tar `data` (bytes or a file, streamed) at `path` in the container."""
         with self._engine.guard():
-            if not self._container.put_archive(path, data):
+            if not self._engine.slow.put_archive(self.id, path, data):
                 raise EngineError(f"The engine did not accept files for {path} in a container.")
 
     def put_files(self, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
@@ -123,7 +205,7 @@ class Box:
     def get_archive(self, path: str) -> Iterator[bytes]:
         """A tar stream of `path`; entries start with the path's last component."""
         with self._engine.guard():
-            stream, _stat = self._container.get_archive(path, chunk_size=1 << 20)
+            stream, _stat = self._engine.slow.get_archive(self.id, path, chunk_size=1 << 20)
         return self._engine.guarded_iter(stream)
 
     def read_file(self, path: str) -> bytes | None:
@@ -154,7 +236,7 @@ class Box:
         """`docker export`: the container's whole filesystem as a stream of tar chunks."""
         with self._engine.guard():
             # types-docker says str; the SDK yields bytes chunks.
-            stream: Iterable[bytes] = self._container.export(chunk_size=1 << 20)  # type: ignore[assignment]
+            stream: Iterable[bytes] = self._engine.slow.export(self.id, chunk_size=1 << 20)
         return self._engine.guarded_iter(stream)
 
     def follow(self, on_line: OnLine) -> int:
@@ -179,23 +261,35 @@ class Box:
         return code
 
     def wait(self) -> int:
+        """The exit code of a container whose output has ended (so it has exited)."""
         with self._engine.guard():
-            status = self._container.wait(timeout=None)
+            status = self._container.wait(timeout=EXITED_WAIT_TIMEOUT)
         return int(status.get("StatusCode", 1))
 
     def commit(self, repository: str, tag: str, config: dict[str, Any]) -> str:
         """Save the container's filesystem as an image; `config` replaces its config
         (so nothing of the container's environment or labels reaches the image)."""
         with self._engine.guard():
-            image = self._container.commit(repository=repository, tag=tag, conf=config)
-        return str(image.id)
+            image = self._engine.slow.commit(self.id, repository=repository, tag=tag, conf=config)
+        return str(image["Id"])
 
 
 class Engine:
     """A connection to one Docker engine, for one build."""
 
-    def __init__(self, client: docker.DockerClient, labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        labels: dict[str, str] | None = None,
+        *,
+        slow: docker.APIClient | None = None,
+        host: str | None = None,
+    ) -> None:
         self.client = client
+        # The same engine with SLOW_TIMEOUT, for the calls that may go quiet for minutes
+        # (the SDK takes no per-call timeout for most of them).
+        self.slow: docker.APIClient = slow or client.api
+        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self.build_id = uuid.uuid4().hex[:12]
         self.labels = {**(labels or {}), BUILD_LABEL: self.build_id}
         self._created: list[str] = []
@@ -206,33 +300,48 @@ class Engine:
     def connect(cls, *, labels: dict[str, str] | None = None) -> Engine:
         """Connect to the engine named by DOCKER_HOST (or the local socket) and ping it.
 
-        `labels` are added to every container created (tests use them to find leaks)."""
+        `labels` (and PYDEPLOY_CONTAINER_LABELS) are added to every container created."""
+        labels = {**container_labels(os.environ.get(ENV_CONTAINER_LABELS, "")), **(labels or {})}
         host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         client: docker.DockerClient | None = None
         socket = host.removeprefix("unix://") if host.startswith("unix://") else None
         reason = None
+        fix = (
+            "pydeploy builds through a Docker engine: start one (`sudo systemctl start "
+            "docker`, `sudo dockerd &`, or open Docker Desktop), or point DOCKER_HOST at a "
+            "remote engine (e.g. `DOCKER_HOST=ssh://user@host`)."
+        )
         if socket is not None and not Path(socket).exists():
             # Checked first: the SDK leaks a socket when it fails to connect to one.
             reason = f"{socket} does not exist"
         else:
             try:
-                client = docker.from_env(timeout=API_TIMEOUT)
+                # PING_TIMEOUT bounds the version negotiation from_env does and the ping.
+                client = docker.from_env(timeout=PING_TIMEOUT)
                 client.ping()
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            except _SDK_ERRORS as exc:
                 if client is not None:
                     client.close()
                 reason = _short(exc)
+                if any(_timed_out(cause) for cause in _causes(exc)):
+                    reason = f"it accepted the connection but gave {_silence(exc)}"
+                    fix = (
+                        "Something listens there but does not answer: a hung or overloaded "
+                        "engine (check `docker info` and its log, restart it) or not a Docker "
+                        "engine at all (check DOCKER_HOST)."
+                    )
         if reason is not None or client is None:
-            raise EngineError(
-                f"No Docker engine answers at {host} ({reason}). pydeploy builds "
-                "through a Docker engine: start one (`sudo systemctl start docker`, "
-                "`sudo dockerd &`, or open Docker Desktop), or point DOCKER_HOST at a "
-                "remote engine (e.g. `DOCKER_HOST=ssh://user@host`)."
-            )
-        return cls(client, labels)
+            raise EngineError(f"No Docker engine answers at {host} ({reason}).", hint=fix)
+        # Set after construction: the SDK builds its connection pools with a number.
+        client.api.timeout = CALL_TIMEOUT  # type: ignore[assignment]
+        version = client.api.api_version  # no second negotiation
+        slow = docker.from_env(timeout=SLOW_TIMEOUT, version=version)
+        return cls(client, labels, slow=slow.api, host=host)
 
     def close(self) -> None:
         self.client.close()
+        if self.slow is not self.client.api:
+            self.slow.close()
 
     # --- failures -------------------------------------------------------------------
 
@@ -245,9 +354,9 @@ class Engine:
         """Turn SDK failures into EngineError, or InterruptError after `cleanup()`."""
         try:
             yield
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except _SDK_ERRORS as exc:
             self.raise_if_stopping()
-            raise _engine_failure(exc) from exc
+            raise engine_failure(exc, self.host) from exc
 
     def guarded_iter(self, stream: Iterable[bytes]) -> Iterator[bytes]:
         iterator = iter(stream)
@@ -356,7 +465,7 @@ class Engine:
     def save_image(self, name: str) -> Iterator[Iterator[bytes]]:
         """`docker save` of one image: yields a stream of tar chunks, closed at exit."""
         with self.guard():
-            stream = self.client.api.get_image(name, chunk_size=1 << 20)
+            stream = self.slow.get_image(name, chunk_size=1 << 20)
         try:
             yield self.guarded_iter(stream)
         finally:
@@ -369,7 +478,7 @@ class Engine:
         loaded references (`name:tag`, or `sha256:...` for untagged images)."""
         loaded: list[str] = []
         with self.guard():
-            events: Iterable[dict[str, Any]] = self.client.api.load_image(data)  # type: ignore[no-untyped-call]
+            events: Iterable[dict[str, Any]] = self.slow.load_image(data)  # type: ignore[no-untyped-call]
             for event in events:
                 if "error" in event:
                     raise EngineError(f"The engine could not load the image: {event['error']}")
@@ -442,7 +551,7 @@ class Engine:
         """`docker system df -v`: bytes per volume name and per image ID (the part not
         shared with other images)."""
         with self.guard():
-            usage = self.client.api.df()
+            usage = self.slow.df()
         volumes = {
             str(v["Name"]): int((v.get("UsageData") or {}).get("Size", -1))
             for v in usage.get("Volumes") or []
@@ -608,7 +717,8 @@ class Engine:
     def stop(self, ident: str, timeout: int) -> None:
         """SIGTERM (the image's STOPSIGNAL), then SIGKILL after `timeout` seconds."""
         with self.guard():
-            self.client.api.stop(ident, timeout=timeout)
+            # The SDK adds `timeout` to the client's own, which must be a number here.
+            self.slow.stop(ident, timeout=timeout)
 
     def kill(self, ident: str) -> None:
         with contextlib.suppress(EngineError), self.guard():
@@ -648,6 +758,21 @@ class Engine:
         with self._lock:
             if ident in self._created:
                 self._created.remove(ident)
+
+
+def container_labels(text: str) -> dict[str, str]:
+    """`a=1,b=2` -> {"a": "1", "b": "2"}; a ConfigError naming the bad item otherwise."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip() == BUILD_LABEL:
+            raise ConfigError(
+                f"{ENV_CONTAINER_LABELS} item {item!r} is not key=value (or names "
+                f"{BUILD_LABEL}, which pydeploy sets itself).",
+                hint=f"Use e.g. {ENV_CONTAINER_LABELS}=ci.job=1234,ci.runner=a.",
+            )
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def _split_reference(name: str) -> tuple[str, str]:

@@ -60,20 +60,24 @@ def load_into_engine(engine: Engine, image: Image, tags: tuple[str, ...], scratc
 
 
 def push_to_registry(
-    image: Image, tags: tuple[str, ...], report: Callable[[str], None]
+    image: Image, tags: tuple[str, ...], report: Callable[[str], None], cache: Path
 ) -> dict[str, str]:
-    """Push under every tag; blobs already there are skipped. Returns ref -> digest."""
+    """Push under every tag; blobs already there are skipped, blobs this host pushed to
+    another repository of the registry are mounted (recorded in `cache`). Returns
+    ref -> digest."""
     pushed: dict[str, str] = {}
+    locations = registry.BlobLocations(cache)
     for ref in tags:
-        counts = {"exists": 0, "uploaded": 0}
+        counts = {"exists": 0, "uploaded": 0, "mounted": 0}
 
         def progress(event: registry.PushEvent, counts: dict[str, int] = counts) -> None:
             if event.kind in counts:
                 counts[event.kind] += 1
 
-        pushed[ref] = registry.push(image, ref, progress=progress)
+        pushed[ref] = registry.push(image, ref, progress=progress, locations=locations)
         report(
             f"pushed {ref}@{pushed[ref]} ({counts['uploaded']} blobs uploaded, "
+            f"{counts['mounted']} mounted from other repositories, "
             f"{counts['exists']} already there)"
         )
     return pushed

@@ -1,7 +1,10 @@
 """Push images to (and fetch from) a registry over the Registry HTTP API v2, no daemon.
 
 Push is resumable by construction: every blob is checked with HEAD first, so a run after
-an interruption uploads only what is missing. Credentials come from
+an interruption uploads only what is missing. A blob missing from the target repository
+that this host pushed to another repository of the same registry is mounted from there
+instead of uploaded (`BlobLocations`). Requests are bounded (`timeouts`) and retried with
+backoff on connection errors, 429 and 5xx (`retry_policy`). Credentials come from
 PYDEPLOY_REGISTRY_USERNAME/PYDEPLOY_REGISTRY_PASSWORD, else from the Docker config file
 (auths, credHelpers, credsStore); they never appear in messages or reprs.
 """
@@ -9,19 +12,22 @@ PYDEPLOY_REGISTRY_USERNAME/PYDEPLOY_REGISTRY_PASSWORD, else from the Docker conf
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.adapters
+from urllib3.util.retry import Retry
 
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
@@ -33,7 +39,19 @@ _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
 _ENV_PASSWORD = "PYDEPLOY_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 _ENV_INSECURE = "PYDEPLOY_INSECURE_REGISTRIES"
-_TIMEOUT = (10.0, 300.0)  # (connect, read) seconds
+_ENV_TIMEOUT = "PYDEPLOY_REGISTRY_TIMEOUT"
+# (connect, read) seconds. The read bound is on silence: an upload streams its body, and
+# only the registry's answer after the last byte (digest check, storage move) is waited for.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+# Retried: connection errors, and these answers, with exponential backoff (0, 1, 2, 4 s).
+# Every method this client sends can be repeated safely: HEAD/GET read, a PUT stores the
+# same bytes under the same digest or tag, and a POST opens an upload session or a mount
+# (a repeat only leaves an unused session, which the registry expires) or asks for a token.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "POST"})
+_READ_RETRIES = 2  # a registry that went silent gets 3 chances in all
+_RETRY_AFTER_MAX = 30.0  # a registry's Retry-After is obeyed up to this
 _CHUNK = 1 << 20
 _ACCEPT_MANIFESTS = ", ".join(
     (
@@ -125,6 +143,47 @@ def registry_scheme(registry: str, environ: Mapping[str, str] | None = None) -> 
     if host in _LOOPBACK or registry in insecure or host in insecure:
         return "http"
     return "https"
+
+
+def timeouts(environ: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """(connect, read) seconds; PYDEPLOY_REGISTRY_TIMEOUT overrides the read bound (a
+    registry whose storage takes minutes to accept a large layer)."""
+    env = os.environ if environ is None else environ
+    text = env.get(_ENV_TIMEOUT, "").strip()
+    if not text:
+        return CONNECT_TIMEOUT, READ_TIMEOUT
+    try:
+        read = float(text)
+    except ValueError:
+        read = 0.0
+    if not 0 < read < float("inf"):
+        raise ConfigError(
+            f"{_ENV_TIMEOUT}={text!r} is not a positive number of seconds.",
+            hint=f"Set it to e.g. 300, or unset it for the default {READ_TIMEOUT:g} s.",
+        )
+    return CONNECT_TIMEOUT, read
+
+
+class _Retry(Retry):
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), _RETRY_AFTER_MAX)
+
+
+def retry_policy() -> Retry:
+    """The urllib3 retry policy mounted on the client's session."""
+    return _Retry(
+        total=6,
+        connect=3,
+        read=_READ_RETRIES,
+        status=3,
+        other=0,
+        allowed_methods=RETRY_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=0.5,
+        backoff_max=8.0,
+        raise_on_status=False,  # the last answer reaches the caller, which names it
+        respect_retry_after_header=True,
+    )
 
 
 # --------------------------------------------------------------------------- credentials
@@ -275,7 +334,8 @@ def parse_www_authenticate(header: str) -> tuple[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class PushEvent:
-    """Progress of a push: `kind` is "exists", "uploading", "uploaded" or "manifest"."""
+    """Progress of a push: `kind` is "exists", "uploading", "uploaded", "mounted" or
+    "manifest"."""
 
     kind: str
     digest: str
@@ -284,6 +344,14 @@ class PushEvent:
 
 Progress = Callable[[PushEvent], None]
 _Body = Callable[[], "bytes | IO[bytes]"]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A read or connect timeout, also when retries wrapped it (MaxRetryError)."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return "timed out" in str(reason or "").lower()
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -311,6 +379,11 @@ class RegistryClient:
         self._env = os.environ if environ is None else environ
         self._owns_session = session is None
         self._session = session or requests.Session()
+        self._timeouts = timeouts(self._env)
+        if self._owns_session:
+            retrying = requests.adapters.HTTPAdapter(max_retries=retry_policy())
+            for prefix in ("http://", "https://"):
+                self._session.mount(prefix, retrying)
         scheme = registry_scheme(reference.registry, self._env)
         self._root = f"{scheme}://{reference.registry}/v2/"
         self._actions = "pull,push" if push else "pull"
@@ -339,7 +412,7 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
-            return self._session.request(method, url, timeout=_TIMEOUT, **kwargs)
+            return self._session.request(method, url, timeout=self._timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise PublishError(
                 f"TLS to registry {self.ref.registry} failed: {_short_reason(exc)}.",
@@ -347,10 +420,24 @@ class RegistryClient:
                 f"it speaks plain HTTP, set {_ENV_INSECURE}={self.ref.registry}.",
             ) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            host = urlsplit(url).netloc
+            parts = urlsplit(url)
+            host = parts.netloc
+            # Plain HTTP was already used (loopback, or listed): the hint would not help.
+            hint = (
+                f"For an insecure (plain-HTTP) registry set {_ENV_INSECURE}={host}."
+                if parts.scheme == "https"
+                else None
+            )
+            if _is_timeout(exc):
+                raise PublishError(
+                    f"registry {host} did not answer {method} {parts.path} within "
+                    f"{self._timeouts[1]:g} s (tried {1 + _READ_RETRIES} times).",
+                    hint=f"If it is slow to store large layers, raise {_ENV_TIMEOUT} (seconds)."
+                    + (f" {hint}" if hint else ""),
+                ) from exc
             raise PublishError(
                 f"registry {host} is unreachable: {_short_reason(exc)}; is it running?",
-                hint=f"For an insecure (plain-HTTP) registry set {_ENV_INSECURE}={host}.",
+                hint=hint,
             ) from exc
 
     def request(
@@ -474,10 +561,21 @@ class RegistryClient:
             return False
         raise self._failure(response, f"checking blob {digest}")
 
-    def upload_blob(self, digest: str, size: int, body: _Body) -> None:
-        """A monolithic upload: POST for a session, then one PUT with the whole blob."""
-        start = self.request("POST", self.url("blobs/uploads/"), headers={"Content-Length": "0"})
-        if start.status_code not in {201, 202}:
+    def upload_blob(
+        self, digest: str, size: int, body: _Body, *, mount_from: str | None = None
+    ) -> bool:
+        """Mount the blob from repository `mount_from` of this registry when given, else
+        (or when the registry does not mount it) a monolithic upload: POST for a session,
+        then one PUT with the whole blob. True when it was mounted."""
+        query = f"?{urlencode({'mount': digest, 'from': mount_from})}" if mount_from else ""
+        start = self.request(
+            "POST", self.url(f"blobs/uploads/{query}"), headers={"Content-Length": "0"}
+        )
+        if mount_from and start.status_code == 201:
+            start.close()
+            return True
+        # 202: a session opened (for a failed mount too: the spec says upload into it).
+        if start.status_code != 202:
             raise self._failure(start, f"starting the upload of {digest}")
         start.close()
         location = start.headers.get("Location")
@@ -492,9 +590,14 @@ class RegistryClient:
             body=body,
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
         )
-        if done.status_code not in {201, 204}:
+        # A 404 after a retried PUT: the first attempt completed (and closed the session)
+        # but its answer was lost.
+        if done.status_code not in {201, 204} and not (
+            done.status_code == 404 and self.blob_exists(digest)
+        ):
             raise self._failure(done, f"uploading blob {digest}")
         done.close()
+        return False
 
     def put_manifest(self, manifest: bytes, media_type: str) -> str | None:
         response = self.request(
@@ -542,6 +645,57 @@ class RegistryClient:
         return size
 
 
+# --------------------------------------------------------------------------- blob locations
+
+
+class BlobLocations:
+    """Which repositories of each registry hold a blob, as far as pushes from this host
+    know: `<cache>/registry-blobs.json`, {registry: {digest: [repository, ...]}}, newest
+    first. The only source for a mount: a registry does not say where else it holds a
+    blob, and the base image's own blobs are no help (pydeploy recompresses base layers,
+    so their digests are its own). A hint, never trusted: a stale entry costs one mount
+    attempt that the registry answers with an ordinary upload session. Written by atomic
+    replace; two pushes finishing at once may lose one's record, which costs an upload."""
+
+    FILE = "registry-blobs.json"
+    _PER_BLOB = 4  # repositories remembered per blob
+    _PER_REGISTRY = 5000  # blobs remembered per registry, the most recently pushed
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / self.FILE
+
+    def _read(self) -> dict[str, dict[str, list[str]]]:
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(document, dict):
+            return {}
+        return {
+            str(reg): {str(d): [str(r) for r in repos] for d, repos in blobs.items()
+                       if isinstance(repos, list)}
+            for reg, blobs in document.items()
+            if isinstance(blobs, dict)
+        }  # fmt: skip
+
+    def sources(self, registry: str, digest: str) -> list[str]:
+        return self._read().get(registry, {}).get(digest, [])
+
+    def record(self, registry: str, repository: str, digests: Iterable[str]) -> None:
+        """Remember that `repository` now holds `digests`. Never fails a push."""
+        with contextlib.suppress(OSError):
+            document = self._read()
+            blobs = document.setdefault(registry, {})
+            for digest in digests:
+                repos = [repository, *(r for r in blobs.pop(digest, []) if r != repository)]
+                blobs[digest] = repos[: self._PER_BLOB]  # re-inserted: now the newest
+            document[registry] = dict(list(blobs.items())[-self._PER_REGISTRY :])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}")
+            tmp.write_text(json.dumps(document), encoding="utf-8")
+            tmp.replace(self.path)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -563,9 +717,11 @@ def push(
     progress: Progress | None = None,
     session: requests.Session | None = None,
     environ: Mapping[str, str] | None = None,
+    locations: BlobLocations | None = None,
 ) -> str:
     """Push `image` (layers, config, manifest) to `reference`; returns the manifest digest.
-    Blobs the registry already has are skipped, so a re-run completes an interrupted push."""
+    Blobs the registry already has are skipped, so a re-run completes an interrupted push;
+    blobs that `locations` says another repository of the registry holds are mounted."""
     ref = _as_reference(reference)
     if ref.digest and ref.digest != image.manifest_digest:
         raise PublishError(
@@ -573,10 +729,16 @@ def push(
             hint="Push by tag instead, or pin the digest pydeploy reports.",
         )
     with RegistryClient(ref, push=True, session=session, environ=environ) as client:
-        return _push(client, image, ref, progress or (lambda _event: None))
+        return _push(client, image, ref, progress or (lambda _event: None), locations)
 
 
-def _push(client: RegistryClient, image: Image, ref: Reference, report: Progress) -> str:
+def _push(
+    client: RegistryClient,
+    image: Image,
+    ref: Reference,
+    report: Progress,
+    locations: BlobLocations | None,
+) -> str:
     blobs: dict[str, tuple[int, _Body]] = {}
     for layer in image.layers:
         blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest)))
@@ -585,9 +747,13 @@ def _push(client: RegistryClient, image: Image, ref: Reference, report: Progress
         if client.blob_exists(digest):
             report(PushEvent("exists", digest, size))
             continue
+        others = [r for r in (locations.sources(ref.registry, digest) if locations else [])
+                  if r != ref.repository]  # fmt: skip
+        # One mount attempt: a failed one opens a session that the upload then uses.
+        source = others[0] if others else None
         report(PushEvent("uploading", digest, size))
-        client.upload_blob(digest, size, body)
-        report(PushEvent("uploaded", digest, size))
+        mounted = client.upload_blob(digest, size, body, mount_from=source)
+        report(PushEvent("mounted" if mounted else "uploaded", digest, size))
     returned = client.put_manifest(image.manifest, MEDIA_TYPE_MANIFEST)
     if returned and returned != image.manifest_digest:
         raise PublishError(
@@ -596,6 +762,8 @@ def _push(client: RegistryClient, image: Image, ref: Reference, report: Progress
             f"the one pydeploy built."
         )
     report(PushEvent("manifest", image.manifest_digest, len(image.manifest)))
+    if locations is not None:
+        locations.record(ref.registry, ref.repository, blobs)
     return image.manifest_digest
 
 

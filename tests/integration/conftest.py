@@ -43,7 +43,6 @@ from docker.models.containers import Container
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE_SCRIPT = REPO_ROOT / ".ci" / "base-image.sh"
-DEFAULT_REGISTRY = "127.0.0.1:5000"
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # Every container a test creates carries both labels. The session label keeps the leak
@@ -251,17 +250,25 @@ def registry_answers(address: str) -> bool:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """host:port of a registry that answers /v2/ (the engine treats 127.0.0.0/8 as an
-    insecure registry, so plain HTTP works). Uses PYDEPLOY_TEST_REGISTRY (default
-    127.0.0.1:5000) when it answers, else starts a private one for this session."""
-    address = os.environ.get("PYDEPLOY_TEST_REGISTRY", "").strip() or DEFAULT_REGISTRY
-    if registry_answers(address):
+    insecure registry, so plain HTTP works): the one named by PYDEPLOY_TEST_REGISTRY, else
+    a private one started for this session on a free port. Never one that merely answers
+    on a well-known port: whoever started it (another test run, a developer) may stop it
+    while this session still uses it."""
+    address = os.environ.get("PYDEPLOY_TEST_REGISTRY", "").strip()
+    if address:
+        if not registry_answers(address):
+            unavailable(
+                f"PYDEPLOY_TEST_REGISTRY={address} does not answer",
+                "start that registry, or unset PYDEPLOY_TEST_REGISTRY (the tests then "
+                "start their own)",
+            )
         yield address
         return
     binary = shutil.which("docker-registry")
     if binary is None:
         unavailable(
-            f"no registry answers on {address} and docker-registry is not installed",
-            "apt-get install docker-registry, or run .ci/test (it starts one on 127.0.0.1:5000)",
+            "docker-registry is not installed (the tests start a private registry with it)",
+            "apt-get install docker-registry, or run .ci/test (it installs it)",
         )
     root = tmp_path_factory.mktemp("registry")
     address = f"127.0.0.1:{find_free_port()}"

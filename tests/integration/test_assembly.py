@@ -52,10 +52,20 @@ def layer_digests(result: dict[str, Any]) -> dict[str, str]:
     return {layer["role"]: layer["digest"] for layer in result["layers"] if layer["role"] != "base"}
 
 
-def build_containers(client: docker.DockerClient) -> list[str]:
-    return [
-        c.id or "" for c in client.containers.list(all=True, filters={"label": "pydeploy.build"})
-    ]
+RUN_LABEL = "pydeploy.test.run"
+
+
+def labelled_run() -> tuple[str, dict[str, str]]:
+    """A label for the containers of one `pydeploy` run, and the env that applies it. The
+    engine is shared (other test runs, other users): only this run's containers say
+    anything about what this run left behind."""
+    run = uuid.uuid4().hex[:12]
+    return run, {"PYDEPLOY_CONTAINER_LABELS": f"{RUN_LABEL}={run}"}
+
+
+def build_containers(client: docker.DockerClient, run: str) -> list[str]:
+    found = client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run}"})
+    return [str(c["Id"]) for c in found]
 
 
 @pytest.fixture
@@ -217,13 +227,14 @@ def test_layers_hold_no_secrets_vcs_or_tests(
 def test_missing_base_image_is_named_with_a_fix(
     project: Path, docker_client: docker.DockerClient
 ) -> None:
-    before = set(build_containers(docker_client))
-    proc = cli("build", str(project), "--base", "pydeploy-no-such-base:404", "--network", "host")
+    run, env = labelled_run()
+    proc = cli("build", str(project), "--base", "pydeploy-no-such-base:404", "--network", "host",
+               env=env)  # fmt: skip
     assert proc.returncode == 4, proc.stderr
     assert "pydeploy-no-such-base:404" in proc.stderr
     assert "--base" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert set(build_containers(docker_client)) <= before
+    assert build_containers(docker_client, run) == []
 
 
 def test_unreachable_registry_fails_cleanly(
@@ -232,14 +243,14 @@ def test_unreachable_registry_fails_cleanly(
 ) -> None:  # fmt: skip
     ref = f"127.0.0.1:9/pydeploy-test/nowhere:{unique}"  # port 9 (discard): nothing listens
     resources.image(ref)
-    before = set(build_containers(docker_client))
+    run, env = labelled_run()
     proc = cli("build", str(project), "--base", base_image, "--network", "host", "--tag", ref,
-               "--output", "registry")  # fmt: skip
+               "--output", "registry", env=env)  # fmt: skip
     assert proc.returncode == 8, proc.stderr
     assert "127.0.0.1:9" in proc.stderr
     assert "unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert set(build_containers(docker_client)) <= before
+    assert build_containers(docker_client, run) == []
 
 
 def test_unwritable_output_leaves_nothing(project: Path, base_image: str, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests.adapters
 
 from pydeploy import registry
 from pydeploy.blobs import BlobStore
@@ -385,7 +386,112 @@ def test_unreachable_registry() -> None:
     message = caught.value.message
     assert f"registry {address} is unreachable" in message
     assert "Connection refused" in message
-    assert "PYDEPLOY_INSECURE_REGISTRIES" in message
+    # A loopback registry is spoken to over plain HTTP already: no insecure-registry hint.
+    assert "PYDEPLOY_INSECURE_REGISTRIES" not in message
+
+
+def test_unreachable_https_registry_suggests_plain_http() -> None:
+    with pytest.raises(PublishError) as caught:  # .invalid never resolves (RFC 2606)
+        registry.fetch_manifest("registry.invalid:5000/team/app:1", environ={})
+    message = caught.value.message
+    assert "registry registry.invalid:5000 is unreachable" in message
+    assert "PYDEPLOY_INSECURE_REGISTRIES=registry.invalid:5000" in message
+
+
+def test_requests_are_bounded_and_retried_with_backoff() -> None:
+    client = registry.RegistryClient(parse_reference("127.0.0.1:1/team/app:1"), environ={})
+    adapter = client._session.get_adapter("http://127.0.0.1:1/v2/")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    policy = adapter.max_retries
+    assert client._timeouts == (10.0, 60.0)
+    assert (policy.connect, policy.read, policy.status) == (3, 2, 3)
+    assert set(policy.status_forcelist) == {429, 500, 502, 503, 504}
+    assert set(policy.allowed_methods or ()) == {"HEAD", "GET", "PUT", "POST"}
+    assert policy.backoff_factor > 0
+    assert policy.raise_on_status is False
+    assert policy.parse_retry_after("3600") == 30.0  # a registry cannot stall us for an hour
+    assert client._session.get_adapter("https://reg.io/v2/") is adapter
+    client.close()
+
+
+def test_registry_read_timeout_from_the_environment() -> None:
+    assert registry.timeouts({"PYDEPLOY_REGISTRY_TIMEOUT": "300"}) == (10.0, 300.0)
+    for bad in ("soon", "0", "-5", "inf", "nan"):
+        with pytest.raises(ConfigError, match="PYDEPLOY_REGISTRY_TIMEOUT"):
+            registry.timeouts({"PYDEPLOY_REGISTRY_TIMEOUT": bad})
+
+
+def test_a_503_is_retried(fake_registry: Callable[[Handler], FakeServer]) -> None:
+    answers = iter([(503, {}, b""), (200, {"Content-Type": MEDIA_TYPE_MANIFEST}, MANIFEST)])
+    server = fake_registry(lambda _req: next(answers))
+    fetched = registry.fetch_manifest(f"{server.address}/team/app:1", environ={})
+    assert fetched.data == MANIFEST
+    assert len(server.requests) == 2
+
+
+def mount_handler(*, mounts: bool) -> Callable[[FakeRequest], tuple[int, dict[str, str], bytes]]:
+    """A registry where no blob exists yet; a mount succeeds when `mounts`."""
+
+    def handle(req: FakeRequest) -> tuple[int, dict[str, str], bytes]:
+        if req.method == "HEAD":
+            return 404, {}, b""
+        if req.method == "POST":
+            if "mount=" in req.path and mounts:
+                return 201, {"Location": "/v2/team/b/blobs/x"}, b""
+            return 202, {"Location": "/v2/team/b/blobs/uploads/u1?_state=s"}, b""
+        return 201, {}, b""
+
+    return handle
+
+
+def test_blob_held_elsewhere_is_mounted(
+    fake_registry: Callable[[Handler], FakeServer], tmp_path: Path
+) -> None:
+    server = fake_registry(mount_handler(mounts=True))
+    image = tiny_image(tmp_path)
+    locations = registry.BlobLocations(tmp_path / "cache")
+    locations.record(server.address, "team/a", [image.layers[0].digest])
+    events: list[registry.PushEvent] = []
+    registry.push(image, f"{server.address}/team/b:1", progress=events.append,
+                  environ={}, locations=locations)  # fmt: skip
+    kinds = {e.digest: e.kind for e in events if e.kind in {"mounted", "uploaded"}}
+    assert kinds == {image.layers[0].digest: "mounted", image.config_digest: "uploaded"}
+    [mount] = [r for r in server.requests if "mount=" in r.path]
+    assert "from=team%2Fa" in mount.path
+    uploads = [r.path for r in server.requests if r.method == "PUT" and "/blobs/" in r.path]
+    assert len(uploads) == 1  # the config only
+    assert locations.sources(server.address, image.config_digest) == ["team/b"]
+    assert locations.sources(server.address, image.layers[0].digest) == ["team/b", "team/a"]
+
+
+def test_a_refused_mount_uploads_into_the_session_it_opened(
+    fake_registry: Callable[[Handler], FakeServer], tmp_path: Path
+) -> None:
+    server = fake_registry(mount_handler(mounts=False))
+    image = tiny_image(tmp_path)
+    locations = registry.BlobLocations(tmp_path / "cache")
+    locations.record(server.address, "team/gone", [image.layers[0].digest])
+    events: list[registry.PushEvent] = []
+    registry.push(image, f"{server.address}/team/b:1", progress=events.append,
+                  environ={}, locations=locations)  # fmt: skip
+    assert {e.kind for e in events if e.digest == image.layers[0].digest} == {
+        "uploading",
+        "uploaded",
+    }
+    hex_digest = image.layers[0].digest.split(":", 1)[1]  # the query part is URL-encoded
+    layer_requests = [r for r in server.requests if hex_digest in r.path]
+    assert [r.method for r in layer_requests] == ["HEAD", "POST", "PUT"]  # no second POST
+    assert layer_requests[2].path.startswith("/v2/team/b/blobs/uploads/u1?_state=s&digest=")
+
+
+def test_blob_locations_keep_the_newest(tmp_path: Path) -> None:
+    locations = registry.BlobLocations(tmp_path)
+    for repo in ("r1", "r2", "r3", "r4", "r5", "r2"):
+        locations.record("reg:5000", repo, [DIGEST])
+    assert locations.sources("reg:5000", DIGEST) == ["r2", "r5", "r4", "r3"]
+    assert locations.sources("other:5000", DIGEST) == []
+    (tmp_path / registry.BlobLocations.FILE).write_text("not json")
+    assert locations.sources("reg:5000", DIGEST) == []  # a damaged record is no record
 
 
 def tiny_image(tmp_path: Path) -> Image:
