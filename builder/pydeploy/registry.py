@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -35,7 +36,6 @@ from pydeploy.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
 DOCKER_HUB = "registry-1.docker.io"
 _HUB_NAMES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
 _ENV_PASSWORD = "PYDEPLOY_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 _ENV_INSECURE = "PYDEPLOY_INSECURE_REGISTRIES"
@@ -135,12 +135,22 @@ def _hostname(registry: str) -> str:
     return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
 
 
+def _is_loopback(host: str) -> bool:
+    """localhost and all of 127.0.0.0/8 and ::1, which the engine also treats as insecure."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def registry_scheme(registry: str, environ: Mapping[str, str] | None = None) -> str:
     """http for loopback registries and those listed in PYDEPLOY_INSECURE_REGISTRIES."""
     env = os.environ if environ is None else environ
     insecure = {x.strip() for x in env.get(_ENV_INSECURE, "").split(",") if x.strip()}
     host = _hostname(registry)
-    if host in _LOOPBACK or registry in insecure or host in insecure:
+    if _is_loopback(host) or registry in insecure or host in insecure:
         return "http"
     return "https"
 

@@ -72,6 +72,8 @@ def test_reference_str_round_trips() -> None:
         ("127.0.0.1:5000", "", "http"),
         ("localhost", "", "http"),
         ("[::1]:5000", "", "http"),
+        ("127.0.0.2:5000", "", "http"),
+        ("128.0.0.1:5000", "", "https"),
         ("reg.example.com", "", "https"),
         ("reg.example.com:5000", "reg.example.com:5000", "http"),
         ("reg.example.com:5000", "other.io, reg.example.com", "http"),
