@@ -294,11 +294,12 @@ def _resolve_tags(
 
 def _check_lock(project: Project, source: str) -> None:
     """Read the lock the build will use now, so a broken one fails before any engine work."""
-    candidates = {
-        "uv.lock": [project.root, project.workspace_root],
-        "pylock": [project.root],
-    }.get(source, [])
-    name = "pylock.toml" if source == "pylock" else "uv.lock"
+    if source == "uv.lock":
+        name, candidates = "uv.lock", [project.root, project.workspace_root]
+    elif source == "pylock":
+        name, candidates = "pylock.toml", [project.root]
+    else:
+        return
     path = next((d / name for d in candidates if d and (d / name).is_file()), None)
     if path is not None:
         read_lock(path)
