@@ -434,6 +434,14 @@ class PydeployConfig(_Table):
                 raise ValueError(f"label {references.show(name)} is empty or holds a NUL character")
         return value
 
+    @field_validator("base_image")
+    @classmethod
+    def _base_reference(cls, value: str | None) -> str | None:
+        why = None if value is None else references.reference_problem(value)
+        if why:
+            raise ValueError(f"is not an image reference: {why}")
+        return value
+
     @field_validator("name")
     @classmethod
     def _image_name(cls, value: str | None) -> str | None:

@@ -145,6 +145,10 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         python, python_origin = overrides.python, "--python"
     else:
         python, python_origin = resolve_python(project)
+    if overrides.base_image:
+        references.check(
+            references.reference_problem(overrides.base_image), overrides.base_image, "--base"
+        )
     if base_image:
         base_origin = "--base" if overrides.base_image else "tool.pydeploy.base-image"
         python_origin = f"{python_origin}; the base image's interpreter decides at build"

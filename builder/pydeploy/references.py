@@ -122,6 +122,12 @@ def parse_reference(text: str, where: str | None = None) -> Reference:
     return parsed
 
 
+def reference_problem(text: str) -> str | None:
+    """Why `text` is not an image reference (a base image, say), or None."""
+    parsed = _parse(text)
+    return parsed if isinstance(parsed, str) else None
+
+
 def name_problem(text: str) -> str | None:
     """Why `text` is not a repository name without tag or digest, or None."""
     if ":" in text.rsplit("/", 1)[-1] or "@" in text:

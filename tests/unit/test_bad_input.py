@@ -143,6 +143,12 @@ CASES = [
         ["`tool.pydeploy.name` is not an image name: it is 2000000 characters long"],
     ),
     (
+        "base-image-uppercase",
+        VALID + 'base-image = "Python:3.12-slim"\n',
+        {},
+        ["`tool.pydeploy.base-image` is not an image reference"],
+    ),
+    (
         "name-uppercase",
         VALID + 'name = "Bad Repo"\n',
         {},
@@ -194,8 +200,9 @@ def test_bad_input_is_one_paragraph_with_exit_2(
         ["--tag", "a" * 2_000_000 + ":1"],
         ["--registry", "Bad Org/"],
         ["--registry", "ghcr.io/" + "a" * 300],
+        ["--base", "Python:3.12"],
     ],
-    ids=["tag-space", "tag-traversal", "tag-2mb", "registry-space", "registry-long"],
+    ids=["tag-space", "tag-traversal", "tag-2mb", "registry-space", "registry-long", "base"],
 )
 def test_bad_tags_fail_before_any_engine_work(tmp_path: Path, args: list[str]) -> None:
     """They once failed only at `docker load`, with exit 3; NO_ENGINE would give 3 too."""
