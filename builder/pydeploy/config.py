@@ -648,26 +648,26 @@ def _explain(exc: ValidationError, path: Path) -> str:
 def _explain_one(err: Any) -> tuple[str, str]:
     loc, tagged = _key_path(err["loc"])
     key = ".".join([TABLE, *loc])
+    shown_key = key if len(key) <= 80 else key[:77] + "..."  # keys can be any length
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         known = sorted(_aliases(parent)) if parent else []
         unknown = loc[-1]
         close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.5)
         advice = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}."
-        shown = key if len(key) <= 80 else key[:77] + "..."
-        return key, f"`{shown}` is not a known key; {advice}{_secret_hint(unknown)}"
+        return key, f"`{shown_key}` is not a known key; {advice}{_secret_hint(unknown)}"
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (given: {_show(given)})"
     if err["type"] == "value_error":
         message = str(err["msg"]).removeprefix("Value error, ")
-        return key, f"`{key}` {message}{shown}."
+        return key, f"`{shown_key}` {message}{shown}."
     allowed = _allowed(loc)
     message = str(err["msg"])
     message = message[0].lower() + message[1:]
     # A union member's complaint: say what the union allows instead.
     message = "is not valid" if tagged else message.replace("input should be", "should be")
     suffix = f"; allowed: {allowed}" if allowed else ""
-    return key, f"`{key}` {message}{shown}{suffix}."
+    return key, f"`{shown_key}` {message}{shown}{suffix}."
 
 
 def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], bool]:

@@ -1,6 +1,6 @@
 """Property: whatever pyproject.toml, lock files, .python-version and requirements files
 hold, reading a project (config, project metadata, plan, dependency inputs) raises
-nothing but pydeploy's own errors, which the CLI prints as one paragraph.
+nothing but pydeploy's own errors, each one short paragraph (the CLI prints it as is).
 
 Generated documents mix the keys pydeploy reads with values of every TOML type, so most
 examples reach past the TOML parser into the shape checks and the models. Derandomized
@@ -9,7 +9,6 @@ with a bounded number of examples: the same inputs on every run, a few seconds.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -126,8 +125,14 @@ SIDE_FILES = st.dictionaries(
 
 
 def only_own_errors(step: Callable[[], object]) -> None:
-    with contextlib.suppress(PydeployError):  # anything else fails the example
+    """Run `step`; a PydeployError must be one short paragraph, anything else fails."""
+    message = ""
+    try:
         step()
+    except PydeployError as exc:
+        message = exc.message
+    assert "\n" not in message, message
+    assert len(message) < 4000, message[:4000]
 
 
 def read_everything(root: Path) -> None:
