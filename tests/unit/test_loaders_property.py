@@ -154,7 +154,7 @@ def test_any_pyproject_gives_only_pydeploy_errors(pyproject: bytes) -> None:
         only_own_errors(lambda: read_everything(root))
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=60)  # each example writes and reads several files
 @given(files=SIDE_FILES, source=st.sampled_from(["auto", "uv.lock", "pylock", "requirements"]))
 def test_any_lock_or_side_file_gives_only_pydeploy_errors(
     files: dict[str, bytes], source: str
