@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -49,7 +49,7 @@ class _Group(click.Group):
         except PydeployError as exc:
             if debug:
                 traceback.print_exc()
-            log = _save_output(exc.output) if exc.output else None
+            log = _save_log("build-failure", exc.output) if exc.output else None
             where = f" The full tool output is in {log}." if log else ""
             click.echo(f"pydeploy: {exc.kind} error: {exc.message}{where}", err=True)
             sys.exit(exc.exit_code)
@@ -64,6 +64,27 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("pydeploy: interrupted.", err=True)
             sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a report
+            _report_internal_error(exc, debug)
+
+
+def _report_internal_error(exc: Exception, debug: bool) -> NoReturn:
+    """Not a PydeployError, so a bug: one line naming it, the traceback in a log file
+    (printed too with --debug), and how to report it; exit 1."""
+    trace = traceback.format_exc()
+    if debug:
+        click.echo(trace.rstrip(), err=True)
+    lines = str(exc).strip().splitlines()
+    what = type(exc).__name__ + (f": {lines[0][:200]}" if lines else "")
+    log = _save_log("internal-error", f"pydeploy {__version__}\n{' '.join(sys.argv)}\n\n{trace}")
+    where = f"the traceback is in {log}" if log else "the traceback could not be saved"
+    click.echo(
+        f"pydeploy: internal error: {what}. This is a bug in pydeploy {__version__}: {where}"
+        + ("" if debug else " (--debug prints it)")
+        + "; please report it with that traceback and the command you ran.",
+        err=True,
+    )
+    sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -394,14 +415,18 @@ def inspect_cmd(image: str, as_json: bool) -> None:
     click.echo(f"  added on top of the base: {info.own_size / 1e6:.2f} MB")
 
 
-def _save_output(output: str) -> Path | None:
-    """Keep a failed build's full (masked) tool output where the user can read it."""
+def _save_log(kind: str, text: str) -> Path | None:
+    """Keep a failed build's full (masked) tool output, or an internal error's traceback,
+    where the user can read it: `logs/` of pydeploy's cache, which `prune` ages out."""
     from pydeploy.build import cache_root  # noqa: PLC0415
 
-    path = cache_root() / "logs" / f"build-failure-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = cache_root() / "logs" / f"{kind}-{stamp}-{os.getpid()}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(output, encoding="utf-8")
+        # Owner-only: a traceback can show paths and values of the user's project.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(text)
     except OSError:
         return None
     return path

@@ -10,20 +10,25 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_origin
 
+import pathspec
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_snake
 
+from pydeploy import references, serverargs
 from pydeploy.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -162,6 +167,14 @@ class ServerConfig(_Table):
         default_factory=list,
         description="Extra command-line arguments appended to the server's command line.",
     )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _server_options(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        why = serverargs.problem(info.data.get("type", "auto"), value)
+        if why:
+            raise ValueError(f"cannot go on the server's command line: {why}")
+        return value
 
     @model_validator(mode="after")
     def _jitter_needs_max(self) -> ServerConfig:
@@ -404,10 +417,65 @@ class PydeployConfig(_Table):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+        for name, text in value.items():
             if not ENV_NAME.match(name):
-                raise ValueError(f"`{name}` is not a valid environment variable name")
+                raise ValueError(
+                    f"`{references.show(name)}` is not a valid environment variable name"
+                )
+            if "\0" in text:
+                raise ValueError(f"`{name}` holds a NUL character, which no environment value can")
         return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not name or "\0" in name + text:
+                raise ValueError(f"label {references.show(name)} is empty or holds a NUL character")
+        return value
+
+    @field_validator("base_image")
+    @classmethod
+    def _base_reference(cls, value: str | None) -> str | None:
+        why = None if value is None else references.reference_problem(value)
+        if why:
+            raise ValueError(f"is not an image reference: {why}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _image_name(cls, value: str | None) -> str | None:
+        why = None if value is None else references.name_problem(value)
+        if why:
+            raise ValueError(f"is not an image name: {why}; use {references.GRAMMAR}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _image_tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            why = references.tag_problem(tag)
+            if why:
+                raise ValueError(f"entry {references.show(tag)} is not a tag or `name:tag`: {why}")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not _is_pattern(pattern):
+                raise ValueError(
+                    f"entry {references.show(pattern)} is not a gitignore-style pattern"
+                )
+        return value
+
+
+def _is_pattern(text: str) -> bool:
+    try:
+        pathspec.GitIgnoreSpec.from_lines([text])
+    except ValueError:  # pathspec's GitIgnorePatternError (`!`, a lone backslash)
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -425,25 +493,117 @@ def read_pyproject(project_dir: Path) -> dict[str, Any]:
                 "`pydeploy init` to add a [tool.pydeploy] table."
             ),
         )
+    data = read_toml(path)
+    _check_shape(data, path)
+    return data
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read and parse a TOML file (pyproject.toml, uv.lock, pylock.toml); every failure
+    is a ConfigError naming the file."""
     try:
-        with path.open("rb") as handle:
-            data: dict[str, Any] = tomllib.load(handle)
-            return data
-    except tomllib.TOMLDecodeError as exc:
-        where = re.search(r"line (\d+), column (\d+)", str(exc))
-        position = f"line {where[1]}, column {where[2]}" if where else "unknown position"
-        reason = re.sub(r"\s*\(at .*\)$", "", str(exc))
-        raise ConfigError(
-            f"{path} is not valid TOML at {position}: {reason}.",
-            hint="Fix the syntax there; `pydeploy check` re-validates.",
-        ) from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    return parse_toml(raw, str(path))
+
+
+def parse_toml(raw: bytes | str, where: str) -> dict[str, Any]:
+    """TOML text (UTF-8 bytes or str) as a dict; ConfigError for anything else."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+            raise ConfigError(
+                f"{where} is not UTF-8 text"
+                + (" (it is UTF-16)" if utf16 else f": byte {exc.start} is {raw[exc.start]:#04x}")
+                + ".",
+                hint="TOML files are UTF-8: save it as UTF-8 (without a byte-order mark).",
+            ) from None
+    else:
+        text = raw
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where_at = re.search(r"line (\d+), column (\d+)", str(exc))
+        position = f"line {where_at[1]}, column {where_at[2]}" if where_at else "unknown position"
+        reason = re.sub(r"\s*\(at .*\)$", "", str(exc))
+        bom = " (it starts with a byte-order mark)" if text.startswith("\ufeff") else ""
+        raise ConfigError(
+            f"{where} is not valid TOML at {position}{bom}: {reason}.",
+            hint="Fix the syntax there; `pydeploy check` re-validates.",
+        ) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table.
+        raise ConfigError(
+            f"{where} nests arrays or inline tables too deeply to read.",
+            hint="Flatten the nesting; no setting pydeploy reads is nested that deep.",
+        ) from None
+    return data
+
+
+# The pyproject.toml keys pydeploy reads and what each must hold, parents before children:
+# checked once when the file is read, so no reader meets a string where it wants a table.
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "a table": lambda v: isinstance(v, dict),
+    "a string": lambda v: isinstance(v, str),
+    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a table of strings": lambda v: (
+        isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+    ),
+    "a table of lists of strings": lambda v: (
+        isinstance(v, dict) and all(_KINDS["a list of strings"](x) for x in v.values())
+    ),
+}
+_SHAPE = {
+    "project": "a table",
+    "project.name": "a string",
+    "project.version": "a string",
+    "project.description": "a string",
+    "project.requires-python": "a string",
+    "project.dependencies": "a list of strings",
+    "project.optional-dependencies": "a table of lists of strings",
+    "project.dynamic": "a list of strings",
+    "project.urls": "a table of strings",
+    "build-system": "a table",
+    "dependency-groups": "a table",
+    "tool": "a table",
+    "tool.pydeploy": "a table",
+    "tool.uv": "a table",
+    "tool.uv.sources": "a table",
+    "tool.uv.workspace": "a table",
+    "tool.uv.workspace.members": "a list of strings",
+    "tool.uv.workspace.exclude": "a list of strings",
+}
+
+
+def _check_shape(data: dict[str, Any], path: Path) -> None:
+    for key, kind in _SHAPE.items():
+        *parents, last = key.split(".")
+        table: Any = data
+        for part in parents:
+            table = table.get(part, {})
+        if last in table and not _KINDS[kind](table[last]):
+            given = table[last]
+            raise ConfigError(
+                f"{path}: `{key}` must be {kind}, not {_type_name(given)} (given: {_show(given)}).",
+                hint=(
+                    "Fix it there (PEP 621 and uv's documentation describe these keys); "
+                    "`pydeploy check` re-validates."
+                ),
+            )
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    names |= {list: "a list", dict: "a table"}
+    return next((n for t, n in names.items() if type(value) is t), type(value).__name__)
 
 
 def tool_table(pyproject: dict[str, Any], path: Path) -> dict[str, Any]:
     """Return the raw `[tool.pydeploy]` table or explain how to add one."""
-    table = pyproject.get("tool", {}).get("pydeploy")
+    table: dict[str, Any] | None = pyproject.get("tool", {}).get("pydeploy")
     if table is None:
         raise ConfigError(
             f"{path} has no [tool.pydeploy] table.",
@@ -452,8 +612,6 @@ def tool_table(pyproject: dict[str, Any], path: Path) -> dict[str, Any]:
                 'or add `[tool.pydeploy]` with `app = "module:attribute"` by hand.'
             ),
         )
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: `tool.pydeploy` must be a table, not a {type(table).__name__}.")
     return table
 
 
@@ -488,34 +646,59 @@ def _explain(exc: ValidationError, path: Path) -> str:
 
 
 def _explain_one(err: Any) -> tuple[str, str]:
-    loc = [str(part) for part in err["loc"] if not _is_union_tag(part)]
+    loc, tagged = _key_path(err["loc"])
     key = ".".join([TABLE, *loc])
+    shown_key = key if len(key) <= 80 else key[:77] + "..."  # keys can be any length
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         known = sorted(_aliases(parent)) if parent else []
         unknown = loc[-1]
         close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.5)
         advice = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}."
-        return key, f"`{key}` is not a known key; {advice}{_secret_hint(unknown)}"
+        return key, f"`{shown_key}` is not a known key; {advice}{_secret_hint(unknown)}"
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (given: {_show(given)})"
     if err["type"] == "value_error":
         message = str(err["msg"]).removeprefix("Value error, ")
-        return key, f"`{key}` {message}{shown}."
+        return key, f"`{shown_key}` {message}{shown}."
     allowed = _allowed(loc)
     message = str(err["msg"])
     message = message[0].lower() + message[1:]
-    if len(err["loc"]) != len(loc):  # a union member's complaint: say what the union allows
-        message = "is not valid"
-    else:
-        message = message.replace("input should be", "should be")
+    # A union member's complaint: say what the union allows instead.
+    message = "is not valid" if tagged else message.replace("input should be", "should be")
     suffix = f"; allowed: {allowed}" if allowed else ""
-    return key, f"`{key}` {message}{shown}{suffix}."
+    return key, f"`{shown_key}` {message}{shown}{suffix}."
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic adds union member tags such as `int` or `literal['auto']` to locations.
-    return isinstance(part, str) and (part in {"int", "str", "float", "bool"} or "[" in part)
+def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], bool]:
+    """The keys of a pydantic error location, without the union member tags (`int`,
+    `literal['auto']`) pydantic inserts after a union-typed field; True when it had one.
+    Only after such a field: a user's key may well be named `int`."""
+    keys: list[str] = []
+    tagged = False
+    model: type[BaseModel] | None = PydeployConfig
+    union = False
+    for part in loc:
+        if union and isinstance(part, str) and _is_union_tag(part):
+            tagged, union = True, False
+            continue
+        keys.append(str(part))
+        field = _field(model, str(part)) if model else None
+        annotation = field.annotation if field else None
+        union = get_origin(annotation) in {Union, types.UnionType}
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_model else None
+    return keys, tagged
+
+
+def _field(model: type[BaseModel], key: str) -> Any:
+    return next(
+        (f for name, f in model.model_fields.items() if _kebab(name) == key or name == key), None
+    )
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"int", "str", "float", "bool"} or "[" in part
 
 
 def _show(value: Any) -> str:
@@ -535,10 +718,7 @@ def _secret_hint(key: str) -> str:
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: type[BaseModel] = PydeployConfig
     for part in loc:
-        field = next(
-            (f for name, f in model.model_fields.items() if _kebab(name) == part or name == part),
-            None,
-        )
+        field = _field(model, part)
         annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,15 +25,10 @@ import pathspec
 from pydeploy import workspace
 from pydeploy.appfiles import NEVER, ignore_spec
 from pydeploy.builder_script import COPY_SKIP, COPY_SKIP_IN_PACKAGE_ROOT
-from pydeploy.config import PYPROJECT, read_pyproject
+from pydeploy.config import PYPROJECT, parse_toml, read_pyproject
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan import BuildPlan
-from pydeploy.project import Project
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from pydeploy.project import Project, lock_entries, read_text
 
 # Part of every builder image and venv key: bump when the recipe (wheels.py,
 # builder_script.py) changes what lands in a builder image or a venv.
@@ -183,7 +177,7 @@ def _local_name(path: Path) -> str | None:
     setup_cfg = configparser.ConfigParser(interpolation=None)
     try:
         setup_cfg.read(path / "setup.cfg", encoding="utf-8")
-    except configparser.Error:
+    except (configparser.Error, UnicodeDecodeError):
         return None
     name = setup_cfg.get("metadata", "name", fallback=None)
     return name or None
@@ -220,11 +214,11 @@ def _from_pylock(project: Project) -> _Found:
             f"`tool.pydeploy.dependencies.source` is 'pylock' but {lock} does not exist.",
             hint="Generate it (e.g. `uv export -o pylock.toml`) or choose another source.",
         )
-    text = lock.read_text(encoding="utf-8")
+    text = read_text(lock, "a PEP 751 lock")
     return _Found(
         cwd=project.root,
         digests=[("pylock.toml", _sha(text.encode()))],
-        local=[project.root / p for p in _pylock_paths(text)],
+        local=[project.root / p for p in _pylock_paths(text, str(lock))],
         lines=tuple(parse_pylock(text, str(lock))),
         files=[lock],
     )
@@ -265,9 +259,9 @@ def _from_project(project: Project) -> _Found:
     if "dependencies" in relevant["dynamic"]:
         # Computed by the build backend: only the whole pyproject.toml identifies them.
         relevant["pyproject"] = _sha((root / PYPROJECT).read_bytes())
-    found = _Found(
-        cwd=root, digests=[("project", _sha(json.dumps(relevant, sort_keys=True).encode()))]
-    )
+    # default=str: TOML dates and times, which JSON has no type for.
+    document = json.dumps(relevant, sort_keys=True, default=str)
+    found = _Found(cwd=root, digests=[("project", _sha(document.encode()))])
     for spec in (uv.get("sources") or {}).values():
         for entry in spec if isinstance(spec, list) else [spec]:
             if isinstance(entry, dict) and "path" in entry:
@@ -391,18 +385,16 @@ def _tree(root: Path, tree: str) -> Iterator[str]:
 def parse_pylock(text: str, where: str = "pylock.toml") -> list[str]:
     """PEP 751 packages as requirement lines: `name==version` for index packages, a
     direct reference for archives and VCS, the relative path for local directories."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where} is not valid TOML: {exc}.") from None
     lines: list[str] = []
-    for package in data.get("packages", []):
+    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
         name = package.get("name")
         if not isinstance(name, str):
             raise ConfigError(f"{where}: a [[packages]] entry has no `name`.")
         marker = f" ; {package['marker']}" if package.get("marker") else ""
         if "directory" in package:
-            path = str(package["directory"]["path"])
+            path = package["directory"].get("path")
+            if not path:
+                raise ConfigError(f"{where}: package `{name}` has a `directory` without `path`.")
             lines.append(_local_ref(path) + marker)
         elif "vcs" in package:
             vcs = package["vcs"]
@@ -437,9 +429,9 @@ def _local_ref(path: str) -> str:
     return path if path.startswith(("/", ".")) else f"./{path}"
 
 
-def _pylock_paths(text: str) -> list[str]:
+def _pylock_paths(text: str, where: str) -> list[str]:
     paths: list[str] = []
-    for package in tomllib.loads(text).get("packages", []):
+    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
         for key in ("directory", "archive", "sdist"):
             entry = package.get(key)
             if isinstance(entry, dict) and entry.get("path"):
@@ -450,11 +442,11 @@ def _pylock_paths(text: str) -> list[str]:
 
 def _uv_lock_paths(lock: bytes, lock_dir: Path, project_name: str) -> list[Path]:
     """Local packages in a uv.lock (path/directory/editable sources), except the project."""
-    data = tomllib.loads(lock.decode("utf-8"))
+    where = str(lock_dir / "uv.lock")
     own = _normalize(project_name)
     return [
         lock_dir / str(package["source"][kind])
-        for package in data.get("package", [])
+        for package in lock_entries(parse_toml(lock, where), "uv.lock", where)
         if _normalize(str(package.get("name", ""))) != own
         for kind in ("path", "directory", "editable")
         if kind in package.get("source", {})
@@ -470,7 +462,7 @@ def _requirement_closure(files: list[Path]) -> list[Path]:
         if path in seen or not path.is_file():
             continue
         seen.append(path)
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path, "requirements").splitlines():
             match = re.match(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)", line)
             if match:
                 todo.append(path.parent / match.group(1))
@@ -480,7 +472,7 @@ def _requirement_closure(files: list[Path]) -> list[Path]:
 def _requirement_paths(path: Path, root: Path) -> list[Path]:
     """Local paths a requirements file installs (`./pkg`, `-e ./pkg`, `x @ file:...`)."""
     found = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in read_text(path, "requirements").splitlines():
         line = re.sub(r"^\s*(?:-e|--editable)(?:\s+|=)", "", raw.split(" #", 1)[0]).strip()
         match = re.search(r"@\s*file://(\S+)", line)
         if match:
@@ -502,7 +494,7 @@ def _find_links(path: Path, root: Path) -> list[Path]:
     """Local directories a requirements file names with -f/--find-links (not part of the
     key, as before; sent so that an ignored `wheels/` directory still reaches pip)."""
     found = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, "requirements").splitlines():
         match = re.match(r"^\s*(?:-f|--find-links)(?:\s+|=)(\S+)", line)
         spec = re.sub(r"^file:(//)?", "", match.group(1)) if match else "://"
         if "://" not in spec:

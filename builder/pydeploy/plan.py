@@ -7,14 +7,13 @@ base image digest, its interpreter) are filled in by the build, not guessed here
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydeploy import launcher
+from pydeploy import launcher, references
 from pydeploy.detect import scan_project
 from pydeploy.errors import ConfigError
-from pydeploy.project import Project, resolve_python
+from pydeploy.project import Project, read_lock, resolve_python
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
@@ -146,6 +145,10 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         python, python_origin = overrides.python, "--python"
     else:
         python, python_origin = resolve_python(project)
+    if overrides.base_image:
+        references.check(
+            references.reference_problem(overrides.base_image), overrides.base_image, "--base"
+        )
     if base_image:
         base_origin = "--base" if overrides.base_image else "tool.pydeploy.base-image"
         python_origin = f"{python_origin}; the base image's interpreter decides at build"
@@ -156,6 +159,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
     server = _resolve_server(config.server.type, interface)
     tags = _resolve_tags(project, overrides.tags, overrides.registry)
     dependency_source = _dependency_source(project)
+    _check_lock(project, dependency_source)
     build_packages = tuple(
         config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
     )
@@ -253,12 +257,19 @@ def _resolve_server(configured: str, interface: Interface) -> str:
     return {"wsgi": "gunicorn", "asgi": "gunicorn-uvicorn"}.get(interface, "auto")
 
 
-_REPO_CHARS = re.compile(r"[^a-z0-9._/-]+")
-
-
 def repository_name(project: Project) -> str:
-    name = project.config.name or project.name
-    return _REPO_CHARS.sub("-", name.lower()).strip("-._") or "app"
+    """`tool.pydeploy.name` (validated as a name when read), else the [project] name made
+    into an image name: accents dropped (`café` -> `cafe`), other characters to `-`."""
+    if project.config.name:
+        return project.config.name
+    name = references.name_from_project(project.name)
+    if not name:
+        raise ConfigError(
+            f"{project.pyproject}: `project.name` = {references.show(project.name)} has no "
+            "letter or digit an image name can hold (image names are lowercase ASCII).",
+            hint='Set `tool.pydeploy.name = "my-app"` to name the image.',
+        )
+    return name
 
 
 def _resolve_tags(
@@ -266,23 +277,36 @@ def _resolve_tags(
 ) -> tuple[str, ...]:
     repo = repository_name(project)
     if registry:
-        if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)*", registry.rstrip("/")):
-            raise ConfigError(
-                f"--registry {registry!r} is not a registry or repository prefix.",
-                hint="Use e.g. `ghcr.io/my-org` or `127.0.0.1:5000/team`.",
-            )
-        repo = f"{registry.rstrip('/')}/{repo}"
-    wanted = cli_tags or tuple(project.config.tags) or (project.version,)
+        prefix = registry.rstrip("/")
+        references.check(references.name_problem(f"{prefix}/{repo}"), prefix, "--registry")
+        repo = f"{prefix}/{repo}"
+    if cli_tags:
+        wanted, origin = cli_tags, "--tag"
+    elif project.config.tags:
+        wanted, origin = tuple(project.config.tags), f"`tool.pydeploy.tags` in {project.pyproject}"
+    else:
+        wanted, origin = (project.version,), f"`project.version` in {project.pyproject}"
     refs: list[str] = []
     for tag in wanted:
         ref = tag if (":" in tag or "/" in tag) else f"{repo}:{tag}"
-        if not re.fullmatch(r"[\w][\w.-]{0,127}", ref.rsplit(":", 1)[-1]) or ":" not in ref:
-            raise ConfigError(
-                f"Image tag {tag!r} is not a valid `name:tag` reference.",
-                hint="Tags are 1-128 of letters, digits, `_`, `.` and `-`, e.g. `1.2.3`.",
-            )
+        references.check(references.tag_problem(tag), tag, origin)
+        # The name part too: a long --registry prefix or project name can overflow it.
+        references.check(references.tag_problem(ref), ref, origin)
         refs.append(ref)
     return tuple(dict.fromkeys(refs))
+
+
+def _check_lock(project: Project, source: str) -> None:
+    """Read the lock the build will use now, so a broken one fails before any engine work."""
+    if source == "uv.lock":
+        name, candidates = "uv.lock", [project.root, project.workspace_root]
+    elif source == "pylock":
+        name, candidates = "pylock.toml", [project.root]
+    else:
+        return
+    path = next((d / name for d in candidates if d and (d / name).is_file()), None)
+    if path is not None:
+        read_lock(path)
 
 
 def _dependency_source(project: Project) -> str:
@@ -359,6 +383,8 @@ def server_command_preview(plan: BuildPlan) -> list[str]:
     settings = dict(plan.launch)
     if settings["server"] == "auto":
         settings["server"] = "gunicorn"
+    if settings["interface"] == "auto":  # an app the source scan did not recognise
+        settings["interface"] = launcher.INTERFACE_OF_SERVER[settings["server"]]
     config = launcher.parse_config(settings)
     workers = config.workers or 1
     if settings["server"] == "uvicorn":

@@ -12,7 +12,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from pydeploy.config import PYPROJECT, PydeployConfig, load_config
+from pydeploy.config import PYPROJECT, PydeployConfig, load_config, read_toml
 from pydeploy.errors import ConfigError
 
 # Newest first; the default is the newest one with broad wheel coverage today.
@@ -116,7 +116,7 @@ def _read_python_version(root: Path) -> str | None:
     for directory in (root, *root.parents):
         path = directory / ".python-version"
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in read_text(path, "a Python version such as `3.12`").splitlines():
                 match = re.match(r"^\s*(?:cpython-|python)?(3\.\d+)", line)
                 if match:
                     return match[1]
@@ -124,6 +124,68 @@ def _read_python_version(root: Path) -> str | None:
         if (directory / ".git").exists():
             break
     return None
+
+
+def read_text(path: Path, holds: str) -> str:
+    """A UTF-8 text file the project holds; ConfigError when it cannot be read as one."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not UTF-8 text.", hint=f"It should hold {holds}; fix or delete it."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+
+
+# The lock tables pydeploy reads and the string fields in them (uv.lock `source` values
+# are all strings; pylock.toml's `directory.editable` is a boolean, so not listed).
+_LOCK_ENTRIES = {"uv.lock": "package", "pylock.toml": "packages"}
+_LOCK_STRINGS = ("name", "version", "marker")
+_LOCK_TABLES = {
+    "source": ("path", "directory", "editable"),
+    "directory": ("path",),
+    "vcs": ("url", "path", "type", "commit-id", "requested-revision", "subdirectory"),
+    "archive": ("url", "path"),
+    "sdist": ("url", "path"),
+}
+
+
+def read_lock(path: Path) -> list[dict[str, Any]]:
+    """The package entries of a uv.lock or pylock.toml, checked for the shape pydeploy
+    reads; a broken lock is a ConfigError naming the file and the entry."""
+    return lock_entries(read_toml(path), path.name, str(path))
+
+
+def lock_entries(data: dict[str, Any], kind: str, where: str) -> list[dict[str, Any]]:
+    """`data`'s package entries (`kind`: uv.lock or pylock.toml) once their shape is checked."""
+    key = _LOCK_ENTRIES[kind]
+    entries = data.get(key, [])
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: {what}.",
+            hint=f"Regenerate the lock with the tool that wrote it (it is not a valid {kind}).",
+        )
+
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise bad(f"`{key}` must be a list of [[{key}]] tables")
+    for number, entry in enumerate(entries, 1):
+        label = f"[[{key}]] entry {number}"
+        for name in _LOCK_STRINGS:
+            if name in entry and not isinstance(entry[name], str):
+                raise bad(f"{label}: `{name}` must be a string")
+        wheels = entry.get("wheels", [])
+        if not isinstance(wheels, list) or not all(isinstance(w, dict) for w in wheels):
+            raise bad(f"{label}: `wheels` must be a list of tables")
+        tables = [(name, entry[name]) for name in _LOCK_TABLES if name in entry]
+        for name, table in [*tables, *(("wheels", w) for w in wheels)]:
+            if not isinstance(table, dict):
+                raise bad(f"{label}: `{name}` must be a table")
+            for field_name in _LOCK_TABLES.get(name, ("url", "path")):
+                if field_name in table and not isinstance(table[field_name], str):
+                    raise bad(f"{label}: `{name}.{field_name}` must be a string")
+    return entries
 
 
 def _workspace_root(root: Path) -> Path | None:

@@ -30,11 +30,10 @@ import requests
 import requests.adapters
 from urllib3.util.retry import Retry
 
-from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
+from pydeploy.errors import PublishError, RegistryAuthError
 from pydeploy.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
+from pydeploy.references import HUB_NAMES, Reference, parse_reference
 
-DOCKER_HUB = "registry-1.docker.io"
-_HUB_NAMES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
 _ENV_PASSWORD = "PYDEPLOY_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
@@ -61,71 +60,6 @@ _ACCEPT_MANIFESTS = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     )
 )
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-# --------------------------------------------------------------------------- references
-
-
-@dataclass(frozen=True)
-class Reference:
-    """`registry/repository[:tag][@digest]`; Docker Hub names are expanded."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def target(self) -> str:
-        """What goes after `/manifests/`: the digest when pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def __str__(self) -> str:
-        text = f"{self.registry}/{self.repository}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-
-def _bad_reference(text: str, why: str) -> ConfigError:
-    return ConfigError(
-        f"{text!r} is not a valid image reference: {why}.",
-        hint="Use registry/repository:tag, e.g. 127.0.0.1:5000/team/app:1.0 (lowercase "
-        "repository, tag of letters, digits, '_', '.', '-').",
-    )
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse an image reference the way Docker does: the first component is a registry
-    when it has a '.' or ':' or is 'localhost'; otherwise Docker Hub (`library/` added)."""
-    name, _, digest = text.strip().partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
-        raise _bad_reference(text, "the digest is not sha256:<64 hex digits>")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        registry, remainder = first, rest
-    else:
-        registry, remainder = "docker.io", name
-    tag: str | None = None
-    last = remainder.rsplit("/", 1)[-1]
-    if ":" in last:
-        remainder, _, tag = remainder.rpartition(":")
-        if not _TAG.fullmatch(tag):
-            raise _bad_reference(text, f"the tag {tag!r} has characters a tag may not have")
-    if not remainder or not all(_COMPONENT.fullmatch(c) for c in remainder.split("/")):
-        raise _bad_reference(text, f"the repository {remainder!r} is empty or not lowercase")
-    if registry in _HUB_NAMES:
-        registry = DOCKER_HUB
-        if "/" not in remainder:
-            remainder = f"library/{remainder}"
-    if tag is None and not digest:
-        tag = "latest"
-    return Reference(registry, remainder, tag, digest or None)
 
 
 def _hostname(registry: str) -> str:
@@ -233,7 +167,7 @@ def _config_host(key: str) -> str:
 
 def _matches(key: str, registry: str) -> bool:
     host = _config_host(key)
-    return host == registry or (registry in _HUB_NAMES and host in _HUB_NAMES)
+    return host == registry or (registry in HUB_NAMES and host in HUB_NAMES)
 
 
 def find_credentials(registry: str, environ: Mapping[str, str] | None = None) -> CredentialLookup:
@@ -253,7 +187,7 @@ def find_credentials(registry: str, environ: Mapping[str, str] | None = None) ->
     if not isinstance(config, dict):
         return CredentialLookup(None, (f"{path} is not a JSON object",))
     notes: list[str] = []
-    server = _HUB_CONFIG_KEY if registry in _HUB_NAMES else registry
+    server = _HUB_CONFIG_KEY if registry in HUB_NAMES else registry
     helpers = config.get("credHelpers") or {}
     helper = next((v for k, v in helpers.items() if _matches(k, registry)), None)
     for name in (helper, config.get("credsStore")):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pydeploy import registry
+from pydeploy import references, registry
 from pydeploy.blobs import BlobStore, sha256_digest
 from pydeploy.errors import PublishError, RegistryAuthError
 from pydeploy.oci import FileEntry, Image, build_config, build_layer, rfc3339, write_oci_layout
@@ -177,7 +177,7 @@ def test_push_skips_existing_blobs_and_reads_back(
 def test_interrupted_push_resumes(start_registry: StartRegistry, tmp_path: Path) -> None:
     address = start_registry()
     image = synthetic_image(BlobStore(tmp_path / "store"), "resume")
-    ref = registry.parse_reference(f"{address}/team/resume:1")
+    ref = references.parse_reference(f"{address}/team/resume:1")
     # An earlier run got as far as the first layer, then died.
     first = image.layers[0]
     with registry.RegistryClient(ref, push=True) as client:

@@ -21,7 +21,7 @@ from pydeploy import registry
 from pydeploy.blobs import BlobStore
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci import MEDIA_TYPE_MANIFEST, FileEntry, Image, build_config, build_layer, rfc3339
-from pydeploy.registry import DOCKER_HUB, Reference, parse_reference
+from pydeploy.references import DOCKER_HUB, Reference, parse_reference
 
 DIGEST = "sha256:" + "a" * 64
 SECRET = "s3cr3t-Pa55"  # noqa: S105 - a test value that must never leak
