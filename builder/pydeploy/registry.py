@@ -30,7 +30,7 @@ import requests
 import requests.adapters
 from urllib3.util.retry import Retry
 
-from pydeploy.errors import PublishError, RegistryAuthError
+from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
 from pydeploy.references import HUB_NAMES, Reference, parse_reference
 
