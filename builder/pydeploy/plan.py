@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydeploy import launcher
 from pydeploy.detect import scan_project
 from pydeploy.errors import ConfigError
+from pydeploy.memory import WorkerMemory
+from pydeploy.memory import launch_keys as memory_launch_keys
 from pydeploy.project import Project, resolve_python
 
 VENV = "/opt/venv"
@@ -322,9 +324,14 @@ def _layers(runtime_packages: list[str], install_project: bool) -> tuple[LayerPl
 
 
 def launch_settings(
-    project: Project, app: str, interface: Interface, server: str
+    project: Project,
+    app: str,
+    interface: Interface,
+    server: str,
+    memory: WorkerMemory | None = None,
 ) -> dict[str, Any]:
-    """The launcher's `launch.json`: everything the image decides at start comes from here."""
+    """The launcher's `launch.json`: everything the image decides at start comes from here.
+    `memory`: what the app check measured (without it, only `server.worker-memory`)."""
     s = project.config.server
     return {
         "app": app,
@@ -332,7 +339,7 @@ def launch_settings(
         "server": server,
         "port": project.config.port,
         "workers": None if s.workers == "auto" else s.workers,
-        "worker_memory_mb": s.worker_memory,
+        **memory_launch_keys(memory, s.worker_memory),
         "threads": s.threads,
         "timeout": s.timeout,
         "graceful_timeout": s.graceful_timeout,
