@@ -375,5 +375,5 @@ def server_command_preview(plan: BuildPlan) -> list[str]:
             config, workers=workers, port=plan.port, gunicorn_version=(99,)
         )
     if config.workers is None:
-        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1>"
+        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1, as memory allows>"
     return argv
