@@ -13,6 +13,8 @@ from importlib import resources
 from typing import Any
 
 from pydeploy.blobs import BlobStore
+from pydeploy.memory import WorkerMemory
+from pydeploy.memory import labels as memory_labels
 from pydeploy.oci import FileEntry, Layer, build_layer, rfc3339
 from pydeploy.plan import APP_DIR, LAUNCHER_DIR, VENV, BuildPlan
 
@@ -85,8 +87,14 @@ def layer(store: BlobStore, entries: list[FileEntry], role: str) -> Layer:
 
 
 def oci_labels(
-    plan: BuildPlan, *, created_epoch: int, revision: str | None, base_digest: str | None
+    plan: BuildPlan,
+    *,
+    created_epoch: int,
+    revision: str | None,
+    base_digest: str | None,
+    memory: WorkerMemory | None = None,
 ) -> dict[str, str]:
+    """The OCI annotations, pydeploy's own (what a worker costs), then the user's."""
     project = plan.project
     labels = {
         "org.opencontainers.image.title": project.name,
@@ -102,6 +110,7 @@ def oci_labels(
         labels["org.opencontainers.image.revision"] = revision
     if base_digest:
         labels["org.opencontainers.image.base.digest"] = base_digest
+    labels.update(memory_labels(memory))
     labels.update(dict(plan.labels))
     return labels
 

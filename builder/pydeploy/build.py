@@ -22,6 +22,8 @@ from pydeploy.appfiles import app_entries
 from pydeploy.blobs import BlobStore
 from pydeploy.engine import Engine, ImageRef
 from pydeploy.errors import ConfigError
+from pydeploy.memory import WorkerMemory
+from pydeploy.memory import describe as describe_memory
 from pydeploy.oci import (
     BaseImage,
     Image,
@@ -36,7 +38,8 @@ from pydeploy.plan import VENV, BuildPlan, launch_settings
 from pydeploy.project import git_commit_time, git_revision
 
 Progress = Callable[[str, float, "str | None"], None]
-CHECK_RECIPE = "app-check-v1"
+# v2: the check also measures what a worker costs (pydeploy.memory).
+CHECK_RECIPE = "app-check-v2"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class BuildResult:
     dependencies_volume: str
     timings: dict[str, float] = field(default_factory=dict)
     pushed: dict[str, str] = field(default_factory=dict)
+    memory: WorkerMemory | None = None  # what a worker costs, as the image records it
 
     def to_json(self) -> dict[str, Any]:
         """The documented shape of `pydeploy build --json` (and --metadata-file)."""
@@ -171,7 +175,7 @@ def _build(
         scratch = Path(tmp)
         app_only = assemble.layer(store, app_entries(plan), "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
-        interface, app_layer = _checked_app(
+        interface, app_layer, memory = _checked_app(
             engine, store, plan, builder, deps, app_only, scratch, clock, options
         )
         server = (
@@ -179,7 +183,10 @@ def _build(
             if plan.server != "auto"
             else ("gunicorn" if interface == "wsgi" else "gunicorn-uvicorn")
         )
-        clock.step("app check", f"{plan.app} is {interface.upper()}; server {server}")
+        clock.step(
+            "app check",
+            f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}",
+        )
         venv_layer = venv_job.result()
         passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
         layers = [
@@ -190,7 +197,7 @@ def _build(
             assemble.layer(
                 store,
                 assemble.launcher_entries(
-                    launch_settings(plan.project, plan.app, interface, server)
+                    launch_settings(plan.project, plan.app, interface, server, memory)
                 ),
                 "launcher",
             ),
@@ -201,7 +208,7 @@ def _build(
         created = created_epoch(plan)
         labels = assemble.oci_labels(
             plan, created_epoch=created, revision=git_revision(plan.project.root),
-            base_digest=base_ref.repo_digest,
+            base_digest=base_ref.repo_digest, memory=memory,
         )  # fmt: skip
         settings = assemble.runtime_settings(plan, base.config.get("config", {}).get("Env") or [],
                                              labels)  # fmt: skip
@@ -216,7 +223,7 @@ def _build(
         result = BuildResult(
             image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
-            timings=timings,
+            timings=timings, memory=memory,
         )  # fmt: skip
         for output in options.outputs:
             if output.kind == "docker":
@@ -243,8 +250,9 @@ def _checked_app(
     scratch: Path,
     clock: _Clock,
     options: BuildOptions,
-) -> tuple[Literal["wsgi", "asgi"], Layer]:
-    """The app's interface and its final layer (plus the project's wheel when packaged).
+) -> tuple[Literal["wsgi", "asgi"], Layer, WorkerMemory]:
+    """The app's interface, its final layer (plus the project's wheel when packaged) and
+    what one worker of it costs.
 
     Importing the same app files against the same dependency set in the same builder
     gives the same answer, so the result is cached by exactly those inputs: a no-change
@@ -252,15 +260,22 @@ def _checked_app(
     key = hashlib.sha256(
         json.dumps(
             [CHECK_RECIPE, app_only.diff_id, deps.key, builder.image_id, plan.app,
-             plan.install_project, plan.project.config.server.interface],
+             plan.install_project, plan.project.config.server.interface,
+             wheels.measure_job(plan), plan.project.config.server.worker_memory],
         ).encode()
     ).hexdigest()  # fmt: skip
     cached = store.read_index("app-check", key)
     if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"}:
         layer = Layer.from_doc(cached.get("layer"))
-        if layer is not None and store.has(layer.digest) and store.has(layer.diff_id):
+        memory = WorkerMemory.from_doc(cached.get("memory"))
+        if (
+            layer is not None
+            and memory is not None
+            and store.has(layer.digest)
+            and store.has(layer.diff_id)
+        ):
             clock.sub("app check", 0.0, "cached: same app files and dependencies")
-            return cached["interface"], layer
+            return cached["interface"], layer, memory
     app_tar = _uncompressed(store, app_only, scratch / "app.tar")
     check = wheels.check_app(
         engine, plan, builder, deps, app_tar, clock.sub,
@@ -269,8 +284,15 @@ def _checked_app(
     app_layer = app_only
     if check.project_site_tar is not None:
         app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
-    store.write_index("app-check", key, {"interface": check.interface, "layer": app_layer.to_doc()})
-    return check.interface, app_layer
+    doc = {
+        "interface": check.interface,
+        "layer": app_layer.to_doc(),
+        "memory": check.memory.to_doc(),
+    }
+    store.write_index("app-check", key, doc)
+    if check.memory.note:
+        clock.sub("app check", 0.0, check.memory.note)
+    return check.interface, app_layer, check.memory
 
 
 def _scratch(store: BlobStore) -> Path:

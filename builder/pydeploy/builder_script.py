@@ -12,7 +12,8 @@ A job with `"light": true` runs in the base image itself (no compilers added): n
 third-party is built from source (`--only-binary :all:`, except the local path packages),
 and stand-in compilers on PATH record any build that tried to compile. The host then
 retries in the full builder (see failures.needs_full_builder).
-    builder_script.py inspect-app TARGET   (run by `check` under the venv's python)
+    builder_script.py inspect-app TARGET [MEASURE_JSON]   (run by `check` under the
+                                           venv's python; see measure_worker)
 
 The host reads stdout: lines starting with `##pydeploy:` are protocol, the rest is tool
 output, kept for error messages and --verbose:
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import traceback
 import uuid
 from pathlib import Path
@@ -64,6 +67,15 @@ SERVER_IN = ".pydeploy-server.in"
 PINS = ".pydeploy-pins.txt"
 CONSTRAINTS = ".pydeploy-constraints.txt"
 EXIT_STEP_FAILED = 3
+# The measured worker's first request (and ASGI lifespan startup) gets this long: an app
+# that waits on a database the builder cannot reach is measured as far as it got.
+FIRST_REQUEST_TIMEOUT = 10.0
+# What a worker process imports besides the app, per server (the master imports the same).
+SERVER_MODULES = {
+    "gunicorn": ("gunicorn.app.wsgiapp", "gunicorn.workers.sync", "gunicorn.workers.gthread"),
+    "gunicorn-uvicorn": ("gunicorn.app.wsgiapp", "uvicorn_worker"),
+    "uvicorn": ("uvicorn.main", "uvicorn.supervisors"),
+}
 # Light jobs: stand-in compilers, and the file they append their names to.
 NO_COMPILERS_DIR = "/run/pydeploy/no-compilers"
 COMPILERS_USED = "/run/pydeploy/compilers-used"
@@ -516,8 +528,14 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
         compile_bytecode(venv_python, site, ["-s", site, "-p", final])
         env["PYTHONPATH"] = site
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # A fixed hash seed makes the memory measurement repeat to within a few KiB, so two
+    # builds of the same inputs record the same number (and give the same image).
+    env["PYTHONHASHSEED"] = "0"
+    argv = [venv_python, str(Path(__file__).resolve()), "inspect-app", job["target"]]
+    if job.get("measure") is not None:
+        argv.append(json.dumps(job["measure"]))
     proc = subprocess.run(
-        [venv_python, str(Path(__file__).resolve()), "inspect-app", job["target"]],
+        argv,
         cwd=job["app_dir"],
         env=env,
         stdout=subprocess.PIPE,
@@ -535,9 +553,16 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
     return {"app": found, "project_site": site, "wheel": wheel}
 
 
-def inspect_app(target: str) -> int:
-    """Import `module:attr` from the cwd and say whether it is a WSGI or ASGI app."""
+def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
+    """Import `module:attr` from the cwd and say whether it is a WSGI or ASGI app; with
+    `measure`, also what one worker of it costs (see measure_worker)."""
     sys.path.insert(0, str(Path.cwd()))
+    memory: dict[str, Any] = {}
+    if measure is not None:
+        # Before the app, as in a server process: what the master costs on its own.
+        memory["baseline_kib"] = anon_kib()
+        memory["server_modules"] = import_quietly(server_modules(measure))
+        memory["server_kib"] = anon_kib()
     module_name, _, attribute = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -558,8 +583,199 @@ def inspect_app(target: str) -> int:
             "interface": kind if kind in ("wsgi", "asgi") else None,
             "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
         }
+        if measure is not None and found["ok"]:
+            found["memory"] = measure_worker(obj, kind, measure, memory)
     emit("app", json.dumps(found, sort_keys=True))
     return 0
+
+
+# --- what one worker costs -------------------------------------------------------------
+
+
+def server_modules(measure: dict[str, Any]) -> list[str]:
+    """The modules a worker of the chosen server imports (`auto` is gunicorn, with
+    uvicorn workers for ASGI apps; decided before the interface is known, so both)."""
+    server = measure.get("server") or "auto"
+    if server == "auto":
+        return [*SERVER_MODULES["gunicorn"], "uvicorn_worker"]
+    return list(SERVER_MODULES.get(server, ()))
+
+
+def import_quietly(names: list[str]) -> list[str]:
+    """Import what is installed; the server may be absent (the app check still runs)."""
+    imported = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S112 - a missing server part is measured as absent
+            continue
+        imported.append(name)
+    return imported
+
+
+def status_kib(text: str) -> int | None:
+    """Private resident memory from /proc/self/status: RssAnon (what a worker cannot share
+    with the page cache; file pages are shared and reclaimable), else VmRSS."""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[key] = int(parts[0])
+    return fields.get("RssAnon", fields.get("VmRSS"))
+
+
+def anon_kib() -> int | None:
+    try:
+        return status_kib(Path("/proc/self/status").read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def measure_worker(
+    app: Any, interface: str, measure: dict[str, Any], memory: dict[str, Any]
+) -> dict[str, Any]:
+    """Private memory after the app is imported and has answered one synthetic request in
+    this process, as a freshly started worker holds it. The request runs in a thread with a
+    deadline; an app that hangs or fails is measured as far as it got, and says so."""
+    memory["imported_kib"] = anon_kib()
+    if measure.get("request", True):
+        path = measure.get("path") or "/"
+        serve = serve_wsgi_once if interface == "wsgi" else serve_asgi_once
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                outcome.append(serve(app, path))
+            except BaseException as exc:  # noqa: BLE001 - the app's failure is only noted
+                outcome.append(f"raised {type(exc).__name__}")
+
+        thread = threading.Thread(target=run, name="pydeploy-first-request", daemon=True)
+        thread.start()
+        thread.join(FIRST_REQUEST_TIMEOUT)
+        memory["request"] = (
+            outcome[0] if outcome else f"timed out after {FIRST_REQUEST_TIMEOUT:g} s"
+        )
+        memory["path"] = path
+    memory["worker_kib"] = anon_kib()
+    return memory
+
+
+def wsgi_environ(target: str) -> dict[str, Any]:
+    """A PEP 3333 environ for `GET target` from loopback."""
+    path, _, query = target.partition("?")
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+        "HTTP_USER_AGENT": "pydeploy-app-check",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def serve_wsgi_once(app: Any, target: str) -> str:
+    """Call the WSGI app once and drain its body; `HTTP <status>`."""
+    statuses: list[str] = []
+
+    def start_response(status: str, _headers: Any, _exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return lambda _data: None
+
+    body = app(wsgi_environ(target), start_response)
+    try:
+        for _chunk in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return f"HTTP {statuses[-1].split()[0]}" if statuses else "no response"
+
+
+_KEPT: list[Any] = []
+
+
+def serve_asgi_once(app: Any, target: str) -> str:
+    """Run the ASGI lifespan startup (as a worker does first; an app without lifespan
+    support may raise, which servers tolerate too), then one `GET path`."""
+    import asyncio  # noqa: PLC0415 - only ASGI measurements need it
+
+    async def lifespan() -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue.put_nowait({"type": "lifespan.startup"})
+        started = asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message.get("type", "").startswith("lifespan.startup."):
+                started.set()
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        task = asyncio.ensure_future(app(scope, queue.get, send))
+        _KEPT.append((task, queue))
+        waiter = asyncio.ensure_future(started.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an app without lifespan support raises here
+
+    path, _, query = target.partition("?")
+
+    async def request() -> str:
+        statuses: list[int] = []
+        received = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client never disconnects
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                statuses.append(int(message.get("status", 0)))
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode("utf-8", "replace"),
+            "query_string": query.encode("utf-8", "replace"),
+            "root_path": "",
+            "headers": [(b"host", b"localhost"), (b"user-agent", b"pydeploy-app-check")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        await app(scope, receive, send)
+        return f"HTTP {statuses[-1]}" if statuses else "no response"
+
+    async def both() -> str:
+        await lifespan()
+        return await request()
+
+    # Never closed, and the lifespan task kept referenced: it stays pending, as in a running
+    # worker, until the process exits (collected, it would complain).
+    loop = asyncio.new_event_loop()
+    _KEPT.append(loop)
+    return loop.run_until_complete(both())
 
 
 def _user_traceback(exc: BaseException, limit: int = 15) -> str:
@@ -587,7 +803,12 @@ def main(argv: list[str]) -> int:
         emit("result", json.dumps(probe(argv[2] if len(argv) > 2 else sys.executable)))
         return 0
     if command == "inspect-app":
-        return inspect_app(argv[2])
+        measure = json.loads(argv[3]) if len(argv) > 3 else None
+        code = inspect_app(argv[2], measure)
+        # Threads or atexit hooks the app started must not keep the check waiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
     try:
         result = install(job) if command == "install" else check(job)

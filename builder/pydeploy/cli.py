@@ -515,6 +515,7 @@ def manifest_cmd(
 
     the_plan = _deploy_plan(directory, base_image, network, tags)
     lines = _Lines()
+    worker_memory = None
     if image is None:
         from pydeploy.engine import Engine  # noqa: PLC0415
 
@@ -527,12 +528,13 @@ def manifest_cmd(
             engine.cleanup()
         tag = result.tags[0]
         image = manifests.digest_ref(tag, result.pushed.get(tag, result.image.manifest_digest))
+        worker_memory = result.memory
         if not push:
             lines.say(
                 f"pydeploy: {image} is in the local engine only; push it (`pydeploy build "
                 "--push`, or --push here) before a cluster can pull it by digest."
             )
-    spec = manifests.spec_from_plan(the_plan, image, replicas=replicas)
+    spec = manifests.spec_from_plan(the_plan, image, replicas=replicas, worker_memory=worker_memory)
     for warning in manifests.warnings(spec):
         lines.say(f"pydeploy: warning: {warning}")
     click.echo(manifests.render(manifests.documents(spec, fmt)), nl=False)

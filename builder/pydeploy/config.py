@@ -110,14 +110,16 @@ class ServerConfig(_Table):
         "auto",
         description=(
             "Worker processes. `auto`: decided at container start from WEB_CONCURRENCY, "
-            "else 2 x effective CPUs + 1 (CPU affinity and cgroup quota)."
+            "else 2 x effective CPUs + 1 (CPU affinity and cgroup quota), capped by what "
+            "the cgroup memory limit holds (at least 1)."
         ),
     )
     worker_memory: Annotated[int, Field(ge=16)] | None = Field(
         None,
         description=(
-            "Memory budget per worker in MiB. When set, `auto` workers are capped by the "
-            "container's cgroup memory limit divided by this budget."
+            "Memory per worker in MiB, replacing what the build measures (the app check "
+            "imports the app and serves it one request; with this set, it sends none). "
+            "`auto` workers are capped to what the cgroup memory limit holds."
         ),
     )
     threads: Annotated[int, Field(ge=1, le=256)] | None = Field(
@@ -297,7 +299,8 @@ class ResourcesConfig(_Table):
     memory: MiB | None = Field(
         None,
         description=(
-            "Memory limit in MiB. With `server.worker-memory`, it also caps `auto` workers."
+            "Memory limit in MiB; it also caps `auto` workers (what one worker costs is "
+            "measured at build, or `server.worker-memory`)."
         ),
     )
     cpu_request: Cores | None = Field(

@@ -2,8 +2,9 @@
 
 pydeploy copies this file into the image as /opt/pydeploy/launcher.py next to the
 launch.json it wrote at build time. At container start it decides the worker count from
-the container's real CPU budget (cgroup quota and affinity, not the host's core count),
-builds the gunicorn or uvicorn command line and hands the process over to the server.
+the container's real CPU budget (cgroup quota and affinity, not the host's core count)
+and its memory limit (what one worker costs was measured at build), builds the gunicorn
+or uvicorn command line and hands the process over to the server.
 
 It runs under whatever interpreter the image has (Python >= 3.8), so it imports only the
 standard library, never pydeploy, and keeps to 3.8 syntax and APIs at runtime.
@@ -50,6 +51,11 @@ GUNICORN_CONTROL_SOCKET_SINCE = (25, 1)
 UVICORN_JITTER_SINCE = (0, 41)
 # cgroup v1 reports "no memory limit" as a page-rounded 2**63-1; anything this big is none.
 UNLIMITED_MEMORY_BYTES = 1 << 60
+# Where launch.json's worker_memory_mb came from (pydeploy.memory writes these).
+MEASURED_ORIGIN = "measured at build"
+CONFIGURED_ORIGIN = "server.worker-memory"
+# The master's share when the build recorded none (an ejected Dockerfile, a failed probe).
+DEFAULT_MASTER_MEMORY_MB = 32
 
 # Signals a PID-1 supervisor passes on to uvicorn (the same set gunicorn's master handles).
 FORWARDED_SIGNALS = (
@@ -88,6 +94,8 @@ class LaunchConfig:
     port: int = 8000
     workers: int | None = None
     worker_memory_mb: int | None = None
+    worker_memory_origin: str | None = None
+    master_memory_mb: int | None = None
     threads: int | None = None
     timeout: int = 30
     graceful_timeout: int = 25
@@ -167,6 +175,8 @@ def parse_config(data: object) -> LaunchConfig:
         port=_int(data, "port", 8000, 1),
         workers=_optional_int(data, "workers", 1),
         worker_memory_mb=_optional_int(data, "worker_memory_mb", 1),
+        worker_memory_origin=_optional_str(data, "worker_memory_origin", None),
+        master_memory_mb=_optional_int(data, "master_memory_mb", 0),
         threads=_optional_int(data, "threads", 1),
         timeout=_int(data, "timeout", 30, 0),
         graceful_timeout=_int(data, "graceful_timeout", 25, 0),
@@ -392,6 +402,36 @@ def effective_cpus(affinity: int, quota: float | None) -> int:
 class WorkerDecision:
     count: int
     reason: str  # where the number came from, for the startup line
+    warning: str | None = None  # printed on its own line when the count risks the OOM killer
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """What the master and each worker cost, from launch.json."""
+
+    worker_mib: int
+    master_mib: int
+    origin: str  # MEASURED_ORIGIN or CONFIGURED_ORIGIN
+
+    def per_worker(self) -> str:
+        how = "measured at build" if self.origin == MEASURED_ORIGIN else f"from {self.origin}"
+        return f"~{self.worker_mib} MiB per worker {how}"
+
+
+def memory_budget(config: LaunchConfig) -> MemoryBudget | None:
+    if config.worker_memory_mb is None:
+        return None
+    master = config.master_memory_mb
+    return MemoryBudget(
+        config.worker_memory_mb,
+        DEFAULT_MASTER_MEMORY_MB if master is None else master,
+        config.worker_memory_origin or CONFIGURED_ORIGIN,
+    )
+
+
+def memory_allows(limit_mib: int, master_mib: int, worker_mib: int) -> int:
+    """Workers that fit next to the master: floor((limit - master) / worker), maybe 0."""
+    return max(0, (limit_mib - master_mib) // worker_mib)
 
 
 def _fmt_cpus(cpus: float) -> str:
@@ -405,19 +445,26 @@ def decide_workers(
     affinity: int,
     quota: CpuQuota | None,
     memory: MemoryLimit | None = None,
-    worker_memory_mb: int | None = None,
+    budget: MemoryBudget | None = None,
 ) -> WorkerDecision:
-    """WEB_CONCURRENCY, else the configured count, else 2 x effective CPUs + 1.
+    """WEB_CONCURRENCY, else the configured count, else min(2 x effective CPUs + 1, what
+    the memory limit allows), at least 1.
 
-    Only the automatic count is capped by the memory budget: explicit numbers from the
-    operator or the config are never second-guessed.
+    Explicit numbers from the operator or the config are never second-guessed, only
+    warned about when they do not fit the memory limit. When not even one worker fits,
+    one starts anyway, with a warning: a server that refuses to start helps nobody.
     """
     if web_concurrency is not None:
-        return WorkerDecision(web_concurrency, f"WEB_CONCURRENCY={web_concurrency}")
+        explicit = WorkerDecision(web_concurrency, f"WEB_CONCURRENCY={web_concurrency}")
+        return _warn_if_over(explicit, memory, budget)
     if configured is not None:
-        return WorkerDecision(configured, f"configured workers = {configured}")
+        explicit = WorkerDecision(configured, f"configured workers = {configured}")
+        return _warn_if_over(explicit, memory, budget)
+    return _memory_cap(_cpu_workers(affinity, quota), memory, budget)
+
+
+def _cpu_workers(affinity: int, quota: CpuQuota | None) -> WorkerDecision:
     cpus = effective_cpus(affinity, quota.cpus if quota is not None else None)
-    count = 2 * cpus + 1
     if quota is not None and math.ceil(quota.cpus) <= affinity:
         reason = (
             f"2*{cpus}+1 from {quota.source} CPU quota {_fmt_cpus(quota.cpus)}; affinity {affinity}"
@@ -429,15 +476,48 @@ def decide_workers(
         )
     else:
         reason = f"2*{cpus}+1 from CPU affinity {affinity}; no cgroup CPU quota"
-    if worker_memory_mb is not None and memory is not None:
-        cap = max(1, memory.mib // worker_memory_mb)
-        if cap < count:
-            count = cap
-            reason += (
-                f"; capped by {memory.source} memory limit {memory.mib} MiB"
-                f" // worker_memory_mb {worker_memory_mb}"
-            )
-    return WorkerDecision(count, reason)
+    return WorkerDecision(2 * cpus + 1, reason)
+
+
+def _memory_cap(
+    cpu: WorkerDecision, memory: MemoryLimit | None, budget: MemoryBudget | None
+) -> WorkerDecision:
+    if memory is None:
+        return cpu
+    if budget is None:
+        unused = f"{memory.source} memory limit {memory.mib} MiB unused: no per-worker estimate"
+        return WorkerDecision(cpu.count, f"{cpu.reason}; {unused}")
+    allows = memory_allows(memory.mib, budget.master_mib, budget.worker_mib)
+    reason = (
+        f"cpu allows {cpu.count}: {cpu.reason}; memory allows {allows}: {memory.source} limit "
+        f"{memory.mib} MiB, ~{budget.master_mib} MiB master + {budget.per_worker()}"
+    )
+    warning = None
+    if allows < 1:
+        need = budget.master_mib + budget.worker_mib
+        warning = (
+            f"the {memory.source} memory limit of {memory.mib} MiB is below the ~{need} MiB "
+            f"that the master (~{budget.master_mib} MiB) and one worker "
+            f"({budget.per_worker()}) need; starting 1 worker anyway, which the kernel may "
+            f"OOM-kill under load. Raise the memory limit to at least {need} MiB."
+        )
+    return WorkerDecision(max(1, min(cpu.count, allows)), reason, warning)
+
+
+def _warn_if_over(
+    explicit: WorkerDecision, memory: MemoryLimit | None, budget: MemoryBudget | None
+) -> WorkerDecision:
+    if memory is None or budget is None:
+        return explicit
+    need = budget.master_mib + explicit.count * budget.worker_mib
+    if need <= memory.mib:
+        return explicit
+    warning = (
+        f"{explicit.count} workers need ~{need} MiB (~{budget.master_mib} MiB master + "
+        f"{budget.per_worker()}), more than the {memory.source} memory limit of "
+        f"{memory.mib} MiB: workers may be OOM-killed. Lower the count or raise the limit."
+    )
+    return WorkerDecision(explicit.count, explicit.reason, warning)
 
 
 # --------------------------------------------------------------------------- installed versions
@@ -558,6 +638,7 @@ def plan_launch(config: LaunchConfig, environ: Mapping[str, str], system: System
     port = env_port(environ, config.port)
     web_concurrency = env_web_concurrency(environ)
     auto = web_concurrency is None and config.workers is None
+    budget = memory_budget(config)
     decision = decide_workers(
         web_concurrency=web_concurrency,
         configured=config.workers,
@@ -565,10 +646,10 @@ def plan_launch(config: LaunchConfig, environ: Mapping[str, str], system: System
         quota=cgroup_cpu_quota(system.cgroup_root, system.proc_cgroup) if auto else None,
         memory=(
             cgroup_memory_limit(system.cgroup_root, system.proc_cgroup)
-            if auto and config.worker_memory_mb is not None
+            if auto or budget is not None
             else None
         ),
-        worker_memory_mb=config.worker_memory_mb,
+        budget=budget,
     )
     venv = Path(config.venv)
     threads = None
@@ -788,6 +869,8 @@ def main(
         if plan.server == "uvicorn" and is_pid1:
             line += ", supervised by the launcher as PID 1"
         _say(sys.stderr, line)
+        if plan.workers.warning:
+            _say(sys.stderr, f"{PROG}: warning: {plan.workers.warning}")
         if command == "print-command":
             decided: dict[str, object] = {
                 "argv": plan.argv,

@@ -2,11 +2,12 @@
 compose service. Pure: a plan and an image reference in, documents (and YAML) out.
 
 What the documents promise matches what the image does: the launcher sizes `auto`
-workers from the cgroup CPU quota and memory limit, so `resources` limits here are the
-numbers the workers are computed from; the grace period outlasts the server's graceful
-timeout; the numeric user is the image's; the root filesystem is read-only with
-writable mounts only where the server and libraries write (/tmp and $HOME; gunicorn's
-worker heartbeat lives in /dev/shm, a tmpfs every runtime provides).
+workers from the cgroup CPU quota and memory limit (with what one worker costs, measured
+at build), so `resources` limits here are the numbers the workers are computed from;
+the grace period outlasts the server's graceful timeout; the numeric user is the image's;
+the root filesystem is read-only with writable mounts only where the server and libraries
+write (/tmp and $HOME; gunicorn's worker heartbeat lives in /dev/shm, a tmpfs every
+runtime provides).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from pydeploy import launcher, memory
 from pydeploy.assemble import USER_NAME
 from pydeploy.config import ResourcesConfig
 from pydeploy.errors import ConfigError
@@ -51,6 +53,9 @@ class DeploySpec:
     healthcheck: dict[str, Any] | None
     resources: ResourcesConfig
     replicas: int = 1
+    workers: int | None = None  # `server.workers`; None: `auto`
+    # What a worker costs: the build's measurement, or `server.worker-memory`, or unknown.
+    worker_memory: memory.WorkerMemory | None = None
 
     @property
     def grace_period(self) -> int:
@@ -85,7 +90,18 @@ def dns_name(text: str) -> str:
     return name[:63].rstrip("-") or "app"
 
 
-def spec_from_plan(plan: BuildPlan, image: str, *, replicas: int = 1) -> DeploySpec:
+def spec_from_plan(
+    plan: BuildPlan,
+    image: str,
+    *,
+    replicas: int = 1,
+    worker_memory: memory.WorkerMemory | None = None,
+) -> DeploySpec:
+    """`worker_memory`: the build's (BuildResult.memory); without one, only an explicit
+    `server.worker-memory` is known."""
+    if worker_memory is None:
+        configured = plan.project.config.server.worker_memory
+        worker_memory = memory.estimate(None, server=plan.server, configured=configured)
     return DeploySpec(
         name=dns_name(repository_name(plan.project)),
         image=check_digest_ref(image),
@@ -96,6 +112,8 @@ def spec_from_plan(plan: BuildPlan, image: str, *, replicas: int = 1) -> DeployS
         healthcheck=plan.healthcheck,
         resources=plan.project.config.resources,
         replicas=replicas,
+        workers=plan.launch["workers"],
+        worker_memory=worker_memory,
     )
 
 
@@ -107,11 +125,54 @@ def warnings(spec: DeploySpec) -> list[str]:
             "tool.pydeploy.resources.cpu is not set: without a CPU limit, `auto` workers "
             "are sized from the node's CPU count (2 x CPUs + 1), which can be many."
         )
-    if spec.resources.memory is None:
-        found.append(
-            "tool.pydeploy.resources.memory is not set: the container has no memory limit."
-        )
+    found.extend(_memory_warnings(spec))
     return found
+
+
+def _memory_warnings(spec: DeploySpec) -> list[str]:
+    """The launcher's sizing rule applied to `resources`: no limit at all, a limit that
+    cannot hold one worker, or one that holds fewer workers than the CPU limit (or
+    `server.workers`) asks for."""
+    limit = spec.resources.memory
+    cost = spec.worker_memory
+    if cost is None or cost.worker_mib is None:
+        if limit is None:
+            return ["tool.pydeploy.resources.memory is not set: the container has no memory limit."]
+        return []
+    master = cost.master_mib or launcher.DEFAULT_MASTER_MEMORY_MB
+    worker = cost.worker_mib
+    costs = f"~{master} MiB for the master + ~{worker} MiB per worker, {cost.origin}"
+    if limit is None:
+        message = (
+            "tool.pydeploy.resources.memory is not set: the container has no memory limit, "
+            f"so nothing but the node's memory bounds the workers ({costs})."
+        )
+        return [message]
+    allows = launcher.memory_allows(limit, master, worker)
+    if allows < 1:
+        message = (
+            f"tool.pydeploy.resources.memory = {limit} MiB does not fit one worker ({costs}): "
+            "the container starts 1 worker anyway, and the kernel may OOM-kill it under "
+            f"load. Set memory to at least {master + worker}."
+        )
+        return [message]
+    wanted, source = spec.workers, "tool.pydeploy.server.workers"
+    if wanted is None and spec.resources.cpu is not None:
+        quota = launcher.CpuQuota(spec.resources.cpu, "resources.cpu")
+        affinity = math.ceil(spec.resources.cpu)
+        decision = launcher.decide_workers(
+            web_concurrency=None, configured=None, affinity=affinity, quota=quota
+        )
+        wanted, source = decision.count, f"cpu = {spec.resources.cpu:g}"
+    if wanted is None or allows >= wanted:
+        return []
+    outcome = f"the image starts {allows}" if spec.workers is None else "they may be OOM-killed"
+    message = (
+        f"tool.pydeploy.resources.memory = {limit} MiB fits {allows} of the {wanted} workers "
+        f"that {source} asks for ({costs}): {outcome}. Set memory to "
+        f"{master + wanted * worker} for {wanted}."
+    )
+    return [message]
 
 
 # --------------------------------------------------------------------------- quantities

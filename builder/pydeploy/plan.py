@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydeploy import launcher, references
 from pydeploy.detect import scan_project
 from pydeploy.errors import ConfigError
+from pydeploy.memory import WorkerMemory
+from pydeploy.memory import launch_keys as memory_launch_keys
 from pydeploy.project import Project, read_lock, resolve_python
 
 VENV = "/opt/venv"
@@ -346,9 +348,14 @@ def _layers(runtime_packages: list[str], install_project: bool) -> tuple[LayerPl
 
 
 def launch_settings(
-    project: Project, app: str, interface: Interface, server: str
+    project: Project,
+    app: str,
+    interface: Interface,
+    server: str,
+    memory: WorkerMemory | None = None,
 ) -> dict[str, Any]:
-    """The launcher's `launch.json`: everything the image decides at start comes from here."""
+    """The launcher's `launch.json`: everything the image decides at start comes from here.
+    `memory`: what the app check measured (without it, only `server.worker-memory`)."""
     s = project.config.server
     return {
         "app": app,
@@ -356,7 +363,7 @@ def launch_settings(
         "server": server,
         "port": project.config.port,
         "workers": None if s.workers == "auto" else s.workers,
-        "worker_memory_mb": s.worker_memory,
+        **memory_launch_keys(memory, s.worker_memory),
         "threads": s.threads,
         "timeout": s.timeout,
         "graceful_timeout": s.graceful_timeout,
@@ -394,5 +401,5 @@ def server_command_preview(plan: BuildPlan) -> list[str]:
             config, workers=workers, port=plan.port, gunicorn_version=(99,)
         )
     if config.workers is None:
-        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1>"
+        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1, as memory allows>"
     return argv

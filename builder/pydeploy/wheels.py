@@ -60,6 +60,8 @@ from pydeploy.failures import (
     protocol_result,
     tail,
 )
+from pydeploy.memory import WorkerMemory
+from pydeploy.memory import estimate as estimate_memory
 from pydeploy.oci import as_reader
 from pydeploy.plan import VENV, BuildPlan
 from pydeploy.project import check_python_allowed
@@ -133,6 +135,7 @@ class Dependencies:
 class AppCheck:
     interface: Literal["wsgi", "asgi"]
     project_site_tar: Path | None  # entries relative to site-packages
+    memory: WorkerMemory  # what one worker costs (see pydeploy.memory)
 
 
 # --- builder image ------------------------------------------------------------------------
@@ -785,6 +788,7 @@ def check_app(
             "install_project": plan.install_project,
             "target": plan.app,
             "light": chosen.light,
+            "measure": measure_job(plan),
         }
         with engine.container(
             chosen.name,
@@ -808,8 +812,24 @@ def check_app(
             if result.get("project_site"):
                 _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
         break
-    interface = _decide_interface(plan, result.get("app") or {}, transcript.text)
-    return AppCheck(interface, site_tar if result.get("project_site") else None)
+    found = result.get("app") or {}
+    interface = _decide_interface(plan, found, transcript.text)
+    memory = estimate_memory(
+        found.get("memory"), server=plan.server, configured=plan.project.config.server.worker_memory
+    )
+    return AppCheck(interface, site_tar if result.get("project_site") else None, memory)
+
+
+def measure_job(plan: BuildPlan) -> dict[str, Any]:
+    """How the check measures a worker: the server's modules, then the app and one GET
+    of the health path (the route the platform polls anyway), unless `worker-memory` is
+    set, which replaces the per-worker measurement and spares the app the request."""
+    config = plan.project.config
+    return {
+        "server": plan.server,
+        "path": config.healthcheck.path or "/",
+        "request": config.server.worker_memory is None,
+    }
 
 
 def _site_entry(name: str) -> str | None:

@@ -315,7 +315,10 @@ def test_pure_python_project_installs_once_and_reproducibly(
     checked = wheels.check_app(
         engine, plan, builder, third, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
     )
-    assert checked == wheels.AppCheck("wsgi", None)
+    assert (checked.interface, checked.project_site_tar) == ("wsgi", None)
+    assert checked.memory.origin == "measured at build"
+    assert checked.memory.worker_mib is not None
+    assert checked.memory.master_mib is not None
 
 
 def test_a_wheels_only_project_never_makes_the_compiler_image(

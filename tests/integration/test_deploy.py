@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -274,9 +275,10 @@ def test_image_runs_with_the_manifests_hardening_and_limits(
     for path in ("/app/probe", "/probe", "/opt/venv/probe"):
         assert probe[path] == "OSError:30", probe  # EROFS: the root filesystem is read-only
 
-    # The launcher sized its workers from the limit the manifests set: 2 x 1 CPU + 1.
+    # The launcher sized its workers from the limits the manifests set: 2 x 1 CPU + 1,
+    # which 256 MiB holds.
     log = container.logs(stdout=False).decode("utf-8", "replace")
-    assert "3 workers (2*1+1 from cgroup" in log, log
+    assert re.search(r"3 workers \(cpu allows 3: 2\*1\+1 from cgroup .*; memory allows", log), log
     started = time.monotonic()
     container.stop(timeout=spec.grace_period)
     container.reload()

@@ -135,7 +135,7 @@ def test_plan_flags_override_the_table(tmp_path: Path) -> None:
 def test_plan_text_shows_command_and_layers() -> None:
     result = CliRunner().invoke(cli, ["plan", str(EXAMPLES / "flask-app")])
     assert result.exit_code == 0, result.output
-    assert "--workers <WEB_CONCURRENCY or 2 x CPUs + 1>" in result.output
+    assert "--workers <WEB_CONCURRENCY or 2 x CPUs + 1, as memory allows>" in result.output
     assert "3. dependencies" in result.output
 
 

@@ -194,41 +194,138 @@ def test_empty_web_concurrency_counts_as_unset(tmp_path: Path) -> None:
     assert launcher.plan_launch(config(), {"WEB_CONCURRENCY": ""}, system).workers.count == 5
 
 
-def test_memory_cap_cgroup_v2(tmp_path: Path) -> None:
-    files = {"cpu.max": "max 100000", "app/memory.max": "max", "memory.max": str(1024 * 2**20)}
-    system = v2_system(tmp_path, "/app", files, affinity=8)
-    decision = auto_workers(system, worker_memory_mb=256)
-    assert decision.count == 4
-    assert decision.reason == (
-        "2*8+1 from CPU affinity 8; no cgroup CPU quota; "
-        "capped by cgroup v2 memory limit 1024 MiB // worker_memory_mb 256"
-    )
-    # Without a budget the memory limit changes nothing.
-    assert auto_workers(system).count == 17
+MiB = 2**20
+# What the app check records for examples/fastapi-app (see pydeploy.memory).
+MEASURED = {
+    "worker_memory_mb": 44,
+    "master_memory_mb": 28,
+    "worker_memory_origin": "measured at build",
+}
+CPU_5 = "2*2+1 from CPU affinity 2; no cgroup CPU quota"
 
 
-def test_memory_cap_cgroup_v1_and_never_below_one(tmp_path: Path) -> None:
-    files = {"memory/memory.limit_in_bytes": str(512 * 2**20)}
-    system = v1_system(tmp_path, DOCKER_V1_LINES, files, affinity=2)
+@pytest.mark.parametrize(
+    ("limit", "master", "worker", "allowed"),
+    [(128, 28, 44, 2), (512, 28, 44, 11), (64, 28, 44, 0), (72, 28, 44, 1), (20, 28, 44, 0)],
+)
+def test_memory_allows_what_fits_next_to_the_master(
+    limit: int, master: int, worker: int, allowed: int
+) -> None:
+    assert launcher.memory_allows(limit, master, worker) == allowed
+
+
+def test_memory_limit_caps_auto_workers_cgroup_v2(tmp_path: Path) -> None:
+    # The limit sits on the pod; the container's own cgroup says "max".
+    files = {"cpu.max": "max 100000", "pod/memory.max": str(128 * MiB), "pod/ctr/memory.max": "max"}
+    system = v2_system(tmp_path, "/pod/ctr", files, affinity=2)
     assert launcher.cgroup_memory_limit(system.cgroup_root, system.proc_cgroup) == MemoryLimit(
-        512, "cgroup v1"
+        128, "cgroup v2"
     )
-    assert auto_workers(system, worker_memory_mb=200).count == 2
-    assert auto_workers(system, worker_memory_mb=4096).count == 1
+    decision = auto_workers(system, **MEASURED)
+    assert decision.count == 2
+    assert decision.reason == (
+        f"cpu allows 5: {CPU_5}; memory allows 2: cgroup v2 limit 128 MiB, "
+        "~28 MiB master + ~44 MiB per worker measured at build"
+    )
+    assert decision.warning is None
 
 
-def test_memory_cap_ignores_unlimited_values(tmp_path: Path) -> None:
+def test_memory_limit_caps_auto_workers_cgroup_v1(tmp_path: Path) -> None:
+    # Docker on v1: /proc/self/cgroup names /docker/<id>, the mount root is the container's.
+    files = {"memory/memory.limit_in_bytes": str(128 * MiB)}
+    system = v1_system(tmp_path, DOCKER_V1_LINES, files, affinity=2)
+    decision = auto_workers(system, **MEASURED)
+    assert decision.count == 2
+    assert "memory allows 2: cgroup v1 limit 128 MiB" in decision.reason
+
+
+def test_memory_limit_takes_the_tightest_v1_ancestor(tmp_path: Path) -> None:
+    lines = ["4:memory:/kubepods/pod1/ctr", "0::/kubepods/pod1/ctr"]
+    files = {
+        "memory/memory.limit_in_bytes": "9223372036854771712",
+        "memory/kubepods/pod1/memory.limit_in_bytes": str(256 * MiB),
+        "memory/kubepods/pod1/ctr/memory.limit_in_bytes": str(512 * MiB),
+    }
+    system = v1_system(tmp_path, lines, files, affinity=8)
+    assert auto_workers(system, **MEASURED).count == (256 - 28) // 44
+
+
+def test_cpu_decides_when_memory_is_plentiful(tmp_path: Path) -> None:
+    system = v2_system(tmp_path, "/", {"memory.max": str(512 * MiB)}, affinity=2)
+    decision = auto_workers(system, **MEASURED)
+    assert decision.count == 5
+    assert "memory allows 11" in decision.reason
+
+
+def test_when_not_even_one_worker_fits_one_starts_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    system = v2_system(tmp_path, "/", {"memory.max": str(64 * MiB)}, affinity=2)
+    decision = auto_workers(system, **MEASURED)
+    assert decision.count == 1
+    assert "memory allows 0: cgroup v2 limit 64 MiB" in decision.reason
+    assert decision.warning is not None
+    assert "starting 1 worker anyway" in decision.warning
+    assert "at least 72 MiB" in decision.warning
+    # main() prints it on its own line, after the startup line.
+    path = write_config(tmp_path, **MEASURED)
+    code = launcher.main(["--config", str(path), "print-command"], environ={}, system=system)
+    assert code == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("pydeploy-launcher: gunicorn, 1 worker (cpu allows 5")
+    assert err[1].startswith("pydeploy-launcher: warning: the cgroup v2 memory limit of 64 MiB")
+
+
+def test_unlimited_memory_values_mean_no_limit(tmp_path: Path) -> None:
     v1_files = {"memory/memory.limit_in_bytes": "9223372036854771712"}
     system = v1_system(tmp_path / "v1", DOCKER_V1_LINES, v1_files, affinity=2)
     assert launcher.cgroup_memory_limit(system.cgroup_root, system.proc_cgroup) is None
-    assert auto_workers(system, worker_memory_mb=1).count == 5
+    decision = auto_workers(system, **MEASURED)
+    assert (decision.count, decision.reason) == (5, CPU_5)
     v2 = v2_system(tmp_path / "v2", "/", {"memory.max": "max"}, affinity=2)
     assert launcher.cgroup_memory_limit(v2.cgroup_root, v2.proc_cgroup) is None
+    assert auto_workers(v2, **MEASURED).count == 5
 
 
-def test_memory_cap_does_not_touch_explicit_counts(tmp_path: Path) -> None:
-    system = v2_system(tmp_path, "/", {"memory.max": str(256 * 2**20)}, affinity=2)
-    assert auto_workers(system, workers=6, worker_memory_mb=256).count == 6
+def test_without_an_estimate_the_limit_is_named_but_unused(tmp_path: Path) -> None:
+    # launch.json from before the measurement (or an ejected Dockerfile's).
+    system = v2_system(tmp_path, "/", {"memory.max": str(128 * MiB)}, affinity=2)
+    decision = auto_workers(system)
+    assert decision.count == 5
+    assert decision.reason == (
+        f"{CPU_5}; cgroup v2 memory limit 128 MiB unused: no per-worker estimate"
+    )
+
+
+def test_configured_worker_memory_counts_a_default_master(tmp_path: Path) -> None:
+    system = v2_system(tmp_path, "/", {"memory.max": str(1024 * MiB)}, affinity=8)
+    decision = auto_workers(
+        system, worker_memory_mb=256, worker_memory_origin="server.worker-memory"
+    )
+    assert decision.count == (1024 - launcher.DEFAULT_MASTER_MEMORY_MB) // 256
+    assert decision.reason.endswith(
+        f"~{launcher.DEFAULT_MASTER_MEMORY_MB} MiB master + ~256 MiB per worker "
+        "from server.worker-memory"
+    )
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_explicit_counts_are_kept_but_warned_about(tmp_path: Path, how: str) -> None:
+    system = v2_system(tmp_path, "/", {"memory.max": str(128 * MiB)}, affinity=2)
+    environ = {"WEB_CONCURRENCY": "4"} if how == "env" else {}
+    overrides: dict[str, object] = {**MEASURED, "workers": None if how == "env" else 4}
+    decision = launcher.plan_launch(config(**overrides), environ, system).workers
+    assert decision.count == 4
+    assert decision.warning is not None
+    assert "4 workers need ~204 MiB" in decision.warning
+    fits = launcher.plan_launch(config(**{**overrides, "workers": 2}), {}, system).workers
+    assert (fits.count, fits.warning) == (2, None)
+
+
+def test_launch_json_memory_keys_are_validated() -> None:
+    for bad in ({"master_memory_mb": "28"}, {"worker_memory_mb": 0}, {"worker_memory_origin": 3}):
+        with pytest.raises(launcher.LaunchError, match=r"launch\.json"):
+            config(**bad)
 
 
 def test_missing_cgroup_files_fall_back_to_affinity(tmp_path: Path) -> None:

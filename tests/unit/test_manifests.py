@@ -20,6 +20,8 @@ from click.testing import CliRunner
 from pydeploy import manifests, runner
 from pydeploy.cli import cli
 from pydeploy.errors import ConfigError
+from pydeploy.launcher import DEFAULT_MASTER_MEMORY_MB
+from pydeploy.memory import WorkerMemory
 from pydeploy.plan import BuildPlan, Overrides, make_plan
 from pydeploy.project import load_project
 
@@ -176,6 +178,67 @@ def test_no_resources_means_no_resources_key_and_a_warning(tmp_path: Path) -> No
     container = manifests.kubernetes(spec)[0]["spec"]["template"]["spec"]["containers"][0]
     assert "resources" not in container
     assert any("resources.cpu" in w for w in manifests.warnings(spec))
+
+
+# What a build of this project measured (the numbers of examples/fastapi-app).
+MEASURED = WorkerMemory(44, 28, "measured at build")
+
+
+def memory_warnings(tmp_path: Path, table: str, measured: WorkerMemory | None) -> list[str]:
+    plan = plan_of(write_project(tmp_path / "p", table))
+    spec = manifests.spec_from_plan(plan, IMAGE, worker_memory=measured)
+    return [w for w in manifests.warnings(spec) if "resources.memory" in w]
+
+
+def test_memory_that_fits_fewer_workers_than_the_cpu_limit_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    table = "[tool.pydeploy.resources]\ncpu = 2\nmemory = 128\n"
+    (warning,) = memory_warnings(tmp_path, table, MEASURED)
+    assert warning == (
+        "tool.pydeploy.resources.memory = 128 MiB fits 2 of the 5 workers that cpu = 2 asks "
+        "for (~28 MiB for the master + ~44 MiB per worker, measured at build): the image "
+        "starts 2. Set memory to 248 for 5."
+    )
+
+
+def test_memory_that_fits_no_worker_is_warned_about(tmp_path: Path) -> None:
+    table = "[tool.pydeploy.resources]\ncpu = 1\nmemory = 64\n"
+    (warning,) = memory_warnings(tmp_path, table, MEASURED)
+    assert "64 MiB does not fit one worker" in warning
+    assert "at least 72" in warning
+
+
+def test_memory_that_fits_every_worker_is_not_warned_about(tmp_path: Path) -> None:
+    table = "[tool.pydeploy.resources]\ncpu = 1\nmemory = 256\n"
+    assert memory_warnings(tmp_path, table, MEASURED) == []
+
+
+def test_explicit_workers_over_the_memory_limit_are_warned_about(tmp_path: Path) -> None:
+    table = "[tool.pydeploy.server]\nworkers = 4\n[tool.pydeploy.resources]\nmemory = 128\n"
+    (warning,) = memory_warnings(tmp_path, table, MEASURED)
+    assert "fits 2 of the 4 workers that tool.pydeploy.server.workers asks for" in warning
+    assert "they may be OOM-killed" in warning
+
+
+def test_configured_worker_memory_is_used_without_a_build(tmp_path: Path) -> None:
+    # `manifest --image` builds nothing: `server.worker-memory` is all there is to go on.
+    table = (
+        "[tool.pydeploy.server]\nworker-memory = 100\n"
+        "[tool.pydeploy.resources]\ncpu = 2\nmemory = 256\n"
+    )
+    (warning,) = memory_warnings(tmp_path, table, None)
+    assert "fits 2 of the 5 workers" in warning
+    assert f"~{DEFAULT_MASTER_MEMORY_MB} MiB for the master + ~100 MiB per worker" in warning
+    assert "server.worker-memory" in warning
+
+
+def test_no_memory_limit_is_warned_about_with_the_worker_cost(tmp_path: Path) -> None:
+    (warning,) = memory_warnings(tmp_path, "", MEASURED)
+    assert warning.startswith("tool.pydeploy.resources.memory is not set")
+    assert "~44 MiB per worker" in warning
+    (plain,) = memory_warnings(tmp_path / "unknown", "", None)
+    assert plain.endswith("the container has no memory limit.")
 
 
 def test_service_selects_the_deployments_pods(plan: BuildPlan) -> None:
