@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydeploy import assemble, cachegc, publish, wheels
-from pydeploy.appfiles import app_entries
+from pydeploy.appfiles import app_files
 from pydeploy.blobs import BlobStore
 from pydeploy.engine import Engine, ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.oci import (
     BaseImage,
+    FileEntry,
     Image,
     Layer,
     assemble_image,
@@ -169,11 +170,15 @@ def _build(
 
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)
-        app_only = assemble.layer(store, app_entries(plan), "app")
+        selected = app_files(plan, store=store)
+        for warning in selected.warnings:
+            clock.sub("warning", 0.0, warning)
+        app_only = assemble.layer(store, selected.entries, "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
         interface, app_layer = _checked_app(
-            engine, store, plan, builder, deps, app_only, scratch, clock, options
-        )
+            engine, store, plan, builder, deps, selected.entries, app_only, scratch, clock,
+            options,
+        )  # fmt: skip
         server = (
             plan.server
             if plan.server != "auto"
@@ -239,6 +244,7 @@ def _checked_app(
     plan: BuildPlan,
     builder: wheels.BuilderImage,
     deps: wheels.Dependencies,
+    app: list[FileEntry],
     app_only: Layer,
     scratch: Path,
     clock: _Clock,
@@ -268,7 +274,7 @@ def _checked_app(
     )  # fmt: skip
     app_layer = app_only
     if check.project_site_tar is not None:
-        app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
+        app_layer = _with_project(store, app, builder, check.project_site_tar, scratch)
     store.write_index("app-check", key, {"interface": check.interface, "layer": app_layer.to_doc()})
     return check.interface, app_layer
 
@@ -321,7 +327,7 @@ def _venv_layer(
 
 def _with_project(
     store: BlobStore,
-    plan: BuildPlan,
+    app: list[FileEntry],
     builder: wheels.BuilderImage,
     site_tar: Path,
     scratch: Path,
@@ -332,7 +338,7 @@ def _with_project(
         project_files = entries_from_tar(
             handle, strip_prefix="", dest_prefix=site, spool_dir=scratch / "project"
         )
-    return assemble.layer(store, [*app_entries(plan), *project_files], "app")
+    return assemble.layer(store, [*app, *project_files], "app")
 
 
 def _system_layers(

@@ -15,44 +15,27 @@ from pydeploy import launcher
 from pydeploy.detect import scan_project
 from pydeploy.errors import ConfigError
 from pydeploy.project import Project, resolve_python
+from pydeploy.skiplist import BUILD_OUTPUT_DIRS, CACHE_DIRS, NEVER
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
 LAUNCHER_DIR = "/opt/pydeploy"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 
-# Never in an app layer, whatever the ignore files say (secrets, VCS, local envs, caches).
+# Out of the app layer by default; `include` brings these back (but never skiplist.NEVER).
+# appfiles adds skiplist.CREDENTIALS on top, which `include` overrides only with a warning.
 ALWAYS_EXCLUDED = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    ".env",
-    ".env.*",
+    *NEVER,
     "*.env",
-    ".venv/",
     "venv/",
-    "__pycache__/",
-    "*.py[cod]",
-    ".pytest_cache/",
-    ".mypy_cache/",
-    ".ruff_cache/",
-    ".tox/",
-    ".nox/",
+    *(f"{name}/" for name in (*CACHE_DIRS, *BUILD_OUTPUT_DIRS)),
     ".coverage",
     ".coverage.*",
     "htmlcov/",
-    "build/",
-    "dist/",
     "*.egg-info/",
-    "node_modules/",
     ".DS_Store",
     ".idea/",
     ".vscode/",
-    ".netrc",
-    ".pypirc",
-    "*.pem",
-    "*.key",
-    "id_rsa*",
     ".pydeploy/",  # files `pydeploy dockerfile --write` generates for docker build
 )
 TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pydeploy.appfiles import app_entries
+from pydeploy.appfiles import app_files
 from pydeploy.plan import make_plan
 from pydeploy.project import load_project
 
@@ -52,7 +52,7 @@ def make_project(tmp_path: Path, table: str = "") -> Path:
 
 def paths(root: Path) -> set[str]:
     plan = make_plan(load_project(root))
-    return {e.path for e in app_entries(plan) if e.kind == "file"}
+    return {e.path for e in app_files(plan).entries if e.kind == "file"}
 
 
 def test_default_filtering(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_entries_are_root_owned_and_not_group_writable(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     (root / "main.py").chmod(0o777)
     plan = make_plan(load_project(root))
-    for entry in app_entries(plan):
+    for entry in app_files(plan).entries:
         assert entry.uid == 0
         assert entry.gid == 0
         assert entry.mode & 0o022 == 0, entry
