@@ -33,11 +33,12 @@ from pydeploy.oci import (
     import_docker_save,
     open_uncompressed,
 )
-from pydeploy.plan import VENV, BuildPlan, launch_settings
+from pydeploy.plan import SETUID_ROLE, VENV, BuildPlan, launch_settings
 from pydeploy.project import git_commit_time, git_revision
 
 Progress = Callable[[str, float, "str | None"], None]
 CHECK_RECIPE = "app-check-v1"
+SETUID_RECIPE = "no-setuid-v1"
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,16 @@ def build(
     clock = _Clock(progress, timings)
     store = BlobStore(cache_root(options.cache_dir) / "blobs")
     base_ref = engine.ensure_image(plan.base_image)
+    # Read now, so that a user-id the base already uses fails before any install.
+    passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+    assemble.check_user_id(plan, passwd, group)
     clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
     # Importing the base's layers (docker save + deterministic gzip, once per base) is
     # CPU work that overlaps with the container work below; joined before assembly.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
         base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
-        return _build(plan, engine, options, clock, store, base_ref, base_job, pool)
+        return _build(plan, engine, options, clock, store, base_ref, base_job, pool,
+                      (passwd, group))  # fmt: skip
 
 
 def _build(
@@ -154,6 +159,7 @@ def _build(
     base_ref: ImageRef,
     base_job: Future[BaseImage],
     pool: ThreadPoolExecutor,
+    accounts: tuple[bytes, bytes],
 ) -> BuildResult:
     timings = clock.timings
 
@@ -186,10 +192,12 @@ def _build(
         )
         clock.step("app check", f"{plan.app} is {interface.upper()}; server {server}")
         venv_layer = venv_job.result()
-        passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+        base = base_job.result()
         layers = [
+            # Right on the base: later layers (apt's) may replace these files again.
+            *_setuid_layer(store, plan, base),
             *_system_layers(engine, store, plan, base_ref.image_id, clock.sub),
-            assemble.layer(store, assemble.user_entries(plan, passwd, group), "user"),
+            assemble.layer(store, assemble.user_entries(plan, *accounts), "user"),
             venv_layer,
             app_layer,
             assemble.layer(
@@ -202,7 +210,6 @@ def _build(
         ]
         clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
 
-        base = base_job.result()
         created = created_epoch(plan)
         labels = assemble.oci_labels(
             plan, created_epoch=created, revision=git_revision(plan.project.root),
@@ -339,6 +346,27 @@ def _with_project(
             handle, strip_prefix="", dest_prefix=site, spool_dir=scratch / "project"
         )
     return assemble.layer(store, [*app, *project_files], "app")
+
+
+def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[Layer]:
+    """The layer that drops the base's setuid/setgid bits; none when the base has no such
+    files or `keep-setuid` is set. Cached by base image: it reads every base layer."""
+    if plan.keep_setuid:
+        return []
+    key = hashlib.sha256(f"{SETUID_RECIPE}\0{base.image_id}".encode()).hexdigest()
+    cached = store.read_index(SETUID_ROLE, key)
+    if isinstance(cached, dict) and cached.get("empty") is True:
+        return []
+    layer = Layer.from_doc(cached)
+    if layer is not None and store.has(layer.digest):
+        return [layer]
+    entries = assemble.unprivileged_entries(store, base)
+    if not entries:
+        store.write_index(SETUID_ROLE, key, {"empty": True})
+        return []
+    layer = assemble.layer(store, entries, SETUID_ROLE)
+    store.write_index(SETUID_ROLE, key, layer.to_doc())
+    return [layer]
 
 
 def _system_layers(

@@ -21,6 +21,8 @@ VENV = "/opt/venv"
 APP_DIR = "/app"
 LAUNCHER_DIR = "/opt/pydeploy"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
+# The layer that drops the base's setuid/setgid bits (when it has any).
+SETUID_ROLE = "no-setuid"
 
 # Out of the app layer by default; `include` brings these back (but never skiplist.NEVER).
 # appfiles adds skiplist.CREDENTIALS on top, which `include` overrides only with a warning.
@@ -75,6 +77,7 @@ class BuildPlan:
     tags: tuple[str, ...]
     network: str | None
     user_id: int
+    keep_setuid: bool
     port: int
     build_packages: tuple[str, ...]
     runtime_packages: tuple[str, ...]
@@ -145,7 +148,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
     excludes = (
         ALWAYS_EXCLUDED + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
-    layers = _layers(config.runtime_packages, project.has_build_system)
+    layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
     healthcheck = (
         {
             "path": config.healthcheck.path,
@@ -170,6 +173,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         tags=tags,
         network=overrides.network or config.network,
         user_id=config.user_id,
+        keep_setuid=config.keep_setuid,
         port=config.port,
         build_packages=build_packages,
         runtime_packages=tuple(config.runtime_packages),
@@ -283,8 +287,14 @@ def _dependency_source(project: Project) -> str:
     return "project"
 
 
-def _layers(runtime_packages: list[str], install_project: bool) -> tuple[LayerPlan, ...]:
+def _layers(
+    runtime_packages: list[str], install_project: bool, keep_setuid: bool
+) -> tuple[LayerPlan, ...]:
     layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
+    if not keep_setuid:
+        layers.append(
+            LayerPlan(SETUID_ROLE, (), "the base's setuid/setgid files again, without those bits")
+        )
     if runtime_packages:
         layers.append(
             LayerPlan(
