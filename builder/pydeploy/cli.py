@@ -544,6 +544,9 @@ def dockerfile_cmd(
     )
     if not write:
         click.echo(ejected.dockerfile, nl=False)
+        note = dockerfile.printed_note(the_plan.project.root)
+        if note:
+            click.echo(f"pydeploy: note: {note}", err=True)
         return
     for path in dockerfile.write(ejected, the_plan.project.root, force=force):
         click.echo(f"wrote {path}", err=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -150,6 +151,65 @@ def dockerignore(plan: BuildPlan) -> str:
     # The last of repeated lines decides (later patterns win), so keep that one.
     unique = list(dict.fromkeys(reversed(lines)))[::-1]
     return "\n".join(unique) + "\n"
+
+
+def _find_test(pattern: str, top: str, *, below: bool = False) -> str:
+    """A gitignore pattern as a `find` test under `top`; with `below`, anything inside a
+    match too (as .gitignore matches a directory's contents through the directory)."""
+    body = pattern.rstrip("/")
+    kind = "-type d " if pattern.endswith("/") and not below else ""
+    anywhere = body.startswith("**/") or "/" not in body.lstrip("/")
+    body = body.removeprefix("**/").lstrip("/")
+    if anywhere and "/" not in body:
+        test = f"{kind}-name {shlex.quote(body)}"
+        where = f"*/{body}"
+    else:
+        where = f"*/{body}" if anywhere else f"{top}/{body}"
+        test = f"{kind}-path {shlex.quote(where)}"
+    return f"\\( {test} -o -path {shlex.quote(where + '/*')} \\)" if below else test
+
+
+def _either(tests: list[str], indent: str = "") -> list[str]:
+    """`\\( a -o b ... \\)` over several continued lines."""
+    lines, line = [], ""
+    for test in tests:
+        if line and len(line) + len(test) > 80:
+            lines.append(line.rstrip())
+            line = ""
+        line += ("-o " if lines or line else "") + test + " "
+    lines.append(line.rstrip())
+    return [f"{indent}\\( {lines[0]}", *(f"{indent}   {ln}" for ln in lines[1:]), f"{indent}\\)"]
+
+
+def _remove_never_shipped(plan: BuildPlan) -> str:
+    """The source stage's RUN that deletes skiplist.NEVER and skiplist.CREDENTIALS (those
+    only where `include` does not name them) and pydeploy's own context files, then makes
+    the tree read-only for the runtime user. Matches are pruned, so one test per
+    pattern's top-most match is enough."""
+    top = "/src"
+    lines = [f"find {top} -mindepth 1 \\(", *_either([_find_test(p, top) for p in NEVER], "  ")]
+    credentials = _either([_find_test(p, top) for p in CREDENTIALS], "  ")
+    lines += ["  -o " + credentials[0].lstrip(), *credentials[1:]]
+    kept = [_find_test(p, top, below=True) for p in plan.includes if not p.startswith("!")]
+    if kept:
+        lines += ["  !", *_either(kept, "  ")]
+    lines += [
+        "\\) -prune -exec rm -rf {} + &&",
+        f"rm -rf {top}/{CONTEXT_DIR} && chmod -R u=rwX,go=rX {top}",
+    ]
+    return _run(lines)
+
+
+def printed_note(root: Path) -> str | None:
+    """What a user printing the Dockerfile (no --write) should know, if anything."""
+    if _generated(root / DOCKERIGNORE) and (root / CONTEXT_DIR).is_dir():
+        return None
+    return (
+        "this Dockerfile removes VCS data, .env and credential-shaped files itself, but "
+        f"the files .gitignore and tool.pydeploy.exclude drop are left out only by the "
+        f"{DOCKERIGNORE} that `pydeploy dockerfile --write` creates, with the {CONTEXT_DIR}/ "
+        "launcher files the Dockerfile copies."
+    )
 
 
 def _generated(path: Path) -> bool:
@@ -361,9 +421,14 @@ def _user_lines(plan: BuildPlan) -> list[str]:
     passwd = f"{assemble.USER_NAME}:x:{uid}:{uid}:pydeploy app user:{home}:/usr/sbin/nologin"
     group = f"{assemble.USER_NAME}:x:{uid}:"
     return [
-        "# The numeric non-root user, added to the base's own files (no useradd needed).",
+        "# The numeric non-root user, added to the base's own files (no useradd needed);",
+        "# an id the base already gives to another account is refused, as pydeploy does.",
         _run(
             [
+                f"for db in passwd group; do entry=$(getent $db {uid}); name=${{entry%%:*}};",
+                f'if [ -n "$name" ] && [ "$name" != {assemble.USER_NAME} ]; then',
+                f'echo "tool.pydeploy.user-id = {uid} is the base\'s $db entry $name" >&2;',
+                "exit 1; fi; done;",
                 f"getent group {uid} >/dev/null || echo '{group}' >> /etc/group;",
                 f"getent passwd {uid} >/dev/null || echo '{passwd}' >> /etc/passwd;",
                 f"mkdir -p {home} && chown {uid}:{uid} {home} && chmod 755 {home}",
@@ -404,10 +469,13 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
             out.append(f"#   --secret id={secret},src=<file holding ${env_name}>")
     out += [
         "",
-        "# The project's files as the app layer has them: root-owned, not writable.",
+        "# The project's files as the app layer has them: root-owned, not writable. The",
+        "# .dockerignore that --write generates applies .gitignore and tool.pydeploy rules;",
+        "# this stage itself removes VCS data, .env files and credential-shaped files, so",
+        "# the Dockerfile never ships them, with or without that .dockerignore.",
         f"FROM {plan.base_image} AS source",
         "COPY . /src",
-        f"RUN rm -rf /src/{CONTEXT_DIR} && chmod -R u=rwX,go=rX /src",
+        _remove_never_shipped(plan),
         "",
         "# Build packages, uv and the dependencies: none of this stage reaches the image.",
         *_builder_stage(plan),
@@ -417,6 +485,11 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     if plan.runtime_packages:
         out += _apt(plan.runtime_packages, headers=False)
     out += _user_lines(plan)
+    if not plan.keep_setuid:
+        out += [
+            "# The base's setuid/setgid bits go (CIS Docker 4.8); keep-setuid = true keeps them.",
+            "RUN find / -xdev -perm /6000 -exec chmod ug-s {} +",
+        ]
     out += [
         f"COPY --from=builder {VENV} {VENV}",
         f"COPY --from=source /src {APP_DIR}",
