@@ -54,19 +54,22 @@ def check_user_id(plan: BuildPlan, passwd: bytes, group: bytes) -> None:
     would get that account's rights (gid 42 is Debian's `shadow`, which reads
     /etc/shadow). An entry named like ours (a pydeploy image used as a base) is ours."""
     uid = plan.user_id
-    for kind, text in (("user", passwd), ("group", group)):
-        name = _name_of(text.decode("utf-8", "replace"), uid)
-        if name is not None and name != USER_NAME:
-            raise ConfigError(
-                f"tool.pydeploy.user-id = {uid} is already the base image's {kind} "
-                f"`{name}` ({'uid' if kind == 'user' else 'gid'} {uid} in "
-                f"/etc/{'passwd' if kind == 'user' else 'group'} of {plan.base_image}); the "
-                f"app would run with that {kind}'s rights.",
-                hint=(
-                    "Choose an id the base does not use, e.g. the default 10001 (ids of "
-                    "10000 and above are free on common bases)."
-                ),
-            )
+    taken = [
+        f"{kind} `{name}` ({ident} {uid} in /etc/{file})"
+        for kind, ident, file, text in (("user", "uid", "passwd", passwd),
+                                        ("group", "gid", "group", group))
+        if (name := _name_of(text.decode("utf-8", "replace"), uid)) not in {None, USER_NAME}
+    ]  # fmt: skip
+    if taken:
+        raise ConfigError(
+            f"tool.pydeploy.user-id = {uid} is already the base image's "
+            f"{' and '.join(taken)} in {plan.base_image}: the app would run with that "
+            "account's rights.",
+            hint=(
+                "Choose an id the base does not use, e.g. the default 10001 (ids of "
+                "10000 and above are free on common bases)."
+            ),
+        )
 
 
 def user_entries(plan: BuildPlan, passwd: bytes, group: bytes) -> list[FileEntry]:

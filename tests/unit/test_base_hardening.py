@@ -30,7 +30,8 @@ def plan_with(root: Path, table: str = "") -> BuildPlan:
 
 
 @pytest.mark.parametrize(
-    ("uid", "what"), [(42, "group `shadow` (gid 42"), (65534, "user `nobody` (uid 65534")]
+    ("uid", "what"),
+    [(42, "base image's group `shadow` (gid 42 in /etc/group)"), (65534, "user `nobody` (uid")],
 )
 def test_a_user_id_the_base_uses_is_refused(tmp_path: Path, uid: int, what: str) -> None:
     plan = plan_with(tmp_path, f"user-id = {uid}\n")
