@@ -103,11 +103,12 @@ def test_keep_setuid_keeps_the_bases_bits(
 
 
 def test_a_user_id_that_aliases_a_base_group_is_refused(
-    run_pydeploy: RunPydeploy, base_image: str, tmp_path: Path
+    run_pydeploy: RunPydeploy, resources: Resources, base_image: str, tmp_path: Path
 ) -> None:
     root = project(tmp_path, "user-id = 42\n")
+    tag = resources.image(f"pydeploy-test/never-built:{uuid.uuid4().hex[:12]}")  # if it were
     proc = run_pydeploy("build", str(root), "--base", base_image, "--network", "host",
-                        "--tag", "pydeploy-test/never-built:1", cwd=ROOT)  # fmt: skip
+                        "--tag", tag, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     refused = "pydeploy: config error: tool.pydeploy.user-id = 42 is already the base image's"
     assert f"{refused} user `_apt` (uid 42 in /etc/passwd) and group `shadow`" in proc.stderr
