@@ -8,14 +8,24 @@ entrypoint, healthcheck, labels). The orchestration lives in `build`.
 from __future__ import annotations
 
 import json
+import posixpath
+import tarfile
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import IO, Any, cast
 
 from pydeploy.blobs import BlobStore
+from pydeploy.errors import BuildError, ConfigError
 from pydeploy.memory import WorkerMemory
 from pydeploy.memory import labels as memory_labels
-from pydeploy.oci import FileEntry, Layer, build_layer, rfc3339
+from pydeploy.oci import (
+    BaseImage,
+    FileEntry,
+    Layer,
+    build_layer,
+    open_uncompressed,
+    rfc3339,
+)
 from pydeploy.plan import APP_DIR, LAUNCHER_DIR, VENV, BuildPlan
 
 # Layer file mtimes are a constant, never the commit time: a new commit must not change
@@ -41,18 +51,42 @@ class RuntimeSettings:
     stop_signal: str = "SIGTERM"
 
 
+def check_user_id(plan: BuildPlan, passwd: bytes, group: bytes) -> None:
+    """Refuse a `user-id` that the base already gives to another user or group: the app
+    would get that account's rights (gid 42 is Debian's `shadow`, which reads
+    /etc/shadow). An entry named like ours (a pydeploy image used as a base) is ours."""
+    uid = plan.user_id
+    taken = [
+        f"{kind} `{name}` ({ident} {uid} in /etc/{file})"
+        for kind, ident, file, text in (("user", "uid", "passwd", passwd),
+                                        ("group", "gid", "group", group))
+        if (name := _name_of(text.decode("utf-8", "replace"), uid)) not in {None, USER_NAME}
+    ]  # fmt: skip
+    if taken:
+        raise ConfigError(
+            f"tool.pydeploy.user-id = {uid} is already the base image's "
+            f"{' and '.join(taken)} in {plan.base_image}: the app would run with that "
+            "account's rights.",
+            hint=(
+                "Choose an id the base does not use, e.g. the default 10001 (ids of "
+                "10000 and above are free on common bases)."
+            ),
+        )
+
+
 def user_entries(plan: BuildPlan, passwd: bytes, group: bytes) -> list[FileEntry]:
     """The base's /etc/passwd and /etc/group plus one numeric non-root user and group,
     and a home directory it owns (libraries like to write caches under $HOME)."""
+    check_user_id(plan, passwd, group)
     uid = plan.user_id
     passwd_text = passwd.decode("utf-8", "replace")
     group_text = group.decode("utf-8", "replace")
-    if not _has_id(passwd_text, uid):
+    if _name_of(passwd_text, uid) is None:
         passwd_text = _append(
             passwd_text,
             f"{USER_NAME}:x:{uid}:{uid}:pydeploy app user:/home/{USER_NAME}:/usr/sbin/nologin",
         )
-    if not _has_id(group_text, uid):
+    if _name_of(group_text, uid) is None:
         group_text = _append(group_text, f"{USER_NAME}:x:{uid}:")
     return [
         FileEntry("etc/passwd", "file", 0o644, data=passwd_text.encode()),
@@ -61,16 +95,108 @@ def user_entries(plan: BuildPlan, passwd: bytes, group: bytes) -> list[FileEntry
     ]
 
 
-def _has_id(text: str, ident: int) -> bool:
+def _name_of(text: str, ident: int) -> str | None:
+    """The name of the passwd/group entry with this numeric id, if any."""
     for line in text.splitlines():
         fields = line.split(":")
         if len(fields) > 2 and fields[2] == str(ident):
-            return True
-    return False
+            return fields[0]
+    return None
 
 
 def _append(text: str, line: str) -> str:
     return (text if text.endswith("\n") or not text else text + "\n") + line + "\n"
+
+
+_PRIVILEGE_BITS = 0o6000  # setuid, setgid
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+
+
+def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
+    """The base's setuid/setgid files and directories, as its merged filesystem has them,
+    without those bits (CIS Docker 4.8). A base layer cannot be edited, so a layer on top
+    re-adds them: same content, owner and other bits. Their parent directories come
+    with the base's own modes and owners, so the layer changes nothing else."""
+    dirs: dict[str, tuple[int, int, int]] = {}  # every directory: mode, uid, gid
+    privileged: dict[str, FileEntry] = {}
+    for layer in base.layers:
+        members, contents = _read_layer(store, layer)
+        # Whiteouts hide what the layers below have; this layer's own entries stay.
+        for name, _member in members:
+            parent, leaf = posixpath.split(name)
+            if leaf == _OPAQUE:
+                _forget(privileged, dirs, parent, keep_top=True)
+            elif leaf.startswith(_WHITEOUT):
+                _forget(privileged, dirs, posixpath.join(parent, leaf[len(_WHITEOUT) :]))
+        for name, member in members:
+            if posixpath.basename(name).startswith(_WHITEOUT):
+                continue
+            if not member.isdir() and name in dirs:
+                _forget(privileged, dirs, name)  # a file replacing a directory
+            privileged.pop(name, None)
+            mode = member.mode & ~_PRIVILEGE_BITS
+            uid, gid = member.uid, member.gid
+            if member.isdir():
+                dirs[name] = (mode, uid, gid)
+                if member.mode & _PRIVILEGE_BITS:
+                    privileged[name] = FileEntry(name, "dir", mode, uid=uid, gid=gid)
+            elif (member.isreg() or member.islnk()) and member.mode & _PRIVILEGE_BITS:
+                source = posixpath.normpath(member.linkname) if member.islnk() else name
+                if source not in contents:
+                    raise BuildError(
+                        f"the base image's {name} is a hard link to {member.linkname!r}, "
+                        "which its layer does not hold; the base image is damaged."
+                    )
+                privileged[name] = FileEntry(
+                    name, "file", mode, uid=uid, gid=gid, data=contents[source]
+                )
+    entries = dict(privileged)
+    for name in privileged:
+        parent = posixpath.dirname(name)
+        while parent and parent not in entries:
+            mode, uid, gid = dirs.get(parent, (0o755, 0, 0))
+            entries[parent] = FileEntry(parent, "dir", mode, uid=uid, gid=gid)
+            parent = posixpath.dirname(parent)
+    return [entries[name] for name in sorted(entries)] if privileged else []
+
+
+def _read_layer(
+    store: BlobStore, layer: Layer
+) -> tuple[list[tuple[str, tarfile.TarInfo]], dict[str, bytes]]:
+    """A layer's members by clean path, and the content of its privileged files (small:
+    setuid programs are a few hundred KB in all)."""
+    members: list[tuple[str, tarfile.TarInfo]] = []
+    contents: dict[str, bytes] = {}
+    with (
+        open_uncompressed(store, layer) as handle,
+        # Stream mode only ever calls read().
+        tarfile.open(fileobj=cast(IO[bytes], handle), mode="r|") as tar,
+    ):
+        for member in tar:
+            name = posixpath.normpath(member.name.lstrip("/"))
+            if name in {".", ""} or name.startswith(".."):
+                continue
+            members.append((name, member))
+            if member.isreg() and member.mode & _PRIVILEGE_BITS:
+                extracted = tar.extractfile(member)
+                if extracted is not None:
+                    contents[name] = extracted.read()
+    return members, contents
+
+
+def _forget(
+    privileged: dict[str, FileEntry],
+    dirs: dict[str, tuple[int, int, int]],
+    path: str,
+    *,
+    keep_top: bool = False,
+) -> None:
+    """Drop `path` and everything below it (only below with `keep_top`)."""
+    below = path + "/"
+    for table in (privileged, dirs):
+        for name in [n for n in table if n.startswith(below) or (n == path and not keep_top)]:
+            del table[name]
 
 
 def launcher_entries(launch: dict[str, Any]) -> list[FileEntry]:

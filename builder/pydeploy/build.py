@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydeploy import assemble, cachegc, publish, wheels
-from pydeploy.appfiles import app_entries
+from pydeploy.appfiles import app_files
 from pydeploy.blobs import BlobStore
 from pydeploy.engine import Engine, ImageRef
 from pydeploy.errors import ConfigError
@@ -26,6 +26,7 @@ from pydeploy.memory import WorkerMemory
 from pydeploy.memory import describe as describe_memory
 from pydeploy.oci import (
     BaseImage,
+    FileEntry,
     Image,
     Layer,
     assemble_image,
@@ -34,12 +35,13 @@ from pydeploy.oci import (
     import_docker_save,
     open_uncompressed,
 )
-from pydeploy.plan import VENV, BuildPlan, launch_settings
+from pydeploy.plan import SETUID_ROLE, VENV, BuildPlan, launch_settings
 from pydeploy.project import git_commit_time, git_revision
 
 Progress = Callable[[str, float, "str | None"], None]
 # v2: the check also measures what a worker costs (pydeploy.memory).
 CHECK_RECIPE = "app-check-v2"
+SETUID_RECIPE = "no-setuid-v1"
 
 
 @dataclass(frozen=True)
@@ -140,12 +142,16 @@ def build(
     clock = _Clock(progress, timings)
     store = BlobStore(cache_root(options.cache_dir) / "blobs")
     base_ref = engine.ensure_image(plan.base_image)
+    # Read now, so that a user-id the base already uses fails before any install.
+    passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+    assemble.check_user_id(plan, passwd, group)
     clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
     # Importing the base's layers (docker save + deterministic gzip, once per base) is
     # CPU work that overlaps with the container work below; joined before assembly.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
         base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
-        return _build(plan, engine, options, clock, store, base_ref, base_job, pool)
+        return _build(plan, engine, options, clock, store, base_ref, base_job, pool,
+                      (passwd, group))  # fmt: skip
 
 
 def _build(
@@ -157,6 +163,7 @@ def _build(
     base_ref: ImageRef,
     base_job: Future[BaseImage],
     pool: ThreadPoolExecutor,
+    accounts: tuple[bytes, bytes],
 ) -> BuildResult:
     timings = clock.timings
 
@@ -173,11 +180,15 @@ def _build(
 
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)
-        app_only = assemble.layer(store, app_entries(plan), "app")
+        selected = app_files(plan, store=store)
+        for warning in selected.warnings:
+            clock.sub("warning", 0.0, warning)
+        app_only = assemble.layer(store, selected.entries, "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
         interface, app_layer, memory = _checked_app(
-            engine, store, plan, builder, deps, app_only, scratch, clock, options
-        )
+            engine, store, plan, builder, deps, selected.entries, app_only, scratch, clock,
+            options,
+        )  # fmt: skip
         server = (
             plan.server
             if plan.server != "auto"
@@ -188,10 +199,12 @@ def _build(
             f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}",
         )
         venv_layer = venv_job.result()
-        passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+        base = base_job.result()
         layers = [
+            # Right on the base: later layers (apt's) may replace these files again.
+            *_setuid_layer(store, plan, base),
             *_system_layers(engine, store, plan, base_ref.image_id, clock.sub),
-            assemble.layer(store, assemble.user_entries(plan, passwd, group), "user"),
+            assemble.layer(store, assemble.user_entries(plan, *accounts), "user"),
             venv_layer,
             app_layer,
             assemble.layer(
@@ -204,7 +217,6 @@ def _build(
         ]
         clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
 
-        base = base_job.result()
         created = created_epoch(plan)
         labels = assemble.oci_labels(
             plan, created_epoch=created, revision=git_revision(plan.project.root),
@@ -246,6 +258,7 @@ def _checked_app(
     plan: BuildPlan,
     builder: wheels.BuilderImage,
     deps: wheels.Dependencies,
+    app: list[FileEntry],
     app_only: Layer,
     scratch: Path,
     clock: _Clock,
@@ -283,7 +296,7 @@ def _checked_app(
     )  # fmt: skip
     app_layer = app_only
     if check.project_site_tar is not None:
-        app_layer = _with_project(store, plan, builder, check.project_site_tar, scratch)
+        app_layer = _with_project(store, app, builder, check.project_site_tar, scratch)
     doc = {
         "interface": check.interface,
         "layer": app_layer.to_doc(),
@@ -343,7 +356,7 @@ def _venv_layer(
 
 def _with_project(
     store: BlobStore,
-    plan: BuildPlan,
+    app: list[FileEntry],
     builder: wheels.BuilderImage,
     site_tar: Path,
     scratch: Path,
@@ -354,7 +367,28 @@ def _with_project(
         project_files = entries_from_tar(
             handle, strip_prefix="", dest_prefix=site, spool_dir=scratch / "project"
         )
-    return assemble.layer(store, [*app_entries(plan), *project_files], "app")
+    return assemble.layer(store, [*app, *project_files], "app")
+
+
+def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[Layer]:
+    """The layer that drops the base's setuid/setgid bits; none when the base has no such
+    files or `keep-setuid` is set. Cached by base image: it reads every base layer."""
+    if plan.keep_setuid:
+        return []
+    key = hashlib.sha256(f"{SETUID_RECIPE}\0{base.image_id}".encode()).hexdigest()
+    cached = store.read_index(SETUID_ROLE, key)
+    if isinstance(cached, dict) and cached.get("empty") is True:
+        return []
+    layer = Layer.from_doc(cached)
+    if layer is not None and store.has(layer.digest):
+        return [layer]
+    entries = assemble.unprivileged_entries(store, base)
+    if not entries:
+        store.write_index(SETUID_ROLE, key, {"empty": True})
+        return []
+    layer = assemble.layer(store, entries, SETUID_ROLE)
+    store.write_index(SETUID_ROLE, key, layer.to_doc())
+    return [layer]
 
 
 def _system_layers(

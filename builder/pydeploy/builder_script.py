@@ -44,24 +44,6 @@ from pathlib import Path
 from typing import Any
 
 MARK = "##pydeploy:"
-# Never copied from the uploaded inputs into the build copy (the host already leaves them
-# out; this is the builder's own guard).
-COPY_SKIP = {
-    ".git",
-    ".hg",
-    ".svn",
-    ".venv",
-    "node_modules",
-    "__pycache__",
-    ".tox",
-    ".nox",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-}
-# Skipped only next to a pyproject.toml/setup.py: stale setuptools output would leak into
-# wheels, while a package's own `build/` subpackage elsewhere must survive.
-COPY_SKIP_IN_PACKAGE_ROOT = ("build", "dist")
 REQUIREMENTS = ".pydeploy-requirements.txt"
 SERVER_IN = ".pydeploy-server.in"
 PINS = ".pydeploy-pins.txt"
@@ -283,13 +265,17 @@ def report_compilers(job: dict[str, Any]) -> None:
 # --- install ---------------------------------------------------------------------------
 
 
-def copy_tree(source: str, dest: str) -> None:
-    """Copy the uploaded dependency inputs to the build directory, where builds write."""
+def copy_tree(job: dict[str, Any], source: str, dest: str) -> None:
+    """Copy the uploaded dependency inputs to the build directory, where builds write.
+    The host already leaves VCS data, caches and build output out; this is the builder's
+    own guard, with the host's list (`skip_dirs`, `package_root_skip_dirs`) from the job."""
+    always = set(job["skip_dirs"])
+    in_package_root = set(job["package_root_skip_dirs"])
 
     def skip(_directory: str, names: list[str]) -> set[str]:
-        skipped = {n for n in names if n in COPY_SKIP or n.endswith(".egg-info")}
+        skipped = {n for n in names if n in always or n.endswith(".egg-info")}
         if "pyproject.toml" in names or "setup.py" in names:
-            skipped |= {n for n in names if n in COPY_SKIP_IN_PACKAGE_ROOT}
+            skipped |= {n for n in names if n in in_package_root}
         return skipped
 
     if Path(dest).exists():
@@ -349,7 +335,7 @@ def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], l
     for rel in job["copies"]:
         origin = Path(job["inputs"]) / rel
         if origin.is_dir():
-            copy_tree(str(origin), str(work / rel))
+            copy_tree(job, str(origin), str(work / rel))
         else:  # a local wheel or sdist named by path
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, work / rel)
@@ -504,7 +490,7 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
     wheel = None
     if job["install_project"]:
         project, dist, site = "/build/project", Path("/build/dist"), "/build/project-site"
-        copy_tree(job["app_dir"], project)
+        copy_tree(job, job["app_dir"], project)
         build = [job["uv"], "build", "--wheel", "--no-sources", "--out-dir", str(dist)]
         # Only the project's build sees the stand-in compilers: the app import below may
         # legitimately look for a compiler (ctypes.util.find_library does).

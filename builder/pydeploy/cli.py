@@ -316,7 +316,10 @@ class _Lines:
         name = click.style(step, bold=True) if self.color else step
         stamp = time.strftime("%H:%M:%S ") if self.plain else ""
         prefix = f"[{who}] " if who else ""
-        line = f"{stamp}{prefix}[{elapsed:7.1f}s] {name}" + (f": {detail}" if detail else "")
+        if step == "warning":  # a build's warnings read as warnings, not as a step
+            line = f"{stamp}{prefix}pydeploy: warning: {detail}"
+        else:
+            line = f"{stamp}{prefix}[{elapsed:7.1f}s] {name}" + (f": {detail}" if detail else "")
         with self.lock:
             click.echo(line, file=self.stream)
 
@@ -568,6 +571,9 @@ def dockerfile_cmd(
     )
     if not write:
         click.echo(ejected.dockerfile, nl=False)
+        note = dockerfile.printed_note(the_plan.project.root)
+        if note:
+            click.echo(f"pydeploy: note: {note}", err=True)
         return
     for path in dockerfile.write(ejected, the_plan.project.root, force=force):
         click.echo(f"wrote {path}", err=True)

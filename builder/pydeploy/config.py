@@ -361,7 +361,19 @@ class PydeployConfig(_Table):
         8000, description="Port the server listens on; PORT overrides it at run time."
     )
     user_id: Annotated[int, Field(ge=1, le=2**31 - 1)] = Field(
-        10001, description="Numeric uid (and gid) of the non-root runtime user."
+        10001,
+        description=(
+            "Numeric uid (and gid) of the non-root runtime user; one the base image "
+            "already uses (e.g. 42, Debian's `shadow` group) is refused."
+        ),
+    )
+    keep_setuid: bool = Field(
+        False,
+        description=(
+            "Keep the setuid/setgid bits of files inherited from the base image (su, mount, "
+            "passwd...). Default: dropped, by a layer that re-adds those files without them "
+            "(CIS Docker 4.8)."
+        ),
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables set in the image."

@@ -23,12 +23,12 @@ from typing import Any
 import pathspec
 
 from pydeploy import workspace
-from pydeploy.appfiles import NEVER, ignore_spec
-from pydeploy.builder_script import COPY_SKIP, COPY_SKIP_IN_PACKAGE_ROOT
+from pydeploy.appfiles import ignore_spec
 from pydeploy.config import PYPROJECT, parse_toml, read_pyproject
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan import BuildPlan
 from pydeploy.project import Project, lock_entries, read_text
+from pydeploy.skiplist import BUILD_OUTPUT_DIRS, NEVER, SKIP_DIRS
 
 # Part of every builder image and venv key: bump when the recipe (wheels.py,
 # builder_script.py) changes what lands in a builder image or a venv.
@@ -43,22 +43,7 @@ SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
     "auto": ("gunicorn", "uvicorn", "uvicorn-worker"),
 }
 # Never part of a local package's content hash (caches, VCS, build output).
-_HASH_SKIP_DIRS = {
-    ".git",
-    ".hg",
-    ".svn",
-    ".venv",
-    "venv",
-    "__pycache__",
-    "node_modules",
-    ".tox",
-    ".nox",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    "build",
-    "dist",
-}
+_HASH_SKIP_DIRS = SKIP_DIRS | {"venv", *BUILD_OUTPUT_DIRS}
 # Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
 _TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
 _NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
@@ -364,8 +349,8 @@ def _tree(root: Path, tree: str) -> Iterator[str]:
         kept = []
         for name in sorted(dirs):
             path = here / name
-            skip = name in COPY_SKIP or name.endswith(".egg-info")
-            skip = skip or (package_root and name in COPY_SKIP_IN_PACKAGE_ROOT)
+            skip = name in SKIP_DIRS or name.endswith(".egg-info")
+            skip = skip or (package_root and name in BUILD_OUTPUT_DIRS)
             # Any virtualenv, whatever its name (`venv/`, `env/`).
             skip = skip or (path / "pyvenv.cfg").is_file()
             if skip or dropped(f"{base}{name}/"):

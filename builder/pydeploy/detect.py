@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from pydeploy import skiplist
+
 __all__ = [
     "Candidate",
     "Detection",
@@ -36,19 +38,8 @@ MAX_PY_FILES = 2000
 MAX_DIRS = 5000
 MAX_FILE_BYTES = 1024 * 1024
 
-SKIP_DIRS = frozenset(
-    {
-        ".git",
-        ".venv",
-        "venv",
-        "node_modules",
-        "__pycache__",
-        "tests",
-        "build",
-        "dist",
-        "site-packages",
-    }
-)
+# The shared skip list, plus what never holds the app itself.
+SKIP_DIRS = skiplist.SKIP_DIRS | {"venv", "tests", *skiplist.BUILD_OUTPUT_DIRS, "site-packages"}
 
 # The app classes, by where they are defined or re-exported.
 _CONSTRUCTORS: Mapping[str, Framework] = {

@@ -16,44 +16,29 @@ from pydeploy.errors import ConfigError
 from pydeploy.memory import WorkerMemory
 from pydeploy.memory import launch_keys as memory_launch_keys
 from pydeploy.project import Project, read_lock, resolve_python
+from pydeploy.skiplist import BUILD_OUTPUT_DIRS, CACHE_DIRS, NEVER
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
 LAUNCHER_DIR = "/opt/pydeploy"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
+# The layer that drops the base's setuid/setgid bits (when it has any).
+SETUID_ROLE = "no-setuid"
 
-# Never in an app layer, whatever the ignore files say (secrets, VCS, local envs, caches).
+# Out of the app layer by default; `include` brings these back (but never skiplist.NEVER).
+# appfiles adds skiplist.CREDENTIALS on top, which `include` overrides only with a warning.
 ALWAYS_EXCLUDED = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    ".env",
-    ".env.*",
+    *NEVER,
     "*.env",
-    ".venv/",
     "venv/",
-    "__pycache__/",
-    "*.py[cod]",
-    ".pytest_cache/",
-    ".mypy_cache/",
-    ".ruff_cache/",
-    ".tox/",
-    ".nox/",
+    *(f"{name}/" for name in (*CACHE_DIRS, *BUILD_OUTPUT_DIRS)),
     ".coverage",
     ".coverage.*",
     "htmlcov/",
-    "build/",
-    "dist/",
     "*.egg-info/",
-    "node_modules/",
     ".DS_Store",
     ".idea/",
     ".vscode/",
-    ".netrc",
-    ".pypirc",
-    "*.pem",
-    "*.key",
-    "id_rsa*",
     ".pydeploy/",  # files `pydeploy dockerfile --write` generates for docker build
 )
 TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")
@@ -93,6 +78,7 @@ class BuildPlan:
     tags: tuple[str, ...]
     network: str | None
     user_id: int
+    keep_setuid: bool
     port: int
     build_packages: tuple[str, ...]
     runtime_packages: tuple[str, ...]
@@ -168,7 +154,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
     excludes = (
         ALWAYS_EXCLUDED + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
-    layers = _layers(config.runtime_packages, project.has_build_system)
+    layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
     healthcheck = (
         {
             "path": config.healthcheck.path,
@@ -193,6 +179,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         tags=tags,
         network=overrides.network or config.network,
         user_id=config.user_id,
+        keep_setuid=config.keep_setuid,
         port=config.port,
         build_packages=build_packages,
         runtime_packages=tuple(config.runtime_packages),
@@ -326,8 +313,14 @@ def _dependency_source(project: Project) -> str:
     return "project"
 
 
-def _layers(runtime_packages: list[str], install_project: bool) -> tuple[LayerPlan, ...]:
+def _layers(
+    runtime_packages: list[str], install_project: bool, keep_setuid: bool
+) -> tuple[LayerPlan, ...]:
     layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
+    if not keep_setuid:
+        layers.append(
+            LayerPlan(SETUID_ROLE, (), "the base's setuid/setgid files again, without those bits")
+        )
     if runtime_packages:
         layers.append(
             LayerPlan(

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydeploy import skiplist
 from pydeploy.credentials import (
     CA_ENV_VARS,
     Masker,
@@ -143,6 +144,14 @@ class AppCheck:
 
 def _script() -> bytes:
     return resources.files("pydeploy").joinpath("builder_script.py").read_bytes()
+
+
+def skip_lists() -> dict[str, list[str]]:
+    """The shared skip list for the builder script's copies (it cannot import it)."""
+    return {
+        "skip_dirs": sorted(skiplist.SKIP_DIRS),
+        "package_root_skip_dirs": list(skiplist.BUILD_OUTPUT_DIRS),
+    }
 
 
 # Build packages are installed in two containers sharing a scratch volume at
@@ -575,6 +584,7 @@ def install_dependencies(
         "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
+        **skip_lists(),
         "cwd": inputs.cwd,
         "source": inputs.source,
         "package": inputs.package,
@@ -786,6 +796,7 @@ def check_app(
             "site_packages": chosen.python.site_packages,
             "app_dir": "/app",
             "install_project": plan.install_project,
+            **skip_lists(),
             "target": plan.app,
             "light": chosen.light,
             "measure": measure_job(plan),

@@ -39,7 +39,7 @@ def test_libpq_at_run_time_and_a_clean_repeatable_apt_layer(
     first = build(base_image, tag, tmp_path / "cache-a", "--output", "docker",
                   "--output", f"oci:{tmp_path / 'layout'}")  # fmt: skip
     roles = [layer["role"] for layer in first["layers"] if layer["role"] != "base"]
-    assert roles == ["system", "user", "dependencies", "app", "launcher"]
+    assert roles == ["no-setuid", "system", "user", "dependencies", "app", "launcher"]
 
     container = resources.create(tag, environment={"PORT": str(free_port)})
     container.start()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pydeploy import builder_script
+from pydeploy.wheels import skip_lists
 
 
 def test_server_packages_are_added_only_when_not_named() -> None:
@@ -70,6 +71,7 @@ def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
         "source": "pylock",
         "requirement_lines": ["./vendor/pkg", "../wheels/w-1.0-py3-none-any.whl"],
         "server_packages": ["gunicorn"],
+        **skip_lists(),  # the host's shared skip list, as wheels sends it
     }
     cwd, args, pins, added = builder_script.resolve(job, "uv-not-run")
     assert cwd == work / "app"

@@ -176,7 +176,7 @@ def test_launcher_files_are_pydeploys_own(flask: Path) -> None:
     assert "COPY .pydeploy/launcher.py .pydeploy/launch.json /opt/pydeploy/" in final
     # The launcher files never reach /app: the source stage drops them.
     source = stages(ejected.dockerfile)[0]
-    assert "RUN rm -rf /src/.pydeploy && chmod -R u=rwX,go=rX /src" in source
+    assert source[-1].endswith("rm -rf /src/.pydeploy && chmod -R u=rwX,go=rX /src")
 
 
 def test_asgi_app_installs_uvicorn_worker(tmp_path: Path) -> None:
@@ -428,3 +428,79 @@ def test_cli_prints_or_writes(flask: Path) -> None:
     assert written.exit_code == 0, written.output
     assert (flask / "Dockerfile").read_text(encoding="utf-8").startswith(dockerfile.MARK)
     assert (flask / ".pydeploy" / "launcher.py").is_file()
+
+
+# --- printed on its own, without the generated .dockerignore (issue 10) --------------------
+
+NEVER_SHIPPED = [
+    ".git/config",
+    ".env",
+    ".env.production",
+    ".venv/bin/python",
+    "pkg/__pycache__/x.pyc",
+    ".aws/credentials",
+    ".ssh/id_ed25519",
+    "deploy/.docker/config.json",
+    ".kube/config",
+    ".npmrc",
+    ".envrc",
+    ".htpasswd",
+    "credentials.json",
+    "terraform.tfstate",
+    ".bash_history",
+    "client.p12",
+]
+
+
+def run_source_stage(ejected: dockerfile.Ejected, context: Path, into: Path) -> set[str]:
+    """What the source stage leaves in /src: `COPY . /src`, then its RUN, run by sh here
+    on a copy of the build context, with /src pointing at that copy."""
+    source = stages(ejected.dockerfile)[0]
+    assert instructions(source, "COPY") == [". /src"]
+    (command,) = instructions(source, "RUN")
+    shutil.copytree(context, into)
+    subprocess.run(["sh", "-c", command.replace("/src", str(into))], check=True, timeout=60)
+    return {p.relative_to(into).as_posix() for p in into.rglob("*") if not p.is_dir()}
+
+
+def test_printed_dockerfile_ships_no_secrets_without_a_dockerignore(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "shop", extra_files=dict.fromkeys(NEVER_SHIPPED, "secret\n"))
+    kept = run_source_stage(eject(root), root, tmp_path / "src")
+    assert kept == {"app.py", "pyproject.toml"}
+
+
+def test_printed_dockerfile_keeps_what_include_names(tmp_path: Path) -> None:
+    files = {".npmrc": "registry=x\n", "certs/ca.pem": "pem\n", "certs/key.pem": "k\n"}
+    root = write_project(
+        tmp_path / "shop", 'include = [".npmrc", "certs/ca.pem"]\n', {**files, ".env": "A=1\n"}
+    )
+    kept = run_source_stage(eject(root), root, tmp_path / "src")
+    assert kept == {"app.py", "pyproject.toml", ".npmrc", "certs/ca.pem"}
+
+
+def test_dockerignore_keeps_credentials_out_against_gitignore_negations(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "shop", extra_files={".gitignore": "!.npmrc\n"})
+    lines = eject(root).dockerignore.splitlines()
+    assert lines.index("**/.npmrc") > lines.index("!**/.npmrc")
+
+
+def test_printed_dockerfile_drops_setuid_bits_unless_kept(tmp_path: Path) -> None:
+    strip = "find / -xdev -perm /6000 -exec chmod ug-s {} +"
+    root = write_project(tmp_path / "shop")
+    final = stages(eject(root).dockerfile)[-1]
+    assert strip in instructions(final, "RUN")
+    assert final.index(f"RUN {strip}") < next(
+        i for i, ln in enumerate(final) if ln.startswith("USER")
+    )
+    kept = write_project(tmp_path / "kept", "keep-setuid = true\n")
+    assert strip not in instructions(stages(eject(kept).dockerfile)[-1], "RUN")
+
+
+def test_printing_without_write_says_what_only_write_adds(flask: Path) -> None:
+    printed = CliRunner().invoke(cli, ["dockerfile", str(flask), "--base", BASE])
+    assert printed.exit_code == 0, printed.output
+    assert "pydeploy: note: this Dockerfile removes VCS data, .env" in printed.stderr
+    written = CliRunner().invoke(cli, ["dockerfile", str(flask), "--base", BASE, "--write"])
+    assert written.exit_code == 0, written.output
+    again = CliRunner().invoke(cli, ["dockerfile", str(flask), "--base", BASE])
+    assert "note:" not in again.stderr

@@ -96,6 +96,7 @@ def test_check_and_plan_pass_on_examples(example: str) -> None:
     assert data["tags"] == [f"{example}:0.1.0"]
     assert [layer["role"] for layer in data["layers"]] == [
         "base",
+        "no-setuid",
         "user",
         "dependencies",
         "app",
@@ -136,7 +137,7 @@ def test_plan_text_shows_command_and_layers() -> None:
     result = CliRunner().invoke(cli, ["plan", str(EXAMPLES / "flask-app")])
     assert result.exit_code == 0, result.output
     assert "--workers <WEB_CONCURRENCY or 2 x CPUs + 1, as memory allows>" in result.output
-    assert "3. dependencies" in result.output
+    assert "4. dependencies" in result.output
 
 
 def test_plan_rejects_a_server_that_cannot_run_the_app(tmp_path: Path) -> None:
