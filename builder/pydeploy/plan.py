@@ -19,6 +19,10 @@ from pydeploy.project import Project, resolve_python
 VENV = "/opt/venv"
 APP_DIR = "/app"
 LAUNCHER_DIR = "/opt/pydeploy"
+# pydeploy's gunicorn worker classes (server_workers.py), alone in a directory so that
+# putting it on gunicorn's --pythonpath shadows none of the app's modules.
+WORKER_LIB = f"{LAUNCHER_DIR}/lib"
+WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 
 # Never in an app layer, whatever the ignore files say (secrets, VCS, local envs, caches).
@@ -333,6 +337,7 @@ def launch_settings(
         "port": project.config.port,
         "workers": None if s.workers == "auto" else s.workers,
         "worker_memory_mb": s.worker_memory,
+        "wsgi_worker": s.wsgi_worker,
         "threads": s.threads,
         "timeout": s.timeout,
         "graceful_timeout": s.graceful_timeout,
@@ -347,6 +352,7 @@ def launch_settings(
         "extra_args": list(s.extra_args),
         "app_dir": APP_DIR,
         "venv": VENV,
+        "worker_lib": WORKER_LIB,
         "healthcheck_path": project.config.healthcheck.path,
         "healthcheck_timeout": project.config.healthcheck.timeout,
     }
