@@ -26,7 +26,7 @@ from pydeploy.oci import (
     open_uncompressed,
     rfc3339,
 )
-from pydeploy.plan import APP_DIR, LAUNCHER_DIR, VENV, BuildPlan
+from pydeploy.plan import APP_DIR, LAUNCHER_DIR, VENV, WORKER_MODULE_PATH, BuildPlan
 
 # Layer file mtimes are a constant, never the commit time: a new commit must not change
 # the dependency layer's digest. Jib uses the same epoch + 1 s.
@@ -199,12 +199,21 @@ def _forget(
             del table[name]
 
 
+def launcher_files(launch: dict[str, Any]) -> dict[str, bytes]:
+    """The launcher layer's files by image path: the launcher, its settings and the
+    gunicorn worker classes it names."""
+    package = resources.files("pydeploy")
+    return {
+        LAUNCHER: package.joinpath("launcher.py").read_bytes(),
+        LAUNCH_JSON: json.dumps(launch, indent=2, sort_keys=True).encode() + b"\n",
+        WORKER_MODULE_PATH: package.joinpath("server_workers.py").read_bytes(),
+    }
+
+
 def launcher_entries(launch: dict[str, Any]) -> list[FileEntry]:
-    script = resources.files("pydeploy").joinpath("launcher.py").read_bytes()
-    settings = json.dumps(launch, indent=2, sort_keys=True).encode() + b"\n"
     return [
-        FileEntry(LAUNCHER.lstrip("/"), "file", 0o644, data=script),
-        FileEntry(LAUNCH_JSON.lstrip("/"), "file", 0o644, data=settings),
+        FileEntry(path.lstrip("/"), "file", 0o644, data=data)
+        for path, data in launcher_files(launch).items()
     ]
 
 

@@ -122,17 +122,31 @@ class ServerConfig(_Table):
             "`auto` workers are capped to what the cgroup memory limit holds."
         ),
     )
+    wsgi_worker: Literal["async", "sync"] = Field(
+        "async",
+        description=(
+            "How gunicorn serves a WSGI app. `async`: uvicorn's event loop reads requests "
+            "(a slow client holds a socket, not a worker) and the app runs in `threads` "
+            "threads per worker through a2wsgi. `sync`: gunicorn's sync worker (gthread "
+            "when `threads` is above 1), one connection per worker or thread."
+        ),
+    )
     threads: Annotated[int, Field(ge=1, le=256)] | None = Field(
-        None, description="Threads per worker (gunicorn gthread worker when above 1)."
+        None,
+        description=(
+            "Threads per worker that run a WSGI app (default: 4 with the `async` "
+            "wsgi-worker, 1 with `sync`). ASGI apps ignore it."
+        ),
     )
     timeout: Seconds = Field(
         30, description="Seconds a worker may be silent before it is killed and restarted."
     )
     graceful_timeout: Seconds = Field(
-        25,
+        8,
         description=(
-            "Seconds in-flight requests get to finish after SIGTERM. Keep it below the "
-            "orchestrator's grace period (docker stop: 10 s, Kubernetes: 30 s)."
+            "Seconds in-flight requests get to finish after SIGTERM. The default fits, "
+            "with the server's exit, inside docker stop's 10 s and Kubernetes' 30 s; "
+            "generated manifests give the orchestrator a grace period above it."
         ),
     )
     keepalive: Seconds = Field(

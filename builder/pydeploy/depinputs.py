@@ -35,13 +35,20 @@ from pydeploy.skiplist import BUILD_OUTPUT_DIRS, NEVER, SKIP_DIRS
 RECIPE_VERSION = "1"
 UV_VERSION = "0.13.9"
 
+# The one list of what each server needs in the venv. httptools: uvicorn's fast HTTP parser
+# (uvicorn picks it when installed; its h11 fallback served half as many requests/s).
+_UVICORN = ("uvicorn", "httptools")
+_GUNICORN_UVICORN = ("gunicorn", *_UVICORN, "uvicorn-worker")
 SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
-    "gunicorn": ("gunicorn",),
-    "gunicorn-uvicorn": ("gunicorn", "uvicorn", "uvicorn-worker"),
-    "uvicorn": ("uvicorn",),
+    # WSGI behind pydeploy's uvicorn-based worker (wsgi-worker = "async"), through a2wsgi.
+    "gunicorn": (*_GUNICORN_UVICORN, "a2wsgi"),
+    "gunicorn-uvicorn": _GUNICORN_UVICORN,
+    "uvicorn": _UVICORN,
     # The interface is only known once the app imports: have both servers ready.
-    "auto": ("gunicorn", "uvicorn", "uvicorn-worker"),
+    "auto": (*_GUNICORN_UVICORN, "a2wsgi"),
 }
+# wsgi-worker = "sync": gunicorn's own workers need nothing else.
+SYNC_GUNICORN_PACKAGES = ("gunicorn",)
 # Never part of a local package's content hash (caches, VCS, build output).
 _HASH_SKIP_DIRS = SKIP_DIRS | {"venv", *BUILD_OUTPUT_DIRS}
 # Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
@@ -49,8 +56,15 @@ _TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
 _NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
 
 
-def server_packages(server: str) -> tuple[str, ...]:
+def server_packages(server: str, wsgi_worker: str = "async") -> tuple[str, ...]:
+    if server == "gunicorn" and wsgi_worker == "sync":
+        return SYNC_GUNICORN_PACKAGES
     return SERVER_PACKAGES.get(server, SERVER_PACKAGES["auto"])
+
+
+def plan_server_packages(plan: BuildPlan) -> tuple[str, ...]:
+    """What the plan's server needs in the venv."""
+    return server_packages(plan.server, plan.project.config.server.wsgi_worker)
 
 
 # --- dependency inputs and key ----------------------------------------------------------

@@ -22,17 +22,16 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from pydeploy import __version__, assemble
 from pydeploy.appfiles import gitignore_files
 from pydeploy.config import PYPROJECT, read_pyproject
 from pydeploy.credentials import CA_ENV_VARS, Credentials, index_environment
-from pydeploy.depinputs import UV_VERSION, dependency_inputs, server_packages
+from pydeploy.depinputs import UV_VERSION, dependency_inputs, plan_server_packages
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.launcher import INTERFACE_OF_SERVER
-from pydeploy.plan import APP_DIR, LAUNCHER_DIR, VENV, BuildPlan, launch_settings
+from pydeploy.plan import APP_DIR, VENV, BuildPlan, launch_settings
 from pydeploy.skiplist import CREDENTIALS, NEVER
 from pydeploy.wheels import BUILD_ENV
 
@@ -359,7 +358,7 @@ def _builder_stage(plan: BuildPlan) -> list[str]:
     install = _install(plan)
     python = f"{VENV}/bin/python"
     uv_install = [UV, "pip", "install", "--python", python]
-    command = [*uv_install, *install.args, *server_packages(plan.server)]
+    command = [*uv_install, *install.args, *plan_server_packages(plan)]
     lines = ["FROM " + plan.base_image + " AS builder"]
     env = dict(BUILDER_ENV)
     env |= index_environment(plan.project.config.index, Credentials())
@@ -437,6 +436,14 @@ def _user_lines(plan: BuildPlan) -> list[str]:
     ]
 
 
+def _copy_lines(launcher_files: dict[str, bytes]) -> list[str]:
+    """One COPY per image directory, from the files' names under .pydeploy/."""
+    by_dir: dict[str, list[str]] = {}
+    for path in launcher_files:
+        by_dir.setdefault(str(Path(path).parent), []).append(f"{CONTEXT_DIR}/{Path(path).name}")
+    return [f"COPY {' '.join(sources)} {target}/" for target, sources in by_dir.items()]
+
+
 def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     """The Dockerfile, its .dockerignore and the files it copies from `.pydeploy/`."""
     launch = _launch(plan)
@@ -444,11 +451,9 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     labels = assemble.oci_labels(plan, created_epoch=0, revision=None, base_digest=None)
     labels.pop("org.opencontainers.image.created")
     env = {k: v for k, v in settings.env.items() if k != "PATH"}
-    script = resources.files("pydeploy").joinpath("launcher.py").read_bytes()
-    files = {
-        f"{CONTEXT_DIR}/launcher.py": script,
-        f"{CONTEXT_DIR}/launch.json": json.dumps(launch, indent=2, sort_keys=True).encode() + b"\n",
-    }
+    # The launcher layer's files, each at its image path's name under .pydeploy/.
+    launcher_files = assemble.launcher_files(launch)
+    files = {f"{CONTEXT_DIR}/{Path(path).name}": data for path, data in launcher_files.items()}
     if plan.dependency_source == "pylock":
         lines = dependency_inputs(plan).requirement_lines
         files[f"{CONTEXT_DIR}/requirements.txt"] = "".join(f"{ln}\n" for ln in lines).encode()
@@ -493,7 +498,7 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     out += [
         f"COPY --from=builder {VENV} {VENV}",
         f"COPY --from=source /src {APP_DIR}",
-        f"COPY {CONTEXT_DIR}/launcher.py {CONTEXT_DIR}/launch.json {LAUNCHER_DIR}/",
+        *_copy_lines(launcher_files),
         f"ENV PATH={quote(VENV + '/bin')}:$PATH \\\n    " + _pairs(env),
         f"WORKDIR {settings.workdir}",
         f"USER {settings.user}",

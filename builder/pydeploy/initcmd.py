@@ -71,7 +71,7 @@ app = "{target}"
 # auto: WEB_CONCURRENCY, else 2 x the container's CPUs + 1, decided at start.
 # workers = "auto"
 # timeout = 30
-# graceful-timeout = 25
+# graceful-timeout = 8
 
 [tool.pydeploy.healthcheck]
 # An HTTP path that answers 2xx when the app is up (probed without curl).

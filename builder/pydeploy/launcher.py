@@ -44,7 +44,17 @@ SHM_DIR = "/dev/shm"  # noqa: S108 -- a fixed tmpfs, not a temp file we create
 
 SERVERS = ("gunicorn", "gunicorn-uvicorn", "uvicorn")
 INTERFACE_OF_SERVER = {"gunicorn": "wsgi", "gunicorn-uvicorn": "asgi", "uvicorn": "asgi"}
-UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+# pydeploy's worker classes (server_workers.py, copied into the image as WORKER_MODULE in
+# `worker_lib`): uvicorn's event loop in front of the app, for WSGI (through a2wsgi) and ASGI.
+WORKER_MODULE = "pydeploy_workers"
+WSGI_WORKER_CLASS = f"{WORKER_MODULE}.WSGIWorker"
+ASGI_WORKER_CLASS = f"{WORKER_MODULE}.ASGIWorker"
+WSGI_WORKERS = ("async", "sync")
+# Threads per worker that run a WSGI app behind the async front when `threads` is unset.
+DEFAULT_WSGI_THREADS = 4
+# The graceful timeout's default: with the server's exit it fits inside docker stop's 10 s
+# (and so inside Kubernetes' 30 s).
+DEFAULT_GRACEFUL_TIMEOUT = 8
 # gunicorn 25.1 added a control socket that errors on read-only or HOME-less containers.
 GUNICORN_CONTROL_SOCKET_SINCE = (25, 1)
 # uvicorn 0.41 added --limit-max-requests-jitter; older versions reject the flag.
@@ -98,7 +108,7 @@ class LaunchConfig:
     master_memory_mb: int | None = None
     threads: int | None = None
     timeout: int = 30
-    graceful_timeout: int = 25
+    graceful_timeout: int = DEFAULT_GRACEFUL_TIMEOUT
     keepalive: int = 5
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -108,6 +118,8 @@ class LaunchConfig:
     extra_args: tuple[str, ...] = ()
     app_dir: str = "/app"
     venv: str = "/opt/venv"
+    wsgi_worker: str = "async"
+    worker_lib: str = "/opt/pydeploy/lib"
     healthcheck_path: str | None = "/healthz"
     healthcheck_timeout: float = 3.0
 
@@ -163,6 +175,12 @@ def parse_config(data: object) -> LaunchConfig:
     access_log = data.get("access_log", True)
     if not isinstance(access_log, bool):
         raise LaunchError(f"launch.json: 'access_log' must be true or false, got {access_log!r}")
+    wsgi_worker = data.get("wsgi_worker", "async")
+    if wsgi_worker not in WSGI_WORKERS:
+        raise LaunchError(
+            f"launch.json: 'wsgi_worker' must be one of {', '.join(WSGI_WORKERS)}, "
+            f"got {wsgi_worker!r}"
+        )
     hc_timeout = data.get("healthcheck_timeout", 3)
     if isinstance(hc_timeout, bool) or not isinstance(hc_timeout, (int, float)) or hc_timeout <= 0:
         raise LaunchError(
@@ -179,7 +197,7 @@ def parse_config(data: object) -> LaunchConfig:
         master_memory_mb=_optional_int(data, "master_memory_mb", 0),
         threads=_optional_int(data, "threads", 1),
         timeout=_int(data, "timeout", 30, 0),
-        graceful_timeout=_int(data, "graceful_timeout", 25, 0),
+        graceful_timeout=_int(data, "graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT, 0),
         keepalive=_int(data, "keepalive", 5, 0),
         max_requests=_int(data, "max_requests", 0, 0),
         max_requests_jitter=_int(data, "max_requests_jitter", 0, 0),
@@ -189,6 +207,8 @@ def parse_config(data: object) -> LaunchConfig:
         extra_args=tuple(extra),
         app_dir=_str(data, "app_dir", "/app"),
         venv=_str(data, "venv", "/opt/venv"),
+        wsgi_worker=wsgi_worker,
+        worker_lib=_str(data, "worker_lib", "/opt/pydeploy/lib"),
         # null = no HTTP path: the healthcheck only checks that the port accepts connections.
         healthcheck_path=_optional_str(data, "healthcheck_path", "/healthz"),
         healthcheck_timeout=float(hc_timeout),
@@ -557,15 +577,21 @@ def gunicorn_argv(
     gunicorn_version: tuple[int, ...] | None,
     worker_tmp_dir: str | None = SHM_DIR,
 ) -> list[str]:
-    """gunicorn for WSGI (sync, or gthread with threads > 1) and for ASGI through UvicornWorker."""
+    """gunicorn with pydeploy's uvicorn-based workers (WSGI through a2wsgi, and ASGI), or
+    with gunicorn's sync worker (gthread with threads > 1) when `wsgi_worker` is "sync"."""
     argv = [str(Path(config.venv) / "bin" / "gunicorn"), "--bind", f"0.0.0.0:{port}"]
     argv += ["--workers", str(workers)]
+    threads = wsgi_threads(config)
     if config.server == "gunicorn-uvicorn":
-        argv += ["--worker-class", UVICORN_WORKER_CLASS]
-    elif config.threads is not None and config.threads > 1:
-        argv += ["--worker-class", "gthread", "--threads", str(config.threads)]
+        argv += ["--worker-class", ASGI_WORKER_CLASS]
+    elif config.wsgi_worker == "async":
+        argv += ["--worker-class", WSGI_WORKER_CLASS, "--threads", str(threads)]
+    elif threads > 1:
+        argv += ["--worker-class", "gthread", "--threads", str(threads)]
     else:
         argv += ["--worker-class", "sync"]
+    if config.server == "gunicorn-uvicorn" or config.wsgi_worker == "async":
+        argv += ["--pythonpath", config.worker_lib]
     argv += ["--chdir", config.app_dir]
     if worker_tmp_dir is not None:
         argv += ["--worker-tmp-dir", worker_tmp_dir]
@@ -588,6 +614,14 @@ def gunicorn_argv(
     argv += list(config.extra_args)
     argv.append(config.app)
     return argv
+
+
+def wsgi_threads(config: LaunchConfig) -> int:
+    """Threads per worker that run a WSGI app: `threads`, else 4 behind the async front
+    (a few, so one slow request does not hold up the others its worker accepted), else 1."""
+    if config.threads is not None:
+        return config.threads
+    return DEFAULT_WSGI_THREADS if config.wsgi_worker == "async" else 1
 
 
 def uvicorn_argv(
@@ -668,8 +702,8 @@ def plan_launch(config: LaunchConfig, environ: Mapping[str, str], system: System
             gunicorn_version=installed_version(venv, "gunicorn"),
             worker_tmp_dir=SHM_DIR if Path(SHM_DIR).is_dir() else None,
         )
-        if config.server == "gunicorn" and config.threads is not None and config.threads > 1:
-            threads = config.threads
+        if config.server == "gunicorn" and wsgi_threads(config) > 1:
+            threads = wsgi_threads(config)
     return LaunchPlan(argv, port, decision, config.server, threads)
 
 

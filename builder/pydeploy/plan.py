@@ -21,6 +21,10 @@ from pydeploy.skiplist import BUILD_OUTPUT_DIRS, CACHE_DIRS, NEVER
 VENV = "/opt/venv"
 APP_DIR = "/app"
 LAUNCHER_DIR = "/opt/pydeploy"
+# pydeploy's gunicorn worker classes (server_workers.py), alone in a directory so that
+# putting it on gunicorn's --pythonpath shadows none of the app's modules.
+WORKER_LIB = f"{LAUNCHER_DIR}/lib"
+WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
@@ -357,6 +361,7 @@ def launch_settings(
         "port": project.config.port,
         "workers": None if s.workers == "auto" else s.workers,
         **memory_launch_keys(memory, s.worker_memory),
+        "wsgi_worker": s.wsgi_worker,
         "threads": s.threads,
         "timeout": s.timeout,
         "graceful_timeout": s.graceful_timeout,
@@ -371,6 +376,7 @@ def launch_settings(
         "extra_args": list(s.extra_args),
         "app_dir": APP_DIR,
         "venv": VENV,
+        "worker_lib": WORKER_LIB,
         "healthcheck_path": project.config.healthcheck.path,
         "healthcheck_timeout": project.config.healthcheck.timeout,
     }

@@ -49,7 +49,7 @@ from pydeploy.depinputs import (
     dependency_inputs,
     dependency_key,
     input_files,
-    server_packages,
+    plan_server_packages,
 )
 from pydeploy.engine import BUILD_LABEL, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
@@ -563,7 +563,7 @@ def install_dependencies(
     `output` gets every tool line when `verbose`."""
     started = time.monotonic()
     inputs = dependency_inputs(plan)
-    servers = server_packages(plan.server)
+    servers = plan_server_packages(plan)
     index = plan.project.config.index
     key = dependency_key(builder.key, inputs, servers, index_settings(index))
     volume = VENV_VOLUME_PREFIX + key[:16]

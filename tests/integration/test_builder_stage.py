@@ -202,7 +202,7 @@ def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -
     key = depinputs.dependency_key(
         builder.key,
         inputs,
-        depinputs.server_packages(plan.server),
+        depinputs.plan_server_packages(plan),
         index_settings(plan.project.config.index),
     )
     name = wheels.VENV_VOLUME_PREFIX + key[:16]
@@ -357,7 +357,7 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
     assert deps.key == depinputs.dependency_key(
         builder.key,
         depinputs.dependency_inputs(plan),
-        depinputs.server_packages(plan.server),
+        depinputs.plan_server_packages(plan),
         index_settings(plan.project.config.index),
     )
     assert install(engine, plan, builder, Progress()).cached

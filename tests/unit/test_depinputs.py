@@ -49,7 +49,7 @@ def plan_of(root: Path) -> BuildPlan:
 
 def key_of(plan: BuildPlan, builder: str = "sha256:aaa") -> str:
     inputs = depinputs.dependency_inputs(plan)
-    servers = depinputs.server_packages(plan.server)
+    servers = depinputs.plan_server_packages(plan)
     index = index_settings(plan.project.config.index)
     return depinputs.dependency_key(builder, inputs, servers, index)
 
@@ -179,14 +179,20 @@ def test_missing_requirements_file_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("server", "packages"),
     [
-        ("gunicorn", ("gunicorn",)),
-        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "uvicorn-worker")),
-        ("uvicorn", ("uvicorn",)),
-        ("auto", ("gunicorn", "uvicorn", "uvicorn-worker")),
+        ("gunicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker", "a2wsgi")),
+        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker")),
+        ("uvicorn", ("uvicorn", "httptools")),
+        ("auto", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker", "a2wsgi")),
     ],
 )
 def test_server_packages(server: str, packages: tuple[str, ...]) -> None:
     assert depinputs.server_packages(server) == packages
+
+
+def test_sync_wsgi_worker_needs_only_gunicorn() -> None:
+    assert depinputs.server_packages("gunicorn", "sync") == ("gunicorn",)
+    asgi = depinputs.server_packages("gunicorn-uvicorn")
+    assert depinputs.server_packages("gunicorn-uvicorn", "sync") == asgi
 
 
 # --- pylock.toml ----------------------------------------------------------------------------

@@ -174,6 +174,10 @@ def test_launcher_files_are_pydeploys_own(flask: Path) -> None:
     assert launch == launch_settings(plan.project, plan.app, "wsgi", "gunicorn")
     final = stages(ejected.dockerfile)[-1]
     assert "COPY .pydeploy/launcher.py .pydeploy/launch.json /opt/pydeploy/" in final
+    assert ejected.files[".pydeploy/pydeploy_workers.py"] == (
+        resources.files("pydeploy").joinpath("server_workers.py").read_bytes()
+    )
+    assert "COPY .pydeploy/pydeploy_workers.py /opt/pydeploy/lib/" in final
     # The launcher files never reach /app: the source stage drops them.
     source = stages(ejected.dockerfile)[0]
     assert source[-1].endswith("rm -rf /src/.pydeploy && chmod -R u=rwX,go=rX /src")
@@ -183,7 +187,7 @@ def test_asgi_app_installs_uvicorn_worker(tmp_path: Path) -> None:
     root = copy_example("fastapi-app", tmp_path)
     ejected = eject(root)
     assert json.loads(ejected.files[".pydeploy/launch.json"])["server"] == "gunicorn-uvicorn"
-    assert "gunicorn uvicorn uvicorn-worker" in ejected.dockerfile
+    assert "gunicorn uvicorn httptools uvicorn-worker\n" in ejected.dockerfile
 
 
 # --- secrets stay out -------------------------------------------------------------------------
@@ -401,6 +405,7 @@ def test_write_refuses_a_hand_written_dockerfile(flask: Path) -> None:
     written = dockerfile.write(ejected, flask, force=True)
     assert {p.relative_to(flask).as_posix() for p in written} == {
         "Dockerfile", ".dockerignore", ".pydeploy/launcher.py", ".pydeploy/launch.json",
+        ".pydeploy/pydeploy_workers.py",
     }  # fmt: skip
     # Its own output is replaced without --force.
     dockerfile.write(eject(flask), flask)

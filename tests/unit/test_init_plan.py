@@ -104,8 +104,8 @@ def test_check_and_plan_pass_on_examples(example: str) -> None:
     ]
     command = data["server"]["command"]
     assert command[0] == "/opt/venv/bin/gunicorn"
-    expected_worker = "uvicorn_worker.UvicornWorker" if example == "fastapi-app" else "sync"
-    assert command[command.index("--worker-class") + 1] == expected_worker
+    expected_worker = "ASGIWorker" if example == "fastapi-app" else "WSGIWorker"
+    assert command[command.index("--worker-class") + 1] == f"pydeploy_workers.{expected_worker}"
     assert data["user"]["uid"] != 0
 
 

@@ -431,8 +431,45 @@ def test_unknown_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
 # --------------------------------------------------------------------------- argv per server
 
 
-def test_gunicorn_sync_argv() -> None:
+def test_wsgi_default_is_the_async_worker_with_four_threads() -> None:
     argv = launcher.gunicorn_argv(config(), workers=3, port=8000, gunicorn_version=(23, 0, 0))
+    assert argv == [
+        "/opt/venv/bin/gunicorn",
+        "--bind", "0.0.0.0:8000",
+        "--workers", "3",
+        "--worker-class", "pydeploy_workers.WSGIWorker", "--threads", "4",
+        "--pythonpath", "/opt/pydeploy/lib",
+        "--chdir", "/app",
+        "--worker-tmp-dir", "/dev/shm",
+        "--access-logfile", "-",
+        "--error-logfile", "-",
+        "--timeout", "30",
+        "--graceful-timeout", "25",
+        "--keep-alive", "5",
+        "myapp.wsgi:application",
+    ]  # fmt: skip
+
+
+def test_async_wsgi_worker_takes_the_configured_threads() -> None:
+    argv = launcher.gunicorn_argv(config(threads=1), workers=3, port=8000, gunicorn_version=None)
+    assert argv[argv.index("--threads") + 1] == "1"
+    assert "pydeploy_workers.WSGIWorker" in argv
+
+
+def test_default_graceful_timeout_fits_inside_docker_stop() -> None:
+    cfg = launcher.parse_config({"app": "a:b", "server": "gunicorn", "healthcheck_path": None})
+    assert cfg.graceful_timeout == launcher.DEFAULT_GRACEFUL_TIMEOUT < 10
+
+
+def test_unknown_wsgi_worker_is_refused() -> None:
+    with pytest.raises(launcher.LaunchError, match="'wsgi_worker' must be one of async, sync"):
+        config(wsgi_worker="gevent")
+
+
+def test_gunicorn_sync_argv() -> None:
+    argv = launcher.gunicorn_argv(
+        config(wsgi_worker="sync"), workers=3, port=8000, gunicorn_version=(23, 0, 0)
+    )
     assert argv == [
         "/opt/venv/bin/gunicorn",
         "--bind", "0.0.0.0:8000",
@@ -451,6 +488,7 @@ def test_gunicorn_sync_argv() -> None:
 
 def test_gunicorn_gthread_argv_with_every_option() -> None:
     cfg = config(
+        wsgi_worker="sync",
         threads=4,
         max_requests=1000,
         max_requests_jitter=50,
@@ -487,7 +525,8 @@ def test_gunicorn_uvicorn_argv() -> None:
         "/opt/venv/bin/gunicorn",
         "--bind", "0.0.0.0:8000",
         "--workers", "5",
-        "--worker-class", "uvicorn_worker.UvicornWorker",
+        "--worker-class", "pydeploy_workers.ASGIWorker",
+        "--pythonpath", "/opt/pydeploy/lib",
         "--chdir", "/app",
         "--access-logfile", "-",
         "--error-logfile", "-",
@@ -744,8 +783,9 @@ def test_run_execs_the_server_in_place(tmp_path: Path, server: str) -> None:
     )
     assert seen["argv"] == json.loads(printed.stdout)["argv"]
     assert seen["cwd"] == str(app_dir)
+    threads = ", 4 threads" if server == "gunicorn" else ""
     assert err.splitlines() == [
-        f"pydeploy-launcher: {server}, 2 workers (WEB_CONCURRENCY=2), port {env['PORT']}"
+        f"pydeploy-launcher: {server}, 2 workers (WEB_CONCURRENCY=2){threads}, port {env['PORT']}"
     ]
 
 
