@@ -38,7 +38,9 @@ UV_VERSION = "0.13.9"
 # The one list of what each server needs in the venv. httptools: uvicorn's fast HTTP parser
 # (uvicorn picks it when installed; its h11 fallback served half as many requests/s).
 _UVICORN = ("uvicorn", "httptools")
-_GUNICORN_UVICORN = ("gunicorn", *_UVICORN, "uvicorn-worker")
+# pydeploy's worker classes (server_workers.py) override uvicorn-worker's private `_serve`:
+# a release that changes it must not reach images before it is tested.
+_GUNICORN_UVICORN = ("gunicorn", *_UVICORN, "uvicorn-worker>=0.4,<0.5")
 SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
     # WSGI behind pydeploy's uvicorn-based worker (wsgi-worker = "async"), through a2wsgi.
     "gunicorn": (*_GUNICORN_UVICORN, "a2wsgi"),

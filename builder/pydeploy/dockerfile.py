@@ -358,7 +358,7 @@ def _builder_stage(plan: BuildPlan) -> list[str]:
     install = _install(plan)
     python = f"{VENV}/bin/python"
     uv_install = [UV, "pip", "install", "--python", python]
-    command = [*uv_install, *install.args, *plan_server_packages(plan)]
+    command = [*uv_install, *install.args, *map(shlex.quote, plan_server_packages(plan))]
     lines = ["FROM " + plan.base_image + " AS builder"]
     env = dict(BUILDER_ENV)
     env |= index_environment(plan.project.config.index, Credentials())

@@ -27,6 +27,10 @@ def test_server_packages_are_added_only_when_not_named() -> None:
     wanted = ["gunicorn", "uvicorn", "uvicorn-worker"]
     assert builder_script.missing_server_packages(named, wanted) == ["uvicorn-worker"]
     assert builder_script.missing_server_packages({"uvicorn-worker"}, ["uvicorn_worker"]) == []
+    # Version ranges are compared by name.
+    ranged = ["uvicorn-worker>=0.4,<0.5"]
+    assert builder_script.missing_server_packages({"uvicorn-worker"}, ranged) == []
+    assert builder_script.missing_server_packages(set(), ranged) == ranged
 
 
 def test_requirement_file_names_follow_includes(tmp_path: Path) -> None:

@@ -179,10 +179,10 @@ def test_missing_requirements_file_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("server", "packages"),
     [
-        ("gunicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker", "a2wsgi")),
-        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker")),
+        ("gunicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5", "a2wsgi")),
+        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5")),
         ("uvicorn", ("uvicorn", "httptools")),
-        ("auto", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker", "a2wsgi")),
+        ("auto", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5", "a2wsgi")),
     ],
 )
 def test_server_packages(server: str, packages: tuple[str, ...]) -> None:

@@ -187,7 +187,7 @@ def test_asgi_app_installs_uvicorn_worker(tmp_path: Path) -> None:
     root = copy_example("fastapi-app", tmp_path)
     ejected = eject(root)
     assert json.loads(ejected.files[".pydeploy/launch.json"])["server"] == "gunicorn-uvicorn"
-    assert "gunicorn uvicorn httptools uvicorn-worker\n" in ejected.dockerfile
+    assert "gunicorn uvicorn httptools 'uvicorn-worker>=0.4,<0.5'\n" in ejected.dockerfile
 
 
 # --- secrets stay out -------------------------------------------------------------------------
