@@ -137,10 +137,13 @@ def requirement_file_names(path: str, seen: set[str] | None = None) -> set[str]:
     return names
 
 
+_SPEC_START = re.compile(r"[<>=!~;\[ ]")
+
+
 def missing_server_packages(named: set[str], wanted: list[str]) -> list[str]:
     """The server packages the dependency set does not already name."""
     # `wanted` may carry version ranges ("uvicorn-worker>=0.4,<0.5"): compare names only.
-    return [pkg for pkg in wanted if normalize(re.split(r"[<>=!~;\[ ]", pkg, maxsplit=1)[0]) not in named]
+    return [pkg for pkg in wanted if normalize(_SPEC_START.split(pkg, maxsplit=1)[0]) not in named]
 
 
 _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(==[^\s;#]+)")
