@@ -134,14 +134,26 @@ def build(
 ) -> BuildResult:
     timings: dict[str, float] = {}
     clock = _Clock(progress, timings)
-    store = BlobStore(cache_root(options.cache_dir) / "blobs")
-    base_ref = engine.ensure_image(plan.base_image)
-    clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
-    # Importing the base's layers (docker save + deterministic gzip, once per base) is
-    # CPU work that overlaps with the container work below; joined before assembly.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
-        base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
-        return _build(plan, engine, options, clock, store, base_ref, base_job, pool)
+    root = cache_root(options.cache_dir)
+    store = BlobStore(root / "blobs")
+    # What builds killed earlier left (their containers hold volumes and claims).
+    reaped = engine.reap_orphans()
+    if reaped:
+        clock.sub("cleanup", 0.0, f"removed {len(reaped)} containers of killed builds")
+    # The lease keeps `prune` off the host cache, the hold keeps what this build pins
+    # (venv and cache volumes, builder images) in use until the end.
+    waiting = "waiting for `pydeploy prune` to finish with the host cache"
+    with (
+        cachegc.lease(root, lambda: clock.sub("cache", 0.0, waiting)),
+        engine.hold(),
+    ):
+        base_ref = engine.ensure_image(plan.base_image)
+        clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
+        # Importing the base's layers (docker save + deterministic gzip, once per base)
+        # is CPU work that overlaps with the container work below; joined before assembly.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
+            base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
+            return _build(plan, engine, options, clock, store, base_ref, base_job, pool)
 
 
 def _build(
@@ -165,7 +177,6 @@ def _build(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
     )
-    cachegc.touch(store.root.parent, "volume", deps.volume)  # for `pydeploy prune`
 
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)

@@ -1,10 +1,12 @@
-"""`pydeploy prune` planning from a fake inventory (ages, markers, in use, --all), the
-host-cache inventory of a real directory, the last-use record, and host-side removal."""
+"""`pydeploy prune` planning from a fake inventory (ages, markers, in use, --all, dead
+builds' containers, a build holding the host cache), the host-cache inventory of a real
+directory, the lock builds and prune meet on, and host-side removal."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from pydeploy import cachegc
@@ -125,7 +127,7 @@ def test_all_plans_every_cached_volume_image_and_host_file_not_in_use() -> None:
             HostEntry(ROOT / "blobs/sha256" / BLOB_A[7:], "blob", 50, RECENT, digest=BLOB_A),
             HostEntry(ROOT / "blobs/index/x/k.json", "index", 5, RECENT, refs=frozenset({BLOB_A})),
             HostEntry(ROOT / "logs/build.log", "log", 7, RECENT),
-            HostEntry(ROOT / "last-used.json", "usage", 3, RECENT),
+            HostEntry(ROOT / "lock", "lock", 0, RECENT),
             HostEntry(ROOT / "tmp/pydeploy-old", "tmp", 9, HOURS_AGO, is_dir=True),
             HostEntry(ROOT / "tmp/pydeploy-live", "tmp", 9, RECENT, is_dir=True),
             HostEntry(ROOT / "blobs/sha256/.tmp-live", "partial", 9, RECENT),
@@ -135,12 +137,13 @@ def test_all_plans_every_cached_volume_image_and_host_file_not_in_use() -> None:
     assert names(plan) == {
         "pydeploy-venv-fresh", "pydeploy-cache", "pydeploy-python-1234", "pydeploy-builder:k1",
         *(str(ROOT / p) for p in (f"blobs/sha256/{BLOB_A[7:]}", "blobs/index/x/k.json",
-                                  "logs/build.log", "last-used.json", "tmp/pydeploy-old")),
+                                  "logs/build.log", "tmp/pydeploy-old")),
     }  # fmt: skip
     assert kept(plan)["pydeploy-builder:k2"] == "in use"
     assert "a build may be writing it" in kept(plan)[str(ROOT / "tmp/pydeploy-live")]
     assert str(ROOT / "blobs/sha256/.tmp-live") in kept(plan)
-    assert plan.size == 1000 + 10 + 0 + 300 + 50 + 5 + 7 + 3 + 9
+    assert str(ROOT / "lock") not in kept(plan)  # never removed, not worth a line
+    assert plan.size == 1000 + 10 + 0 + 300 + 50 + 5 + 7 + 9
     # The default plan touches none of those shared caches or fresh files.
     assert names(default(inventory)) == {str(ROOT / "tmp/pydeploy-old")}
 
@@ -224,25 +227,56 @@ def test_inventory_of_a_real_cache_directory_and_removal(tmp_path: Path) -> None
     assert not tmp_path.exists()
 
 
-def test_touch_records_last_use_and_forget_drops_it(tmp_path: Path) -> None:
+def test_containers_of_dead_builds_go_first() -> None:
+    inventory = Inventory(ROOT, volumes=(venv("stale", last_used=OLD),), orphans=("c1", "c2"))
+    plan = default(inventory)
+    assert [(i.kind, i.name) for i in plan.remove] == [
+        ("container", "c1"), ("container", "c2"), ("volume", "pydeploy-venv-stale"),
+    ]  # fmt: skip
+    assert {i.reason for i in plan.remove[:2]} == {"its build is gone"}
+
+
+def test_while_a_build_holds_the_host_cache_prune_leaves_it_alone(tmp_path: Path) -> None:
+    files = (
+        HostEntry(ROOT / "sha/.tmp-old", "partial", 1, OLD),
+        HostEntry(ROOT / "sha/b", "blob", 1, OLD, digest=BLOB_B),
+        HostEntry(ROOT / "idx/k.json", "index", 1, OLD, refs=frozenset()),
+        HostEntry(ROOT / "lock", "lock", 0, RECENT),
+    )
+    for plan in (
+        default(Inventory(ROOT, files=files, host_busy=True), days=0),
+        everything(Inventory(ROOT, files=files, host_busy=True)),
+    ):
+        assert names(plan) == set()
+        assert set(kept(plan).values()) == {"a build is using the host cache"}
+        assert str(ROOT / "lock") not in kept(plan)
+
     root = tmp_path / "cache"
-    cachegc.touch(root, "volume", "pydeploy-venv-a", now=100)
-    cachegc.touch(root, "volume", "pydeploy-venv-b", now=200)
-    cachegc.touch(root, "volume", "pydeploy-venv-a", now=300)
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-a": 300, "pydeploy-venv-b": 200}}
-    cachegc.forget(root, "volume", ["pydeploy-venv-a"])
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-b": 200}}
-    (root / cachegc.USAGE_FILE).write_text("{damaged")
-    assert cachegc.read_usage(root) == {}
-    cachegc.touch(root, "volume", "pydeploy-venv-c", now=400)  # a damaged record is replaced
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-c": 400}}
+    with cachegc.lease(root):
+        with cachegc.exclusive(root) as alone:
+            assert alone is False
+        with cachegc.lease(root):  # builds share it (build --all)
+            pass
+    waiting, leased = threading.Event(), threading.Event()
 
+    def build() -> None:
+        with cachegc.lease(root, waiting.set):
+            leased.set()
 
-def test_touch_never_fails_a_build(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    cachegc.touch(blocker / "cache", "volume", "v")  # no exception
-    assert cachegc.read_usage(blocker / "cache") == {}
+    with cachegc.exclusive(root) as alone:
+        assert alone is True
+        builder = threading.Thread(target=build)
+        builder.start()
+        assert waiting.wait(timeout=60), "a build starting during prune says it waits"
+        assert not leased.is_set()
+    builder.join(timeout=60)
+    assert leased.is_set(), "and goes on once prune is done"
+    (root / "blobs").mkdir()
+    inventory = cachegc.take_inventory(None, root, check_markers=False)
+    assert {e.path.name: e.role for e in inventory.files} == {"lock": "lock"}
+    cachegc.apply(None, root, everything(inventory), everything=True)
+    assert (root / cachegc.LOCK_FILE).is_file()
+    assert not (root / "blobs").exists()
 
 
 def test_describe_collapses_blobs_into_one_line_per_reason() -> None:
