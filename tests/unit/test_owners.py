@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -116,10 +117,10 @@ class FakeEngine:
         self.reaped = 0
 
     def _mount(self, mounts: Any) -> list[Mount]:
-        mounts = list(mounts)
-        for mount in mounts:
+        found: list[Mount] = list(mounts)
+        for mount in found:
             self.volumes.setdefault(mount.source, {})
-        return mounts
+        return found
 
     def volume_labels(self, name: str) -> dict[str, str] | None:
         return dict(self.volumes[name]) if name in self.volumes else None
@@ -136,10 +137,10 @@ class FakeEngine:
         return True
 
     @contextlib.contextmanager
-    def container(self, image: str, argv: list[str], **options: Any) -> Iterator[FakeBox]:
+    def container(self, _image: str, _argv: list[str], **options: Any) -> Iterator[FakeBox]:
         yield FakeBox(self, self._mount(options.get("mounts", ())))
 
-    def pin(self, image: str, mounts: Any = ()) -> FakeBox:
+    def pin(self, _image: str, mounts: Any = ()) -> FakeBox:
         box = FakeBox(self, self._mount(mounts))
         self.pins.append(box)
         return box
@@ -147,9 +148,8 @@ class FakeEngine:
     def unpin(self, box: FakeBox) -> None:
         self.pins.remove(box)
 
-    def containers_with_label(
-        self, build_id: str | None = None, *, running_only: bool = False
-    ) -> list[str]:
+    def containers_with_label(self, build_id: str | None = None, **_: bool) -> list[str]:
+        """Running or not: the claim logic asks only for running ones."""
         return ["c"] * self.running.get(build_id or self.build_id, 0)
 
     def reap_orphans(self) -> list[str]:
@@ -178,8 +178,8 @@ class Clock:
         self.now = 1000.0
         self.sleeps = 0
         self.on_sleep: Any = None
-        monkeypatch.setattr(wheels.time, "monotonic", lambda: self.now)
-        monkeypatch.setattr(wheels.time, "sleep", self.sleep)
+        monkeypatch.setattr(time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(time, "sleep", self.sleep)
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
@@ -194,7 +194,7 @@ BUILDER = wheels.BuilderImage("base", "sha256:b", wheels.PythonInfo("/p", "3.11.
 def claim(engine: FakeEngine) -> tuple[Any, dict[str, Any] | None, list[str]]:
     said: list[str] = []
     pin, marker = wheels._reuse_or_claim(
-        cast(Engine, engine), BUILDER, VOLUME, KEY, lambda _s, _e, detail: said.append(detail)
+        cast(Engine, engine), BUILDER, VOLUME, KEY, lambda _s, _e, detail: said.append(detail or "")
     )
     return pin, marker, said
 
@@ -270,26 +270,25 @@ def test_another_hosts_owner_is_judged_by_its_running_containers(clock: Clock) -
     grace = wheels.CLAIM_GRACE_SECONDS
     assert 99 + grace <= waited <= 100 + grace + 3, "taken over once quiet for the grace"
     assert f"(pid 4242 on host {ELSEWHERE.host})" in said[0]
-    assert said[-1] == f"build remotebuild0 (pid 4242 on host {ELSEWHERE.host}) is gone; " + (
-        f"taking over {VOLUME}"
-    )
+    gone = f"build remotebuild0 (pid 4242 on host {ELSEWHERE.host}) is gone; taking over"
+    assert said[-1] == f"{gone} {VOLUME}"
+
+
+class PrunedFirst(FakeEngine):
+    """`prune` removes the volume between its marker read and this build's pin."""
+
+    def pin(self, _image: str, mounts: Any = ()) -> FakeBox:
+        if self.volumes.get(VOLUME, {}).get(wheels.LABEL_OWNER) not in {None, self.build_id}:
+            self.remove_unused_volume(VOLUME)
+        return super().pin(_image, mounts)
 
 
 def test_a_volume_removed_before_the_pin_is_claimed_afresh(clock: Clock) -> None:
-    engine = FakeEngine()
+    engine = PrunedFirst()
     engine.claim("olderbuild00", None)
     engine.complete()
-    real_pin = engine.pin
-
-    def pin_after_prune(image: str, mounts: Any = ()) -> FakeBox:
-        if VOLUME in engine.volumes and engine.volumes[VOLUME].get(wheels.LABEL_OWNER) != (
-            engine.build_id
-        ):
-            engine.remove_unused_volume(VOLUME)  # `prune` got there first
-        return real_pin(image, mounts)
-
-    engine.pin = pin_after_prune  # type: ignore[method-assign]
     pin, marker, _said = claim(engine)
     assert marker is None, "the complete volume vanished: this build fills a new one"
     assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
     assert engine.pins == [pin]
+    assert clock.sleeps == 0
