@@ -162,7 +162,7 @@ class Box:
             self._engine.keep_lifeline(self.id, stream)
             self._container.start()
             if self._stdin:
-                getattr(stream, "_sock", stream).sendall(self._stdin)
+                _raw_socket(stream).sendall(self._stdin)
 
     def changes(self) -> list[tuple[str, str]]:
         """`docker diff`: (absolute path, "modified" | "added" | "deleted")."""
@@ -777,8 +777,15 @@ class Engine:
                 self._created.remove(ident)
             lifeline = self._lifelines.pop(ident, None)
         if lifeline is not None:
+            raw = _raw_socket(lifeline)  # closing the SDK's wrapper leaves it open
             with contextlib.suppress(OSError):
                 lifeline.close()
+                raw.close()
+
+
+def _raw_socket(stream: Any) -> Any:
+    """The socket under an attached stream (a SocketIO over unix sockets)."""
+    return getattr(stream, "_sock", stream)
 
 
 def _split_reference(name: str) -> tuple[str, str]:

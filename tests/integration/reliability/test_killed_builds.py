@@ -193,7 +193,9 @@ class Build:
         return code, "".join(self.stdout)
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL, unless it has ended; either way its pipes are closed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=60)
         self._join()
 
@@ -322,3 +324,64 @@ def test_sigkill_during_the_app_check_leaves_nothing_behind(
     build_env: dict[str, str],
 ) -> None:
     kill_at_the_gate("app", tmp_path, base_image, docker_client, resources, build_env)
+
+
+# --- prune racing a build (on a private engine) ---------------------------------------
+
+
+def prune(env: dict[str, str], *args: str) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "pydeploy", "prune", *args, "--json"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    document: dict[str, Any] = json.loads(proc.stdout)
+    return document
+
+
+def test_prune_racing_a_build_never_breaks_it(
+    tmp_path: Path, base_image: str, private_engine: str, build_env: dict[str, str]
+) -> None:
+    """`prune --older-than 0` and `prune --all` while a build waits at its app check:
+    both finish cleanly, leave alone what the build uses (its venv, the uv cache, its
+    host cache), and the build then succeeds; its last use is recorded in the volume."""
+    env = {**build_env, "DOCKER_HOST": private_engine}
+    client = docker.DockerClient(base_url=private_engine, timeout=600)
+    gate = Gate(hold="app")
+    tag = f"pydeploy-test/gated:{uuid.uuid4().hex[:12]}"
+    try:
+        with canary_index() as index_url:
+            project = gated_project(tmp_path / "project", gate, "app", index_url)
+            build = Build(project, base_image, tag, env)
+            try:
+                arrived = wait_until(
+                    lambda: gate.arrived.is_set() or build.proc.poll() is not None,
+                    ARRIVAL_TIMEOUT,
+                )
+                assert arrived, f"the app check never reached the gate:\n{build.stderr}"
+                assert gate.arrived.is_set(), f"the build ended early:\n{build.stderr}"
+                used = {v.name for v in client.volumes.list()} - {None}
+                used = {v for v in used if v.startswith(("pydeploy-venv-", "pydeploy-cache"))}
+                assert len(used) == 2, used
+                for args in (("--older-than", "0"), ("--all",)):
+                    document = prune(env, *args)
+                    removed = {item["name"] for item in document["items"]}
+                    assert not removed & used, f"prune {args} removed {removed & used}"
+                    reasons = {item["reason"] for item in document["kept"]}
+                    assert "a build is using the host cache" in reasons, document["kept"]
+                gate.release()
+                code, stdout = build.finish(NEXT_BUILD_TIMEOUT)
+            finally:
+                build.kill()
+        assert code == 0, build.stderr[-4000:]
+        assert "Traceback" not in build.stderr
+        result = json.loads(stdout)
+        client.images.get(tag)
+        volume = result["dependencies"]["volume"]
+        record = client.containers.run(
+            base_image, ["cat", "/v/.pydeploy-used"], remove=True, network_mode="none",
+            volumes={volume: {"bind": "/v", "mode": "ro"}},
+        )  # fmt: skip
+        assert abs(json.loads(record)["time"] - time.time()) < 3600
+    finally:
+        gate.close()
+        client.close()
