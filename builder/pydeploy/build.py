@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -182,9 +182,15 @@ def _build(
         scratch = Path(tmp)
         app_only = assemble.layer(store, app_entries(plan), "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
-        interface, app_layer = _checked_app(
-            engine, store, plan, builder, deps, app_only, scratch, clock, options
-        )
+        try:
+            interface, app_layer = _checked_app(
+                engine, store, plan, builder, deps, app_only, scratch, clock, options
+            )
+        except BaseException:
+            # The export writes into `scratch` (and runs a container): it ends before
+            # the directory is removed, not while (the pool would wait for it anyway).
+            wait([venv_job])
+            raise
         server = (
             plan.server
             if plan.server != "auto"

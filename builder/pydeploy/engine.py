@@ -562,25 +562,29 @@ class Engine:
         ]
         with self._lock:
             self.raise_if_stopping()
+        api = self.client.api
         with self.guard():
-            created = self.client.containers.create(
-                image,
-                argv[1:],
-                entrypoint=argv[:1],
-                environment=env or {},
-                mounts=sdk_mounts,
-                network_mode=network,
-                working_dir=workdir,
-                user=user,
-                labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
-                # Not detached, stdin open: the engine then closes the container's stdin
-                # once the one attached client (this process) goes away.
-                stdin_open=stdin is not None,
-                detach=stdin is None,
+            # The low-level call: the SDK's model create() inspects the new container in
+            # a second request, and a failure there would leave it unrecorded.
+            ident = str(
+                api.create_container(
+                    image,
+                    argv[1:],
+                    entrypoint=argv[:1],
+                    environment=env or {},
+                    working_dir=workdir,
+                    user=user,
+                    labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
+                    # Not detached, stdin open: the engine then closes the container's
+                    # stdin once the one attached client (this process) goes away.
+                    stdin_open=stdin is not None,
+                    detach=stdin is None,
+                    host_config=api.create_host_config(mounts=sdk_mounts, network_mode=network),
+                )["Id"]
             )
-        ident = created.id or ""
         with self._lock:
             self._created.append(ident)
+        created = self.client.containers.prepare_model({"Id": ident})
         return Box(self, created, stdin)
 
     def keep_lifeline(self, ident: str, stream: Any) -> None:
@@ -764,14 +768,15 @@ class Engine:
             self._remove_container(ident)
 
     def _remove_container(self, ident: str) -> None:
-        try:
-            self.client.api.remove_container(ident, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            # A removal already in progress (another thread) or a dying engine: the
-            # owner label lets the next build or `prune` reap it once this process ends.
-            return
+        """Force-remove, retrying what a busy engine refuses for a moment (a removal
+        already in progress, a root filesystem still busy). What still fails is left to
+        the owner label: the next build or `prune` reaps it once this process ends."""
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            if self._try_remove(ident):
+                break
+            if delay is None or self._engine_gone():
+                return
+            time.sleep(delay)
         with self._lock:
             if ident in self._created:
                 self._created.remove(ident)
@@ -781,6 +786,23 @@ class Engine:
             with contextlib.suppress(OSError):
                 lifeline.close()
                 raw.close()
+
+    def _try_remove(self, ident: str) -> bool:
+        """Removed (or already gone)?"""
+        try:
+            self.client.api.remove_container(ident, force=True, v=True)
+        except docker.errors.NotFound:
+            return True
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return True
+
+    def _engine_gone(self) -> bool:
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return True
+        return False
 
 
 def _raw_socket(stream: Any) -> Any:
