@@ -8,9 +8,12 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import cast
 
 from pydeploy import cachegc
 from pydeploy.cachegc import CachedImage, CachedVolume, HostEntry, Inventory, Plan, Policy
+from pydeploy.engine import DiskUsage, Engine, ImageInfo, VolumeInfo
+from pydeploy.wheels import LABEL_VENV_KEY, MARKER, USED
 
 NOW = 2_000_000_000.0
 DAY = 86400.0
@@ -288,3 +291,49 @@ def test_describe_collapses_blobs_into_one_line_per_reason() -> None:
         "venv volume pydeploy-venv-x (size unknown; in use)",
         "3 blobs (0.6 MB; not referenced by any cache index)",
     ]
+
+
+class InventoryEngine:
+    """What take_inventory asks an engine: one venv volume used (per the record inside
+    it) an hour ago, held only by a dead build's container."""
+
+    def __init__(self, used: bytes | None) -> None:
+        self.used = used
+
+    def orphans(self) -> list[str]:
+        return ["dead-build-container"]
+
+    def in_use(self, ignore: set[str] | None = None) -> tuple[set[str], set[str]]:
+        held = set() if "dead-build-container" in (ignore or set()) else {"pydeploy-venv-a"}
+        return held, set()
+
+    def df(self) -> DiskUsage:
+        return DiskUsage({"pydeploy-venv-a": 1000}, {"sha256:base": 5})
+
+    def list_images(self, _repository: str) -> list[ImageInfo]:
+        return []
+
+    def list_volumes(self, _prefix: str) -> list[VolumeInfo]:
+        labels = {"pydeploy.venv": "1", LABEL_VENV_KEY: "k"}
+        return [VolumeInfo("pydeploy-venv-a", labels, OLD)]
+
+    def read_volume_files(self, volume: str, paths: list[str], _image: str) -> list[bytes | None]:
+        assert (volume, paths) == ("pydeploy-venv-a", [MARKER, USED])
+        return [json.dumps({"key": "k"}).encode(), self.used]
+
+
+def test_last_use_comes_from_the_volume_and_dead_builds_hold_nothing(tmp_path: Path) -> None:
+    recent = json.dumps({"time": NOW - 3600}).encode()
+    inventory = cachegc.take_inventory(
+        cast(Engine, InventoryEngine(recent)), tmp_path, check_markers=True
+    )
+    (volume,) = inventory.volumes
+    assert (volume.in_use, volume.complete, volume.last_used) == (False, True, NOW - 3600)
+    assert inventory.orphans == ("dead-build-container",)
+    # Created 40 days ago, used an hour ago by some build on some host: it stays.
+    assert names(default(inventory)) == {"dead-build-container"}
+    # No record (a volume of an older pydeploy): judged by its creation time.
+    unrecorded = cachegc.take_inventory(
+        cast(Engine, InventoryEngine(None)), tmp_path, check_markers=True
+    )
+    assert names(default(unrecorded)) == {"dead-build-container", "pydeploy-venv-a"}
