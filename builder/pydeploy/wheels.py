@@ -11,8 +11,9 @@ what changed. Index credentials reach builder containers on their attached stdin
 
 A venv volume is claimed by the build that fills it (labels: build id and owner process).
 Another build that needs it waits, says so, and takes the claim over once the filler is
-dead: exactly for an owner on this host, and for another host's once none of its
-containers has run for CLAIM_GRACE_SECONDS (they die with their owner). Between its
+dead: at once for an owner process on this host that has ended, else once none of the
+filler's containers has run for CLAIM_GRACE_SECONDS (they die with their owner, and its
+pin runs for as long as it fills the volume). Between its
 containers a build pins what it uses (Engine.pin), so `prune` and the engine leave it be,
 and it records its use inside the volume (USED), where `prune` on any host reads it.
 
@@ -776,11 +777,12 @@ def _wait_for_volume(
         marker = _read_marker(engine, builder, volume)
         if marker or build is None or build == engine.build_id:
             return marker
-        alive = owners.is_alive(owner, engine.owner) if owner else None
-        if alive is None:  # another host's build (or an old claim): judge by its containers
-            if engine.containers_with_label(build, running_only=True):
-                last_sign = time.monotonic()
-            alive = time.monotonic() - last_sign < CLAIM_GRACE_SECONDS
+        # A dead process on this host is known at once. Otherwise the filler shows it is
+        # at work by a running container (its pin spans the fill, and dies with it).
+        alive = owner is None or owners.is_alive(owner, engine.owner) is not False
+        if alive and engine.containers_with_label(build, running_only=True):
+            last_sign = time.monotonic()
+        alive = alive and time.monotonic() - last_sign < CLAIM_GRACE_SECONDS
         waited = time.monotonic() - started
         if not alive:
             if waited > 1.0:

@@ -233,6 +233,7 @@ def test_a_dead_owners_claim_is_taken_over_at_once(clock: Clock) -> None:
 def test_a_live_owner_is_waited_for_visibly_and_its_venv_reused(clock: Clock) -> None:
     engine = FakeEngine()
     engine.claim("livebuild000", ME)  # this very process (build --all): certainly alive
+    engine.running["livebuild000"] = 2  # its pin and its install
     clock.on_sleep = lambda n: engine.complete() if n == 5 else None
     pin, marker, said = claim(engine)
     assert marker is not None
@@ -245,6 +246,7 @@ def test_a_live_owner_is_waited_for_visibly_and_its_venv_reused(clock: Clock) ->
 def test_the_wait_for_a_live_owner_is_bounded(clock: Clock) -> None:
     engine = FakeEngine()
     engine.claim("stuckbuild00", ME)
+    engine.running["stuckbuild00"] = 1
     with pytest.raises(BuildError, match=r"stuckbuild00.*20 minutes") as caught:
         claim(engine)
     assert "pydeploy.build=stuckbuild00" in caught.value.message
@@ -272,6 +274,17 @@ def test_another_hosts_owner_is_judged_by_its_running_containers(clock: Clock) -
     assert f"(pid 4242 on host {ELSEWHERE.host})" in said[0]
     gone = f"build remotebuild0 (pid 4242 on host {ELSEWHERE.host}) is gone; taking over"
     assert said[-1] == f"{gone} {VOLUME}"
+
+
+def test_a_live_process_whose_build_runs_nothing_is_not_filling(clock: Clock) -> None:
+    """E.g. a library user's engine whose failed install could not remove the volume."""
+    engine = FakeEngine()
+    engine.claim("idlebuild000", ME)
+    _pin, marker, said = claim(engine)
+    assert marker is None
+    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
+    assert wheels.CLAIM_GRACE_SECONDS <= clock.now - 1000.0 <= wheels.CLAIM_GRACE_SECONDS + 2
+    assert said[-1].endswith(f"is gone; taking over {VOLUME}")
 
 
 class PrunedFirst(FakeEngine):
