@@ -187,6 +187,9 @@ class Item:
 class Plan:
     remove: tuple[Item, ...]
     kept: tuple[Item, ...]  # what was spared and why (in use, maybe being written)
+    # --all, with no build using the host cache: `apply` then also removes the
+    # directories it emptied (a build creates one just before writing into it).
+    tidy_directories: bool = False
 
     @property
     def size(self) -> int:
@@ -393,7 +396,8 @@ def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
         target = kept if image.in_use else remove
         target.append(Item("image", "builder image", image.reference, image.size, reason))
     files_out, files_kept = _plan_files(inventory, policy)
-    return Plan(tuple(remove + files_out), tuple(kept + files_kept))
+    tidy = policy.everything and not inventory.host_busy
+    return Plan(tuple(remove + files_out), tuple(kept + files_kept), tidy)
 
 
 def _judge_volume(volume: CachedVolume, policy: Policy) -> tuple[bool, str] | None:
@@ -516,8 +520,6 @@ def apply(
     root: Path,
     plan: Plan,
     on_item: Callable[[Item], None] | None = None,
-    *,
-    everything: bool = False,
 ) -> Outcome:
     """Remove what the plan says. Volumes and images a container took up since the
     inventory are refused by the engine and reported as kept, not as errors."""
@@ -542,15 +544,14 @@ def apply(
                 on_item(item)
         else:
             outcome.kept.append(Item(item.kind, item.category, item.name, item.size, "in use"))
-    if everything:
+    if plan.tidy_directories:
         _remove_empty_dirs(root)
     return outcome
 
 
 def _remove_empty_dirs(root: Path) -> None:
-    """After --all: the directories it emptied, the root last. Only then: a build
-    creates its directories just before writing into them, and removing one in between
-    would fail it. A directory a build fills meanwhile is not empty and stays."""
+    """After --all: the directories it emptied, the root last (it keeps the lock file,
+    so it stays)."""
     if not root.is_dir():
         return
     for directory, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):

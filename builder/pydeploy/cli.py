@@ -675,7 +675,7 @@ def prune_cmd(everything: bool, days: float, dry_run: bool, as_json: bool) -> No
             if dry_run:
                 items, kept = list(the_plan.remove), list(the_plan.kept)
             else:
-                outcome = cachegc.apply(engine, root, the_plan, everything=everything)
+                outcome = cachegc.apply(engine, root, the_plan)
                 items, kept = outcome.removed, [*the_plan.kept, *outcome.kept]
     finally:
         signal.signal(signal.SIGTERM, previous)
