@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -140,18 +140,30 @@ def build(
 ) -> BuildResult:
     timings: dict[str, float] = {}
     clock = _Clock(progress, timings)
-    store = BlobStore(cache_root(options.cache_dir) / "blobs")
-    base_ref = engine.ensure_image(plan.base_image)
-    # Read now, so that a user-id the base already uses fails before any install.
-    passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
-    assemble.check_user_id(plan, passwd, group)
-    clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
-    # Importing the base's layers (docker save + deterministic gzip, once per base) is
-    # CPU work that overlaps with the container work below; joined before assembly.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
-        base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
-        return _build(plan, engine, options, clock, store, base_ref, base_job, pool,
-                      (passwd, group))  # fmt: skip
+    root = cache_root(options.cache_dir)
+    store = BlobStore(root / "blobs")
+    # What builds killed earlier left (their containers hold volumes and claims).
+    reaped = engine.reap_orphans()
+    if reaped:
+        clock.sub("cleanup", 0.0, f"removed {len(reaped)} containers of killed builds")
+    # The lease keeps `prune` off the host cache, the hold keeps what this build pins
+    # (venv and cache volumes, builder images) in use until the end.
+    waiting = "waiting for `pydeploy prune` to finish with the host cache"
+    with (
+        cachegc.lease(root, lambda: clock.sub("cache", 0.0, waiting)),
+        engine.hold(),
+    ):
+        base_ref = engine.ensure_image(plan.base_image)
+        # Read now, so that a user-id the base already uses fails before any install.
+        passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+        assemble.check_user_id(plan, passwd, group)
+        clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
+        # Importing the base's layers (docker save + deterministic gzip, once per base)
+        # is CPU work that overlaps with the container work below; joined before assembly.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
+            base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
+            return _build(plan, engine, options, clock, store, base_ref, base_job, pool,
+                          (passwd, group))  # fmt: skip
 
 
 def _build(
@@ -176,7 +188,6 @@ def _build(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
     )
-    cachegc.touch(store.root.parent, "volume", deps.volume)  # for `pydeploy prune`
 
     with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
         scratch = Path(tmp)
@@ -185,10 +196,16 @@ def _build(
             clock.sub("warning", 0.0, warning)
         app_only = assemble.layer(store, selected.entries, "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
-        interface, app_layer, memory = _checked_app(
-            engine, store, plan, builder, deps, selected.entries, app_only, scratch, clock,
-            options,
-        )  # fmt: skip
+        try:
+            interface, app_layer, memory = _checked_app(
+                engine, store, plan, builder, deps, selected.entries, app_only, scratch, clock,
+                options,
+            )  # fmt: skip
+        except BaseException:
+            # The export writes into `scratch` (and runs a container): it ends before
+            # the directory is removed, not while (the pool would wait for it anyway).
+            wait([venv_job])
+            raise
         server = (
             plan.server
             if plan.server != "auto"

@@ -23,7 +23,11 @@ output, kept for error messages and --verbose:
     ##pydeploy:result JSON        the command's result, last line on success
     ##pydeploy:compilers NAMES    (light jobs) builds ran these stand-in compilers
 
-Secrets arrive as environment variables only and are never printed here.
+`install` and `check` first read one line from stdin: a JSON object of the environment
+variables that carry index credentials. They reach the tools' environments only, never
+this container's configuration, and are never printed here. stdin then stays open for as
+long as the pydeploy process that started the container lives: its end means that
+process is gone (SIGKILL, a lost engine connection), and the job stops at once.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,9 @@ SERVER_MODULES = {
     "gunicorn-uvicorn": ("gunicorn.app.wsgiapp", "uvicorn_worker"),
     "uvicorn": ("uvicorn.main", "uvicorn.supervisors"),
 }
+EXIT_OWNER_GONE = 75
+# Variables that carry secrets: for the tools this script runs, and nothing else.
+SECRETS: dict[str, str] = {}
 # Light jobs: stand-in compilers, and the file they append their names to.
 NO_COMPILERS_DIR = "/run/pydeploy/no-compilers"
 COMPILERS_USED = "/run/pydeploy/compilers-used"
@@ -78,12 +86,24 @@ def emit(kind: str, text: str = "") -> None:
     sys.stdout.flush()
 
 
+def tool_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a tool that may talk to the package index: with the secrets."""
+    return {**(os.environ if env is None else env), **SECRETS}
+
+
 def run(
     step: str, argv: list[str], cwd: str | None = None, env: dict[str, str] | None = None
 ) -> None:
     """Run a tool with its output on our stdout; a failure ends the step."""
     sys.stdout.flush()
-    code = subprocess.call(argv, cwd=cwd, env=env, stdout=sys.stdout, stderr=subprocess.STDOUT)
+    code = subprocess.call(
+        argv,
+        cwd=cwd,
+        env=tool_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=sys.stdout,
+        stderr=subprocess.STDOUT,
+    )
     if code != 0:
         raise StepFailedError(step, f"`{' '.join(argv[:3])} ...` exited with {code}")
 
@@ -91,7 +111,15 @@ def run(
 def capture(step: str, argv: list[str], cwd: str | None = None) -> str:
     """Run a tool and return its stdout (stderr goes to our output)."""
     sys.stdout.flush()
-    proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=sys.stdout, check=False)
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=tool_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=sys.stdout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise StepFailedError(step, f"`{' '.join(argv[:3])} ...` exited with {proc.returncode}")
     return proc.stdout.decode("utf-8", "replace")
@@ -401,7 +429,9 @@ def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
     (templates, py2 leftovers some packages ship) are skipped, as pip and uv do."""
     argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
     sys.stdout.flush()
-    return subprocess.call([*argv, *extra, tree], stdout=sys.stdout, stderr=subprocess.STDOUT)
+    return subprocess.call(
+        [*argv, *extra, tree], stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
+    )
 
 
 def light_constraints(job: dict[str, Any], uv: str, cwd: Path, added: list[str]) -> list[str]:
@@ -528,6 +558,7 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
         argv,
         cwd=job["app_dir"],
         env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         check=False,
@@ -784,6 +815,40 @@ def _user_traceback(exc: BaseException, limit: int = 15) -> str:
     return "\n".join(lines[-limit:])
 
 
+# --- the lifeline ---------------------------------------------------------------------
+
+
+def take_lifeline(fd: int, on_gone: Callable[[], None] | None = None) -> threading.Thread | None:
+    """Read the secrets line from `fd` into SECRETS, then watch `fd` in the background:
+    its end calls `on_gone` (default: say so and end this process, the container's PID
+    1, which takes every tool it started along). Returns the watcher, None if already
+    gone. Raw reads: a daemon thread blocked in a buffered reader would hang shutdown."""
+    gone = on_gone or _owner_gone
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            gone()  # the host died before it sent everything
+            return None
+        line += chunk
+    SECRETS.update({str(k): str(v) for k, v in json.loads(line).items()})
+
+    def watch() -> None:
+        while os.read(fd, 65536):
+            pass
+        gone()
+
+    watcher = threading.Thread(target=watch, name="lifeline", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _owner_gone() -> None:
+    sys.stdout.write("pydeploy: the build that started this container is gone; stopping\n")
+    sys.stdout.flush()
+    os._exit(EXIT_OWNER_GONE)
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -799,6 +864,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    take_lifeline(sys.stdin.fileno())
     job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
     try:
         result = install(job) if command == "install" else check(job)

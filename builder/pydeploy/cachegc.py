@@ -4,14 +4,18 @@ Three steps, so the decision is testable without an engine or a disk: `take_inve
 reads the engine's pydeploy volumes and builder images and the host cache directory;
 `plan_prune` (pure) decides from that inventory and a Policy; `apply` removes.
 
-Last use of a venv volume cannot live on the volume (labels are fixed at creation), so
-the build path records it with `touch` in a small JSON file in the host cache directory.
-A volume with no record there is judged by its creation time.
+Last use of a venv volume is recorded inside the volume by every build that uses it
+(wheels.USED), so prune on any host sharing the engine judges every user's volumes
+alike; a volume with no record is judged by its creation time.
 
-What an in-flight build uses is never removed: volumes and images a container refers to
-are skipped (and the engine refuses them anyway, which `apply` treats as "in use"),
-and host files a build may still be writing (`.tmp-*` partial blobs, `tmp/` scratch,
-unreferenced blobs) are only removed an hour after their last change.
+What an in-flight build uses is never removed. On the engine: a build pins its images
+and volumes with containers (Engine.pin), and what a container refers to is skipped (the
+engine refuses it anyway, which `apply` treats as "in use"); containers of dead builds
+are removed first (owners.py), which frees what they held. In the host cache: builds
+hold a shared lock (`lease`) and prune an exclusive one, so while a build runs, prune
+leaves the host cache alone; host files a killed build may have left (`.tmp-*` partial
+blobs, `tmp/` scratch, unreferenced blobs) are only removed an hour after their last
+change.
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydeploy.engine import Engine
 from pydeploy.errors import EngineError
@@ -38,80 +41,70 @@ from pydeploy.wheels import (
     LABEL_VENV_KEY,
     MARKER,
     PYTHON_VOLUME_PREFIX,
+    USED,
     VENV_VOLUME_PREFIX,
 )
 
 DEFAULT_DAYS = 30.0
 # Anything a running build may still be writing stays this long after its last change.
 GRACE_SECONDS = 3600
-USAGE_FILE = "last-used.json"
-USAGE_LOCK = "last-used.lock"
+LOCK_FILE = "lock"  # never removed: builds and prune meet on it
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DAY = 86400.0
 
 VolumeRole = Literal["venv", "python", "cache", "apt"]
-FileRole = Literal["blob", "partial", "index", "tmp", "log", "usage", "other"]
+FileRole = Literal["blob", "partial", "index", "tmp", "log", "lock", "other"]
 
 
-# --- last use, recorded by builds --------------------------------------------------------
-
-
-def touch(root: Path, kind: str, name: str, *, now: float | None = None) -> None:
-    """Record that a build used `name` (e.g. a venv volume) now. Never fails a build:
-    a lost record only makes the entry look older to `prune`."""
-    with contextlib.suppress(OSError, ValueError):
-        root.mkdir(parents=True, exist_ok=True)
-        with _locked(root):
-            usage = read_usage(root)
-            usage.setdefault(kind, {})[name] = int(time.time() if now is None else now)
-            _write_usage(root, usage)
-
-
-def read_usage(root: Path) -> dict[str, dict[str, float]]:
-    """{kind: {name: epoch seconds}}; a missing or damaged file reads as empty."""
-    try:
-        document = json.loads((root / USAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(document, dict):
-        return {}
-    return {
-        str(kind): {str(k): float(v) for k, v in names.items() if isinstance(v, int | float)}
-        for kind, names in document.items()
-        if isinstance(names, dict)
-    }
-
-
-def forget(root: Path, kind: str, names: Iterable[str]) -> None:
-    """Drop records of removed entries."""
-    gone = set(names)
-    if not gone or not (root / USAGE_FILE).exists():
-        return
-    with contextlib.suppress(OSError), _locked(root):
-        usage = read_usage(root)
-        usage[kind] = {k: v for k, v in usage.get(kind, {}).items() if k not in gone}
-        _write_usage(root, usage)
+# --- the host cache lock ---------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    # Parallel builds (`build --all --jobs`) touch the same file: serialise the
-    # read-modify-write so no record is lost. Without fcntl, last writer wins.
-    with (root / USAGE_LOCK).open("a") as handle:
-        try:
-            import fcntl  # noqa: PLC0415
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:
-            pass
+def lease(root: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Held (shared) by a build for as long as it uses the host cache. Waits while a
+    `prune` holds it exclusively, calling `on_wait` first."""
+    with _lock_file(root) as handle:
+        if handle is not None and not _flock(handle, shared=True, wait=False):
+            if on_wait:
+                on_wait()
+            _flock(handle, shared=True, wait=True)
         yield
 
 
-def _write_usage(root: Path, usage: dict[str, dict[str, float]]) -> None:
-    tmp = root / f".{USAGE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(usage, sort_keys=True), encoding="utf-8")
-    tmp.replace(root / USAGE_FILE)
+@contextlib.contextmanager
+def exclusive(root: Path) -> Iterator[bool]:
+    """Try to hold the host cache alone (prune): yields False while a build uses it."""
+    with _lock_file(root) as handle:
+        yield handle is None or _flock(handle, shared=False, wait=False)
+
+
+@contextlib.contextmanager
+def _lock_file(root: Path) -> Iterator[IO[str] | None]:
+    """The open lock file; None when it cannot be had (then nothing is locked)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / LOCK_FILE).open("a")
+    except OSError:
+        yield None
+        return
+    with handle:
+        yield handle
+
+
+def _flock(handle: IO[str], *, shared: bool, wait: bool) -> bool:
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only; elsewhere nothing is locked
+    except ImportError:
+        return True
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle, flags)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # a file system without locks: as without fcntl
+    return True
 
 
 # --- the inventory --------------------------------------------------------------------
@@ -126,7 +119,7 @@ class CachedVolume:
     in_use: bool
     complete: bool | None = None  # venv: has its completion marker (None: not checked)
     claimed: float = 0.0  # venv: when a build claimed it (else `created`)
-    last_used: float | None = None  # venv: from the usage file
+    last_used: float | None = None  # venv: the record a build left in it
 
 
 @dataclass(frozen=True)
@@ -157,6 +150,8 @@ class Inventory:
     files: tuple[HostEntry, ...] = ()
     engine_images: frozenset[str] = frozenset()  # image IDs the engine holds
     engine: bool = True  # False: no engine answered; only the host cache was read
+    orphans: tuple[str, ...] = ()  # containers of dead builds (owners.py)
+    host_busy: bool = False  # a build holds the host cache (`lease`)
 
 
 @dataclass(frozen=True)
@@ -172,7 +167,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Item:
-    kind: Literal["volume", "image", "file", "directory"]
+    kind: Literal["container", "volume", "image", "file", "directory"]
     category: str  # "venv volume", "builder image", "blob", "log", ...
     name: str  # volume name, image reference or path
     size: int | None
@@ -192,21 +187,27 @@ class Item:
 class Plan:
     remove: tuple[Item, ...]
     kept: tuple[Item, ...]  # what was spared and why (in use, maybe being written)
+    # --all, with no build using the host cache: `apply` then also removes the
+    # directories it emptied (a build creates one just before writing into it).
+    tidy_directories: bool = False
 
     @property
     def size(self) -> int:
         return sum(item.size or 0 for item in self.remove)
 
 
-def take_inventory(engine: Engine | None, root: Path, *, check_markers: bool) -> Inventory:
+def take_inventory(
+    engine: Engine | None, root: Path, *, check_markers: bool, host_busy: bool = False
+) -> Inventory:
     """Read what pydeploy caches on the engine (when given) and under `root`.
-    `check_markers` reads each unused venv volume's completion marker (one
-    never-started container each); `--all` does not need it."""
+    `check_markers` reads each unused venv volume's completion marker and last use (one
+    never-started container each); `--all` does not need them. What containers of dead
+    builds hold counts as unused: `apply` removes those containers first."""
     files = tuple(_host_entries(root))
     if engine is None:
-        return Inventory(root, files=files, engine=False)
-    usage = read_usage(root).get("volume", {})
-    used_volumes, used_images = engine.in_use()
+        return Inventory(root, files=files, engine=False, host_busy=host_busy)
+    orphans = engine.orphans()
+    used_volumes, used_images = engine.in_use(ignore=set(orphans))
     disk = engine.df()
     images = _images(engine, disk.images, used_images)
     probe_image = next((i.reference for i in images), None) or next(iter(disk.images), None)
@@ -216,17 +217,20 @@ def take_inventory(engine: Engine | None, root: Path, *, check_markers: bool) ->
         if role is None:
             continue  # a pydeploy-looking name without pydeploy's labels: not ours
         in_use = info.name in used_volumes
-        complete = None
+        complete, last_used = None, None
         if role == "venv" and check_markers and not in_use and probe_image:
-            complete = _has_marker(engine, info.name, info.labels, probe_image)
+            complete, last_used = _venv_state(engine, info.name, info.labels, probe_image)
         volumes.append(
             CachedVolume(
                 info.name, role, info.created, disk.volumes.get(info.name), in_use, complete,
                 claimed=_number(info.labels.get(LABEL_CLAIMED)) or info.created,
-                last_used=usage.get(info.name),
+                last_used=last_used,
             )
         )  # fmt: skip
-    return Inventory(root, tuple(volumes), tuple(images), files, frozenset(disk.images))
+    return Inventory(
+        root, tuple(volumes), tuple(images), files, frozenset(disk.images),
+        orphans=tuple(orphans), host_busy=host_busy,
+    )  # fmt: skip
 
 
 def _volume_role(name: str, labels: dict[str, str]) -> VolumeRole | None:
@@ -252,19 +256,27 @@ def _images(engine: Engine, sizes: dict[str, int], used: set[str]) -> list[Cache
     return images
 
 
-def _has_marker(engine: Engine, volume: str, labels: dict[str, str], image: str) -> bool | None:
+def _venv_state(
+    engine: Engine, volume: str, labels: dict[str, str], image: str
+) -> tuple[bool | None, float | None]:
+    """(has its completion marker, the last use a build recorded in it). Unreadable:
+    (None, None), which the planner treats as complete and judges by creation time."""
     try:
-        data = engine.read_volume_file(volume, MARKER, image)
+        marker, used = engine.read_volume_files(volume, [MARKER, USED], image)
     except EngineError:
-        return None  # cannot tell: the planner treats it as complete
-    if data is None:
-        return False
+        return None, None
+    last_used = None
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        last_used = float(json.loads(used or b"")["time"])
+    if marker is None:
+        return False, last_used
     try:
-        marker = json.loads(data)
+        document = json.loads(marker)
     except ValueError:
-        return False
+        return False, last_used
     key = labels.get(LABEL_VENV_KEY)
-    return isinstance(marker, dict) and (key is None or marker.get("key") == key)
+    complete = isinstance(document, dict) and (key is None or document.get("key") == key)
+    return complete, last_used
 
 
 def _number(text: str | None) -> float:
@@ -284,8 +296,8 @@ def _host_entries(root: Path) -> Iterator[HostEntry]:
             role: FileRole = "tmp" if top.name == "tmp" else "log"
             for child in sorted(top.iterdir()):
                 yield _entry(child, role)
-        elif top.name in {USAGE_FILE, USAGE_LOCK}:
-            yield _entry(top, "usage")
+        elif top.name == LOCK_FILE:
+            yield _entry(top, "lock")
         else:
             yield _entry(top, "other")
 
@@ -358,14 +370,17 @@ _FILE_CATEGORY = {
     "index": "index entry",
     "tmp": "tmp",
     "log": "log",
-    "usage": "usage record",
+    "lock": "lock",
     "other": "other",
 }
 
 
 def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
     """What goes and what stays, from an inventory alone."""
-    remove: list[Item] = []
+    remove = [
+        Item("container", "builder container", ident, None, "its build is gone")
+        for ident in inventory.orphans
+    ]
     kept: list[Item] = []
     for volume in inventory.volumes:
         verdict = _judge_volume(volume, policy)
@@ -381,7 +396,8 @@ def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
         target = kept if image.in_use else remove
         target.append(Item("image", "builder image", image.reference, image.size, reason))
     files_out, files_kept = _plan_files(inventory, policy)
-    return Plan(tuple(remove + files_out), tuple(kept + files_kept))
+    tidy = policy.everything and not inventory.host_busy
+    return Plan(tuple(remove + files_out), tuple(kept + files_kept), tidy)
 
 
 def _judge_volume(volume: CachedVolume, policy: Policy) -> tuple[bool, str] | None:
@@ -406,6 +422,9 @@ def _judge_volume(volume: CachedVolume, policy: Policy) -> tuple[bool, str] | No
 def _plan_files(inventory: Inventory, policy: Policy) -> tuple[list[Item], list[Item]]:
     remove: list[Item] = []
     kept: list[Item] = []
+    if inventory.host_busy:
+        why = "a build is using the host cache"
+        return [], [_file_item(e, why) for e in inventory.files if e.role != "lock"]
     settled = policy.now - GRACE_SECONDS
     # Index entries first: the blobs they name stay, and a removed entry frees its blobs.
     referenced: set[str] = set()
@@ -417,7 +436,7 @@ def _plan_files(inventory: Inventory, policy: Policy) -> tuple[list[Item], list[
             else:
                 referenced |= entry.refs
     for entry in inventory.files:
-        if entry.role == "index" and not policy.everything:
+        if entry.role == "lock" or (entry.role == "index" and not policy.everything):
             continue
         busy = entry.role in {"partial", "tmp"} and entry.mtime > settled
         if busy:
@@ -501,15 +520,15 @@ def apply(
     root: Path,
     plan: Plan,
     on_item: Callable[[Item], None] | None = None,
-    *,
-    everything: bool = False,
 ) -> Outcome:
     """Remove what the plan says. Volumes and images a container took up since the
     inventory are refused by the engine and reported as kept, not as errors."""
     outcome = Outcome([], [])
-    for item in plan.remove:
+    for item in plan.remove:  # containers first: they free what they held
         done = True
-        if item.kind == "volume" and engine is not None:
+        if item.kind == "container" and engine is not None:
+            engine.remove(item.name)
+        elif item.kind == "volume" and engine is not None:
             done = engine.remove_unused_volume(item.name)
         elif item.kind == "image" and engine is not None:
             done = engine.remove_unused_image(item.name)
@@ -525,16 +544,14 @@ def apply(
                 on_item(item)
         else:
             outcome.kept.append(Item(item.kind, item.category, item.name, item.size, "in use"))
-    forget(root, "volume", (i.name for i in outcome.removed if i.category == "venv volume"))
-    if everything:
+    if plan.tidy_directories:
         _remove_empty_dirs(root)
     return outcome
 
 
 def _remove_empty_dirs(root: Path) -> None:
-    """After --all: the directories it emptied, the root last. Only then: a build
-    creates its directories just before writing into them, and removing one in between
-    would fail it. A directory a build fills meanwhile is not empty and stays."""
+    """After --all: the directories it emptied, the root last (it keeps the lock file,
+    so it stays)."""
     if not root.is_dir():
         return
     for directory, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):

@@ -476,7 +476,10 @@ def _run_build(plan: BuildPlan, engine: Any, options: Any, lines: _Lines) -> Any
     caller's `engine.cleanup()` removes what was started)."""
     from pydeploy import build as build_mod  # noqa: PLC0415
 
-    lines.say(f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root}")
+    lines.say(
+        f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root} "
+        f"(build {engine.build_id})"
+    )
     try:
         return build_mod.build(plan, engine, options, lines)
     except KeyboardInterrupt:
@@ -695,14 +698,18 @@ def prune_cmd(everything: bool, days: float, dry_run: bool, as_json: bool) -> No
         click.echo(f"pydeploy: {exc.message} Only the host cache ({root}) is pruned.", err=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        inventory = cachegc.take_inventory(engine, root, check_markers=not everything)
-        policy = cachegc.Policy(everything=everything, older_than_days=days, now=time.time())
-        the_plan = cachegc.plan_prune(inventory, policy)
-        if dry_run:
-            items, kept = list(the_plan.remove), list(the_plan.kept)
-        else:
-            outcome = cachegc.apply(engine, root, the_plan, everything=everything)
-            items, kept = outcome.removed, [*the_plan.kept, *outcome.kept]
+        # Held to the end: no build starts using the host cache while prune removes from it.
+        with cachegc.exclusive(root) as alone:
+            inventory = cachegc.take_inventory(
+                engine, root, check_markers=not everything, host_busy=not alone
+            )
+            policy = cachegc.Policy(everything=everything, older_than_days=days, now=time.time())
+            the_plan = cachegc.plan_prune(inventory, policy)
+            if dry_run:
+                items, kept = list(the_plan.remove), list(the_plan.kept)
+            else:
+                outcome = cachegc.apply(engine, root, the_plan)
+                items, kept = outcome.removed, [*the_plan.kept, *outcome.kept]
     finally:
         signal.signal(signal.SIGTERM, previous)
         if engine is not None:

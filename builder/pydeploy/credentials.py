@@ -2,7 +2,9 @@
 environment (values never live in config), the masking of every form of them in output,
 the CA bundle builders trust, and the uv/pip environment for the configured indexes.
 
-Pure: nothing here touches the engine; secrets only ever leave as container environment.
+Pure: nothing here touches the engine. Variables that carry a secret are kept apart
+from the rest: they never enter a container's configuration (the builder hands them to
+its tools through the container's attached stdin; see engine.py).
 Not named `secrets` so it never shadows the stdlib module in the launcher's directory.
 """
 
@@ -102,29 +104,37 @@ def find_ca_bundle(
     return None
 
 
-def index_environment(index: IndexConfig, credentials: Credentials) -> dict[str, str]:
+@dataclass(frozen=True)
+class IndexEnvironment:
+    public: dict[str, str]  # may be in a container's configuration
+    secret: dict[str, str]  # carries a credential: only ever on a container's stdin
+
+
+def index_environment(index: IndexConfig, credentials: Credentials) -> IndexEnvironment:
     """uv and pip settings for the configured indexes. Credentials go to uv as per-index
-    variables and to pip inside the index URL: both only as container environment."""
-    env: dict[str, str] = {}
+    variables and to pip inside the index URL, all of them in `secret`."""
+    public: dict[str, str] = {}
+    secret: dict[str, str] = {}
     named = [(0, index.url)] if index.url else []
     named += [(i, url) for i, url in enumerate(index.extra_urls, start=1)]
     for number, url in named:
         name = f"pydeploy-{number}"
         if number == 0:
-            env["UV_DEFAULT_INDEX"] = f"{name}={url}"
+            public["UV_DEFAULT_INDEX"] = f"{name}={url}"
         else:
-            env["UV_INDEX"] = (env.get("UV_INDEX", "") + f" {name}={url}").strip()
+            public["UV_INDEX"] = (public.get("UV_INDEX", "") + f" {name}={url}").strip()
         if credentials.username:
-            env[f"UV_INDEX_PYDEPLOY_{number}_USERNAME"] = credentials.username
+            secret[f"UV_INDEX_PYDEPLOY_{number}_USERNAME"] = credentials.username
         if credentials.password:
-            env[f"UV_INDEX_PYDEPLOY_{number}_PASSWORD"] = credentials.password
+            secret[f"UV_INDEX_PYDEPLOY_{number}_PASSWORD"] = credentials.password
+    pip = public if not (credentials.username or credentials.password) else secret
     if index.url:
-        env["PIP_INDEX_URL"] = _with_credentials(index.url, credentials)
+        pip["PIP_INDEX_URL"] = _with_credentials(index.url, credentials)
     if index.extra_urls:
-        env["PIP_EXTRA_INDEX_URL"] = " ".join(
+        pip["PIP_EXTRA_INDEX_URL"] = " ".join(
             _with_credentials(url, credentials) for url in index.extra_urls
         )
-    return env
+    return IndexEnvironment(public, secret)
 
 
 def _with_credentials(url: str, credentials: Credentials) -> str:

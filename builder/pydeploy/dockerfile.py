@@ -361,7 +361,7 @@ def _builder_stage(plan: BuildPlan) -> list[str]:
     command = [*uv_install, *install.args, *map(shlex.quote, plan_server_packages(plan))]
     lines = ["FROM " + plan.base_image + " AS builder"]
     env = dict(BUILDER_ENV)
-    env |= index_environment(plan.project.config.index, Credentials())
+    env |= index_environment(plan.project.config.index, Credentials()).public
     if plan.build_packages:
         lines += _apt(plan.build_packages, headers=True)
     lines.append("ENV " + _pairs(env))

@@ -4,6 +4,12 @@ Stages get thin, typed operations: images (inspect, pull when missing, commit, s
 load), volumes, and containers that are always removed. Every container this Engine
 creates carries the label `pydeploy.build=<build id>` and is remembered, so `cleanup()`
 (called by the CLI on Ctrl-C / SIGTERM) can remove whatever a build left running.
+
+A SIGKILL runs no cleanup, so builder containers also carry their owner process
+(`pydeploy.owner`, see owners.py): the next build or `prune` reaps those of dead owners.
+A container started with `stdin` gets it on an attached stream that this process holds
+open: the bytes never enter the container's configuration (secrets travel this way), and
+the stream's end when the process dies is the container's cue to exit (its lifeline).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import re
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,12 +36,15 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from pydeploy import owners
 from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
 
 BUILD_LABEL = "pydeploy.build"
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
 # a shared engine tells its own apart with them), never for the image.
 ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
+# A pin's program: it holds its image and volumes in use until its lifeline ends.
+_PIN_ARGV = ["/bin/sh", "-c", "exec cat >/dev/null"]
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Every bound is on silence, not on duration: how long the engine may say nothing.
 # Log and attach streams have none (the SDK lifts it: a compiler may print nothing for
@@ -180,9 +190,10 @@ def engine_failure(exc: BaseException, host: str) -> EngineError:
 class Box:
     """A container created by an Engine; removed when its `Engine.container` block ends."""
 
-    def __init__(self, engine: Engine, container: Container) -> None:
+    def __init__(self, engine: Engine, container: Container, stdin: bytes | None = None) -> None:
         self._engine = engine
         self._container = container
+        self._stdin = stdin
         self.id: str = container.id or ""
 
     def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:
@@ -222,8 +233,18 @@ class Box:
             return handle.read() if handle else None
 
     def start(self) -> None:
+        """Start the container; with `stdin`, attach the lifeline first and send it."""
         with self._engine.guard():
+            if self._stdin is None:
+                self._container.start()
+                return
+            stream = self._engine.client.api.attach_socket(
+                self.id, params={"stdin": 1, "stream": 1}
+            )
+            self._engine.keep_lifeline(self.id, stream)
             self._container.start()
+            if self._stdin:
+                _raw_socket(stream).sendall(self._stdin)
 
     def changes(self) -> list[tuple[str, str]]:
         """`docker diff`: (absolute path, "modified" | "added" | "deleted")."""
@@ -292,7 +313,11 @@ class Engine:
         self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self.build_id = uuid.uuid4().hex[:12]
         self.labels = {**(labels or {}), BUILD_LABEL: self.build_id}
+        self.owner = owners.this_process()
         self._created: list[str] = []
+        self._lifelines: dict[str, Any] = {}
+        self._pins: list[str] = []
+        self._holds = 0
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -540,10 +565,13 @@ class Engine:
             if str(tag).rsplit(":", 1)[0] == repository
         ]
 
-    def in_use(self) -> tuple[set[str], set[str]]:
-        """(volume names, image IDs) that some container, running or not, refers to."""
+    def in_use(self, ignore: set[str] | None = None) -> tuple[set[str], set[str]]:
+        """(volume names, image IDs) that some container, running or not, refers to;
+        the containers in `ignore` do not count."""
         with self.guard():
-            found = self.client.api.containers(all=True)
+            found = [
+                c for c in self.client.api.containers(all=True) if c["Id"] not in (ignore or ())
+            ]
         volumes = {str(m["Name"]) for c in found for m in c.get("Mounts") or [] if m.get("Name")}
         return volumes, {str(c.get("ImageID")) for c in found if c.get("ImageID")}
 
@@ -562,13 +590,13 @@ class Engine:
         }
         return DiskUsage({k: v for k, v in volumes.items() if v >= 0}, images)
 
-    def read_volume_file(self, volume: str, path: str, image: str) -> bytes | None:
-        """One file of a volume (None when absent), read through a never-started
+    def read_volume_files(self, volume: str, paths: list[str], image: str) -> list[bytes | None]:
+        """Files of a volume (None when absent), read through one never-started
         container of `image` (any local image: nothing in it runs)."""
         target = "/pydeploy-volume"  # a path no image has, so nothing is copied into the volume
         mount = Mount(target, volume, read_only=True)
         with self.container(image, ["/bin/true"], mounts=[mount], network="none") as box:
-            return box.read_file(f"{target}/{path.lstrip('/')}")
+            return [box.read_file(f"{target}/{path.lstrip('/')}") for path in paths]
 
     def remove_unused_volume(self, name: str) -> bool:
         """Remove a volume unless a container uses it (the engine refuses): False then.
@@ -615,35 +643,100 @@ class Engine:
         network: str = "host",
         workdir: str = "/",
         user: str = "0:0",
+        stdin: bytes | None = None,
     ) -> Iterator[Box]:
         """Create (not start) a labelled container; force-remove it when the block exits,
-        whatever the reason (error, KeyboardInterrupt, `cleanup()` from another thread)."""
+        whatever the reason (error, KeyboardInterrupt, `cleanup()` from another thread).
+        `stdin`: sent on the lifeline when the container starts (see the module doc)."""
+        box = self._create(image, argv, env, mounts, network, workdir, user, stdin)
+        try:
+            yield box
+        finally:
+            self._remove_container(box.id)
+
+    def _create(
+        self,
+        image: str,
+        argv: list[str],
+        env: dict[str, str] | None,
+        mounts: Iterable[Mount],
+        network: str,
+        workdir: str,
+        user: str,
+        stdin: bytes | None,
+    ) -> Box:
         sdk_mounts = [
             docker.types.Mount(m.target, m.source or None, type=m.kind, read_only=m.read_only)
             for m in mounts
         ]
         with self._lock:
             self.raise_if_stopping()
+        api = self.client.api
         with self.guard():
-            created = self.client.containers.create(
-                image,
-                argv[1:],
-                entrypoint=argv[:1],
-                environment=env or {},
-                mounts=sdk_mounts,
-                network_mode=network,
-                working_dir=workdir,
-                user=user,
-                labels=self.labels,
-                detach=True,
+            # The low-level call: the SDK's model create() inspects the new container in
+            # a second request, and a failure there would leave it unrecorded.
+            ident = str(
+                api.create_container(
+                    image,
+                    argv[1:],
+                    entrypoint=argv[:1],
+                    environment=env or {},
+                    working_dir=workdir,
+                    user=user,
+                    labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
+                    # Not detached, stdin open: the engine then closes the container's
+                    # stdin once the one attached client (this process) goes away.
+                    stdin_open=stdin is not None,
+                    detach=stdin is None,
+                    host_config=api.create_host_config(mounts=sdk_mounts, network_mode=network),
+                )["Id"]
             )
-        ident = created.id or ""
         with self._lock:
             self._created.append(ident)
+        created = self.client.containers.prepare_model({"Id": ident})
+        return Box(self, created, stdin)
+
+    def keep_lifeline(self, ident: str, stream: Any) -> None:
+        """Hold a container's attached stdin open until the container is removed."""
+        with self._lock:
+            self._lifelines[ident] = stream
+
+    # --- pins: what a build uses between its containers ------------------------------
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Pins made inside stay until the outermost `hold` block ends (pins made outside
+        any stay until `cleanup()`)."""
+        with self._lock:
+            self._holds += 1
         try:
-            yield Box(self, created)
+            yield
         finally:
-            self._remove_container(ident)
+            with self._lock:
+                self._holds -= 1
+                release, self._pins = (self._pins, []) if self._holds == 0 else ([], self._pins)
+            for ident in release:
+                self._remove_container(ident)
+
+    def pin(self, image: str, mounts: Iterable[Mount] = ()) -> Box:
+        """A running container that keeps `image` and the volumes of `mounts` in use, so
+        the engine refuses to remove them (and `prune` skips them) while the build needs
+        them between its own containers. It exits when this process dies."""
+        box = self._create(image, _PIN_ARGV, None, mounts, "none", "/", "0:0", b"")
+        try:
+            box.start()
+        except BaseException:
+            self._remove_container(box.id)
+            raise
+        with self._lock:
+            self._pins.append(box.id)
+        return box
+
+    def unpin(self, box: Box) -> None:
+        with self._lock:
+            if box.id in self._pins:
+                self._pins.remove(box.id)
+        self._remove_container(box.id)
 
     def run(
         self,
@@ -728,13 +821,51 @@ class Engine:
         with contextlib.suppress(EngineError), self.guard():
             self.client.api.remove_container(ident, force=True, v=True)
 
-    def containers_with_label(self, build_id: str | None = None) -> list[str]:
+    def containers_with_label(
+        self, build_id: str | None = None, *, running_only: bool = False
+    ) -> list[str]:
         """IDs of the containers of this build (or of `build_id`) the engine still has."""
         with self.guard():
             found = self.client.api.containers(
-                all=True, filters={"label": f"{BUILD_LABEL}={build_id or self.build_id}"}
+                all=not running_only,
+                filters={"label": f"{BUILD_LABEL}={build_id or self.build_id}"},
             )
         return [str(c["Id"]) for c in found]
+
+    def orphans(self) -> list[str]:
+        """IDs of the builder containers whose owner is gone (owners.orphaned)."""
+        with self.guard():
+            found = self.client.api.containers(all=True, filters={"label": owners.OWNER_LABEL})
+        dead = []
+        for summary in found:
+            ident = str(summary["Id"])
+            state = str(summary.get("State") or "")
+            if state == "removing":
+                continue
+            label = (summary.get("Labels") or {}).get(owners.OWNER_LABEL)
+            idle = self._idle_seconds(ident, state, summary) if state != "running" else 0.0
+            if owners.orphaned(label, state == "running", idle, self.owner):
+                dead.append(ident)
+        return dead
+
+    def reap_orphans(self) -> list[str]:
+        """Remove the builder containers of dead owners; their IDs."""
+        dead = self.orphans()
+        for ident in dead:
+            self.remove(ident)
+        return dead
+
+    def _idle_seconds(self, ident: str, state: str, summary: dict[str, Any]) -> float:
+        """How long a container has stood stopped (or created, never started)."""
+        since = float(summary.get("Created") or 0)
+        if state != "created":
+            try:
+                with self.guard():
+                    info = self.client.api.inspect_container(ident)
+            except EngineError:
+                return 0.0
+            since = max(since, _epoch((info.get("State") or {}).get("FinishedAt")))
+        return time.time() - since if since else 0.0
 
     def cleanup(self) -> None:
         """Force-remove every container this Engine created. Idempotent; safe to call from
@@ -747,17 +878,46 @@ class Engine:
             self._remove_container(ident)
 
     def _remove_container(self, ident: str) -> None:
-        try:
-            self.client.api.remove_container(ident, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            # A removal already in progress (another thread) or a dying engine: the
-            # label lets `pydeploy` or the user find it; nothing better to do here.
-            return
+        """Force-remove, retrying what a busy engine refuses for a moment (a removal
+        already in progress, a root filesystem still busy). What still fails is left to
+        the owner label: the next build or `prune` reaps it once this process ends."""
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            if self._try_remove(ident):
+                break
+            if delay is None or self._engine_gone():
+                return
+            time.sleep(delay)
         with self._lock:
             if ident in self._created:
                 self._created.remove(ident)
+            lifeline = self._lifelines.pop(ident, None)
+        if lifeline is not None:
+            raw = _raw_socket(lifeline)  # closing the SDK's wrapper leaves it open
+            with contextlib.suppress(OSError):
+                lifeline.close()
+                raw.close()
+
+    def _try_remove(self, ident: str) -> bool:
+        """Removed (or already gone)?"""
+        try:
+            self.client.api.remove_container(ident, force=True, v=True)
+        except docker.errors.NotFound:
+            return True
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return True
+
+    def _engine_gone(self) -> bool:
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return True
+        return False
+
+
+def _raw_socket(stream: Any) -> Any:
+    """The socket under an attached stream (a SocketIO over unix sockets)."""
+    return getattr(stream, "_sock", stream)
 
 
 def container_labels(text: str) -> dict[str, str]:

@@ -6,8 +6,16 @@ Caching: the builder image is tagged by a content key (base image ID + build pac
 each dependency set gets its own volume `pydeploy-venv-<key>` keyed by everything that
 decides it, so an unchanged set is reused without running uv at all. uv's download and
 wheel cache lives in one shared volume (`pydeploy-cache`), so changed sets rebuild only
-what changed. Index credentials reach builder containers as environment variables only
-and are masked in every text this module returns.
+what changed. Index credentials reach builder containers on their attached stdin only
+(never in a container's configuration) and are masked in every text this module returns.
+
+A venv volume is claimed by the build that fills it (labels: build id and owner process).
+Another build that needs it waits, says so, and takes the claim over once the filler is
+dead: at once for an owner process on this host that has ended, else once none of the
+filler's containers has run for CLAIM_GRACE_SECONDS (they die with their owner, and its
+pin runs for as long as it fills the volume). Between its
+containers a build pins what it uses (Engine.pin), so `prune` and the engine leave it be,
+and it records its use inside the volume (USED), where `prune` on any host reads it.
 
 The engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker in CI), so no container
 bind-mounts a host path: the dependency inputs and the CA bundle are copied into a
@@ -33,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydeploy import skiplist
+from pydeploy import owners, skiplist
 from pydeploy.credentials import (
     CA_ENV_VARS,
     Masker,
@@ -51,7 +59,7 @@ from pydeploy.depinputs import (
     input_files,
     plan_server_packages,
 )
-from pydeploy.engine import BUILD_LABEL, Engine, Mount
+from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.failures import (
     Transcript,
@@ -74,6 +82,7 @@ VENV_VOLUME_PREFIX = "pydeploy-venv-"
 APT_VOLUME_PREFIX = "pydeploy-apt-"  # one builder image build's apt lists and .debs
 APT_CACHE = "/var/cache/apt"
 MARKER = ".pydeploy-complete"
+USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the volume
 SRC = "/src"  # where the dependency inputs are unpacked
 WORK = "/build/src"
 RUN_DIR = "/run/pydeploy"
@@ -89,9 +98,12 @@ LABEL_PACKAGES = "pydeploy.builder.packages"
 PYTHON_VOLUME_PREFIX = "pydeploy-python-"  # an empty volume: its labels hold the probe
 LABEL_VENV_KEY = "pydeploy.venv.key"
 LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
+LABEL_OWNER_PROCESS = "pydeploy.venv.owner"  # its process (owners.Owner.label)
 LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
-OWNER_WAIT_SECONDS = 3600
-# A build creates its container within moments of claiming a volume.
+# The longest a build waits for a live one that fills the same volume.
+OWNER_WAIT_SECONDS = 1200
+# Another host's filler with no running container for this long is dead (a build starts
+# its next container within moments; its containers die with it).
 CLAIM_GRACE_SECONDS = 30
 
 Progress = Callable[[str, float, "str | None"], None]
@@ -369,7 +381,9 @@ def _build_builder(
             if ca:
                 box.put_files(RUN_DIR, _ca_file(ca))
             _check_apt(box.follow(lines.append), lines, plan, packages)
-        return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
+            # Inside the block: the stopped download container keeps the volume in use,
+            # so `prune` cannot take the downloads away before the install reads them.
+            return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
     finally:
         _remove_quietly(engine, volume)
 
@@ -466,7 +480,8 @@ BUILD_ENV = {
 }
 
 
-def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], Masker]:
+def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], bytes, Masker]:
+    """(the container's environment, the secrets line for its stdin, the masker)."""
     index = plan.project.config.index
     credentials = read_credentials(index, os.environ)
     env = {
@@ -477,8 +492,10 @@ def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], Mask
     }
     if ca:
         env |= dict.fromkeys(CA_ENV_VARS, CA_TARGET)
-    env |= index_environment(index, credentials)
-    return env, Masker(credentials.secrets())
+    indexes = index_environment(index, credentials)
+    env |= indexes.public
+    secrets = json.dumps(indexes.secret, sort_keys=True).encode() + b"\n"
+    return env, secrets, Masker(credentials.secrets())
 
 
 def _mounts(venv_volume: str, *, venv_ro: bool) -> list[Mount]:
@@ -569,15 +586,48 @@ def install_dependencies(
     volume = VENV_VOLUME_PREFIX + key[:16]
 
     _ensure_cache_volume(engine)
-    marker = _reuse_or_claim(engine, builder, volume, key, progress)
-    if marker is not None:
-        pins = tuple(str(p) for p in marker.get("pins", []))
-        progress("install", time.monotonic() - started, f"cached in volume {volume}")
-        full = bool(marker.get("compilers"))
-        return Dependencies(key, volume, pins, inputs.source, True, builder, full)
+    with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
+        pin, marker = _reuse_or_claim(engine, builder, volume, key, progress)
+        if marker is not None:
+            _record_use(pin)
+            pins = tuple(str(p) for p in marker.get("pins", []))
+            progress("install", time.monotonic() - started, f"cached in volume {volume}")
+            full = bool(marker.get("compilers"))
+            return Dependencies(key, volume, pins, inputs.source, True, builder, full)
+        try:
+            builder, transcript = _install(engine, plan, builder, volume, inputs, key,
+                                           servers, started, progress, verbose, output)  # fmt: skip
+        except BaseException:
+            # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
+            # half-filled volume must not survive as a cache entry. The marker check
+            # would catch it anyway; removing it frees the space now.
+            engine.unpin(pin)
+            _remove_quietly(engine, volume)
+            raise
+        _record_use(pin)
+    if builder.light:
+        progress("builder", time.monotonic() - started, "base image (no compilers needed)")
+    pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
+    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
 
+
+def _install(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    volume: str,
+    inputs: DependencyInputs,
+    key: str,
+    servers: tuple[str, ...],
+    started: float,
+    progress: Progress,
+    verbose: bool,
+    output: OnLine | None,
+) -> tuple[BuilderImage, Transcript]:
+    """Fill the claimed volume; returns the builder that did it and its transcript."""
+    index = plan.project.config.index
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
-    env, masker = _builder_env(plan, ca)
+    env, secrets, masker = _builder_env(plan, ca)
     job: dict[str, Any] = {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
@@ -598,30 +648,22 @@ def install_dependencies(
         "key": key,
         "marker": MARKER,
     }
-    try:
-        if builder.light and inputs.local_names is None:
-            why = "a local package's name cannot be read without building it"
-            builder = _escalate(engine, plan, why, started, progress)
-        while True:
-            job |= {"python": builder.python.executable, "light": builder.light}
-            transcript = Transcript(progress, masker, output, verbose)
-            code = _run_install(engine, plan, builder, volume, inputs, env, job, ca, transcript)
-            failed = code != 0 or transcript.result is None
-            reason = _light_failure(builder, transcript) if failed else None
-            if not reason:
-                break
-            builder = _escalate(engine, plan, reason, started, progress)
-        _raise_on_failure(code, transcript, plan)
-    except BaseException:
-        # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
-        # half-filled volume must not survive as a cache entry. The marker check would
-        # catch it anyway; removing it frees the space now.
-        _remove_quietly(engine, volume)
-        raise
-    if builder.light:
-        progress("builder", time.monotonic() - started, "base image (no compilers needed)")
-    pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
-    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
+    if builder.light and inputs.local_names is None:
+        why = "a local package's name cannot be read without building it"
+        builder = _escalate(engine, plan, why, started, progress)
+    while True:
+        job |= {"python": builder.python.executable, "light": builder.light}
+        transcript = Transcript(progress, masker, output, verbose)
+        code = _run_install(
+            engine, plan, builder, volume, inputs, (env, secrets), job, ca, transcript
+        )
+        failed = code != 0 or transcript.result is None
+        reason = _light_failure(builder, transcript) if failed else None
+        if not reason:
+            break
+        builder = _escalate(engine, plan, reason, started, progress)
+    _raise_on_failure(code, transcript, plan)
+    return builder, transcript
 
 
 def _run_install(
@@ -630,11 +672,12 @@ def _run_install(
     builder: BuilderImage,
     volume: str,
     inputs: DependencyInputs,
-    env: dict[str, str],
+    environment: tuple[dict[str, str], bytes],
     job: dict[str, Any],
     ca: Path | None,
     transcript: Transcript,
 ) -> int:
+    env, secrets = environment
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     with (
         _inputs_tar(inputs) as tar,
@@ -644,6 +687,7 @@ def _run_install(
             env=env,
             mounts=_mounts(volume, venv_ro=False),
             network=engine.network_mode(plan.network),
+            stdin=secrets,
         ) as box,
     ):
         box.put_files(RUN_DIR, files)
@@ -663,39 +707,66 @@ def _escalate(
     engine: Engine, plan: BuildPlan, why: str, started: float, progress: Progress
 ) -> BuilderImage:
     full = ensure_full_builder(engine, plan, progress)
+    engine.pin(full.name)  # `prune --all` must not take it between this build's containers
     progress("builder", time.monotonic() - started, f"{describe(full)}: {why}")
     return full
 
 
 def _reuse_or_claim(
     engine: Engine, builder: BuilderImage, volume: str, key: str, progress: Progress
-) -> dict[str, Any] | None:
-    """The marker of a complete venv volume for `key`; else None once this build owns
-    an empty volume of that name. A volume another build is still filling is waited for;
-    one left without a marker (an interrupted build) is removed and claimed afresh."""
-    for _attempt in range(3):
+) -> tuple[Box, dict[str, Any] | None]:
+    """(this build's pin on the volume, the volume's marker when it is complete). No
+    marker: this build owns the empty volume and fills it. A volume another live build
+    is filling is waited for; one whose filler is dead, or left without a marker (an
+    interrupted build), is removed and claimed afresh."""
+    for _attempt in range(8):
         labels = engine.volume_labels(volume)
         if labels is None:
             # Creating an existing volume returns it unchanged: the owner label tells
             # whether this build won a race with a concurrent one.
-            engine.create_volume(
-                volume,
-                {
-                    LABEL_VENV_KEY: key,
-                    LABEL_OWNER: engine.build_id,
-                    LABEL_CLAIMED: str(int(time.time())),
-                    "pydeploy.venv": "1",
-                },
-            )
+            engine.create_volume(volume, _claim_labels(engine, key))
             labels = engine.volume_labels(volume) or {}
             if labels.get(LABEL_OWNER) == engine.build_id:
-                return None
+                pin = _pin_volume(engine, builder, volume, labels)
+                if pin is not None:
+                    return pin, None
+                continue
         marker = _wait_for_volume(engine, builder, volume, labels, progress)
-        if marker and marker.get("key") == key:
-            return marker
-        # No marker: an interrupted or failed build. Never use it; start over.
-        engine.remove_volume(volume)
+        if marker is not None and marker.get("key") == key:
+            pin = _pin_volume(engine, builder, volume, labels)
+            if pin is not None:
+                return pin, marker
+            continue
+        _take_over(engine, volume, labels)
     raise BuildError(f"Could not claim the dependency volume {volume}: it keeps reappearing.")
+
+
+def _claim_labels(engine: Engine, key: str) -> dict[str, str]:
+    return {
+        LABEL_VENV_KEY: key,
+        LABEL_OWNER: engine.build_id,
+        LABEL_OWNER_PROCESS: engine.owner.label(),
+        LABEL_CLAIMED: str(int(time.time())),
+        "pydeploy.venv": "1",
+    }
+
+
+def _pin_volume(
+    engine: Engine, builder: BuilderImage, volume: str, labels: dict[str, str]
+) -> Box | None:
+    """Pin the volume (and the cache volume and builder image) for this build. None when
+    the volume was removed just before (`prune`, a take-over): mounting a missing volume
+    creates an empty unlabelled one, which is removed again for the caller to retry."""
+    pin = engine.pin(builder.name, _mounts(volume, venv_ro=False))
+    held = engine.volume_labels(volume) or {}
+    if held.get(LABEL_VENV_KEY) == labels.get(LABEL_VENV_KEY) and held.get(
+        LABEL_OWNER
+    ) == labels.get(LABEL_OWNER):
+        return pin
+    engine.unpin(pin)
+    if not held:
+        engine.remove_unused_volume(volume)
+    return None
 
 
 def _wait_for_volume(
@@ -705,29 +776,63 @@ def _wait_for_volume(
     labels: dict[str, str],
     progress: Progress,
 ) -> dict[str, Any] | None:
-    """The volume's marker, once no other build is filling it (its containers are gone
-    and, right after its claim, it had a moment to start one)."""
-    owner = labels.get(LABEL_OWNER)
-    other = owner is not None and owner != engine.build_id
-    claimed = int(labels.get(LABEL_CLAIMED, "0") or 0)
-    started = time.monotonic()
+    """The volume's marker once its filler finishes; None when the filler is dead, or
+    the claim changed meanwhile (the caller looks again)."""
+    build = labels.get(LABEL_OWNER)
+    owner = owners.Owner.parse(labels.get(LABEL_OWNER_PROCESS))
+    who = f"build {build}" + (f" ({owner.describe(engine.owner)})" if owner else "")
+    started = last_sign = time.monotonic()
+    next_note = 0.0
     while True:
-        if other and engine.containers_with_label(owner):
-            marker = None
-        else:
-            marker = _read_marker(engine, builder, volume)
-            if marker or not other or time.time() - claimed > CLAIM_GRACE_SECONDS:
-                break
-        if time.monotonic() - started > OWNER_WAIT_SECONDS:
+        if engine.volume_labels(volume) != labels:
+            return None
+        marker = _read_marker(engine, builder, volume)
+        if marker or build is None or build == engine.build_id:
+            return marker
+        # A dead process on this host is known at once. Otherwise the filler shows it is
+        # at work by a running container (its pin spans the fill, and dies with it).
+        alive = owner is None or owners.is_alive(owner, engine.owner) is not False
+        if alive and engine.containers_with_label(build, running_only=True):
+            last_sign = time.monotonic()
+        alive = alive and time.monotonic() - last_sign < CLAIM_GRACE_SECONDS
+        waited = time.monotonic() - started
+        if not alive:
+            if waited > 1.0:
+                progress("install", waited, f"{who} is gone; taking over {volume}")
+            return None
+        if waited >= next_note:
+            progress("install", waited, f"waiting for {who} holding {volume}")
+            next_note += 60.0
+        if waited > OWNER_WAIT_SECONDS:
             raise BuildError(
-                f"Another pydeploy build ({owner}) has been filling {volume} for over "
+                f"Another pydeploy build ({who}) has been filling {volume} for over "
                 f"{OWNER_WAIT_SECONDS // 60} minutes.",
-                hint=f"Wait for it, or remove its containers (label {BUILD_LABEL}={owner}).",
+                hint=(
+                    "Wait for it to finish and build again, or stop it (its containers "
+                    f"carry the label {BUILD_LABEL}={build})."
+                ),
             )
         time.sleep(1.0)
-    if time.monotonic() - started > 1.0:
-        progress("install", time.monotonic() - started, f"waited for build {owner}")
-    return marker
+
+
+def _take_over(engine: Engine, volume: str, judged: dict[str, str]) -> None:
+    """Remove a venv volume whose filler is dead (or that has no marker and no filler),
+    with the dead filler's containers; unless the claim changed since it was judged."""
+    if engine.volume_labels(volume) != judged:
+        return
+    build = judged.get(LABEL_OWNER)
+    engine.reap_orphans()
+    if build and build != engine.build_id:
+        for ident in engine.containers_with_label(build):
+            engine.remove(ident)  # another host's dead build: only stopped ones are left
+    if not engine.remove_unused_volume(volume):
+        time.sleep(1.0)  # a container still uses it; the caller looks again
+
+
+def _record_use(pin: Box) -> None:
+    """Write when this build used the venv into the volume, for `prune` on any host."""
+    with contextlib.suppress(PydeployError):
+        pin.put_files(VENV, {USED: _json({"time": int(time.time())})})
 
 
 def _raise_on_failure(code: int, transcript: Transcript, plan: BuildPlan) -> dict[str, Any]:
@@ -749,14 +854,16 @@ def _json(data: Mapping[str, Any]) -> bytes:
 
 
 def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
-    """A tar of the venv (entries `venv/...`), without pydeploy's completion marker."""
+    """A tar of the venv (entries `venv/...`), without pydeploy's own records in it."""
     with engine.container(
         builder.name,
         ["/bin/true"],
         mounts=[Mount(VENV, deps.volume, read_only=True)],
         network="none",
     ) as box:
-        _copy_tar(box.get_archive(VENV), dest, lambda name: name != f"venv/{MARKER}")
+        _copy_tar(
+            box.get_archive(VENV), dest, lambda name: name not in {f"venv/{MARKER}", f"venv/{USED}"}
+        )
     return dest
 
 
@@ -779,13 +886,27 @@ def check_app(
     builder that installed the dependencies (the full one if they needed compilers), and
     moves to the full builder if the project's own build needs compilers."""
     del builder  # the dependencies say which builder they needed
+    with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
+        return _check_app(engine, plan, deps, app_tar, progress, verbose, output)
+
+
+def _check_app(
+    engine: Engine,
+    plan: BuildPlan,
+    deps: Dependencies,
+    app_tar: Path,
+    progress: Progress,
+    verbose: bool,
+    output: OnLine | None,
+) -> AppCheck:
     started = time.monotonic()
     chosen = deps.builder
     if chosen.light and deps.needs_compilers:
         chosen = ensure_full_builder(engine, plan, progress)
+        engine.pin(chosen.name)
     index = plan.project.config.index
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
-    env, masker = _builder_env(plan, ca)
+    env, secrets, masker = _builder_env(plan, ca)
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
     while True:
         transcript = Transcript(progress, masker, output, verbose)
@@ -807,6 +928,7 @@ def check_app(
             env=env,
             mounts=_mounts(deps.volume, venv_ro=True),
             network=engine.network_mode(plan.network),
+            stdin=secrets,
         ) as box:
             box.put_files(
                 RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -547,3 +548,70 @@ def session_resources(docker_client: docker.DockerClient) -> Iterator[Resources]
 def free_port_factory() -> Callable[[], int]:
     """find_free_port for fixtures wider than a test, where `free_port` is out of scope."""
     return find_free_port
+
+
+# --- a private engine -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def private_engine(docker_client: docker.DockerClient, base_image: str) -> Iterator[str]:
+    """DOCKER_HOST of a Docker engine of this session alone (its own data root and
+    containerd, no bridge), with the base image loaded: for tests whose subject removes
+    engine-wide caches (`prune --all`), which on the shared engine belong to others."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        unavailable(
+            "a private engine needs root and dockerd",
+            "run as root with docker.io installed (.ci/test does)",
+        )
+    # Short: unix socket paths (containerd's is under the exec root) have a length limit.
+    root = Path(tempfile.mkdtemp(prefix="pdk-", dir="/tmp"))
+    host = f"unix://{root}/docker.sock"
+    namespace = f"pydeploy-test-{SESSION_ID}"
+    argv = [
+        dockerd, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+        "-H", host, "--pidfile", str(root / "docker.pid"), "--bridge=none",
+        "--iptables=false", "--ip-masq=false", "--containerd-namespace", namespace,
+        "--containerd-plugins-namespace", f"{namespace}-plugins",
+    ]  # fmt: skip
+    log_path = root / "dockerd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    client: docker.DockerClient | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while client is None:
+            # The SDK asks for the API version at once and leaks a failed connection.
+            candidate = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                try:
+                    if Path(host.removeprefix("unix://")).exists():
+                        candidate = docker.DockerClient(base_url=host, timeout=600)
+                        candidate.ping()
+                        client = candidate
+                except (docker.errors.DockerException, requests.exceptions.RequestException):
+                    if candidate is not None:
+                        candidate.close()
+                gc.collect()  # here, where a failed attempt's ResourceWarning is expected
+            if client is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(encoding="utf-8", errors="replace")[-800:]
+                    pytest.fail(f"the private dockerd did not start:\n{tail}", pytrace=False)
+                time.sleep(0.5)
+        # By name, so the image keeps its tag there.
+        client.images.load(b"".join(docker_client.api.get_image(base_image)))
+        yield host
+    finally:
+        if client is not None:
+            client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        # dockerd leaves its network namespace mounted under the exec root.
+        subprocess.run(["umount", "-l", str(root / "exec" / "netns" / "default")],
+                       capture_output=True, check=False)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

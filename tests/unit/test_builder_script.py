@@ -1,9 +1,11 @@
 """The builder script's pure helpers, importable on the host: which server packages a
-requirement set still lacks, requirement includes, editable lines, and how an app
-object's interface is recognised."""
+requirement set still lacks, requirement includes, editable lines, how an app object's
+interface is recognised, and the lifeline (secrets on stdin, then its end)."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,40 @@ def test_stand_in_compilers_cover_sysconfig_and_target_names() -> None:
     assert {"cc", "gcc", "c++", "clang", "cargo", "x86_64-linux-gnu-gcc", "my-c++"} <= set(names)
     assert "aarch64-linux-gnu-gcc" in names
     assert "" not in names
+
+
+def test_the_lifeline_hands_over_secrets_for_the_tools_and_reports_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(builder_script, "SECRETS", {})
+    read, write = os.pipe()
+    gone = threading.Event()
+    try:
+        os.write(write, b'{"UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}\n')
+        watcher = builder_script.take_lifeline(read, gone.set)
+        assert watcher is not None
+        assert builder_script.SECRETS == {"UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}
+        assert "UV_INDEX_PYDEPLOY_1_PASSWORD" not in os.environ
+        env = builder_script.tool_env({"PATH": "/bin"})
+        assert env == {"PATH": "/bin", "UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}
+        assert not gone.is_set()
+        os.close(write)  # pydeploy died: the engine closes the container's stdin
+        write = -1
+        assert gone.wait(timeout=30)
+        watcher.join(timeout=30)
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+def test_a_lifeline_that_ends_before_the_secrets_line_means_gone() -> None:
+    read, write = os.pipe()
+    os.write(write, b'{"partial": ')
+    os.close(write)
+    gone: list[bool] = []
+    try:
+        assert builder_script.take_lifeline(read, lambda: gone.append(True)) is None
+    finally:
+        os.close(read)
+    assert gone == [True]

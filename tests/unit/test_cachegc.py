@@ -1,14 +1,19 @@
-"""`pydeploy prune` planning from a fake inventory (ages, markers, in use, --all), the
-host-cache inventory of a real directory, the last-use record, and host-side removal."""
+"""`pydeploy prune` planning from a fake inventory (ages, markers, in use, --all, dead
+builds' containers, a build holding the host cache), the host-cache inventory of a real
+directory, the lock builds and prune meet on, and host-side removal."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
+from typing import cast
 
 from pydeploy import cachegc
 from pydeploy.cachegc import CachedImage, CachedVolume, HostEntry, Inventory, Plan, Policy
+from pydeploy.engine import DiskUsage, Engine, ImageInfo, VolumeInfo
+from pydeploy.wheels import LABEL_VENV_KEY, MARKER, USED
 
 NOW = 2_000_000_000.0
 DAY = 86400.0
@@ -125,7 +130,7 @@ def test_all_plans_every_cached_volume_image_and_host_file_not_in_use() -> None:
             HostEntry(ROOT / "blobs/sha256" / BLOB_A[7:], "blob", 50, RECENT, digest=BLOB_A),
             HostEntry(ROOT / "blobs/index/x/k.json", "index", 5, RECENT, refs=frozenset({BLOB_A})),
             HostEntry(ROOT / "logs/build.log", "log", 7, RECENT),
-            HostEntry(ROOT / "last-used.json", "usage", 3, RECENT),
+            HostEntry(ROOT / "lock", "lock", 0, RECENT),
             HostEntry(ROOT / "tmp/pydeploy-old", "tmp", 9, HOURS_AGO, is_dir=True),
             HostEntry(ROOT / "tmp/pydeploy-live", "tmp", 9, RECENT, is_dir=True),
             HostEntry(ROOT / "blobs/sha256/.tmp-live", "partial", 9, RECENT),
@@ -135,12 +140,13 @@ def test_all_plans_every_cached_volume_image_and_host_file_not_in_use() -> None:
     assert names(plan) == {
         "pydeploy-venv-fresh", "pydeploy-cache", "pydeploy-python-1234", "pydeploy-builder:k1",
         *(str(ROOT / p) for p in (f"blobs/sha256/{BLOB_A[7:]}", "blobs/index/x/k.json",
-                                  "logs/build.log", "last-used.json", "tmp/pydeploy-old")),
+                                  "logs/build.log", "tmp/pydeploy-old")),
     }  # fmt: skip
     assert kept(plan)["pydeploy-builder:k2"] == "in use"
     assert "a build may be writing it" in kept(plan)[str(ROOT / "tmp/pydeploy-live")]
     assert str(ROOT / "blobs/sha256/.tmp-live") in kept(plan)
-    assert plan.size == 1000 + 10 + 0 + 300 + 50 + 5 + 7 + 3 + 9
+    assert str(ROOT / "lock") not in kept(plan)  # never removed, not worth a line
+    assert plan.size == 1000 + 10 + 0 + 300 + 50 + 5 + 7 + 9
     # The default plan touches none of those shared caches or fresh files.
     assert names(default(inventory)) == {str(ROOT / "tmp/pydeploy-old")}
 
@@ -220,29 +226,61 @@ def test_inventory_of_a_real_cache_directory_and_removal(tmp_path: Path) -> None
         cachegc.take_inventory(None, tmp_path, check_markers=False),
         Policy(everything=True, now=NOW),
     )
-    cachegc.apply(None, tmp_path, everything_plan, everything=True)
+    cachegc.apply(None, tmp_path, everything_plan)
     assert not tmp_path.exists()
 
 
-def test_touch_records_last_use_and_forget_drops_it(tmp_path: Path) -> None:
+def test_containers_of_dead_builds_go_first() -> None:
+    inventory = Inventory(ROOT, volumes=(venv("stale", last_used=OLD),), orphans=("c1", "c2"))
+    plan = default(inventory)
+    assert [(i.kind, i.name) for i in plan.remove] == [
+        ("container", "c1"), ("container", "c2"), ("volume", "pydeploy-venv-stale"),
+    ]  # fmt: skip
+    assert {i.reason for i in plan.remove[:2]} == {"its build is gone"}
+
+
+def test_while_a_build_holds_the_host_cache_prune_leaves_it_alone(tmp_path: Path) -> None:
+    files = (
+        HostEntry(ROOT / "sha/.tmp-old", "partial", 1, OLD),
+        HostEntry(ROOT / "sha/b", "blob", 1, OLD, digest=BLOB_B),
+        HostEntry(ROOT / "idx/k.json", "index", 1, OLD, refs=frozenset()),
+        HostEntry(ROOT / "lock", "lock", 0, RECENT),
+    )
+    for plan in (
+        default(Inventory(ROOT, files=files, host_busy=True), days=0),
+        everything(Inventory(ROOT, files=files, host_busy=True)),
+    ):
+        assert names(plan) == set()
+        assert not plan.tidy_directories, "an empty directory may be a build's next write"
+        assert set(kept(plan).values()) == {"a build is using the host cache"}
+        assert str(ROOT / "lock") not in kept(plan)
+
     root = tmp_path / "cache"
-    cachegc.touch(root, "volume", "pydeploy-venv-a", now=100)
-    cachegc.touch(root, "volume", "pydeploy-venv-b", now=200)
-    cachegc.touch(root, "volume", "pydeploy-venv-a", now=300)
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-a": 300, "pydeploy-venv-b": 200}}
-    cachegc.forget(root, "volume", ["pydeploy-venv-a"])
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-b": 200}}
-    (root / cachegc.USAGE_FILE).write_text("{damaged")
-    assert cachegc.read_usage(root) == {}
-    cachegc.touch(root, "volume", "pydeploy-venv-c", now=400)  # a damaged record is replaced
-    assert cachegc.read_usage(root) == {"volume": {"pydeploy-venv-c": 400}}
+    with cachegc.lease(root):
+        with cachegc.exclusive(root) as alone:
+            assert alone is False
+        with cachegc.lease(root):  # builds share it (build --all)
+            pass
+    waiting, leased = threading.Event(), threading.Event()
 
+    def build() -> None:
+        with cachegc.lease(root, waiting.set):
+            leased.set()
 
-def test_touch_never_fails_a_build(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    cachegc.touch(blocker / "cache", "volume", "v")  # no exception
-    assert cachegc.read_usage(blocker / "cache") == {}
+    with cachegc.exclusive(root) as alone:
+        assert alone is True
+        builder = threading.Thread(target=build)
+        builder.start()
+        assert waiting.wait(timeout=60), "a build starting during prune says it waits"
+        assert not leased.is_set()
+    builder.join(timeout=60)
+    assert leased.is_set(), "and goes on once prune is done"
+    (root / "blobs").mkdir()
+    inventory = cachegc.take_inventory(None, root, check_markers=False)
+    assert {e.path.name: e.role for e in inventory.files} == {"lock": "lock"}
+    cachegc.apply(None, root, everything(inventory))
+    assert (root / cachegc.LOCK_FILE).is_file()
+    assert not (root / "blobs").exists()
 
 
 def test_describe_collapses_blobs_into_one_line_per_reason() -> None:
@@ -254,3 +292,49 @@ def test_describe_collapses_blobs_into_one_line_per_reason() -> None:
         "venv volume pydeploy-venv-x (size unknown; in use)",
         "3 blobs (0.6 MB; not referenced by any cache index)",
     ]
+
+
+class InventoryEngine:
+    """What take_inventory asks an engine: one venv volume used (per the record inside
+    it) an hour ago, held only by a dead build's container."""
+
+    def __init__(self, used: bytes | None) -> None:
+        self.used = used
+
+    def orphans(self) -> list[str]:
+        return ["dead-build-container"]
+
+    def in_use(self, ignore: set[str] | None = None) -> tuple[set[str], set[str]]:
+        held = set() if "dead-build-container" in (ignore or set()) else {"pydeploy-venv-a"}
+        return held, set()
+
+    def df(self) -> DiskUsage:
+        return DiskUsage({"pydeploy-venv-a": 1000}, {"sha256:base": 5})
+
+    def list_images(self, _repository: str) -> list[ImageInfo]:
+        return []
+
+    def list_volumes(self, _prefix: str) -> list[VolumeInfo]:
+        labels = {"pydeploy.venv": "1", LABEL_VENV_KEY: "k"}
+        return [VolumeInfo("pydeploy-venv-a", labels, OLD)]
+
+    def read_volume_files(self, volume: str, paths: list[str], _image: str) -> list[bytes | None]:
+        assert (volume, paths) == ("pydeploy-venv-a", [MARKER, USED])
+        return [json.dumps({"key": "k"}).encode(), self.used]
+
+
+def test_last_use_comes_from_the_volume_and_dead_builds_hold_nothing(tmp_path: Path) -> None:
+    recent = json.dumps({"time": NOW - 3600}).encode()
+    inventory = cachegc.take_inventory(
+        cast(Engine, InventoryEngine(recent)), tmp_path, check_markers=True
+    )
+    (volume,) = inventory.volumes
+    assert (volume.in_use, volume.complete, volume.last_used) == (False, True, NOW - 3600)
+    assert inventory.orphans == ("dead-build-container",)
+    # Created 40 days ago, used an hour ago by some build on some host: it stays.
+    assert names(default(inventory)) == {"dead-build-container"}
+    # No record (a volume of an older pydeploy): judged by its creation time.
+    unrecorded = cachegc.take_inventory(
+        cast(Engine, InventoryEngine(None)), tmp_path, check_markers=True
+    )
+    assert names(default(unrecorded)) == {"dead-build-container", "pydeploy-venv-a"}

@@ -54,7 +54,7 @@ def test_credentials_come_from_the_named_variables() -> None:
         credentials.read_credentials(index, {"U": "robot"})
 
 
-def test_index_environment_carries_secrets_only_as_values() -> None:
+def test_index_environment_keeps_every_secret_apart() -> None:
     index = IndexConfig(
         url="https://pkgs.example/simple",
         extra_urls=["https://extra.example/simple"],
@@ -63,14 +63,24 @@ def test_index_environment_carries_secrets_only_as_values() -> None:
     )
     creds = credentials.Credentials("robot", "s3cr3t/token")
     env = credentials.index_environment(index, creds)
-    assert env["UV_DEFAULT_INDEX"] == "pydeploy-0=https://pkgs.example/simple"
-    assert env["UV_INDEX"] == "pydeploy-1=https://extra.example/simple"
-    assert env["UV_INDEX_PYDEPLOY_0_PASSWORD"] == "s3cr3t/token"  # noqa: S105
-    assert env["UV_INDEX_PYDEPLOY_1_USERNAME"] == "robot"
-    assert env["PIP_INDEX_URL"] == "https://robot:s3cr3t%2Ftoken@pkgs.example/simple"
-    assert not any("s3cr3t" in name for name in env)
+    assert env.public == {
+        "UV_DEFAULT_INDEX": "pydeploy-0=https://pkgs.example/simple",
+        "UV_INDEX": "pydeploy-1=https://extra.example/simple",
+    }
+    secret = env.secret
+    assert secret["UV_INDEX_PYDEPLOY_0_PASSWORD"] == "s3cr3t/token"  # noqa: S105
+    assert secret["UV_INDEX_PYDEPLOY_1_USERNAME"] == "robot"
+    assert secret["PIP_INDEX_URL"] == "https://robot:s3cr3t%2Ftoken@pkgs.example/simple"
+    assert secret["PIP_EXTRA_INDEX_URL"] == "https://robot:s3cr3t%2Ftoken@extra.example/simple"
+    assert not any("s3cr3t" in name for name in secret)
+    # Without credentials the pip URLs are plain settings.
+    plain = credentials.index_environment(index, credentials.Credentials())
+    assert plain.secret == {}
+    assert plain.public["PIP_INDEX_URL"] == "https://pkgs.example/simple"
     # No index configured: PyPI, and credentials go nowhere.
-    assert credentials.index_environment(IndexConfig(), creds) == {}
+    assert credentials.index_environment(IndexConfig(), creds) == credentials.IndexEnvironment(
+        {}, {}
+    )
 
 
 def test_masker_hides_every_form_of_a_secret() -> None:
