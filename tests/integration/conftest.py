@@ -450,7 +450,9 @@ class BuildImage(Protocol):
 
 
 class RunPydeploy(Protocol):
-    def __call__(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]: ...
+    def __call__(
+        self, *args: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 def run_pydeploy_cli(

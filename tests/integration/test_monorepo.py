@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -109,6 +110,9 @@ class Builder:
         self.root, self.base_image, self.volumes = root, base_image, volumes
         self.pydeploy = pydeploy
         self.tag = f"t-{uuid.uuid4().hex[:10]}"
+        # Every container its builds create carries this label: what they leave behind is
+        # told apart from anything else on a shared engine.
+        self.run_label = f"pydeploy.test.run={self.tag}"
         for service in SERVICES:
             resources.image(self.ref(service))
 
@@ -120,6 +124,7 @@ class Builder:
             "build", *args, "--base", self.base_image, "--network", "host",
             "--registry", REGISTRY_PREFIX, "--tag", self.tag, "--json",
             cwd=cwd or self.root,
+            env={**os.environ, "PYDEPLOY_CONTAINER_LABELS": self.run_label},
         )  # fmt: skip
 
     def document(self, proc: subprocess.CompletedProcess[str]) -> Document:
@@ -179,8 +184,9 @@ def layer(result: Document, role: str) -> str:
     return str(digest)
 
 
-def build_containers(client: docker.DockerClient) -> set[str]:
-    found = client.containers.list(all=True, filters={"label": "pydeploy.build"})
+def build_containers(client: docker.DockerClient, builder: Builder) -> set[str]:
+    """The containers `builder`'s runs created that still exist."""
+    found = client.containers.list(all=True, filters={"label": builder.run_label})
     return {c.id or "" for c in found}
 
 
@@ -387,7 +393,6 @@ def test_a_broken_service_fails_alone(
     assert 'app = "main:app"' in text
     pyproject.write_text(text.replace('app = "main:app"', 'app = "main:nope"'), encoding="utf-8")
     builder = make_builder(root)
-    before = build_containers(docker_client)
     metadata = tmp_path / "result.json"
 
     proc = builder.run("--all", ".", "--metadata-file", str(metadata))
@@ -416,4 +421,4 @@ def test_a_broken_service_fails_alone(
         docker_client.images.get(builder.ref(service))
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(builder.ref("api2"))
-    assert build_containers(docker_client) <= before
+    assert build_containers(docker_client, builder) == set()
