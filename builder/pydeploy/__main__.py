@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydeploy.cli import main
+from pydeploy.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydeploy import assemble, cachegc, publish, wheels
-from pydeploy.appfiles import app_files
-from pydeploy.blobs import BlobStore
-from pydeploy.engine import Engine, ImageRef
+from pydeploy.builder import stage as wheels
+from pydeploy.cache import prune as cachegc
+from pydeploy.config.project import git_commit_time, git_revision
+from pydeploy.engine.client import Engine, ImageRef
 from pydeploy.errors import ConfigError
-from pydeploy.memory import WorkerMemory
-from pydeploy.memory import describe as describe_memory
-from pydeploy.oci import (
+from pydeploy.layers import assemble
+from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.image import (
     BaseImage,
     FileEntry,
     Image,
@@ -35,11 +35,14 @@ from pydeploy.oci import (
     import_docker_save,
     open_uncompressed,
 )
-from pydeploy.plan import SETUID_ROLE, VENV, BuildPlan, launch_settings
-from pydeploy.project import git_commit_time, git_revision
+from pydeploy.plan.appfiles import app_files
+from pydeploy.plan.memory import WorkerMemory
+from pydeploy.plan.memory import describe as describe_memory
+from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan, launch_settings
+from pydeploy.publish import sinks as publish
 
 Progress = Callable[[str, float, "str | None"], None]
-# v2: the check also measures what a worker costs (pydeploy.memory).
+# v2: the check also measures what a worker costs (pydeploy.plan.memory).
 CHECK_RECIPE = "app-check-v2"
 SETUID_RECIPE = "no-setuid-v1"
 
@@ -413,6 +416,6 @@ def _system_layers(
 ) -> list[Layer]:
     if not plan.runtime_packages:
         return []
-    from pydeploy import syspkgs  # noqa: PLC0415
+    from pydeploy.layers import system as syspkgs  # noqa: PLC0415
 
     return [syspkgs.system_layer(engine, store, plan, base_id, progress)]

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pydeploy import build as build_mod
-from pydeploy import workspace
-from pydeploy.engine import Engine
+from pydeploy.config import workspace
+from pydeploy.config.project import load_project
+from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError, InterruptError, PydeployError
-from pydeploy.plan import Overrides, make_plan
-from pydeploy.project import load_project
+from pydeploy.plan.planner import Overrides, make_plan
 
 ServiceProgress = Callable[[str, str, float, "str | None"], None]
 

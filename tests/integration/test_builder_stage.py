@@ -38,9 +38,11 @@ import docker
 import docker.errors
 import pytest
 
-from pydeploy import build, depinputs, publish, wheels
-from pydeploy.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
-from pydeploy.engine import BUILD_LABEL, Box, Engine, Mount
+from pydeploy import build
+from pydeploy.builder import stage as wheels
+from pydeploy.builder.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
+from pydeploy.config.project import load_project
+from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import (
     AppCheckError,
     BaseImageError,
@@ -49,8 +51,9 @@ from pydeploy.errors import (
     ConfigError,
     InterruptError,
 )
-from pydeploy.plan import BuildPlan, Overrides, make_plan
-from pydeploy.project import load_project
+from pydeploy.plan import depinputs
+from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
+from pydeploy.publish import sinks as publish
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -836,10 +839,10 @@ def test_index_secret_never_leaks(
 INTERRUPTED_BUILD = """\
 import sys
 from pathlib import Path
-from pydeploy import wheels
-from pydeploy.engine import Engine
-from pydeploy.plan import Overrides, make_plan
-from pydeploy.project import load_project
+from pydeploy.builder import stage as wheels
+from pydeploy.engine.client import Engine
+from pydeploy.plan.planner import Overrides, make_plan
+from pydeploy.config.project import load_project
 
 plan = make_plan(load_project(Path(sys.argv[1])), Overrides(base_image=sys.argv[2]))
 engine = Engine.connect()

@@ -38,10 +38,10 @@ import docker.errors
 import pytest
 import yaml
 
-from pydeploy import manifests
-from pydeploy.plan import Overrides, make_plan
-from pydeploy.project import load_project
-from pydeploy.runner import RUN_LABEL
+from pydeploy.config.project import load_project
+from pydeploy.deploy import manifests
+from pydeploy.deploy.run import RUN_LABEL
+from pydeploy.plan.planner import Overrides, make_plan
 
 if TYPE_CHECKING:
     from docker.models.containers import Container

@@ -18,10 +18,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from pydeploy import references, registry
-from pydeploy.blobs import BlobStore, sha256_digest
 from pydeploy.errors import PublishError, RegistryAuthError
-from pydeploy.oci import FileEntry, Image, build_config, build_layer, rfc3339, write_oci_layout
+from pydeploy.oci.blobs import BlobStore, sha256_digest
+from pydeploy.oci.image import (
+    FileEntry,
+    Image,
+    build_config,
+    build_layer,
+    rfc3339,
+    write_oci_layout,
+)
+from pydeploy.plan import references
+from pydeploy.publish import registry
 
 USER, PASSWORD = "pusher", "correct-horse-battery"
 

@@ -16,14 +16,14 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pydeploy.blobs import BlobStore
 from pydeploy.build import BuildResult
-from pydeploy.config import ServerConfig
+from pydeploy.config.models import ServerConfig
+from pydeploy.config.project import load_project
 from pydeploy.errors import EXIT_CODES, AppCheckError, PydeployError
 from pydeploy.multibuild import ServiceOutcome
-from pydeploy.oci import Image, Layer
-from pydeploy.plan import Overrides, make_plan
-from pydeploy.project import load_project
+from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.image import Image, Layer
+from pydeploy.plan.planner import Overrides, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "build-result.schema.json"

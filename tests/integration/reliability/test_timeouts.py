@@ -31,10 +31,10 @@ from typing import Any
 
 import pytest
 
-from pydeploy import registry as regclient  # `registry` is the fixture's name
-from pydeploy.blobs import BlobStore
 from pydeploy.errors import PublishError
-from pydeploy.oci import FileEntry, Image, build_config, build_layer, rfc3339
+from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.image import FileEntry, Image, build_config, build_layer, rfc3339
+from pydeploy.publish import registry as regclient  # `registry` is the fixture's name
 
 ROOT = Path(__file__).resolve().parents[3]
 FASTAPI = ROOT / "examples" / "fastapi-app"

@@ -1,0 +1,1068 @@
+"""The builder stage: a builder image (base + compilers), the dependencies installed into
+a virtualenv inside a builder container, and the app imported there before any image is
+assembled.
+
+Caching: the builder image is tagged by a content key (base image ID + build packages);
+each dependency set gets its own volume `pydeploy-venv-<key>` keyed by everything that
+decides it, so an unchanged set is reused without running uv at all. uv's download and
+wheel cache lives in one shared volume (`pydeploy-cache`), so changed sets rebuild only
+what changed. Index credentials reach builder containers on their attached stdin only
+(never in a container's configuration) and are masked in every text this module returns.
+
+A venv volume is claimed by the build that fills it (labels: build id and owner process).
+Another build that needs it waits, says so, and takes the claim over once the filler is
+dead: at once for an owner process on this host that has ended, else once none of the
+filler's containers has run for CLAIM_GRACE_SECONDS (they die with their owner, and its
+pin runs for as long as it fills the volume). Between its
+containers a build pins what it uses (Engine.pin), so `prune` and the engine leave it be,
+and it records its use inside the volume (USED), where `prune` on any host reads it.
+
+The engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker in CI), so no container
+bind-mounts a host path: the dependency inputs and the CA bundle are copied into a
+container (put_archive) before it starts; only engine-side named volumes are mounted.
+
+This module runs containers; the decisions it acts on are pure and live elsewhere:
+depinputs (the dependency set and its key), credentials (index settings, secrets, CA
+bundle) and failures (container output and the errors made of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydeploy import payload
+from pydeploy.builder.credentials import (
+    CA_ENV_VARS,
+    Masker,
+    find_ca_bundle,
+    index_environment,
+    index_settings,
+    read_credentials,
+)
+from pydeploy.builder.transcript import (
+    Transcript,
+    attach,
+    explain_failure,
+    needs_full_builder,
+    protocol_result,
+    tail,
+)
+from pydeploy.config.project import check_python_allowed
+from pydeploy.engine import owners
+from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
+from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
+from pydeploy.oci.image import as_reader
+from pydeploy.plan import skiplist
+from pydeploy.plan.depinputs import (
+    RECIPE_VERSION,
+    UV_VERSION,
+    DependencyInputs,
+    dependency_inputs,
+    dependency_key,
+    input_files,
+    plan_server_packages,
+)
+from pydeploy.plan.memory import WorkerMemory
+from pydeploy.plan.memory import estimate as estimate_memory
+from pydeploy.plan.planner import VENV, BuildPlan
+
+CACHE_VOLUME = "pydeploy-cache"
+CACHE_DIR = "/cache"
+BUILDER_REPOSITORY = "pydeploy-builder"
+VENV_VOLUME_PREFIX = "pydeploy-venv-"
+APT_VOLUME_PREFIX = "pydeploy-apt-"  # one builder image build's apt lists and .debs
+APT_CACHE = "/var/cache/apt"
+MARKER = ".pydeploy-complete"
+USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the volume
+SRC = "/src"  # where the dependency inputs are unpacked
+WORK = "/build/src"
+RUN_DIR = "/run/pydeploy"
+CA_NAME = "ca.pem"
+CA_TARGET = f"{RUN_DIR}/{CA_NAME}"
+SCRIPT = f"{RUN_DIR}/builder_script.py"
+JOB = f"{RUN_DIR}/job.json"
+FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
+
+LABEL_KEY = "pydeploy.builder.key"
+LABEL_PYTHON = "pydeploy.python"
+LABEL_PACKAGES = "pydeploy.builder.packages"
+PYTHON_VOLUME_PREFIX = "pydeploy-python-"  # an empty volume: its labels hold the probe
+LABEL_VENV_KEY = "pydeploy.venv.key"
+LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
+LABEL_OWNER_PROCESS = "pydeploy.venv.owner"  # its process (owners.Owner.label)
+LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
+# The longest a build waits for a live one that fills the same volume.
+OWNER_WAIT_SECONDS = 1200
+# Another host's filler with no running container for this long is dead (a build starts
+# its next container within moments; its containers die with it).
+CLAIM_GRACE_SECONDS = 30
+
+Progress = Callable[[str, float, "str | None"], None]
+OnLine = Callable[[str], None]
+
+
+# --- the result contract -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    executable: str
+    version: str  # "3.11.2"
+    site_packages: str  # "lib/python3.11/site-packages", relative to the venv
+
+
+@dataclass(frozen=True)
+class BuilderImage:
+    """An image builder containers run. `light`: the base image itself, no compilers
+    added (wheels only; builds that need more move to the full builder)."""
+
+    name: str
+    image_id: str
+    python: PythonInfo
+    key: str  # the full builder's content key, also part of the venv key
+    light: bool = False
+    packages: tuple[str, ...] = ()  # what the image adds to the base
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    key: str
+    volume: str
+    pins: tuple[str, ...]
+    source: str
+    cached: bool  # nothing was installed this time
+    builder: BuilderImage  # the builder that installed them (or this build's, if cached)
+    needs_compilers: bool = False  # installed by the full builder: check_app uses it too
+
+
+@dataclass(frozen=True)
+class AppCheck:
+    interface: Literal["wsgi", "asgi"]
+    project_site_tar: Path | None  # entries relative to site-packages
+    memory: WorkerMemory  # what one worker costs (see pydeploy.plan.memory)
+
+
+# --- builder image ------------------------------------------------------------------------
+
+
+def _script() -> bytes:
+    return payload.source("builder_script.py")
+
+
+def skip_lists() -> dict[str, list[str]]:
+    """The shared skip list for the builder script's copies (it cannot import it)."""
+    return {
+        "skip_dirs": sorted(skiplist.SKIP_DIRS),
+        "package_root_skip_dirs": list(skiplist.BUILD_OUTPUT_DIRS),
+    }
+
+
+# Build packages are installed in two containers sharing a scratch volume at
+# /var/cache/apt (package lists go there too, so neither they nor the .debs reach the
+# image): the first, which gets the CA bundle, downloads; the second, which is committed
+# as the builder image, installs from the downloads and never sees the CA.
+_APT_PREAMBLE = r"""set -e
+if [ -z "$PYDEPLOY_PACKAGES" ]; then exit 0; fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "pydeploy: the base image has no apt-get; build packages need a Debian/Ubuntu base."
+  exit 100
+fi
+set -- -q -o Dpkg::Use-Pty=0 -o Dir::State::Lists=/var/cache/apt/lists
+"""
+_APT_DOWNLOAD = (
+    _APT_PREAMBLE
+    + r"""mkdir -p /var/cache/apt/lists/partial
+if [ -s /run/pydeploy/ca.pem ]; then set -- "$@" -o Acquire::https::CAInfo=/run/pydeploy/ca.pem; fi
+apt-get "$@" update
+apt-get "$@" install -y --no-install-recommends --download-only $PYDEPLOY_PACKAGES
+"""
+)
+_APT_INSTALL = (
+    _APT_PREAMBLE
+    + r"""apt-get "$@" install -y --no-install-recommends --no-download $PYDEPLOY_PACKAGES
+"""
+)
+
+
+def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+    """The builder to start with. The full builder image (base + build packages) is made
+    only when something has to be compiled: until then the base image itself is the
+    builder (`light`), and install_dependencies/check_app switch to the full one when a
+    build needs it. A full builder image already on the engine is used directly (the
+    venv it makes is the same, and a failing light attempt is saved)."""
+    started = time.monotonic()
+    base_id, key, _, cached = _existing_full(engine, plan, started, progress)
+    if cached:
+        return cached
+    python, _ = _base_python(engine, plan, base_id)
+    # Without build packages the full builder would be the base image again.
+    light = bool(plan.build_packages)
+    builder = BuilderImage(plan.base_image, base_id, python, key, light=light)
+    progress("builder image", time.monotonic() - started, describe(builder))
+    return builder
+
+
+def _existing_full(
+    engine: Engine, plan: BuildPlan, started: float, progress: Progress
+) -> tuple[str, str, str, BuilderImage | None]:
+    """(base image ID, builder key, builder name, the full builder if the engine has it)."""
+    base_id = engine.ensure_image(plan.base_image).image_id
+    key, name = _builder_name(base_id, plan)
+    cached = _cached_full(engine, plan, key, name)
+    if cached:
+        progress("builder image", time.monotonic() - started, f"{name} (cached)")
+    return base_id, key, name, cached
+
+
+def _base_python(
+    engine: Engine, plan: BuildPlan, base_id: str
+) -> tuple[PythonInfo, dict[str, Any]]:
+    """The base image's interpreter (checked against requires-python and the config) and
+    the probed facts behind it."""
+    facts = _base_facts(engine, plan, base_id)
+    python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
+    _check_python(plan, python)
+    return python, facts
+
+
+def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+    """The builder image for this base and these build packages (compilers), built once
+    and reused."""
+    started = time.monotonic()
+    base_id, key, name, cached = _existing_full(engine, plan, started, progress)
+    if cached:
+        return cached
+    python, facts = _base_python(engine, plan, base_id)
+    requested = sorted(set(plan.build_packages))
+    if not requested:
+        return BuilderImage(plan.base_image, base_id, python, key, light=False)
+    packages = list(requested)
+    # Debian's own python3 keeps its headers in python3-dev; official images ship them.
+    if not facts["headers"] and python.executable.startswith("/usr/bin/"):
+        packages = sorted({*packages, "python3-dev"})
+    base_info = engine.inspect_image(plan.base_image) or {}
+    network = engine.network_mode(plan.network)
+    image_id = _build_builder(engine, plan, name, network, packages, python, base_info)
+    detail = f"{name} (built: {' '.join(packages)}; python {python.version})"
+    progress("builder image", time.monotonic() - started, detail)
+    return BuilderImage(name, image_id, python, key, light=False, packages=tuple(packages))
+
+
+def _cached_full(engine: Engine, plan: BuildPlan, key: str, name: str) -> BuilderImage | None:
+    info = engine.inspect_image(name)
+    python = _python_from_labels(info) if info else None
+    if not info or not python:
+        return None
+    _check_python(plan, python)
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    packages = tuple(str(labels.get(LABEL_PACKAGES, "")).split())
+    return BuilderImage(name, str(info["Id"]), python, key, light=False, packages=packages)
+
+
+def describe(builder: BuilderImage) -> str:
+    """What `pydeploy build` says about a builder."""
+    if builder.light:
+        return "base image (compilers only if a build needs them)"
+    if not builder.packages:
+        return f"base image {builder.name} (no build-packages)"
+    return f"{builder.name} ({' '.join(builder.packages)})"
+
+
+def _builder_name(base_id: str, plan: BuildPlan) -> tuple[str, str]:
+    """The full builder's content key and image name: base image ID + build packages +
+    recipe. The venv key uses the same key, whichever builder installs."""
+    requested = sorted(set(plan.build_packages))
+    recipe = f"{base_id}\n{' '.join(requested)}\n{RECIPE_VERSION}".encode()
+    key = hashlib.sha256(recipe).hexdigest()[:16]
+    return key, f"{BUILDER_REPOSITORY}:{key}"
+
+
+def _base_facts(engine: Engine, plan: BuildPlan, base_id: str) -> dict[str, Any]:
+    """The base image's interpreter facts (the probe), remembered in the labels of an
+    empty volume named by the base image ID, so a warm build runs no probe container."""
+    recipe = f"{base_id}\n{RECIPE_VERSION}".encode()
+    volume = PYTHON_VOLUME_PREFIX + hashlib.sha256(recipe).hexdigest()[:16]
+    labels = engine.volume_labels(volume) or {}
+    with contextlib.suppress(ValueError, TypeError):
+        facts: dict[str, Any] = json.loads(labels.get(LABEL_PYTHON, ""))
+        if {"executable", "version", "site_packages", "headers"} <= set(facts):
+            return facts
+    facts = _probe(engine, plan, engine.network_mode(plan.network))
+    engine.create_volume(
+        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), "pydeploy.python.base": base_id}
+    )
+    return facts
+
+
+def _probe(engine: Engine, plan: BuildPlan, network: str) -> dict[str, Any]:
+    argv = [
+        "/bin/sh",
+        "-c",
+        (
+            'p=$(command -v python3) || { echo "pydeploy: no python3 on PATH"; exit 127; }; '
+            f'exec "$p" {SCRIPT} probe "$p"'
+        ),
+    ]
+    result = engine.run(
+        plan.base_image, argv, files={RUN_DIR: {"builder_script.py": _script()}}, network=network
+    )
+    found = protocol_result(result.output)
+    if result.exit_code != 0 or not found:
+        raise BuildError(
+            f"Cannot find a python3 interpreter in the base image `{plan.base_image}` "
+            f"(exit {result.exit_code}): {tail(result.output.splitlines(), 5)}",
+            hint=(
+                "pydeploy needs a base image with python3 and /bin/sh (official python:* "
+                "images, or Debian/Ubuntu with python3); set it with `--base` or "
+                "`tool.pydeploy.base-image`."
+            ),
+        )
+    return found
+
+
+def _check_python(plan: BuildPlan, python: PythonInfo) -> None:
+    """The base image decides the interpreter: it must match what the user asked for."""
+    check_python_allowed(plan.project, python.version, f"base image {plan.base_image}")
+    minor = ".".join(python.version.split(".")[:2])
+    wanted = plan.project.config.python
+    origin = "tool.pydeploy.python"
+    if plan.python_origin.startswith("--python"):
+        wanted, origin = plan.python, "--python"
+    if wanted and wanted != minor:
+        raise ConfigError(
+            f"`{origin}` asks for Python {wanted}, but the base image `{plan.base_image}` "
+            f"has Python {python.version} ({python.executable}).",
+            hint=(
+                f"Use a base image with Python {wanted} (e.g. python:{wanted}-slim), or set "
+                f"{origin} to {minor}."
+            ),
+        )
+
+
+def _python_from_labels(info: dict[str, Any]) -> PythonInfo | None:
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    try:
+        data = json.loads(labels[LABEL_PYTHON])
+        return PythonInfo(data["executable"], data["version"], data["site_packages"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _build_builder(
+    engine: Engine,
+    plan: BuildPlan,
+    name: str,
+    network: str,
+    packages: list[str],
+    python: PythonInfo,
+    base_info: dict[str, Any],
+) -> str:
+    if not packages:
+        return _commit_builder(engine, plan, name, network, packages, [], python, base_info)
+    ca = find_ca_bundle(plan.project.config.index.ca_bundle, plan.project.root, os.environ)
+    volume = APT_VOLUME_PREFIX + engine.build_id
+    engine.create_volume(volume, {BUILD_LABEL: engine.build_id})
+    try:
+        mounts = [Mount(APT_CACHE, volume)]
+        lines: list[str] = []
+        argv = ["/bin/sh", "-c", _APT_DOWNLOAD]
+        with engine.container(
+            plan.base_image, argv, env=_apt_env(packages), mounts=mounts, network=network
+        ) as box:
+            if ca:
+                box.put_files(RUN_DIR, _ca_file(ca))
+            _check_apt(box.follow(lines.append), lines, plan, packages)
+            # Inside the block: the stopped download container keeps the volume in use,
+            # so `prune` cannot take the downloads away before the install reads them.
+            return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
+    finally:
+        _remove_quietly(engine, volume)
+
+
+def _apt_env(packages: list[str]) -> dict[str, str]:
+    return {"DEBIAN_FRONTEND": "noninteractive", "PYDEPLOY_PACKAGES": " ".join(packages)}
+
+
+def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: list[str]) -> None:
+    if code != 0:
+        raise attach(
+            BuildError(
+                f"Installing the build packages ({' '.join(packages)}) into the builder "
+                f"failed (exit {code}):\n{tail(lines, 12)}\n",
+                hint=(
+                    f"Fix `tool.pydeploy.build-packages` in {plan.project.pyproject}: "
+                    "each entry must be a Debian package of the base image's release "
+                    "(e.g. libpq-dev). The builder also needs network access to the "
+                    "apt mirrors (`tool.pydeploy.network`)."
+                ),
+            ),
+            "\n".join(lines),
+        )
+
+
+def _commit_builder(
+    engine: Engine,
+    plan: BuildPlan,
+    name: str,
+    network: str,
+    packages: list[str],
+    mounts: list[Mount],
+    python: PythonInfo,
+    base_info: dict[str, Any],
+) -> str:
+    """Install the downloaded packages in a fresh container (no CA, nothing put into it)
+    and commit it as the builder image."""
+    lines: list[str] = []
+    argv = ["/bin/sh", "-c", _APT_INSTALL]
+    with engine.container(
+        plan.base_image, argv, env=_apt_env(packages), mounts=mounts, network=network
+    ) as box:
+        _check_apt(box.follow(lines.append), lines, plan, packages)
+        config = base_info.get("Config") or {}
+        labels = {
+            **(config.get("Labels") or {}),
+            LABEL_KEY: name.split(":", 1)[1],
+            "pydeploy.builder.base": str(base_info.get("Id", "")),
+            LABEL_PACKAGES: " ".join(packages),
+            LABEL_PYTHON: json.dumps(
+                {
+                    "executable": python.executable,
+                    "version": python.version,
+                    "site_packages": python.site_packages,
+                },
+                sort_keys=True,
+            ),
+        }
+        repository, tag = name.split(":", 1)
+        # The base's own config, so nothing of this container (its env, command) stays.
+        return box.commit(
+            repository,
+            tag,
+            {
+                "Env": config.get("Env") or ["PATH=/usr/local/bin:/usr/bin:/bin"],
+                "Cmd": config.get("Cmd") or ["/bin/sh"],
+                "Entrypoint": config.get("Entrypoint") or [],
+                "WorkingDir": config.get("WorkingDir") or "",
+                "User": config.get("User") or "",
+                "Labels": labels,
+            },
+        )
+
+
+# --- dependencies -------------------------------------------------------------------------
+
+
+# How installs and sdist builds run, in pydeploy's builder and in an ejected Dockerfile.
+BUILD_ENV = {
+    "UV_LINK_MODE": "copy",
+    "UV_COMPILE_BYTECODE": "0",
+    "UV_NO_INSTALLER_METADATA": "1",
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_NO_MANAGED_PYTHON": "1",
+    "UV_NO_PROGRESS": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_INPUT": "1",
+    "SOURCE_DATE_EPOCH": FIXED_EPOCH,
+    # No debug info in extensions compiled from sdists: it records the random build
+    # directory (so two clean builds differed) and only bloats a runtime image.
+    "CFLAGS": "-g0",
+    "CXXFLAGS": "-g0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], bytes, Masker]:
+    """(the container's environment, the secrets line for its stdin, the masker)."""
+    index = plan.project.config.index
+    credentials = read_credentials(index, os.environ)
+    env = {
+        "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
+        "PIP_CACHE_DIR": f"{CACHE_DIR}/pip",
+        **BUILD_ENV,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if ca:
+        env |= dict.fromkeys(CA_ENV_VARS, CA_TARGET)
+    indexes = index_environment(index, credentials)
+    env |= indexes.public
+    secrets = json.dumps(indexes.secret, sort_keys=True).encode() + b"\n"
+    return env, secrets, Masker(credentials.secrets())
+
+
+def _mounts(venv_volume: str, *, venv_ro: bool) -> list[Mount]:
+    return [Mount(CACHE_DIR, CACHE_VOLUME), Mount(VENV, venv_volume, read_only=venv_ro)]
+
+
+def _ca_file(ca: Path | None) -> dict[str, bytes]:
+    """{"ca.pem": bundle} for put_files(RUN_DIR, ...), or {} without a CA bundle. Only
+    containers that are never committed receive it."""
+    if ca is None:
+        return {}
+    try:
+        return {CA_NAME: ca.read_bytes()}
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the CA bundle {ca}: {exc.strerror or exc}.",
+            hint=(
+                "Make it readable, or point `tool.pydeploy.index.ca-bundle` (or "
+                "SSL_CERT_FILE/PIP_CERT/REQUESTS_CA_BUNDLE) at a readable PEM bundle."
+            ),
+        ) from exc
+
+
+@contextlib.contextmanager
+def _inputs_tar(inputs: DependencyInputs) -> Iterator[IO[bytes]]:
+    """A temporary tar of the dependency inputs under `src/`, owned by root, modes and
+    contents as on the host."""
+
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    top = SRC.strip("/")
+    with tempfile.TemporaryFile() as handle:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            try:
+                for name, path in input_files(inputs):
+                    arcname = f"{top}/{name}" if name else top
+                    tar.add(path, arcname=arcname, recursive=False, filter=owned_by_root)
+            except OSError as exc:
+                raise BuildError(
+                    f"Cannot read a dependency input ({exc.filename}): {exc.strerror or exc}.",
+                    hint="Make the project's files readable, or remove the broken path.",
+                ) from exc
+        handle.seek(0)
+        yield handle
+
+
+def _ensure_cache_volume(engine: Engine) -> None:
+    if engine.volume_labels(CACHE_VOLUME) is None:
+        engine.create_volume(CACHE_VOLUME, {"pydeploy.cache": "1"})
+
+
+def _read_marker(engine: Engine, builder: BuilderImage, volume: str) -> dict[str, Any] | None:
+    """The completion marker of a venv volume, or None when the build never finished."""
+    with engine.container(
+        builder.name, ["/bin/true"], mounts=[Mount(VENV, volume, read_only=True)], network="none"
+    ) as box:
+        data = box.read_file(f"{VENV}/{MARKER}")
+    if data is None:
+        return None
+    try:
+        marker: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return None
+    return marker
+
+
+def install_dependencies(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    progress: Progress,
+    *,
+    verbose: bool = False,
+    output: OnLine | None = None,
+) -> Dependencies:
+    """The venv for this dependency set, in its own volume: reused when complete,
+    otherwise (re)built in a builder container: first in the base image alone (wheels
+    only) when `builder` is light, then, if a build needs compilers, in the full builder.
+    `output` gets every tool line when `verbose`."""
+    started = time.monotonic()
+    inputs = dependency_inputs(plan)
+    servers = plan_server_packages(plan)
+    index = plan.project.config.index
+    key = dependency_key(builder.key, inputs, servers, index_settings(index))
+    volume = VENV_VOLUME_PREFIX + key[:16]
+
+    _ensure_cache_volume(engine)
+    with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
+        pin, marker = _reuse_or_claim(engine, builder, volume, key, progress)
+        if marker is not None:
+            _record_use(pin)
+            pins = tuple(str(p) for p in marker.get("pins", []))
+            progress("install", time.monotonic() - started, f"cached in volume {volume}")
+            full = bool(marker.get("compilers"))
+            return Dependencies(key, volume, pins, inputs.source, True, builder, full)
+        try:
+            builder, transcript = _install(engine, plan, builder, volume, inputs, key,
+                                           servers, started, progress, verbose, output)  # fmt: skip
+        except BaseException:
+            # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
+            # half-filled volume must not survive as a cache entry. The marker check
+            # would catch it anyway; removing it frees the space now.
+            engine.unpin(pin)
+            _remove_quietly(engine, volume)
+            raise
+        _record_use(pin)
+    if builder.light:
+        progress("builder", time.monotonic() - started, "base image (no compilers needed)")
+    pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
+    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
+
+
+def _install(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    volume: str,
+    inputs: DependencyInputs,
+    key: str,
+    servers: tuple[str, ...],
+    started: float,
+    progress: Progress,
+    verbose: bool,
+    output: OnLine | None,
+) -> tuple[BuilderImage, Transcript]:
+    """Fill the claimed volume; returns the builder that did it and its transcript."""
+    index = plan.project.config.index
+    ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
+    env, secrets, masker = _builder_env(plan, ca)
+    job: dict[str, Any] = {
+        "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
+        "uv_version": UV_VERSION,
+        "inputs": SRC,
+        "work": WORK,
+        "copies": list(inputs.copies),
+        **skip_lists(),
+        "cwd": inputs.cwd,
+        "source": inputs.source,
+        "package": inputs.package,
+        "requirements": list(inputs.requirements),
+        "requirement_lines": list(inputs.requirement_lines),
+        "extras": list(inputs.extras),
+        "groups": list(inputs.groups),
+        "server_packages": list(servers),
+        "local_names": list(inputs.local_names or ()),
+        "venv": VENV,
+        "key": key,
+        "marker": MARKER,
+    }
+    if builder.light and inputs.local_names is None:
+        why = "a local package's name cannot be read without building it"
+        builder = _escalate(engine, plan, why, started, progress)
+    while True:
+        job |= {"python": builder.python.executable, "light": builder.light}
+        transcript = Transcript(progress, masker, output, verbose)
+        code = _run_install(
+            engine, plan, builder, volume, inputs, (env, secrets), job, ca, transcript
+        )
+        failed = code != 0 or transcript.result is None
+        reason = _light_failure(builder, transcript) if failed else None
+        if not reason:
+            break
+        builder = _escalate(engine, plan, reason, started, progress)
+    _raise_on_failure(code, transcript, plan)
+    return builder, transcript
+
+
+def _run_install(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    volume: str,
+    inputs: DependencyInputs,
+    environment: tuple[dict[str, str], bytes],
+    job: dict[str, Any],
+    ca: Path | None,
+    transcript: Transcript,
+) -> int:
+    env, secrets = environment
+    files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+    with (
+        _inputs_tar(inputs) as tar,
+        engine.container(
+            builder.name,
+            [builder.python.executable, SCRIPT, "install", JOB],
+            env=env,
+            mounts=_mounts(volume, venv_ro=False),
+            network=engine.network_mode(plan.network),
+            stdin=secrets,
+        ) as box,
+    ):
+        box.put_files(RUN_DIR, files)
+        box.put_archive("/", tar)
+        return box.follow(transcript)
+
+
+def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:
+    """Why a failed light job must be redone in the full builder (None: not light, or
+    the failure would happen there too)."""
+    if not builder.light:
+        return None
+    return needs_full_builder(transcript.failed_step, transcript.text, transcript.compilers)
+
+
+def _escalate(
+    engine: Engine, plan: BuildPlan, why: str, started: float, progress: Progress
+) -> BuilderImage:
+    full = ensure_full_builder(engine, plan, progress)
+    engine.pin(full.name)  # `prune --all` must not take it between this build's containers
+    progress("builder", time.monotonic() - started, f"{describe(full)}: {why}")
+    return full
+
+
+def _reuse_or_claim(
+    engine: Engine, builder: BuilderImage, volume: str, key: str, progress: Progress
+) -> tuple[Box, dict[str, Any] | None]:
+    """(this build's pin on the volume, the volume's marker when it is complete). No
+    marker: this build owns the empty volume and fills it. A volume another live build
+    is filling is waited for; one whose filler is dead, or left without a marker (an
+    interrupted build), is removed and claimed afresh."""
+    for _attempt in range(8):
+        labels = engine.volume_labels(volume)
+        if labels is None:
+            # Creating an existing volume returns it unchanged: the owner label tells
+            # whether this build won a race with a concurrent one.
+            engine.create_volume(volume, _claim_labels(engine, key))
+            labels = engine.volume_labels(volume) or {}
+            if labels.get(LABEL_OWNER) == engine.build_id:
+                pin = _pin_volume(engine, builder, volume, labels)
+                if pin is not None:
+                    return pin, None
+                continue
+        marker = _wait_for_volume(engine, builder, volume, labels, progress)
+        if marker is not None and marker.get("key") == key:
+            pin = _pin_volume(engine, builder, volume, labels)
+            if pin is not None:
+                return pin, marker
+            continue
+        _take_over(engine, volume, labels)
+    raise BuildError(f"Could not claim the dependency volume {volume}: it keeps reappearing.")
+
+
+def _claim_labels(engine: Engine, key: str) -> dict[str, str]:
+    return {
+        LABEL_VENV_KEY: key,
+        LABEL_OWNER: engine.build_id,
+        LABEL_OWNER_PROCESS: engine.owner.label(),
+        LABEL_CLAIMED: str(int(time.time())),
+        "pydeploy.venv": "1",
+    }
+
+
+def _pin_volume(
+    engine: Engine, builder: BuilderImage, volume: str, labels: dict[str, str]
+) -> Box | None:
+    """Pin the volume (and the cache volume and builder image) for this build. None when
+    the volume was removed just before (`prune`, a take-over): mounting a missing volume
+    creates an empty unlabelled one, which is removed again for the caller to retry."""
+    pin = engine.pin(builder.name, _mounts(volume, venv_ro=False))
+    held = engine.volume_labels(volume) or {}
+    if held.get(LABEL_VENV_KEY) == labels.get(LABEL_VENV_KEY) and held.get(
+        LABEL_OWNER
+    ) == labels.get(LABEL_OWNER):
+        return pin
+    engine.unpin(pin)
+    if not held:
+        engine.remove_unused_volume(volume)
+    return None
+
+
+def _wait_for_volume(
+    engine: Engine,
+    builder: BuilderImage,
+    volume: str,
+    labels: dict[str, str],
+    progress: Progress,
+) -> dict[str, Any] | None:
+    """The volume's marker once its filler finishes; None when the filler is dead, or
+    the claim changed meanwhile (the caller looks again)."""
+    build = labels.get(LABEL_OWNER)
+    owner = owners.Owner.parse(labels.get(LABEL_OWNER_PROCESS))
+    who = f"build {build}" + (f" ({owner.describe(engine.owner)})" if owner else "")
+    started = last_sign = time.monotonic()
+    next_note = 0.0
+    while True:
+        if engine.volume_labels(volume) != labels:
+            return None
+        marker = _read_marker(engine, builder, volume)
+        if marker or build is None or build == engine.build_id:
+            return marker
+        # A dead process on this host is known at once. Otherwise the filler shows it is
+        # at work by a running container (its pin spans the fill, and dies with it).
+        alive = owner is None or owners.is_alive(owner, engine.owner) is not False
+        if alive and engine.containers_with_label(build, running_only=True):
+            last_sign = time.monotonic()
+        alive = alive and time.monotonic() - last_sign < CLAIM_GRACE_SECONDS
+        waited = time.monotonic() - started
+        if not alive:
+            if waited > 1.0:
+                progress("install", waited, f"{who} is gone; taking over {volume}")
+            return None
+        if waited >= next_note:
+            progress("install", waited, f"waiting for {who} holding {volume}")
+            next_note += 60.0
+        if waited > OWNER_WAIT_SECONDS:
+            raise BuildError(
+                f"Another pydeploy build ({who}) has been filling {volume} for over "
+                f"{OWNER_WAIT_SECONDS // 60} minutes.",
+                hint=(
+                    "Wait for it to finish and build again, or stop it (its containers "
+                    f"carry the label {BUILD_LABEL}={build})."
+                ),
+            )
+        time.sleep(1.0)
+
+
+def _take_over(engine: Engine, volume: str, judged: dict[str, str]) -> None:
+    """Remove a venv volume whose filler is dead (or that has no marker and no filler),
+    with the dead filler's containers; unless the claim changed since it was judged."""
+    if engine.volume_labels(volume) != judged:
+        return
+    build = judged.get(LABEL_OWNER)
+    engine.reap_orphans()
+    if build and build != engine.build_id:
+        for ident in engine.containers_with_label(build):
+            engine.remove(ident)  # another host's dead build: only stopped ones are left
+    if not engine.remove_unused_volume(volume):
+        time.sleep(1.0)  # a container still uses it; the caller looks again
+
+
+def _record_use(pin: Box) -> None:
+    """Write when this build used the venv into the volume, for `prune` on any host."""
+    with contextlib.suppress(PydeployError):
+        pin.put_files(VENV, {USED: _json({"time": int(time.time())})})
+
+
+def _raise_on_failure(code: int, transcript: Transcript, plan: BuildPlan) -> dict[str, Any]:
+    if code != 0 or transcript.result is None:
+        error = explain_failure(transcript.failed_step, transcript.text, plan)
+        raise attach(error, transcript.text)
+    return transcript.result
+
+
+def _remove_quietly(engine: Engine, volume: str) -> None:
+    try:
+        engine.remove_volume(volume)
+    except PydeployError:
+        return  # still in use or engine gone: the missing marker protects the next build
+
+
+def _json(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, indent=1).encode()
+
+
+def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
+    """A tar of the venv (entries `venv/...`), without pydeploy's own records in it."""
+    with engine.container(
+        builder.name,
+        ["/bin/true"],
+        mounts=[Mount(VENV, deps.volume, read_only=True)],
+        network="none",
+    ) as box:
+        _copy_tar(
+            box.get_archive(VENV), dest, lambda name: name not in {f"venv/{MARKER}", f"venv/{USED}"}
+        )
+    return dest
+
+
+# --- app check ----------------------------------------------------------------------------
+
+
+def check_app(
+    engine: Engine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    deps: Dependencies,
+    app_tar: Path,
+    progress: Progress,
+    *,
+    verbose: bool = False,
+    output: OnLine | None = None,
+) -> AppCheck:
+    """Import the app target inside the built venv (after building and installing the
+    project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
+    builder that installed the dependencies (the full one if they needed compilers), and
+    moves to the full builder if the project's own build needs compilers."""
+    del builder  # the dependencies say which builder they needed
+    with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
+        return _check_app(engine, plan, deps, app_tar, progress, verbose, output)
+
+
+def _check_app(
+    engine: Engine,
+    plan: BuildPlan,
+    deps: Dependencies,
+    app_tar: Path,
+    progress: Progress,
+    verbose: bool,
+    output: OnLine | None,
+) -> AppCheck:
+    started = time.monotonic()
+    chosen = deps.builder
+    if chosen.light and deps.needs_compilers:
+        chosen = ensure_full_builder(engine, plan, progress)
+        engine.pin(chosen.name)
+    index = plan.project.config.index
+    ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
+    env, secrets, masker = _builder_env(plan, ca)
+    site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
+    while True:
+        transcript = Transcript(progress, masker, output, verbose)
+        job = {
+            "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
+            "python": chosen.python.executable,
+            "venv": VENV,
+            "site_packages": chosen.python.site_packages,
+            "app_dir": "/app",
+            "install_project": plan.install_project,
+            **skip_lists(),
+            "target": plan.app,
+            "light": chosen.light,
+            "measure": measure_job(plan),
+        }
+        with engine.container(
+            chosen.name,
+            [chosen.python.executable, SCRIPT, "check", JOB],
+            env=env,
+            mounts=_mounts(deps.volume, venv_ro=True),
+            network=engine.network_mode(plan.network),
+            stdin=secrets,
+        ) as box:
+            box.put_files(
+                RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+            )
+            with app_tar.open("rb") as handle:
+                box.put_archive("/", handle)
+            code = box.follow(transcript)
+            failed = code != 0 or transcript.result is None
+            why = _light_failure(chosen, transcript) if failed else None
+            if why:
+                chosen = _escalate(engine, plan, f"the project's {why}", started, progress)
+                continue
+            result = _raise_on_failure(code, transcript, plan)
+            if result.get("project_site"):
+                _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
+        break
+    found = result.get("app") or {}
+    interface = _decide_interface(plan, found, transcript.text)
+    memory = estimate_memory(
+        found.get("memory"), server=plan.server, configured=plan.project.config.server.worker_memory
+    )
+    return AppCheck(interface, site_tar if result.get("project_site") else None, memory)
+
+
+def measure_job(plan: BuildPlan) -> dict[str, Any]:
+    """How the check measures a worker: the server's modules, then the app and one GET
+    of the health path (the route the platform polls anyway), unless `worker-memory` is
+    set, which replaces the per-worker measurement and spares the app the request."""
+    config = plan.project.config
+    return {
+        "server": plan.server,
+        "path": config.healthcheck.path or "/",
+        "request": config.server.worker_memory is None,
+    }
+
+
+def _site_entry(name: str) -> str | None:
+    """Entries of the project-site tree, relative to it."""
+    prefix = "project-site/"
+    return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def _decide_interface(
+    plan: BuildPlan, found: dict[str, Any], output: str
+) -> Literal["wsgi", "asgi"]:
+    key = "tool.pydeploy.app" if plan.app_origin == "tool.pydeploy.app" else None
+    where = f"`{key}` = {plan.app!r}" if key else f"the detected app {plan.app!r}"
+    fix = (
+        f"Fix `tool.pydeploy.app` in {plan.project.pyproject}"
+        if key
+        else f'Set `tool.pydeploy.app = "module:attribute"` in {plan.project.pyproject}'
+    )
+    kind = found.get("kind")
+    if kind == "attribute":
+        raise AppCheckError(
+            f"{where} names an attribute its module does not have: {found.get('error')}.",
+            hint=f"{fix} to name the application object as `module:attribute`.",
+        )
+    if kind in {"import", "crash"}:
+        raise attach(
+            AppCheckError(
+                f"{where} does not import in the built environment:\n{found.get('error', '')}\n",
+                hint=f"{fix}, or add the missing dependency.",
+            ),
+            output,
+        )
+    if kind == "not-callable":
+        raise AppCheckError(
+            f"{where} is not callable (it is a {found.get('type')}), so it cannot be a WSGI "
+            "or ASGI app.",
+            hint=f"{fix} to name the application object.",
+        )
+    if kind == "class":
+        raise AppCheckError(
+            f"{where} is a class, not an application instance.",
+            hint=f"{fix} to name the instance (e.g. `main:app`), not its class.",
+        )
+    interface = found.get("interface")
+    forced = plan.project.config.server.interface
+    if interface is None:
+        if plan.interface != "auto":
+            return plan.interface
+        raise AppCheckError(
+            f"{where} is callable but neither a WSGI (environ, start_response) nor an ASGI "
+            "(scope, receive, send) app could be recognised.",
+            hint="Set `tool.pydeploy.server.interface` to `wsgi` or `asgi`.",
+        )
+    if forced not in ("auto", interface):
+        raise AppCheckError(
+            f"`tool.pydeploy.server.interface` = {forced!r}, but {where} is an "
+            f"{interface.upper()} app.",
+            hint=f"Set `tool.pydeploy.server.interface` to {interface!r} (or `auto`).",
+        )
+    configured = plan.project.config.server.type
+    if configured != "auto" and _server_interface(configured) != interface:
+        raise AppCheckError(
+            f"`tool.pydeploy.server.type` = {configured!r} cannot run {where}: it is an "
+            f"{interface.upper()} app.",
+            hint="Use `gunicorn` for WSGI apps, `gunicorn-uvicorn` or `uvicorn` for ASGI "
+            "(or `auto`).",
+        )
+    return "asgi" if interface == "asgi" else "wsgi"
+
+
+def _server_interface(server: str) -> str:
+    return "wsgi" if server == "gunicorn" else "asgi"
+
+
+# --- tar plumbing ---------------------------------------------------------------------------
+
+
+def _copy_tar(
+    chunks: Iterator[bytes], dest: Path, rename: Callable[[str], str | bool | None]
+) -> None:
+    """Stream a tar from the engine to `dest`, keeping entries for which `rename` returns
+    True (same name) or a new name."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    stream = as_reader(chunks)
+    try:
+        with (
+            tarfile.open(fileobj=stream, mode="r|") as src,
+            tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out,
+        ):
+            for member in src:
+                verdict = rename(member.name)
+                if not verdict:
+                    continue
+                if isinstance(verdict, str):
+                    member.name = verdict
+                handle = src.extractfile(member) if member.isfile() else None
+                out.addfile(member, handle)
+        partial.replace(dest)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

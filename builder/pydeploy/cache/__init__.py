@@ -1,0 +1,1 @@
+"""The caches: prune and inspect."""

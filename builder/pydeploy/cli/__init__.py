@@ -1,0 +1,1 @@
+"""The command line: thin click commands; the only package that prints."""

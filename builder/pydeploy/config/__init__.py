@@ -1,0 +1,1 @@
+"""The [tool.pydeploy] models, project metadata, workspaces, the JSON schema and `init`."""

@@ -1,0 +1,109 @@
+"""`pydeploy init`: append a commented [tool.pydeploy] table to pyproject.toml.
+
+The rest of the file is kept byte for byte: the table is appended as text (no TOML
+round-trip that would drop comments), the result is re-validated, then written
+atomically so a failure leaves the original untouched."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydeploy.config.models import PYPROJECT, parse_config, read_pyproject
+from pydeploy.errors import ConfigError
+from pydeploy.plan.detect import detect_app
+
+
+@dataclass(frozen=True)
+class InitResult:
+    path: Path
+    target: str
+    reason: str
+
+
+def init_project(directory: Path, app: str | None = None) -> InitResult:
+    root = directory.resolve()
+    path = root / PYPROJECT
+    data = read_pyproject(root)  # raises a ConfigError when missing or malformed
+    if "pydeploy" in data.get("tool", {}):
+        raise ConfigError(
+            f"{path} already has a [tool.pydeploy] table; init leaves it alone.",
+            hint="Edit it by hand, or run `pydeploy check` to validate it.",
+        )
+    if app:
+        target, reason, framework = app, "given with --app", "your app"
+    else:
+        detection = detect_app(root)
+        if detection is None:
+            raise ConfigError(
+                f"Cannot find a Flask, Django, FastAPI, Starlette, Quart or Litestar app "
+                f"object in {root}.",
+                hint='Run `pydeploy init --app "module:attribute"` to name it.',
+            )
+        target, reason, framework = detection.target, detection.reason, detection.framework
+    text = path.read_text(encoding="utf-8")
+    separator = "" if text.endswith("\n") or not text else "\n"
+    new_text = text + separator + _table(target, framework, reason)
+    _validate(new_text, path)
+    _atomic_write(path, new_text)
+    return InitResult(path=path, target=target, reason=reason)
+
+
+def _table(target: str, framework: str, reason: str) -> str:
+    return f"""
+[tool.pydeploy]
+# The {framework} app to serve ({reason}).
+app = "{target}"
+# Port inside the container; the PORT environment variable overrides it at run time.
+# port = 8000
+# Python version: default .python-version, else the newest that requires-python allows.
+# python = "3.13"
+# base-image = "python:3.13-slim"
+# Debian packages: compilers/headers for the builder only, shared libraries at run time.
+# build-packages = ["gcc", "libc6-dev"]
+# runtime-packages = []
+
+[tool.pydeploy.server]
+# auto: gunicorn for WSGI apps, gunicorn with uvicorn workers for ASGI apps.
+# type = "auto"
+# auto: WEB_CONCURRENCY, else 2 x the container's CPUs + 1, decided at start.
+# workers = "auto"
+# timeout = 30
+# graceful-timeout = 8
+
+[tool.pydeploy.healthcheck]
+# An HTTP path that answers 2xx when the app is up (probed without curl).
+# path = "/"
+"""
+
+
+def _validate(text: str, path: Path) -> None:
+    import sys  # noqa: PLC0415
+
+    if sys.version_info >= (3, 11):
+        import tomllib  # noqa: PLC0415
+    else:  # pragma: no cover
+        import tomli as tomllib  # noqa: PLC0415
+    try:
+        table = tomllib.loads(text)["tool"]["pydeploy"]
+    except (tomllib.TOMLDecodeError, KeyError):
+        raise ConfigError(
+            f"Appending a table to {path} would not give valid TOML (is `[tool]` defined "
+            "as an inline table?).",
+            hint="Add the [tool.pydeploy] table by hand.",
+        ) from None
+    parse_config(table, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pyproject.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        Path(tmp).chmod(path.stat().st_mode & 0o777)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""The deploy side: `pydeploy run`, manifests and the Dockerfile eject."""

@@ -1,0 +1,404 @@
+"""Deployment manifests for a built image: a Kubernetes Deployment + Service, or a
+compose service. Pure: a plan and an image reference in, documents (and YAML) out.
+
+What the documents promise matches what the image does: the launcher sizes `auto`
+workers from the cgroup CPU quota and memory limit (with what one worker costs, measured
+at build), so `resources` limits here are the numbers the workers are computed from;
+the grace period outlasts the server's graceful timeout; the numeric user is the image's;
+the root filesystem is read-only with writable mounts only where the server and libraries
+write (/tmp and $HOME; gunicorn's worker heartbeat lives in /dev/shm, a tmpfs every
+runtime provides).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pydeploy.config.models import ResourcesConfig
+from pydeploy.errors import ConfigError
+from pydeploy.layers.assemble import USER_NAME
+from pydeploy.payload import launcher
+from pydeploy.plan import memory
+from pydeploy.plan.planner import BuildPlan, repository_name
+
+FORMATS = ("kubernetes", "compose")
+
+# docker stop / Kubernetes wait this long past the server's own graceful timeout before
+# SIGKILL, so the server always finishes its drain itself.
+GRACE_MARGIN_SECONDS = 5
+# Everything else stays read-only; these are empty, writable, per-container mounts.
+WRITABLE_PATHS = ("/tmp", f"/home/{USER_NAME}")  # noqa: S108 -- mount points, not temp files
+CONTAINER_NAME = "app"
+SERVICE_PORT = 80
+MANAGED_BY = "pydeploy"
+
+_DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What the manifests need from the plan, in deployment terms."""
+
+    name: str  # a DNS-1123 label: Kubernetes object name and compose service name
+    image: str  # always pinned by digest
+    port: int
+    uid: int
+    version: str
+    graceful_timeout: int
+    healthcheck: dict[str, Any] | None
+    resources: ResourcesConfig
+    replicas: int = 1
+    workers: int | None = None  # `server.workers`; None: `auto`
+    # What a worker costs: the build's measurement, or `server.worker-memory`, or unknown.
+    worker_memory: memory.WorkerMemory | None = None
+
+    @property
+    def grace_period(self) -> int:
+        return grace_period(self.graceful_timeout)
+
+
+def grace_period(graceful_timeout: int) -> int:
+    """Seconds an orchestrator should wait after SIGTERM before it kills the server."""
+    return graceful_timeout + GRACE_MARGIN_SECONDS
+
+
+def check_digest_ref(ref: str) -> str:
+    if not _DIGEST_REF.match(ref):
+        raise ConfigError(
+            f"--image {ref!r} is not pinned by digest.",
+            hint=(
+                "Pass a reference ending in @sha256:<64 hex digits> (as `pydeploy build "
+                "--json` prints in manifest_digest), or leave --image out to build first."
+            ),
+        )
+    return ref
+
+
+def digest_ref(tag: str, digest: str) -> str:
+    """`name:tag@sha256:...`: readable, yet every runtime pulls the digest, not the tag."""
+    return check_digest_ref(f"{tag}@{digest}")
+
+
+def dns_name(text: str) -> str:
+    """A DNS-1123 label (lowercase letters, digits, '-'; at most 63) from an image name."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower().rsplit("/", 1)[-1]).strip("-")
+    return name[:63].rstrip("-") or "app"
+
+
+def spec_from_plan(
+    plan: BuildPlan,
+    image: str,
+    *,
+    replicas: int = 1,
+    worker_memory: memory.WorkerMemory | None = None,
+) -> DeploySpec:
+    """`worker_memory`: the build's (BuildResult.memory); without one, only an explicit
+    `server.worker-memory` is known."""
+    if worker_memory is None:
+        configured = plan.project.config.server.worker_memory
+        worker_memory = memory.estimate(None, server=plan.server, configured=configured)
+    return DeploySpec(
+        name=dns_name(repository_name(plan.project)),
+        image=check_digest_ref(image),
+        port=plan.port,
+        uid=plan.user_id,
+        version=plan.project.version,
+        graceful_timeout=int(plan.launch["graceful_timeout"]),
+        healthcheck=plan.healthcheck,
+        resources=plan.project.config.resources,
+        replicas=replicas,
+        workers=plan.launch["workers"],
+        worker_memory=worker_memory,
+    )
+
+
+def warnings(spec: DeploySpec) -> list[str]:
+    """Advice worth printing next to the manifests (not errors)."""
+    found = []
+    if spec.resources.cpu is None:
+        found.append(
+            "tool.pydeploy.resources.cpu is not set: without a CPU limit, `auto` workers "
+            "are sized from the node's CPU count (2 x CPUs + 1), which can be many."
+        )
+    found.extend(_memory_warnings(spec))
+    return found
+
+
+def _memory_warnings(spec: DeploySpec) -> list[str]:
+    """The launcher's sizing rule applied to `resources`: no limit at all, a limit that
+    cannot hold one worker, or one that holds fewer workers than the CPU limit (or
+    `server.workers`) asks for."""
+    limit = spec.resources.memory
+    cost = spec.worker_memory
+    if cost is None or cost.worker_mib is None:
+        if limit is None:
+            return ["tool.pydeploy.resources.memory is not set: the container has no memory limit."]
+        return []
+    master = cost.master_mib or launcher.DEFAULT_MASTER_MEMORY_MB
+    worker = cost.worker_mib
+    costs = f"~{master} MiB for the master + ~{worker} MiB per worker, {cost.origin}"
+    if limit is None:
+        message = (
+            "tool.pydeploy.resources.memory is not set: the container has no memory limit, "
+            f"so nothing but the node's memory bounds the workers ({costs})."
+        )
+        return [message]
+    allows = launcher.memory_allows(limit, master, worker)
+    if allows < 1:
+        message = (
+            f"tool.pydeploy.resources.memory = {limit} MiB does not fit one worker ({costs}): "
+            "the container starts 1 worker anyway, and the kernel may OOM-kill it under "
+            f"load. Set memory to at least {master + worker}."
+        )
+        return [message]
+    wanted, source = spec.workers, "tool.pydeploy.server.workers"
+    if wanted is None and spec.resources.cpu is not None:
+        quota = launcher.CpuQuota(spec.resources.cpu, "resources.cpu")
+        affinity = math.ceil(spec.resources.cpu)
+        decision = launcher.decide_workers(
+            web_concurrency=None, configured=None, affinity=affinity, quota=quota
+        )
+        wanted, source = decision.count, f"cpu = {spec.resources.cpu:g}"
+    if wanted is None or allows >= wanted:
+        return []
+    outcome = f"the image starts {allows}" if spec.workers is None else "they may be OOM-killed"
+    message = (
+        f"tool.pydeploy.resources.memory = {limit} MiB fits {allows} of the {wanted} workers "
+        f"that {source} asks for ({costs}): {outcome}. Set memory to "
+        f"{master + wanted * worker} for {wanted}."
+    )
+    return [message]
+
+
+# --------------------------------------------------------------------------- quantities
+
+
+def cpu_quantity(cores: float) -> str:
+    millis = round(cores * 1000)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def _requests_and_limits(resources: ResourcesConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(requests, limits) as numbers: cores and MiB. A missing request equals its limit,
+    as Kubernetes itself defaults it."""
+    limits: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    if resources.cpu is not None:
+        limits["cpu"] = resources.cpu
+    if resources.memory is not None:
+        limits["memory"] = resources.memory
+    cpu_request = resources.cpu_request if resources.cpu_request is not None else resources.cpu
+    memory_request = (
+        resources.memory_request if resources.memory_request is not None else resources.memory
+    )
+    if cpu_request is not None:
+        requests["cpu"] = cpu_request
+    if memory_request is not None:
+        requests["memory"] = memory_request
+    return requests, limits
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+def labels(spec: DeploySpec) -> dict[str, str]:
+    found = {"app.kubernetes.io/name": spec.name}
+    if len(spec.version) <= 63 and _LABEL_VALUE.match(spec.version):
+        found["app.kubernetes.io/version"] = spec.version
+    found["app.kubernetes.io/managed-by"] = MANAGED_BY
+    return found
+
+
+def _probes(spec: DeploySpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(readiness, liveness). The image's HEALTHCHECK settings, as kubelet probes on the
+    same path; readiness checks more often so a new pod gets traffic sooner."""
+    hc = spec.healthcheck
+    action: dict[str, Any] = (
+        {"httpGet": {"path": hc["path"], "port": "http"}} if hc else {"tcpSocket": {"port": "http"}}
+    )
+    interval = int(hc["interval"]) if hc else 30
+    timeout = int(hc["timeout"]) if hc else 3
+    retries = int(hc["retries"]) if hc else 3
+    start = int(hc["start_period"]) if hc else 10
+    readiness = {
+        **action,
+        "periodSeconds": min(interval, 10),
+        "timeoutSeconds": timeout,
+        "failureThreshold": retries,
+    }
+    liveness = {
+        **action,
+        "initialDelaySeconds": start,
+        "periodSeconds": interval,
+        "timeoutSeconds": timeout,
+        "failureThreshold": retries,
+    }
+    return readiness, liveness
+
+
+def _volume_name(path: str) -> str:
+    return dns_name(path.strip("/").replace("/", "-")) or "root"
+
+
+def kubernetes(spec: DeploySpec) -> list[dict[str, Any]]:
+    """A Deployment and a ClusterIP Service (port 80 -> the container's `http` port)."""
+    meta_labels = labels(spec)
+    selector = {"app.kubernetes.io/name": spec.name}
+    requests, limits = _requests_and_limits(spec.resources)
+    resources: dict[str, Any] = {}
+    for key, values in (("requests", requests), ("limits", limits)):
+        if values:
+            resources[key] = {
+                k: cpu_quantity(v) if k == "cpu" else f"{v}Mi" for k, v in values.items()
+            }
+    readiness, liveness = _probes(spec)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "env": [{"name": "PORT", "value": str(spec.port)}],
+        "readinessProbe": readiness,
+        "livenessProbe": liveness,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": _volume_name(p), "mountPath": p} for p in WRITABLE_PATHS],
+    }
+    if resources:
+        container["resources"] = resources
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": spec.name, "labels": meta_labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": meta_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": spec.grace_period,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": spec.uid,
+                        "runAsGroup": spec.uid,
+                        "fsGroup": spec.uid,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": _volume_name(p), "emptyDir": {}} for p in WRITABLE_PATHS],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": spec.name, "labels": meta_labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+    return [deployment, service]
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def _tmpfs(path: str, uid: int) -> str:
+    """A compose tmpfs entry. Docker mounts a tmpfs root-owned, mode 0755 (1777 only where
+    the image's directory is /tmp-like), so the user's home is mounted as the user's."""
+    return path if path == "/tmp" else f"{path}:uid={uid},gid={uid}"  # noqa: S108
+
+
+def _compose_memory(mib: int) -> str:
+    return f"{mib}M"
+
+
+def compose(spec: DeploySpec) -> dict[str, Any]:
+    """One compose service with the same hardening. The image's own HEALTHCHECK applies
+    (compose keeps it when the service sets none), so it is not repeated here."""
+    requests, limits = _requests_and_limits(spec.resources)
+    service: dict[str, Any] = {
+        "image": spec.image,
+        "user": f"{spec.uid}:{spec.uid}",
+        "read_only": True,
+        "tmpfs": [_tmpfs(path, spec.uid) for path in WRITABLE_PATHS],
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "environment": {"PORT": str(spec.port)},
+        "ports": [{"target": spec.port, "published": str(spec.port), "protocol": "tcp"}],
+        "stop_signal": "SIGTERM",
+        "stop_grace_period": f"{spec.grace_period}s",
+        "restart": "unless-stopped",
+        "labels": labels(spec),
+    }
+    resources = {
+        key: {
+            ("cpus" if k == "cpu" else k): (f"{v:g}" if k == "cpu" else _compose_memory(v))
+            for k, v in values.items()
+        }
+        for key, values in (("limits", limits), ("reservations", requests))
+        if values
+    }
+    if resources:
+        service["deploy"] = {"resources": resources}
+    return {"name": spec.name, "services": {spec.name: service}}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def documents(spec: DeploySpec, fmt: str) -> list[dict[str, Any]]:
+    if fmt == "kubernetes":
+        return kubernetes(spec)
+    if fmt == "compose":
+        return [compose(spec)]
+    raise ConfigError(f"Unknown manifest format {fmt!r}.", hint="Use kubernetes or compose.")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 -- PyYAML hook signature
+        return True
+
+
+def render(docs: list[dict[str, Any]]) -> str:
+    """YAML, documents separated by `---`, keys in the order they were built."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+
+
+def run_limits(
+    resources: ResourcesConfig, cpus: float | None = None, memory: int | None = None
+) -> dict[str, float | int]:
+    """The engine limits `pydeploy run` applies: flags win over `[tool.pydeploy.resources]`,
+    requests become the soft values (CPU shares, memory reservation). Keys: cpus (cores),
+    memory (MiB), cpu_request (cores), memory_request (MiB); absent when unset."""
+    requests, limits = _requests_and_limits(resources)
+    found: dict[str, float | int] = {}
+    chosen_cpus = cpus if cpus is not None else limits.get("cpu")
+    chosen_memory = memory if memory is not None else limits.get("memory")
+    if chosen_cpus is not None:
+        found["cpus"] = float(chosen_cpus)
+    if chosen_memory is not None:
+        found["memory"] = int(chosen_memory)
+    if "cpu" in requests:
+        found["cpu_request"] = min(float(requests["cpu"]), found.get("cpus", math.inf))
+    if "memory" in requests:
+        found["memory_request"] = int(min(requests["memory"], found.get("memory", math.inf)))
+    return found

@@ -1,0 +1,290 @@
+"""`pydeploy run`: the built image as a local container, stopped the way an orchestrator
+stops it.
+
+The container gets the configured port (host networking when the engine has no bridge,
+else published on 127.0.0.1 only), the `[tool.pydeploy.resources]` limits (the launcher
+sizes its workers from them, as it will in production), and the environment from
+`--env` / `--env-file`. Its output is passed on line by line. An interrupt (Ctrl-C, or
+SIGTERM that the CLI turns into one) becomes `docker stop` with a timeout above the
+server's graceful timeout: SIGTERM first, SIGKILL only if the drain overruns. The
+container is always removed; the result is its exit code.
+
+Container operations go through the Engine's service-container methods (the Engine is
+the only module that talks to the Docker SDK).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import errno
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydeploy.config.models import ENV_NAME
+from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
+from pydeploy.engine.client import Engine
+from pydeploy.errors import ConfigError
+from pydeploy.plan.planner import BuildPlan, repository_name
+
+RUN_LABEL = "pydeploy.run"
+NANO = 1_000_000_000
+MIB = 1024 * 1024
+# Docker's default relative CPU weight for one core's worth of shares.
+SHARES_PER_CPU = 1024
+
+
+OnOutput = Callable[[str, bool], None]  # (line, from stderr)
+OnEvent = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the container is created with."""
+
+    image: str
+    name: str
+    network: str  # "host" or a bridge network
+    port: int  # where the server is reached on this machine
+    container_port: int
+    env: dict[str, str]
+    limits: dict[str, float | int]  # manifests.run_limits keys
+    stop_timeout: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def host_config(self) -> dict[str, Any]:
+        """Keyword arguments of the SDK's `create_host_config`."""
+        config: dict[str, Any] = {"network_mode": self.network, "init": False}
+        if self.network != "host":
+            config["port_bindings"] = {self.container_port: ("127.0.0.1", self.port)}
+        if "cpus" in self.limits:
+            config["nano_cpus"] = round(float(self.limits["cpus"]) * NANO)
+        if "memory" in self.limits:
+            memory = int(self.limits["memory"]) * MIB
+            # No swap beyond the limit: an orchestrator's memory limit is a hard one.
+            config["mem_limit"] = memory
+            config["memswap_limit"] = memory
+        if "cpu_request" in self.limits:
+            config["cpu_shares"] = max(2, round(float(self.limits["cpu_request"]) * SHARES_PER_CPU))
+        if "memory_request" in self.limits:
+            config["mem_reservation"] = int(self.limits["memory_request"]) * MIB
+        return config
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def parse_env_file(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """`docker run --env-file` format: `NAME=value` per line (the value is taken verbatim,
+    quotes included), `NAME` alone copies it from this environment, `#` starts a comment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read --env-file {path}: {exc.strerror}.") from None
+    found: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip() if not sep else name
+        if not ENV_NAME.match(name):
+            raise ConfigError(
+                f"{path}, line {number}: {name!r} is not an environment variable name.",
+                hint="Each line is NAME=value, NAME (copied from your environment) or # comment.",
+            )
+        _assign(found, name, sep, value, environ)
+    return found
+
+
+def _assign(
+    found: dict[str, str], name: str, sep: str, value: str, environ: Mapping[str, str]
+) -> None:
+    """`NAME=value` sets the value; a bare `NAME` copies it from `environ` when set."""
+    if sep:
+        found[name] = value
+    elif name in environ:
+        found[name] = environ[name]
+
+
+def parse_env_args(items: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """`--env NAME=value` or `--env NAME` (copied from this environment when set)."""
+    found: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not ENV_NAME.match(name):
+            raise ConfigError(
+                f"--env {item!r}: {name!r} is not an environment variable name.",
+                hint="Use --env NAME=value, or --env NAME to pass your own value of NAME.",
+            )
+        _assign(found, name, sep, value, environ)
+    return found
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def make_spec(
+    plan: BuildPlan,
+    image: str,
+    *,
+    bridge: bool,
+    port: int | None = None,
+    cpus: float | None = None,
+    memory: int | None = None,
+    env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> RunSpec:
+    """The container for `image`: limits from flags, else `[tool.pydeploy.resources]`."""
+    if cpus is not None and cpus <= 0:
+        raise ConfigError(f"--cpus {cpus:g} must be above 0.", hint="For example --cpus 0.5.")
+    if memory is not None and memory < 16:
+        raise ConfigError(f"--memory {memory} MiB is too small.", hint="Use at least 16 (MiB).")
+    host_port = port or plan.port
+    variables = dict(env or {})
+    if bridge:
+        container_port = plan.port
+        # Inside its own network namespace the server keeps its configured port.
+        variables.pop("PORT", None)
+    else:
+        # Host networking: the server binds the host's port itself.
+        container_port = host_port
+        variables["PORT"] = str(host_port)
+    return RunSpec(
+        image=image,
+        name=f"pydeploy-run-{dns_name(repository_name(plan.project))}-{uuid.uuid4().hex[:8]}",
+        network="bridge" if bridge else "host",
+        port=host_port,
+        container_port=container_port,
+        env=variables,
+        limits=run_limits(plan.project.config.resources, cpus, memory),
+        stop_timeout=grace_period(int(plan.launch["graceful_timeout"])),
+        labels={**(labels or {}), RUN_LABEL: repository_name(plan.project)},
+    )
+
+
+def check_port_free(port: int, *, host_network: bool) -> None:
+    """Fail early, and clearly, when something already listens on the port."""
+    address = "0.0.0.0" if host_network else "127.0.0.1"  # noqa: S104 -- what the server binds
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"Port {port} is already in use on this machine.",
+                hint="Stop what listens there, or pick another with `--port`.",
+            ) from None
+
+
+def describe_limits(spec: RunSpec) -> str:
+    parts = []
+    if "cpus" in spec.limits:
+        cpus = float(spec.limits["cpus"])
+        parts.append(f"{cpus:g} CPU" + ("" if cpus == 1 else "s"))
+    if "memory" in spec.limits:
+        parts.append(f"{int(spec.limits['memory'])} MiB")
+    return ", ".join(parts) if parts else "no limits"
+
+
+# --------------------------------------------------------------------------- running
+
+
+class Runner:
+    """One container: created, started, followed, stopped gracefully, removed."""
+
+    def __init__(self, engine: Engine, spec: RunSpec) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.container_id = ""
+        self._threads: list[threading.Thread] = []
+
+    def run(self, on_output: OnOutput, on_event: OnEvent) -> int:
+        """Run until the container exits, or until KeyboardInterrupt, which stops it
+        gracefully (a second one kills it). Returns the container's exit code."""
+        try:
+            self.container_id = self.engine.create_service(
+                self.spec.image,
+                name=self.spec.name,
+                env=self.spec.env,
+                host_config=self.spec.host_config(),
+                labels=self.spec.labels,
+                ports=[self.spec.container_port] if self.spec.network != "host" else None,
+                stop_timeout=self.spec.stop_timeout,
+            )
+            self.engine.start(self.container_id)
+            self._follow(on_output)
+            on_event(
+                f"started {self.spec.name} ({describe_limits(self.spec)}, network "
+                f"{self.spec.network}); serving on {self.spec.url}; Ctrl-C stops it"
+            )
+            try:
+                return self.engine.wait(self.container_id)
+            except KeyboardInterrupt:
+                on_event(
+                    f"stopping {self.spec.name}: SIGTERM, then SIGKILL after "
+                    f"{self.spec.stop_timeout} s"
+                )
+                return self._stop(on_event)
+        finally:
+            if self.container_id:
+                self.engine.remove(self.container_id)
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+    def _follow(self, on_output: OnOutput) -> None:
+        stream = self.engine.attach(self.container_id)
+        thread = threading.Thread(
+            target=_pump, args=(stream, on_output), name="pydeploy-run-logs", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _stop(self, on_event: OnEvent) -> int:
+        try:
+            self.engine.stop(self.container_id, self.spec.stop_timeout)
+            return self.engine.wait(self.container_id)
+        except KeyboardInterrupt:
+            on_event(f"killing {self.spec.name}")
+            self.engine.kill(self.container_id)
+            return self.engine.wait(self.container_id)
+
+
+def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], on_output: OnOutput) -> None:
+    """Split the demultiplexed output into lines, per stream."""
+    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(2)]
+    pending = ["", ""]
+    with contextlib.suppress(Exception):  # the stream ends abruptly when the container goes
+        for chunks in stream:
+            for index, chunk in enumerate(chunks):
+                if not chunk:
+                    continue
+                pending[index] += decoders[index].decode(chunk)
+                *lines, pending[index] = pending[index].split("\n")
+                for line in lines:
+                    on_output(line.rstrip("\r"), index == 1)
+    for index, rest in enumerate(pending):
+        if rest:
+            on_output(rest.rstrip("\r"), index == 1)
+
+
+def find_image(engine: Engine, plan: BuildPlan) -> str:
+    """For `--no-build`: the image of the plan's first tag, which must exist locally."""
+    tag = plan.tags[0]
+    image_id = engine.image_id(tag)
+    if image_id is None:
+        raise ConfigError(
+            f"--no-build: the engine has no image {tag}.",
+            hint="Run `pydeploy build` first, or leave out --no-build.",
+        )
+    return image_id

@@ -1,0 +1,979 @@
+"""The only module that talks to the Docker SDK.
+
+Stages get thin, typed operations: images (inspect, pull when missing, commit, save,
+load), volumes, and containers that are always removed. Every container this Engine
+creates carries the label `pydeploy.build=<build id>` and is remembered, so `cleanup()`
+(called by the CLI on Ctrl-C / SIGTERM) can remove whatever a build left running.
+
+A SIGKILL runs no cleanup, so builder containers also carry their owner process
+(`pydeploy.owner`, see owners.py): the next build or `prune` reaps those of dead owners.
+A container started with `stdin` gets it on an attached stream that this process holds
+open: the bytes never enter the container's configuration (secrets travel this way), and
+the stream's end when the process dies is the container's cue to exit (its lifeline).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import os
+import re
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+import urllib3.exceptions
+from docker.models.containers import Container
+
+from pydeploy.engine import owners
+from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
+
+BUILD_LABEL = "pydeploy.build"
+# `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
+# a shared engine tells its own apart with them), never for the image.
+ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
+# A pin's program: it holds its image and volumes in use until its lifeline ends.
+_PIN_ARGV = ["/bin/sh", "-c", "exec cat >/dev/null"]
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Every bound is on silence, not on duration: how long the engine may say nothing.
+# Log and attach streams have none (the SDK lifts it: a compiler may print nothing for
+# minutes), and neither has waiting for a `pydeploy run` server to exit.
+# The connection check: an engine that cannot answer /version in 10 s will not run a build.
+PING_TIMEOUT = 10
+# Short calls (inspect, create, remove, tag, list) answer in well under a second; 60 s
+# covers a loaded machine. Connecting (unix socket, TCP, SSH) gets 5 s.
+CALL_TIMEOUT = (5.0, 60.0)
+# Calls that move or write whole images and filesystems (load, save, commit, export,
+# archives, disk usage) may go quiet for minutes on a big image.
+SLOW_TIMEOUT = 900
+# A container whose output has ended has exited: its status follows at once.
+EXITED_WAIT_TIMEOUT = 300.0
+# What the SDK may raise when a connection breaks or times out mid-stream (chunks of a
+# save, export or load are read straight from urllib3 and the socket).
+_SDK_ERRORS = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+
+OnLine = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An engine-side named volume (or a tmpfs) mounted into a container. Never a host
+    path: the engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker), where the
+    client's files do not exist; send files with `Box.put_archive` instead."""
+
+    target: str
+    source: str
+    kind: Literal["volume", "tmpfs"] = "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A local image: the name asked for, its ID, and its registry digest when the engine
+    knows one (pulled images have one; locally built or imported images do not)."""
+
+    name: str
+    image_id: str
+    repo_digest: str | None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: dict[str, str]
+    created: float  # epoch seconds; 0 when the engine does not say
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    reference: str  # repository:tag
+    image_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    volumes: dict[str, int]  # name -> bytes
+    images: dict[str, int]  # image ID -> bytes not shared with other images
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def _missing(exc: EngineError) -> bool:
+    """The engine said the object does not exist (which callers often accept)."""
+    return isinstance(exc.__cause__, docker.errors.NotFound)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(
+        exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    )
+
+
+def _disconnected(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError, ConnectionError),
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _silence(exc: BaseException) -> str:
+    """`no answer within 60 s` from urllib3's `(read timeout=60)`, when it says."""
+    match = re.search(r"timeout=([0-9.]+)", str(exc))
+    return f"no answer within {float(match[1]):g} s" if match else "no answer in time"
+
+
+# Markers in the SDK's error text -> what happened, in words.
+_DISCONNECTS = (
+    ("RemoteDisconnected", "the engine closed the connection without answering"),
+    ("Connection refused", "the connection was refused"),
+    ("Connection reset", "the connection was reset"),
+    ("Broken pipe", "the connection broke"),
+    ("No such file or directory", "its socket is gone"),
+    ("IncompleteRead", "the connection closed in the middle of an answer"),
+)
+
+
+def _disconnect_reason(exc: BaseException) -> str:
+    text = " ".join(f"{cause!r} {cause}" for cause in _causes(exc))
+    return next((why for marker, why in _DISCONNECTS if marker in text), _short(exc))
+
+
+def engine_failure(exc: BaseException, host: str) -> EngineError:
+    """One wording per way an engine call fails: it stopped answering, the connection
+    was lost, or the engine answered with a refusal."""
+    if any(_timed_out(cause) for cause in _causes(exc)):
+        return EngineError(
+            f"The Docker engine at {host} stopped answering ({_silence(exc)}).",
+            hint="It is hung or overloaded: check `docker info` and the engine's log, "
+            "restart it if it does not answer, then run the command again.",
+        )
+    if _disconnected(exc):
+        return EngineError(
+            f"pydeploy lost the connection to the Docker engine at {host}: "
+            f"{_disconnect_reason(exc)}.",
+            hint="The engine stopped or restarted (or the SSH/TCP link to it dropped): "
+            "check that it runs (`docker info`), start it if needed, and run the command "
+            "again; a rerun reuses everything already built.",
+        )
+    return EngineError(f"The Docker engine refused an operation: {_short(exc)}")
+
+
+class Box:
+    """A container created by an Engine; removed when its `Engine.container` block ends."""
+
+    def __init__(self, engine: Engine, container: Container, stdin: bytes | None = None) -> None:
+        self._engine = engine
+        self._container = container
+        self._stdin = stdin
+        self.id: str = container.id or ""
+
+    def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:
+        """Unpack the tar `data` (bytes or a file, streamed) at `path` in the container."""
+        with self._engine.guard():
+            if not self._engine.slow.put_archive(self.id, path, data):
+                raise EngineError(f"The engine did not accept files for {path} in a container.")
+
+    def put_files(self, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
+        """Write small files (name -> bytes) into `directory`, which is created."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = mode
+                tar.addfile(info, io.BytesIO(data))
+        self.put_archive("/", _prefix_tar(buffer.getvalue(), directory.strip("/")))
+
+    def get_archive(self, path: str) -> Iterator[bytes]:
+        """A tar stream of `path`; entries start with the path's last component."""
+        with self._engine.guard():
+            stream, _stat = self._engine.slow.get_archive(self.id, path, chunk_size=1 << 20)
+        return self._engine.guarded_iter(stream)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of one regular file, or None when it does not exist."""
+        try:
+            data = b"".join(self.get_archive(path))
+        except EngineError as exc:
+            if _missing(exc):
+                return None
+            raise
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member and member.isfile() else None
+            return handle.read() if handle else None
+
+    def start(self) -> None:
+        """Start the container; with `stdin`, attach the lifeline first and send it."""
+        with self._engine.guard():
+            if self._stdin is None:
+                self._container.start()
+                return
+            stream = self._engine.client.api.attach_socket(
+                self.id, params={"stdin": 1, "stream": 1}
+            )
+            self._engine.keep_lifeline(self.id, stream)
+            self._container.start()
+            if self._stdin:
+                _raw_socket(stream).sendall(self._stdin)
+
+    def changes(self) -> list[tuple[str, str]]:
+        """`docker diff`: (absolute path, "modified" | "added" | "deleted")."""
+        kinds = {0: "modified", 1: "added", 2: "deleted"}
+        with self._engine.guard():
+            found = self._container.diff() or []
+        return [(str(c["Path"]), kinds.get(int(c["Kind"]), "modified")) for c in found]
+
+    def export(self) -> Iterator[bytes]:
+        """`docker export`: the container's whole filesystem as a stream of tar chunks."""
+        with self._engine.guard():
+            # types-docker says str; the SDK yields bytes chunks.
+            stream: Iterable[bytes] = self._engine.slow.export(self.id, chunk_size=1 << 20)
+        return self._engine.guarded_iter(stream)
+
+    def follow(self, on_line: OnLine) -> int:
+        """Start the container, pass each output line (stdout and stderr) to `on_line`,
+        and return the exit code once it has stopped."""
+        self.start()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        with self._engine.guard():
+            stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
+        for chunk in self._engine.guarded_iter(stream):
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                on_line(line.rstrip("\r"))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            on_line(pending.rstrip("\r"))
+        code = self.wait()
+        # A container killed by cleanup() ends like a failing one: say what happened.
+        self._engine.raise_if_stopping()
+        return code
+
+    def wait(self) -> int:
+        """The exit code of a container whose output has ended (so it has exited)."""
+        with self._engine.guard():
+            status = self._container.wait(timeout=EXITED_WAIT_TIMEOUT)
+        return int(status.get("StatusCode", 1))
+
+    def commit(self, repository: str, tag: str, config: dict[str, Any]) -> str:
+        """Save the container's filesystem as an image; `config` replaces its config
+        (so nothing of the container's environment or labels reaches the image)."""
+        with self._engine.guard():
+            image = self._engine.slow.commit(self.id, repository=repository, tag=tag, conf=config)
+        return str(image["Id"])
+
+
+class Engine:
+    """A connection to one Docker engine, for one build."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        labels: dict[str, str] | None = None,
+        *,
+        slow: docker.APIClient | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.client = client
+        # The same engine with SLOW_TIMEOUT, for the calls that may go quiet for minutes
+        # (the SDK takes no per-call timeout for most of them).
+        self.slow: docker.APIClient = slow or client.api
+        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.build_id = uuid.uuid4().hex[:12]
+        self.labels = {**(labels or {}), BUILD_LABEL: self.build_id}
+        self.owner = owners.this_process()
+        self._created: list[str] = []
+        self._lifelines: dict[str, Any] = {}
+        self._pins: list[str] = []
+        self._holds = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    @classmethod
+    def connect(cls, *, labels: dict[str, str] | None = None) -> Engine:
+        """Connect to the engine named by DOCKER_HOST (or the local socket) and ping it.
+
+        `labels` (and PYDEPLOY_CONTAINER_LABELS) are added to every container created."""
+        labels = {**container_labels(os.environ.get(ENV_CONTAINER_LABELS, "")), **(labels or {})}
+        host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        client: docker.DockerClient | None = None
+        socket = host.removeprefix("unix://") if host.startswith("unix://") else None
+        reason = None
+        fix = (
+            "pydeploy builds through a Docker engine: start one (`sudo systemctl start "
+            "docker`, `sudo dockerd &`, or open Docker Desktop), or point DOCKER_HOST at a "
+            "remote engine (e.g. `DOCKER_HOST=ssh://user@host`)."
+        )
+        if socket is not None and not Path(socket).exists():
+            # Checked first: the SDK leaks a socket when it fails to connect to one.
+            reason = f"{socket} does not exist"
+        else:
+            try:
+                # PING_TIMEOUT bounds the version negotiation from_env does and the ping.
+                client = docker.from_env(timeout=PING_TIMEOUT)
+                client.ping()
+            except _SDK_ERRORS as exc:
+                if client is not None:
+                    client.close()
+                reason = _short(exc)
+                if any(_timed_out(cause) for cause in _causes(exc)):
+                    reason = f"it accepted the connection but gave {_silence(exc)}"
+                    fix = (
+                        "Something listens there but does not answer: a hung or overloaded "
+                        "engine (check `docker info` and its log, restart it) or not a Docker "
+                        "engine at all (check DOCKER_HOST)."
+                    )
+        if reason is not None or client is None:
+            raise EngineError(f"No Docker engine answers at {host} ({reason}).", hint=fix)
+        # Set after construction: the SDK builds its connection pools with a number.
+        client.api.timeout = CALL_TIMEOUT  # type: ignore[assignment]
+        version = client.api.api_version  # no second negotiation
+        slow = docker.from_env(timeout=SLOW_TIMEOUT, version=version)
+        return cls(client, labels, slow=slow.api, host=host)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.slow is not self.client.api:
+            self.slow.close()
+
+    # --- failures -------------------------------------------------------------------
+
+    def raise_if_stopping(self) -> None:
+        if self._stopping:
+            raise InterruptError("The build was interrupted; its containers were removed.")
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn SDK failures into EngineError, or InterruptError after `cleanup()`."""
+        try:
+            yield
+        except _SDK_ERRORS as exc:
+            self.raise_if_stopping()
+            raise engine_failure(exc, self.host) from exc
+
+    def guarded_iter(self, stream: Iterable[bytes]) -> Iterator[bytes]:
+        iterator = iter(stream)
+        while True:
+            with self.guard():
+                chunk = next(iterator, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    # --- images ---------------------------------------------------------------------
+
+    def inspect_image(self, name: str) -> dict[str, Any] | None:
+        """The engine's `docker image inspect` document, or None when absent."""
+        try:
+            with self.guard():
+                return dict(self.client.images.get(name).attrs)
+        except EngineError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def image_history(self, name: str) -> list[dict[str, Any]]:
+        """`docker history`: newest layer first, with CreatedBy and Size."""
+        with self.guard():
+            entries = self.client.api.history(name)  # type: ignore[no-untyped-call]
+            return [dict(entry) for entry in entries]
+
+    def image_id(self, name: str) -> str | None:
+        info = self.inspect_image(name)
+        return str(info["Id"]) if info else None
+
+    def image_exists(self, name: str) -> bool:
+        return self.inspect_image(name) is not None
+
+    def ensure_image(self, name: str) -> ImageRef:
+        """The local image when present, else pulled. Fails with a BaseImageError that
+        says what was tried."""
+        found = self._image_ref(name)
+        if found:
+            return found
+        repository, tag = _split_reference(name)
+        try:
+            with self.guard():
+                self.client.images.pull(repository, tag=tag)
+        except EngineError as exc:
+            raise BaseImageError(
+                f"The base image `{name}` is not in the local engine and pulling it failed "
+                f"({_short(exc.__cause__ or exc)}).",
+                hint=(
+                    "Check the name, run `docker pull` for it (log in with `docker login` "
+                    "for a private registry), or pick another with `--base` / "
+                    "`tool.pydeploy.base-image`."
+                ),
+            ) from None
+        pulled = self._image_ref(name)
+        if not pulled:
+            raise BaseImageError(f"Pulled `{name}` but the engine does not list it afterwards.")
+        return pulled
+
+    def _image_ref(self, name: str) -> ImageRef | None:
+        info = self.inspect_image(name)
+        if info is None:
+            return None
+        digests = [str(d) for d in info.get("RepoDigests") or []]
+        repository = _split_reference(name)[0]
+        # A digest of this repository, else any (the same content under another name).
+        digest = next((d for d in digests if d.split("@", 1)[0] == repository), None)
+        if digest is None and digests:
+            digest = digests[0]
+        return ImageRef(name, str(info["Id"]), digest.split("@", 1)[1] if digest else None)
+
+    def read_files(self, image: str, paths: list[str]) -> list[bytes]:
+        """The bytes of files in an image (b"" for a missing one), without running it."""
+        with self.container(image, ["/bin/true"], network="none") as box:
+            return [box.read_file(path) or b"" for path in paths]
+
+    def present_diff_ids(self, image_id: str, diff_ids: list[str]) -> set[str]:
+        """The leading layers of `diff_ids` the engine already holds as a chain (the same
+        layers in the same order in some local image): `docker load` may omit those."""
+        if self.inspect_image(image_id) is not None:
+            return set(diff_ids)
+        best = 0
+        with self.guard():
+            summaries = self.client.api.images(all=True)
+        for summary in summaries:
+            info = self.inspect_image(str(summary["Id"]))
+            layers = ((info or {}).get("RootFS") or {}).get("Layers") or []
+            common = 0
+            for have, want in zip(layers, diff_ids, strict=False):
+                if have != want:
+                    break
+                common += 1
+            best = max(best, common)
+        return set(diff_ids[:best])
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        with self.guard():
+            self.client.api.tag(image, repository, tag)
+
+    def remove_image(self, name: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.remove_image(name, force=True)
+
+    @contextlib.contextmanager
+    def save_image(self, name: str) -> Iterator[Iterator[bytes]]:
+        """`docker save` of one image: yields a stream of tar chunks, closed at exit."""
+        with self.guard():
+            stream = self.slow.get_image(name, chunk_size=1 << 20)
+        try:
+            yield self.guarded_iter(stream)
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def load_image(self, data: bytes | IO[bytes] | Iterable[bytes]) -> list[str]:
+        """`docker load` a tar (bytes, a file or a chunk iterator, streamed); returns the
+        loaded references (`name:tag`, or `sha256:...` for untagged images)."""
+        loaded: list[str] = []
+        with self.guard():
+            events: Iterable[dict[str, Any]] = self.slow.load_image(data)  # type: ignore[no-untyped-call]
+            for event in events:
+                if "error" in event:
+                    raise EngineError(f"The engine could not load the image: {event['error']}")
+                text = str(event.get("stream", "")).strip()
+                loaded += [
+                    text[len(prefix) :]
+                    for prefix in ("Loaded image: ", "Loaded image ID: ")
+                    if text.startswith(prefix)
+                ]
+        return loaded
+
+    # --- volumes and networks -------------------------------------------------------
+
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        """The volume's labels ({} when it has none), or None when it does not exist."""
+        try:
+            with self.guard():
+                info = self.client.api.inspect_volume(name)
+        except EngineError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return dict(info.get("Labels") or {})
+
+    def create_volume(self, name: str, labels: dict[str, str] | None = None) -> None:
+        with self.guard():
+            self.client.api.create_volume(name, labels=labels or {})
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; a missing one is fine."""
+        try:
+            with self.guard():
+                self.client.api.remove_volume(name, force=True)
+        except EngineError as exc:
+            if not _missing(exc):
+                raise
+
+    # --- cache inventory (`pydeploy prune`) -----------------------------------------
+
+    def list_volumes(self, name_prefix: str) -> list[VolumeInfo]:
+        """Volumes whose name starts with `name_prefix` (filtered here: the API's name
+        filter matches substrings anywhere)."""
+        with self.guard():
+            found = self.client.api.volumes().get("Volumes") or []
+        return [
+            VolumeInfo(str(v["Name"]), dict(v.get("Labels") or {}), _epoch(v.get("CreatedAt")))
+            for v in found
+            if str(v.get("Name", "")).startswith(name_prefix)
+        ]
+
+    def list_images(self, repository: str) -> list[ImageInfo]:
+        """Tagged images of one repository (`repository:<any tag>`)."""
+        with self.guard():
+            found = self.client.api.images()
+        return [
+            ImageInfo(str(tag), str(image["Id"]), float(image.get("Created") or 0))
+            for image in found
+            for tag in image.get("RepoTags") or []
+            if str(tag).rsplit(":", 1)[0] == repository
+        ]
+
+    def in_use(self, ignore: set[str] | None = None) -> tuple[set[str], set[str]]:
+        """(volume names, image IDs) that some container, running or not, refers to;
+        the containers in `ignore` do not count."""
+        with self.guard():
+            found = [
+                c for c in self.client.api.containers(all=True) if c["Id"] not in (ignore or ())
+            ]
+        volumes = {str(m["Name"]) for c in found for m in c.get("Mounts") or [] if m.get("Name")}
+        return volumes, {str(c.get("ImageID")) for c in found if c.get("ImageID")}
+
+    def df(self) -> DiskUsage:
+        """`docker system df -v`: bytes per volume name and per image ID (the part not
+        shared with other images)."""
+        with self.guard():
+            usage = self.slow.df()
+        volumes = {
+            str(v["Name"]): int((v.get("UsageData") or {}).get("Size", -1))
+            for v in usage.get("Volumes") or []
+        }
+        images = {
+            str(i["Id"]): int(i.get("Size", 0)) - max(int(i.get("SharedSize", 0)), 0)
+            for i in usage.get("Images") or []
+        }
+        return DiskUsage({k: v for k, v in volumes.items() if v >= 0}, images)
+
+    def read_volume_files(self, volume: str, paths: list[str], image: str) -> list[bytes | None]:
+        """Files of a volume (None when absent), read through one never-started
+        container of `image` (any local image: nothing in it runs)."""
+        target = "/pydeploy-volume"  # a path no image has, so nothing is copied into the volume
+        mount = Mount(target, volume, read_only=True)
+        with self.container(image, ["/bin/true"], mounts=[mount], network="none") as box:
+            return [box.read_file(f"{target}/{path.lstrip('/')}") for path in paths]
+
+    def remove_unused_volume(self, name: str) -> bool:
+        """Remove a volume unless a container uses it (the engine refuses): False then.
+        A volume already gone counts as removed."""
+        return self._remove_unless_in_use(self.client.api.remove_volume, name)
+
+    def remove_unused_image(self, reference: str) -> bool:
+        """Untag/remove an image unless a container uses it (never forced): False then."""
+        return self._remove_unless_in_use(self.client.api.remove_image, reference)
+
+    def _remove_unless_in_use(self, remove: Callable[[str], Any], name: str) -> bool:
+        try:
+            with self.guard():
+                remove(name)
+        except EngineError as exc:
+            if _missing(exc):
+                return True
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                return False  # the engine's "in use by a container"
+            raise
+        return True
+
+    def has_bridge(self) -> bool:
+        with self.guard():
+            return bool(self.client.api.networks(names=["bridge"]))
+
+    def network_mode(self, configured: str | None) -> str:
+        """The configured mode, else the engine's bridge when it has one, else host."""
+        if configured:
+            return configured
+        return "bridge" if self.has_bridge() else "host"
+
+    # --- containers -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def container(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        mounts: Iterable[Mount] = (),
+        network: str = "host",
+        workdir: str = "/",
+        user: str = "0:0",
+        stdin: bytes | None = None,
+    ) -> Iterator[Box]:
+        """Create (not start) a labelled container; force-remove it when the block exits,
+        whatever the reason (error, KeyboardInterrupt, `cleanup()` from another thread).
+        `stdin`: sent on the lifeline when the container starts (see the module doc)."""
+        box = self._create(image, argv, env, mounts, network, workdir, user, stdin)
+        try:
+            yield box
+        finally:
+            self._remove_container(box.id)
+
+    def _create(
+        self,
+        image: str,
+        argv: list[str],
+        env: dict[str, str] | None,
+        mounts: Iterable[Mount],
+        network: str,
+        workdir: str,
+        user: str,
+        stdin: bytes | None,
+    ) -> Box:
+        sdk_mounts = [
+            docker.types.Mount(m.target, m.source or None, type=m.kind, read_only=m.read_only)
+            for m in mounts
+        ]
+        with self._lock:
+            self.raise_if_stopping()
+        api = self.client.api
+        with self.guard():
+            # The low-level call: the SDK's model create() inspects the new container in
+            # a second request, and a failure there would leave it unrecorded.
+            ident = str(
+                api.create_container(
+                    image,
+                    argv[1:],
+                    entrypoint=argv[:1],
+                    environment=env or {},
+                    working_dir=workdir,
+                    user=user,
+                    labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
+                    # Not detached, stdin open: the engine then closes the container's
+                    # stdin once the one attached client (this process) goes away.
+                    stdin_open=stdin is not None,
+                    detach=stdin is None,
+                    host_config=api.create_host_config(mounts=sdk_mounts, network_mode=network),
+                )["Id"]
+            )
+        with self._lock:
+            self._created.append(ident)
+        created = self.client.containers.prepare_model({"Id": ident})
+        return Box(self, created, stdin)
+
+    def keep_lifeline(self, ident: str, stream: Any) -> None:
+        """Hold a container's attached stdin open until the container is removed."""
+        with self._lock:
+            self._lifelines[ident] = stream
+
+    # --- pins: what a build uses between its containers ------------------------------
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Pins made inside stay until the outermost `hold` block ends (pins made outside
+        any stay until `cleanup()`)."""
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                release, self._pins = (self._pins, []) if self._holds == 0 else ([], self._pins)
+            for ident in release:
+                self._remove_container(ident)
+
+    def pin(self, image: str, mounts: Iterable[Mount] = ()) -> Box:
+        """A running container that keeps `image` and the volumes of `mounts` in use, so
+        the engine refuses to remove them (and `prune` skips them) while the build needs
+        them between its own containers. It exits when this process dies."""
+        box = self._create(image, _PIN_ARGV, None, mounts, "none", "/", "0:0", b"")
+        try:
+            box.start()
+        except BaseException:
+            self._remove_container(box.id)
+            raise
+        with self._lock:
+            self._pins.append(box.id)
+        return box
+
+    def unpin(self, box: Box) -> None:
+        with self._lock:
+            if box.id in self._pins:
+                self._pins.remove(box.id)
+        self._remove_container(box.id)
+
+    def run(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        on_line: OnLine | None = None,
+        files: dict[str, dict[str, bytes]] | None = None,
+        **options: Any,
+    ) -> RunResult:
+        """Run a container to completion; `files` maps a directory to {name: bytes}
+        written before start. Returns the exit code and all output."""
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            if on_line:
+                on_line(line)
+
+        with self.container(image, argv, **options) as box:
+            for directory, content in (files or {}).items():
+                box.put_files(directory, content)
+            code = box.follow(keep)
+        return RunResult(code, "\n".join(lines))
+
+    # --- long-running containers (`pydeploy run`) --------------------------------------
+
+    def create_service(
+        self,
+        image: str,
+        *,
+        name: str,
+        env: dict[str, str],
+        host_config: dict[str, Any],
+        labels: dict[str, str],
+        ports: list[int] | None,
+        stop_timeout: int,
+    ) -> str:
+        """Create (not start) a container that serves; returns its ID."""
+        with self.guard():
+            api = self.client.api
+            created = api.create_container(
+                image,
+                name=name,
+                environment=env,
+                host_config=api.create_host_config(**host_config),
+                labels={**self.labels, **labels},
+                ports=ports,
+                stop_timeout=stop_timeout,
+                detach=True,
+            )
+        return str(created["Id"])
+
+    def start(self, ident: str) -> None:
+        with self.guard():
+            self.client.api.start(ident)
+
+    def attach(self, ident: str) -> Iterable[tuple[bytes | None, bytes | None]]:
+        """(stdout, stderr) chunk pairs from the start of the container's output."""
+        with self.guard():
+            stream: Iterable[tuple[bytes | None, bytes | None]] = self.client.api.attach(
+                ident, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+        return stream
+
+    def wait(self, ident: str) -> int:
+        with self.guard():
+            status = self.client.api.wait(ident, timeout=None)
+        return int(status.get("StatusCode", 1))
+
+    def stop(self, ident: str, timeout: int) -> None:
+        """SIGTERM (the image's STOPSIGNAL), then SIGKILL after `timeout` seconds."""
+        with self.guard():
+            # The SDK adds `timeout` to the client's own, which must be a number here.
+            self.slow.stop(ident, timeout=timeout)
+
+    def kill(self, ident: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.kill(ident)
+
+    def remove(self, ident: str) -> None:
+        with contextlib.suppress(EngineError), self.guard():
+            self.client.api.remove_container(ident, force=True, v=True)
+
+    def containers_with_label(
+        self, build_id: str | None = None, *, running_only: bool = False
+    ) -> list[str]:
+        """IDs of the containers of this build (or of `build_id`) the engine still has."""
+        with self.guard():
+            found = self.client.api.containers(
+                all=not running_only,
+                filters={"label": f"{BUILD_LABEL}={build_id or self.build_id}"},
+            )
+        return [str(c["Id"]) for c in found]
+
+    def orphans(self) -> list[str]:
+        """IDs of the builder containers whose owner is gone (owners.orphaned)."""
+        with self.guard():
+            found = self.client.api.containers(all=True, filters={"label": owners.OWNER_LABEL})
+        dead = []
+        for summary in found:
+            ident = str(summary["Id"])
+            state = str(summary.get("State") or "")
+            if state == "removing":
+                continue
+            label = (summary.get("Labels") or {}).get(owners.OWNER_LABEL)
+            idle = self._idle_seconds(ident, state, summary) if state != "running" else 0.0
+            if owners.orphaned(label, state == "running", idle, self.owner):
+                dead.append(ident)
+        return dead
+
+    def reap_orphans(self) -> list[str]:
+        """Remove the builder containers of dead owners; their IDs."""
+        dead = self.orphans()
+        for ident in dead:
+            self.remove(ident)
+        return dead
+
+    def _idle_seconds(self, ident: str, state: str, summary: dict[str, Any]) -> float:
+        """How long a container has stood stopped (or created, never started)."""
+        since = float(summary.get("Created") or 0)
+        if state != "created":
+            try:
+                with self.guard():
+                    info = self.client.api.inspect_container(ident)
+            except EngineError:
+                return 0.0
+            since = max(since, _epoch((info.get("State") or {}).get("FinishedAt")))
+        return time.time() - since if since else 0.0
+
+    def cleanup(self) -> None:
+        """Force-remove every container this Engine created. Idempotent; safe to call from
+        a signal handler or another thread while a build runs (the build then raises
+        InterruptError)."""
+        with self._lock:
+            self._stopping = True
+            idents = list(self._created)
+        for ident in idents:
+            self._remove_container(ident)
+
+    def _remove_container(self, ident: str) -> None:
+        """Force-remove, retrying what a busy engine refuses for a moment (a removal
+        already in progress, a root filesystem still busy). What still fails is left to
+        the owner label: the next build or `prune` reaps it once this process ends."""
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            if self._try_remove(ident):
+                break
+            if delay is None or self._engine_gone():
+                return
+            time.sleep(delay)
+        with self._lock:
+            if ident in self._created:
+                self._created.remove(ident)
+            lifeline = self._lifelines.pop(ident, None)
+        if lifeline is not None:
+            raw = _raw_socket(lifeline)  # closing the SDK's wrapper leaves it open
+            with contextlib.suppress(OSError):
+                lifeline.close()
+                raw.close()
+
+    def _try_remove(self, ident: str) -> bool:
+        """Removed (or already gone)?"""
+        try:
+            self.client.api.remove_container(ident, force=True, v=True)
+        except docker.errors.NotFound:
+            return True
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return True
+
+    def _engine_gone(self) -> bool:
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return True
+        return False
+
+
+def _raw_socket(stream: Any) -> Any:
+    """The socket under an attached stream (a SocketIO over unix sockets)."""
+    return getattr(stream, "_sock", stream)
+
+
+def container_labels(text: str) -> dict[str, str]:
+    """`a=1,b=2` -> {"a": "1", "b": "2"}; a ConfigError naming the bad item otherwise."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip() == BUILD_LABEL:
+            raise ConfigError(
+                f"{ENV_CONTAINER_LABELS} item {item!r} is not key=value (or names "
+                f"{BUILD_LABEL}, which pydeploy sets itself).",
+                hint=f"Use e.g. {ENV_CONTAINER_LABELS}=ci.job=1234,ci.runner=a.",
+            )
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _split_reference(name: str) -> tuple[str, str]:
+    """`repo[:tag][@digest]` -> (repository, tag or digest) for a pull."""
+    if "@" in name:
+        repository, digest = name.split("@", 1)
+        return repository, digest
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :]
+    return name, "latest"
+
+
+def _prefix_tar(data: bytes, directory: str) -> bytes:
+    """Re-root a tar's entries under `directory`. No entries for the parents: the engine
+    creates missing ones, and an entry for an existing one (say /tmp) would reset its mode."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src:
+            handle = src.extractfile(member) if member.isfile() else None
+            member.name = f"{directory}/{member.name}" if directory else member.name
+            dst.addfile(member, handle)
+    return out.getvalue()
+
+
+def _epoch(stamp: object) -> float:
+    """An engine RFC 3339 time (`2024-05-01T10:00:00Z`, maybe with fractions or an
+    offset) as epoch seconds; 0 when missing or unreadable."""
+    text = str(stamp or "")
+    try:
+        when = datetime.fromisoformat(re.sub(r"(\.\d+)?(Z|[+-]\d\d:\d\d)?$", "", text))
+    except ValueError:
+        return 0.0
+    offset = re.search(r"([+-])(\d\d):(\d\d)$", text)
+    shift = 0
+    if offset:
+        shift = (int(offset[2]) * 3600 + int(offset[3]) * 60) * (1 if offset[1] == "+" else -1)
+    return when.replace(tzinfo=timezone.utc).timestamp() - shift
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,1 @@
+"""pydeploy's own layers: the user, the launcher, system packages."""

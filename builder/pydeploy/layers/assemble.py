@@ -1,0 +1,285 @@
+"""pydeploy's own layers and the image config, from inputs already gathered.
+
+No engine here: given the base's passwd/group files, the exported venv, the app files
+and the plan, produce deterministic layers and the runtime settings (user, env,
+entrypoint, healthcheck, labels). The orchestration lives in `build`.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+from pydeploy import payload
+from pydeploy.errors import BuildError, ConfigError
+from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.image import (
+    BaseImage,
+    FileEntry,
+    Layer,
+    build_layer,
+    open_uncompressed,
+    rfc3339,
+)
+from pydeploy.plan.memory import WorkerMemory
+from pydeploy.plan.memory import labels as memory_labels
+from pydeploy.plan.planner import APP_DIR, LAUNCHER_DIR, VENV, WORKER_MODULE_PATH, BuildPlan
+
+# Layer file mtimes are a constant, never the commit time: a new commit must not change
+# the dependency layer's digest. Jib uses the same epoch + 1 s.
+LAYER_EPOCH = 1
+USER_NAME = "app"
+LAUNCHER = f"{LAUNCHER_DIR}/launcher.py"
+LAUNCH_JSON = f"{LAUNCHER_DIR}/launch.json"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Everything in the image config besides layers."""
+
+    user: str
+    env: dict[str, str]
+    entrypoint: list[str]
+    workdir: str
+    exposed_ports: list[str]
+    labels: dict[str, str]
+    healthcheck: dict[str, Any] | None
+    stop_signal: str = "SIGTERM"
+
+
+def check_user_id(plan: BuildPlan, passwd: bytes, group: bytes) -> None:
+    """Refuse a `user-id` that the base already gives to another user or group: the app
+    would get that account's rights (gid 42 is Debian's `shadow`, which reads
+    /etc/shadow). An entry named like ours (a pydeploy image used as a base) is ours."""
+    uid = plan.user_id
+    taken = [
+        f"{kind} `{name}` ({ident} {uid} in /etc/{file})"
+        for kind, ident, file, text in (("user", "uid", "passwd", passwd),
+                                        ("group", "gid", "group", group))
+        if (name := _name_of(text.decode("utf-8", "replace"), uid)) not in {None, USER_NAME}
+    ]  # fmt: skip
+    if taken:
+        raise ConfigError(
+            f"tool.pydeploy.user-id = {uid} is already the base image's "
+            f"{' and '.join(taken)} in {plan.base_image}: the app would run with that "
+            "account's rights.",
+            hint=(
+                "Choose an id the base does not use, e.g. the default 10001 (ids of "
+                "10000 and above are free on common bases)."
+            ),
+        )
+
+
+def user_entries(plan: BuildPlan, passwd: bytes, group: bytes) -> list[FileEntry]:
+    """The base's /etc/passwd and /etc/group plus one numeric non-root user and group,
+    and a home directory it owns (libraries like to write caches under $HOME)."""
+    check_user_id(plan, passwd, group)
+    uid = plan.user_id
+    passwd_text = passwd.decode("utf-8", "replace")
+    group_text = group.decode("utf-8", "replace")
+    if _name_of(passwd_text, uid) is None:
+        passwd_text = _append(
+            passwd_text,
+            f"{USER_NAME}:x:{uid}:{uid}:pydeploy app user:/home/{USER_NAME}:/usr/sbin/nologin",
+        )
+    if _name_of(group_text, uid) is None:
+        group_text = _append(group_text, f"{USER_NAME}:x:{uid}:")
+    return [
+        FileEntry("etc/passwd", "file", 0o644, data=passwd_text.encode()),
+        FileEntry("etc/group", "file", 0o644, data=group_text.encode()),
+        FileEntry(f"home/{USER_NAME}", "dir", 0o755, uid=uid, gid=uid),
+    ]
+
+
+def _name_of(text: str, ident: int) -> str | None:
+    """The name of the passwd/group entry with this numeric id, if any."""
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2] == str(ident):
+            return fields[0]
+    return None
+
+
+def _append(text: str, line: str) -> str:
+    return (text if text.endswith("\n") or not text else text + "\n") + line + "\n"
+
+
+_PRIVILEGE_BITS = 0o6000  # setuid, setgid
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+
+
+def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
+    """The base's setuid/setgid files and directories, as its merged filesystem has them,
+    without those bits (CIS Docker 4.8). A base layer cannot be edited, so a layer on top
+    re-adds them: same content, owner and other bits. Their parent directories come
+    with the base's own modes and owners, so the layer changes nothing else."""
+    dirs: dict[str, tuple[int, int, int]] = {}  # every directory: mode, uid, gid
+    privileged: dict[str, FileEntry] = {}
+    for layer in base.layers:
+        members, contents = _read_layer(store, layer)
+        # Whiteouts hide what the layers below have; this layer's own entries stay.
+        for name, _member in members:
+            parent, leaf = posixpath.split(name)
+            if leaf == _OPAQUE:
+                _forget(privileged, dirs, parent, keep_top=True)
+            elif leaf.startswith(_WHITEOUT):
+                _forget(privileged, dirs, posixpath.join(parent, leaf[len(_WHITEOUT) :]))
+        for name, member in members:
+            if posixpath.basename(name).startswith(_WHITEOUT):
+                continue
+            if not member.isdir() and name in dirs:
+                _forget(privileged, dirs, name)  # a file replacing a directory
+            privileged.pop(name, None)
+            mode = member.mode & ~_PRIVILEGE_BITS
+            uid, gid = member.uid, member.gid
+            if member.isdir():
+                dirs[name] = (mode, uid, gid)
+                if member.mode & _PRIVILEGE_BITS:
+                    privileged[name] = FileEntry(name, "dir", mode, uid=uid, gid=gid)
+            elif (member.isreg() or member.islnk()) and member.mode & _PRIVILEGE_BITS:
+                source = posixpath.normpath(member.linkname) if member.islnk() else name
+                if source not in contents:
+                    raise BuildError(
+                        f"the base image's {name} is a hard link to {member.linkname!r}, "
+                        "which its layer does not hold; the base image is damaged."
+                    )
+                privileged[name] = FileEntry(
+                    name, "file", mode, uid=uid, gid=gid, data=contents[source]
+                )
+    entries = dict(privileged)
+    for name in privileged:
+        parent = posixpath.dirname(name)
+        while parent and parent not in entries:
+            mode, uid, gid = dirs.get(parent, (0o755, 0, 0))
+            entries[parent] = FileEntry(parent, "dir", mode, uid=uid, gid=gid)
+            parent = posixpath.dirname(parent)
+    return [entries[name] for name in sorted(entries)] if privileged else []
+
+
+def _read_layer(
+    store: BlobStore, layer: Layer
+) -> tuple[list[tuple[str, tarfile.TarInfo]], dict[str, bytes]]:
+    """A layer's members by clean path, and the content of its privileged files (small:
+    setuid programs are a few hundred KB in all)."""
+    members: list[tuple[str, tarfile.TarInfo]] = []
+    contents: dict[str, bytes] = {}
+    with (
+        open_uncompressed(store, layer) as handle,
+        # Stream mode only ever calls read().
+        tarfile.open(fileobj=cast(IO[bytes], handle), mode="r|") as tar,
+    ):
+        for member in tar:
+            name = posixpath.normpath(member.name.lstrip("/"))
+            if name in {".", ""} or name.startswith(".."):
+                continue
+            members.append((name, member))
+            if member.isreg() and member.mode & _PRIVILEGE_BITS:
+                extracted = tar.extractfile(member)
+                if extracted is not None:
+                    contents[name] = extracted.read()
+    return members, contents
+
+
+def _forget(
+    privileged: dict[str, FileEntry],
+    dirs: dict[str, tuple[int, int, int]],
+    path: str,
+    *,
+    keep_top: bool = False,
+) -> None:
+    """Drop `path` and everything below it (only below with `keep_top`)."""
+    below = path + "/"
+    for table in (privileged, dirs):
+        for name in [n for n in table if n.startswith(below) or (n == path and not keep_top)]:
+            del table[name]
+
+
+def launcher_files(launch: dict[str, Any]) -> dict[str, bytes]:
+    """The launcher layer's files by image path: the launcher, its settings and the
+    gunicorn worker classes it names."""
+    return {
+        LAUNCHER: payload.source("launcher.py"),
+        LAUNCH_JSON: json.dumps(launch, indent=2, sort_keys=True).encode() + b"\n",
+        WORKER_MODULE_PATH: payload.source("server_workers.py"),
+    }
+
+
+def launcher_entries(launch: dict[str, Any]) -> list[FileEntry]:
+    return [
+        FileEntry(path.lstrip("/"), "file", 0o644, data=data)
+        for path, data in launcher_files(launch).items()
+    ]
+
+
+def layer(store: BlobStore, entries: list[FileEntry], role: str) -> Layer:
+    return build_layer(entries, store=store, epoch=LAYER_EPOCH, role=role)
+
+
+def oci_labels(
+    plan: BuildPlan,
+    *,
+    created_epoch: int,
+    revision: str | None,
+    base_digest: str | None,
+    memory: WorkerMemory | None = None,
+) -> dict[str, str]:
+    """The OCI annotations, pydeploy's own (what a worker costs), then the user's."""
+    project = plan.project
+    labels = {
+        "org.opencontainers.image.title": project.name,
+        "org.opencontainers.image.version": project.version,
+        "org.opencontainers.image.created": rfc3339(created_epoch),
+        "org.opencontainers.image.base.name": plan.base_image,
+    }
+    if project.description:
+        labels["org.opencontainers.image.description"] = project.description
+    if project.source_url:
+        labels["org.opencontainers.image.source"] = project.source_url
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
+    if base_digest:
+        labels["org.opencontainers.image.base.digest"] = base_digest
+    labels.update(memory_labels(memory))
+    labels.update(dict(plan.labels))
+    return labels
+
+
+def runtime_settings(
+    plan: BuildPlan, base_env: list[str], labels: dict[str, str]
+) -> RuntimeSettings:
+    base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")), DEFAULT_PATH)
+    env = {
+        "PATH": f"{VENV}/bin:{base_path}",
+        "VIRTUAL_ENV": VENV,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONFAULTHANDLER": "1",
+        "HOME": f"/home/{USER_NAME}",
+        "LANG": "C.UTF-8",
+        **dict(plan.env),
+    }
+    python = f"{VENV}/bin/python"
+    healthcheck = None
+    if plan.healthcheck:
+        second = 1_000_000_000
+        healthcheck = {
+            "Test": ["CMD", python, LAUNCHER, "healthcheck"],
+            "Interval": plan.healthcheck["interval"] * second,
+            "Timeout": plan.healthcheck["timeout"] * second,
+            "StartPeriod": plan.healthcheck["start_period"] * second,
+            "Retries": plan.healthcheck["retries"],
+        }
+    return RuntimeSettings(
+        user=f"{plan.user_id}:{plan.user_id}",
+        env=env,
+        entrypoint=[python, LAUNCHER],
+        workdir=APP_DIR,
+        exposed_ports=[f"{plan.port}/tcp"],
+        labels=labels,
+        healthcheck=healthcheck,
+    )

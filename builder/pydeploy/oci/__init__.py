@@ -1,0 +1,2 @@
+"""File entries, deterministic tar and gzip, layers, image config and manifest, blobs,
+OCI layout and docker-archive."""

@@ -1,0 +1,1 @@
+"""Pure planning: detection, app files, dependency inputs, servers, references, memory."""

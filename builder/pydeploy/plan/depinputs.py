@@ -1,0 +1,526 @@
+"""Everything that decides a dependency set, read on the host: the dependency source
+(uv.lock, pylock.toml, requirements files or [project]), the local path packages it names
+and their content, the files the builder receives, and the key of the set.
+
+Pure: files are read, nothing is run; the builder stage (wheels.py) sends `input_files`
+into a builder container as a tar (the engine may be remote, so nothing is bind-mounted)
+and turns the result into a venv volume named by `dependency_key`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pathspec
+
+from pydeploy.config import workspace
+from pydeploy.config.models import PYPROJECT, parse_toml, read_pyproject
+from pydeploy.config.project import Project, lock_entries, read_text
+from pydeploy.errors import BuildError, ConfigError
+from pydeploy.plan.appfiles import ignore_spec
+from pydeploy.plan.planner import BuildPlan
+from pydeploy.plan.skiplist import BUILD_OUTPUT_DIRS, NEVER, SKIP_DIRS
+
+# Part of every builder image and venv key: bump when the recipe (wheels.py,
+# builder_script.py) changes what lands in a builder image or a venv.
+RECIPE_VERSION = "1"
+UV_VERSION = "0.13.9"
+
+# The one list of what each server needs in the venv. httptools: uvicorn's fast HTTP parser
+# (uvicorn picks it when installed; its h11 fallback served half as many requests/s).
+_UVICORN = ("uvicorn", "httptools")
+# pydeploy's worker classes (server_workers.py) override uvicorn-worker's private `_serve`:
+# a release that changes it must not reach images before it is tested.
+_GUNICORN_UVICORN = ("gunicorn", *_UVICORN, "uvicorn-worker>=0.4,<0.5")
+SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
+    # WSGI behind pydeploy's uvicorn-based worker (wsgi-worker = "async"), through a2wsgi.
+    "gunicorn": (*_GUNICORN_UVICORN, "a2wsgi"),
+    "gunicorn-uvicorn": _GUNICORN_UVICORN,
+    "uvicorn": _UVICORN,
+    # The interface is only known once the app imports: have both servers ready.
+    "auto": (*_GUNICORN_UVICORN, "a2wsgi"),
+}
+# wsgi-worker = "sync": gunicorn's own workers need nothing else.
+SYNC_GUNICORN_PACKAGES = ("gunicorn",)
+# Never part of a local package's content hash (caches, VCS, build output).
+_HASH_SKIP_DIRS = SKIP_DIRS | {"venv", *BUILD_OUTPUT_DIRS}
+# Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
+_TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
+_NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
+
+
+def server_packages(server: str, wsgi_worker: str = "async") -> tuple[str, ...]:
+    if server == "gunicorn" and wsgi_worker == "sync":
+        return SYNC_GUNICORN_PACKAGES
+    return SERVER_PACKAGES.get(server, SERVER_PACKAGES["auto"])
+
+
+def plan_server_packages(plan: BuildPlan) -> tuple[str, ...]:
+    """What the plan's server needs in the venv."""
+    return server_packages(plan.server, plan.project.config.server.wsgi_worker)
+
+
+# --- dependency inputs and key ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependencyInputs:
+    """Everything that decides the dependency set, read on the host."""
+
+    source: str
+    mount_root: Path  # lowest host directory holding every input; /src in the builder
+    copies: tuple[str, ...]  # directories (relative to mount_root) the builder copies
+    cwd: str  # where tools run, relative to mount_root
+    package: str | None = None  # uv --package, for a workspace member
+    requirements: tuple[str, ...] = ()  # requirements files, relative to cwd
+    requirement_lines: tuple[str, ...] = ()  # pylock.toml, as requirements
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    digests: tuple[tuple[str, str], ...] = field(default=())  # (what, sha256)
+    # What the builder receives, relative to mount_root: trees (filtered like the app
+    # layer) and single files sent whatever ignore files say. See `input_files`.
+    trees: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    # Names of the local path packages (built even when nothing else may be), or None
+    # when one has no name readable without building it (then only the full builder).
+    local_names: tuple[str, ...] | None = ()
+
+
+@dataclass
+class _Found:
+    """What one dependency source contributes to DependencyInputs."""
+
+    cwd: Path
+    digests: list[tuple[str, str]]
+    local: list[Path] = field(default_factory=list)
+    package: str | None = None
+    requirements: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+    # Files (and --find-links directories) the tools read, sent whatever ignore files say.
+    files: list[Path] = field(default_factory=list)
+
+
+def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
+    """Read (on the host) every input of the dependency set, and what the builder gets:
+    the project directory and its local path packages, below their lowest common
+    directory. A workspace member exported from the workspace root gets the root's
+    dependency files and every member's pyproject.toml, not the whole workspace."""
+    project = plan.project
+    readers = {"uv.lock": _from_uv_lock, "pylock": _from_pylock, "requirements": _from_requirements}
+    found = readers.get(plan.dependency_source, _from_project)(project)
+    root = project.root
+    local = sorted({p.resolve() for p in found.local if p.exists()})
+    digests = found.digests + [
+        (f"local:{os.path.relpath(path, root)}", content_digest(path)) for path in local
+    ]
+    cwd = found.cwd.resolve()
+    mount_root = Path(os.path.commonpath([cwd, *local]))
+    # Paths outside mount_root (`-r ../common.txt`) never reached the builder; they still
+    # do not (the dependency key covers them).
+    sent = {p.resolve() for p in found.files if p.resolve().is_relative_to(mount_root)}
+    sent |= {cwd / name for name in _TOOL_FILES if (cwd / name).is_file()}
+    sent |= set(local)
+    trees = {p for p in sent if p.is_dir()} | ({cwd} if found.package is None else set())
+    files = {p for p in sent if not p.is_dir()}
+    return DependencyInputs(
+        source=plan.dependency_source,
+        mount_root=mount_root,
+        copies=_outermost([cwd, *local], mount_root),
+        cwd=_rel(cwd, mount_root),
+        package=found.package,
+        requirements=found.requirements,
+        requirement_lines=found.lines,
+        extras=tuple(project.config.dependencies.extras),
+        groups=tuple(project.config.dependencies.groups),
+        digests=tuple(sorted(digests)),
+        trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
+        files=tuple(sorted(_rel(p, mount_root) for p in files)),
+        local_names=local_package_names(local),
+    )
+
+
+def local_package_names(paths: Iterable[Path]) -> tuple[str, ...] | None:
+    """The distribution names of local packages, read without building them: a
+    directory's [project].name (or setup.cfg [metadata] name), an sdist's file name.
+    Wheels need no name (they are not built). None when one cannot be told."""
+    names: set[str] = set()
+    for path in paths:
+        name = _local_name(path)
+        if name is None:
+            return None
+        if name:
+            names.add(_normalize(name))
+    return tuple(sorted(names))
+
+
+def _local_name(path: Path) -> str | None:
+    """The name, "" for a wheel (nothing to build), None when unknown."""
+    if path.is_file():
+        if path.name.endswith(".whl"):
+            return ""
+        match = re.match(r"^(.+)-[^-]+\.(?:tar\.gz|zip)$", path.name)
+        return match.group(1) if match else None
+    try:
+        name = read_pyproject(path).get("project", {}).get("name")
+    except (ConfigError, OSError):
+        name = None
+    if isinstance(name, str) and name:
+        return name
+    setup_cfg = configparser.ConfigParser(interpolation=None)
+    try:
+        setup_cfg.read(path / "setup.cfg", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    name = setup_cfg.get("metadata", "name", fallback=None)
+    return name or None
+
+
+def _from_uv_lock(project: Project) -> _Found:
+    root = project.root
+    lock_dir = root if (root / "uv.lock").is_file() else project.workspace_root
+    if lock_dir is None or not (lock_dir / "uv.lock").is_file():
+        raise ConfigError(
+            "`tool.pydeploy.dependencies.source` is 'uv.lock' but there is no uv.lock in "
+            f"{root} or its workspace root.",
+            hint="Run `uv lock`, or choose another source.",
+        )
+    lock = (lock_dir / "uv.lock").read_bytes()
+    files = [lock_dir / "uv.lock"]
+    if lock_dir != root:
+        # uv finds the member by reading every member's pyproject.toml.
+        files += [m.path / PYPROJECT for m in workspace.members(lock_dir)]
+    return _Found(
+        cwd=lock_dir,
+        digests=[("uv.lock", _sha(lock))],
+        local=_uv_lock_paths(lock, lock_dir, project.name),
+        # A workspace member is exported from the workspace root by its name.
+        package=project.name if lock_dir != root else None,
+        files=files,
+    )
+
+
+def _from_pylock(project: Project) -> _Found:
+    lock = project.root / "pylock.toml"
+    if not lock.is_file():
+        raise ConfigError(
+            f"`tool.pydeploy.dependencies.source` is 'pylock' but {lock} does not exist.",
+            hint="Generate it (e.g. `uv export -o pylock.toml`) or choose another source.",
+        )
+    text = read_text(lock, "a PEP 751 lock")
+    return _Found(
+        cwd=project.root,
+        digests=[("pylock.toml", _sha(text.encode()))],
+        local=[project.root / p for p in _pylock_paths(text, str(lock))],
+        lines=tuple(parse_pylock(text, str(lock))),
+        files=[lock],
+    )
+
+
+def _from_requirements(project: Project) -> _Found:
+    root = project.root
+    names = project.config.dependencies.requirements or list(project.requirements_files)
+    for name in names:
+        if not (root / name).is_file():
+            raise ConfigError(
+                f"`tool.pydeploy.dependencies.requirements` names {name}, which is not a "
+                f"file in {root}.",
+                hint="Fix the path (relative to the project directory).",
+            )
+    found = _Found(cwd=root, digests=[], requirements=tuple(names))
+    for path in _requirement_closure([root / name for name in names]):
+        found.digests.append(
+            (f"requirements:{os.path.relpath(path, root)}", _sha(path.read_bytes()))
+        )
+        found.local += _requirement_paths(path, root)
+        found.files += [path, *_find_links(path, root)]
+    return found
+
+
+def _from_project(project: Project) -> _Found:
+    root = project.root
+    data = read_pyproject(root)
+    table = data.get("project", {})
+    uv = data.get("tool", {}).get("uv", {})
+    relevant: dict[str, Any] = {
+        "dependencies": table.get("dependencies", []),
+        "optional-dependencies": table.get("optional-dependencies", {}),
+        "dynamic": table.get("dynamic", []),
+        "dependency-groups": data.get("dependency-groups", {}),
+        "uv": {"sources": uv.get("sources"), "index": uv.get("index")},
+    }
+    if "dependencies" in relevant["dynamic"]:
+        # Computed by the build backend: only the whole pyproject.toml identifies them.
+        relevant["pyproject"] = _sha((root / PYPROJECT).read_bytes())
+    # default=str: TOML dates and times, which JSON has no type for.
+    document = json.dumps(relevant, sort_keys=True, default=str)
+    found = _Found(cwd=root, digests=[("project", _sha(document.encode()))])
+    for spec in (uv.get("sources") or {}).values():
+        for entry in spec if isinstance(spec, list) else [spec]:
+            if isinstance(entry, dict) and "path" in entry:
+                found.local.append(root / str(entry["path"]))
+    for requirement in relevant["dependencies"]:
+        match = re.search(r"@\s*file://(\S+)", str(requirement))
+        if match:
+            found.local.append(Path(urllib.parse.unquote(match.group(1))))
+    return found
+
+
+def dependency_key(
+    builder_key: str,
+    inputs: DependencyInputs,
+    servers: Iterable[str],
+    index: Mapping[str, Any],
+) -> str:
+    """sha256 over everything that decides the installed venv (and nothing secret).
+    `builder_key` is the full builder's content key (base image ID, build packages,
+    recipe), not an image ID: a venv installed in the base image alone and one installed
+    in the full builder are the same venv, whichever builder this build needed."""
+    document = {
+        "recipe": RECIPE_VERSION,
+        "uv": UV_VERSION,
+        "builder": builder_key,
+        "source": inputs.source,
+        "package": inputs.package,
+        "requirements": list(inputs.requirements),
+        "lines": list(inputs.requirement_lines),
+        "extras": sorted(inputs.extras),
+        "groups": sorted(inputs.groups),
+        "inputs": [list(pair) for pair in inputs.digests],
+        "servers": sorted(servers),
+        "index": dict(index),
+    }
+    return _sha(json.dumps(document, sort_keys=True).encode())
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (names, bytes, exec bits) skipping
+    caches, VCS data and build output."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+        return digest.hexdigest()
+    for current, dirs, files in os.walk(path):
+        dirs[:] = sorted(
+            d for d in dirs if d not in _HASH_SKIP_DIRS and not d.endswith(".egg-info")
+        )
+        for name in sorted(files):
+            file = Path(current) / name
+            if file.suffix in {".pyc", ".pyo", ".so"} or not file.is_file():
+                continue
+            digest.update(f"{file.relative_to(path)}\0{os.access(file, os.X_OK)}\0".encode())
+            digest.update(_sha(file.read_bytes()).encode())
+    return digest.hexdigest()
+
+
+# --- what the builder receives --------------------------------------------------------
+
+
+def input_files(inputs: DependencyInputs) -> list[tuple[str, Path]]:
+    """(name relative to mount_root, host path) of everything the builder receives,
+    parents before children, the root ("") first. Trees are walked with the app layer's
+    never-list and each tree's own .gitignore/.dockerignore rules (an ignore file above a
+    tree never drops a package that is named explicitly), minus VCS data, virtualenvs,
+    caches and stale build output; `files` are sent whatever ignore files say."""
+    root = inputs.mount_root
+    chosen = {""}
+    for tree in inputs.trees:
+        chosen.update(_tree(root, tree))
+    chosen.update(inputs.files)
+    parents = {str(parent) for name in chosen for parent in PurePosixPath(name).parents}
+    chosen |= {p for p in parents if p != "."}
+    return [(name, root / name) for name in sorted(chosen, key=lambda n: PurePosixPath(n).parts)]
+
+
+def _tree(root: Path, tree: str) -> Iterator[str]:
+    top = root / tree
+    prefix = f"{tree}/" if tree else ""
+    yield tree
+    if top.is_symlink() or not top.is_dir():
+        return
+    try:
+        ignored = ignore_spec(top, ())
+    except OSError as exc:
+        raise BuildError(
+            f"Cannot read the ignore files (.gitignore, .dockerignore) of {top}: {exc}.",
+            hint="Make them readable: they decide which files the builder receives.",
+        ) from exc
+
+    def dropped(rel: str) -> bool:
+        return _NEVER.match_file(rel) or ignored.match_file(rel)
+
+    for current, dirs, files in os.walk(top):
+        here = Path(current)
+        base = here.relative_to(top).as_posix()
+        base = "" if base == "." else f"{base}/"
+        package_root = PYPROJECT in files or "setup.py" in files
+        kept = []
+        for name in sorted(dirs):
+            path = here / name
+            skip = name in SKIP_DIRS or name.endswith(".egg-info")
+            skip = skip or (package_root and name in BUILD_OUTPUT_DIRS)
+            # Any virtualenv, whatever its name (`venv/`, `env/`).
+            skip = skip or (path / "pyvenv.cfg").is_file()
+            if skip or dropped(f"{base}{name}/"):
+                continue
+            yield f"{prefix}{base}{name}"
+            if not path.is_symlink():
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            path = here / name
+            # Regular files and symlinks only: sockets and FIFOs are no package content.
+            if dropped(f"{base}{name}") or not (path.is_symlink() or path.is_file()):
+                continue
+            yield f"{prefix}{base}{name}"
+
+
+def parse_pylock(text: str, where: str = "pylock.toml") -> list[str]:
+    """PEP 751 packages as requirement lines: `name==version` for index packages, a
+    direct reference for archives and VCS, the relative path for local directories."""
+    lines: list[str] = []
+    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
+        name = package.get("name")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: a [[packages]] entry has no `name`.")
+        marker = f" ; {package['marker']}" if package.get("marker") else ""
+        if "directory" in package:
+            path = package["directory"].get("path")
+            if not path:
+                raise ConfigError(f"{where}: package `{name}` has a `directory` without `path`.")
+            lines.append(_local_ref(path) + marker)
+        elif "vcs" in package:
+            vcs = package["vcs"]
+            url = vcs.get("url") or _local_ref(str(vcs.get("path", "")))
+            commit = vcs.get("commit-id") or vcs.get("requested-revision", "")
+            ref = f"{vcs.get('type', 'git')}+{url}" + (f"@{commit}" if commit else "")
+            sub = vcs.get("subdirectory")
+            lines.append(f"{name} @ {ref}" + (f"#subdirectory={sub}" if sub else "") + marker)
+        elif "archive" in package:
+            archive = package["archive"]
+            ref = archive.get("url") or _local_ref(str(archive.get("path", "")))
+            lines.append(f"{name} @ {ref}" + marker)
+        elif package.get("version"):
+            lines.append(f"{name}=={package['version']}{marker}")
+        else:
+            # wheels/sdist given only by URL or path (no index version): use the first.
+            files = [
+                *package.get("wheels", []),
+                *([package["sdist"]] if "sdist" in package else []),
+            ]
+            refs = [f.get("url") or _local_ref(str(f.get("path", ""))) for f in files]
+            if not refs:
+                raise ConfigError(
+                    f"{where}: package `{name}` has no version, directory, vcs, archive, "
+                    "wheels or sdist."
+                )
+            lines.append(f"{name} @ {refs[0]}{marker}")
+    return lines
+
+
+def _local_ref(path: str) -> str:
+    return path if path.startswith(("/", ".")) else f"./{path}"
+
+
+def _pylock_paths(text: str, where: str) -> list[str]:
+    paths: list[str] = []
+    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
+        for key in ("directory", "archive", "sdist"):
+            entry = package.get(key)
+            if isinstance(entry, dict) and entry.get("path"):
+                paths.append(str(entry["path"]))
+        paths += [str(w["path"]) for w in package.get("wheels", []) if w.get("path")]
+    return paths
+
+
+def _uv_lock_paths(lock: bytes, lock_dir: Path, project_name: str) -> list[Path]:
+    """Local packages in a uv.lock (path/directory/editable sources), except the project."""
+    where = str(lock_dir / "uv.lock")
+    own = _normalize(project_name)
+    return [
+        lock_dir / str(package["source"][kind])
+        for package in lock_entries(parse_toml(lock, where), "uv.lock", where)
+        if _normalize(str(package.get("name", ""))) != own
+        for kind in ("path", "directory", "editable")
+        if kind in package.get("source", {})
+    ]
+
+
+def _requirement_closure(files: list[Path]) -> list[Path]:
+    """The requirements files and every file they include (-r) or constrain with (-c)."""
+    seen: list[Path] = []
+    todo = list(files)
+    while todo:
+        path = todo.pop(0).resolve()
+        if path in seen or not path.is_file():
+            continue
+        seen.append(path)
+        for line in read_text(path, "requirements").splitlines():
+            match = re.match(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)", line)
+            if match:
+                todo.append(path.parent / match.group(1))
+    return seen
+
+
+def _requirement_paths(path: Path, root: Path) -> list[Path]:
+    """Local paths a requirements file installs (`./pkg`, `-e ./pkg`, `x @ file:...`)."""
+    found = []
+    for raw in read_text(path, "requirements").splitlines():
+        line = re.sub(r"^\s*(?:-e|--editable)(?:\s+|=)", "", raw.split(" #", 1)[0]).strip()
+        match = re.search(r"@\s*file://(\S+)", line)
+        if match:
+            found.append(Path(urllib.parse.unquote(match.group(1))))
+            continue
+        if line.startswith("file:"):
+            line = re.sub(r"^file:(//)?", "", line)
+        if line.startswith((".", "/")):
+            spec = urllib.parse.unquote(line.split(";")[0].split("[")[0].strip())
+            # pip reads relative paths from the working directory, uv from the file's.
+            for base in (path.parent, root):
+                if (base / spec).exists():
+                    found.append(base / spec)
+                    break
+    return found
+
+
+def _find_links(path: Path, root: Path) -> list[Path]:
+    """Local directories a requirements file names with -f/--find-links (not part of the
+    key, as before; sent so that an ignored `wheels/` directory still reaches pip)."""
+    found = []
+    for line in read_text(path, "requirements").splitlines():
+        match = re.match(r"^\s*(?:-f|--find-links)(?:\s+|=)(\S+)", line)
+        spec = re.sub(r"^file:(//)?", "", match.group(1)) if match else "://"
+        if "://" not in spec:
+            spec = urllib.parse.unquote(spec)
+            found += [base / spec for base in (path.parent, root) if (base / spec).is_dir()][:1]
+    return found
+
+
+def _outermost(paths: list[Path], root: Path) -> tuple[str, ...]:
+    """Relative paths of `paths`, dropping those inside another one."""
+    chosen: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(path == c or c in path.parents for c in chosen):
+            chosen.append(path)
+    return tuple(sorted(_rel(p, root) for p in chosen))
+
+
+def _rel(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return "" if rel == "." else rel
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,566 @@
+"""Find a project's WSGI/ASGI app object by reading its source, for `pydeploy init`.
+
+Everything here is static (the `ast` module): importing user code would run it, and its
+dependencies are usually not installed where `init` runs. The answer is a guess to
+propose, never something a build relies on without the user's config saying so.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import re
+import warnings
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydeploy.plan import skiplist
+
+__all__ = [
+    "Candidate",
+    "Detection",
+    "Framework",
+    "Interface",
+    "Scan",
+    "detect_app",
+    "interface_of",
+    "scan_project",
+]
+
+Framework = Literal["flask", "django", "fastapi", "starlette", "quart", "litestar", "wsgi"]
+Interface = Literal["wsgi", "asgi"]
+
+# Bounds keep `init` fast on a repository that holds far more than an app.
+MAX_PY_FILES = 2000
+MAX_DIRS = 5000
+MAX_FILE_BYTES = 1024 * 1024
+
+# The shared skip list, plus what never holds the app itself.
+SKIP_DIRS = skiplist.SKIP_DIRS | {"venv", "tests", *skiplist.BUILD_OUTPUT_DIRS, "site-packages"}
+
+# The app classes, by where they are defined or re-exported.
+_CONSTRUCTORS: Mapping[str, Framework] = {
+    "flask.Flask": "flask",
+    "flask.app.Flask": "flask",
+    "fastapi.FastAPI": "fastapi",
+    "fastapi.applications.FastAPI": "fastapi",
+    "starlette.applications.Starlette": "starlette",
+    "quart.Quart": "quart",
+    "quart.app.Quart": "quart",
+    "litestar.Litestar": "litestar",
+    "litestar.app.Litestar": "litestar",
+}
+_DJANGO_HANDLERS: Mapping[str, Interface] = {
+    "django.core.wsgi.get_wsgi_application": "wsgi",
+    "django.core.asgi.get_asgi_application": "asgi",
+}
+_DISPLAY: Mapping[Framework, str] = {
+    "flask": "Flask",
+    "django": "Django",
+    "fastapi": "FastAPI",
+    "starlette": "Starlette",
+    "quart": "Quart",
+    "litestar": "Litestar",
+    "wsgi": "WSGI",
+}
+# Text every file holding an app must contain (a constructor's name appears in its import
+# or its call): files without it are never parsed, which keeps big trees fast.
+_MARKERS = re.compile(
+    "|".join(
+        sorted(
+            {q.rpartition(".")[2] for q in _CONSTRUCTORS}
+            | {"_application", "_APPLICATION", "DJANGO_SETTINGS_MODULE", "start_response"}
+        )
+    ).encode()
+)
+_ASGI_FRAMEWORKS = frozenset({"fastapi", "starlette", "quart", "litestar"})
+# Conventional entry-point module names: `main.py` beats `helpers.py` at equal depth.
+_PREFERRED_MODULES = frozenset({"main", "app", "wsgi", "asgi", "server", "api"})
+_PREFERRED_ATTRS = frozenset({"app", "application"})
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An app object usable as the `app = "module:attribute"` target."""
+
+    target: str
+    framework: Framework
+    interface: Interface
+    source: str  # POSIX path relative to the project directory
+    reason: str  # one line, for `init` to show
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Something app-like that cannot be a target as is (an app factory function)."""
+
+    target: str  # "module:function"
+    framework: Framework
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Everything one walk of a project found; `detections` are ordered best first."""
+
+    detections: tuple[Detection, ...]
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[str, ...]  # "path: why", for files that could not be parsed
+    truncated: bool  # the walk hit MAX_PY_FILES or MAX_DIRS
+
+    @property
+    def best(self) -> Detection | None:
+        return self.detections[0] if self.detections else None
+
+
+def interface_of(framework: Framework) -> Interface:
+    """The server interface a framework's app object speaks (Django's default is WSGI)."""
+    return "asgi" if framework in _ASGI_FRAMEWORKS else "wsgi"
+
+
+def detect_app(project_dir: Path) -> Detection | None:
+    """The most likely app object in `project_dir`, or None (see `scan_project`)."""
+    return scan_project(project_dir).best
+
+
+def scan_project(project_dir: Path) -> Scan:
+    """Parse the project's Python files and rank every app object found.
+
+    Preference: an explicit Django project (the settings module DJANGO_SETTINGS_MODULE
+    names, then any module setting WSGI_/ASGI_APPLICATION), then the shallowest module
+    (main/app/wsgi/asgi/server/api first at equal depth, so a top-level one of those
+    beats everything), then path order; within one file attributes named app/application,
+    then the first defined.
+    """
+    paths, truncated = _python_files(project_dir)
+    everything, skipped = _read_all(project_dir, paths)
+    by_name = {m.name: m for m in everything}
+    marked = [m for m in everything if _MARKERS.search(m.data)]
+    factories = _find_factories(marked)
+    # A module calling a project's factory (`app = create_app()`) names it, not a marker.
+    factory_names = [name.encode() for _, name, _ in factories.values()]
+    marked_set = set(marked)
+    modules = [m for m in everything if m in marked_set or any(n in m.data for n in factory_names)]
+
+    found: list[tuple[tuple[int, int, int, str, int, int], Detection]] = []
+    used_factories: set[str] = set()
+    for module in modules:
+        for detection, lineno, via in _module_level_apps(module, factories):
+            if via is not None:
+                used_factories.add(via)
+            found.append((_rank(module, detection, lineno, kind=2), detection))
+    for module, detection, named in _django_projects(marked, by_name):
+        found.append((_rank(module, detection, 0, kind=0 if named else 1), detection))
+    skipped.extend(f"{m.source}: {m.error}" for m in everything if m.error)
+
+    found.sort(key=lambda item: item[0])
+    detections: dict[str, Detection] = {}
+    for _, detection in found:
+        detections.setdefault(detection.target, detection)
+
+    candidates = tuple(
+        Candidate(
+            target=f"{module.name}:{name}",
+            framework=framework,
+            source=module.source,
+            reason=(
+                f"`def {name}()` in {module.source} builds a {_DISPLAY[framework]} app, but "
+                f"pydeploy needs a module-level object: add `app = {name}()` to a module"
+            ),
+        )
+        for qualname, (module, name, framework) in sorted(factories.items())
+        if qualname not in used_factories
+    )
+    return Scan(tuple(detections.values()), candidates, tuple(sorted(skipped)), truncated)
+
+
+# --- walking and parsing -------------------------------------------------------------
+
+
+class _Module:
+    """One importable file, parsed on first use (most files never are)."""
+
+    def __init__(self, name: str, source: str, is_package: bool, data: bytes) -> None:
+        self.name = name  # dotted import name
+        self.source = source  # POSIX path relative to the project
+        self.is_package = is_package
+        self.data = data
+        self.error: str | None = None
+        self._tree: ast.Module | None = None
+
+    @property
+    def tree(self) -> ast.Module:
+        """The parsed module; empty (and `error` set) when it does not parse."""
+        if self._tree is None:
+            self._tree = ast.Module(body=[], type_ignores=[])
+            try:
+                # User code may hold invalid escapes and the like: their warnings aren't ours.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._tree = ast.parse(self.data, filename=self.source)
+            except SyntaxError as exc:
+                self.error = f"{exc.msg} (line {exc.lineno})"
+            except (ValueError, RecursionError) as exc:  # NUL bytes, absurd nesting
+                self.error = str(exc) or type(exc).__name__
+        return self._tree
+
+
+def _skip_dir(path: Path) -> bool:
+    name = path.name
+    return (
+        name in SKIP_DIRS
+        or name.startswith(".")
+        or path.is_symlink()  # may loop, or point outside the project
+        or (path / "pyvenv.cfg").exists()  # a virtualenv under any name
+    )
+
+
+def _python_files(root: Path) -> tuple[list[Path], bool]:
+    """Breadth-first, sorted, so shallow files survive the bounds and order is stable."""
+    files: list[Path] = []
+    queue = deque([root])
+    dirs_seen = 0
+    while queue:
+        directory = queue.popleft()
+        dirs_seen += 1
+        if dirs_seen > MAX_DIRS:
+            return files, True
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                if not _skip_dir(entry):
+                    queue.append(entry)
+            elif entry.suffix == ".py" and entry.is_file():
+                if len(files) == MAX_PY_FILES:
+                    return files, True
+                files.append(entry)
+    return files, False
+
+
+def _module_name(relative: PurePosixPath, strip_src: bool) -> tuple[str, bool] | None:
+    parts = list(relative.with_suffix("").parts)
+    if strip_src and len(parts) > 1 and parts[0] == "src":
+        parts = parts[1:]
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts = parts[:-1]
+    if not parts or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        return None  # not importable under this name, so never a target
+    return ".".join(parts), is_package
+
+
+def _read_all(root: Path, paths: list[Path]) -> tuple[list[_Module], list[str]]:
+    # A src/ directory that is not itself a package is a src layout: modules live below it.
+    strip_src = (root / "src").is_dir() and not (root / "src" / "__init__.py").exists()
+    modules: list[_Module] = []
+    seen: set[str] = set()
+    skipped: list[str] = []
+    for path in paths:
+        relative = PurePosixPath(path.relative_to(root).as_posix())
+        named = _module_name(relative, strip_src)
+        if named is None or named[0] in seen:
+            continue
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                skipped.append(f"{relative}: larger than {MAX_FILE_BYTES} bytes")
+                continue
+            data = path.read_bytes()
+        except OSError as exc:
+            skipped.append(f"{relative}: {exc.strerror or exc}")
+            continue
+        seen.add(named[0])
+        modules.append(_Module(named[0], str(relative), named[1], data))
+    return modules, skipped
+
+
+# --- names and imports ---------------------------------------------------------------
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    test = stmt.test if isinstance(stmt, ast.If) else None
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
+def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run at import: through if/try/with blocks, not defs or `__main__`."""
+    for stmt in body:
+        if _is_main_guard(stmt):
+            continue
+        yield stmt
+        if isinstance(stmt, ast.If | ast.With | ast.Try):
+            yield from _module_statements(stmt.body)
+            yield from _module_statements(getattr(stmt, "orelse", []))
+            if isinstance(stmt, ast.Try):
+                yield from _module_statements(stmt.finalbody)
+                for handler in stmt.handlers:
+                    yield from _module_statements(handler.body)
+
+
+def _import_base(module: _Module, node: ast.ImportFrom) -> str | None:
+    if node.level == 0:
+        return node.module
+    package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+    if node.level - 1 > len(package):
+        return None
+    package = package[: len(package) - (node.level - 1)]
+    return ".".join([*package, *([node.module] if node.module else [])]) or None
+
+
+def _bind_import(module: _Module, node: ast.AST, names: dict[str, str]) -> None:
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.asname:
+                names[alias.asname] = alias.name
+            else:
+                top = alias.name.split(".")[0]
+                names[top] = top
+    elif isinstance(node, ast.ImportFrom):
+        base = _import_base(module, node)
+        if base is None:
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                # Only a framework's own star export is knowable without importing it.
+                for qualname in _CONSTRUCTORS:
+                    owner, _, attr = qualname.rpartition(".")
+                    if owner == base:
+                        names[attr] = qualname
+            else:
+                names[alias.asname or alias.name] = f"{base}.{alias.name}"
+
+
+def _module_names(module: _Module) -> dict[str, str]:
+    """Local name -> dotted name, for imports and functions defined at module level."""
+    names: dict[str, str] = {}
+    for stmt in _module_statements(module.tree.body):
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names[stmt.name] = f"{module.name}.{stmt.name}"
+        else:
+            _bind_import(module, stmt, names)
+    return names
+
+
+def _qualname(node: ast.expr, names: Mapping[str, str]) -> str | None:
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _qualname(node.value, names)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _call_text(call: ast.Call) -> str:
+    args = "..." if call.args or call.keywords else ""
+    return f"{ast.unparse(call.func)}({args})"
+
+
+# --- app objects and factories -------------------------------------------------------
+
+
+def _find_factories(modules: list[_Module]) -> dict[str, tuple[_Module, str, Framework]]:
+    """Module-level functions that construct a framework app: `def create_app(): ...`."""
+    factories: dict[str, tuple[_Module, str, Framework]] = {}
+    for module in modules:
+        module_names = _module_names(module)
+        for stmt in _module_statements(module.tree.body):
+            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            names = dict(module_names)
+            for node in ast.walk(stmt):  # factories often import the framework inside
+                _bind_import(module, node, names)
+            for node in ast.walk(stmt):
+                framework = (
+                    _CONSTRUCTORS.get(_qualname(node.func, names) or "")
+                    if isinstance(node, ast.Call)
+                    else None
+                )
+                if framework is not None:
+                    factories[f"{module.name}.{stmt.name}"] = (module, stmt.name, framework)
+                    break
+    return factories
+
+
+def _assigned(stmt: ast.stmt) -> tuple[list[str], ast.expr | None]:
+    if isinstance(stmt, ast.Assign):
+        return [t.id for t in stmt.targets if isinstance(t, ast.Name)], stmt.value
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        return [stmt.target.id], stmt.value
+    return [], None
+
+
+def _wsgi_function(stmt: ast.stmt) -> ast.FunctionDef | None:
+    """A hand-written `def application(environ, start_response)` callable."""
+    if not isinstance(stmt, ast.FunctionDef) or stmt.name not in _PREFERRED_ATTRS:
+        return None
+    params = [*stmt.args.posonlyargs, *stmt.args.args]
+    return stmt if len(params) == 2 and params[1].arg == "start_response" else None
+
+
+def _module_level_apps(
+    module: _Module, factories: Mapping[str, tuple[_Module, str, Framework]]
+) -> Iterator[tuple[Detection, int, str | None]]:
+    """(detection, line, factory it was built by) for each module-level app object."""
+    names = _module_names(module)
+    for stmt in _module_statements(module.tree.body):
+        function = _wsgi_function(stmt)
+        if function is not None:
+            reason = f"`def {function.name}(environ, start_response)` in {module.source}"
+            target = f"{module.name}:{function.name}"
+            yield Detection(target, "wsgi", "wsgi", module.source, reason), stmt.lineno, None
+            continue
+        targets, value = _assigned(stmt)
+        if not targets or not isinstance(value, ast.Call):
+            continue
+        qualname = _qualname(value.func, names) or ""
+        via: str | None = None
+        framework: Framework
+        if qualname in _CONSTRUCTORS:
+            framework = _CONSTRUCTORS[qualname]
+            interface = interface_of(framework)
+            how = ""
+        elif qualname in _DJANGO_HANDLERS:
+            framework, interface, how = "django", _DJANGO_HANDLERS[qualname], ""
+        elif qualname in factories:
+            factory_module, _, framework = factories[qualname]
+            interface, via = interface_of(framework), qualname
+            how = f" (a {_DISPLAY[framework]} factory in {factory_module.source})"
+        else:
+            continue
+        for name in targets:
+            reason = f"`{name} = {_call_text(value)}` in {module.source}{how}"
+            detection = Detection(
+                f"{module.name}:{name}", framework, interface, module.source, reason
+            )
+            yield detection, stmt.lineno, via
+
+
+# --- Django --------------------------------------------------------------------------
+
+# ASGI_APPLICATION first: only projects that need ASGI (Channels, websockets) set it.
+_DJANGO_SETTINGS: tuple[tuple[str, Interface], ...] = (
+    ("ASGI_APPLICATION", "asgi"),
+    ("WSGI_APPLICATION", "wsgi"),
+)
+_DJANGO_ENTRY_MODULES: tuple[tuple[str, Interface], ...] = (("wsgi", "wsgi"), ("asgi", "asgi"))
+
+
+def _settings_references(module: _Module) -> Iterator[str]:
+    """`os.environ.setdefault("DJANGO_SETTINGS_MODULE", "x.settings")` and `[...] =`."""
+    for node in ast.walk(module.tree):
+        key = value = None
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "setdefault"
+            and ast.unparse(node.func.value).endswith("environ")
+            and len(node.args) == 2
+        ):
+            key, value = node.args
+        elif (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Subscript)
+            and ast.unparse(node.targets[0].value).endswith("environ")
+        ):
+            key, value = node.targets[0].slice, node.value
+        if (
+            isinstance(key, ast.Constant)
+            and key.value == "DJANGO_SETTINGS_MODULE"
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, str)
+        ):
+            yield value.value
+
+
+def _settings_values(
+    module: _Module, by_name: Mapping[str, _Module], seen: frozenset[str] = frozenset()
+) -> dict[str, tuple[str, _Module]]:
+    """WSGI_/ASGI_APPLICATION as set at module level, following `from .base import *`."""
+    values: dict[str, tuple[str, _Module]] = {}
+    for stmt in _module_statements(module.tree.body):
+        if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+            base = by_name.get(_import_base(module, stmt) or "")
+            if base is not None and base.name not in seen:
+                values.update(_settings_values(base, by_name, seen | {module.name}))
+            continue
+        targets, value = _assigned(stmt)
+        for name in targets:
+            if name in dict(_DJANGO_SETTINGS):
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    values[name] = (value.value, module)
+                else:
+                    values.pop(name, None)
+    return values
+
+
+def _django_projects(
+    modules: list[_Module], by_name: Mapping[str, _Module]
+) -> Iterator[tuple[_Module, Detection, bool]]:
+    """(module, detection, whether DJANGO_SETTINGS_MODULE names the settings) per project."""
+    referenced = {
+        name for module in modules for name in _settings_references(module) if name in by_name
+    }
+    # A module setting WSGI_/ASGI_APPLICATION is Django settings even if nothing names it.
+    settings_modules = referenced | {m.name for m in modules if _settings_values(m, by_name)}
+
+    for name in sorted(settings_modules):
+        named = name in referenced
+        settings = by_name[name]
+        values = _settings_values(settings, by_name)
+        for setting, interface in _DJANGO_SETTINGS:
+            if setting in values:
+                dotted, holder = values[setting]
+                owner, _, attr = dotted.rpartition(".")
+                if owner and attr.isidentifier():
+                    reason = f'`{setting} = "{dotted}"` in {holder.source}'
+                    target = f"{owner}:{attr}"
+                    detection = Detection(target, "django", interface, holder.source, reason)
+                    yield holder, detection, named
+                    break
+        else:
+            fallback = _django_fallback(settings, by_name)
+            if fallback is not None:
+                yield (*fallback, named)
+
+
+def _django_fallback(
+    settings: _Module, by_name: Mapping[str, _Module]
+) -> tuple[_Module, Detection] | None:
+    """No WSGI_/ASGI_APPLICATION: the `wsgi.py` (else `asgi.py`) nearest the settings."""
+    parts = settings.name.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:depth])
+        for leaf, interface in _DJANGO_ENTRY_MODULES:
+            entry = by_name.get(f"{prefix}.{leaf}" if prefix else leaf)
+            if entry is not None:
+                reason = f"Django settings {settings.source} beside {entry.source}"
+                return entry, Detection(
+                    f"{entry.name}:application", "django", interface, entry.source, reason
+                )
+    return None
+
+
+def _rank(
+    module: _Module, detection: Detection, lineno: int, *, kind: int
+) -> tuple[int, int, int, str, int, int]:
+    target_module, _, attr = detection.target.partition(":")
+    return (
+        kind,
+        target_module.count("."),
+        0 if target_module.rsplit(".", 1)[-1] in _PREFERRED_MODULES else 1,
+        module.source,
+        0 if attr in _PREFERRED_ATTRS else 1,
+        lineno,
+    )

@@ -1,0 +1,405 @@
+"""Pure planning: a loaded Project plus command-line overrides become a frozen BuildPlan.
+
+No engine, no network, no writes: `pydeploy plan` prints exactly what `pydeploy build`
+will do, and unit tests check plans without Docker. Facts only the engine knows (the
+base image digest, its interpreter) are filled in by the build, not guessed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydeploy.config.project import Project, read_lock, resolve_python
+from pydeploy.errors import ConfigError
+from pydeploy.payload import launcher
+from pydeploy.plan import references
+from pydeploy.plan.detect import scan_project
+from pydeploy.plan.memory import WorkerMemory
+from pydeploy.plan.memory import launch_keys as memory_launch_keys
+from pydeploy.plan.skiplist import BUILD_OUTPUT_DIRS, CACHE_DIRS, NEVER
+
+VENV = "/opt/venv"
+APP_DIR = "/app"
+LAUNCHER_DIR = "/opt/pydeploy"
+# pydeploy's gunicorn worker classes (server_workers.py), alone in a directory so that
+# putting it on gunicorn's --pythonpath shadows none of the app's modules.
+WORKER_LIB = f"{LAUNCHER_DIR}/lib"
+WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
+DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
+# The layer that drops the base's setuid/setgid bits (when it has any).
+SETUID_ROLE = "no-setuid"
+
+# Out of the app layer by default; `include` brings these back (but never skiplist.NEVER).
+# appfiles adds skiplist.CREDENTIALS on top, which `include` overrides only with a warning.
+ALWAYS_EXCLUDED = (
+    *NEVER,
+    "*.env",
+    "venv/",
+    *(f"{name}/" for name in (*CACHE_DIRS, *BUILD_OUTPUT_DIRS)),
+    ".coverage",
+    ".coverage.*",
+    "htmlcov/",
+    "*.egg-info/",
+    ".DS_Store",
+    ".idea/",
+    ".vscode/",
+    ".pydeploy/",  # files `pydeploy dockerfile --write` generates for docker build
+)
+TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")
+
+Interface = Literal["wsgi", "asgi", "auto"]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line flags; each one wins over `[tool.pydeploy]`."""
+
+    base_image: str | None = None
+    network: str | None = None
+    tags: tuple[str, ...] = ()
+    python: str | None = None
+    registry: str | None = None  # prefix for tags that are not full references
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    role: str
+    paths: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    project: Project
+    python: str
+    python_origin: str
+    base_image: str
+    base_image_origin: str
+    app: str
+    app_origin: str
+    interface: Interface
+    server: str
+    tags: tuple[str, ...]
+    network: str | None
+    user_id: int
+    keep_setuid: bool
+    port: int
+    build_packages: tuple[str, ...]
+    runtime_packages: tuple[str, ...]
+    dependency_source: str
+    install_project: bool
+    excludes: tuple[str, ...]
+    includes: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    layers: tuple[LayerPlan, ...]
+    healthcheck: dict[str, Any] | None
+    launch: dict[str, Any] = field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """A stable, documented shape for `pydeploy plan --json`."""
+        return {
+            "project": {
+                "name": self.project.name,
+                "version": self.project.version,
+                "root": str(self.project.root),
+            },
+            "python": {"version": self.python, "origin": self.python_origin},
+            "base_image": {"name": self.base_image, "origin": self.base_image_origin},
+            "app": {"target": self.app, "origin": self.app_origin, "interface": self.interface},
+            "server": {"type": self.server, "command": server_command_preview(self)},
+            "tags": list(self.tags),
+            "user": {"uid": self.user_id, "gid": self.user_id},
+            "port": self.port,
+            "network": self.network or "auto",
+            "dependencies": {
+                "source": self.dependency_source,
+                "install_project": self.install_project,
+                "build_packages": list(self.build_packages),
+                "runtime_packages": list(self.runtime_packages),
+            },
+            "layers": [
+                {"role": layer.role, "paths": list(layer.paths), "description": layer.description}
+                for layer in self.layers
+            ],
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "healthcheck": self.healthcheck,
+        }
+
+
+def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan:
+    """Resolve every default. Raises ConfigError for contradictions."""
+    overrides = overrides or Overrides()
+    config = project.config
+    base_image = overrides.base_image or config.base_image
+    if overrides.python:
+        python, python_origin = overrides.python, "--python"
+    else:
+        python, python_origin = resolve_python(project)
+    if overrides.base_image:
+        references.check(
+            references.reference_problem(overrides.base_image), overrides.base_image, "--base"
+        )
+    if base_image:
+        base_origin = "--base" if overrides.base_image else "tool.pydeploy.base-image"
+        python_origin = f"{python_origin}; the base image's interpreter decides at build"
+    else:
+        base_image, base_origin = f"python:{python}-slim", "default for Python " + python
+
+    app, app_origin, interface = _resolve_app(project)
+    server = _resolve_server(config.server.type, interface)
+    tags = _resolve_tags(project, overrides.tags, overrides.registry)
+    dependency_source = _dependency_source(project)
+    _check_lock(project, dependency_source)
+    build_packages = tuple(
+        config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
+    )
+    excludes = (
+        ALWAYS_EXCLUDED + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
+    )
+    layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
+    healthcheck = (
+        {
+            "path": config.healthcheck.path,
+            "interval": config.healthcheck.interval,
+            "timeout": config.healthcheck.timeout,
+            "start_period": config.healthcheck.start_period,
+            "retries": config.healthcheck.retries,
+        }
+        if config.healthcheck.enabled
+        else None
+    )
+    return BuildPlan(
+        project=project,
+        python=python,
+        python_origin=python_origin,
+        base_image=base_image,
+        base_image_origin=base_origin,
+        app=app,
+        app_origin=app_origin,
+        interface=interface,
+        server=server,
+        tags=tags,
+        network=overrides.network or config.network,
+        user_id=config.user_id,
+        keep_setuid=config.keep_setuid,
+        port=config.port,
+        build_packages=build_packages,
+        runtime_packages=tuple(config.runtime_packages),
+        dependency_source=dependency_source,
+        install_project=project.has_build_system,
+        excludes=excludes,
+        includes=tuple(config.include),
+        env=tuple(sorted(config.env.items())),
+        labels=tuple(sorted(config.labels.items())),
+        layers=layers,
+        healthcheck=healthcheck,
+        launch=launch_settings(project, app, interface, server),
+    )
+
+
+def _resolve_app(project: Project) -> tuple[str, str, Interface]:
+    config = project.config
+    forced = config.server.interface
+    scan = scan_project(project.root)  # one walk of the source serves both cases
+    detection = scan.best
+    if config.app:
+        interface: Interface = forced
+        if interface == "auto":
+            match = next((d for d in scan.detections if d.target == config.app), None)
+            if match is not None:
+                interface = match.interface
+        if interface == "auto":
+            interface = _interface_from_server(config.server.type)
+        return config.app, "tool.pydeploy.app", interface
+    if detection is None:
+        raise ConfigError(
+            f"Cannot find the app object in {project.root}: no Flask, Django, FastAPI, "
+            "Starlette, Quart or Litestar app was found in the source.",
+            hint=(
+                'Set `tool.pydeploy.app = "module:attribute"` in '
+                f"{project.pyproject} (for example `main:app`)."
+            ),
+        )
+    interface = forced if forced != "auto" else detection.interface
+    return detection.target, f"detected: {detection.reason}", interface
+
+
+def _interface_from_server(server: str) -> Interface:
+    if server in {"gunicorn-uvicorn", "uvicorn"}:
+        return "asgi"
+    return "wsgi" if server == "gunicorn" else "auto"
+
+
+def _resolve_server(configured: str, interface: Interface) -> str:
+    if configured != "auto":
+        if configured == "gunicorn" and interface == "asgi":
+            raise ConfigError(
+                "`tool.pydeploy.server.type` = 'gunicorn' runs WSGI apps, but the app is ASGI.",
+                hint="Use `gunicorn-uvicorn` or `uvicorn` (or `auto`).",
+            )
+        if configured in {"gunicorn-uvicorn", "uvicorn"} and interface == "wsgi":
+            raise ConfigError(
+                f"`tool.pydeploy.server.type` = {configured!r} runs ASGI apps, but the app "
+                "is WSGI.",
+                hint="Use `gunicorn` (or `auto`).",
+            )
+        return configured
+    # `auto` with an unknown interface is settled by the builder's import check.
+    return {"wsgi": "gunicorn", "asgi": "gunicorn-uvicorn"}.get(interface, "auto")
+
+
+def repository_name(project: Project) -> str:
+    """`tool.pydeploy.name` (validated as a name when read), else the [project] name made
+    into an image name: accents dropped (`café` -> `cafe`), other characters to `-`."""
+    if project.config.name:
+        return project.config.name
+    name = references.name_from_project(project.name)
+    if not name:
+        raise ConfigError(
+            f"{project.pyproject}: `project.name` = {references.show(project.name)} has no "
+            "letter or digit an image name can hold (image names are lowercase ASCII).",
+            hint='Set `tool.pydeploy.name = "my-app"` to name the image.',
+        )
+    return name
+
+
+def _resolve_tags(
+    project: Project, cli_tags: tuple[str, ...], registry: str | None = None
+) -> tuple[str, ...]:
+    repo = repository_name(project)
+    if registry:
+        prefix = registry.rstrip("/")
+        references.check(references.name_problem(f"{prefix}/{repo}"), prefix, "--registry")
+        repo = f"{prefix}/{repo}"
+    if cli_tags:
+        wanted, origin = cli_tags, "--tag"
+    elif project.config.tags:
+        wanted, origin = tuple(project.config.tags), f"`tool.pydeploy.tags` in {project.pyproject}"
+    else:
+        wanted, origin = (project.version,), f"`project.version` in {project.pyproject}"
+    refs: list[str] = []
+    for tag in wanted:
+        ref = tag if (":" in tag or "/" in tag) else f"{repo}:{tag}"
+        references.check(references.tag_problem(tag), tag, origin)
+        # The name part too: a long --registry prefix or project name can overflow it.
+        references.check(references.tag_problem(ref), ref, origin)
+        refs.append(ref)
+    return tuple(dict.fromkeys(refs))
+
+
+def _check_lock(project: Project, source: str) -> None:
+    """Read the lock the build will use now, so a broken one fails before any engine work."""
+    if source == "uv.lock":
+        name, candidates = "uv.lock", [project.root, project.workspace_root]
+    elif source == "pylock":
+        name, candidates = "pylock.toml", [project.root]
+    else:
+        return
+    path = next((d / name for d in candidates if d and (d / name).is_file()), None)
+    if path is not None:
+        read_lock(path)
+
+
+def _dependency_source(project: Project) -> str:
+    deps = project.config.dependencies
+    if deps.source != "auto":
+        return deps.source
+    if "uv.lock" in project.lock_files or (
+        project.workspace_root and (project.workspace_root / "uv.lock").is_file()
+    ):
+        return "uv.lock"
+    if "pylock.toml" in project.lock_files:
+        return "pylock"
+    if deps.requirements or project.requirements_files:
+        return "requirements"
+    return "project"
+
+
+def _layers(
+    runtime_packages: list[str], install_project: bool, keep_setuid: bool
+) -> tuple[LayerPlan, ...]:
+    layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
+    if not keep_setuid:
+        layers.append(
+            LayerPlan(SETUID_ROLE, (), "the base's setuid/setgid files again, without those bits")
+        )
+    if runtime_packages:
+        layers.append(
+            LayerPlan(
+                "system", ("/usr", "/etc", "/var/lib/dpkg"), "apt: " + " ".join(runtime_packages)
+            )
+        )
+    layers += [
+        LayerPlan("user", ("/etc/passwd", "/etc/group"), "the numeric non-root user"),
+        LayerPlan("dependencies", (VENV,), "third-party wheels installed into the venv"),
+        LayerPlan(
+            "app",
+            (APP_DIR,) + ((VENV + "/lib/*/site-packages/<project>",) if install_project else ()),
+            "the project's files" + (" and its wheel" if install_project else ""),
+        ),
+        LayerPlan("launcher", (LAUNCHER_DIR,), "server launcher and its settings"),
+    ]
+    return tuple(layers)
+
+
+def launch_settings(
+    project: Project,
+    app: str,
+    interface: Interface,
+    server: str,
+    memory: WorkerMemory | None = None,
+) -> dict[str, Any]:
+    """The launcher's `launch.json`: everything the image decides at start comes from here.
+    `memory`: what the app check measured (without it, only `server.worker-memory`)."""
+    s = project.config.server
+    return {
+        "app": app,
+        "interface": interface,
+        "server": server,
+        "port": project.config.port,
+        "workers": None if s.workers == "auto" else s.workers,
+        **memory_launch_keys(memory, s.worker_memory),
+        "wsgi_worker": s.wsgi_worker,
+        "threads": s.threads,
+        "timeout": s.timeout,
+        "graceful_timeout": s.graceful_timeout,
+        "keepalive": s.keepalive,
+        "max_requests": s.max_requests,
+        "max_requests_jitter": s.max_requests_jitter,
+        "forwarded_allow_ips": ",".join(s.forwarded_allow_ips)
+        if s.forwarded_allow_ips is not None
+        else None,
+        "proxy_headers": s.proxy_headers,
+        "access_log": s.access_log,
+        "extra_args": list(s.extra_args),
+        "app_dir": APP_DIR,
+        "venv": VENV,
+        "worker_lib": WORKER_LIB,
+        "healthcheck_path": project.config.healthcheck.path,
+        "healthcheck_timeout": project.config.healthcheck.timeout,
+    }
+
+
+def server_command_preview(plan: BuildPlan) -> list[str]:
+    """The server's argv as the image will run it; the worker count, decided at container
+    start, is shown symbolically. Versions are unknown before the build, so the preview
+    assumes current servers (gunicorn with a control socket to disable)."""
+    settings = dict(plan.launch)
+    if settings["server"] == "auto":
+        settings["server"] = "gunicorn"
+    if settings["interface"] == "auto":  # an app the source scan did not recognise
+        settings["interface"] = launcher.INTERFACE_OF_SERVER[settings["server"]]
+    config = launcher.parse_config(settings)
+    workers = config.workers or 1
+    if settings["server"] == "uvicorn":
+        argv = launcher.uvicorn_argv(config, workers=workers, port=plan.port, uvicorn_version=None)
+    else:
+        argv = launcher.gunicorn_argv(
+            config, workers=workers, port=plan.port, gunicorn_version=(99,)
+        )
+    if config.workers is None:
+        argv[argv.index("--workers") + 1] = "<WEB_CONCURRENCY or 2 x CPUs + 1, as memory allows>"
+    return argv

@@ -1,0 +1,1 @@
+"""Where a built image goes: the daemon, a registry, an OCI layout or a docker-archive."""

@@ -1,0 +1,121 @@
+"""The engine connection without an engine: one clear message, no traceback; each way an
+engine call fails (silence, a lost connection, a refusal) worded as what it is."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests.exceptions
+import urllib3.exceptions
+
+from pydeploy.engine.client import Engine, container_labels, engine_failure
+from pydeploy.errors import ConfigError, EngineError
+
+
+def test_no_engine_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(EngineError) as caught:
+        Engine.connect()
+    message = caught.value.message
+    assert caught.value.exit_code == 3
+    assert f"unix://{tmp_path}/no-engine.sock" in message
+    assert "DOCKER_HOST" in message
+    assert "systemctl start docker" in message
+    assert "\n" not in message
+
+
+HOST = "unix:///run/engine.sock"
+
+
+def _disconnect() -> requests.exceptions.ConnectionError:
+    lost = http.client.RemoteDisconnected("Remote end closed connection without response")
+    return requests.exceptions.ConnectionError(
+        urllib3.exceptions.ProtocolError("Connection aborted.", lost)
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "says", "fix"),
+    [
+        (
+            requests.exceptions.ReadTimeout(
+                "UnixHTTPConnectionPool(host='localhost', port=None): Read timed out. "
+                "(read timeout=60)"
+            ),
+            f"The Docker engine at {HOST} stopped answering (no answer within 60 s).",
+            "restart it",
+        ),
+        (
+            urllib3.exceptions.ReadTimeoutError(None, "/x", "Read timed out."),  # type: ignore[arg-type]
+            f"The Docker engine at {HOST} stopped answering (no answer in time).",
+            "restart it",
+        ),
+        (
+            _disconnect(),
+            (
+                f"lost the connection to the Docker engine at {HOST}: the engine closed the "
+                "connection without answering."
+            ),
+            "docker info",
+        ),
+        (
+            urllib3.exceptions.ProtocolError(
+                "Connection broken", ConnectionResetError(104, "Connection reset by peer")
+            ),
+            f"lost the connection to the Docker engine at {HOST}: the connection was reset.",
+            "run the command again",
+        ),
+        (
+            requests.exceptions.ConnectionError(FileNotFoundError(2, "No such file or directory")),
+            f"lost the connection to the Docker engine at {HOST}: its socket is gone.",
+            "start it",
+        ),
+        (BrokenPipeError(32, "Broken pipe"), "the connection broke.", "docker info"),
+        (
+            docker.errors.APIError("409 Client Error: Conflict (name in use)"),
+            "The Docker engine refused an operation: 409 Client Error",
+            "",
+        ),
+    ],
+)
+def test_engine_failures_are_worded_by_kind(failure: Exception, says: str, fix: str) -> None:
+    error = engine_failure(failure, HOST)
+    assert error.exit_code == 3
+    assert says in error.message
+    assert fix in error.message
+    assert "\n" not in error.message
+    if "refused" in says:
+        assert error.hint is None
+    else:
+        assert "refused an operation" not in error.message
+
+
+class _Client:
+    """Just enough of a DockerClient for Engine's constructor and guard."""
+
+    api = object()
+
+
+def test_a_stream_that_breaks_is_an_engine_error_not_a_traceback() -> None:
+    engine = Engine(_Client(), host=HOST)  # type: ignore[arg-type]
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        raise urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(3 bytes read)")
+
+    stream = engine.guarded_iter(chunks())
+    assert next(stream) == b"first"
+    with pytest.raises(EngineError, match="closed in the middle of an answer"):
+        next(stream)
+
+
+def test_container_labels_from_the_environment() -> None:
+    assert container_labels("") == {}
+    assert container_labels(" ci.job=12 , team=a=b,") == {"ci.job": "12", "team": "a=b"}
+    for bad in ("novalue", "=x", "pydeploy.build=mine"):
+        with pytest.raises(ConfigError, match="PYDEPLOY_CONTAINER_LABELS"):
+            container_labels(bad)

@@ -1,0 +1,216 @@
+"""The builder script's pure helpers, importable on the host: which server packages a
+requirement set still lacks, requirement includes, editable lines, how an app object's
+interface is recognised, and the lifeline (secrets on stdin, then its end)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from pydeploy.builder.stage import skip_lists
+from pydeploy.payload import builder_script
+
+
+def test_server_packages_are_added_only_when_not_named() -> None:
+    lines = [
+        "# comment",
+        "Gunicorn==23.0.0",
+        "uvicorn[standard]>=0.30 ; python_version >= '3.10'",
+        "-r other.txt",
+        "./vendor/uvicorn-worker",
+        "flask @ https://example.invalid/flask.whl",
+        "",
+    ]
+    named = builder_script.requirement_names(lines)
+    assert named == {"gunicorn", "uvicorn", "flask"}
+    wanted = ["gunicorn", "uvicorn", "uvicorn-worker"]
+    assert builder_script.missing_server_packages(named, wanted) == ["uvicorn-worker"]
+    assert builder_script.missing_server_packages({"uvicorn-worker"}, ["uvicorn_worker"]) == []
+    # Version ranges are compared by name.
+    ranged = ["uvicorn-worker>=0.4,<0.5"]
+    assert builder_script.missing_server_packages({"uvicorn-worker"}, ranged) == []
+    assert builder_script.missing_server_packages(set(), ranged) == ranged
+
+
+def test_requirement_file_names_follow_includes(tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("gunicorn==23.0\n", encoding="utf-8")
+    (tmp_path / "prod.txt").write_text("-r base.txt\nflask\n", encoding="utf-8")
+    assert builder_script.requirement_file_names(str(tmp_path / "prod.txt")) == {
+        "gunicorn",
+        "flask",
+    }
+
+
+def test_editable_lines_become_plain_paths(tmp_path: Path) -> None:
+    (tmp_path / "more.txt").write_text("--editable=./b\n", encoding="utf-8")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("-e ./a\n-r more.txt\nflask\n", encoding="utf-8")
+    builder_script.drop_editable(reqs)
+    assert reqs.read_text(encoding="utf-8") == "./a\n-r more.txt\nflask\n"
+    assert (tmp_path / "more.txt").read_text(encoding="utf-8") == "./b\n"
+
+
+def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inputs pydeploy sent (job["inputs"]) are copied to the writable build dir,
+    directories and single files alike, modes kept; stale build output is not."""
+    inputs, work = tmp_path / "src", tmp_path / "build" / "src"
+    (inputs / "app" / "vendor" / "pkg" / "dist").mkdir(parents=True)
+    (inputs / "app" / "vendor" / "pkg" / "pyproject.toml").write_text(
+        "[project]\n", encoding="utf-8"
+    )
+    (inputs / "app" / "vendor" / "pkg" / "dist" / "old.whl").write_bytes(b"x")
+    script = inputs / "app" / "vendor" / "pkg" / "build.sh"
+    script.write_text("#!/bin/sh\n", encoding="utf-8")
+    script.chmod(0o755)
+    (inputs / "wheels").mkdir()
+    (inputs / "wheels" / "w-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    job = {
+        "inputs": str(inputs),
+        "work": str(work),
+        "copies": ["app", "wheels/w-1.0-py3-none-any.whl"],
+        "cwd": "app",
+        "source": "pylock",
+        "requirement_lines": ["./vendor/pkg", "../wheels/w-1.0-py3-none-any.whl"],
+        "server_packages": ["gunicorn"],
+        **skip_lists(),  # the host's shared skip list, as wheels sends it
+    }
+    cwd, args, pins, added = builder_script.resolve(job, "uv-not-run")
+    assert cwd == work / "app"
+    assert (args, pins, added) == (
+        ["-r", builder_script.REQUIREMENTS, "gunicorn"],
+        [],
+        ["gunicorn"],
+    )
+    assert (work / "app" / "vendor" / "pkg" / "pyproject.toml").is_file()
+    assert (work / "app" / "vendor" / "pkg" / "build.sh").stat().st_mode & 0o777 == 0o755
+    assert not (work / "app" / "vendor" / "pkg" / "dist").exists()
+    assert (work / "wheels" / "w-1.0-py3-none-any.whl").read_bytes() == b"wheel"
+    lines = (cwd / builder_script.REQUIREMENTS).read_text(encoding="utf-8").splitlines()
+    assert lines == job["requirement_lines"]
+    assert "##pydeploy:begin resolve" in capsys.readouterr().out
+
+
+# --- app interface detection ------------------------------------------------------------------
+
+
+class AsgiApp:
+    async def __call__(self, scope: object, receive: object, send: object) -> None:
+        del scope, receive, send
+
+
+class WsgiApp:
+    def __call__(self, environ: object, start_response: object) -> list[bytes]:
+        del environ, start_response
+        return []
+
+
+def wsgi_function(environ: object, start_response: object) -> list[bytes]:
+    return []
+
+
+async def asgi_function(scope: object, receive: object, send: object) -> None:
+    return None
+
+
+def star_args(*args: object) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("obj", "kind"),
+    [
+        (AsgiApp(), "asgi"),
+        (WsgiApp(), "wsgi"),
+        (wsgi_function, "wsgi"),
+        (asgi_function, "asgi"),
+        (AsgiApp, "class"),
+        (42, "not-callable"),
+        (star_args, "unknown"),
+    ],
+)
+def test_interface_of(obj: object, kind: str) -> None:
+    assert builder_script.interface_of(obj) == kind
+
+
+# --- light jobs ---------------------------------------------------------------------------
+
+
+def test_light_install_allows_building_only_the_local_packages() -> None:
+    assert builder_script.light_install_args(["fastsum", "b", "fastsum"]) == [
+        "--only-binary",
+        ":all:",
+        "--no-binary",
+        "b",
+        "--no-binary",
+        "fastsum",
+    ]
+    assert builder_script.light_install_args([]) == ["--only-binary", ":all:"]
+
+
+def test_pinned_constraints_keep_index_versions_only() -> None:
+    compiled = [
+        "click==8.1.7",
+        "uvicorn[standard]==0.30.0",
+        "fastsum @ file:///build/src/vendor/fastsum",
+        "./vendor/other",
+        "-e ./vendor/editable",
+        "--index-url https://example.invalid/simple",
+        "# a comment",
+        "",
+    ]
+    assert builder_script.pinned_constraints(compiled) == ["click==8.1.7", "uvicorn==0.30.0"]
+
+
+def test_stand_in_compilers_cover_sysconfig_and_target_names() -> None:
+    config = {
+        "CC": "x86_64-linux-gnu-gcc -pthread",
+        "CXX": "/opt/tools/bin/my-c++ -pthread",
+        "LDSHARED": "x86_64-linux-gnu-gcc -shared",
+        "CPP": "",
+    }
+    names = builder_script.compiler_names(config, "aarch64")
+    assert {"cc", "gcc", "c++", "clang", "cargo", "x86_64-linux-gnu-gcc", "my-c++"} <= set(names)
+    assert "aarch64-linux-gnu-gcc" in names
+    assert "" not in names
+
+
+def test_the_lifeline_hands_over_secrets_for_the_tools_and_reports_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(builder_script, "SECRETS", {})
+    read, write = os.pipe()
+    gone = threading.Event()
+    try:
+        os.write(write, b'{"UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}\n')
+        watcher = builder_script.take_lifeline(read, gone.set)
+        assert watcher is not None
+        assert builder_script.SECRETS == {"UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}
+        assert "UV_INDEX_PYDEPLOY_1_PASSWORD" not in os.environ
+        env = builder_script.tool_env({"PATH": "/bin"})
+        assert env == {"PATH": "/bin", "UV_INDEX_PYDEPLOY_1_PASSWORD": "s3cr3t"}
+        assert not gone.is_set()
+        os.close(write)  # pydeploy died: the engine closes the container's stdin
+        write = -1
+        assert gone.wait(timeout=30)
+        watcher.join(timeout=30)
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+def test_a_lifeline_that_ends_before_the_secrets_line_means_gone() -> None:
+    read, write = os.pipe()
+    os.write(write, b'{"partial": ')
+    os.close(write)
+    gone: list[bool] = []
+    try:
+        assert builder_script.take_lifeline(read, lambda: gone.append(True)) is None
+    finally:
+        os.close(read)
+    assert gone == [True]
