@@ -406,7 +406,7 @@ def _build_all(
 @click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
 def inspect_cmd(image: str, as_json: bool) -> None:
     """Show an image's layers, their roles and sizes."""
-    from pydeploy.cache.inspect import inspect_image  # noqa: PLC0415
+    from pydeploy.cache.imageinfo import inspect_image  # noqa: PLC0415
     from pydeploy.engine.client import Engine  # noqa: PLC0415
 
     info = inspect_image(Engine.connect(), image)
