@@ -35,6 +35,7 @@ from pydeploy.oci.image import (
     import_docker_save,
     open_uncompressed,
 )
+from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
@@ -209,11 +210,7 @@ def _build(
             # the directory is removed, not while (the pool would wait for it anyway).
             wait([venv_job])
             raise
-        server = (
-            plan.server
-            if plan.server != "auto"
-            else ("gunicorn" if interface == "wsgi" else "gunicorn-uvicorn")
-        )
+        server = servers.resolve(plan.server, interface)
         clock.step(
             "app check",
             f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}",

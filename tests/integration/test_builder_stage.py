@@ -51,7 +51,7 @@ from pydeploy.errors import (
     ConfigError,
     InterruptError,
 )
-from pydeploy.plan import depinputs
+from pydeploy.plan import depinputs, servers
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
 from pydeploy.publish import sinks as publish
 
@@ -205,7 +205,7 @@ def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -
     key = depinputs.dependency_key(
         builder.key,
         inputs,
-        depinputs.plan_server_packages(plan),
+        servers.plan_packages(plan),
         index_settings(plan.project.config.index),
     )
     name = wheels.VENV_VOLUME_PREFIX + key[:16]
@@ -361,7 +361,7 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
     assert deps.key == depinputs.dependency_key(
         builder.key,
         depinputs.dependency_inputs(plan),
-        depinputs.plan_server_packages(plan),
+        servers.plan_packages(plan),
         index_settings(plan.project.config.index),
     )
     assert install(engine, plan, builder, Progress()).cached

@@ -62,7 +62,7 @@ from pydeploy.engine import owners
 from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.oci.image import as_reader
-from pydeploy.plan import skiplist
+from pydeploy.plan import servers, skiplist
 from pydeploy.plan.depinputs import (
     RECIPE_VERSION,
     UV_VERSION,
@@ -70,7 +70,6 @@ from pydeploy.plan.depinputs import (
     dependency_inputs,
     dependency_key,
     input_files,
-    plan_server_packages,
 )
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import estimate as estimate_memory
@@ -581,9 +580,9 @@ def install_dependencies(
     `output` gets every tool line when `verbose`."""
     started = time.monotonic()
     inputs = dependency_inputs(plan)
-    servers = plan_server_packages(plan)
+    wanted = servers.plan_packages(plan)
     index = plan.project.config.index
-    key = dependency_key(builder.key, inputs, servers, index_settings(index))
+    key = dependency_key(builder.key, inputs, wanted, index_settings(index))
     volume = VENV_VOLUME_PREFIX + key[:16]
 
     _ensure_cache_volume(engine)
@@ -597,7 +596,7 @@ def install_dependencies(
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
             builder, transcript = _install(engine, plan, builder, volume, inputs, key,
-                                           servers, started, progress, verbose, output)  # fmt: skip
+                                           wanted, started, progress, verbose, output)  # fmt: skip
         except BaseException:
             # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
             # half-filled volume must not survive as a cache entry. The marker check
@@ -619,7 +618,7 @@ def _install(
     volume: str,
     inputs: DependencyInputs,
     key: str,
-    servers: tuple[str, ...],
+    wanted: tuple[str, ...],
     started: float,
     progress: Progress,
     verbose: bool,
@@ -643,7 +642,7 @@ def _install(
         "requirement_lines": list(inputs.requirement_lines),
         "extras": list(inputs.extras),
         "groups": list(inputs.groups),
-        "server_packages": list(servers),
+        "server_packages": list(wanted),
         "local_names": list(inputs.local_names or ()),
         "venv": VENV,
         "key": key,
@@ -961,6 +960,7 @@ def measure_job(plan: BuildPlan) -> dict[str, Any]:
     config = plan.project.config
     return {
         "server": plan.server,
+        "modules": list(servers.worker_modules(plan.server)),
         "path": config.healthcheck.path or "/",
         "request": config.server.worker_memory is None,
     }
@@ -1024,18 +1024,14 @@ def _decide_interface(
             hint=f"Set `tool.pydeploy.server.interface` to {interface!r} (or `auto`).",
         )
     configured = plan.project.config.server.type
-    if configured != "auto" and _server_interface(configured) != interface:
+    if servers.mismatch(configured, interface):
         raise AppCheckError(
             f"`tool.pydeploy.server.type` = {configured!r} cannot run {where}: it is an "
             f"{interface.upper()} app.",
-            hint="Use `gunicorn` for WSGI apps, `gunicorn-uvicorn` or `uvicorn` for ASGI "
-            "(or `auto`).",
+            hint=f"Use {servers.choices('wsgi')} for WSGI apps, {servers.choices('asgi')} "
+            "for ASGI (or `auto`).",
         )
     return "asgi" if interface == "asgi" else "wsgi"
-
-
-def _server_interface(server: str) -> str:
-    return "wsgi" if server == "gunicorn" else "asgi"
 
 
 # --- tar plumbing ---------------------------------------------------------------------------

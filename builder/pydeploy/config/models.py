@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_snake
 
 from pydeploy.errors import ConfigError
 from pydeploy.plan import references, serverargs
+from pydeploy.plan.servers import ServerType
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,7 +93,7 @@ class _Table(BaseModel):
 class ServerConfig(_Table):
     """`[tool.pydeploy.server]`: which server runs the app and how."""
 
-    type: Literal["auto", "gunicorn", "gunicorn-uvicorn", "uvicorn"] = Field(
+    type: ServerType = Field(
         "auto",
         description=(
             "Server that runs the app. `auto`: gunicorn for WSGI apps, gunicorn with "

@@ -30,9 +30,9 @@ from pydeploy.builder.stage import BUILD_ENV
 from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.layers import assemble
-from pydeploy.payload.launcher import INTERFACE_OF_SERVER
+from pydeploy.plan import servers
 from pydeploy.plan.appfiles import gitignore_files
-from pydeploy.plan.depinputs import UV_VERSION, dependency_inputs, plan_server_packages
+from pydeploy.plan.depinputs import UV_VERSION, dependency_inputs
 from pydeploy.plan.planner import APP_DIR, VENV, BuildPlan, launch_settings
 from pydeploy.plan.skiplist import CREDENTIALS, NEVER
 
@@ -234,8 +234,8 @@ def _launch(plan: BuildPlan) -> dict[str, object]:
                 "`tool.pydeploy.server.type` in pyproject.toml."
             ),
         )
-    interface = plan.interface if plan.interface != "auto" else INTERFACE_OF_SERVER[server]
-    return launch_settings(plan.project, plan.app, interface, server)  # type: ignore[arg-type]
+    interface = plan.interface if plan.interface != "auto" else servers.interface_of(server)
+    return launch_settings(plan.project, plan.app, interface, server)
 
 
 def _secret_preamble(plan: BuildPlan) -> list[str]:
@@ -359,7 +359,7 @@ def _builder_stage(plan: BuildPlan) -> list[str]:
     install = _install(plan)
     python = f"{VENV}/bin/python"
     uv_install = [UV, "pip", "install", "--python", python]
-    command = [*uv_install, *install.args, *map(shlex.quote, plan_server_packages(plan))]
+    command = [*uv_install, *install.args, *map(shlex.quote, servers.plan_packages(plan))]
     lines = ["FROM " + plan.base_image + " AS builder"]
     env = dict(BUILDER_ENV)
     env |= index_environment(plan.project.config.index, Credentials()).public

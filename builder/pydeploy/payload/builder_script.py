@@ -57,12 +57,6 @@ EXIT_STEP_FAILED = 3
 # The measured worker's first request (and ASGI lifespan startup) gets this long: an app
 # that waits on a database the builder cannot reach is measured as far as it got.
 FIRST_REQUEST_TIMEOUT = 10.0
-# What a worker process imports besides the app, per server (the master imports the same).
-SERVER_MODULES = {
-    "gunicorn": ("gunicorn.app.wsgiapp", "gunicorn.workers.sync", "gunicorn.workers.gthread"),
-    "gunicorn-uvicorn": ("gunicorn.app.wsgiapp", "uvicorn_worker"),
-    "uvicorn": ("uvicorn.main", "uvicorn.supervisors"),
-}
 EXIT_OWNER_GONE = 75
 # Variables that carry secrets: for the tools this script runs, and nothing else.
 SECRETS: dict[str, str] = {}
@@ -614,12 +608,9 @@ def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
 
 
 def server_modules(measure: dict[str, Any]) -> list[str]:
-    """The modules a worker of the chosen server imports (`auto` is gunicorn, with
-    uvicorn workers for ASGI apps; decided before the interface is known, so both)."""
-    server = measure.get("server") or "auto"
-    if server == "auto":
-        return [*SERVER_MODULES["gunicorn"], "uvicorn_worker"]
-    return list(SERVER_MODULES.get(server, ()))
+    """The modules a worker of the chosen server imports besides the app (the host's
+    server table decides them: plan/servers.py)."""
+    return [str(name) for name in measure.get("modules") or ()]
 
 
 def import_quietly(names: list[str]) -> list[str]:

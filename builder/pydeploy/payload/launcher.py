@@ -42,6 +42,7 @@ PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 # gunicorn's worker heartbeat touches a file in this directory; on overlay /tmp it can block.
 SHM_DIR = "/dev/shm"  # noqa: S108 -- a fixed tmpfs, not a temp file we create
 
+# plan/servers.py is the table; this stdlib-only copy is pinned to it by a unit test.
 SERVERS = ("gunicorn", "gunicorn-uvicorn", "uvicorn")
 INTERFACE_OF_SERVER = {"gunicorn": "wsgi", "gunicorn-uvicorn": "asgi", "uvicorn": "asgi"}
 # pydeploy's worker classes (server_workers.py, copied into the image as WORKER_MODULE in

@@ -35,38 +35,11 @@ from pydeploy.plan.skiplist import BUILD_OUTPUT_DIRS, NEVER, SKIP_DIRS
 RECIPE_VERSION = "1"
 UV_VERSION = "0.13.9"
 
-# The one list of what each server needs in the venv. httptools: uvicorn's fast HTTP parser
-# (uvicorn picks it when installed; its h11 fallback served half as many requests/s).
-_UVICORN = ("uvicorn", "httptools")
-# pydeploy's worker classes (server_workers.py) override uvicorn-worker's private `_serve`:
-# a release that changes it must not reach images before it is tested.
-_GUNICORN_UVICORN = ("gunicorn", *_UVICORN, "uvicorn-worker>=0.4,<0.5")
-SERVER_PACKAGES: dict[str, tuple[str, ...]] = {
-    # WSGI behind pydeploy's uvicorn-based worker (wsgi-worker = "async"), through a2wsgi.
-    "gunicorn": (*_GUNICORN_UVICORN, "a2wsgi"),
-    "gunicorn-uvicorn": _GUNICORN_UVICORN,
-    "uvicorn": _UVICORN,
-    # The interface is only known once the app imports: have both servers ready.
-    "auto": (*_GUNICORN_UVICORN, "a2wsgi"),
-}
-# wsgi-worker = "sync": gunicorn's own workers need nothing else.
-SYNC_GUNICORN_PACKAGES = ("gunicorn",)
 # Never part of a local package's content hash (caches, VCS, build output).
 _HASH_SKIP_DIRS = SKIP_DIRS | {"venv", *BUILD_OUTPUT_DIRS}
 # Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
 _TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
 _NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
-
-
-def server_packages(server: str, wsgi_worker: str = "async") -> tuple[str, ...]:
-    if server == "gunicorn" and wsgi_worker == "sync":
-        return SYNC_GUNICORN_PACKAGES
-    return SERVER_PACKAGES.get(server, SERVER_PACKAGES["auto"])
-
-
-def plan_server_packages(plan: BuildPlan) -> tuple[str, ...]:
-    """What the plan's server needs in the venv."""
-    return server_packages(plan.server, plan.project.config.server.wsgi_worker)
 
 
 # --- dependency inputs and key ----------------------------------------------------------

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydeploy.payload import launcher
+from pydeploy.plan import servers
 
 WORKER_MARGIN = 1.25
 SHARED_ALLOWANCE_MIB = 8
 STEP_MIB = 4
-# Processes besides the master and its workers, per server (each about a bare interpreter).
-EXTRA_PROCESSES = {"uvicorn": 2}
 
 MEASURED = launcher.MEASURED_ORIGIN
 CONFIGURED = launcher.CONFIGURED_ORIGIN
@@ -93,7 +92,7 @@ def estimate(
     baseline, server_kib = _kib(measured, "baseline_kib"), _kib(measured, "server_kib")
     master = None
     if server_kib is not None:
-        extra = EXTRA_PROCESSES.get(server, 0) * (baseline or 0)
+        extra = servers.extra_processes(server) * (baseline or 0)
         master = _mib(server_kib + extra + SHARED_ALLOWANCE_MIB * 1024)
     if configured is not None:
         return WorkerMemory(configured, master, CONFIGURED)

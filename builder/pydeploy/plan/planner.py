@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import references
+from pydeploy.plan import references, servers
 from pydeploy.plan.detect import scan_project
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
@@ -212,7 +212,7 @@ def _resolve_app(project: Project) -> tuple[str, str, Interface]:
             if match is not None:
                 interface = match.interface
         if interface == "auto":
-            interface = _interface_from_server(config.server.type)
+            interface = servers.interface_of(config.server.type)
         return config.app, "tool.pydeploy.app", interface
     if detection is None:
         raise ConfigError(
@@ -227,28 +227,15 @@ def _resolve_app(project: Project) -> tuple[str, str, Interface]:
     return detection.target, f"detected: {detection.reason}", interface
 
 
-def _interface_from_server(server: str) -> Interface:
-    if server in {"gunicorn-uvicorn", "uvicorn"}:
-        return "asgi"
-    return "wsgi" if server == "gunicorn" else "auto"
-
-
 def _resolve_server(configured: str, interface: Interface) -> str:
-    if configured != "auto":
-        if configured == "gunicorn" and interface == "asgi":
-            raise ConfigError(
-                "`tool.pydeploy.server.type` = 'gunicorn' runs WSGI apps, but the app is ASGI.",
-                hint="Use `gunicorn-uvicorn` or `uvicorn` (or `auto`).",
-            )
-        if configured in {"gunicorn-uvicorn", "uvicorn"} and interface == "wsgi":
-            raise ConfigError(
-                f"`tool.pydeploy.server.type` = {configured!r} runs ASGI apps, but the app "
-                "is WSGI.",
-                hint="Use `gunicorn` (or `auto`).",
-            )
-        return configured
+    if servers.mismatch(configured, interface):
+        raise ConfigError(
+            f"`tool.pydeploy.server.type` = {configured!r} runs "
+            f"{servers.interface_of(configured).upper()} apps, but the app is {interface.upper()}.",
+            hint=f"Use {servers.choices(interface)} (or `auto`).",
+        )
     # `auto` with an unknown interface is settled by the builder's import check.
-    return {"wsgi": "gunicorn", "asgi": "gunicorn-uvicorn"}.get(interface, "auto")
+    return servers.resolve(configured, interface)
 
 
 def repository_name(project: Project) -> str:
@@ -391,7 +378,7 @@ def server_command_preview(plan: BuildPlan) -> list[str]:
     if settings["server"] == "auto":
         settings["server"] = "gunicorn"
     if settings["interface"] == "auto":  # an app the source scan did not recognise
-        settings["interface"] = launcher.INTERFACE_OF_SERVER[settings["server"]]
+        settings["interface"] = servers.interface_of(settings["server"])
     config = launcher.parse_config(settings)
     workers = config.workers or 1
     if settings["server"] == "uvicorn":

@@ -13,6 +13,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from pydeploy.plan import servers
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -84,7 +86,7 @@ _VALUED = {"gunicorn": _GUNICORN_VALUED, "uvicorn": _UVICORN_VALUED}
 def problem(server: str, args: Sequence[str]) -> str | None:
     """Why `args` cannot follow pydeploy's own options for `server` (`auto` and
     `gunicorn-uvicorn` run gunicorn), or None when they can."""
-    family = "uvicorn" if server == "uvicorn" else "gunicorn"
+    family = servers.program_of(server)
     pending: str | None = None  # an option whose value may be the next item
     for number, arg in enumerate(args, 1):
         item = f"item {number} ({arg!r})" if len(arg) <= 40 else f"item {number}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pydeploy.payload import builder_script, launcher
-from pydeploy.plan import memory
+from pydeploy.plan import memory, servers
 from pydeploy.plan.memory import WorkerMemory
 
 if TYPE_CHECKING:
@@ -172,10 +172,14 @@ def test_configured_worker_memory_sends_no_request() -> None:
         ("gunicorn", ["gunicorn.app.wsgiapp", "gunicorn.workers.sync", "gunicorn.workers.gthread"]),
         ("gunicorn-uvicorn", ["gunicorn.app.wsgiapp", "uvicorn_worker"]),
         ("uvicorn", ["uvicorn.main", "uvicorn.supervisors"]),
+        ("auto", ["gunicorn.app.wsgiapp", "gunicorn.workers.sync", "gunicorn.workers.gthread",
+                  "uvicorn_worker"]),
     ],
-)
+)  # fmt: skip
 def test_the_master_is_measured_with_the_servers_modules(server: str, modules: list[str]) -> None:
-    assert builder_script.server_modules({"server": server}) == modules
+    # The host's server table decides them; the job carries them to the builder script.
+    job = {"server": server, "modules": list(servers.worker_modules(server))}
+    assert builder_script.server_modules(job) == modules
 
 
 def test_missing_server_modules_are_skipped() -> None:

@@ -1,6 +1,6 @@
 """What decides a dependency set: the dependency key (stable, complete, never secret), the
 inputs read from each source (requirements, uv.lock, pylock.toml, workspace members),
-the builder's mount, and the server packages. No engine."""
+and the builder's mount. No engine."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from pydeploy.builder.credentials import index_settings
 from pydeploy.config.project import load_project
 from pydeploy.errors import ConfigError
-from pydeploy.plan import depinputs
+from pydeploy.plan import depinputs, servers
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -49,9 +49,9 @@ def plan_of(root: Path) -> BuildPlan:
 
 def key_of(plan: BuildPlan, builder: str = "sha256:aaa") -> str:
     inputs = depinputs.dependency_inputs(plan)
-    servers = depinputs.plan_server_packages(plan)
+    wanted = servers.plan_packages(plan)
     index = index_settings(plan.project.config.index)
-    return depinputs.dependency_key(builder, inputs, servers, index)
+    return depinputs.dependency_key(builder, inputs, wanted, index)
 
 
 # --- dependency key -------------------------------------------------------------------
@@ -171,28 +171,6 @@ def test_missing_requirements_file_is_a_config_error(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", body)
     with pytest.raises(ConfigError, match=r"tool\.pydeploy\.dependencies\.requirements"):
         depinputs.dependency_inputs(plan_of(root))
-
-
-# --- server packages ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("server", "packages"),
-    [
-        ("gunicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5", "a2wsgi")),
-        ("gunicorn-uvicorn", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5")),
-        ("uvicorn", ("uvicorn", "httptools")),
-        ("auto", ("gunicorn", "uvicorn", "httptools", "uvicorn-worker>=0.4,<0.5", "a2wsgi")),
-    ],
-)
-def test_server_packages(server: str, packages: tuple[str, ...]) -> None:
-    assert depinputs.server_packages(server) == packages
-
-
-def test_sync_wsgi_worker_needs_only_gunicorn() -> None:
-    assert depinputs.server_packages("gunicorn", "sync") == ("gunicorn",)
-    asgi = depinputs.server_packages("gunicorn-uvicorn")
-    assert depinputs.server_packages("gunicorn-uvicorn", "sync") == asgi
 
 
 # --- pylock.toml ----------------------------------------------------------------------------
