@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydeploy import payload
+from pydeploy import atomic, payload
 from pydeploy.builder.credentials import (
     CA_ENV_VARS,
     Masker,
@@ -1047,22 +1047,17 @@ def _copy_tar(
     """Stream a tar from the engine to `dest`, keeping entries for which `rename` returns
     True (same name) or a new name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
     stream = as_reader(chunks)
-    try:
-        with (
-            tarfile.open(fileobj=stream, mode="r|") as src,
-            tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out,
-        ):
-            for member in src:
-                verdict = rename(member.name)
-                if not verdict:
-                    continue
-                if isinstance(verdict, str):
-                    member.name = verdict
-                handle = src.extractfile(member) if member.isfile() else None
-                out.addfile(member, handle)
-        partial.replace(dest)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with (
+        atomic.replacing(dest) as partial,
+        tarfile.open(fileobj=stream, mode="r|") as src,
+        tarfile.open(fileobj=partial, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in src:
+            verdict = rename(member.name)
+            if not verdict:
+                continue
+            if isinstance(verdict, str):
+                member.name = verdict
+            handle = src.extractfile(member) if member.isfile() else None
+            out.addfile(member, handle)

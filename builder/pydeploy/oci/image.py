@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Protocol
 
+from pydeploy import atomic
 from pydeploy.errors import BaseImageError, BuildError, PublishError
 from pydeploy.oci.blobs import Blob, BlobStore, BlobWriter, digest_hex, sha256_digest
 
@@ -958,19 +959,10 @@ def write_docker_archive(
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    except OSError as exc:
-        raise _unwritable(dest, exc) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic.replacing(dest) as handle:
             _write_docker_archive_to(handle, image, repo_tags, included)
-        tmp.chmod(0o644)
-        tmp.replace(dest)
     except OSError as exc:
         raise _unwritable(dest, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_docker_archive_to(
