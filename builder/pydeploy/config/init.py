@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydeploy import atomic
 from pydeploy.config.models import PYPROJECT, parse_config, read_pyproject
+from pydeploy.config.toml import parse_toml
 from pydeploy.errors import ConfigError
 from pydeploy.plan.detect import detect_app
 
@@ -79,15 +80,9 @@ app = "{target}"
 
 
 def _validate(text: str, path: Path) -> None:
-    import sys  # noqa: PLC0415
-
-    if sys.version_info >= (3, 11):
-        import tomllib  # noqa: PLC0415
-    else:  # pragma: no cover
-        import tomli as tomllib  # noqa: PLC0415
     try:
-        table = tomllib.loads(text)["tool"]["pydeploy"]
-    except (tomllib.TOMLDecodeError, KeyError):
+        table = parse_toml(text, str(path))["tool"]["pydeploy"]
+    except (ConfigError, KeyError):
         raise ConfigError(
             f"Appending a table to {path} would not give valid TOML (is `[tool]` defined "
             "as an inline table?).",
