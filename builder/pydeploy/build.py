@@ -39,9 +39,9 @@ from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan, launch_settings
+from pydeploy.progress import Progress
 from pydeploy.publish import sinks as publish
 
-Progress = Callable[[str, float, "str | None"], None]
 # v2: the check also measures what a worker costs (pydeploy.plan.memory).
 CHECK_RECIPE = "app-check-v2"
 SETUID_RECIPE = "no-setuid-v1"

@@ -38,6 +38,7 @@ import docker
 import docker.errors
 import pytest
 
+import pydeploy.progress
 from pydeploy import build
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
@@ -217,7 +218,7 @@ def install(
     engine: Engine,
     plan: BuildPlan,
     builder: wheels.BuilderImage,
-    progress: wheels.Progress,
+    progress: pydeploy.progress.Progress,
     **options: Any,
 ) -> wheels.Dependencies:
     """wheels.install_dependencies, with the venv volume (and a full builder image it
@@ -839,6 +840,7 @@ def test_index_secret_never_leaks(
 INTERRUPTED_BUILD = """\
 import sys
 from pathlib import Path
+import pydeploy.progress
 from pydeploy.builder import stage as wheels
 from pydeploy.engine.client import Engine
 from pydeploy.plan.planner import Overrides, make_plan

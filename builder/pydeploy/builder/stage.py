@@ -50,6 +50,7 @@ from pydeploy.builder.credentials import (
     read_credentials,
 )
 from pydeploy.builder.transcript import (
+    OnLine,
     Transcript,
     attach,
     explain_failure,
@@ -75,6 +76,7 @@ from pydeploy.plan.depinputs import (
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
+from pydeploy.progress import Progress
 
 CACHE_VOLUME = "pydeploy-cache"
 CACHE_DIR = "/cache"
@@ -106,9 +108,6 @@ OWNER_WAIT_SECONDS = 1200
 # Another host's filler with no running container for this long is dead (a build starts
 # its next container within moments; its containers die with it).
 CLAIM_GRACE_SECONDS = 30
-
-Progress = Callable[[str, float, "str | None"], None]
-OnLine = Callable[[str], None]
 
 
 # --- the result contract -------------------------------------------------------------

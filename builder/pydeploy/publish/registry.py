@@ -286,7 +286,7 @@ class PushEvent:
     size: int
 
 
-Progress = Callable[[PushEvent], None]
+PushProgress = Callable[[PushEvent], None]
 _Body = Callable[[], "bytes | IO[bytes]"]
 
 
@@ -650,7 +650,7 @@ def push(
     image: Image,
     reference: str | Reference,
     *,
-    progress: Progress | None = None,
+    progress: PushProgress | None = None,
     session: requests.Session | None = None,
     environ: Mapping[str, str] | None = None,
     locations: BlobLocations | None = None,
@@ -672,7 +672,7 @@ def _push(
     client: RegistryClient,
     image: Image,
     ref: Reference,
-    report: Progress,
+    report: PushProgress,
     locations: BlobLocations | None,
 ) -> str:
     blobs: dict[str, tuple[int, _Body]] = {}
