@@ -873,7 +873,6 @@ def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest:
 def check_app(
     engine: Engine,
     plan: BuildPlan,
-    builder: BuilderImage,
     deps: Dependencies,
     app_tar: Path,
     progress: Progress,
@@ -883,9 +882,8 @@ def check_app(
 ) -> AppCheck:
     """Import the app target inside the built venv (after building and installing the
     project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
-    builder that installed the dependencies (the full one if they needed compilers), and
+    builder that installed `deps` (the full one if they needed compilers), and
     moves to the full builder if the project's own build needs compilers."""
-    del builder  # the dependencies say which builder they needed
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
         return _check_app(engine, plan, deps, app_tar, progress, verbose, output)
 
