@@ -757,10 +757,11 @@ def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
     if not isinstance(document, dict):
         return None
     try:
-        layers = tuple(
-            Layer("base", d["diff_id"], d["digest"], d["size"], d["uncompressed_size"])
-            for d in document["layers"]
-        )
+        # Entries written before the index recorded each layer's role lack it: all are base.
+        found = [Layer.from_doc({"role": "base", **d}) for d in document["layers"]]
+        layers = tuple(layer for layer in found if layer is not None)
+        if len(layers) != len(found):
+            return None
         needed = [image_id, *(layer.digest for layer in layers)]
         if not all(store.has(digest) for digest in needed):
             return None
@@ -833,11 +834,8 @@ def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
     store.write_index(
         _INDEX_KIND,
         digest_hex(base.image_id),
-        {"layers": [
-            {"diff_id": la.diff_id, "digest": la.digest, "size": la.size,
-             "uncompressed_size": la.uncompressed_size} for la in layers
-        ]},
-    )  # fmt: skip
+        {"layers": [layer.to_doc() for layer in layers]},
+    )
     return base
 
 
