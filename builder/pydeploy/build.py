@@ -40,9 +40,9 @@ from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan, launch_settings
+from pydeploy.progress import Progress
 from pydeploy.publish import sinks as publish
 
-Progress = Callable[[str, float, "str | None"], None]
 # v2: the check also measures what a worker costs (pydeploy.plan.memory).
 CHECK_RECIPE = "app-check-v2"
 SETUID_RECIPE = "no-setuid-v1"
@@ -134,9 +134,14 @@ class _Clock:
         self.timings[name] = now - self.start
         self.progress(name, now - self.start, detail)
 
-    def sub(self, name: str, _elapsed: float, detail: str | None) -> None:
+    def sub(self, name: str, detail: str | None = None) -> None:
         """Sub-steps of a stage (builder image, resolve, install...) on the same clock."""
         self.progress(name, time.monotonic() - self.start, detail)
+
+    def stage_progress(self) -> Progress:
+        """`sub` as the stages' Progress: they time from their own start, while the
+        build's output shows one clock."""
+        return lambda name, _since_stage_start, detail: self.sub(name, detail)
 
 
 def build(
@@ -149,12 +154,12 @@ def build(
     # What builds killed earlier left (their containers hold volumes and claims).
     reaped = engine.reap_orphans()
     if reaped:
-        clock.sub("cleanup", 0.0, f"removed {len(reaped)} containers of killed builds")
+        clock.sub("cleanup", f"removed {len(reaped)} containers of killed builds")
     # The lease keeps `prune` off the host cache, the hold keeps what this build pins
     # (venv and cache volumes, builder images) in use until the end.
     waiting = "waiting for `pydeploy prune` to finish with the host cache"
     with (
-        cachegc.lease(root, lambda: clock.sub("cache", 0.0, waiting)),
+        cachegc.lease(root, lambda: clock.sub("cache", waiting)),
         engine.hold(),
     ):
         base_ref = engine.ensure_image(plan.base_image)
@@ -183,10 +188,15 @@ def _build(
 ) -> BuildResult:
     timings = clock.timings
 
-    builder = wheels.ensure_builder(engine, plan, clock.sub)
+    builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
     deps = wheels.install_dependencies(
-        engine, plan, builder, clock.sub, verbose=options.verbose, output=options.output
+        engine,
+        plan,
+        builder,
+        clock.stage_progress(),
+        verbose=options.verbose,
+        output=options.output,
     )
     clock.step(
         "dependencies",
@@ -197,7 +207,7 @@ def _build(
         scratch = Path(tmp)
         selected = app_files(plan, store=store)
         for warning in selected.warnings:
-            clock.sub("warning", 0.0, warning)
+            clock.sub("warning", warning)
         app_only = assemble.layer(store, selected.entries, "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
         try:
@@ -220,7 +230,7 @@ def _build(
         layers = [
             # Right on the base: later layers (apt's) may replace these files again.
             *_setuid_layer(store, plan, base),
-            *_system_layers(engine, store, plan, base_ref.image_id, clock.sub),
+            *_system_layers(engine, store, plan, base_ref.image_id, clock.stage_progress()),
             assemble.layer(store, assemble.user_entries(plan, *accounts), "user"),
             venv_layer,
             app_layer,
@@ -260,7 +270,7 @@ def _build(
                 clock.step("load", f"into the engine as {', '.join(plan.tags)}")
             elif output.kind == "registry":
                 result.pushed = publish.push_to_registry(
-                    image, plan.tags, lambda line: clock.sub("push", 0.0, line), store.root.parent
+                    image, plan.tags, lambda line: clock.sub("push", line), store.root.parent
                 )
                 clock.step("push", ", ".join(plan.tags))
             else:
@@ -304,11 +314,11 @@ def _checked_app(
             and store.has(layer.digest)
             and store.has(layer.diff_id)
         ):
-            clock.sub("app check", 0.0, "cached: same app files and dependencies")
+            clock.sub("app check", "cached: same app files and dependencies")
             return cached["interface"], layer, memory
     app_tar = _uncompressed(store, app_only, scratch / "app.tar")
     check = wheels.check_app(
-        engine, plan, builder, deps, app_tar, clock.sub,
+        engine, plan, deps, app_tar, clock.stage_progress(),
         verbose=options.verbose, output=options.output,
     )  # fmt: skip
     app_layer = app_only
@@ -321,7 +331,7 @@ def _checked_app(
     }
     store.write_index("app-check", key, doc)
     if check.memory.note:
-        clock.sub("app check", 0.0, check.memory.note)
+        clock.sub("app check", check.memory.note)
     return check.interface, app_layer, check.memory
 
 

@@ -38,6 +38,7 @@ import docker
 import docker.errors
 import pytest
 
+import pydeploy.progress
 from pydeploy import build
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
@@ -217,7 +218,7 @@ def install(
     engine: Engine,
     plan: BuildPlan,
     builder: wheels.BuilderImage,
-    progress: wheels.Progress,
+    progress: pydeploy.progress.Progress,
     **options: Any,
 ) -> wheels.Dependencies:
     """wheels.install_dependencies, with the venv volume (and a full builder image it
@@ -317,7 +318,7 @@ def test_pure_python_project_installs_once_and_reproducibly(
     assert tar_contents(venv_b) == contents
 
     checked = wheels.check_app(
-        engine, plan, builder, third, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, third, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
     )
     assert (checked.interface, checked.project_site_tar) == ("wsgi", None)
     assert checked.memory.origin == "measured at build"
@@ -351,9 +352,7 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
     assert ("builder", "base image (no compilers needed)") in [
         (step, detail) for step, _, detail in progress.steps
     ]
-    checked = wheels.check_app(
-        engine, plan, builder, deps, app_tar(project, tmp_path / "app.tar"), progress
-    )
+    checked = wheels.check_app(engine, plan, deps, app_tar(project, tmp_path / "app.tar"), progress)
     assert checked.interface == "wsgi"
     # The key is new (a unique package name): no image of it before, none after.
     assert not [t for t in builder_images(engine) if t.endswith(builder.key)]
@@ -399,7 +398,7 @@ def test_a_c_extension_escalates_to_the_full_builder(
     venv = tar_contents(wheels.export_venv(engine, light, deps, tmp_path / "venv.tar"))
     assert [n for n in venv if n.startswith(f"{SITE}/fastsum.") and n.endswith(".so")]
     checked = wheels.check_app(
-        engine, plan, light, deps, app_tar(project, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Progress()
     )
     assert checked.interface == "wsgi"
     # Cached: the marker remembers that the full builder was needed.
@@ -421,7 +420,7 @@ def test_local_c_extension_is_compiled_into_a_wheel(
     assert not [n for n in venv if "__editable__" in n or n.endswith(".pth")]
     progress = Progress()
     checked = wheels.check_app(
-        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
     )
     assert checked.interface == "wsgi"  # app.py calls fastsum.add() at import
     assert progress.names() == ["app check"]
@@ -471,7 +470,7 @@ def test_psycopg2_compiles_from_its_sdist(
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
-        engine, plan, own, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
     )
     assert checked.interface == "wsgi"  # app.py imports psycopg2.extensions (libpq)
 
@@ -485,7 +484,7 @@ def test_uv_lock_project_and_its_own_wheel(
     assert "itsdangerous==2.2.0" in deps.pins, "the locked version, not the newest"
     assert not [p for p in deps.pins if p.startswith("uvlock")], "the project is not a dep"
     checked = wheels.check_app(
-        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
     )
     assert checked.interface == "asgi"
     assert checked.project_site_tar is not None
@@ -511,7 +510,7 @@ def test_pylock_project_with_a_local_directory(
     assert "itsdangerous==2.2.0" in deps.pins
     assert any(pin.startswith("localpkg") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
-        engine, plan, builder, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
     )
     assert checked.interface == "wsgi"  # app.py imports localpkg
 
@@ -574,9 +573,7 @@ def test_wrong_app_target_fails_the_build(
     plan = plan_for(project, base_image)
     deps = install(engine, plan, builder, Progress())
     with pytest.raises(AppCheckError) as caught:
-        wheels.check_app(
-            engine, plan, builder, deps, app_tar(project, tmp_path / "a.tar"), Progress()
-        )
+        wheels.check_app(engine, plan, deps, app_tar(project, tmp_path / "a.tar"), Progress())
     assert caught.value.exit_code == 7
     assert "tool.pydeploy.app" in caught.value.message
     assert target in caught.value.message
@@ -791,7 +788,7 @@ def test_index_secret_never_leaks(
             deps = install(spy, plan, builder, progress, verbose=True, output=progress.lines.append)
             venv = wheels.export_venv(spy, builder, deps, tmp_path / "venv.tar")
             checked = wheels.check_app(
-                spy, plan, builder, deps, app_tar(project, tmp_path / "app.tar"), progress
+                spy, plan, deps, app_tar(project, tmp_path / "app.tar"), progress
             )
             marker = marker_of(spy, builder, deps.volume)
         finally:
@@ -839,6 +836,7 @@ def test_index_secret_never_leaks(
 INTERRUPTED_BUILD = """\
 import sys
 from pathlib import Path
+import pydeploy.progress
 from pydeploy.builder import stage as wheels
 from pydeploy.engine.client import Engine
 from pydeploy.plan.planner import Overrides, make_plan

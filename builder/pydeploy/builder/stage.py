@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydeploy import payload
+from pydeploy import atomic, payload
 from pydeploy.builder.credentials import (
     CA_ENV_VARS,
     Masker,
@@ -50,6 +50,7 @@ from pydeploy.builder.credentials import (
     read_credentials,
 )
 from pydeploy.builder.transcript import (
+    OnLine,
     Transcript,
     attach,
     explain_failure,
@@ -74,6 +75,7 @@ from pydeploy.plan.depinputs import (
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
+from pydeploy.progress import Progress
 
 CACHE_VOLUME = "pydeploy-cache"
 CACHE_DIR = "/cache"
@@ -105,9 +107,6 @@ OWNER_WAIT_SECONDS = 1200
 # Another host's filler with no running container for this long is dead (a build starts
 # its next container within moments; its containers die with it).
 CLAIM_GRACE_SECONDS = 30
-
-Progress = Callable[[str, float, "str | None"], None]
-OnLine = Callable[[str], None]
 
 
 # --- the result contract -------------------------------------------------------------
@@ -873,7 +872,6 @@ def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest:
 def check_app(
     engine: Engine,
     plan: BuildPlan,
-    builder: BuilderImage,
     deps: Dependencies,
     app_tar: Path,
     progress: Progress,
@@ -883,9 +881,8 @@ def check_app(
 ) -> AppCheck:
     """Import the app target inside the built venv (after building and installing the
     project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
-    builder that installed the dependencies (the full one if they needed compilers), and
+    builder that installed `deps` (the full one if they needed compilers), and
     moves to the full builder if the project's own build needs compilers."""
-    del builder  # the dependencies say which builder they needed
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
         return _check_app(engine, plan, deps, app_tar, progress, verbose, output)
 
@@ -1043,22 +1040,17 @@ def _copy_tar(
     """Stream a tar from the engine to `dest`, keeping entries for which `rename` returns
     True (same name) or a new name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
     stream = as_reader(chunks)
-    try:
-        with (
-            tarfile.open(fileobj=stream, mode="r|") as src,
-            tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out,
-        ):
-            for member in src:
-                verdict = rename(member.name)
-                if not verdict:
-                    continue
-                if isinstance(verdict, str):
-                    member.name = verdict
-                handle = src.extractfile(member) if member.isfile() else None
-                out.addfile(member, handle)
-        partial.replace(dest)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with (
+        atomic.replacing(dest) as partial,
+        tarfile.open(fileobj=stream, mode="r|") as src,
+        tarfile.open(fileobj=partial, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in src:
+            verdict = rename(member.name)
+            if not verdict:
+                continue
+            if isinstance(verdict, str):
+                member.name = verdict
+            handle = src.extractfile(member) if member.isfile() else None
+            out.addfile(member, handle)

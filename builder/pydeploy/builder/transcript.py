@@ -17,11 +17,11 @@ from pydeploy.builder.credentials import Masker
 from pydeploy.errors import BuildError, CompileError, PydeployError
 from pydeploy.plan.depinputs import UV_VERSION
 from pydeploy.plan.planner import BuildPlan
+from pydeploy.progress import Progress
 
 PROTOCOL = "##pydeploy:"
 TAIL_LINES = 25
 
-Progress = Callable[[str, float, "str | None"], None]
 OnLine = Callable[[str], None]
 
 

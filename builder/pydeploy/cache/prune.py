@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydeploy.atomic import TEMP_PREFIX
 from pydeploy.builder.stage import (
     APT_VOLUME_PREFIX,
     BUILDER_REPOSITORY,
@@ -306,7 +307,7 @@ def _blob_entries(blobs: Path) -> Iterator[HostEntry]:
     for top in sorted(blobs.iterdir()):
         if top.name == "sha256" and top.is_dir():
             for path in sorted(top.iterdir()):
-                if path.name.startswith(".tmp-"):
+                if path.name.startswith(TEMP_PREFIX):
                     yield _entry(path, "partial")
                 elif _HEX64.fullmatch(path.name) and path.is_file():
                     yield _entry(path, "blob", digest=f"sha256:{path.name}")
@@ -315,7 +316,7 @@ def _blob_entries(blobs: Path) -> Iterator[HostEntry]:
         elif top.name == "index" and top.is_dir():
             for kind_dir in sorted(p for p in top.iterdir() if p.is_dir()):
                 for path in sorted(kind_dir.iterdir()):
-                    if path.name.startswith(".tmp-"):
+                    if path.name.startswith(TEMP_PREFIX):
                         yield _entry(path, "partial")
                     elif path.suffix == ".json" and path.is_file():
                         yield _index_entry(path, kind_dir.name)

@@ -16,10 +16,11 @@ from typing import Any, NoReturn
 
 import click
 
-from pydeploy import __version__
+from pydeploy import __version__, atomic
 from pydeploy.config import init as initcmd
 from pydeploy.config import schema as schema_mod
 from pydeploy.config.project import find_project_root, load_project
+from pydeploy.deploy import manifests
 from pydeploy.errors import EXIT_CODES, ConfigError, InterruptError, PublishError, PydeployError
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan, server_command_preview
 
@@ -211,9 +212,7 @@ def schema_cmd(check_only: bool, output: Path | None) -> None:
             sys.exit(1)
         click.echo(f"{target} is up to date.")
         return
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    atomic.write_text(target, text)
     click.echo(f"wrote {target}")
 
 
@@ -442,12 +441,9 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(document, indent=2) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
 
 
@@ -492,8 +488,8 @@ def _run_build(plan: BuildPlan, engine: Any, options: Any, lines: _Lines) -> Any
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["kubernetes", "compose"]),
-    default="kubernetes",
+    type=click.Choice(manifests.FORMATS),
+    default=manifests.FORMATS[0],
     show_default=True,
     help="Kubernetes Deployment + Service, or a compose file.",
 )
@@ -518,7 +514,6 @@ def manifest_cmd(
     tags: tuple[str, ...],
 ) -> None:
     """Print deployment manifests (YAML) for the image, pinned by digest."""
-    from pydeploy.deploy import manifests  # noqa: PLC0415
 
     the_plan = _deploy_plan(directory, base_image, network, tags)
     lines = _Lines()

@@ -6,12 +6,12 @@ atomically so a failure leaves the original untouched."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydeploy import atomic
 from pydeploy.config.models import PYPROJECT, parse_config, read_pyproject
+from pydeploy.config.toml import parse_toml
 from pydeploy.errors import ConfigError
 from pydeploy.plan.detect import detect_app
 
@@ -47,7 +47,7 @@ def init_project(directory: Path, app: str | None = None) -> InitResult:
     separator = "" if text.endswith("\n") or not text else "\n"
     new_text = text + separator + _table(target, framework, reason)
     _validate(new_text, path)
-    _atomic_write(path, new_text)
+    atomic.write_text(path, new_text, mode=path.stat().st_mode & 0o777)
     return InitResult(path=path, target=target, reason=reason)
 
 
@@ -80,30 +80,12 @@ app = "{target}"
 
 
 def _validate(text: str, path: Path) -> None:
-    import sys  # noqa: PLC0415
-
-    if sys.version_info >= (3, 11):
-        import tomllib  # noqa: PLC0415
-    else:  # pragma: no cover
-        import tomli as tomllib  # noqa: PLC0415
     try:
-        table = tomllib.loads(text)["tool"]["pydeploy"]
-    except (tomllib.TOMLDecodeError, KeyError):
+        table = parse_toml(text, str(path))["tool"]["pydeploy"]
+    except (ConfigError, KeyError):
         raise ConfigError(
             f"Appending a table to {path} would not give valid TOML (is `[tool]` defined "
             "as an inline table?).",
             hint="Add the [tool.pydeploy] table by hand.",
         ) from None
     parse_config(table, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pyproject.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        Path(tmp).chmod(path.stat().st_mode & 0o777)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

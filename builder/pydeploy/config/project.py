@@ -12,7 +12,8 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from pydeploy.config.models import PYPROJECT, PydeployConfig, load_config, read_toml
+from pydeploy.config.models import PYPROJECT, PydeployConfig, load_config
+from pydeploy.config.toml import read_toml
 from pydeploy.errors import ConfigError
 
 # Newest first; the default is the newest one with broad wheel coverage today.

@@ -24,7 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydeploy import __version__
+from pydeploy import __version__, atomic
 from pydeploy.builder.credentials import CA_ENV_VARS, Credentials, index_environment
 from pydeploy.builder.stage import BUILD_ENV
 from pydeploy.config.models import PYPROJECT, read_pyproject
@@ -549,10 +549,7 @@ def write(ejected: Ejected, root: Path, *, force: bool = False) -> list[Path]:
         path = root / rel
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            tmp.chmod(0o644)
-            tmp.replace(path)
+            atomic.write_bytes(path, data)
         except OSError as exc:
             raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
         written.append(path)

@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from pydeploy.config.models import ResourcesConfig
 from pydeploy.errors import ConfigError
 from pydeploy.layers.assemble import USER_NAME
@@ -368,19 +366,20 @@ def documents(spec: DeploySpec, fmt: str) -> list[dict[str, Any]]:
         return kubernetes(spec)
     if fmt == "compose":
         return [compose(spec)]
-    raise ConfigError(f"Unknown manifest format {fmt!r}.", hint="Use kubernetes or compose.")
-
-
-class _Dumper(yaml.SafeDumper):
-    """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 -- PyYAML hook signature
-        return True
+    raise ConfigError(f"Unknown manifest format {fmt!r}.", hint=f"Use one of {', '.join(FORMATS)}.")
 
 
 def render(docs: list[dict[str, Any]]) -> str:
     """YAML, documents separated by `---`, keys in the order they were built."""
-    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+    import yaml  # noqa: PLC0415 - the cli imports this module for FORMATS at startup
+
+    class Dumper(yaml.SafeDumper):
+        """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
+
+        def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 -- PyYAML hook signature
+            return True
+
+    return yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=100)
 
 
 def run_limits(

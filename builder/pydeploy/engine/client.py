@@ -478,14 +478,6 @@ class Engine:
             best = max(best, common)
         return set(diff_ids[:best])
 
-    def tag_image(self, image: str, repository: str, tag: str) -> None:
-        with self.guard():
-            self.client.api.tag(image, repository, tag)
-
-    def remove_image(self, name: str) -> None:
-        with contextlib.suppress(EngineError), self.guard():
-            self.client.api.remove_image(name, force=True)
-
     @contextlib.contextmanager
     def save_image(self, name: str) -> Iterator[Iterator[bytes]]:
         """`docker save` of one image: yields a stream of tar chunks, closed at exit."""

@@ -12,7 +12,7 @@ import json
 import re
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydeploy.engine.client import Engine
@@ -20,6 +20,7 @@ from pydeploy.errors import BuildError
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.image import FileEntry, Layer, as_reader, build_layer
 from pydeploy.plan.planner import BuildPlan
+from pydeploy.progress import Progress
 
 RECIPE = "system-layer-v1"
 LAYER_EPOCH = 1
@@ -30,8 +31,6 @@ _DROP = re.compile(
     r"var/cache/ldconfig/|var/lib/dpkg/.*-old$|tmp/|root/|run/|proc/|sys/|dev/|"
     r"etc/hostname$|etc/hosts$|etc/resolv\.conf$|etc/mtab$)"
 )
-
-Progress = Callable[[str, float, "str | None"], None]
 
 
 def layer_key(base_id: str, packages: Iterable[str]) -> str:

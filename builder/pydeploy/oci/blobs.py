@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pydeploy import atomic
+
 ALGORITHM = "sha256"
 _CHUNK = 1 << 20
 
@@ -101,7 +103,8 @@ class BlobStore:
         """Stream a new blob in; it is renamed to its digest when the block succeeds and
         deleted when the block raises."""
         self._blobs.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self._blobs)
+        # The name is the digest, known only at the end: hence not `atomic.replacing`.
+        fd, tmp_name = tempfile.mkstemp(prefix=atomic.TEMP_PREFIX, dir=self._blobs)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -186,13 +189,7 @@ class BlobStore:
     def write_index(self, kind: str, key: str, document: Any) -> None:
         path = self._index_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, sort_keys=True)
-            Path(tmp_name).replace(path)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
+        atomic.write_text(path, json.dumps(document, sort_keys=True))
 
 
 def file_digest(path: Path) -> tuple[str, int]:

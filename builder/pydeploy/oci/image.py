@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Protocol
 
+from pydeploy import atomic
 from pydeploy.errors import BaseImageError, BuildError, PublishError
 from pydeploy.oci.blobs import Blob, BlobStore, BlobWriter, digest_hex, sha256_digest
 
@@ -756,10 +757,11 @@ def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
     if not isinstance(document, dict):
         return None
     try:
-        layers = tuple(
-            Layer("base", d["diff_id"], d["digest"], d["size"], d["uncompressed_size"])
-            for d in document["layers"]
-        )
+        # Entries written before the index recorded each layer's role lack it: all are base.
+        found = [Layer.from_doc({"role": "base", **d}) for d in document["layers"]]
+        layers = tuple(layer for layer in found if layer is not None)
+        if len(layers) != len(found):
+            return None
         needed = [image_id, *(layer.digest for layer in layers)]
         if not all(store.has(digest) for digest in needed):
             return None
@@ -832,11 +834,8 @@ def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
     store.write_index(
         _INDEX_KIND,
         digest_hex(base.image_id),
-        {"layers": [
-            {"diff_id": la.diff_id, "digest": la.digest, "size": la.size,
-             "uncompressed_size": la.uncompressed_size} for la in layers
-        ]},
-    )  # fmt: skip
+        {"layers": [layer.to_doc() for layer in layers]},
+    )
     return base
 
 
@@ -958,19 +957,10 @@ def write_docker_archive(
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    except OSError as exc:
-        raise _unwritable(dest, exc) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic.replacing(dest) as handle:
             _write_docker_archive_to(handle, image, repo_tags, included)
-        tmp.chmod(0o644)
-        tmp.replace(dest)
     except OSError as exc:
         raise _unwritable(dest, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_docker_archive_to(

@@ -21,10 +21,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pathspec
+from packaging.utils import canonicalize_name
 
 from pydeploy.config import workspace
-from pydeploy.config.models import PYPROJECT, parse_toml, read_pyproject
+from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.config.project import Project, lock_entries, read_text
+from pydeploy.config.toml import parse_toml
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan.appfiles import ignore_spec
 from pydeploy.plan.planner import BuildPlan
@@ -131,7 +133,7 @@ def local_package_names(paths: Iterable[Path]) -> tuple[str, ...] | None:
         if name is None:
             return None
         if name:
-            names.add(_normalize(name))
+            names.add(canonicalize_name(name))
     return tuple(sorted(names))
 
 
@@ -417,11 +419,11 @@ def _pylock_paths(text: str, where: str) -> list[str]:
 def _uv_lock_paths(lock: bytes, lock_dir: Path, project_name: str) -> list[Path]:
     """Local packages in a uv.lock (path/directory/editable sources), except the project."""
     where = str(lock_dir / "uv.lock")
-    own = _normalize(project_name)
+    own = canonicalize_name(project_name)
     return [
         lock_dir / str(package["source"][kind])
         for package in lock_entries(parse_toml(lock, where), "uv.lock", where)
-        if _normalize(str(package.get("name", ""))) != own
+        if canonicalize_name(str(package.get("name", ""))) != own
         for kind in ("path", "directory", "editable")
         if kind in package.get("source", {})
     ]
@@ -489,10 +491,6 @@ def _outermost(paths: list[Path], root: Path) -> tuple[str, ...]:
 def _rel(path: Path, root: Path) -> str:
     rel = path.relative_to(root).as_posix()
     return "" if rel == "." else rel
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _sha(data: bytes) -> str:

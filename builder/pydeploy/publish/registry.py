@@ -19,7 +19,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import requests
 import requests.adapters
 from urllib3.util.retry import Retry
 
+from pydeploy import atomic
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
 from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference
@@ -286,7 +286,7 @@ class PushEvent:
     size: int
 
 
-Progress = Callable[[PushEvent], None]
+PushProgress = Callable[[PushEvent], None]
 _Body = Callable[[], "bytes | IO[bytes]"]
 
 
@@ -569,23 +569,17 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._failure(response, f"fetching blob {digest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-        tmp = Path(tmp_name)
         hasher, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as out, response:
-                for chunk in response.iter_content(_CHUNK):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
+        with atomic.replacing(dest) as out, response:
+            for chunk in response.iter_content(_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
             if f"sha256:{hasher.hexdigest()}" != digest:
                 raise PublishError(
                     f"blob {digest} from {self.ref.registry} arrived with different content; "
                     f"nothing was written to {dest}."
                 )
-            tmp.replace(dest)
-        finally:
-            tmp.unlink(missing_ok=True)
         return size
 
 
@@ -635,9 +629,7 @@ class BlobLocations:
                 blobs[digest] = repos[: self._PER_BLOB]  # re-inserted: now the newest
             document[registry] = dict(list(blobs.items())[-self._PER_REGISTRY :])
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}")
-            tmp.write_text(json.dumps(document), encoding="utf-8")
-            tmp.replace(self.path)
+            atomic.write_text(self.path, json.dumps(document))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -658,7 +650,7 @@ def push(
     image: Image,
     reference: str | Reference,
     *,
-    progress: Progress | None = None,
+    progress: PushProgress | None = None,
     session: requests.Session | None = None,
     environ: Mapping[str, str] | None = None,
     locations: BlobLocations | None = None,
@@ -680,7 +672,7 @@ def _push(
     client: RegistryClient,
     image: Image,
     ref: Reference,
-    report: Progress,
+    report: PushProgress,
     locations: BlobLocations | None,
 ) -> str:
     blobs: dict[str, tuple[int, _Body]] = {}

@@ -21,7 +21,7 @@ import pytest
 
 from pydeploy.errors import BaseImageError, BuildError, PublishError
 from pydeploy.oci import image as oci
-from pydeploy.oci.blobs import BlobCorruptError, BlobStore, sha256_digest
+from pydeploy.oci.blobs import BlobCorruptError, BlobStore, digest_hex, sha256_digest
 
 EPOCH = 1_700_000_000
 LONG_NAME = "deep/" + "/".join(["segment-" + "x" * 40] * 5) + "/file.txt"
@@ -734,6 +734,19 @@ def test_import_docker_save(tmp_path: Path, oci_style: bool, repeat: bool) -> No
     assert base.config["config"]["Env"] == ["PATH=/usr/bin"]
     assert oci.cached_base(store, base.image_id) == base
     assert oci.cached_base(BlobStore(tmp_path / "other"), base.image_id) is None
+
+
+def test_cached_base_reads_index_entries_written_without_a_role(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    base = oci.import_docker_save(io.BytesIO(docker_save_tar(base_layer_tars(tmp_path))), store)
+    key = digest_hex(base.image_id)
+    assert store.read_index("docker-save", key) == {"layers": [la.to_doc() for la in base.layers]}
+    # The shape earlier versions wrote: a warm cache must stay warm.
+    old = [{k: v for k, v in la.to_doc().items() if k != "role"} for la in base.layers]
+    store.write_index("docker-save", key, {"layers": old})
+    assert oci.cached_base(store, base.image_id) == base
+    store.write_index("docker-save", key, {"layers": [{**old[0], "size": "many"}]})
+    assert oci.cached_base(store, base.image_id) is None
 
 
 def test_import_docker_save_accepts_gzipped_layers(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from pydeploy.builder.stage import skip_lists
 from pydeploy.payload import builder_script
@@ -214,3 +215,11 @@ def test_a_lifeline_that_ends_before_the_secrets_line_means_gone() -> None:
     finally:
         os.close(read)
     assert gone == [True]
+
+
+@pytest.mark.parametrize(
+    "name", ["Django", "zope.interface", "ruamel_yaml", "A__B-.c", "flask-SQLAlchemy", "pkg1.2"]
+)
+def test_the_payload_normalizes_names_as_packaging_does(name: str) -> None:
+    # The payload is stdlib-only, so it keeps its own copy of PEP 503 normalization.
+    assert builder_script.normalize(name) == canonicalize_name(name)
