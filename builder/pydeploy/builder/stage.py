@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from pydeploy import atomic, payload
 from pydeploy.builder.credentials import (
@@ -63,6 +63,13 @@ from pydeploy.engine import owners
 from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.oci.image import as_reader
+from pydeploy.payload.builder_script import (
+    CheckJob,
+    CheckResult,
+    InstallJob,
+    Measure,
+    SkipLists,
+)
 from pydeploy.plan import servers, skiplist
 from pydeploy.plan.depinputs import (
     RECIPE_VERSION,
@@ -157,7 +164,7 @@ def _script() -> bytes:
     return payload.source("builder_script.py")
 
 
-def skip_lists() -> dict[str, list[str]]:
+def skip_lists() -> SkipLists:
     """The shared skip list for the builder script's copies (it cannot import it)."""
     return {
         "skip_dirs": sorted(skiplist.SKIP_DIRS),
@@ -627,7 +634,30 @@ def _install(
     index = plan.project.config.index
     ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
     env, secrets, masker = _builder_env(plan, ca)
-    job: dict[str, Any] = {
+    job = install_job(inputs, key, wanted, builder)
+    if builder.light and inputs.local_names is None:
+        why = "a local package's name cannot be read without building it"
+        builder = _escalate(engine, plan, why, started, progress)
+    while True:
+        job["python"], job["light"] = builder.python.executable, builder.light
+        transcript = Transcript(progress, masker, output, verbose)
+        code = _run_install(
+            engine, plan, builder, volume, inputs, (env, secrets), job, ca, transcript
+        )
+        failed = code != 0 or transcript.result is None
+        reason = _light_failure(builder, transcript) if failed else None
+        if not reason:
+            break
+        builder = _escalate(engine, plan, reason, started, progress)
+    _raise_on_failure(code, transcript, plan)
+    return builder, transcript
+
+
+def install_job(
+    inputs: DependencyInputs, key: str, wanted: tuple[str, ...], builder: BuilderImage
+) -> InstallJob:
+    """The `install` job document (the builder script's InstallJob)."""
+    return {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
         "inputs": SRC,
@@ -646,23 +676,9 @@ def _install(
         "venv": VENV,
         "key": key,
         "marker": MARKER,
+        "python": builder.python.executable,
+        "light": builder.light,
     }
-    if builder.light and inputs.local_names is None:
-        why = "a local package's name cannot be read without building it"
-        builder = _escalate(engine, plan, why, started, progress)
-    while True:
-        job |= {"python": builder.python.executable, "light": builder.light}
-        transcript = Transcript(progress, masker, output, verbose)
-        code = _run_install(
-            engine, plan, builder, volume, inputs, (env, secrets), job, ca, transcript
-        )
-        failed = code != 0 or transcript.result is None
-        reason = _light_failure(builder, transcript) if failed else None
-        if not reason:
-            break
-        builder = _escalate(engine, plan, reason, started, progress)
-    _raise_on_failure(code, transcript, plan)
-    return builder, transcript
 
 
 def _run_install(
@@ -672,7 +688,7 @@ def _run_install(
     volume: str,
     inputs: DependencyInputs,
     environment: tuple[dict[str, str], bytes],
-    job: dict[str, Any],
+    job: InstallJob,
     ca: Path | None,
     transcript: Transcript,
 ) -> int:
@@ -907,18 +923,7 @@ def _check_app(
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
     while True:
         transcript = Transcript(progress, masker, output, verbose)
-        job = {
-            "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
-            "python": chosen.python.executable,
-            "venv": VENV,
-            "site_packages": chosen.python.site_packages,
-            "app_dir": "/app",
-            "install_project": plan.install_project,
-            **skip_lists(),
-            "target": plan.app,
-            "light": chosen.light,
-            "measure": measure_job(plan),
-        }
+        job = check_job(plan, chosen)
         with engine.container(
             chosen.name,
             [chosen.python.executable, SCRIPT, "check", JOB],
@@ -938,7 +943,7 @@ def _check_app(
             if why:
                 chosen = _escalate(engine, plan, f"the project's {why}", started, progress)
                 continue
-            result = _raise_on_failure(code, transcript, plan)
+            result = cast("CheckResult", _raise_on_failure(code, transcript, plan))
             if result.get("project_site"):
                 _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
         break
@@ -950,7 +955,23 @@ def _check_app(
     return AppCheck(interface, site_tar if result.get("project_site") else None, memory)
 
 
-def measure_job(plan: BuildPlan) -> dict[str, Any]:
+def check_job(plan: BuildPlan, builder: BuilderImage) -> CheckJob:
+    """The `check` job document (the builder script's CheckJob)."""
+    return {
+        "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
+        "python": builder.python.executable,
+        "venv": VENV,
+        "site_packages": builder.python.site_packages,
+        "app_dir": "/app",
+        "install_project": plan.install_project,
+        **skip_lists(),
+        "target": plan.app,
+        "light": builder.light,
+        "measure": measure_job(plan),
+    }
+
+
+def measure_job(plan: BuildPlan) -> Measure:
     """How the check measures a worker: the server's modules, then the app and one GET
     of the health path (the route the platform polls anyway), unless `worker-memory` is
     set, which replaces the per-worker measurement and spares the app the request."""

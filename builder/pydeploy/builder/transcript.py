@@ -15,11 +15,11 @@ from typing import Any
 
 from pydeploy.builder.credentials import Masker
 from pydeploy.errors import BuildError, CompileError, PydeployError
+from pydeploy.payload.builder_script import MARK
 from pydeploy.plan.depinputs import UV_VERSION
 from pydeploy.plan.planner import BuildPlan
 from pydeploy.progress import Progress
 
-PROTOCOL = "##pydeploy:"
 TAIL_LINES = 25
 
 OnLine = Callable[[str], None]
@@ -50,12 +50,12 @@ class Transcript:
 
     def __call__(self, raw: str) -> None:
         line = self.mask(raw)
-        if not line.startswith(PROTOCOL):
+        if not line.startswith(MARK):
             self.lines.append(line)
             if self.output:
                 self.output(line)
             return
-        kind, _, rest = line[len(PROTOCOL) :].partition(" ")
+        kind, _, rest = line[len(MARK) :].partition(" ")
         if kind == "begin":
             self.current, self._started = rest, time.monotonic()
         elif kind == "end":
@@ -82,7 +82,7 @@ def attach(error: PydeployError, output: str) -> PydeployError:
 
 
 def tail(lines: list[str], count: int = TAIL_LINES) -> str:
-    kept = [ln.rstrip() for ln in lines if ln.strip() and not ln.startswith(PROTOCOL)]
+    kept = [ln.rstrip() for ln in lines if ln.strip() and not ln.startswith(MARK)]
     return "\n".join(kept[-count:])
 
 
@@ -199,7 +199,7 @@ def protocol_result(output: str) -> dict[str, Any] | None:
     """The payload of the last `result` protocol line, for commands run without a
     transcript."""
     for line in reversed(output.splitlines()):
-        if line.startswith(PROTOCOL + "result "):
-            loaded: dict[str, Any] = json.loads(line[len(PROTOCOL) + 7 :])
+        if line.startswith(MARK + "result "):
+            loaded: dict[str, Any] = json.loads(line[len(MARK) + 7 :])
             return loaded
     return None

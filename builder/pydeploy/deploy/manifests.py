@@ -21,7 +21,7 @@ from pydeploy.config.models import ResourcesConfig
 from pydeploy.errors import ConfigError
 from pydeploy.layers.assemble import USER_NAME
 from pydeploy.payload import launcher
-from pydeploy.plan import memory
+from pydeploy.plan import memory, references
 from pydeploy.plan.planner import BuildPlan, repository_name
 
 FORMATS = ("kubernetes", "compose")
@@ -35,7 +35,6 @@ CONTAINER_NAME = "app"
 SERVICE_PORT = 80
 MANAGED_BY = "pydeploy"
 
-_DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -67,7 +66,8 @@ def grace_period(graceful_timeout: int) -> int:
 
 
 def check_digest_ref(ref: str) -> str:
-    if not _DIGEST_REF.match(ref):
+    parsed = references.try_parse(ref)
+    if parsed is None or parsed.digest is None:
         raise ConfigError(
             f"--image {ref!r} is not pinned by digest.",
             hint=(

@@ -38,6 +38,7 @@ from docker.models.containers import Container
 
 from pydeploy.engine import owners
 from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
+from pydeploy.plan.references import parse_reference, try_parse
 
 BUILD_LABEL = "pydeploy.build"
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
@@ -423,10 +424,10 @@ class Engine:
         found = self._image_ref(name)
         if found:
             return found
-        repository, tag = _split_reference(name)
+        ref = parse_reference(name, "the base image")
         try:
             with self.guard():
-                self.client.images.pull(repository, tag=tag)
+                self.client.images.pull(ref.familiar, tag=ref.target)
         except EngineError as exc:
             raise BaseImageError(
                 f"The base image `{name}` is not in the local engine and pulling it failed "
@@ -447,12 +448,12 @@ class Engine:
         if info is None:
             return None
         digests = [str(d) for d in info.get("RepoDigests") or []]
-        repository = _split_reference(name)[0]
+        wanted = try_parse(name)
+        pinned = [ref for ref in map(try_parse, digests) if ref is not None and ref.digest]
         # A digest of this repository, else any (the same content under another name).
-        digest = next((d for d in digests if d.split("@", 1)[0] == repository), None)
-        if digest is None and digests:
-            digest = digests[0]
-        return ImageRef(name, str(info["Id"]), digest.split("@", 1)[1] if digest else None)
+        mine = [ref for ref in pinned if wanted and ref.familiar == wanted.familiar]
+        chosen = (mine or pinned)[:1]
+        return ImageRef(name, str(info["Id"]), chosen[0].digest if chosen else None)
 
     def read_files(self, image: str, paths: list[str]) -> list[bytes]:
         """The bytes of files in an image (b"" for a missing one), without running it."""
@@ -550,11 +551,12 @@ class Engine:
         """Tagged images of one repository (`repository:<any tag>`)."""
         with self.guard():
             found = self.client.api.images()
+        wanted = try_parse(repository)
         return [
             ImageInfo(str(tag), str(image["Id"]), float(image.get("Created") or 0))
             for image in found
             for tag in image.get("RepoTags") or []
-            if str(tag).rsplit(":", 1)[0] == repository
+            if wanted and _same_repository(str(tag), wanted.familiar)
         ]
 
     def in_use(self, ignore: set[str] | None = None) -> tuple[set[str], set[str]]:
@@ -927,16 +929,10 @@ def container_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def _split_reference(name: str) -> tuple[str, str]:
-    """`repo[:tag][@digest]` -> (repository, tag or digest) for a pull."""
-    if "@" in name:
-        repository, digest = name.split("@", 1)
-        return repository, digest
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :]
-    return name, "latest"
+def _same_repository(tag: str, familiar: str) -> bool:
+    """Whether a RepoTags entry (`<none>:<none>` too) names the repository `familiar`."""
+    ref = try_parse(tag)
+    return ref is not None and ref.familiar == familiar
 
 
 def _prefix_tar(data: bytes, directory: str) -> bytes:

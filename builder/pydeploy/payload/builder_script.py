@@ -46,9 +46,86 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+# The protocol host and container share, stated here once (the host imports it):
+# the line marker and the job documents. Under python3.8 the TypedDicts' annotations
+# stay strings (the __future__ import), so `list[str]` and `X | None` are never evaluated.
 MARK = "##pydeploy:"
+
+
+class SkipLists(TypedDict):
+    """The host's never-shipped names (pydeploy.plan.skiplist), for copy_tree."""
+
+    skip_dirs: list[str]
+    package_root_skip_dirs: list[str]
+
+
+class InstallJob(SkipLists):
+    """`install JOB.json`: resolve the dependency inputs and fill the venv."""
+
+    uv_dir: str
+    uv_version: str
+    inputs: str
+    work: str
+    copies: list[str]
+    cwd: str
+    source: str
+    package: str | None
+    requirements: list[str]
+    requirement_lines: list[str]
+    extras: list[str]
+    groups: list[str]
+    server_packages: list[str]
+    local_names: list[str]
+    venv: str
+    key: str
+    marker: str
+    python: str
+    light: bool
+
+
+class Measure(TypedDict):
+    """How the app check measures one worker (see measure_worker)."""
+
+    server: str
+    modules: list[str]  # what a worker of that server imports besides the app
+    path: str
+    request: bool
+
+
+class CheckJob(SkipLists):
+    """`check JOB.json`: build the project's wheel and import the app."""
+
+    uv: str
+    python: str
+    venv: str
+    site_packages: str
+    app_dir: str
+    install_project: bool
+    target: str
+    light: bool
+    measure: Measure | None
+
+
+class InstallResult(TypedDict):
+    """The `result` line of `install` (also the venv's marker file)."""
+
+    key: str
+    source: str
+    pins: list[str]
+    added: list[str]
+    compilers: bool
+
+
+class CheckResult(TypedDict):
+    """The `result` line of `check`; `app` is inspect_app's report."""
+
+    app: dict[str, Any]
+    project_site: str | None
+    wheel: str | None
+
+
 REQUIREMENTS = ".pydeploy-requirements.txt"
 SERVER_IN = ".pydeploy-server.in"
 PINS = ".pydeploy-pins.txt"
@@ -281,7 +358,7 @@ def compilers_used() -> list[str]:
     return sorted({ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln})
 
 
-def report_compilers(job: dict[str, Any]) -> None:
+def report_compilers(job: InstallJob | CheckJob) -> None:
     """Tell the host (light jobs) which stand-in compilers ran."""
     used = compilers_used() if job.get("light") else []
     if used:
@@ -291,7 +368,7 @@ def report_compilers(job: dict[str, Any]) -> None:
 # --- install ---------------------------------------------------------------------------
 
 
-def copy_tree(job: dict[str, Any], source: str, dest: str) -> None:
+def copy_tree(job: SkipLists, source: str, dest: str) -> None:
     """Copy the uploaded dependency inputs to the build directory, where builds write.
     The host already leaves VCS data, caches and build output out; this is the builder's
     own guard, with the host's list (`skip_dirs`, `package_root_skip_dirs`) from the job."""
@@ -309,7 +386,7 @@ def copy_tree(job: dict[str, Any], source: str, dest: str) -> None:
     shutil.copytree(source, dest, symlinks=True, ignore=skip)
 
 
-def ensure_uv(job: dict[str, Any]) -> str:
+def ensure_uv(job: InstallJob) -> str:
     """The pinned uv in the cache volume, installed once with the base's venv + pip."""
     step = "uv tools"
     target = Path(job["uv_dir"])
@@ -351,7 +428,7 @@ def drop_editable(path: Path, seen: set[Path] | None = None) -> None:
         drop_editable(path.parent / match.group(1), seen)
 
 
-def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], list[str]]:
+def resolve(job: InstallJob, uv: str) -> tuple[Path, list[str], list[str], list[str]]:
     """Prepare what to install: (cwd, uv pip install arguments, pins or [], added servers)."""
     step = "resolve"
     emit("begin", step)
@@ -375,8 +452,9 @@ def resolve(job: dict[str, Any], uv: str) -> tuple[Path, list[str], list[str], l
         if "dev" not in job["groups"]:  # uv's default `dev` group is for development only
             args.append("--no-dev")
         args += ["--output-file", REQUIREMENTS]
-        if job.get("package"):
-            args += ["--package", job["package"]]
+        package = job["package"]
+        if package:
+            args += ["--package", package]
         for extra in job["extras"]:
             args += ["--extra", extra]
         for group in job["groups"]:
@@ -428,7 +506,7 @@ def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
     )
 
 
-def light_constraints(job: dict[str, Any], uv: str, cwd: Path, added: list[str]) -> list[str]:
+def light_constraints(job: InstallJob, uv: str, cwd: Path, added: list[str]) -> list[str]:
     """For requirements files (not pinned): resolve them as the full builder would (sdists
     allowed, for metadata) and pin that resolution as constraints, so the wheels-only
     install cannot settle on an older version that happens to have a wheel."""
@@ -456,7 +534,7 @@ def clear_directory(path: Path) -> None:
             child.unlink()
 
 
-def install(job: dict[str, Any]) -> dict[str, Any]:
+def install(job: InstallJob) -> InstallResult:
     uv = ensure_uv(job)
     light = bool(job.get("light"))
     if light:
@@ -493,8 +571,13 @@ def install(job: dict[str, Any]) -> dict[str, Any]:
         # A build fell back to pure Python (or a step compiled on purpose): this venv is
         # not what the full builder makes, so it never gets its marker.
         raise StepFailedError("install", "a build tried to compile; the builder retries it")
-    result = {"key": job["key"], "source": job["source"], "pins": pins or installed, "added": added}
-    result["compilers"] = not light  # installed by the full builder: the app check uses it
+    result: InstallResult = {
+        "key": job["key"],
+        "source": job["source"],
+        "pins": pins or installed,
+        "added": added,
+        "compilers": not light,  # installed by the full builder: the app check uses it
+    }
     # The marker goes last: a volume without it is an interrupted build, never used.
     marker = venv / job["marker"]
     partial = marker.with_name(marker.name + ".tmp")
@@ -509,7 +592,7 @@ def install(job: dict[str, Any]) -> dict[str, Any]:
 # --- app check -------------------------------------------------------------------------
 
 
-def check(job: dict[str, Any]) -> dict[str, Any]:
+def check(job: CheckJob) -> CheckResult:
     step = "app check"
     emit("begin", step)
     venv_python = str(Path(job["venv"]) / "bin" / "python")

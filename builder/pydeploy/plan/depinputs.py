@@ -30,7 +30,14 @@ from pydeploy.config.toml import parse_toml
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan.appfiles import ignore_spec
 from pydeploy.plan.planner import BuildPlan
-from pydeploy.plan.skiplist import BUILD_OUTPUT_DIRS, NEVER, SKIP_DIRS
+from pydeploy.plan.skiplist import (
+    BUILD_OUTPUT_DIRS,
+    HASH_SKIP_DIRS,
+    NEVER,
+    SKIP_DIRS,
+    VENV_CONFIG,
+    is_egg_info,
+)
 
 # Part of every builder image and venv key: bump when the recipe (wheels.py,
 # builder_script.py) changes what lands in a builder image or a venv.
@@ -38,7 +45,6 @@ RECIPE_VERSION = "1"
 UV_VERSION = "0.13.9"
 
 # Never part of a local package's content hash (caches, VCS, build output).
-_HASH_SKIP_DIRS = SKIP_DIRS | {"venv", *BUILD_OUTPUT_DIRS}
 # Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).
 _TOOL_FILES = (PYPROJECT, "uv.toml", ".python-version")
 _NEVER = pathspec.GitIgnoreSpec.from_lines(NEVER)
@@ -284,9 +290,7 @@ def content_digest(path: Path) -> str:
         digest.update(path.read_bytes())
         return digest.hexdigest()
     for current, dirs, files in os.walk(path):
-        dirs[:] = sorted(
-            d for d in dirs if d not in _HASH_SKIP_DIRS and not d.endswith(".egg-info")
-        )
+        dirs[:] = sorted(d for d in dirs if d not in HASH_SKIP_DIRS and not is_egg_info(d))
         for name in sorted(files):
             file = Path(current) / name
             if file.suffix in {".pyc", ".pyo", ".so"} or not file.is_file():
@@ -340,10 +344,10 @@ def _tree(root: Path, tree: str) -> Iterator[str]:
         kept = []
         for name in sorted(dirs):
             path = here / name
-            skip = name in SKIP_DIRS or name.endswith(".egg-info")
+            skip = name in SKIP_DIRS or is_egg_info(name)
             skip = skip or (package_root and name in BUILD_OUTPUT_DIRS)
             # Any virtualenv, whatever its name (`venv/`, `env/`).
-            skip = skip or (path / "pyvenv.cfg").is_file()
+            skip = skip or (path / VENV_CONFIG).is_file()
             if skip or dropped(f"{base}{name}/"):
                 continue
             yield f"{prefix}{base}{name}"

@@ -38,8 +38,6 @@ MAX_PY_FILES = 2000
 MAX_DIRS = 5000
 MAX_FILE_BYTES = 1024 * 1024
 
-# The shared skip list, plus what never holds the app itself.
-SKIP_DIRS = skiplist.SKIP_DIRS | {"venv", "tests", *skiplist.BUILD_OUTPUT_DIRS, "site-packages"}
 
 # The app classes, by where they are defined or re-exported.
 _CONSTRUCTORS: Mapping[str, Framework] = {
@@ -212,10 +210,10 @@ class _Module:
 def _skip_dir(path: Path) -> bool:
     name = path.name
     return (
-        name in SKIP_DIRS
+        name in skiplist.DETECT_SKIP_DIRS
         or name.startswith(".")
         or path.is_symlink()  # may loop, or point outside the project
-        or (path / "pyvenv.cfg").exists()  # a virtualenv under any name
+        or (path / skiplist.VENV_CONFIG).exists()  # a virtualenv under any name
     )
 
 

@@ -17,7 +17,7 @@ from pydeploy.plan import references, servers
 from pydeploy.plan.detect import scan_project
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
-from pydeploy.plan.skiplist import BUILD_OUTPUT_DIRS, CACHE_DIRS, NEVER
+from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, TEST_EXCLUDES
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
@@ -30,23 +30,6 @@ DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
 
-# Out of the app layer by default; `include` brings these back (but never skiplist.NEVER).
-# appfiles adds skiplist.CREDENTIALS on top, which `include` overrides only with a warning.
-ALWAYS_EXCLUDED = (
-    *NEVER,
-    "*.env",
-    "venv/",
-    *(f"{name}/" for name in (*CACHE_DIRS, *BUILD_OUTPUT_DIRS)),
-    ".coverage",
-    ".coverage.*",
-    "htmlcov/",
-    "*.egg-info/",
-    ".DS_Store",
-    ".idea/",
-    ".vscode/",
-    ".pydeploy/",  # files `pydeploy dockerfile --write` generates for docker build
-)
-TEST_EXCLUDES = ("tests/", "test/", "test_*.py", "*_test.py", "conftest.py")
 
 Interface = Literal["wsgi", "asgi", "auto"]
 
@@ -157,7 +140,7 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
     )
     excludes = (
-        ALWAYS_EXCLUDED + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
+        DEFAULT_EXCLUDES + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
     layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
     healthcheck = (

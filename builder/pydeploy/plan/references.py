@@ -43,8 +43,23 @@ class Reference:
 
     @property
     def target(self) -> str:
-        """What goes after `/manifests/`: the digest when pinned, else the tag."""
+        """What goes after `/manifests/` (and a pull's tag): the digest when pinned, else
+        the tag."""
         return self.digest or self.tag or "latest"
+
+    @property
+    def familiar(self) -> str:
+        """The name without tag or digest as Docker shows it (RepoTags, RepoDigests, pull):
+        Docker Hub's registry left out, and its `library/` for one-component names."""
+        if self.registry != DOCKER_HUB:
+            return f"{self.registry}/{self.repository}"
+        short = self.repository.removeprefix("library/")
+        return short if "/" not in short else self.repository
+
+    @property
+    def hostname(self) -> str:
+        """The registry's host without port or brackets: `[::1]:5000` -> `::1`."""
+        return registry_host(self.registry)
 
     def __str__(self) -> str:
         text = f"{self.registry}/{self.repository}"
@@ -53,6 +68,13 @@ class Reference:
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+
+def registry_host(registry: str) -> str:
+    """`[::1]:5000` -> `::1`, `host:5000` -> `host` (a bare IPv6 address stays whole)."""
+    if registry.startswith("["):
+        return registry[1 : registry.find("]")]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
 
 
 def show(text: str) -> str:
@@ -120,6 +142,12 @@ def parse_reference(text: str, where: str | None = None) -> Reference:
     if isinstance(parsed, str):
         raise _refuse(text, parsed, where)
     return parsed
+
+
+def try_parse(text: str) -> Reference | None:
+    """The reference, or None when `text` is none (names the engine reports, say)."""
+    parsed = _parse(text)
+    return None if isinstance(parsed, str) else parsed
 
 
 def reference_problem(text: str) -> str | None:

@@ -32,7 +32,7 @@ from urllib3.util.retry import Retry
 from pydeploy import atomic
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
-from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference
+from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference, registry_host
 
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
@@ -62,13 +62,6 @@ _ACCEPT_MANIFESTS = ", ".join(
 )
 
 
-def _hostname(registry: str) -> str:
-    """`[::1]:5000` -> `::1`, `host:5000` -> `host`."""
-    if registry.startswith("["):
-        return registry[1 : registry.find("]")]
-    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-
-
 def _is_loopback(host: str) -> bool:
     """localhost and all of 127.0.0.0/8 and ::1, which the engine also treats as insecure."""
     if host == "localhost":
@@ -83,7 +76,7 @@ def registry_scheme(registry: str, environ: Mapping[str, str] | None = None) -> 
     """http for loopback registries and those listed in PYDEPLOY_INSECURE_REGISTRIES."""
     env = os.environ if environ is None else environ
     insecure = {x.strip() for x in env.get(_ENV_INSECURE, "").split(",") if x.strip()}
-    host = _hostname(registry)
+    host = registry_host(registry)
     if _is_loopback(host) or registry in insecure or host in insecure:
         return "http"
     return "https"

@@ -12,6 +12,7 @@ from typing import Literal
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.oci.image import Image, write_docker_archive, write_oci_layout
+from pydeploy.plan.references import parse_reference
 from pydeploy.publish import registry
 
 OutputKind = Literal["docker", "registry", "oci", "docker-archive"]
@@ -87,6 +88,7 @@ def write_output(output: Output, image: Image, tags: tuple[str, ...]) -> None:
     if output.path is None:
         raise AssertionError(output)
     if output.kind == "oci":
-        write_oci_layout(output.path, image, tags[0].rsplit(":", 1)[-1] if tags else "latest")
+        tag = parse_reference(tags[0]).tag if tags else None
+        write_oci_layout(output.path, image, tag or "latest")
     else:
         write_docker_archive(output.path, image, list(tags))

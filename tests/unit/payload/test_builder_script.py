@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 from packaging.utils import canonicalize_name
 
 from pydeploy.builder.stage import skip_lists
 from pydeploy.payload import builder_script
+from pydeploy.payload.builder_script import InstallJob
 
 
 def test_server_packages_are_added_only_when_not_named() -> None:
@@ -80,7 +82,8 @@ def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
         "server_packages": ["gunicorn"],
         **skip_lists(),  # the host's shared skip list, as wheels sends it
     }
-    cwd, args, pins, added = builder_script.resolve(job, "uv-not-run")
+    # Only the keys resolve reads here: the full document is pinned by test_job_keys.
+    cwd, args, pins, added = builder_script.resolve(cast("InstallJob", job), "uv-not-run")
     assert cwd == work / "app"
     assert (args, pins, added) == (
         ["-r", builder_script.REQUIREMENTS, "gunicorn"],
