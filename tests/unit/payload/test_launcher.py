@@ -708,12 +708,19 @@ def trap_child(ready: Path, on_term: str) -> list[str]:
 
 
 def term_self_when_ready(ready: Path) -> threading.Thread:
+    main = threading.main_thread().ident
+    assert main is not None
+
     def run() -> None:
         deadline = time.monotonic() + 20
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         if ready.exists():  # the child runs, so the supervisor's handlers are installed
-            os.kill(os.getpid(), signal.SIGTERM)  # as from `docker stop`
+            # As from `docker stop`, but aimed at the main thread, which waits in waitpid():
+            # a process-wide signal may land on this thread instead, and then the main
+            # thread's waitpid() is never interrupted and Python's handler never runs
+            # (the launcher in an image has no other thread).
+            signal.pthread_kill(main, signal.SIGTERM)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
