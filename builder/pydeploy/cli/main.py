@@ -20,7 +20,7 @@ from pydeploy import __version__, atomic
 from pydeploy.config import init as initcmd
 from pydeploy.config import schema as schema_mod
 from pydeploy.config.project import find_project_root, load_project
-from pydeploy.deploy import manifests
+from pydeploy.deploy import MANIFEST_FORMATS
 from pydeploy.errors import EXIT_CODES, ConfigError, InterruptError, PublishError, PydeployError
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan, server_command_preview
 
@@ -488,8 +488,8 @@ def _run_build(plan: BuildPlan, engine: Any, options: Any, lines: _Lines) -> Any
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(manifests.FORMATS),
-    default=manifests.FORMATS[0],
+    type=click.Choice(MANIFEST_FORMATS),
+    default=MANIFEST_FORMATS[0],
     show_default=True,
     help="Kubernetes Deployment + Service, or a compose file.",
 )
@@ -514,6 +514,7 @@ def manifest_cmd(
     tags: tuple[str, ...],
 ) -> None:
     """Print deployment manifests (YAML) for the image, pinned by digest."""
+    from pydeploy.deploy import manifests  # noqa: PLC0415 - keep start-up light
 
     the_plan = _deploy_plan(directory, base_image, network, tags)
     lines = _Lines()

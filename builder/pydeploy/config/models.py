@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_origin
 
-import pathspec
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -496,6 +495,9 @@ class PydeployConfig(_Table):
 
 
 def _is_pattern(text: str) -> bool:
+    # Imported here: pathspec costs ~70 ms, and every command (even --version) imports this.
+    import pathspec  # noqa: PLC0415
+
     try:
         pathspec.GitIgnoreSpec.from_lines([text])
     except ValueError:  # pathspec's GitIgnorePatternError (`!`, a lone backslash)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydeploy.config.models import ResourcesConfig
+from pydeploy.deploy import MANIFEST_FORMATS
 from pydeploy.errors import ConfigError
 from pydeploy.layers.assemble import USER_NAME
 from pydeploy.payload import launcher
 from pydeploy.plan import memory, references
 from pydeploy.plan.planner import BuildPlan, repository_name
 
-FORMATS = ("kubernetes", "compose")
+FORMATS = MANIFEST_FORMATS
 
 # docker stop / Kubernetes wait this long past the server's own graceful timeout before
 # SIGKILL, so the server always finishes its drain itself.
@@ -371,7 +372,7 @@ def documents(spec: DeploySpec, fmt: str) -> list[dict[str, Any]]:
 
 def render(docs: list[dict[str, Any]]) -> str:
     """YAML, documents separated by `---`, keys in the order they were built."""
-    import yaml  # noqa: PLC0415 - the cli imports this module for FORMATS at startup
+    import yaml  # noqa: PLC0415 - only rendering needs it
 
     class Dumper(yaml.SafeDumper):
         """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
