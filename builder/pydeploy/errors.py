@@ -1,7 +1,7 @@
 """The one exception tree. Every failure a user can cause or meet is a PydeployError
 subclass with its own exit code; `cli` catches them in one place and prints `message`
-as a single paragraph. Anything else is a bug and gets exit code 1 with a traceback
-only under --debug."""
+as a single paragraph. Anything else is a bug: exit code 1, one line naming it and the
+log file that holds its traceback (printed as well under --debug)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def select_members(
             hint="Run it in the workspace, or build one project with `pydeploy build DIR`.",
         )
     every = workspace.members(ws_root)
-    chosen = workspace.select([m for m in every if m.has_pydeploy], only)
+    chosen = workspace.select(workspace.deployable(ws_root, every), only)
     if changed_since:
         # Every member, libraries included: a change in a library marks its dependents.
         changed = {m.name for m in workspace.changed_since(ws_root, every, changed_since)}

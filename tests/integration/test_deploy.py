@@ -442,18 +442,17 @@ def test_ejected_dockerfile_builds_an_equivalent_image(
     container = resources.create(tag, environment={"PORT": str(free_port)})
     container.start()
     wait_serving(container, free_port, wait_http)
-    mine = exec_json(container, TREE_PROBE)
-    assert mine["uid"] == 10001
-    assert Path(mine["pid1"][1] if mine["pid1"][0] == PYTHON else mine["pid1"][0]).name == (
-        "gunicorn"
-    ), mine["pid1"]
+    ejected = exec_json(container, TREE_PROBE)  # the image the Dockerfile built
+    assert ejected["uid"] == 10001
+    server = ejected["pid1"][1] if ejected["pid1"][0] == PYTHON else ejected["pid1"][0]
+    assert Path(server).name == "gunicorn", ejected["pid1"]
 
     reference = resources.create(image, entrypoint=[PYTHON, "-c", TREE_PROBE])
     reference.start()
     assert reference.wait(timeout=60)["StatusCode"] == 0
-    theirs_tree = json.loads(reference.logs(stderr=False).decode())
-    assert mine["files"] == theirs_tree["files"]  # same files, modes and owners in /app
-    assert mine["dists"] == theirs_tree["dists"]  # same distributions in the venv
+    ours_tree = json.loads(reference.logs(stderr=False).decode())  # the image pydeploy built
+    assert ejected["files"] == ours_tree["files"]  # same files, modes and owners in /app
+    assert ejected["dists"] == ours_tree["dists"]  # same distributions in the venv
 
     # The CA bundle was lent to the builder as a secret: no layer holds it.
     assert layer_files_equal_to(docker_client, tag, ca_bundle.read_bytes()) == []

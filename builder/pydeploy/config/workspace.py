@@ -109,9 +109,10 @@ def members(root: Path) -> list[Member]:
     )
 
 
-def deployable(root: Path) -> list[Member]:
-    """The members with a `[tool.pydeploy]` table, sorted by name."""
-    return [m for m in members(root) if m.has_pydeploy]
+def deployable(root: Path, every: Sequence[Member] | None = None) -> list[Member]:
+    """The members with a `[tool.pydeploy]` table, sorted by name (`every`: the
+    workspace's members when the caller has already read them)."""
+    return [m for m in (members(root) if every is None else every) if m.has_pydeploy]
 
 
 def closure(member: Member, all_members: Sequence[Member]) -> list[Member]:

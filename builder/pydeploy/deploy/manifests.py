@@ -25,8 +25,6 @@ from pydeploy.payload import launcher
 from pydeploy.plan import memory, references
 from pydeploy.plan.planner import BuildPlan, repository_name
 
-FORMATS = MANIFEST_FORMATS
-
 # docker stop / Kubernetes wait this long past the server's own graceful timeout before
 # SIGKILL, so the server always finishes its drain itself.
 GRACE_MARGIN_SECONDS = 5
@@ -367,7 +365,9 @@ def documents(spec: DeploySpec, fmt: str) -> list[dict[str, Any]]:
         return kubernetes(spec)
     if fmt == "compose":
         return [compose(spec)]
-    raise ConfigError(f"Unknown manifest format {fmt!r}.", hint=f"Use one of {', '.join(FORMATS)}.")
+    raise ConfigError(
+        f"Unknown manifest format {fmt!r}.", hint=f"Use one of {', '.join(MANIFEST_FORMATS)}."
+    )
 
 
 def render(docs: list[dict[str, Any]]) -> str:

@@ -1,8 +1,11 @@
-"""Find a project's WSGI/ASGI app object by reading its source, for `pydeploy init`.
+"""Find a project's WSGI/ASGI app object by reading its source, for `pydeploy init` and
+for the plan when `tool.pydeploy.app` is not set.
 
 Everything here is static (the `ast` module): importing user code would run it, and its
-dependencies are usually not installed where `init` runs. The answer is a guess to
-propose, never something a build relies on without the user's config saying so.
+dependencies are usually not installed on the host. A detection is a guess: the plan
+records it with its reason (`app.origin`), and the build's app check imports the target
+inside the builder before any image is made, so a wrong guess fails the build, never
+the container.
 """
 
 from __future__ import annotations
