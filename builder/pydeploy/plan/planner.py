@@ -1,8 +1,10 @@
 """Pure planning: a loaded Project plus command-line overrides become a frozen BuildPlan.
 
-No engine, no network, no writes: `pydeploy plan` prints exactly what `pydeploy build`
-will do, and unit tests check plans without Docker. Facts only the engine knows (the
-base image digest, its interpreter) are filled in by the build, not guessed here.
+No engine, no network, no writes, and the host environment is an argument: `pydeploy
+plan` prints exactly what `pydeploy build` will do, and unit tests check plans without
+Docker. Every setting a later step reads (indexes, launch, healthcheck, server policy,
+dependency selection, resources) is resolved here; facts only the engine knows (the base
+image digest, its interpreter) and secret values are filled in by the build.
 """
 
 from __future__ import annotations
@@ -210,13 +212,6 @@ def make_plan(
         else None
     )
     s = config.server
-    policy = ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker)
-    deps = config.dependencies
-    requirements = (
-        tuple(deps.requirements or project.requirements_files)
-        if dependency_source == "requirements"
-        else ()
-    )
     return BuildPlan(
         project=project,
         python=python,
@@ -237,7 +232,7 @@ def make_plan(
         runtime_packages=tuple(config.runtime_packages),
         dependency_source=dependency_source,
         install_project=project.has_build_system,
-        dependencies=DependencyPlan(tuple(deps.extras), tuple(deps.groups), requirements),
+        dependencies=_dependency_plan(project, dependency_source),
         index=resolve_index(config.index, project.root, environ or {}),
         excludes=excludes,
         includes=tuple(config.include),
@@ -245,8 +240,8 @@ def make_plan(
         labels=tuple(sorted(config.labels.items())),
         layers=layers,
         healthcheck=healthcheck,
-        server_policy=policy,
-        launch=launch_settings(project, app, interface, server),
+        server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
+        launch=_launch_settings(project, app, interface, server),
         resources=config.resources,
     )
 
@@ -356,6 +351,16 @@ def _dependency_source(project: Project) -> str:
     return "project"
 
 
+def _dependency_plan(project: Project, source: str) -> DependencyPlan:
+    deps = project.config.dependencies
+    requirements = deps.requirements or list(project.requirements_files)
+    return DependencyPlan(
+        extras=tuple(deps.extras),
+        groups=tuple(deps.groups),
+        requirements=tuple(requirements) if source == "requirements" else (),
+    )
+
+
 def _layers(
     runtime_packages: list[str], install_project: bool, keep_setuid: bool
 ) -> tuple[LayerPlan, ...]:
@@ -383,7 +388,7 @@ def _layers(
     return tuple(layers)
 
 
-def launch_settings(
+def _launch_settings(
     project: Project, app: str, interface: Interface, server: str
 ) -> LaunchSettings:
     """The launcher's settings as planned: before the app check, only an explicit
