@@ -39,7 +39,7 @@ from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
-from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan, launch_settings
+from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan
 from pydeploy.progress import Progress
 from pydeploy.publish import sinks as publish
 
@@ -236,9 +236,7 @@ def _build(
             app_layer,
             assemble.layer(
                 store,
-                assemble.launcher_entries(
-                    launch_settings(plan.project, plan.app, interface, server, memory)
-                ),
+                assemble.launcher_entries(plan.launch.settled(interface, server, memory)),
                 "launcher",
             ),
         ]
@@ -300,8 +298,8 @@ def _checked_app(
     key = hashlib.sha256(
         json.dumps(
             [CHECK_RECIPE, app_only.diff_id, deps.key, builder.image_id, plan.app,
-             plan.install_project, plan.project.config.server.interface,
-             wheels.measure_job(plan), plan.project.config.server.worker_memory],
+             plan.install_project, plan.server_policy.interface,
+             wheels.measure_job(plan), plan.server_policy.worker_memory],
         ).encode()
     ).hexdigest()  # fmt: skip
     cached = store.read_index("app-check", key)

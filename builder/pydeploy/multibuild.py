@@ -91,7 +91,7 @@ def build_members(
     def one(outcome: ServiceOutcome) -> None:
         started = time.monotonic()
         try:
-            plan = make_plan(load_project(outcome.path), overrides)
+            plan = make_plan(load_project(outcome.path), overrides, os.environ)
             engine = Engine.connect()
             with lock:
                 engines.append(engine)

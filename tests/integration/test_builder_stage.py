@@ -41,7 +41,7 @@ import pytest
 import pydeploy.progress
 from pydeploy import build
 from pydeploy.builder import stage as wheels
-from pydeploy.builder.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
+from pydeploy.builder.credentials import index_settings
 from pydeploy.config.project import load_project
 from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
 from pydeploy.errors import (
@@ -53,6 +53,7 @@ from pydeploy.errors import (
     InterruptError,
 )
 from pydeploy.plan import depinputs, servers
+from pydeploy.plan.index import CA_ENV_VARS, find_ca_bundle
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
 from pydeploy.publish import sinks as publish
 
@@ -144,7 +145,8 @@ def _no_containers_left(engine: Engine) -> Iterator[None]:
 
 
 def plan_for(project: Path, base_image: str) -> BuildPlan:
-    return make_plan(load_project(project), Overrides(base_image=base_image))
+    """As `pydeploy build` plans: with the host environment (the engine fixture's CA)."""
+    return make_plan(load_project(project), Overrides(base_image=base_image), os.environ)
 
 
 class Progress:
@@ -207,7 +209,7 @@ def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -
         builder.key,
         inputs,
         servers.plan_packages(plan),
-        index_settings(plan.project.config.index),
+        index_settings(plan.index),
     )
     name = wheels.VENV_VOLUME_PREFIX + key[:16]
     CREATED.volumes.add(name)
@@ -361,7 +363,7 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
         builder.key,
         depinputs.dependency_inputs(plan),
         servers.plan_packages(plan),
-        index_settings(plan.project.config.index),
+        index_settings(plan.index),
     )
     assert install(engine, plan, builder, Progress()).cached
 
@@ -834,6 +836,7 @@ def test_index_secret_never_leaks(
 
 
 INTERRUPTED_BUILD = """\
+import os
 import sys
 from pathlib import Path
 import pydeploy.progress
@@ -842,7 +845,7 @@ from pydeploy.engine.client import Engine
 from pydeploy.plan.planner import Overrides, make_plan
 from pydeploy.config.project import load_project
 
-plan = make_plan(load_project(Path(sys.argv[1])), Overrides(base_image=sys.argv[2]))
+plan = make_plan(load_project(Path(sys.argv[1])), Overrides(base_image=sys.argv[2]), os.environ)
 engine = Engine.connect()
 print("build-id", engine.build_id, flush=True)
 builder = wheels.ensure_builder(engine, plan, lambda *args: None)
@@ -1017,7 +1020,7 @@ def host_ca(project: Path) -> bytes:
     """The CA bundle a build of `project` sends into builder containers."""
     found = find_ca_bundle(None, project, os.environ)
     assert found is not None, "the engine fixture points SSL_CERT_FILE at the host bundle"
-    return found.read_bytes()
+    return found[0].read_bytes()
 
 
 def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(

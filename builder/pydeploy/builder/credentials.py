@@ -1,6 +1,7 @@
 """Package index settings for builder containers: credentials read from the host
-environment (values never live in config), the masking of every form of them in output,
-the CA bundle builders trust, and the uv/pip environment for the configured indexes.
+environment by the names the plan holds (values never live in config or the plan), the
+masking of every form of them in output, and the uv/pip environment for the plan's
+indexes (plan/index.py resolves them, with the CA bundle builders trust).
 
 Pure: nothing here touches the engine. Variables that carry a secret are kept apart
 from the rest: they never enter a container's configuration (the builder hands them to
@@ -14,14 +15,10 @@ import base64
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydeploy.config.models import IndexConfig
 from pydeploy.errors import ConfigError
-
-CA_ENV_VARS = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
-
+from pydeploy.plan.index import IndexPlan
 
 # --- secrets --------------------------------------------------------------------------
 
@@ -42,8 +39,9 @@ class Credentials:
         return values
 
 
-def read_credentials(index: IndexConfig, environ: Mapping[str, str]) -> Credentials:
-    """The values of the variables named by `username-env` / `password-env`."""
+def read_credentials(index: IndexPlan, environ: Mapping[str, str]) -> Credentials:
+    """The values of the variables named by `username-env` / `password-env`, read at
+    build time (the plan holds only the names)."""
     values: dict[str, str | None] = {}
     for key, name in (("username", index.username_env), ("password", index.password_env)):
         if name is None:
@@ -81,27 +79,7 @@ class Masker:
         return text
 
 
-# --- CA bundle and indexes -------------------------------------------------------------
-
-
-def find_ca_bundle(
-    configured: str | None, project_root: Path, environ: Mapping[str, str]
-) -> Path | None:
-    """The CA bundle builder containers trust: `index.ca-bundle`, else the first of
-    SSL_CERT_FILE, PIP_CERT, REQUESTS_CA_BUNDLE that names an existing file."""
-    if configured:
-        path = (project_root / Path(configured).expanduser()).resolve()
-        if not path.is_file():
-            raise ConfigError(
-                f"`tool.pydeploy.index.ca-bundle` = {configured!r} is not a file ({path}).",
-                hint="Point it at a PEM bundle, or remove it to use SSL_CERT_FILE/PIP_CERT.",
-            )
-        return path
-    for name in CA_ENV_VARS:
-        value = environ.get(name)
-        if value and Path(value).is_file():
-            return Path(value).resolve()
-    return None
+# --- indexes ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -110,23 +88,21 @@ class IndexEnvironment:
     secret: dict[str, str]  # carries a credential: only ever on a container's stdin
 
 
-def index_environment(index: IndexConfig, credentials: Credentials) -> IndexEnvironment:
-    """uv and pip settings for the configured indexes. Credentials go to uv as per-index
+def index_environment(index: IndexPlan, credentials: Credentials) -> IndexEnvironment:
+    """uv and pip settings for the plan's indexes. Credentials go to uv as per-index
     variables and to pip inside the index URL, all of them in `secret`."""
     public: dict[str, str] = {}
     secret: dict[str, str] = {}
-    named = [(0, index.url)] if index.url else []
-    named += [(i, url) for i, url in enumerate(index.extra_urls, start=1)]
-    for number, url in named:
+    for number, url in index.numbered():
         name = f"pydeploy-{number}"
         if number == 0:
             public["UV_DEFAULT_INDEX"] = f"{name}={url}"
         else:
             public["UV_INDEX"] = (public.get("UV_INDEX", "") + f" {name}={url}").strip()
         if credentials.username:
-            secret[f"UV_INDEX_PYDEPLOY_{number}_USERNAME"] = credentials.username
+            secret[uv_credential_variable(number, "USERNAME")] = credentials.username
         if credentials.password:
-            secret[f"UV_INDEX_PYDEPLOY_{number}_PASSWORD"] = credentials.password
+            secret[uv_credential_variable(number, "PASSWORD")] = credentials.password
     pip = public if not (credentials.username or credentials.password) else secret
     if index.url:
         pip["PIP_INDEX_URL"] = _with_credentials(index.url, credentials)
@@ -135,6 +111,11 @@ def index_environment(index: IndexConfig, credentials: Credentials) -> IndexEnvi
             _with_credentials(url, credentials) for url in index.extra_urls
         )
     return IndexEnvironment(public, secret)
+
+
+def uv_credential_variable(number: int, part: Literal["USERNAME", "PASSWORD"]) -> str:
+    """The variable uv reads index `pydeploy-<number>`'s username or password from."""
+    return f"UV_INDEX_PYDEPLOY_{number}_{part}"
 
 
 def _with_credentials(url: str, credentials: Credentials) -> str:
@@ -147,6 +128,6 @@ def _with_credentials(url: str, credentials: Credentials) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
-def index_settings(index: IndexConfig) -> dict[str, Any]:
-    """What of the index config decides the dependency set: URLs, never secrets."""
+def index_settings(index: IndexPlan) -> dict[str, Any]:
+    """What of the index settings decides the dependency set: URLs, never secrets."""
     return {"url": index.url, "extra_urls": list(index.extra_urls)}

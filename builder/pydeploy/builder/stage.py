@@ -42,9 +42,7 @@ from typing import IO, Any, Literal, cast
 
 from pydeploy import atomic, payload
 from pydeploy.builder.credentials import (
-    CA_ENV_VARS,
     Masker,
-    find_ca_bundle,
     index_environment,
     index_settings,
     read_credentials,
@@ -79,6 +77,7 @@ from pydeploy.plan.depinputs import (
     dependency_key,
     input_files,
 )
+from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
@@ -339,10 +338,8 @@ def _check_python(plan: BuildPlan, python: PythonInfo) -> None:
     """The base image decides the interpreter: it must match what the user asked for."""
     check_python_allowed(plan.project, python.version, f"base image {plan.base_image}")
     minor = ".".join(python.version.split(".")[:2])
-    wanted = plan.project.config.python
-    origin = "tool.pydeploy.python"
-    if plan.python_origin.startswith("--python"):
-        wanted, origin = plan.python, "--python"
+    pin = plan.python_pin
+    wanted, origin = (pin.version, pin.origin) if pin else ("", "")
     if wanted and wanted != minor:
         raise ConfigError(
             f"`{origin}` asks for Python {wanted}, but the base image `{plan.base_image}` "
@@ -374,7 +371,7 @@ def _build_builder(
 ) -> str:
     if not packages:
         return _commit_builder(engine, plan, name, network, packages, [], python, base_info)
-    ca = find_ca_bundle(plan.project.config.index.ca_bundle, plan.project.root, os.environ)
+    ca = plan.index.ca_bundle
     volume = APT_VOLUME_PREFIX + engine.build_id
     engine.create_volume(volume, {BUILD_LABEL: engine.build_id})
     try:
@@ -488,8 +485,8 @@ BUILD_ENV = {
 
 def _builder_env(plan: BuildPlan, ca: Path | None) -> tuple[dict[str, str], bytes, Masker]:
     """(the container's environment, the secrets line for its stdin, the masker)."""
-    index = plan.project.config.index
-    credentials = read_credentials(index, os.environ)
+    index = plan.index
+    credentials = read_credentials(index, os.environ)  # the values, by the plan's names
     env = {
         "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
         "PIP_CACHE_DIR": f"{CACHE_DIR}/pip",
@@ -587,7 +584,7 @@ def install_dependencies(
     started = time.monotonic()
     inputs = dependency_inputs(plan)
     wanted = servers.plan_packages(plan)
-    index = plan.project.config.index
+    index = plan.index
     key = dependency_key(builder.key, inputs, wanted, index_settings(index))
     volume = VENV_VOLUME_PREFIX + key[:16]
 
@@ -631,8 +628,7 @@ def _install(
     output: OnLine | None,
 ) -> tuple[BuilderImage, Transcript]:
     """Fill the claimed volume; returns the builder that did it and its transcript."""
-    index = plan.project.config.index
-    ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
+    ca = plan.index.ca_bundle
     env, secrets, masker = _builder_env(plan, ca)
     job = install_job(inputs, key, wanted, builder)
     if builder.light and inputs.local_names is None:
@@ -666,11 +662,11 @@ def install_job(
         **skip_lists(),
         "cwd": inputs.cwd,
         "source": inputs.source,
-        "package": inputs.package,
         "requirements": list(inputs.requirements),
         "requirement_lines": list(inputs.requirement_lines),
         "extras": list(inputs.extras),
         "groups": list(inputs.groups),
+        "export": list(inputs.export),
         "server_packages": list(wanted),
         "local_names": list(inputs.local_names or ()),
         "venv": VENV,
@@ -917,8 +913,7 @@ def _check_app(
     if chosen.light and deps.needs_compilers:
         chosen = ensure_full_builder(engine, plan, progress)
         engine.pin(chosen.name)
-    index = plan.project.config.index
-    ca = find_ca_bundle(index.ca_bundle, plan.project.root, os.environ)
+    ca = plan.index.ca_bundle
     env, secrets, masker = _builder_env(plan, ca)
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
     while True:
@@ -950,7 +945,7 @@ def _check_app(
     found = result.get("app") or {}
     interface = _decide_interface(plan, found, transcript.text)
     memory = estimate_memory(
-        found.get("memory"), server=plan.server, configured=plan.project.config.server.worker_memory
+        found.get("memory"), server=plan.server, configured=plan.server_policy.worker_memory
     )
     return AppCheck(interface, site_tar if result.get("project_site") else None, memory)
 
@@ -975,12 +970,11 @@ def measure_job(plan: BuildPlan) -> Measure:
     """How the check measures a worker: the server's modules, then the app and one GET
     of the health path (the route the platform polls anyway), unless `worker-memory` is
     set, which replaces the per-worker measurement and spares the app the request."""
-    config = plan.project.config
     return {
         "server": plan.server,
         "modules": list(servers.worker_modules(plan.server)),
-        "path": config.healthcheck.path or "/",
-        "request": config.server.worker_memory is None,
+        "path": plan.launch.healthcheck_path or "/",
+        "request": plan.server_policy.worker_memory is None,
     }
 
 
@@ -1026,7 +1020,7 @@ def _decide_interface(
             hint=f"{fix} to name the instance (e.g. `main:app`), not its class.",
         )
     interface = found.get("interface")
-    forced = plan.project.config.server.interface
+    forced = plan.server_policy.interface
     if interface is None:
         if plan.interface != "auto":
             return plan.interface
@@ -1041,7 +1035,7 @@ def _decide_interface(
             f"{interface.upper()} app.",
             hint=f"Set `tool.pydeploy.server.interface` to {interface!r} (or `auto`).",
         )
-    configured = plan.project.config.server.type
+    configured = plan.server_policy.type
     if servers.mismatch(configured, interface):
         raise AppCheckError(
             f"`tool.pydeploy.server.type` = {configured!r} cannot run {where}: it is an "

@@ -134,6 +134,7 @@ def plan(
     the_plan = make_plan(
         load_project(find_project_root(directory)),
         Overrides(base_image=base_image, tags=tags, network=network),
+        os.environ,
     )
     if as_json:
         click.echo(json.dumps(the_plan.to_json(), indent=2))
@@ -337,7 +338,7 @@ def _build_one(
 ) -> None:
     from pydeploy.engine.client import Engine  # noqa: PLC0415
 
-    the_plan = make_plan(load_project(find_project_root(directory)), overrides)
+    the_plan = make_plan(load_project(find_project_root(directory)), overrides, os.environ)
     lines = _Lines()
     engine = Engine.connect()
     try:
@@ -456,6 +457,7 @@ def _deploy_plan(
     return make_plan(
         load_project(find_project_root(directory)),
         Overrides(base_image=base_image, network=network, tags=tags),
+        os.environ,
     )
 
 

@@ -23,6 +23,7 @@ from pydeploy.errors import ConfigError
 from pydeploy.layers.assemble import USER_NAME
 from pydeploy.payload import launcher
 from pydeploy.plan import memory, references
+from pydeploy.plan.launch import Healthcheck
 from pydeploy.plan.planner import BuildPlan, repository_name
 
 # docker stop / Kubernetes wait this long past the server's own graceful timeout before
@@ -47,7 +48,7 @@ class DeploySpec:
     uid: int
     version: str
     graceful_timeout: int
-    healthcheck: dict[str, Any] | None
+    healthcheck: Healthcheck | None
     resources: ResourcesConfig
     replicas: int = 1
     workers: int | None = None  # `server.workers`; None: `auto`
@@ -98,7 +99,7 @@ def spec_from_plan(
     """`worker_memory`: the build's (BuildResult.memory); without one, only an explicit
     `server.worker-memory` is known."""
     if worker_memory is None:
-        configured = plan.project.config.server.worker_memory
+        configured = plan.server_policy.worker_memory
         worker_memory = memory.estimate(None, server=plan.server, configured=configured)
     return DeploySpec(
         name=dns_name(repository_name(plan.project)),
@@ -106,11 +107,11 @@ def spec_from_plan(
         port=plan.port,
         uid=plan.user_id,
         version=plan.project.version,
-        graceful_timeout=int(plan.launch["graceful_timeout"]),
+        graceful_timeout=plan.launch.graceful_timeout,
         healthcheck=plan.healthcheck,
-        resources=plan.project.config.resources,
+        resources=plan.resources,
         replicas=replicas,
-        workers=plan.launch["workers"],
+        workers=plan.launch.workers,
         worker_memory=worker_memory,
     )
 
@@ -217,12 +218,12 @@ def _probes(spec: DeploySpec) -> tuple[dict[str, Any], dict[str, Any]]:
     same path; readiness checks more often so a new pod gets traffic sooner."""
     hc = spec.healthcheck
     action: dict[str, Any] = (
-        {"httpGet": {"path": hc["path"], "port": "http"}} if hc else {"tcpSocket": {"port": "http"}}
+        {"httpGet": {"path": hc.path, "port": "http"}} if hc else {"tcpSocket": {"port": "http"}}
     )
-    interval = int(hc["interval"]) if hc else 30
-    timeout = int(hc["timeout"]) if hc else 3
-    retries = int(hc["retries"]) if hc else 3
-    start = int(hc["start_period"]) if hc else 10
+    interval = hc.interval if hc else 30
+    timeout = hc.timeout if hc else 3
+    retries = hc.retries if hc else 3
+    start = hc.start_period if hc else 10
     readiness = {
         **action,
         "periodSeconds": min(interval, 10),

@@ -166,8 +166,8 @@ def make_spec(
         port=host_port,
         container_port=container_port,
         env=variables,
-        limits=run_limits(plan.project.config.resources, cpus, memory),
-        stop_timeout=grace_period(int(plan.launch["graceful_timeout"])),
+        limits=run_limits(plan.resources, cpus, memory),
+        stop_timeout=grace_period(plan.launch.graceful_timeout),
         labels={**(labels or {}), RUN_LABEL: repository_name(plan.project)},
     )
 

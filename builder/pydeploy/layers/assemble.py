@@ -24,6 +24,7 @@ from pydeploy.oci.image import (
     open_uncompressed,
     rfc3339,
 )
+from pydeploy.plan.launch import LaunchSettings
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import labels as memory_labels
 from pydeploy.plan.planner import APP_DIR, LAUNCHER_DIR, VENV, WORKER_MODULE_PATH, BuildPlan
@@ -199,17 +200,17 @@ def _forget(
             del table[name]
 
 
-def launcher_files(launch: dict[str, Any]) -> dict[str, bytes]:
+def launcher_files(launch: LaunchSettings) -> dict[str, bytes]:
     """The launcher layer's files by image path: the launcher, its settings and the
     gunicorn worker classes it names."""
     return {
         LAUNCHER: payload.source("launcher.py"),
-        LAUNCH_JSON: json.dumps(launch, indent=2, sort_keys=True).encode() + b"\n",
+        LAUNCH_JSON: json.dumps(launch.document(), indent=2, sort_keys=True).encode() + b"\n",
         WORKER_MODULE_PATH: payload.source("server_workers.py"),
     }
 
 
-def launcher_entries(launch: dict[str, Any]) -> list[FileEntry]:
+def launcher_entries(launch: LaunchSettings) -> list[FileEntry]:
     return [
         FileEntry(path.lstrip("/"), "file", 0o644, data=data)
         for path, data in launcher_files(launch).items()
@@ -265,14 +266,15 @@ def runtime_settings(
     }
     python = f"{VENV}/bin/python"
     healthcheck = None
-    if plan.healthcheck:
+    hc = plan.healthcheck
+    if hc:
         second = 1_000_000_000
         healthcheck = {
             "Test": ["CMD", python, LAUNCHER, "healthcheck"],
-            "Interval": plan.healthcheck["interval"] * second,
-            "Timeout": plan.healthcheck["timeout"] * second,
-            "StartPeriod": plan.healthcheck["start_period"] * second,
-            "Retries": plan.healthcheck["retries"],
+            "Interval": hc.interval * second,
+            "Timeout": hc.timeout * second,
+            "StartPeriod": hc.start_period * second,
+            "Retries": hc.retries,
         }
     return RuntimeSettings(
         user=f"{plan.user_id}:{plan.user_id}",

@@ -71,11 +71,11 @@ class InstallJob(SkipLists):
     copies: list[str]
     cwd: str
     source: str
-    package: str | None
     requirements: list[str]
     requirement_lines: list[str]
     extras: list[str]
     groups: list[str]
+    export: list[str]  # uv.lock: the host's `uv export` options (depinputs.uv_export_options)
     server_packages: list[str]
     local_names: list[str]
     venv: str
@@ -447,19 +447,8 @@ def resolve(job: InstallJob, uv: str) -> tuple[Path, list[str], list[str], list[
     wanted = list(job["server_packages"])
     pins: list[str] = []
     if source == "uv.lock":
-        args = [uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-editable"]
-        args += ["--no-header", "--format", "requirements.txt", "--quiet"]
-        if "dev" not in job["groups"]:  # uv's default `dev` group is for development only
-            args.append("--no-dev")
-        args += ["--output-file", REQUIREMENTS]
-        package = job["package"]
-        if package:
-            args += ["--package", package]
-        for extra in job["extras"]:
-            args += ["--extra", extra]
-        for group in job["groups"]:
-            args += ["--group", group]
-        run(step, args, cwd=str(cwd))
+        # The options come from the plan, so an ejected Dockerfile exports the same set.
+        run(step, [uv, "export", *job["export"], "--output-file", REQUIREMENTS], cwd=str(cwd))
         install_args = ["-r", REQUIREMENTS]
         named = requirement_file_names(str(cwd / REQUIREMENTS))
     elif source == "pylock":

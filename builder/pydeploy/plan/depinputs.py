@@ -29,7 +29,7 @@ from pydeploy.config.project import Project, lock_entries, read_text
 from pydeploy.config.toml import parse_toml
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan.appfiles import ignore_spec
-from pydeploy.plan.planner import BuildPlan
+from pydeploy.plan.planner import BuildPlan, DependencyPlan
 from pydeploy.plan.skiplist import (
     BUILD_OUTPUT_DIRS,
     HASH_SKIP_DIRS,
@@ -66,6 +66,9 @@ class DependencyInputs:
     requirement_lines: tuple[str, ...] = ()  # pylock.toml, as requirements
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    # uv.lock: the `uv export` options (uv_export_options), for the builder and the
+    # ejected Dockerfile alike; empty for other sources.
+    export: tuple[str, ...] = ()
     digests: tuple[tuple[str, str], ...] = field(default=())  # (what, sha256)
     # What the builder receives, relative to mount_root: trees (filtered like the app
     # layer) and single files sent whatever ignore files say. See `input_files`.
@@ -96,8 +99,11 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
     directory. A workspace member exported from the workspace root gets the root's
     dependency files and every member's pyproject.toml, not the whole workspace."""
     project = plan.project
-    readers = {"uv.lock": _from_uv_lock, "pylock": _from_pylock, "requirements": _from_requirements}
-    found = readers.get(plan.dependency_source, _from_project)(project)
+    if plan.dependency_source == "requirements":
+        found = _from_requirements(project, plan.dependencies.requirements)
+    else:
+        readers = {"uv.lock": _from_uv_lock, "pylock": _from_pylock}
+        found = readers.get(plan.dependency_source, _from_project)(project)
     root = project.root
     local = sorted({p.resolve() for p in found.local if p.exists()})
     digests = found.digests + [
@@ -120,13 +126,34 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
         package=found.package,
         requirements=found.requirements,
         requirement_lines=found.lines,
-        extras=tuple(project.config.dependencies.extras),
-        groups=tuple(project.config.dependencies.groups),
+        extras=plan.dependencies.extras,
+        groups=plan.dependencies.groups,
+        export=(
+            uv_export_options(plan.dependencies, found.package)
+            if plan.dependency_source == "uv.lock"
+            else ()
+        ),
         digests=tuple(sorted(digests)),
         trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
         files=tuple(sorted(_rel(p, mount_root) for p in files)),
         local_names=local_package_names(local),
     )
+
+
+def uv_export_options(selected: DependencyPlan, package: str | None) -> tuple[str, ...]:
+    """`uv export` options (after `uv export`, before `--output-file`) that turn a uv.lock
+    into the requirements the image gets: the lock as it is, without the project itself
+    (installed on its own) or editables, the plan's extras and groups, and uv's default
+    `dev` group only as DependencyPlan.dev_group says."""
+    options = ["--frozen", "--no-hashes", "--no-emit-project", "--no-editable", "--no-header"]
+    options += ["--format", "requirements.txt", "--quiet"]
+    if not selected.dev_group:
+        options.append("--no-dev")
+    if package:
+        options += ["--package", package]
+    options += [arg for extra in selected.extras for arg in ("--extra", extra)]
+    options += [arg for group in selected.groups for arg in ("--group", group)]
+    return tuple(options)
 
 
 def local_package_names(paths: Iterable[Path]) -> tuple[str, ...] | None:
@@ -206,9 +233,8 @@ def _from_pylock(project: Project) -> _Found:
     )
 
 
-def _from_requirements(project: Project) -> _Found:
+def _from_requirements(project: Project, names: tuple[str, ...]) -> _Found:
     root = project.root
-    names = project.config.dependencies.requirements or list(project.requirements_files)
     for name in names:
         if not (root / name).is_file():
             raise ConfigError(

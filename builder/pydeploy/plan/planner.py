@@ -1,21 +1,26 @@
 """Pure planning: a loaded Project plus command-line overrides become a frozen BuildPlan.
 
-No engine, no network, no writes: `pydeploy plan` prints exactly what `pydeploy build`
-will do, and unit tests check plans without Docker. Facts only the engine knows (the
-base image digest, its interpreter) are filled in by the build, not guessed here.
+No engine, no network, no writes, and the host environment is an argument: `pydeploy
+plan` prints exactly what `pydeploy build` will do, and unit tests check plans without
+Docker. Every setting a later step reads (indexes, launch, healthcheck, server policy,
+dependency selection, resources) is resolved here; facts only the engine knows (the base
+image digest, its interpreter) and secret values are filled in by the build.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from pydeploy.config.models import ResourcesConfig
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
 from pydeploy.plan import references, servers
 from pydeploy.plan.detect import scan_project
-from pydeploy.plan.memory import WorkerMemory
+from pydeploy.plan.index import IndexPlan, resolve_index
+from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, ServerPolicy
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
 from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, TEST_EXCLUDES
 
@@ -29,9 +34,9 @@ WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
-
-
-Interface = Literal["wsgi", "asgi", "auto"]
+# uv's default dependency group, which `uv export` (and `uv sync`) install unless told not
+# to; it holds development tools, so an image gets it only when `groups` names it.
+DEV_GROUP = "dev"
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,34 @@ class LayerPlan:
 
 
 @dataclass(frozen=True)
+class PythonPin:
+    """A Python version the user asked for by name: the base image's must be it."""
+
+    version: str
+    origin: str  # `--python` or `tool.pydeploy.python`
+
+
+@dataclass(frozen=True)
+class DependencyPlan:
+    """What of the project's dependencies the image gets, beside their source."""
+
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()  # the requirements files (source `requirements`)
+
+    @property
+    def dev_group(self) -> bool:
+        """Whether uv's default `dev` group is installed: only when `groups` names it
+        (the builder's and the ejected Dockerfile's `uv export` both follow this)."""
+        return DEV_GROUP in self.groups
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     project: Project
     python: str
     python_origin: str
+    python_pin: PythonPin | None
     base_image: str
     base_image_origin: str
     app: str
@@ -72,13 +101,17 @@ class BuildPlan:
     runtime_packages: tuple[str, ...]
     dependency_source: str
     install_project: bool
+    dependencies: DependencyPlan
+    index: IndexPlan
     excludes: tuple[str, ...]
     includes: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     layers: tuple[LayerPlan, ...]
-    healthcheck: dict[str, Any] | None
-    launch: dict[str, Any] = field(hash=False)
+    healthcheck: Healthcheck | None
+    server_policy: ServerPolicy
+    launch: LaunchSettings
+    resources: ResourcesConfig
 
     def to_json(self) -> dict[str, Any]:
         """A stable, documented shape for `pydeploy plan --json`."""
@@ -88,10 +121,22 @@ class BuildPlan:
                 "version": self.project.version,
                 "root": str(self.project.root),
             },
-            "python": {"version": self.python, "origin": self.python_origin},
+            "python": {
+                "version": self.python,
+                "origin": self.python_origin,
+                "pin": (
+                    {"version": self.python_pin.version, "origin": self.python_pin.origin}
+                    if self.python_pin
+                    else None
+                ),
+            },
             "base_image": {"name": self.base_image, "origin": self.base_image_origin},
             "app": {"target": self.app, "origin": self.app_origin, "interface": self.interface},
-            "server": {"type": self.server, "command": server_command_preview(self)},
+            "server": {
+                "type": self.server,
+                "command": server_command_preview(self),
+                "policy": self.server_policy.to_json(),
+            },
             "tags": list(self.tags),
             "user": {"uid": self.user_id, "gid": self.user_id},
             "port": self.port,
@@ -101,26 +146,43 @@ class BuildPlan:
                 "install_project": self.install_project,
                 "build_packages": list(self.build_packages),
                 "runtime_packages": list(self.runtime_packages),
+                "extras": list(self.dependencies.extras),
+                "groups": list(self.dependencies.groups),
+                "dev_group": self.dependencies.dev_group,
+                "requirements": list(self.dependencies.requirements),
             },
+            "index": self.index.to_json(),
             "layers": [
                 {"role": layer.role, "paths": list(layer.paths), "description": layer.description}
                 for layer in self.layers
             ],
             "env": dict(self.env),
             "labels": dict(self.labels),
-            "healthcheck": self.healthcheck,
+            "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
+            "launch": self.launch.document(),
+            "resources": self.resources.model_dump(),
         }
 
 
-def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan:
-    """Resolve every default. Raises ConfigError for contradictions."""
+def make_plan(
+    project: Project,
+    overrides: Overrides | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BuildPlan:
+    """Resolve every default. Raises ConfigError for contradictions.
+
+    `environ`: the host environment, of which only the CA bundle variables are read
+    (the caller passes os.environ; None: an empty one). Credential values are never
+    read here: the plan names their variables, the build reads them."""
     overrides = overrides or Overrides()
     config = project.config
     base_image = overrides.base_image or config.base_image
     if overrides.python:
         python, python_origin = overrides.python, "--python"
+        pin: PythonPin | None = PythonPin(overrides.python, "--python")
     else:
         python, python_origin = resolve_python(project)
+        pin = PythonPin(config.python, "tool.pydeploy.python") if config.python else None
     if overrides.base_image:
         references.check(
             references.reference_problem(overrides.base_image), overrides.base_image, "--base"
@@ -143,21 +205,18 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         DEFAULT_EXCLUDES + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
     layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
+    hc = config.healthcheck
     healthcheck = (
-        {
-            "path": config.healthcheck.path,
-            "interval": config.healthcheck.interval,
-            "timeout": config.healthcheck.timeout,
-            "start_period": config.healthcheck.start_period,
-            "retries": config.healthcheck.retries,
-        }
-        if config.healthcheck.enabled
+        Healthcheck(hc.path, hc.interval, hc.timeout, hc.start_period, hc.retries)
+        if hc.enabled
         else None
     )
+    s = config.server
     return BuildPlan(
         project=project,
         python=python,
         python_origin=python_origin,
+        python_pin=pin,
         base_image=base_image,
         base_image_origin=base_origin,
         app=app,
@@ -173,13 +232,17 @@ def make_plan(project: Project, overrides: Overrides | None = None) -> BuildPlan
         runtime_packages=tuple(config.runtime_packages),
         dependency_source=dependency_source,
         install_project=project.has_build_system,
+        dependencies=_dependency_plan(project, dependency_source),
+        index=resolve_index(config.index, project.root, environ or {}),
         excludes=excludes,
         includes=tuple(config.include),
         env=tuple(sorted(config.env.items())),
         labels=tuple(sorted(config.labels.items())),
         layers=layers,
         healthcheck=healthcheck,
-        launch=launch_settings(project, app, interface, server),
+        server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
+        launch=_launch_settings(project, app, interface, server),
+        resources=config.resources,
     )
 
 
@@ -288,6 +351,16 @@ def _dependency_source(project: Project) -> str:
     return "project"
 
 
+def _dependency_plan(project: Project, source: str) -> DependencyPlan:
+    deps = project.config.dependencies
+    requirements = deps.requirements or list(project.requirements_files)
+    return DependencyPlan(
+        extras=tuple(deps.extras),
+        groups=tuple(deps.groups),
+        requirements=tuple(requirements) if source == "requirements" else (),
+    )
+
+
 def _layers(
     runtime_packages: list[str], install_project: bool, keep_setuid: bool
 ) -> tuple[LayerPlan, ...]:
@@ -315,49 +388,46 @@ def _layers(
     return tuple(layers)
 
 
-def launch_settings(
-    project: Project,
-    app: str,
-    interface: Interface,
-    server: str,
-    memory: WorkerMemory | None = None,
-) -> dict[str, Any]:
-    """The launcher's `launch.json`: everything the image decides at start comes from here.
-    `memory`: what the app check measured (without it, only `server.worker-memory`)."""
+def _launch_settings(
+    project: Project, app: str, interface: Interface, server: str
+) -> LaunchSettings:
+    """The launcher's settings as planned: before the app check, only an explicit
+    `server.worker-memory` is known of what a worker costs (LaunchSettings.settled adds
+    the check's decisions)."""
     s = project.config.server
-    return {
-        "app": app,
-        "interface": interface,
-        "server": server,
-        "port": project.config.port,
-        "workers": None if s.workers == "auto" else s.workers,
-        **memory_launch_keys(memory, s.worker_memory),
-        "wsgi_worker": s.wsgi_worker,
-        "threads": s.threads,
-        "timeout": s.timeout,
-        "graceful_timeout": s.graceful_timeout,
-        "keepalive": s.keepalive,
-        "max_requests": s.max_requests,
-        "max_requests_jitter": s.max_requests_jitter,
-        "forwarded_allow_ips": ",".join(s.forwarded_allow_ips)
-        if s.forwarded_allow_ips is not None
-        else None,
-        "proxy_headers": s.proxy_headers,
-        "access_log": s.access_log,
-        "extra_args": list(s.extra_args),
-        "app_dir": APP_DIR,
-        "venv": VENV,
-        "worker_lib": WORKER_LIB,
-        "healthcheck_path": project.config.healthcheck.path,
-        "healthcheck_timeout": project.config.healthcheck.timeout,
-    }
+    return LaunchSettings(
+        app=app,
+        interface=interface,
+        server=server,
+        port=project.config.port,
+        workers=None if s.workers == "auto" else s.workers,
+        **memory_launch_keys(None, s.worker_memory),
+        wsgi_worker=s.wsgi_worker,
+        threads=s.threads,
+        timeout=s.timeout,
+        graceful_timeout=s.graceful_timeout,
+        keepalive=s.keepalive,
+        max_requests=s.max_requests,
+        max_requests_jitter=s.max_requests_jitter,
+        forwarded_allow_ips=(
+            ",".join(s.forwarded_allow_ips) if s.forwarded_allow_ips is not None else None
+        ),
+        proxy_headers=s.proxy_headers,
+        access_log=s.access_log,
+        extra_args=tuple(s.extra_args),
+        app_dir=APP_DIR,
+        venv=VENV,
+        worker_lib=WORKER_LIB,
+        healthcheck_path=project.config.healthcheck.path,
+        healthcheck_timeout=project.config.healthcheck.timeout,
+    )
 
 
 def server_command_preview(plan: BuildPlan) -> list[str]:
     """The server's argv as the image will run it; the worker count, decided at container
     start, is shown symbolically. Versions are unknown before the build, so the preview
     assumes current servers (gunicorn with a control socket to disable)."""
-    settings = dict(plan.launch)
+    settings = plan.launch.document()
     if settings["server"] == "auto":
         settings["server"] = "gunicorn"
     if settings["interface"] == "auto":  # an app the source scan did not recognise

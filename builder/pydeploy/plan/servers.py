@@ -112,7 +112,7 @@ def packages(server: str, wsgi_worker: str = "async") -> tuple[str, ...]:
 
 def plan_packages(plan: BuildPlan) -> tuple[str, ...]:
     """What the plan's server needs in the venv."""
-    return packages(plan.server, plan.project.config.server.wsgi_worker)
+    return packages(plan.server, plan.server_policy.wsgi_worker)
 
 
 def worker_modules(server: str) -> tuple[str, ...]:

@@ -1,49 +1,22 @@
-"""Index settings for builder containers: CA bundle discovery, credentials read from the
-named variables, the uv/pip index environment, and masking every form of a secret."""
+"""Index settings for builder containers: credentials read from the variables the plan
+names, the uv/pip index environment, and masking every form of a secret. (The CA bundle
+is resolved by the plan: tests/unit/plan/test_index.py.)"""
 
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import pytest
 
 from pydeploy.builder import credentials
-from pydeploy.config.models import IndexConfig
 from pydeploy.errors import ConfigError
-
-# --- CA bundle --------------------------------------------------------------------------
-
-
-def test_ca_bundle_discovery_order(tmp_path: Path) -> None:
-    files = {name: tmp_path / f"{name}.pem" for name in ("cfg", "ssl", "pip", "req")}
-    for path in files.values():
-        path.write_text("pem", encoding="utf-8")
-    env = {
-        "SSL_CERT_FILE": str(files["ssl"]),
-        "PIP_CERT": str(files["pip"]),
-        "REQUESTS_CA_BUNDLE": str(files["req"]),
-    }
-    find = credentials.find_ca_bundle
-    assert find("cfg.pem", tmp_path, env) == files["cfg"]
-    assert find(None, tmp_path, env) == files["ssl"]
-    assert (
-        find(None, tmp_path, {**env, "SSL_CERT_FILE": str(tmp_path / "gone.pem")}) == files["pip"]
-    )
-    assert find(None, tmp_path, {"REQUESTS_CA_BUNDLE": str(files["req"])}) == files["req"]
-    assert find(None, tmp_path, {}) is None
-
-
-def test_configured_ca_bundle_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"tool\.pydeploy\.index\.ca-bundle"):
-        credentials.find_ca_bundle("missing.pem", tmp_path, {})
-
+from pydeploy.plan.index import IndexPlan
 
 # --- credentials and masking --------------------------------------------------------------
 
 
 def test_credentials_come_from_the_named_variables() -> None:
-    index = IndexConfig(
+    index = IndexPlan(
         url="https://pkgs.example/simple",
         username_env="U",
         password_env="P",  # noqa: S106 - the NAME of a variable, not a password
@@ -55,9 +28,9 @@ def test_credentials_come_from_the_named_variables() -> None:
 
 
 def test_index_environment_keeps_every_secret_apart() -> None:
-    index = IndexConfig(
+    index = IndexPlan(
         url="https://pkgs.example/simple",
-        extra_urls=["https://extra.example/simple"],
+        extra_urls=("https://extra.example/simple",),
         username_env="U",
         password_env="P",  # noqa: S106 - the NAME of a variable, not a password
     )
@@ -78,9 +51,7 @@ def test_index_environment_keeps_every_secret_apart() -> None:
     assert plain.secret == {}
     assert plain.public["PIP_INDEX_URL"] == "https://pkgs.example/simple"
     # No index configured: PyPI, and credentials go nowhere.
-    assert credentials.index_environment(IndexConfig(), creds) == credentials.IndexEnvironment(
-        {}, {}
-    )
+    assert credentials.index_environment(IndexPlan(), creds) == credentials.IndexEnvironment({}, {})
 
 
 def test_masker_hides_every_form_of_a_secret() -> None:

@@ -154,3 +154,32 @@ def test_version_flag() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("pydeploy, version ")
+
+
+def test_plan_json_shows_what_the_build_reads_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pydeploy plan` plans with the host environment (its CA bundle variables) and
+    shows the credential variables by name only."""
+    project = tmp_path / "flask-app"
+    shutil.copytree(EXAMPLES / "flask-app", project)
+    path = project / "pyproject.toml"
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + '\n[tool.pydeploy.index]\nurl = "https://pkgs.example/simple"\n'
+        'password-env = "SHOP_TOKEN"\n',
+        encoding="utf-8",
+    )
+    bundle = tmp_path / "proxy.pem"
+    bundle.write_text("pem", encoding="utf-8")
+    for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SHOP_TOKEN", "s3cr3t-token-value")
+    result = CliRunner().invoke(cli, ["plan", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-token-value" not in result.output
+    index = json.loads(result.output)["index"]
+    assert index["url"] == "https://pkgs.example/simple"
+    assert index["ca_bundle"] == {"path": str(bundle), "origin": "SSL_CERT_FILE"}
+    assert index["credentials"] == {"username_env": None, "password_env": "SHOP_TOKEN"}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import textwrap
@@ -17,11 +19,17 @@ import pytest
 from click.testing import CliRunner
 
 from pydeploy import payload
+from pydeploy.builder import stage
+from pydeploy.builder.credentials import Credentials, index_environment
+from pydeploy.builder.stage import BuilderImage, PythonInfo
 from pydeploy.cli.main import cli
 from pydeploy.config.project import load_project
 from pydeploy.deploy import dockerfile
 from pydeploy.errors import ConfigError
-from pydeploy.plan.planner import BuildPlan, Overrides, launch_settings, make_plan
+from pydeploy.payload.builder_script import InstallJob
+from pydeploy.plan import servers
+from pydeploy.plan.depinputs import dependency_inputs
+from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
@@ -169,7 +177,7 @@ def test_launcher_files_are_pydeploys_own(flask: Path) -> None:
     plan = plan_of(flask)
     assert ejected.files[".pydeploy/launcher.py"] == payload.source("launcher.py")
     launch = json.loads(ejected.files[".pydeploy/launch.json"])
-    assert launch == launch_settings(plan.project, plan.app, "wsgi", "gunicorn")
+    assert launch == plan.launch.settled("wsgi", "gunicorn").document()
     final = stages(ejected.dockerfile)[-1]
     assert "COPY .pydeploy/launcher.py .pydeploy/launch.json /opt/pydeploy/" in final
     assert ejected.files[".pydeploy/pydeploy_workers.py"] == payload.source("server_workers.py")
@@ -239,6 +247,93 @@ def test_uv_lock_is_exported_frozen(tmp_path: Path) -> None:
     assert "COPY uv.lock /build/src/uv.lock" in builder
     assert "uv export --frozen" in builder
     assert "-r /tmp/requirements.txt" in builder
+
+
+# --- one rule for the builder and the Dockerfile ------------------------------------------------
+
+
+def uv_lock_project(tmp_path: Path, table: str = "") -> Path:
+    root = Path(shutil.copytree(FIXTURES / "uvlock_app", tmp_path / "uvlock_app"))
+    with (root / "pyproject.toml").open("a", encoding="utf-8") as handle:
+        handle.write('server.interface = "asgi"\n' + textwrap.dedent(table))
+    return root
+
+
+def builder_job(plan: BuildPlan) -> InstallJob:
+    """The install job `pydeploy build` sends its builder for this plan."""
+    python = PythonInfo("/usr/local/bin/python3", "3.12.1", "lib/python3.12/site-packages")
+    builder = BuilderImage("pydeploy-builder:x", "sha256:1", python, "k")
+    return stage.install_job(dependency_inputs(plan), "key", servers.plan_packages(plan), builder)
+
+
+def exported(dockerfile_text: str) -> list[str]:
+    """The Dockerfile's `uv export` options (between `export` and `--output-file`)."""
+    line = next(ln for ln in " ".join(stages(dockerfile_text)[1]).split("&&") if "uv export " in ln)
+    words = shlex.split(line)
+    return words[words.index("export") + 1 : words.index("--output-file")]
+
+
+@pytest.mark.parametrize(
+    ("groups", "no_dev"),
+    [([], True), (["web"], True), (["dev"], False), (["web", "dev"], False)],
+)
+def test_uv_export_keeps_the_dev_group_only_when_asked_for(
+    tmp_path: Path, groups: list[str], no_dev: bool
+) -> None:
+    """Both read DependencyPlan.dev_group: the Dockerfile used to pass --no-dev always,
+    dropping a `dev` group the builder installs."""
+    table = f"[tool.pydeploy.dependencies]\ngroups = {json.dumps(groups)}\n" if groups else ""
+    plan = plan_of(uv_lock_project(tmp_path, table))
+    options = exported(dockerfile.render(plan, created=CREATED, revision=None).dockerfile)
+    assert ("--no-dev" in options) is no_dev
+    assert [options[i + 1] for i, o in enumerate(options) if o == "--group"] == groups
+    assert ("--no-dev" in builder_job(plan)["export"]) is no_dev
+
+
+def test_the_dockerfile_exports_exactly_what_the_builder_does(tmp_path: Path) -> None:
+    table = '[tool.pydeploy.dependencies]\nextras = ["fast", "db"]\ngroups = ["dev", "web"]\n'
+    plan = plan_of(uv_lock_project(tmp_path, table))
+    options = exported(dockerfile.render(plan, created=CREATED, revision=None).dockerfile)
+    assert options == builder_job(plan)["export"]
+    assert options[options.index("--extra") :] == [
+        *("--extra", "fast", "--extra", "db", "--group", "dev", "--group", "web"),
+    ]
+
+
+def test_project_sources_install_the_builders_extras_and_groups(tmp_path: Path) -> None:
+    table = '[tool.pydeploy.dependencies]\nextras = ["fast"]\ngroups = ["web"]\n'
+    plan = plan_of(write_project(tmp_path / "p", table))
+    job = builder_job(plan)
+    install = next(
+        ln
+        for ln in stages(dockerfile.render(plan, created=CREATED, revision=None).dockerfile)[1]
+        if "-r pyproject.toml" in ln
+    )
+    words = shlex.split(install.split("&&")[-1])
+    assert [words[i + 1] for i, w in enumerate(words) if w == "--extra"] == job["extras"]
+    groups = [words[i + 1] for i, w in enumerate(words) if w == "--group"]
+    assert groups == [f"pyproject.toml:{g}" for g in job["groups"]]
+
+
+def test_index_credentials_reach_the_variables_the_builder_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both number the indexes by IndexPlan.numbered and name uv's variables alike."""
+    root = write_project(
+        tmp_path / "p",
+        '[tool.pydeploy.index]\nurl = "https://pkgs.example/simple"\n'
+        'extra-urls = ["https://a.example/simple", "https://b.example/simple"]\n'
+        'username-env = "SHOP_USER"\npassword-env = "SHOP_TOKEN"\n',
+    )
+    plan = plan_of(root)
+    builder = " ".join(stages(eject(root).dockerfile)[1])
+    in_dockerfile = set(re.findall(r"export (UV_INDEX_PYDEPLOY_\w+);", builder))
+    secret = index_environment(plan.index, Credentials("robot", "token")).secret
+    assert in_dockerfile == {name for name in secret if name.startswith("UV_INDEX_PYDEPLOY_")}
+    assert len(in_dockerfile) == 6
+    public = index_environment(plan.index, Credentials()).public
+    for name, value in public.items():
+        assert f"{name}={dockerfile.quote(value)}" in builder
 
 
 def test_pylock_becomes_a_requirements_file(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_disabled_healthcheck_probes_the_port(tmp_path: Path) -> None:
 def test_grace_period_outlasts_the_servers_graceful_timeout(plan: BuildPlan) -> None:
     deployment, _ = deployment_of(plan)
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert plan.launch["graceful_timeout"] == 40
+    assert plan.launch.graceful_timeout == 40
     assert grace == 45
 
 

@@ -125,6 +125,38 @@ def star_args(*args: object) -> None:
     return None
 
 
+def test_a_uv_lock_is_exported_with_the_hosts_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script has no dev-group rule of its own: it runs the options the plan chose
+    (depinputs.uv_export_options), which the ejected Dockerfile runs too."""
+    inputs, work = tmp_path / "src", tmp_path / "build" / "src"
+    (inputs / "app").mkdir(parents=True)
+    (inputs / "app" / "uv.lock").write_text("version = 1\n", encoding="utf-8")
+    ran: list[list[str]] = []
+
+    def fake_run(step: str, argv: list[str], cwd: str | None = None, env: object = None) -> None:
+        ran.append(argv)
+        Path(cwd or ".", builder_script.REQUIREMENTS).write_text("flask==3.0\n", "utf-8")
+
+    monkeypatch.setattr(builder_script, "run", fake_run)
+    export = ["--frozen", "--quiet", "--group", "dev", "--extra", "fast"]
+    job = {
+        "inputs": str(inputs),
+        "work": str(work),
+        "copies": ["app"],
+        "cwd": "app",
+        "source": "uv.lock",
+        "export": export,
+        "groups": ["dev"],
+        "server_packages": ["flask"],
+        **skip_lists(),
+    }
+    _, args, _, added = builder_script.resolve(cast("InstallJob", job), "/uv")
+    assert ran == [["/uv", "export", *export, "--output-file", builder_script.REQUIREMENTS]]
+    assert (args, added) == (["-r", builder_script.REQUIREMENTS], [])
+
+
 @pytest.mark.parametrize(
     ("obj", "kind"),
     [

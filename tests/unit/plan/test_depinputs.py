@@ -15,7 +15,7 @@ from pydeploy.builder.credentials import index_settings
 from pydeploy.config.project import load_project
 from pydeploy.errors import ConfigError
 from pydeploy.plan import depinputs, servers
-from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
+from pydeploy.plan.planner import BuildPlan, DependencyPlan, Overrides, make_plan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -50,7 +50,7 @@ def plan_of(root: Path) -> BuildPlan:
 def key_of(plan: BuildPlan, builder: str = "sha256:aaa") -> str:
     inputs = depinputs.dependency_inputs(plan)
     wanted = servers.plan_packages(plan)
-    index = index_settings(plan.project.config.index)
+    index = index_settings(plan.index)
     return depinputs.dependency_key(builder, inputs, wanted, index)
 
 
@@ -120,7 +120,7 @@ def test_key_never_contains_credentials(tmp_path: Path, monkeypatch: pytest.Monk
     root = write_project(tmp_path / "p", body)
     monkeypatch.setenv("TOKEN", "first-secret-value")
     plan = plan_of(root)
-    settings = index_settings(plan.project.config.index)
+    settings = index_settings(plan.index)
     assert "first-secret-value" not in repr(settings)
     before = key_of(plan)
     monkeypatch.setenv("TOKEN", "second-secret-value")
@@ -164,6 +164,24 @@ def test_uv_lock_inputs_skip_the_project_itself() -> None:
     assert [what for what, _ in inputs.digests] == ["uv.lock"]
     assert inputs.package is None
     assert inputs.copies == ("",)
+    assert inputs.export == depinputs.uv_export_options(DependencyPlan(), None)
+    assert "--no-dev" in inputs.export
+    assert "--package" not in inputs.export
+
+
+def test_only_a_uv_lock_has_export_options(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", '[tool.pydeploy.dependencies]\ngroups = ["web"]\n')
+    inputs = depinputs.dependency_inputs(plan_of(root))
+    assert (inputs.source, inputs.export, inputs.groups) == ("project", (), ("web",))
+
+
+def test_uv_export_options_follow_the_dependency_plan() -> None:
+    options = depinputs.uv_export_options(DependencyPlan(("a",), ("dev", "web")), "member")
+    assert "--no-dev" not in options
+    assert options[options.index("--package") :] == (
+        *("--package", "member", "--extra", "a", "--group", "dev", "--group", "web"),
+    )
+    assert "--no-dev" in depinputs.uv_export_options(DependencyPlan(groups=("web",)), None)
 
 
 def test_missing_requirements_file_is_a_config_error(tmp_path: Path) -> None:
@@ -278,6 +296,8 @@ def test_workspace_member_exports_by_name_from_the_root(tmp_path: Path) -> None:
     assert inputs.mount_root == tmp_path
     assert (inputs.copies, inputs.cwd) == (("",), "")
     assert {what for what, _ in inputs.digests} == {"uv.lock", "local:../../libs/shared"}
+    # The builder exports the member by name; the export options carry it.
+    assert inputs.export[inputs.export.index("--package") + 1] == "api"
 
 
 def test_workspace_member_receives_the_manifests_not_the_workspace(tmp_path: Path) -> None:
