@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pydeploy.cli import main as cli_mod
 from pydeploy.cli.main import cli
+from pydeploy.plan import planner
 
 
 def _boom(*_args: object, **_kwargs: object) -> None:
@@ -19,7 +19,7 @@ def _boom(*_args: object, **_kwargs: object) -> None:
 
 
 def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> tuple[int, str]:
-    monkeypatch.setattr(cli_mod, "make_plan", _boom)
+    monkeypatch.setattr(planner, "make_plan", _boom)
     project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(
