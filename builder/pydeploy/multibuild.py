@@ -103,7 +103,10 @@ def build_members(
                     lambda step, elapsed, detail: progress(outcome.name, step, elapsed, detail),
                 )
             finally:
-                engine.cleanup()
+                try:
+                    engine.cleanup()
+                finally:
+                    engine.close()
         except PydeployError as exc:
             outcome.error = exc
         except Exception as exc:  # noqa: BLE001 - one service's bug must not stop the rest

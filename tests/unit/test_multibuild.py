@@ -72,3 +72,43 @@ def test_exit_code_is_the_first_failure_by_order() -> None:
     assert exit_code([other, failed]) == 1
     assert exit_code([]) == 0
     assert not ok.ok
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["built", "failed"])
+def test_each_members_engine_is_cleaned_up_and_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    from pydeploy import build as build_mod
+    from pydeploy import multibuild
+    from pydeploy.config.workspace import Member
+    from pydeploy.engine.client import Engine
+    from pydeploy.errors import BuildError
+
+    calls: list[str] = []
+
+    class FakeEngine:
+        def cleanup(self) -> None:
+            calls.append("cleanup")
+
+        def close(self) -> None:
+            calls.append("close")
+
+    def build(*_args: object) -> object:
+        if fails:
+            raise BuildError("no wheel")
+        return object()
+
+    monkeypatch.setattr(multibuild, "load_project", lambda path: path)
+    monkeypatch.setattr(multibuild, "make_plan", lambda project, _overrides, _environ=None: project)
+    monkeypatch.setattr(Engine, "connect", FakeEngine)
+    monkeypatch.setattr(build_mod, "build", build)
+    members = [Member("api", tmp_path, has_pydeploy=True, workspace_deps=())]
+    progress: list[str] = []
+
+    def report(who: str, step: str, *_rest: object) -> None:
+        progress.append(f"{who} {step}")
+
+    [outcome] = multibuild.build_members(members, None, None, report)  # type: ignore[arg-type]
+    assert outcome.ok is not fails
+    assert calls == ["cleanup", "close"]
+    assert progress == [f"api {'failed' if fails else 'done'}"]

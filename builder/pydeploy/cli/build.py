@@ -1,0 +1,189 @@
+"""`pydeploy plan` and `pydeploy build`: what a build would do, and doing it (one project
+or every workspace member)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from pydeploy.cli import render
+from pydeploy.cli.options import BASE_IMAGE, NETWORK, PROJECT_DIR, TAGS
+from pydeploy.cli.session import Session
+
+if TYPE_CHECKING:
+    from pydeploy.build import BuildOptions, BuildResult
+    from pydeploy.plan.planner import BuildPlan, Overrides
+
+BUILD_INTERRUPTED = "Build interrupted; its containers were removed."
+
+
+def project_plan(directory: Path, overrides: Overrides | None = None) -> BuildPlan:
+    """The plan of the project at (or above) `directory`."""
+    from pydeploy.config.project import find_project_root, load_project  # noqa: PLC0415
+    from pydeploy.plan.planner import make_plan  # noqa: PLC0415
+
+    # The host's CA variables are read here, once, so planning itself stays pure.
+    return make_plan(load_project(find_project_root(directory)), overrides, os.environ)
+
+
+def run_build(
+    plan: BuildPlan, session: Session, options: BuildOptions, lines: render.Lines
+) -> BuildResult:
+    """One project's build in the session's engine, with progress lines; Ctrl-C/SIGTERM
+    end it as InterruptError once the session has removed what it started."""
+    from pydeploy import build as build_mod  # noqa: PLC0415 - the whole pipeline: slow
+
+    engine = session.connect()
+    render.building(lines, plan, engine.build_id)
+    with session.cancelling(BUILD_INTERRUPTED):
+        return build_mod.build(plan, engine, options, lines)
+
+
+@click.command()
+@PROJECT_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@BASE_IMAGE
+@click.option("--tag", "tags", multiple=True, help="Image tag or reference; repeatable.")
+@NETWORK
+def plan(
+    directory: Path,
+    as_json: bool,
+    base_image: str | None,
+    tags: tuple[str, ...],
+    network: str | None,
+) -> None:
+    """Show what `pydeploy build` would do, without an engine."""
+    from pydeploy.plan.planner import Overrides  # noqa: PLC0415
+
+    overrides = Overrides(base_image=base_image, tags=tags, network=network)
+    render.show_plan(project_plan(directory, overrides), as_json)
+
+
+@click.command()
+@PROJECT_DIR
+@BASE_IMAGE
+@NETWORK
+@TAGS
+@click.option(
+    "--registry",
+    help="Prefix for image names that are not full references (e.g. ghcr.io/my-org).",
+)
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    help="docker (default), registry, oci:DIR or docker-archive:FILE; repeatable.",
+)
+@click.option("--push", is_flag=True, help="Push every tag (same as --output registry).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--metadata-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON result to this file.",
+)
+@click.option("--all", "build_all", is_flag=True, help="Build every workspace member with a table.")
+@click.option("--only", multiple=True, help="With --all: build only this member; repeatable.")
+@click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
+@click.option("--jobs", type=click.IntRange(1, 64), help="With --all: parallel builds (CPUs).")
+@click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
+def build(
+    directory: Path,
+    base_image: str | None,
+    network: str | None,
+    tags: tuple[str, ...],
+    registry: str | None,
+    outputs: tuple[str, ...],
+    push: bool,
+    as_json: bool,
+    metadata_file: Path | None,
+    build_all: bool,
+    only: tuple[str, ...],
+    changed_since: str | None,
+    jobs: int | None,
+    verbose: bool,
+) -> None:
+    """Build the image: wheels in a builder container, then deterministic layers."""
+    from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
+    from pydeploy.plan.planner import Overrides  # noqa: PLC0415
+    from pydeploy.publish import sinks as publish  # noqa: PLC0415
+
+    specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
+    if push and not any(o.kind == "registry" for o in specs):
+        specs.append(publish.Output("registry"))
+    if (only or changed_since or jobs) and not build_all:
+        raise ConfigError("--only, --changed-since and --jobs go with --all.",
+                          hint="Add --all to build workspace members.")  # fmt: skip
+    overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
+    options = build_mod.BuildOptions(
+        outputs=tuple(specs),
+        verbose=verbose,
+        output=render.builder_output if verbose else None,
+    )
+    with Session() as session:
+        if build_all:
+            code = _build_all(directory, overrides, options, only, changed_since, jobs,
+                              as_json, metadata_file)  # fmt: skip
+            if code:
+                sys.exit(code)
+            return
+        _build_one(session, directory, overrides, options, as_json, metadata_file)
+
+
+def _build_one(
+    session: Session,
+    directory: Path,
+    overrides: Overrides,
+    options: BuildOptions,
+    as_json: bool,
+    metadata_file: Path | None,
+) -> None:
+    the_plan = project_plan(directory, overrides)
+    lines = render.Lines()
+    result = run_build(the_plan, session, options, lines)
+    document = result.to_json()
+    if metadata_file:
+        render.write_json(metadata_file, document)
+    if as_json:
+        render.echo_json(document)
+    else:
+        render.built(lines, result)
+
+
+def _build_all(
+    directory: Path,
+    overrides: Overrides,
+    options: BuildOptions,
+    only: tuple[str, ...],
+    changed_since: str | None,
+    jobs: int | None,
+    as_json: bool,
+    metadata_file: Path | None,
+) -> int:
+    """Each member builds in its own engine (multibuild owns those); Ctrl-C/SIGTERM reach
+    it as KeyboardInterrupt through the session's handlers."""
+    from pydeploy import multibuild  # noqa: PLC0415
+
+    members = multibuild.select_members(directory.resolve(), only, changed_since)
+    lines = render.Lines()
+    render.building_services(lines, [m.name for m in members], changed_since)
+    outcomes: list[multibuild.ServiceOutcome] = []
+    if members:
+        outcomes = multibuild.build_members(
+            members, overrides, options,
+            lambda who, step, elapsed, detail: lines(step, elapsed, detail, who), jobs,
+        )  # fmt: skip
+    document = {
+        "ok": all(o.ok for o in outcomes),
+        "services": [o.to_json() for o in outcomes],
+    }
+    if metadata_file:
+        render.write_json(metadata_file, document)
+    if as_json:
+        render.echo_json(document)
+    render.services_summary(lines, outcomes)
+    return multibuild.exit_code(outcomes)

@@ -1,0 +1,318 @@
+"""Everything the command line writes, and how.
+
+Results go to stdout (human text, or the JSON document with `--json`); progress, notes,
+warnings and errors go to stderr, so `--json` output can be piped. Progress lines carry
+timestamps when stderr is not a terminal or under CI (they end up in logs), and bold step
+names on a terminal unless NO_COLOR is set; never spinners.
+
+Streams are looked up per call, not at import: click's CliRunner swaps them per invocation.
+Only light modules are imported here; the types of what is rendered only for mypy."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pydeploy import __version__, atomic
+from pydeploy.errors import PublishError, PydeployError
+
+if TYPE_CHECKING:
+    from pydeploy.build import BuildResult
+    from pydeploy.cache.imageinfo import ImageInfo
+    from pydeploy.cache.prune import Item
+    from pydeploy.config.init import InitResult
+    from pydeploy.multibuild import ServiceOutcome
+    from pydeploy.plan.planner import BuildPlan
+
+
+# --- streams and documents ----------------------------------------------------------------
+
+
+def echo_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """`--metadata-file`: the same document as `--json`, written atomically."""
+    try:
+        atomic.write_text(path, json.dumps(document, indent=2) + "\n")
+    except OSError as exc:
+        raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
+
+
+def note(text: str) -> None:
+    """A line for the user beside the result: stderr."""
+    click.echo(text, err=True)
+
+
+class Lines:
+    """Progress lines on stderr (a `Progress`), and `say` for other lines among them;
+    safe to call from several build threads."""
+
+    def __init__(self) -> None:
+        self.stream = sys.stderr
+        tty = self.stream.isatty()
+        self.plain = not tty or bool(os.environ.get("CI"))
+        self.color = tty and not os.environ.get("NO_COLOR") and not self.plain
+        self.lock = threading.Lock()
+
+    def __call__(self, step: str, elapsed: float, detail: str | None, who: str = "") -> None:
+        name = click.style(step, bold=True) if self.color else step
+        stamp = time.strftime("%H:%M:%S ") if self.plain else ""
+        prefix = f"[{who}] " if who else ""
+        if step == "warning":  # a build's warnings read as warnings, not as a step
+            line = f"{stamp}{prefix}pydeploy: warning: {detail}"
+        else:
+            line = f"{stamp}{prefix}[{elapsed:7.1f}s] {name}" + (f": {detail}" if detail else "")
+        self.say(line)
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            click.echo(text, file=self.stream)
+
+
+def builder_output(line: str) -> None:
+    """`build --verbose`: one line the builder printed."""
+    click.echo(f"    | {line}", err=True)
+
+
+class ContainerOutput:
+    """`pydeploy run`: the container's stdout and stderr lines onto ours, whole lines."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str, is_stderr: bool) -> None:
+        with self.lock:
+            click.echo(line, err=is_stderr)
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def failure(exc: PydeployError, log: Path | None) -> None:
+    """A PydeployError: one paragraph (the log holds the tool output behind it)."""
+    where = f" The full tool output is in {log}." if log else ""
+    click.echo(f"pydeploy: {exc.kind} error: {exc.message}{where}", err=True)
+
+
+def interrupted() -> None:
+    click.echo("pydeploy: interrupted.", err=True)
+
+
+def internal_error(exc: BaseException, log: Path | None, debug: bool) -> None:
+    """A bug: one line naming it, where its traceback is, and how to report it."""
+    lines = str(exc).strip().splitlines()
+    what = type(exc).__name__ + (f": {lines[0][:200]}" if lines else "")
+    where = f"the traceback is in {log}" if log else "the traceback could not be saved"
+    click.echo(
+        f"pydeploy: internal error: {what}. This is a bug in pydeploy {__version__}: {where}"
+        + ("" if debug else " (--debug prints it)")
+        + "; please report it with that traceback and the command you ran.",
+        err=True,
+    )
+
+
+def traceback_text(trace: str) -> None:
+    """`--debug`: the traceback of a bug."""
+    click.echo(trace.rstrip(), err=True)
+
+
+# --- project: init, check, plan, schema ---------------------------------------------------
+
+
+def init_done(result: InitResult) -> None:
+    click.echo(
+        f"added [tool.pydeploy] to {result.path}: app = {result.target!r} "
+        f"({result.reason}). Next: `pydeploy plan`, then `pydeploy build`."
+    )
+
+
+def check_ok(plan: BuildPlan) -> None:
+    click.echo(
+        f"{plan.project.pyproject}: [tool.pydeploy] is valid "
+        f"(app {plan.app}, {plan.interface}, server {plan.server})."
+    )
+
+
+_SOURCES = {
+    "uv.lock": "uv.lock (frozen)",
+    "pylock": "pylock.toml (PEP 751)",
+    "requirements": "requirements files",
+    "project": "[project.dependencies], resolved in the builder; pins recorded",
+}
+
+
+def plan_text(plan: BuildPlan) -> str:
+    from pydeploy.plan.planner import server_command_preview  # noqa: PLC0415
+
+    p = plan.project
+    rows = [
+        ("base image", f"{plan.base_image} ({plan.base_image_origin})"),
+        ("python", f"{plan.python} ({plan.python_origin})"),
+        ("app", f"{plan.app} [{plan.interface}] ({plan.app_origin})"),
+        ("server", plan.server),
+        ("command", " ".join(server_command_preview(plan))),
+        ("tags", ", ".join(plan.tags)),
+        ("user", f"{plan.user_id}:{plan.user_id} (non-root)"),
+        ("port", f"{plan.port} (PORT overrides)"),
+        ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
+        ("build packages", " ".join(plan.build_packages) or "-"),
+        ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("  layers")
+    for i, layer in enumerate(plan.layers, 1):
+        paths = ", ".join(layer.paths) if layer.paths else ""
+        lines.append(
+            f"    {i}. {layer.role.ljust(12)} {layer.description}"
+            + (f" [{paths}]" if paths else "")
+        )
+    return "\n".join(lines)
+
+
+def show_plan(plan: BuildPlan, as_json: bool) -> None:
+    if as_json:
+        echo_json(plan.to_json())
+    else:
+        click.echo(plan_text(plan))
+
+
+def schema_printed(text: str) -> None:
+    click.echo(text, nl=False)
+
+
+def schema_up_to_date(target: Path) -> None:
+    click.echo(f"{target} is up to date.")
+
+
+def schema_out_of_date(target: Path) -> None:
+    click.echo(
+        f"{target} is out of date with the [tool.pydeploy] models; "
+        "run `pydeploy schema` and commit the result.",
+        err=True,
+    )
+
+
+def wrote(path: Path, err: bool = False) -> None:
+    click.echo(f"wrote {path}", err=err)
+
+
+# --- build --------------------------------------------------------------------------------
+
+
+def building(lines: Lines, plan: BuildPlan, build_id: str) -> None:
+    lines.say(
+        f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root} (build {build_id})"
+    )
+
+
+def built(lines: Lines, result: BuildResult) -> None:
+    lines.say(f"built {result.image.image_id} ({', '.join(result.tags)})")
+    for layer in result.image.own_layers:
+        lines.say(f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
+
+
+def building_services(lines: Lines, names: Sequence[str], changed_since: str | None) -> None:
+    if not names:
+        lines.say(
+            "pydeploy: no workspace member to build"
+            + (f" (nothing changed since {changed_since})" if changed_since else "")
+        )
+    else:
+        lines.say(f"pydeploy: building {len(names)} services: " + ", ".join(names))
+
+
+def services_summary(lines: Lines, outcomes: Sequence[ServiceOutcome]) -> None:
+    lines.say("summary:")
+    for o in outcomes:
+        if o.ok and o.result is not None:
+            lines.say(f"  ok      {o.name:<20} {o.seconds:6.1f}s  {', '.join(o.result.tags)}")
+        elif o.error is not None:
+            lines.say(f"  FAILED  {o.name:<20} {o.seconds:6.1f}s  "
+                      f"{o.error.kind} error: {o.error.message}")  # fmt: skip
+
+
+# --- deploy: manifest, dockerfile, run ----------------------------------------------------
+
+
+def local_only(lines: Lines, image: str) -> None:
+    lines.say(
+        f"pydeploy: {image} is in the local engine only; push it (`pydeploy build "
+        "--push`, or --push here) before a cluster can pull it by digest."
+    )
+
+
+def warning(lines: Lines, text: str) -> None:
+    lines.say(f"pydeploy: warning: {text}")
+
+
+def document(text: str) -> None:
+    """A generated file (manifests, a Dockerfile) on stdout, as it would be written."""
+    click.echo(text, nl=False)
+
+
+def run_event(lines: Lines, text: str) -> None:
+    lines.say(f"pydeploy: {text}")
+
+
+def run_exited(lines: Lines, name: str, code: int) -> None:
+    lines.say(f"pydeploy: {name} exited with {code}")
+
+
+# --- cache: inspect, prune ----------------------------------------------------------------
+
+
+def inspected(info: ImageInfo, as_json: bool) -> None:
+    if as_json:
+        echo_json(info.to_json())
+        return
+    click.echo(f"{info.name} {info.image_id[:19]}  user {info.user}")
+    for layer in info.layers:
+        click.echo(f"  {layer.role:<13} {layer.diff_id[:19]}  {layer.size / 1e6:9.2f} MB")
+    click.echo(f"  added on top of the base: {info.own_size / 1e6:.2f} MB")
+
+
+def host_cache_only(message: str, root: Path) -> None:
+    click.echo(f"pydeploy: {message} Only the host cache ({root}) is pruned.", err=True)
+
+
+def pruned(
+    items: Sequence[Item],
+    kept: Sequence[Item],
+    *,
+    dry_run: bool,
+    everything: bool,
+    days: float,
+    root: Path,
+    engine: bool,
+    as_json: bool,
+) -> None:
+    from pydeploy.cache import prune as cachegc  # noqa: PLC0415
+
+    total = sum(item.size or 0 for item in items)
+    if as_json:
+        echo_json({
+            "dry_run": dry_run, "all": everything, "older_than_days": days,
+            "cache_dir": str(root), "engine": engine,
+            "items": [i.to_json() for i in items],
+            "kept": [i.to_json() for i in kept], "bytes": total,
+        })  # fmt: skip
+        return
+    verb = "would remove" if dry_run else "removed"
+    for line in cachegc.describe(items):
+        click.echo(f"{verb} {line}")
+    for line in cachegc.describe(kept):
+        click.echo(f"kept {line}")
+    reclaim = "would reclaim" if dry_run else "reclaimed"
+    click.echo(f"pydeploy: {reclaim} {cachegc.format_size(total)} ({len(items)} items)")
