@@ -58,9 +58,32 @@ from pydeploy.builder.transcript import (
     protocol_result,
     tail,
 )
+from pydeploy.cachekeys import (
+    APT_VOLUME_PREFIX,
+    BUILD_LABEL,
+    BUILDER_REPOSITORY,
+    CACHE_VOLUME,
+    LABEL_BUILDER_BASE,
+    LABEL_CACHE,
+    LABEL_CLAIMED,
+    LABEL_KEY,
+    LABEL_OWNER,
+    LABEL_OWNER_PROCESS,
+    LABEL_PACKAGES,
+    LABEL_PYTHON,
+    LABEL_PYTHON_BASE,
+    LABEL_VENV,
+    LABEL_VENV_KEY,
+    MARKER,
+    PYTHON_VOLUME_PREFIX,
+    RECIPE_VERSION,
+    USED,
+    UV_VERSION,
+    VENV_VOLUME_PREFIX,
+)
 from pydeploy.config.project import check_python_allowed
 from pydeploy.engine import owners
-from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
+from pydeploy.engine.client import Box, Engine, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.oci.image import as_reader
 from pydeploy.payload.builder_script import (
@@ -72,8 +95,6 @@ from pydeploy.payload.builder_script import (
 )
 from pydeploy.plan import servers, skiplist
 from pydeploy.plan.depinputs import (
-    RECIPE_VERSION,
-    UV_VERSION,
     DependencyInputs,
     dependency_inputs,
     dependency_key,
@@ -84,14 +105,8 @@ from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
 from pydeploy.progress import Progress
 
-CACHE_VOLUME = "pydeploy-cache"
 CACHE_DIR = "/cache"
-BUILDER_REPOSITORY = "pydeploy-builder"
-VENV_VOLUME_PREFIX = "pydeploy-venv-"
-APT_VOLUME_PREFIX = "pydeploy-apt-"  # one builder image build's apt lists and .debs
 APT_CACHE = "/var/cache/apt"
-MARKER = ".pydeploy-complete"
-USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the volume
 SRC = "/src"  # where the dependency inputs are unpacked
 WORK = "/build/src"
 RUN_DIR = "/run/pydeploy"
@@ -101,14 +116,6 @@ SCRIPT = f"{RUN_DIR}/builder_script.py"
 JOB = f"{RUN_DIR}/job.json"
 FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
 
-LABEL_KEY = "pydeploy.builder.key"
-LABEL_PYTHON = "pydeploy.python"
-LABEL_PACKAGES = "pydeploy.builder.packages"
-PYTHON_VOLUME_PREFIX = "pydeploy-python-"  # an empty volume: its labels hold the probe
-LABEL_VENV_KEY = "pydeploy.venv.key"
-LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
-LABEL_OWNER_PROCESS = "pydeploy.venv.owner"  # its process (owners.Owner.label)
-LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
 # The longest a build waits for a live one that fills the same volume.
 OWNER_WAIT_SECONDS = 1200
 # Another host's filler with no running container for this long is dead (a build starts
@@ -304,7 +311,7 @@ def _base_facts(engine: Engine, plan: BuildPlan, base_id: str) -> dict[str, Any]
             return facts
     facts = _probe(engine, plan, engine.network_mode(plan.network))
     engine.create_volume(
-        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), "pydeploy.python.base": base_id}
+        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), LABEL_PYTHON_BASE: base_id}
     )
     return facts
 
@@ -437,7 +444,7 @@ def _commit_builder(
         labels = {
             **(config.get("Labels") or {}),
             LABEL_KEY: name.split(":", 1)[1],
-            "pydeploy.builder.base": str(base_info.get("Id", "")),
+            LABEL_BUILDER_BASE: str(base_info.get("Id", "")),
             LABEL_PACKAGES: " ".join(packages),
             LABEL_PYTHON: json.dumps(
                 {
@@ -553,7 +560,7 @@ def _inputs_tar(inputs: DependencyInputs) -> Iterator[IO[bytes]]:
 
 def _ensure_cache_volume(engine: Engine) -> None:
     if engine.volume_labels(CACHE_VOLUME) is None:
-        engine.create_volume(CACHE_VOLUME, {"pydeploy.cache": "1"})
+        engine.create_volume(CACHE_VOLUME, {LABEL_CACHE: "1"})
 
 
 def _read_marker(engine: Engine, builder: BuilderImage, volume: str) -> dict[str, Any] | None:
@@ -762,7 +769,7 @@ def _claim_labels(engine: Engine, key: str) -> dict[str, str]:
         LABEL_OWNER: engine.build_id,
         LABEL_OWNER_PROCESS: engine.owner.label(),
         LABEL_CLAIMED: str(int(time.time())),
-        "pydeploy.venv": "1",
+        LABEL_VENV: "1",
     }
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 from pydeploy import __version__, atomic
 from pydeploy.builder.credentials import CA_ENV_VARS, Credentials, index_environment
 from pydeploy.builder.stage import BUILD_ENV
+from pydeploy.cachekeys import UV_VERSION
 from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.layers import assemble
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import gitignore_files
-from pydeploy.plan.depinputs import UV_VERSION, dependency_inputs
+from pydeploy.plan.depinputs import dependency_inputs
 from pydeploy.plan.planner import APP_DIR, VENV, BuildPlan, launch_settings
 from pydeploy.plan.skiplist import CREDENTIALS, NEVER
 

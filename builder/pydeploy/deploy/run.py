@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydeploy.cachekeys import RUN_LABEL
 from pydeploy.config.models import ENV_NAME
 from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError
 from pydeploy.plan.planner import BuildPlan, repository_name
 
-RUN_LABEL = "pydeploy.run"
 NANO = 1_000_000_000
 MIB = 1024 * 1024
 # Docker's default relative CPU weight for one core's worth of shares.

@@ -36,11 +36,11 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from pydeploy.cachekeys import BUILD_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
 from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
 from pydeploy.plan.references import parse_reference, try_parse
 
-BUILD_LABEL = "pydeploy.build"
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
 # a shared engine tells its own apart with them), never for the image.
 ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
@@ -677,7 +677,7 @@ class Engine:
                     environment=env or {},
                     working_dir=workdir,
                     user=user,
-                    labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
+                    labels={**self.labels, OWNER_LABEL: self.owner.label()},
                     # Not detached, stdin open: the engine then closes the container's
                     # stdin once the one attached client (this process) goes away.
                     stdin_open=stdin is not None,
@@ -829,14 +829,14 @@ class Engine:
     def orphans(self) -> list[str]:
         """IDs of the builder containers whose owner is gone (owners.orphaned)."""
         with self.guard():
-            found = self.client.api.containers(all=True, filters={"label": owners.OWNER_LABEL})
+            found = self.client.api.containers(all=True, filters={"label": OWNER_LABEL})
         dead = []
         for summary in found:
             ident = str(summary["Id"])
             state = str(summary.get("State") or "")
             if state == "removing":
                 continue
-            label = (summary.get("Labels") or {}).get(owners.OWNER_LABEL)
+            label = (summary.get("Labels") or {}).get(OWNER_LABEL)
             idle = self._idle_seconds(ident, state, summary) if state != "running" else 0.0
             if owners.orphaned(label, state == "running", idle, self.owner):
                 dead.append(ident)

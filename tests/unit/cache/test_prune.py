@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from typing import cast
 
-from pydeploy.builder.stage import LABEL_VENV_KEY, MARKER, USED
 from pydeploy.cache import prune as cachegc
 from pydeploy.cache.prune import CachedImage, CachedVolume, HostEntry, Inventory, Plan, Policy
+from pydeploy.cachekeys import LABEL_VENV_KEY, MARKER, USED
 from pydeploy.engine.client import DiskUsage, Engine, ImageInfo, VolumeInfo
 
 NOW = 2_000_000_000.0

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 
+from pydeploy import cachekeys
 from pydeploy.builder import stage as wheels
 from pydeploy.engine import owners
 from pydeploy.engine.client import Engine, Mount
@@ -161,14 +162,14 @@ class FakeEngine:
         pass
 
     def claim(self, build: str, owner: Owner | None) -> dict[str, str]:
-        labels = {wheels.LABEL_VENV_KEY: KEY, wheels.LABEL_OWNER: build, "pydeploy.venv": "1"}
+        labels = {cachekeys.LABEL_VENV_KEY: KEY, cachekeys.LABEL_OWNER: build, "pydeploy.venv": "1"}
         if owner is not None:
-            labels[wheels.LABEL_OWNER_PROCESS] = owner.label()
+            labels[cachekeys.LABEL_OWNER_PROCESS] = owner.label()
         self.volumes[VOLUME] = labels
         return labels
 
     def complete(self) -> None:
-        self.files[VOLUME, wheels.MARKER] = json.dumps({"key": KEY, "pins": ["a==1"]}).encode()
+        self.files[VOLUME, cachekeys.MARKER] = json.dumps({"key": KEY, "pins": ["a==1"]}).encode()
 
 
 class Clock:
@@ -210,8 +211,8 @@ def test_a_free_volume_is_claimed_and_pinned(clock: Clock) -> None:
     pin, marker, said = claim(engine)
     assert marker is None
     labels = engine.volumes[VOLUME]
-    assert labels[wheels.LABEL_OWNER] == engine.build_id
-    assert Owner.parse(labels[wheels.LABEL_OWNER_PROCESS]) == ME
+    assert labels[cachekeys.LABEL_OWNER] == engine.build_id
+    assert Owner.parse(labels[cachekeys.LABEL_OWNER_PROCESS]) == ME
     assert engine.pins == [pin]
     assert any(m.source == VOLUME for m in pin.mounts)
     assert said == []
@@ -224,7 +225,7 @@ def test_a_dead_owners_claim_is_taken_over_at_once(clock: Clock) -> None:
     engine.files[VOLUME, "bin/python"] = b"half-written"
     pin, marker, _said = claim(engine)
     assert marker is None
-    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
+    assert engine.volumes[VOLUME][cachekeys.LABEL_OWNER] == engine.build_id
     assert (VOLUME, "bin/python") not in engine.files
     assert engine.reaped == 1, "the dead build's containers were reaped"
     assert clock.sleeps == 0, "no waiting for a build known to be dead"
@@ -240,7 +241,7 @@ def test_a_live_owner_is_waited_for_visibly_and_its_venv_reused(clock: Clock) ->
     assert marker is not None
     assert marker["pins"] == ["a==1"]
     assert said[0] == f"waiting for build livebuild000 (pid {ME.pid} on this host) holding {VOLUME}"
-    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == "livebuild000", "not taken over"
+    assert engine.volumes[VOLUME][cachekeys.LABEL_OWNER] == "livebuild000", "not taken over"
     assert engine.pins == [pin]
 
 
@@ -268,7 +269,7 @@ def test_another_hosts_owner_is_judged_by_its_running_containers(clock: Clock) -
     started = clock.now
     _pin, marker, said = claim(engine)
     assert marker is None
-    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
+    assert engine.volumes[VOLUME][cachekeys.LABEL_OWNER] == engine.build_id
     waited = clock.now - started
     grace = wheels.CLAIM_GRACE_SECONDS
     assert 99 + grace <= waited <= 100 + grace + 3, "taken over once quiet for the grace"
@@ -283,7 +284,7 @@ def test_a_live_process_whose_build_runs_nothing_is_not_filling(clock: Clock) ->
     engine.claim("idlebuild000", ME)
     _pin, marker, said = claim(engine)
     assert marker is None
-    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
+    assert engine.volumes[VOLUME][cachekeys.LABEL_OWNER] == engine.build_id
     assert wheels.CLAIM_GRACE_SECONDS <= clock.now - 1000.0 <= wheels.CLAIM_GRACE_SECONDS + 2
     assert said[-1].endswith(f"is gone; taking over {VOLUME}")
 
@@ -292,7 +293,7 @@ class PrunedFirst(FakeEngine):
     """`prune` removes the volume between its marker read and this build's pin."""
 
     def pin(self, _image: str, mounts: Any = ()) -> FakeBox:
-        if self.volumes.get(VOLUME, {}).get(wheels.LABEL_OWNER) not in {None, self.build_id}:
+        if self.volumes.get(VOLUME, {}).get(cachekeys.LABEL_OWNER) not in {None, self.build_id}:
             self.remove_unused_volume(VOLUME)
         return super().pin(_image, mounts)
 
@@ -303,6 +304,6 @@ def test_a_volume_removed_before_the_pin_is_claimed_afresh(clock: Clock) -> None
     engine.complete()
     pin, marker, _said = claim(engine)
     assert marker is None, "the complete volume vanished: this build fills a new one"
-    assert engine.volumes[VOLUME][wheels.LABEL_OWNER] == engine.build_id
+    assert engine.volumes[VOLUME][cachekeys.LABEL_OWNER] == engine.build_id
     assert engine.pins == [pin]
     assert clock.sleeps == 0
