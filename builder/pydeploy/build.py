@@ -27,7 +27,8 @@ from pydeploy.cachekeys import (
     SETUID_RECIPE,
 )
 from pydeploy.config.project import git_commit_time, git_revision
-from pydeploy.engine.client import Engine, ImageRef
+from pydeploy.engine.client import Engine
+from pydeploy.engine.types import ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
 from pydeploy.oci.blobs import BlobStore

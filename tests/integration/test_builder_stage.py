@@ -44,7 +44,8 @@ from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import CA_ENV_VARS, find_ca_bundle, index_settings
 from pydeploy.cachekeys import BUILD_LABEL
 from pydeploy.config.project import load_project
-from pydeploy.engine.client import Box, Engine, Mount
+from pydeploy.engine.client import Box, Engine
+from pydeploy.engine.types import Mount
 from pydeploy.errors import (
     AppCheckError,
     BaseImageError,
@@ -466,8 +467,9 @@ def test_psycopg2_compiles_from_its_sdist(
     # psycopg2 ships no wheel: the base image alone cannot install it.
     assert not deps.builder.light
     assert deps.builder.name != builder.name
-    labels = engine.inspect_image(deps.builder.name) or {}
-    packages = labels["Config"]["Labels"]["pydeploy.builder.packages"].split()
+    facts = engine.inspect_image(deps.builder.name)
+    assert facts is not None
+    packages = facts.labels[cachekeys.LABEL_PACKAGES].split()
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
     checked = wheels.check_app(

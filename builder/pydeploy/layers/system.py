@@ -56,7 +56,7 @@ def system_layer(
     with engine.container(
         plan.base_image, ["/bin/sh", "-c", script], network=engine.network_mode(plan.network)
     ) as box:
-        code = box.follow(output.append)
+        code = box.follow(output.append).exit_code
         if code != 0:
             tail = "\n".join(output[-20:])
             raise BuildError(

@@ -12,7 +12,14 @@ import pytest
 import requests.exceptions
 import urllib3.exceptions
 
-from pydeploy.engine.client import Engine, container_labels, engine_failure
+from pydeploy.engine.client import (
+    Engine,
+    container_labels,
+    engine_failure,
+    image_facts,
+    service_host_config,
+)
+from pydeploy.engine.types import ImageFacts, Published, ResourceLimits
 from pydeploy.errors import ConfigError, EngineError
 
 
@@ -119,3 +126,68 @@ def test_container_labels_from_the_environment() -> None:
     for bad in ("novalue", "=x", "pydeploy.build=mine"):
         with pytest.raises(ConfigError, match="PYDEPLOY_CONTAINER_LABELS"):
             container_labels(bad)
+
+
+# --- domain values in, typed facts out ------------------------------------------------
+
+
+MIB = 1024 * 1024
+
+
+def test_service_limits_become_the_engine_s_hard_and_soft_values() -> None:
+    limits = ResourceLimits(cpus=1.5, memory_mib=512, cpu_request=0.25, memory_request_mib=256)
+    config = service_host_config("bridge", Published(8000, 9123), limits)
+    assert config == {
+        "network_mode": "bridge",
+        "init": False,
+        "port_bindings": {8000: ("127.0.0.1", 9123)},  # loopback only
+        "nano_cpus": 1_500_000_000,
+        "mem_limit": 512 * MIB,
+        "memswap_limit": 512 * MIB,  # no swap beyond the limit
+        "cpu_shares": 256,
+        "mem_reservation": 256 * MIB,
+    }
+
+
+def test_a_service_without_limits_or_ports_gets_none() -> None:
+    assert service_host_config("host", None, ResourceLimits()) == {
+        "network_mode": "host",
+        "init": False,
+    }
+    tiny = service_host_config("host", None, ResourceLimits(cpu_request=0.001))
+    assert tiny["cpu_shares"] == 2, "the engine's minimum weight"
+
+
+def test_image_facts_read_the_inspect_document() -> None:
+    facts = image_facts(
+        {
+            "Id": "sha256:abc",
+            "RepoDigests": ["python@sha256:def"],
+            "Created": "2024-05-01T10:00:00.123456789Z",
+            "Architecture": "arm64",
+            "Config": {
+                "Env": ["PATH=/bin", "LANG=C.UTF-8"],
+                "Cmd": ["python3"],
+                "Entrypoint": None,
+                "WorkingDir": "/app",
+                "User": "1000",
+                "Labels": {"a": "1"},
+            },
+            "RootFS": {"Type": "layers", "Layers": ["sha256:l1", "sha256:l2"]},
+        }
+    )
+    assert facts == ImageFacts(
+        image_id="sha256:abc",
+        repo_digests=("python@sha256:def",),
+        labels={"a": "1"},
+        env=("PATH=/bin", "LANG=C.UTF-8"),
+        cmd=("python3",),
+        entrypoint=(),
+        workdir="/app",
+        user="1000",
+        created=1714557600.0,
+        architecture="arm64",
+        diff_ids=("sha256:l1", "sha256:l2"),
+    )
+    # An image without a config (a scratch import) has empty facts, not a KeyError.
+    assert image_facts({"Id": "sha256:x", "Config": None}) == ImageFacts("sha256:x")

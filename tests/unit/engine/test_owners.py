@@ -20,8 +20,9 @@ import pytest
 from pydeploy import cachekeys
 from pydeploy.builder import stage as wheels
 from pydeploy.engine import owners
-from pydeploy.engine.client import Engine, Mount
+from pydeploy.engine.client import Engine
 from pydeploy.engine.owners import Owner
+from pydeploy.engine.types import Mount
 from pydeploy.errors import BuildError
 
 ME = owners.this_process()
