@@ -19,8 +19,8 @@ from pydeploy.engine.client import (
     image_facts,
     service_host_config,
 )
-from pydeploy.engine.types import ImageFacts, Published, ResourceLimits
-from pydeploy.errors import ConfigError, EngineError
+from pydeploy.engine.types import ImageFacts, Outcome, Published, ResourceLimits
+from pydeploy.errors import ConfigError, EngineError, InterruptError
 
 
 def test_no_engine_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -191,3 +191,48 @@ def test_image_facts_read_the_inspect_document() -> None:
     )
     # An image without a config (a scratch import) has empty facts, not a KeyError.
     assert image_facts({"Id": "sha256:x", "Config": None}) == ImageFacts("sha256:x")
+
+
+class _Closable:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _ClosingClient(_Closable):
+    def __init__(self, state: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.api = _InspectingApi(state or {})
+
+
+class _InspectingApi(_Closable):
+    def __init__(self, state: dict[str, object]) -> None:
+        super().__init__()
+        self.state = state
+        self.inspected = 0
+
+    def inspect_container(self, _ident: str) -> dict[str, object]:
+        self.inspected += 1
+        return {"State": self.state}
+
+
+def test_an_engine_block_removes_its_containers_and_closes_its_connections() -> None:
+    client, slow = _ClosingClient(), _Closable()
+    with Engine(client, host=HOST, slow=slow) as engine:  # type: ignore[arg-type]
+        engine.raise_if_stopping()  # usable inside
+    assert (client.closed, slow.closed) == (1, 1)
+    with pytest.raises(InterruptError):
+        engine.raise_if_stopping()  # cleanup() ran: no container may start after it
+    engine.close()  # closing again is harmless
+
+
+def test_only_a_failed_container_is_asked_whether_it_was_oom_killed() -> None:
+    client = _ClosingClient({"OOMKilled": True, "ExitCode": 137})
+    engine = Engine(client, host=HOST)  # type: ignore[arg-type]
+    assert engine.outcome("c1", 0) == Outcome(0)
+    assert client.api.inspected == 0
+    assert engine.outcome("c1", 137) == Outcome(137, oom_killed=True)
+    client.api.state = {"OOMKilled": False}
+    assert engine.outcome("c1", 1) == Outcome(1, oom_killed=False)
