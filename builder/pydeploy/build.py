@@ -19,8 +19,16 @@ from typing import Any, Literal
 
 from pydeploy.builder import stage as wheels
 from pydeploy.cache import prune as cachegc
+from pydeploy.cachekeys import (
+    CHECK_RECIPE,
+    INDEX_APP_CHECK,
+    INDEX_SETUID,
+    INDEX_VENV_LAYER,
+    SETUID_RECIPE,
+)
 from pydeploy.config.project import git_commit_time, git_revision
-from pydeploy.engine.client import Engine, ImageRef
+from pydeploy.engine.client import Engine
+from pydeploy.engine.types import ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
 from pydeploy.oci.blobs import BlobStore
@@ -42,10 +50,6 @@ from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan
 from pydeploy.progress import Progress
 from pydeploy.publish import sinks as publish
-
-# v2: the check also measures what a worker costs (pydeploy.plan.memory).
-CHECK_RECIPE = "app-check-v2"
-SETUID_RECIPE = "no-setuid-v1"
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,7 @@ def _checked_app(
              wheels.measure_job(plan), plan.server_policy.worker_memory],
         ).encode()
     ).hexdigest()  # fmt: skip
-    cached = store.read_index("app-check", key)
+    cached = store.read_index(INDEX_APP_CHECK, key)
     if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"}:
         layer = Layer.from_doc(cached.get("layer"))
         memory = WorkerMemory.from_doc(cached.get("memory"))
@@ -327,7 +331,7 @@ def _checked_app(
         "layer": app_layer.to_doc(),
         "memory": check.memory.to_doc(),
     }
-    store.write_index("app-check", key, doc)
+    store.write_index(INDEX_APP_CHECK, key, doc)
     if check.memory.note:
         clock.sub("app check", check.memory.note)
     return check.interface, app_layer, check.memory
@@ -366,7 +370,7 @@ def _venv_layer(
 ) -> Layer:
     """The dependency layer, cached by the dependency key: unchanged dependencies reuse
     the stored layer without exporting or re-taring the venv."""
-    cached = Layer.from_doc(store.read_index("venv-layer", deps.key))
+    cached = Layer.from_doc(store.read_index(INDEX_VENV_LAYER, deps.key))
     if cached is not None and store.has(cached.digest):
         return cached
     tar_path = wheels.export_venv(engine, builder, deps, scratch / "venv.tar")
@@ -375,7 +379,7 @@ def _venv_layer(
             handle, strip_prefix="venv", dest_prefix=VENV.lstrip("/"), spool_dir=scratch / "venv"
         )
     layer = assemble.layer(store, entries, "dependencies")
-    store.write_index("venv-layer", deps.key, layer.to_doc())
+    store.write_index(INDEX_VENV_LAYER, deps.key, layer.to_doc())
     return layer
 
 
@@ -401,7 +405,7 @@ def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[La
     if plan.keep_setuid:
         return []
     key = hashlib.sha256(f"{SETUID_RECIPE}\0{base.image_id}".encode()).hexdigest()
-    cached = store.read_index(SETUID_ROLE, key)
+    cached = store.read_index(INDEX_SETUID, key)
     if isinstance(cached, dict) and cached.get("empty") is True:
         return []
     layer = Layer.from_doc(cached)
@@ -409,10 +413,10 @@ def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[La
         return [layer]
     entries = assemble.unprivileged_entries(store, base)
     if not entries:
-        store.write_index(SETUID_ROLE, key, {"empty": True})
+        store.write_index(INDEX_SETUID, key, {"empty": True})
         return []
     layer = assemble.layer(store, entries, SETUID_ROLE)
-    store.write_index(SETUID_ROLE, key, layer.to_doc())
+    store.write_index(INDEX_SETUID, key, layer.to_doc())
     return [layer]
 
 

@@ -92,21 +92,16 @@ def build_members(
         started = time.monotonic()
         try:
             plan = make_plan(load_project(outcome.path), overrides, os.environ)
-            engine = Engine.connect()
-            with lock:
-                engines.append(engine)
-            try:
+            # Its containers are removed and its connections closed when the build ends.
+            with Engine.connect() as engine:
+                with lock:
+                    engines.append(engine)
                 outcome.result = build_mod.build(
                     plan,
                     engine,
                     options,
                     lambda step, elapsed, detail: progress(outcome.name, step, elapsed, detail),
                 )
-            finally:
-                try:
-                    engine.cleanup()
-                finally:
-                    engine.close()
         except PydeployError as exc:
             outcome.error = exc
         except Exception as exc:  # noqa: BLE001 - one service's bug must not stop the rest

@@ -39,11 +39,13 @@ import docker.errors
 import pytest
 
 import pydeploy.progress
-from pydeploy import build
+from pydeploy import build, cachekeys
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import index_settings
+from pydeploy.cachekeys import BUILD_LABEL
 from pydeploy.config.project import load_project
-from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
+from pydeploy.engine.client import Box, Engine
+from pydeploy.engine.types import Mount
 from pydeploy.errors import (
     AppCheckError,
     BaseImageError,
@@ -82,7 +84,7 @@ CREATED = Created()
 def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engine]:
     """An Engine for the session; builder containers trust the host's CA bundle (the
     proxy's CA), as `pydeploy build` does from SSL_CERT_FILE."""
-    cache_existed = any(v.name == wheels.CACHE_VOLUME for v in docker_client.volumes.list())
+    cache_existed = any(v.name == cachekeys.CACHE_VOLUME for v in docker_client.volumes.list())
     probes = {v.name for v in docker_client.volumes.list()}
     with pytest.MonkeyPatch.context() as patch:
         if not Path(os.environ.get("SSL_CERT_FILE", "/nonexistent")).is_file():
@@ -94,12 +96,12 @@ def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engi
     keep = os.environ.get("PYDEPLOY_TEST_KEEP_CACHE") == "1"
     volumes = set(CREATED.volumes)
     if not cache_existed and not keep:
-        volumes.add(wheels.CACHE_VOLUME)
+        volumes.add(cachekeys.CACHE_VOLUME)
     if not keep:  # the base image's interpreter facts, if this session probed it first
         volumes |= {
             v.name
             for v in docker_client.volumes.list()
-            if v.name.startswith(wheels.PYTHON_VOLUME_PREFIX) and v.name not in probes
+            if v.name.startswith(cachekeys.PYTHON_VOLUME_PREFIX) and v.name not in probes
         }
     # Gone already, or in use by another session on this engine (the shared cache): both
     # are fine, that session cleans up after itself.
@@ -112,7 +114,7 @@ def engine(docker_client: docker.DockerClient, ca_bundle: Path) -> Iterator[Engi
 
 
 def builder_images(engine: Engine) -> set[str]:
-    return {t for i in engine.client.images.list(name=wheels.BUILDER_REPOSITORY) for t in i.tags}
+    return {t for i in engine.client.images.list(name=cachekeys.BUILDER_REPOSITORY) for t in i.tags}
 
 
 @contextlib.contextmanager
@@ -182,7 +184,7 @@ def full_builder(engine: Engine, base_image: str) -> wheels.BuilderImage:
     """The full builder image for the default build packages (compilers)."""
     built = ensure_full_builder(engine, plan_for(FIXTURES / "pure_app", base_image), Progress())
     assert not built.light
-    assert built.name.startswith(f"{wheels.BUILDER_REPOSITORY}:")
+    assert built.name.startswith(f"{cachekeys.BUILDER_REPOSITORY}:")
     return built
 
 
@@ -211,7 +213,7 @@ def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -
         servers.plan_packages(plan),
         index_settings(plan.index),
     )
-    name = wheels.VENV_VOLUME_PREFIX + key[:16]
+    name = cachekeys.VENV_VOLUME_PREFIX + key[:16]
     CREATED.volumes.add(name)
     return name
 
@@ -259,7 +261,7 @@ def marker_of(engine: Engine, builder: wheels.BuilderImage, volume: str) -> byte
         mounts=[Mount("/opt/venv", volume, read_only=True)],
         network="none",
     ) as box:
-        return box.read_file(f"/opt/venv/{wheels.MARKER}")
+        return box.read_file(f"/opt/venv/{cachekeys.MARKER}")
 
 
 # --- dependency sources -------------------------------------------------------------------
@@ -300,8 +302,8 @@ def test_pure_python_project_installs_once_and_reproducibly(
 
     venv_a = wheels.export_venv(engine, builder, first, tmp_path / "a.tar")
     contents = tar_contents(venv_a)
-    assert f"venv/{wheels.MARKER}" not in contents
-    assert f"venv/{wheels.USED}" not in contents, "the last-use record stays in the volume"
+    assert f"venv/{cachekeys.MARKER}" not in contents
+    assert f"venv/{cachekeys.USED}" not in contents, "the last-use record stays in the volume"
     assert "venv/bin/python" in contents
     assert read_member(venv_a, "venv/pyvenv.cfg").startswith(b"home = /usr/bin\n")
     assert not [n for n in contents if n.endswith((".whl", "/.lock"))]
@@ -391,7 +393,7 @@ def test_a_c_extension_escalates_to_the_full_builder(
     deps = install(engine, plan, light, progress)
     assert not deps.builder.light
     assert deps.needs_compilers
-    assert deps.builder.name == f"{wheels.BUILDER_REPOSITORY}:{light.key}"
+    assert deps.builder.name == f"{cachekeys.BUILDER_REPOSITORY}:{light.key}"
     assert "gcc" in deps.builder.packages
     switched = [d or "" for step, _, d in progress.steps if step == "builder"]
     assert len(switched) == 1, progress.text()
@@ -467,8 +469,9 @@ def test_psycopg2_compiles_from_its_sdist(
     # psycopg2 ships no wheel: the base image alone cannot install it.
     assert not deps.builder.light
     assert deps.builder.name != builder.name
-    labels = engine.inspect_image(deps.builder.name) or {}
-    packages = labels["Config"]["Labels"]["pydeploy.builder.packages"].split()
+    facts = engine.inspect_image(deps.builder.name)
+    assert facts is not None
+    packages = facts.labels[cachekeys.LABEL_PACKAGES].split()
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
@@ -946,7 +949,7 @@ def test_a_volume_without_marker_is_rebuilt(
     plan = plan_for(FIXTURES / "pure_app", base_image)
     volume = venv_volume(engine, plan, builder)
     engine.remove_volume(volume)
-    engine.create_volume(volume, {wheels.LABEL_VENV_KEY: "partial"})
+    engine.create_volume(volume, {cachekeys.LABEL_VENV_KEY: "partial"})
     with engine.container(
         builder.name, ["/bin/true"], mounts=[Mount("/opt/venv", volume)], network="none"
     ) as box:
@@ -1043,7 +1046,7 @@ def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(
             docker_client.images.remove(built.name, force=True)
             recorder.seen.clear()
             built = ensure_full_builder(recorder, plan, Progress())
-        scratch = wheels.APT_VOLUME_PREFIX + recorder.build_id
+        scratch = cachekeys.APT_VOLUME_PREFIX + recorder.build_id
         assert recorder.volume_labels(scratch) is None, "the scratch volume was removed"
     finally:
         recorder.cleanup()

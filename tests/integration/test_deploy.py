@@ -38,9 +38,9 @@ import docker.errors
 import pytest
 import yaml
 
+from pydeploy.cachekeys import RUN_LABEL
 from pydeploy.config.project import load_project
 from pydeploy.deploy import manifests
-from pydeploy.deploy.run import RUN_LABEL
 from pydeploy.plan.planner import Overrides, make_plan
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import pytest
 
-from pydeploy.builder.stage import LABEL_CLAIMED, LABEL_VENV_KEY, VENV_VOLUME_PREFIX
+from pydeploy.cachekeys import LABEL_CLAIMED, LABEL_VENV_KEY, VENV_VOLUME_PREFIX
 
 if TYPE_CHECKING:
     from pathlib import Path

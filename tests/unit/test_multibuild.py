@@ -87,6 +87,12 @@ def test_each_members_engine_is_cleaned_up_and_closed(
     calls: list[str] = []
 
     class FakeEngine:
+        # Engine's own __exit__ (cleanup, then close) is tested with the engine client.
+        __exit__ = Engine.__exit__
+
+        def __enter__(self) -> FakeEngine:
+            return self
+
         def cleanup(self) -> None:
             calls.append("cleanup")
 

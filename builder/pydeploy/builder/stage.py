@@ -47,6 +47,7 @@ from pydeploy.builder.credentials import (
     index_settings,
     read_credentials,
 )
+from pydeploy.builder.engine import StageBox, StageEngine
 from pydeploy.builder.transcript import (
     OnLine,
     Transcript,
@@ -56,9 +57,32 @@ from pydeploy.builder.transcript import (
     protocol_result,
     tail,
 )
+from pydeploy.cachekeys import (
+    APT_VOLUME_PREFIX,
+    BUILD_LABEL,
+    BUILDER_REPOSITORY,
+    CACHE_VOLUME,
+    LABEL_BUILDER_BASE,
+    LABEL_CACHE,
+    LABEL_CLAIMED,
+    LABEL_KEY,
+    LABEL_OWNER,
+    LABEL_OWNER_PROCESS,
+    LABEL_PACKAGES,
+    LABEL_PYTHON,
+    LABEL_PYTHON_BASE,
+    LABEL_VENV,
+    LABEL_VENV_KEY,
+    MARKER,
+    PYTHON_VOLUME_PREFIX,
+    RECIPE_VERSION,
+    USED,
+    UV_VERSION,
+    VENV_VOLUME_PREFIX,
+)
 from pydeploy.config.project import check_python_allowed
 from pydeploy.engine import owners
-from pydeploy.engine.client import BUILD_LABEL, Box, Engine, Mount
+from pydeploy.engine.types import CommitSettings, ImageFacts, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
 from pydeploy.oci.image import as_reader
 from pydeploy.payload.builder_script import (
@@ -70,8 +94,6 @@ from pydeploy.payload.builder_script import (
 )
 from pydeploy.plan import servers, skiplist
 from pydeploy.plan.depinputs import (
-    RECIPE_VERSION,
-    UV_VERSION,
     DependencyInputs,
     dependency_inputs,
     dependency_key,
@@ -83,14 +105,8 @@ from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
 from pydeploy.progress import Progress
 
-CACHE_VOLUME = "pydeploy-cache"
 CACHE_DIR = "/cache"
-BUILDER_REPOSITORY = "pydeploy-builder"
-VENV_VOLUME_PREFIX = "pydeploy-venv-"
-APT_VOLUME_PREFIX = "pydeploy-apt-"  # one builder image build's apt lists and .debs
 APT_CACHE = "/var/cache/apt"
-MARKER = ".pydeploy-complete"
-USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the volume
 SRC = "/src"  # where the dependency inputs are unpacked
 WORK = "/build/src"
 RUN_DIR = "/run/pydeploy"
@@ -100,14 +116,6 @@ SCRIPT = f"{RUN_DIR}/builder_script.py"
 JOB = f"{RUN_DIR}/job.json"
 FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
 
-LABEL_KEY = "pydeploy.builder.key"
-LABEL_PYTHON = "pydeploy.python"
-LABEL_PACKAGES = "pydeploy.builder.packages"
-PYTHON_VOLUME_PREFIX = "pydeploy-python-"  # an empty volume: its labels hold the probe
-LABEL_VENV_KEY = "pydeploy.venv.key"
-LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
-LABEL_OWNER_PROCESS = "pydeploy.venv.owner"  # its process (owners.Owner.label)
-LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
 # The longest a build waits for a live one that fills the same volume.
 OWNER_WAIT_SECONDS = 1200
 # Another host's filler with no running container for this long is dead (a build starts
@@ -198,7 +206,7 @@ _APT_INSTALL = (
 )
 
 
-def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+def ensure_builder(engine: StageEngine, plan: BuildPlan, progress: Progress) -> BuilderImage:
     """The builder to start with. The full builder image (base + build packages) is made
     only when something has to be compiled: until then the base image itself is the
     builder (`light`), and install_dependencies/check_app switch to the full one when a
@@ -217,7 +225,7 @@ def ensure_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> Build
 
 
 def _existing_full(
-    engine: Engine, plan: BuildPlan, started: float, progress: Progress
+    engine: StageEngine, plan: BuildPlan, started: float, progress: Progress
 ) -> tuple[str, str, str, BuilderImage | None]:
     """(base image ID, builder key, builder name, the full builder if the engine has it)."""
     base_id = engine.ensure_image(plan.base_image).image_id
@@ -229,7 +237,7 @@ def _existing_full(
 
 
 def _base_python(
-    engine: Engine, plan: BuildPlan, base_id: str
+    engine: StageEngine, plan: BuildPlan, base_id: str
 ) -> tuple[PythonInfo, dict[str, Any]]:
     """The base image's interpreter (checked against requires-python and the config) and
     the probed facts behind it."""
@@ -239,7 +247,7 @@ def _base_python(
     return python, facts
 
 
-def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> BuilderImage:
+def ensure_full_builder(engine: StageEngine, plan: BuildPlan, progress: Progress) -> BuilderImage:
     """The builder image for this base and these build packages (compilers), built once
     and reused."""
     started = time.monotonic()
@@ -254,7 +262,7 @@ def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> 
     # Debian's own python3 keeps its headers in python3-dev; official images ship them.
     if not facts["headers"] and python.executable.startswith("/usr/bin/"):
         packages = sorted({*packages, "python3-dev"})
-    base_info = engine.inspect_image(plan.base_image) or {}
+    base_info = engine.inspect_image(plan.base_image) or ImageFacts(base_id)
     network = engine.network_mode(plan.network)
     image_id = _build_builder(engine, plan, name, network, packages, python, base_info)
     detail = f"{name} (built: {' '.join(packages)}; python {python.version})"
@@ -262,15 +270,14 @@ def ensure_full_builder(engine: Engine, plan: BuildPlan, progress: Progress) -> 
     return BuilderImage(name, image_id, python, key, light=False, packages=tuple(packages))
 
 
-def _cached_full(engine: Engine, plan: BuildPlan, key: str, name: str) -> BuilderImage | None:
+def _cached_full(engine: StageEngine, plan: BuildPlan, key: str, name: str) -> BuilderImage | None:
     info = engine.inspect_image(name)
-    python = _python_from_labels(info) if info else None
+    python = _python_from_labels(info.labels) if info else None
     if not info or not python:
         return None
     _check_python(plan, python)
-    labels = (info.get("Config") or {}).get("Labels") or {}
-    packages = tuple(str(labels.get(LABEL_PACKAGES, "")).split())
-    return BuilderImage(name, str(info["Id"]), python, key, light=False, packages=packages)
+    packages = tuple(info.labels.get(LABEL_PACKAGES, "").split())
+    return BuilderImage(name, info.image_id, python, key, light=False, packages=packages)
 
 
 def describe(builder: BuilderImage) -> str:
@@ -291,7 +298,7 @@ def _builder_name(base_id: str, plan: BuildPlan) -> tuple[str, str]:
     return key, f"{BUILDER_REPOSITORY}:{key}"
 
 
-def _base_facts(engine: Engine, plan: BuildPlan, base_id: str) -> dict[str, Any]:
+def _base_facts(engine: StageEngine, plan: BuildPlan, base_id: str) -> dict[str, Any]:
     """The base image's interpreter facts (the probe), remembered in the labels of an
     empty volume named by the base image ID, so a warm build runs no probe container."""
     recipe = f"{base_id}\n{RECIPE_VERSION}".encode()
@@ -303,12 +310,12 @@ def _base_facts(engine: Engine, plan: BuildPlan, base_id: str) -> dict[str, Any]
             return facts
     facts = _probe(engine, plan, engine.network_mode(plan.network))
     engine.create_volume(
-        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), "pydeploy.python.base": base_id}
+        volume, {LABEL_PYTHON: json.dumps(facts, sort_keys=True), LABEL_PYTHON_BASE: base_id}
     )
     return facts
 
 
-def _probe(engine: Engine, plan: BuildPlan, network: str) -> dict[str, Any]:
+def _probe(engine: StageEngine, plan: BuildPlan, network: str) -> dict[str, Any]:
     argv = [
         "/bin/sh",
         "-c",
@@ -351,8 +358,7 @@ def _check_python(plan: BuildPlan, python: PythonInfo) -> None:
         )
 
 
-def _python_from_labels(info: dict[str, Any]) -> PythonInfo | None:
-    labels = (info.get("Config") or {}).get("Labels") or {}
+def _python_from_labels(labels: Mapping[str, str]) -> PythonInfo | None:
     try:
         data = json.loads(labels[LABEL_PYTHON])
         return PythonInfo(data["executable"], data["version"], data["site_packages"])
@@ -361,13 +367,13 @@ def _python_from_labels(info: dict[str, Any]) -> PythonInfo | None:
 
 
 def _build_builder(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     name: str,
     network: str,
     packages: list[str],
     python: PythonInfo,
-    base_info: dict[str, Any],
+    base_info: ImageFacts,
 ) -> str:
     if not packages:
         return _commit_builder(engine, plan, name, network, packages, [], python, base_info)
@@ -383,7 +389,7 @@ def _build_builder(
         ) as box:
             if ca:
                 box.put_files(RUN_DIR, _ca_file(ca))
-            _check_apt(box.follow(lines.append), lines, plan, packages)
+            _check_apt(box.follow(lines.append).exit_code, lines, plan, packages)
             # Inside the block: the stopped download container keeps the volume in use,
             # so `prune` cannot take the downloads away before the install reads them.
             return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
@@ -413,14 +419,14 @@ def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: list[str]
 
 
 def _commit_builder(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     name: str,
     network: str,
     packages: list[str],
     mounts: list[Mount],
     python: PythonInfo,
-    base_info: dict[str, Any],
+    base_info: ImageFacts,
 ) -> str:
     """Install the downloaded packages in a fresh container (no CA, nothing put into it)
     and commit it as the builder image."""
@@ -429,12 +435,11 @@ def _commit_builder(
     with engine.container(
         plan.base_image, argv, env=_apt_env(packages), mounts=mounts, network=network
     ) as box:
-        _check_apt(box.follow(lines.append), lines, plan, packages)
-        config = base_info.get("Config") or {}
+        _check_apt(box.follow(lines.append).exit_code, lines, plan, packages)
         labels = {
-            **(config.get("Labels") or {}),
+            **base_info.labels,
             LABEL_KEY: name.split(":", 1)[1],
-            "pydeploy.builder.base": str(base_info.get("Id", "")),
+            LABEL_BUILDER_BASE: base_info.image_id,
             LABEL_PACKAGES: " ".join(packages),
             LABEL_PYTHON: json.dumps(
                 {
@@ -450,14 +455,14 @@ def _commit_builder(
         return box.commit(
             repository,
             tag,
-            {
-                "Env": config.get("Env") or ["PATH=/usr/local/bin:/usr/bin:/bin"],
-                "Cmd": config.get("Cmd") or ["/bin/sh"],
-                "Entrypoint": config.get("Entrypoint") or [],
-                "WorkingDir": config.get("WorkingDir") or "",
-                "User": config.get("User") or "",
-                "Labels": labels,
-            },
+            CommitSettings(
+                env=base_info.env or ("PATH=/usr/local/bin:/usr/bin:/bin",),
+                cmd=base_info.cmd or ("/bin/sh",),
+                entrypoint=base_info.entrypoint,
+                workdir=base_info.workdir,
+                user=base_info.user,
+                labels=labels,
+            ),
         )
 
 
@@ -548,12 +553,12 @@ def _inputs_tar(inputs: DependencyInputs) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def _ensure_cache_volume(engine: Engine) -> None:
+def _ensure_cache_volume(engine: StageEngine) -> None:
     if engine.volume_labels(CACHE_VOLUME) is None:
-        engine.create_volume(CACHE_VOLUME, {"pydeploy.cache": "1"})
+        engine.create_volume(CACHE_VOLUME, {LABEL_CACHE: "1"})
 
 
-def _read_marker(engine: Engine, builder: BuilderImage, volume: str) -> dict[str, Any] | None:
+def _read_marker(engine: StageEngine, builder: BuilderImage, volume: str) -> dict[str, Any] | None:
     """The completion marker of a venv volume, or None when the build never finished."""
     with engine.container(
         builder.name, ["/bin/true"], mounts=[Mount(VENV, volume, read_only=True)], network="none"
@@ -569,7 +574,7 @@ def _read_marker(engine: Engine, builder: BuilderImage, volume: str) -> dict[str
 
 
 def install_dependencies(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     builder: BuilderImage,
     progress: Progress,
@@ -615,7 +620,7 @@ def install_dependencies(
 
 
 def _install(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     builder: BuilderImage,
     volume: str,
@@ -678,7 +683,7 @@ def install_job(
 
 
 def _run_install(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     builder: BuilderImage,
     volume: str,
@@ -703,7 +708,7 @@ def _run_install(
     ):
         box.put_files(RUN_DIR, files)
         box.put_archive("/", tar)
-        return box.follow(transcript)
+        return box.follow(transcript).exit_code
 
 
 def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:
@@ -715,7 +720,7 @@ def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:
 
 
 def _escalate(
-    engine: Engine, plan: BuildPlan, why: str, started: float, progress: Progress
+    engine: StageEngine, plan: BuildPlan, why: str, started: float, progress: Progress
 ) -> BuilderImage:
     full = ensure_full_builder(engine, plan, progress)
     engine.pin(full.name)  # `prune --all` must not take it between this build's containers
@@ -724,8 +729,8 @@ def _escalate(
 
 
 def _reuse_or_claim(
-    engine: Engine, builder: BuilderImage, volume: str, key: str, progress: Progress
-) -> tuple[Box, dict[str, Any] | None]:
+    engine: StageEngine, builder: BuilderImage, volume: str, key: str, progress: Progress
+) -> tuple[StageBox, dict[str, Any] | None]:
     """(this build's pin on the volume, the volume's marker when it is complete). No
     marker: this build owns the empty volume and fills it. A volume another live build
     is filling is waited for; one whose filler is dead, or left without a marker (an
@@ -752,19 +757,19 @@ def _reuse_or_claim(
     raise BuildError(f"Could not claim the dependency volume {volume}: it keeps reappearing.")
 
 
-def _claim_labels(engine: Engine, key: str) -> dict[str, str]:
+def _claim_labels(engine: StageEngine, key: str) -> dict[str, str]:
     return {
         LABEL_VENV_KEY: key,
         LABEL_OWNER: engine.build_id,
         LABEL_OWNER_PROCESS: engine.owner.label(),
         LABEL_CLAIMED: str(int(time.time())),
-        "pydeploy.venv": "1",
+        LABEL_VENV: "1",
     }
 
 
 def _pin_volume(
-    engine: Engine, builder: BuilderImage, volume: str, labels: dict[str, str]
-) -> Box | None:
+    engine: StageEngine, builder: BuilderImage, volume: str, labels: dict[str, str]
+) -> StageBox | None:
     """Pin the volume (and the cache volume and builder image) for this build. None when
     the volume was removed just before (`prune`, a take-over): mounting a missing volume
     creates an empty unlabelled one, which is removed again for the caller to retry."""
@@ -781,7 +786,7 @@ def _pin_volume(
 
 
 def _wait_for_volume(
-    engine: Engine,
+    engine: StageEngine,
     builder: BuilderImage,
     volume: str,
     labels: dict[str, str],
@@ -826,7 +831,7 @@ def _wait_for_volume(
         time.sleep(1.0)
 
 
-def _take_over(engine: Engine, volume: str, judged: dict[str, str]) -> None:
+def _take_over(engine: StageEngine, volume: str, judged: dict[str, str]) -> None:
     """Remove a venv volume whose filler is dead (or that has no marker and no filler),
     with the dead filler's containers; unless the claim changed since it was judged."""
     if engine.volume_labels(volume) != judged:
@@ -840,7 +845,7 @@ def _take_over(engine: Engine, volume: str, judged: dict[str, str]) -> None:
         time.sleep(1.0)  # a container still uses it; the caller looks again
 
 
-def _record_use(pin: Box) -> None:
+def _record_use(pin: StageBox) -> None:
     """Write when this build used the venv into the volume, for `prune` on any host."""
     with contextlib.suppress(PydeployError):
         pin.put_files(VENV, {USED: _json({"time": int(time.time())})})
@@ -853,7 +858,7 @@ def _raise_on_failure(code: int, transcript: Transcript, plan: BuildPlan) -> dic
     return transcript.result
 
 
-def _remove_quietly(engine: Engine, volume: str) -> None:
+def _remove_quietly(engine: StageEngine, volume: str) -> None:
     try:
         engine.remove_volume(volume)
     except PydeployError:
@@ -864,7 +869,7 @@ def _json(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, indent=1).encode()
 
 
-def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
+def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
     """A tar of the venv (entries `venv/...`), without pydeploy's own records in it."""
     with engine.container(
         builder.name,
@@ -882,7 +887,7 @@ def export_venv(engine: Engine, builder: BuilderImage, deps: Dependencies, dest:
 
 
 def check_app(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     deps: Dependencies,
     app_tar: Path,
@@ -900,7 +905,7 @@ def check_app(
 
 
 def _check_app(
-    engine: Engine,
+    engine: StageEngine,
     plan: BuildPlan,
     deps: Dependencies,
     app_tar: Path,
@@ -932,7 +937,7 @@ def _check_app(
             )
             with app_tar.open("rb") as handle:
                 box.put_archive("/", handle)
-            code = box.follow(transcript)
+            code = box.follow(transcript).exit_code
             failed = code != 0 or transcript.result is None
             why = _light_failure(chosen, transcript) if failed else None
             if why:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pydeploy.builder.credentials import Masker
+from pydeploy.cachekeys import UV_VERSION
 from pydeploy.errors import BuildError, CompileError, PydeployError
 from pydeploy.payload.builder_script import MARK
-from pydeploy.plan.depinputs import UV_VERSION
 from pydeploy.plan.planner import BuildPlan
 from pydeploy.progress import Progress
 

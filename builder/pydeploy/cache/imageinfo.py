@@ -50,29 +50,28 @@ def inspect_image(engine: Engine, name: str) -> ImageInfo:
             f"The engine has no image `{name}`.",
             hint="Build it with `pydeploy build` or check the name with `docker images`.",
         )
-    diff_ids: list[str] = list(info.get("RootFS", {}).get("Layers") or [])
+    diff_ids = info.diff_ids
     # History is newest first; pydeploy's own entries say `pydeploy: <role>`, one per
     # layer, and sit on top of the base's layers.
     history = list(reversed(engine.image_history(name)))
-    own = [h for h in history if str(h.get("CreatedBy", "")).startswith("pydeploy: ")]
+    own = [h for h in history if h.created_by.startswith("pydeploy: ")]
     base_count = len(diff_ids) - len(own)
-    base_sizes = [int(h.get("Size", 0)) for h in history[: len(history) - len(own)]]
+    base_sizes = [h.size for h in history[: len(history) - len(own)]]
     layers: list[LayerInfo] = []
     for index, diff_id in enumerate(diff_ids):
         if index >= base_count:
             entry = own[index - base_count]
-            role = str(entry["CreatedBy"]).split("pydeploy: ", 1)[1]
-            layers.append(LayerInfo(role, diff_id, int(entry.get("Size", 0))))
+            role = entry.created_by.split("pydeploy: ", 1)[1]
+            layers.append(LayerInfo(role, diff_id, entry.size))
         else:
             # Base history may hold metadata-only steps; sizes line up only when it does not.
             size = base_sizes[index] if len(base_sizes) == base_count else 0
             layers.append(LayerInfo("base", diff_id, size))
-    config = info.get("Config") or {}
     return ImageInfo(
         name=name,
-        image_id=str(info["Id"]),
-        user=str(config.get("User") or "root"),
-        entrypoint=list(config.get("Entrypoint") or []),
-        labels=dict(config.get("Labels") or {}),
+        image_id=info.image_id,
+        user=info.user or "root",
+        entrypoint=list(info.entrypoint),
+        labels=dict(info.labels),
         layers=tuple(layers),
     )

@@ -5,7 +5,7 @@ reads the engine's pydeploy volumes and builder images and the host cache direct
 `plan_prune` (pure) decides from that inventory and a Policy; `apply` removes.
 
 Last use of a venv volume is recorded inside the volume by every build that uses it
-(wheels.USED), so prune on any host sharing the engine judges every user's volumes
+(cachekeys.USED), so prune on any host sharing the engine judges every user's volumes
 alike; a volume with no record is judged by its creation time.
 
 What an in-flight build uses is never removed. On the engine: a build pins its images
@@ -31,17 +31,21 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from pydeploy.atomic import TEMP_PREFIX
-from pydeploy.builder.stage import (
+from pydeploy.cachekeys import (
     APT_VOLUME_PREFIX,
+    BUILD_LABEL,
     BUILDER_REPOSITORY,
     CACHE_VOLUME,
+    LABEL_CACHE,
     LABEL_CLAIMED,
     LABEL_PYTHON,
+    LABEL_VENV,
     LABEL_VENV_KEY,
     MARKER,
     PYTHON_VOLUME_PREFIX,
     USED,
     VENV_VOLUME_PREFIX,
+    VOLUME_PREFIX,
 )
 from pydeploy.engine.client import Engine
 from pydeploy.errors import EngineError
@@ -213,7 +217,7 @@ def take_inventory(
     images = _images(engine, disk.images, used_images)
     probe_image = next((i.reference for i in images), None) or next(iter(disk.images), None)
     volumes: list[CachedVolume] = []
-    for info in engine.list_volumes("pydeploy-"):
+    for info in engine.list_volumes(VOLUME_PREFIX):
         role = _volume_role(info.name, info.labels)
         if role is None:
             continue  # a pydeploy-looking name without pydeploy's labels: not ours
@@ -235,13 +239,13 @@ def take_inventory(
 
 
 def _volume_role(name: str, labels: dict[str, str]) -> VolumeRole | None:
-    if name.startswith(VENV_VOLUME_PREFIX) and labels.get("pydeploy.venv") == "1":
+    if name.startswith(VENV_VOLUME_PREFIX) and labels.get(LABEL_VENV) == "1":
         return "venv"
     if name.startswith(PYTHON_VOLUME_PREFIX) and LABEL_PYTHON in labels:
         return "python"
-    if name == CACHE_VOLUME and labels.get("pydeploy.cache") == "1":
+    if name == CACHE_VOLUME and labels.get(LABEL_CACHE) == "1":
         return "cache"
-    if name.startswith(APT_VOLUME_PREFIX) and "pydeploy.build" in labels:
+    if name.startswith(APT_VOLUME_PREFIX) and BUILD_LABEL in labels:
         return "apt"
     return None
 

@@ -28,12 +28,13 @@ from typing import Literal
 from pydeploy import __version__, atomic
 from pydeploy.builder.credentials import Credentials, index_environment, uv_credential_variable
 from pydeploy.builder.stage import BUILD_ENV
+from pydeploy.cachekeys import UV_VERSION
 from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.layers import assemble
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import gitignore_files
-from pydeploy.plan.depinputs import UV_VERSION, dependency_inputs
+from pydeploy.plan.depinputs import dependency_inputs
 from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.launch import Healthcheck, LaunchSettings
 from pydeploy.plan.planner import APP_DIR, VENV, BuildPlan

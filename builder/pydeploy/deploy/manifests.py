@@ -19,6 +19,7 @@ from typing import Any
 
 from pydeploy.config.models import ResourcesConfig
 from pydeploy.deploy import MANIFEST_FORMATS
+from pydeploy.engine.types import ResourceLimits
 from pydeploy.errors import ConfigError
 from pydeploy.layers.assemble import USER_NAME
 from pydeploy.payload import launcher
@@ -386,20 +387,19 @@ def render(docs: list[dict[str, Any]]) -> str:
 
 def run_limits(
     resources: ResourcesConfig, cpus: float | None = None, memory: int | None = None
-) -> dict[str, float | int]:
+) -> ResourceLimits:
     """The engine limits `pydeploy run` applies: flags win over `[tool.pydeploy.resources]`,
-    requests become the soft values (CPU shares, memory reservation). Keys: cpus (cores),
-    memory (MiB), cpu_request (cores), memory_request (MiB); absent when unset."""
+    requests become the soft values (CPU shares, memory reservation), capped by the
+    limits."""
     requests, limits = _requests_and_limits(resources)
-    found: dict[str, float | int] = {}
     chosen_cpus = cpus if cpus is not None else limits.get("cpu")
     chosen_memory = memory if memory is not None else limits.get("memory")
-    if chosen_cpus is not None:
-        found["cpus"] = float(chosen_cpus)
-    if chosen_memory is not None:
-        found["memory"] = int(chosen_memory)
+    hard_cpus = float(chosen_cpus) if chosen_cpus is not None else None
+    hard_memory = int(chosen_memory) if chosen_memory is not None else None
+    cpu_request = memory_request = None
     if "cpu" in requests:
-        found["cpu_request"] = min(float(requests["cpu"]), found.get("cpus", math.inf))
+        cpu_request = min(float(requests["cpu"]), hard_cpus if hard_cpus is not None else math.inf)
     if "memory" in requests:
-        found["memory_request"] = int(min(requests["memory"], found.get("memory", math.inf)))
-    return found
+        cap = hard_memory if hard_memory is not None else math.inf
+        memory_request = int(min(requests["memory"], cap))
+    return ResourceLimits(hard_cpus, hard_memory, cpu_request, memory_request)

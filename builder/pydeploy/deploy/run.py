@@ -24,20 +24,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from pydeploy.cachekeys import RUN_LABEL
 from pydeploy.config.models import ENV_NAME
 from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.engine.client import Engine
+from pydeploy.engine.types import Outcome, Published, ResourceLimits
 from pydeploy.errors import ConfigError
 from pydeploy.plan.planner import BuildPlan, repository_name
-
-RUN_LABEL = "pydeploy.run"
-NANO = 1_000_000_000
-MIB = 1024 * 1024
-# Docker's default relative CPU weight for one core's worth of shares.
-SHARES_PER_CPU = 1024
-
 
 OnOutput = Callable[[str, bool], None]  # (line, from stderr)
 OnEvent = Callable[[str], None]
@@ -53,7 +47,7 @@ class RunSpec:
     port: int  # where the server is reached on this machine
     container_port: int
     env: dict[str, str]
-    limits: dict[str, float | int]  # manifests.run_limits keys
+    limits: ResourceLimits
     stop_timeout: int
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -61,23 +55,13 @@ class RunSpec:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def host_config(self) -> dict[str, Any]:
-        """Keyword arguments of the SDK's `create_host_config`."""
-        config: dict[str, Any] = {"network_mode": self.network, "init": False}
-        if self.network != "host":
-            config["port_bindings"] = {self.container_port: ("127.0.0.1", self.port)}
-        if "cpus" in self.limits:
-            config["nano_cpus"] = round(float(self.limits["cpus"]) * NANO)
-        if "memory" in self.limits:
-            memory = int(self.limits["memory"]) * MIB
-            # No swap beyond the limit: an orchestrator's memory limit is a hard one.
-            config["mem_limit"] = memory
-            config["memswap_limit"] = memory
-        if "cpu_request" in self.limits:
-            config["cpu_shares"] = max(2, round(float(self.limits["cpu_request"]) * SHARES_PER_CPU))
-        if "memory_request" in self.limits:
-            config["mem_reservation"] = int(self.limits["memory_request"]) * MIB
-        return config
+    @property
+    def publish(self) -> Published | None:
+        """On a bridge network the port is published (on 127.0.0.1 only); with host
+        networking the server binds the host's port itself."""
+        if self.network == "host":
+            return None
+        return Published(self.container_port, self.port)
 
 
 # --------------------------------------------------------------------------- environment
@@ -189,11 +173,11 @@ def check_port_free(port: int, *, host_network: bool) -> None:
 
 def describe_limits(spec: RunSpec) -> str:
     parts = []
-    if "cpus" in spec.limits:
-        cpus = float(spec.limits["cpus"])
+    cpus, memory = spec.limits.cpus, spec.limits.memory_mib
+    if cpus is not None:
         parts.append(f"{cpus:g} CPU" + ("" if cpus == 1 else "s"))
-    if "memory" in spec.limits:
-        parts.append(f"{int(spec.limits['memory'])} MiB")
+    if memory is not None:
+        parts.append(f"{memory} MiB")
     return ", ".join(parts) if parts else "no limits"
 
 
@@ -217,9 +201,10 @@ class Runner:
                 self.spec.image,
                 name=self.spec.name,
                 env=self.spec.env,
-                host_config=self.spec.host_config(),
+                network=self.spec.network,
+                publish=self.spec.publish,
+                limits=self.spec.limits,
                 labels=self.spec.labels,
-                ports=[self.spec.container_port] if self.spec.network != "host" else None,
                 stop_timeout=self.spec.stop_timeout,
             )
             self.engine.start(self.container_id)
@@ -229,13 +214,16 @@ class Runner:
                 f"{self.spec.network}); serving on {self.spec.url}; Ctrl-C stops it"
             )
             try:
-                return self.engine.wait(self.container_id)
+                outcome = self.engine.wait(self.container_id)
             except KeyboardInterrupt:
                 on_event(
                     f"stopping {self.spec.name}: SIGTERM, then SIGKILL after "
                     f"{self.spec.stop_timeout} s"
                 )
-                return self._stop(on_event)
+                outcome = self._stop(on_event)
+            if outcome.oom_killed:
+                on_event(f"{self.spec.name} was killed for using more than its memory limit")
+            return outcome.exit_code
         finally:
             if self.container_id:
                 self.engine.remove(self.container_id)
@@ -250,7 +238,7 @@ class Runner:
         thread.start()
         self._threads.append(thread)
 
-    def _stop(self, on_event: OnEvent) -> int:
+    def _stop(self, on_event: OnEvent) -> Outcome:
         try:
             self.engine.stop(self.container_id, self.spec.stop_timeout)
             return self.engine.wait(self.container_id)

@@ -1,7 +1,9 @@
 """The only module that talks to the Docker SDK.
 
 Stages get thin, typed operations: images (inspect, pull when missing, commit, save,
-load), volumes, and containers that are always removed. Every container this Engine
+load), volumes, and containers that are always removed. They pass and get the values of
+engine/types.py (mounts, commit settings, resource limits; image facts, outcomes): no
+other module builds SDK arguments or reads an engine's JSON. Every container this Engine
 creates carries the label `pydeploy.build=<build id>` and is remembered, so `cleanup()`
 (called by the CLI on Ctrl-C / SIGTERM) can remove whatever a build left running.
 
@@ -23,11 +25,11 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from types import TracebackType
+from typing import IO, Any, Protocol
 
 import docker
 import docker.errors
@@ -36,11 +38,25 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from pydeploy.cachekeys import BUILD_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
+from pydeploy.engine.types import (
+    CommitSettings,
+    DiskUsage,
+    HistoryEntry,
+    ImageFacts,
+    ImageInfo,
+    ImageRef,
+    Mount,
+    Outcome,
+    Published,
+    ResourceLimits,
+    RunResult,
+    VolumeInfo,
+)
 from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
 from pydeploy.plan.references import parse_reference, try_parse
 
-BUILD_LABEL = "pydeploy.build"
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
 # a shared engine tells its own apart with them), never for the image.
 ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
@@ -71,54 +87,6 @@ _SDK_ERRORS = (
 )
 
 OnLine = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Mount:
-    """An engine-side named volume (or a tmpfs) mounted into a container. Never a host
-    path: the engine may be remote (DOCKER_HOST=tcp://..., docker-in-docker), where the
-    client's files do not exist; send files with `Box.put_archive` instead."""
-
-    target: str
-    source: str
-    kind: Literal["volume", "tmpfs"] = "volume"
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A local image: the name asked for, its ID, and its registry digest when the engine
-    knows one (pulled images have one; locally built or imported images do not)."""
-
-    name: str
-    image_id: str
-    repo_digest: str | None
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    name: str
-    labels: dict[str, str]
-    created: float  # epoch seconds; 0 when the engine does not say
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    reference: str  # repository:tag
-    image_id: str
-    created: float
-
-
-@dataclass(frozen=True)
-class DiskUsage:
-    volumes: dict[str, int]  # name -> bytes
-    images: dict[str, int]  # image ID -> bytes not shared with other images
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int
-    output: str
 
 
 def _missing(exc: EngineError) -> bool:
@@ -186,6 +154,13 @@ def engine_failure(exc: BaseException, host: str) -> EngineError:
             "again; a rerun reuses everything already built.",
         )
     return EngineError(f"The Docker engine refused an operation: {_short(exc)}")
+
+
+class _Identified(Protocol):
+    """A container by its ID (a Box, or a caller's stand-in for one)."""
+
+    @property
+    def id(self) -> str: ...
 
 
 class Box:
@@ -261,9 +236,9 @@ class Box:
             stream: Iterable[bytes] = self._engine.slow.export(self.id, chunk_size=1 << 20)
         return self._engine.guarded_iter(stream)
 
-    def follow(self, on_line: OnLine) -> int:
+    def follow(self, on_line: OnLine) -> Outcome:
         """Start the container, pass each output line (stdout and stderr) to `on_line`,
-        and return the exit code once it has stopped."""
+        and say how it ended once it has stopped."""
         self.start()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
@@ -277,20 +252,28 @@ class Box:
         pending += decoder.decode(b"", final=True)
         if pending:
             on_line(pending.rstrip("\r"))
-        code = self.wait()
+        outcome = self.wait()
         # A container killed by cleanup() ends like a failing one: say what happened.
         self._engine.raise_if_stopping()
-        return code
+        return outcome
 
-    def wait(self) -> int:
-        """The exit code of a container whose output has ended (so it has exited)."""
+    def wait(self) -> Outcome:
+        """How a container whose output has ended (so it has exited) ended."""
         with self._engine.guard():
             status = self._container.wait(timeout=EXITED_WAIT_TIMEOUT)
-        return int(status.get("StatusCode", 1))
+        return self._engine.outcome(self.id, int(status.get("StatusCode", 1)))
 
-    def commit(self, repository: str, tag: str, config: dict[str, Any]) -> str:
-        """Save the container's filesystem as an image; `config` replaces its config
+    def commit(self, repository: str, tag: str, settings: CommitSettings) -> str:
+        """Save the container's filesystem as an image whose whole config is `settings`
         (so nothing of the container's environment or labels reaches the image)."""
+        config = {
+            "Env": list(settings.env),
+            "Cmd": list(settings.cmd),
+            "Entrypoint": list(settings.entrypoint),
+            "WorkingDir": settings.workdir,
+            "User": settings.user,
+            "Labels": dict(settings.labels),
+        }
         with self._engine.guard():
             image = self._engine.slow.commit(self.id, repository=repository, tag=tag, conf=config)
         return str(image["Id"])
@@ -365,9 +348,31 @@ class Engine:
         return cls(client, labels, slow=slow.api, host=host)
 
     def close(self) -> None:
+        """Release the SDK clients' connection pools (and any lifeline still held: the
+        containers on it then exit). Idempotent. Containers are removed by `cleanup()`."""
+        with self._lock:
+            lifelines, self._lifelines = list(self._lifelines.values()), {}
+        for lifeline in lifelines:
+            _close_stream(lifeline)
         self.client.close()
         if self.slow is not self.client.api:
             self.slow.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        """The end of a command: every container it created is removed, then the
+        connections are closed."""
+        try:
+            self.cleanup()
+        finally:
+            self.close()
 
     # --- failures -------------------------------------------------------------------
 
@@ -395,28 +400,29 @@ class Engine:
 
     # --- images ---------------------------------------------------------------------
 
-    def inspect_image(self, name: str) -> dict[str, Any] | None:
-        """The engine's `docker image inspect` document, or None when absent."""
+    def inspect_image(self, name: str) -> ImageFacts | None:
+        """What the engine knows of a local image, or None when it has none of that name."""
         try:
             with self.guard():
-                return dict(self.client.images.get(name).attrs)
+                attrs = self.client.images.get(name).attrs
         except EngineError as exc:
             if _missing(exc):
                 return None
             raise
+        return image_facts(attrs)
 
-    def image_history(self, name: str) -> list[dict[str, Any]]:
-        """`docker history`: newest layer first, with CreatedBy and Size."""
+    def image_history(self, name: str) -> tuple[HistoryEntry, ...]:
+        """`docker history`: newest step first."""
         with self.guard():
             entries = self.client.api.history(name)  # type: ignore[no-untyped-call]
-            return [dict(entry) for entry in entries]
+        return tuple(
+            HistoryEntry(str(entry.get("CreatedBy") or ""), int(entry.get("Size") or 0))
+            for entry in entries
+        )
 
     def image_id(self, name: str) -> str | None:
         info = self.inspect_image(name)
-        return str(info["Id"]) if info else None
-
-    def image_exists(self, name: str) -> bool:
-        return self.inspect_image(name) is not None
+        return info.image_id if info else None
 
     def ensure_image(self, name: str) -> ImageRef:
         """The local image when present, else pulled. Fails with a BaseImageError that
@@ -447,13 +453,14 @@ class Engine:
         info = self.inspect_image(name)
         if info is None:
             return None
-        digests = [str(d) for d in info.get("RepoDigests") or []]
         wanted = try_parse(name)
-        pinned = [ref for ref in map(try_parse, digests) if ref is not None and ref.digest]
+        pinned = [
+            ref for ref in map(try_parse, info.repo_digests) if ref is not None and ref.digest
+        ]
         # A digest of this repository, else any (the same content under another name).
         mine = [ref for ref in pinned if wanted and ref.familiar == wanted.familiar]
         chosen = (mine or pinned)[:1]
-        return ImageRef(name, str(info["Id"]), chosen[0].digest if chosen else None)
+        return ImageRef(name, info.image_id, chosen[0].digest if chosen else None)
 
     def read_files(self, image: str, paths: list[str]) -> list[bytes]:
         """The bytes of files in an image (b"" for a missing one), without running it."""
@@ -470,7 +477,7 @@ class Engine:
             summaries = self.client.api.images(all=True)
         for summary in summaries:
             info = self.inspect_image(str(summary["Id"]))
-            layers = ((info or {}).get("RootFS") or {}).get("Layers") or []
+            layers = info.diff_ids if info else ()
             common = 0
             for have, want in zip(layers, diff_ids, strict=False):
                 if have != want:
@@ -677,7 +684,7 @@ class Engine:
                     environment=env or {},
                     working_dir=workdir,
                     user=user,
-                    labels={**self.labels, owners.OWNER_LABEL: self.owner.label()},
+                    labels={**self.labels, OWNER_LABEL: self.owner.label()},
                     # Not detached, stdin open: the engine then closes the container's
                     # stdin once the one attached client (this process) goes away.
                     stdin_open=stdin is not None,
@@ -726,7 +733,7 @@ class Engine:
             self._pins.append(box.id)
         return box
 
-    def unpin(self, box: Box) -> None:
+    def unpin(self, box: _Identified) -> None:
         with self._lock:
             if box.id in self._pins:
                 self._pins.remove(box.id)
@@ -739,10 +746,10 @@ class Engine:
         *,
         on_line: OnLine | None = None,
         files: dict[str, dict[str, bytes]] | None = None,
-        **options: Any,
+        network: str = "host",
     ) -> RunResult:
         """Run a container to completion; `files` maps a directory to {name: bytes}
-        written before start. Returns the exit code and all output."""
+        written before start. Returns how it ended and all its output."""
         lines: list[str] = []
 
         def keep(line: str) -> None:
@@ -750,11 +757,11 @@ class Engine:
             if on_line:
                 on_line(line)
 
-        with self.container(image, argv, **options) as box:
+        with self.container(image, argv, network=network) as box:
             for directory, content in (files or {}).items():
                 box.put_files(directory, content)
-            code = box.follow(keep)
-        return RunResult(code, "\n".join(lines))
+            outcome = box.follow(keep)
+        return RunResult(outcome.exit_code, "\n".join(lines), outcome.oom_killed)
 
     # --- long-running containers (`pydeploy run`) --------------------------------------
 
@@ -763,22 +770,25 @@ class Engine:
         image: str,
         *,
         name: str,
-        env: dict[str, str],
-        host_config: dict[str, Any],
-        labels: dict[str, str],
-        ports: list[int] | None,
+        env: Mapping[str, str],
+        network: str,
+        publish: Published | None,
+        limits: ResourceLimits,
+        labels: Mapping[str, str],
         stop_timeout: int,
     ) -> str:
-        """Create (not start) a container that serves; returns its ID."""
+        """Create (not start) a container that serves, on `network` (`host`, or a bridge
+        with `publish`), within `limits`; returns its ID. Without an init process: the
+        image's own entrypoint is PID 1 and gets the stop signal, as in production."""
         with self.guard():
             api = self.client.api
             created = api.create_container(
                 image,
                 name=name,
-                environment=env,
-                host_config=api.create_host_config(**host_config),
+                environment=dict(env),
+                host_config=api.create_host_config(**service_host_config(network, publish, limits)),
                 labels={**self.labels, **labels},
-                ports=ports,
+                ports=[publish.container_port] if publish else None,
                 stop_timeout=stop_timeout,
                 detach=True,
             )
@@ -796,10 +806,23 @@ class Engine:
             )
         return stream
 
-    def wait(self, ident: str) -> int:
+    def wait(self, ident: str) -> Outcome:
+        """How the container ended, once it has (no bound: a server runs until stopped)."""
         with self.guard():
             status = self.client.api.wait(ident, timeout=None)
-        return int(status.get("StatusCode", 1))
+        return self.outcome(ident, int(status.get("StatusCode", 1)))
+
+    def outcome(self, ident: str, exit_code: int) -> Outcome:
+        """The outcome of an exited container. Only a failed one is inspected (the kernel
+        kills with SIGKILL, so OOM-killed ones never exit 0); unreadable counts as not."""
+        if exit_code == 0:
+            return Outcome(0)
+        try:
+            with self.guard():
+                state = self.client.api.inspect_container(ident).get("State") or {}
+        except EngineError:
+            return Outcome(exit_code)
+        return Outcome(exit_code, oom_killed=bool(state.get("OOMKilled")))
 
     def stop(self, ident: str, timeout: int) -> None:
         """SIGTERM (the image's STOPSIGNAL), then SIGKILL after `timeout` seconds."""
@@ -829,14 +852,14 @@ class Engine:
     def orphans(self) -> list[str]:
         """IDs of the builder containers whose owner is gone (owners.orphaned)."""
         with self.guard():
-            found = self.client.api.containers(all=True, filters={"label": owners.OWNER_LABEL})
+            found = self.client.api.containers(all=True, filters={"label": OWNER_LABEL})
         dead = []
         for summary in found:
             ident = str(summary["Id"])
             state = str(summary.get("State") or "")
             if state == "removing":
                 continue
-            label = (summary.get("Labels") or {}).get(owners.OWNER_LABEL)
+            label = (summary.get("Labels") or {}).get(OWNER_LABEL)
             idle = self._idle_seconds(ident, state, summary) if state != "running" else 0.0
             if owners.orphaned(label, state == "running", idle, self.owner):
                 dead.append(ident)
@@ -886,10 +909,7 @@ class Engine:
                 self._created.remove(ident)
             lifeline = self._lifelines.pop(ident, None)
         if lifeline is not None:
-            raw = _raw_socket(lifeline)  # closing the SDK's wrapper leaves it open
-            with contextlib.suppress(OSError):
-                lifeline.close()
-                raw.close()
+            _close_stream(lifeline)
 
     def _try_remove(self, ident: str) -> bool:
         """Removed (or already gone)?"""
@@ -912,6 +932,58 @@ class Engine:
 def _raw_socket(stream: Any) -> Any:
     """The socket under an attached stream (a SocketIO over unix sockets)."""
     return getattr(stream, "_sock", stream)
+
+
+def _close_stream(stream: Any) -> None:
+    raw = _raw_socket(stream)  # closing the SDK's wrapper leaves it open
+    with contextlib.suppress(OSError):
+        stream.close()
+        raw.close()
+
+
+def image_facts(attrs: Mapping[str, Any]) -> ImageFacts:
+    """An engine's `docker image inspect` document as ImageFacts."""
+    config = attrs.get("Config") or {}
+    return ImageFacts(
+        image_id=str(attrs.get("Id") or ""),
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
+        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        env=tuple(str(e) for e in config.get("Env") or ()),
+        cmd=tuple(str(c) for c in config.get("Cmd") or ()),
+        entrypoint=tuple(str(e) for e in config.get("Entrypoint") or ()),
+        workdir=str(config.get("WorkingDir") or ""),
+        user=str(config.get("User") or ""),
+        created=_epoch(attrs.get("Created")),
+        architecture=str(attrs.get("Architecture") or ""),
+        diff_ids=tuple(str(d) for d in (attrs.get("RootFS") or {}).get("Layers") or ()),
+    )
+
+
+# Docker's relative CPU weight for one core's worth of shares (its default for a container).
+SHARES_PER_CPU = 1024
+_NANO = 1_000_000_000
+_MIB = 1024 * 1024
+
+
+def service_host_config(
+    network: str, publish: Published | None, limits: ResourceLimits
+) -> dict[str, Any]:
+    """Keyword arguments of the SDK's `create_host_config` for a serving container."""
+    config: dict[str, Any] = {"network_mode": network, "init": False}
+    if publish is not None:
+        config["port_bindings"] = {publish.container_port: ("127.0.0.1", publish.host_port)}
+    if limits.cpus is not None:
+        config["nano_cpus"] = round(limits.cpus * _NANO)
+    if limits.memory_mib is not None:
+        memory = limits.memory_mib * _MIB
+        # No swap beyond the limit: an orchestrator's memory limit is a hard one.
+        config["mem_limit"] = memory
+        config["memswap_limit"] = memory
+    if limits.cpu_request is not None:
+        config["cpu_shares"] = max(2, round(limits.cpu_request * SHARES_PER_CPU))
+    if limits.memory_request_mib is not None:
+        config["mem_reservation"] = limits.memory_request_mib * _MIB
+    return config
 
 
 def container_labels(text: str) -> dict[str, str]:

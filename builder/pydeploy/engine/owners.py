@@ -20,7 +20,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-OWNER_LABEL = "pydeploy.owner"
 PROC = Path("/proc")
 # A stopped (or never started) container of another host's live build is read for at
 # most this long (a venv export, a file read); after that nobody comes back for it.

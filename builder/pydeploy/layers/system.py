@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from pydeploy.cachekeys import INDEX_SYSTEM_LAYER, SYSTEM_LAYER_RECIPE
 from pydeploy.engine.client import Engine
 from pydeploy.errors import BuildError
 from pydeploy.oci.blobs import BlobStore
@@ -22,7 +23,6 @@ from pydeploy.oci.image import FileEntry, Layer, as_reader, build_layer
 from pydeploy.plan.planner import BuildPlan
 from pydeploy.progress import Progress
 
-RECIPE = "system-layer-v1"
 LAYER_EPOCH = 1
 # What apt and dpkg leave behind that an image never needs (dockle DKL-DI-0005/LI-0003),
 # plus files whose bytes change with the clock (logs, ld.so's aux cache, backups).
@@ -34,7 +34,7 @@ _DROP = re.compile(
 
 
 def layer_key(base_id: str, packages: Iterable[str]) -> str:
-    text = json.dumps([RECIPE, base_id, sorted(packages)])
+    text = json.dumps([SYSTEM_LAYER_RECIPE, base_id, sorted(packages)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -42,7 +42,7 @@ def system_layer(
     engine: Engine, store: BlobStore, plan: BuildPlan, base_id: str, progress: Progress
 ) -> Layer:
     key = layer_key(base_id, plan.runtime_packages)
-    cached = Layer.from_doc(store.read_index("system-layer", key))
+    cached = Layer.from_doc(store.read_index(INDEX_SYSTEM_LAYER, key))
     if cached is not None and store.has(cached.digest):
         progress("runtime packages", 0.0, "cached: " + " ".join(plan.runtime_packages))
         return cached
@@ -56,7 +56,7 @@ def system_layer(
     with engine.container(
         plan.base_image, ["/bin/sh", "-c", script], network=engine.network_mode(plan.network)
     ) as box:
-        code = box.follow(output.append)
+        code = box.follow(output.append).exit_code
         if code != 0:
             tail = "\n".join(output[-20:])
             raise BuildError(
@@ -69,7 +69,7 @@ def system_layer(
         with tempfile.TemporaryDirectory(prefix="pydeploy-sys-") as tmp:
             entries = list(_changed_entries(box.export(), changed, Path(tmp)))
             layer = build_layer(entries, store=store, epoch=LAYER_EPOCH, role="system")
-    store.write_index("system-layer", key, layer.to_doc())
+    store.write_index(INDEX_SYSTEM_LAYER, key, layer.to_doc())
     progress("runtime packages", 0.0, f"installed {packages}")
     return layer
 

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Protocol
 
 from pydeploy import atomic
+from pydeploy.cachekeys import INDEX_DOCKER_SAVE
 from pydeploy.errors import BaseImageError, BuildError, PublishError
 from pydeploy.oci.blobs import Blob, BlobStore, BlobWriter, digest_hex, sha256_digest
 
@@ -742,7 +743,6 @@ def assemble_image(
 
 # --------------------------------------------------------------------------- base import
 
-_INDEX_KIND = "docker-save"
 _SMALL_MEMBER = 1 << 20
 
 
@@ -753,7 +753,7 @@ def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
         key = digest_hex(image_id)
     except ValueError:
         return None
-    document = store.read_index(_INDEX_KIND, key)
+    document = store.read_index(INDEX_DOCKER_SAVE, key)
     if not isinstance(document, dict):
         return None
     try:
@@ -832,7 +832,7 @@ def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
     store.put_bytes(config_bytes)
     base = BaseImage(config_bytes, tuple(layers))
     store.write_index(
-        _INDEX_KIND,
+        INDEX_DOCKER_SAVE,
         digest_hex(base.image_id),
         {"layers": [layer.to_doc() for layer in layers]},
     )

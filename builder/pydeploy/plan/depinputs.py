@@ -23,6 +23,7 @@ from typing import Any
 import pathspec
 from packaging.utils import canonicalize_name
 
+from pydeploy.cachekeys import RECIPE_VERSION, UV_VERSION
 from pydeploy.config import workspace
 from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.config.project import Project, lock_entries, read_text
@@ -38,11 +39,6 @@ from pydeploy.plan.skiplist import (
     VENV_CONFIG,
     is_egg_info,
 )
-
-# Part of every builder image and venv key: bump when the recipe (wheels.py,
-# builder_script.py) changes what lands in a builder image or a venv.
-RECIPE_VERSION = "1"
-UV_VERSION = "0.13.9"
 
 # Never part of a local package's content hash (caches, VCS, build output).
 # Files beside a lock or pyproject.toml that tell uv how to read them (settings, Python).

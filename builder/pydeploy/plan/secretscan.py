@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydeploy.cachekeys import INDEX_SECRET_SCAN, SECRET_SCAN_RECIPE
 from pydeploy.oci.blobs import BlobStore
 
 SCAN_LIMIT = 1024 * 1024
 _PROBE = 8192
-# Bump when the detectors or the limits change: cached results are then rescanned.
-RECIPE = "secretscan-v1"
 PLUGINS = (
     "AWSKeyDetector",
     "ArtifactoryDetector",
@@ -62,8 +61,8 @@ class Finding:
 
 def scan(root: Path, files: Sequence[str], *, store: BlobStore | None = None) -> list[Finding]:
     """Findings for the project-relative `files` under `root`, in path order."""
-    cache_key = hashlib.sha256(f"{RECIPE}\0{root.resolve()}".encode()).hexdigest()
-    known = _cached(store.read_index("secret-scan", cache_key)) if store is not None else {}
+    cache_key = hashlib.sha256(f"{SECRET_SCAN_RECIPE}\0{root.resolve()}".encode()).hexdigest()
+    known = _cached(store.read_index(INDEX_SECRET_SCAN, cache_key)) if store is not None else {}
     current: dict[str, _Entry] = {}
     todo: list[str] = []
     for rel in sorted(files):
@@ -87,7 +86,7 @@ def scan(root: Path, files: Sequence[str], *, store: BlobStore | None = None) ->
             rel: {"size": e.stamp[0], "mtime_ns": e.stamp[1], "found": [list(f) for f in e.found]}
             for rel, e in current.items()
         }
-        store.write_index("secret-scan", cache_key, document)
+        store.write_index(INDEX_SECRET_SCAN, cache_key, document)
     return [Finding(rel, kind, line) for rel, e in current.items() for kind, line in e.found]
 
 

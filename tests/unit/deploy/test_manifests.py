@@ -21,6 +21,7 @@ from pydeploy.cli.main import cli
 from pydeploy.config.project import load_project
 from pydeploy.deploy import manifests
 from pydeploy.deploy import run as runner
+from pydeploy.engine.types import Published, ResourceLimits
 from pydeploy.errors import ConfigError
 from pydeploy.payload.launcher import DEFAULT_MASTER_MEMORY_MB
 from pydeploy.plan.memory import WorkerMemory
@@ -369,24 +370,19 @@ def test_requests_above_limits_are_config_errors(tmp_path: Path) -> None:
 
 def test_run_limits_default_to_the_resources(plan: BuildPlan) -> None:
     spec = runner.make_spec(plan, "sha256:img", bridge=False)
-    assert spec.limits == {"cpus": 1.5, "memory": 512, "cpu_request": 0.25, "memory_request": 512}
-    config = spec.host_config()
-    assert config["nano_cpus"] == 1_500_000_000
-    assert config["mem_limit"] == config["memswap_limit"] == 512 * 1024 * 1024
-    assert config["mem_reservation"] == 512 * 1024 * 1024
-    assert config["cpu_shares"] == 256
+    assert spec.limits == ResourceLimits(1.5, 512, 0.25, 512)
+    assert runner.describe_limits(spec) == "1.5 CPUs, 512 MiB"
     assert spec.stop_timeout == 45  # the manifests' grace period
 
 
 def test_run_flags_override_and_cap_requests(plan: BuildPlan) -> None:
     spec = runner.make_spec(plan, "img", bridge=False, cpus=0.1, memory=64)
-    assert spec.limits == {"cpus": 0.1, "memory": 64, "cpu_request": 0.1, "memory_request": 64}
+    assert spec.limits == ResourceLimits(0.1, 64, 0.1, 64)
 
 
 def test_run_without_resources_has_no_limits(tmp_path: Path) -> None:
     spec = runner.make_spec(plan_of(write_project(tmp_path / "p")), "img", bridge=False)
-    assert spec.limits == {}
-    assert not {"nano_cpus", "mem_limit"} & spec.host_config().keys()
+    assert spec.limits == ResourceLimits()
     assert runner.describe_limits(spec) == "no limits"
 
 
@@ -395,7 +391,7 @@ def test_host_network_sets_port_env(plan: BuildPlan) -> None:
     assert spec.network == "host"
     assert spec.env["PORT"] == "9123"
     assert spec.container_port == 9123
-    assert "port_bindings" not in spec.host_config()
+    assert spec.publish is None
     assert spec.url == "http://127.0.0.1:9123/"
 
 
@@ -403,7 +399,7 @@ def test_bridge_publishes_on_loopback_only(plan: BuildPlan) -> None:
     spec = runner.make_spec(plan, "img", bridge=True, port=9123, env={"PORT": "1", "A": "b"})
     assert spec.network == "bridge"
     assert spec.env == {"A": "b"}
-    assert spec.host_config()["port_bindings"] == {8000: ("127.0.0.1", 9123)}
+    assert spec.publish == Published(container_port=8000, host_port=9123)
 
 
 @pytest.mark.parametrize(("cpus", "memory"), [(0.0, None), (-1.0, None), (None, 8)])

@@ -12,8 +12,15 @@ import pytest
 import requests.exceptions
 import urllib3.exceptions
 
-from pydeploy.engine.client import Engine, container_labels, engine_failure
-from pydeploy.errors import ConfigError, EngineError
+from pydeploy.engine.client import (
+    Engine,
+    container_labels,
+    engine_failure,
+    image_facts,
+    service_host_config,
+)
+from pydeploy.engine.types import ImageFacts, Outcome, Published, ResourceLimits
+from pydeploy.errors import ConfigError, EngineError, InterruptError
 
 
 def test_no_engine_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -119,3 +126,113 @@ def test_container_labels_from_the_environment() -> None:
     for bad in ("novalue", "=x", "pydeploy.build=mine"):
         with pytest.raises(ConfigError, match="PYDEPLOY_CONTAINER_LABELS"):
             container_labels(bad)
+
+
+# --- domain values in, typed facts out ------------------------------------------------
+
+
+MIB = 1024 * 1024
+
+
+def test_service_limits_become_the_engine_s_hard_and_soft_values() -> None:
+    limits = ResourceLimits(cpus=1.5, memory_mib=512, cpu_request=0.25, memory_request_mib=256)
+    config = service_host_config("bridge", Published(8000, 9123), limits)
+    assert config == {
+        "network_mode": "bridge",
+        "init": False,
+        "port_bindings": {8000: ("127.0.0.1", 9123)},  # loopback only
+        "nano_cpus": 1_500_000_000,
+        "mem_limit": 512 * MIB,
+        "memswap_limit": 512 * MIB,  # no swap beyond the limit
+        "cpu_shares": 256,
+        "mem_reservation": 256 * MIB,
+    }
+
+
+def test_a_service_without_limits_or_ports_gets_none() -> None:
+    assert service_host_config("host", None, ResourceLimits()) == {
+        "network_mode": "host",
+        "init": False,
+    }
+    tiny = service_host_config("host", None, ResourceLimits(cpu_request=0.001))
+    assert tiny["cpu_shares"] == 2, "the engine's minimum weight"
+
+
+def test_image_facts_read_the_inspect_document() -> None:
+    facts = image_facts(
+        {
+            "Id": "sha256:abc",
+            "RepoDigests": ["python@sha256:def"],
+            "Created": "2024-05-01T10:00:00.123456789Z",
+            "Architecture": "arm64",
+            "Config": {
+                "Env": ["PATH=/bin", "LANG=C.UTF-8"],
+                "Cmd": ["python3"],
+                "Entrypoint": None,
+                "WorkingDir": "/app",
+                "User": "1000",
+                "Labels": {"a": "1"},
+            },
+            "RootFS": {"Type": "layers", "Layers": ["sha256:l1", "sha256:l2"]},
+        }
+    )
+    assert facts == ImageFacts(
+        image_id="sha256:abc",
+        repo_digests=("python@sha256:def",),
+        labels={"a": "1"},
+        env=("PATH=/bin", "LANG=C.UTF-8"),
+        cmd=("python3",),
+        entrypoint=(),
+        workdir="/app",
+        user="1000",
+        created=1714557600.0,
+        architecture="arm64",
+        diff_ids=("sha256:l1", "sha256:l2"),
+    )
+    # An image without a config (a scratch import) has empty facts, not a KeyError.
+    assert image_facts({"Id": "sha256:x", "Config": None}) == ImageFacts("sha256:x")
+
+
+class _Closable:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _ClosingClient(_Closable):
+    def __init__(self, state: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.api = _InspectingApi(state or {})
+
+
+class _InspectingApi(_Closable):
+    def __init__(self, state: dict[str, object]) -> None:
+        super().__init__()
+        self.state = state
+        self.inspected = 0
+
+    def inspect_container(self, _ident: str) -> dict[str, object]:
+        self.inspected += 1
+        return {"State": self.state}
+
+
+def test_an_engine_block_removes_its_containers_and_closes_its_connections() -> None:
+    client, slow = _ClosingClient(), _Closable()
+    with Engine(client, host=HOST, slow=slow) as engine:  # type: ignore[arg-type]
+        engine.raise_if_stopping()  # usable inside
+    assert (client.closed, slow.closed) == (1, 1)
+    with pytest.raises(InterruptError):
+        engine.raise_if_stopping()  # cleanup() ran: no container may start after it
+    engine.close()  # closing again is harmless
+
+
+def test_only_a_failed_container_is_asked_whether_it_was_oom_killed() -> None:
+    client = _ClosingClient({"OOMKilled": True, "ExitCode": 137})
+    engine = Engine(client, host=HOST)  # type: ignore[arg-type]
+    assert engine.outcome("c1", 0) == Outcome(0)
+    assert client.api.inspected == 0
+    assert engine.outcome("c1", 137) == Outcome(137, oom_killed=True)
+    client.api.state = {"OOMKilled": False}
+    assert engine.outcome("c1", 1) == Outcome(1, oom_killed=False)

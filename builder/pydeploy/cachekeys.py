@@ -1,0 +1,81 @@
+"""Every recipe version and every name that keys or finds a cache, stated once.
+
+Change a recipe string here and every cache it keys is rebuilt: the keys computed from
+it (builder images, probe and venv volumes, host cache index entries) change, and what
+the old keys named is left for `pydeploy prune`. The names (volumes, labels, the builder
+repository, the records inside a venv volume, the host cache's index kinds) are how
+builds, `prune` and other hosts sharing an engine find each other's caches: renaming one
+orphans everything that carries the old name.
+
+Constants only, importing nothing, so pure planning may use it as freely as the builder
+stage, the engine client, the layers and `prune` do.
+"""
+
+from __future__ import annotations
+
+# --- recipe versions --------------------------------------------------------------------
+
+# The builder stage's recipe (stage.py, builder_script.py): part of the full builder
+# image's key, the base image's probe volume and every dependency (venv) key. Bump when
+# the recipe changes what lands in a builder image or a venv.
+RECIPE_VERSION = "1"
+# The uv the builder installs into the cache volume (`tools/uv-<version>`); part of the
+# dependency key, and what an ejected Dockerfile installs.
+UV_VERSION = "0.13.9"
+# The app check's cached answer (interface, project layer, worker memory).
+# v2: the check also measures what a worker costs (pydeploy.plan.memory).
+CHECK_RECIPE = "app-check-v2"
+# The layer that drops the base image's setuid/setgid bits.
+SETUID_RECIPE = "no-setuid-v1"
+# The runtime system-packages layer.
+SYSTEM_LAYER_RECIPE = "system-layer-v1"
+# The secret scan's per-file results: bump when the detectors or the limits change.
+SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
+
+# --- engine volumes and images ------------------------------------------------------------
+
+VOLUME_PREFIX = "pydeploy-"  # every volume below starts with it (`prune` lists by it)
+CACHE_VOLUME = "pydeploy-cache"  # uv's download and wheel cache, shared by all builds
+VENV_VOLUME_PREFIX = "pydeploy-venv-"  # + the dependency key: one venv each
+# + a build id: one builder image build's apt lists and .debs
+APT_VOLUME_PREFIX = "pydeploy-apt-"
+# + a key of the base image: an empty volume whose labels hold the probe
+PYTHON_VOLUME_PREFIX = "pydeploy-python-"
+BUILDER_REPOSITORY = "pydeploy-builder"  # full builder images, tagged by their content key
+
+# Records pydeploy keeps inside a venv volume (at its root).
+MARKER = ".pydeploy-complete"  # written last by the install: the venv is whole
+USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the volume
+
+# --- labels -------------------------------------------------------------------------------
+
+# On every container an Engine creates, and on a build's apt volume: the build's id.
+BUILD_LABEL = "pydeploy.build"
+# On builder containers: the process that owns them (owners.Owner.label).
+OWNER_LABEL = "pydeploy.owner"
+# On `pydeploy run` containers: the project's repository name.
+RUN_LABEL = "pydeploy.run"
+
+# On full builder images.
+LABEL_KEY = "pydeploy.builder.key"
+LABEL_PACKAGES = "pydeploy.builder.packages"
+LABEL_BUILDER_BASE = "pydeploy.builder.base"  # the base image ID
+LABEL_PYTHON = "pydeploy.python"  # the probed interpreter (JSON); also on probe volumes
+LABEL_PYTHON_BASE = "pydeploy.python.base"  # on probe volumes: the base image ID
+# On venv volumes.
+LABEL_VENV = "pydeploy.venv"  # "1"
+LABEL_VENV_KEY = "pydeploy.venv.key"
+LABEL_OWNER = "pydeploy.venv.build"  # the build that creates (fills) a venv volume
+LABEL_OWNER_PROCESS = "pydeploy.venv.owner"  # its process (owners.Owner.label)
+LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
+# On the cache volume.
+LABEL_CACHE = "pydeploy.cache"  # "1"
+
+# --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
+
+INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
+INDEX_APP_CHECK = "app-check"
+INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
+INDEX_SETUID = "no-setuid"
+INDEX_SYSTEM_LAYER = "system-layer"
+INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret

@@ -1,0 +1,54 @@
+"""The recipe versions and cache names, pinned: each keys or finds caches that already
+exist on users' engines and hosts, so a change must be deliberate (it rebuilds or
+orphans them). Edit a value here only together with cachekeys.py, on purpose."""
+
+from __future__ import annotations
+
+from pydeploy import cachekeys
+
+PINNED = {
+    "RECIPE_VERSION": "1",
+    "UV_VERSION": "0.13.9",
+    "CHECK_RECIPE": "app-check-v2",
+    "SETUID_RECIPE": "no-setuid-v1",
+    "SYSTEM_LAYER_RECIPE": "system-layer-v1",
+    "SECRET_SCAN_RECIPE": "secretscan-v1",
+    "VOLUME_PREFIX": "pydeploy-",
+    "CACHE_VOLUME": "pydeploy-cache",
+    "VENV_VOLUME_PREFIX": "pydeploy-venv-",
+    "APT_VOLUME_PREFIX": "pydeploy-apt-",
+    "PYTHON_VOLUME_PREFIX": "pydeploy-python-",
+    "BUILDER_REPOSITORY": "pydeploy-builder",
+    "MARKER": ".pydeploy-complete",
+    "USED": ".pydeploy-used",
+    "BUILD_LABEL": "pydeploy.build",
+    "OWNER_LABEL": "pydeploy.owner",
+    "RUN_LABEL": "pydeploy.run",
+    "LABEL_KEY": "pydeploy.builder.key",
+    "LABEL_PACKAGES": "pydeploy.builder.packages",
+    "LABEL_BUILDER_BASE": "pydeploy.builder.base",
+    "LABEL_PYTHON": "pydeploy.python",
+    "LABEL_PYTHON_BASE": "pydeploy.python.base",
+    "LABEL_VENV": "pydeploy.venv",
+    "LABEL_VENV_KEY": "pydeploy.venv.key",
+    "LABEL_OWNER": "pydeploy.venv.build",
+    "LABEL_OWNER_PROCESS": "pydeploy.venv.owner",
+    "LABEL_CLAIMED": "pydeploy.venv.claimed",
+    "LABEL_CACHE": "pydeploy.cache",
+    "INDEX_DOCKER_SAVE": "docker-save",
+    "INDEX_APP_CHECK": "app-check",
+    "INDEX_VENV_LAYER": "venv-layer",
+    "INDEX_SETUID": "no-setuid",
+    "INDEX_SYSTEM_LAYER": "system-layer",
+    "INDEX_SECRET_SCAN": "secret-scan",
+}
+
+
+def test_every_name_and_recipe_is_pinned() -> None:
+    found = {name: getattr(cachekeys, name) for name in dir(cachekeys) if name.isupper()}
+    assert found == PINNED
+
+
+def test_volume_names_share_the_prefix_prune_lists_by() -> None:
+    for name in ("CACHE_VOLUME", "VENV_VOLUME_PREFIX", "APT_VOLUME_PREFIX", "PYTHON_VOLUME_PREFIX"):
+        assert getattr(cachekeys, name).startswith(cachekeys.VOLUME_PREFIX)
