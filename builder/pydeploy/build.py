@@ -23,18 +23,11 @@ from pydeploy.config.project import git_commit_time, git_revision
 from pydeploy.engine.client import Engine, ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
+from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import (
-    BaseImage,
-    FileEntry,
-    Image,
-    Layer,
-    assemble_image,
-    cached_base,
-    entries_from_tar,
-    import_docker_save,
-    open_uncompressed,
-)
+from pydeploy.oci.entries import FileEntry, entries_from_tar
+from pydeploy.oci.image import BaseImage, Image, assemble_image
+from pydeploy.oci.layer import Layer, open_uncompressed
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory

@@ -561,7 +561,7 @@ def dockerfile_cmd(
     from pydeploy.build import created_epoch  # noqa: PLC0415
     from pydeploy.config.project import git_revision  # noqa: PLC0415
     from pydeploy.deploy import dockerfile  # noqa: PLC0415
-    from pydeploy.oci.image import rfc3339  # noqa: PLC0415
+    from pydeploy.oci.config import rfc3339  # noqa: PLC0415
 
     the_plan = _deploy_plan(directory, base_image, None, tags)
     ejected = dockerfile.render(

@@ -18,7 +18,9 @@ from pathlib import Path
 from pydeploy.engine.client import Engine
 from pydeploy.errors import BuildError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import FileEntry, Layer, as_reader, build_layer
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.layer import Layer, build_layer
+from pydeploy.oci.streams import as_reader
 from pydeploy.plan.planner import BuildPlan
 from pydeploy.progress import Progress
 

@@ -31,7 +31,8 @@ from urllib3.util.retry import Retry
 
 from pydeploy import atomic
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
-from pydeploy.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
+from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
+from pydeploy.oci.image import Image
 from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference, registry_host
 
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"

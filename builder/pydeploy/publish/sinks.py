@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError, PublishError
-from pydeploy.oci.image import Image, write_docker_archive, write_oci_layout
+from pydeploy.oci.archive import write_docker_archive
+from pydeploy.oci.image import Image
+from pydeploy.oci.layout import write_oci_layout
 from pydeploy.plan.references import parse_reference
 from pydeploy.publish import registry
 

@@ -19,14 +19,10 @@ import requests.adapters
 
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import (
-    MEDIA_TYPE_MANIFEST,
-    FileEntry,
-    Image,
-    build_config,
-    build_layer,
-    rfc3339,
-)
+from pydeploy.oci.config import MEDIA_TYPE_MANIFEST, build_config, rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import Image
+from pydeploy.oci.layer import build_layer
 from pydeploy.plan.references import DOCKER_HUB, Reference, parse_reference
 from pydeploy.publish import registry
 
