@@ -273,7 +273,7 @@ def build(
 ) -> None:
     """Build the image: wheels in a builder container, then deterministic layers."""
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
-    from pydeploy.publish import sinks as publish  # noqa: PLC0415
+    from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
@@ -462,7 +462,7 @@ def _deploy_plan(
 def _build_for_deploy(plan: BuildPlan, engine: Any, lines: _Lines, push: bool = False) -> Any:
     """`pydeploy build` into the engine (and the registry with `push`); the BuildResult."""
     from pydeploy import build as build_mod  # noqa: PLC0415
-    from pydeploy.publish import sinks as publish  # noqa: PLC0415
+    from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     outputs = (publish.Output("docker"),) + ((publish.Output("registry"),) if push else ())
     return _run_build(plan, engine, build_mod.BuildOptions(outputs=outputs), lines)
