@@ -6,6 +6,7 @@ callback (the CLI prints it); everything started is cleaned up on failure or int
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,25 +32,18 @@ from pydeploy.engine.client import Engine
 from pydeploy.engine.types import ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
+from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import (
-    BaseImage,
-    FileEntry,
-    Image,
-    Layer,
-    assemble_image,
-    cached_base,
-    entries_from_tar,
-    import_docker_save,
-    open_uncompressed,
-)
+from pydeploy.oci.entries import FileEntry, entries_from_tar
+from pydeploy.oci.image import BaseImage, Image, assemble_image
+from pydeploy.oci.layer import Layer, open_uncompressed
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan
 from pydeploy.progress import Progress
-from pydeploy.publish import sinks as publish
+from pydeploy.publish import outputs as publish
 
 
 @dataclass(frozen=True)
@@ -266,18 +260,11 @@ def _build(
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
             timings=timings, memory=memory,
         )  # fmt: skip
-        for output in options.outputs:
-            if output.kind == "docker":
-                publish.load_into_engine(engine, image, plan.tags, scratch)
-                clock.step("load", f"into the engine as {', '.join(plan.tags)}")
-            elif output.kind == "registry":
-                result.pushed = publish.push_to_registry(
-                    image, plan.tags, lambda line: clock.sub("push", line), store.root.parent
-                )
-                clock.step("push", ", ".join(plan.tags))
-            else:
-                publish.write_output(output, image, plan.tags)
-                clock.step("write", str(output))
+        destinations = publish.Destinations(engine, scratch, store.root.parent)
+        for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
+            done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
+            result.pushed.update(done.pushed)
+            clock.step(publisher.step, done.detail)
     return result
 
 

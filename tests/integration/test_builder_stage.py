@@ -57,7 +57,7 @@ from pydeploy.errors import (
 from pydeploy.plan import depinputs, servers
 from pydeploy.plan.index import CA_ENV_VARS, find_ca_bundle
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
-from pydeploy.publish import sinks as publish
+from pydeploy.publish import outputs as publish
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

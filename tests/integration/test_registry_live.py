@@ -20,14 +20,11 @@ import requests
 
 from pydeploy.errors import PublishError, RegistryAuthError
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.image import (
-    FileEntry,
-    Image,
-    build_config,
-    build_layer,
-    rfc3339,
-    write_oci_layout,
-)
+from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import Image
+from pydeploy.oci.layer import build_layer
+from pydeploy.oci.layout import write_oci_layout
 from pydeploy.plan import references
 from pydeploy.publish import registry
 

@@ -22,7 +22,8 @@ from pydeploy.config.project import load_project
 from pydeploy.errors import EXIT_CODES, AppCheckError, PydeployError
 from pydeploy.multibuild import ServiceOutcome
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import Image, Layer
+from pydeploy.oci.image import Image
+from pydeploy.oci.layer import Layer
 from pydeploy.plan.planner import Overrides, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -84,7 +84,7 @@ from pydeploy.config.project import check_python_allowed
 from pydeploy.engine import owners
 from pydeploy.engine.types import CommitSettings, ImageFacts, Mount
 from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
-from pydeploy.oci.image import as_reader
+from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
     CheckJob,
     CheckResult,

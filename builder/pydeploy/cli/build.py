@@ -110,7 +110,7 @@ def build(
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
     from pydeploy.errors import ConfigError  # noqa: PLC0415
     from pydeploy.plan.planner import Overrides  # noqa: PLC0415
-    from pydeploy.publish import sinks as publish  # noqa: PLC0415
+    from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):

@@ -34,7 +34,7 @@ def _build_for_deploy(
 ) -> BuildResult:
     """`pydeploy build` into the engine (and the registry with `push`)."""
     from pydeploy import build as build_mod  # noqa: PLC0415
-    from pydeploy.publish import sinks as publish  # noqa: PLC0415
+    from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     outputs = (publish.Output("docker"),) + ((publish.Output("registry"),) if push else ())
     return run_build(plan, session, build_mod.BuildOptions(outputs=outputs), lines)
@@ -108,7 +108,7 @@ def dockerfile_cmd(
     from pydeploy.build import created_epoch  # noqa: PLC0415
     from pydeploy.config.project import git_revision  # noqa: PLC0415
     from pydeploy.deploy import dockerfile  # noqa: PLC0415
-    from pydeploy.oci.image import rfc3339  # noqa: PLC0415
+    from pydeploy.oci.config import rfc3339  # noqa: PLC0415
 
     the_plan = _deploy_plan(directory, base_image, None, tags)
     ejected = dockerfile.render(

@@ -16,14 +16,10 @@ from typing import IO, Any, cast
 from pydeploy import payload
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import (
-    BaseImage,
-    FileEntry,
-    Layer,
-    build_layer,
-    open_uncompressed,
-    rfc3339,
-)
+from pydeploy.oci.config import rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import BaseImage
+from pydeploy.oci.layer import Layer, build_layer, open_uncompressed
 from pydeploy.plan.launch import LaunchSettings
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import labels as memory_labels

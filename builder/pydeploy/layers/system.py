@@ -19,7 +19,9 @@ from pydeploy.cachekeys import INDEX_SYSTEM_LAYER, SYSTEM_LAYER_RECIPE
 from pydeploy.engine.client import Engine
 from pydeploy.errors import BuildError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import FileEntry, Layer, as_reader, build_layer
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.layer import Layer, build_layer
+from pydeploy.oci.streams import as_reader
 from pydeploy.plan.planner import BuildPlan
 from pydeploy.progress import Progress
 

@@ -69,6 +69,9 @@ class BlobWriter:
         self.size += len(data)
         return len(data)
 
+    def flush(self) -> None:
+        self._file.flush()
+
     @property
     def digest(self) -> str:
         return f"{ALGORITHM}:{self._hash.hexdigest()}"

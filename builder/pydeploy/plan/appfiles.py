@@ -23,7 +23,7 @@ import pathspec
 
 from pydeploy.errors import ConfigError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import FileEntry, entries_from_dir, normalize_mode
+from pydeploy.oci.entries import FileEntry, entries_from_dir, normalize_mode
 from pydeploy.plan import secretscan
 from pydeploy.plan.planner import APP_DIR, BuildPlan
 from pydeploy.plan.skiplist import CREDENTIALS, NEVER, SKIP_DIRS

@@ -6,7 +6,7 @@ that this host pushed to another repository of the same registry is mounted from
 instead of uploaded (`BlobLocations`). Requests are bounded (`timeouts`) and retried with
 backoff on connection errors, 429 and 5xx (`retry_policy`). Credentials come from
 PYDEPLOY_REGISTRY_USERNAME/PYDEPLOY_REGISTRY_PASSWORD, else from the Docker config file
-(auths, credHelpers, credsStore); they never appear in messages or reprs.
+(credHelpers, credsStore, auths); they never appear in messages or reprs.
 """
 
 from __future__ import annotations
@@ -27,18 +27,21 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.adapters
+from docker import auth as docker_auth
+from docker.credentials import PROGRAM_PREFIX
 from urllib3.util.retry import Retry
 
 from pydeploy import atomic
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
-from pydeploy.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Image
+from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
+from pydeploy.oci.image import Image
 from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference, registry_host
 
-_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
 _ENV_PASSWORD = "PYDEPLOY_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 _ENV_INSECURE = "PYDEPLOY_INSECURE_REGISTRIES"
 _ENV_TIMEOUT = "PYDEPLOY_REGISTRY_TIMEOUT"
+HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
 # (connect, read) seconds. The read bound is on silence: an upload streams its body, and
 # only the registry's answer after the last byte (digest check, storage move) is waited for.
 CONNECT_TIMEOUT = 10.0
@@ -151,20 +154,21 @@ def docker_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".docker" / "config.json"
 
 
-def _config_host(key: str) -> str:
-    """A Docker config key (`https://index.docker.io/v1/`, `host:5000`) as a host."""
-    if "://" in key:
-        key = urlsplit(key).netloc
-    return key.split("/", 1)[0]
-
-
 def _matches(key: str, registry: str) -> bool:
-    host = _config_host(key)
+    """A Docker config key (`https://index.docker.io/v1/`, `http://host:5000`) names
+    `registry`, Docker Hub under any of its names."""
+    host = docker_auth.convert_to_hostname(key)
     return host == registry or (registry in HUB_NAMES and host in HUB_NAMES)
 
 
 def find_credentials(registry: str, environ: Mapping[str, str] | None = None) -> CredentialLookup:
-    """Env vars first, then the Docker config: credHelpers[host], credsStore, auths[host]."""
+    """Env vars first, then the Docker config: credHelpers[host], credsStore, auths[host].
+
+    Not `docker.auth.resolve_authconfig`, which asks credHelpers[host] *or* credsStore
+    (never the store after a helper miss), matches credHelpers keys exactly, drops an
+    auths entry's plain username/password (and all but an identitytoken), raises on a
+    malformed entry, and finds the file via os.environ rather than `environ`. Its pieces
+    that do the same job are used: key to host, `auth` decoding, the Hub's config key."""
     env = os.environ if environ is None else environ
     if env.get(_ENV_USER) and env.get(_ENV_PASSWORD):
         return CredentialLookup(
@@ -180,7 +184,7 @@ def find_credentials(registry: str, environ: Mapping[str, str] | None = None) ->
     if not isinstance(config, dict):
         return CredentialLookup(None, (f"{path} is not a JSON object",))
     notes: list[str] = []
-    server = _HUB_CONFIG_KEY if registry in HUB_NAMES else registry
+    server = docker_auth.INDEX_URL if registry in HUB_NAMES else registry
     helpers = config.get("credHelpers") or {}
     helper = next((v for k, v in helpers.items() if _matches(k, registry)), None)
     for name in (helper, config.get("credsStore")):
@@ -201,12 +205,11 @@ def find_credentials(registry: str, environ: Mapping[str, str] | None = None) ->
 def _from_auth_entry(entry: Mapping[str, Any], source: str) -> Credentials | None:
     token = entry.get("identitytoken") or ""
     if isinstance(entry.get("auth"), str) and entry["auth"]:
-        try:
-            user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
+        try:  # base64 of `user:password`
+            user, password = docker_auth.decode_auth(entry["auth"])
+        except ValueError:  # bad base64, no colon, not UTF-8: the entry is unusable
             return None
-        if sep:
-            return Credentials(user, password, source, identity_token=token)
+        return Credentials(user, password, source, identity_token=token)
     if entry.get("username") and entry.get("password"):
         return Credentials(entry["username"], entry["password"], source, identity_token=token)
     if token:
@@ -217,13 +220,19 @@ def _from_auth_entry(entry: Mapping[str, Any], source: str) -> Credentials | Non
 def _from_helper(
     name: str, server: str, env: Mapping[str, str], notes: list[str]
 ) -> Credentials | None:
-    program = f"docker-credential-{name}"
+    """Ask `docker-credential-<name> get` for `server`'s credentials.
+
+    Not `docker.credentials.Store`: it waits on a helper without a bound (a keychain or
+    GPG prompt nobody answers would hang the push), warns through `warnings` when the
+    helper is missing (only the cli prints), quotes the helper's output in its errors
+    (which may echo a secret), and finds the program on os.environ's PATH, not `env`'s."""
+    program = f"{PROGRAM_PREFIX}{name}"
     try:
         result = subprocess.run(
             [program, "get"],
             input=server.encode(),
             capture_output=True,
-            timeout=60,
+            timeout=HELPER_TIMEOUT,
             env=dict(env),
             check=False,
         )
@@ -244,7 +253,7 @@ def _from_helper(
     except (ValueError, KeyError, TypeError):
         notes.append(f"{program} gave an answer that is not credentials JSON")
         return None
-    if user == "<token>":  # an identity (refresh) token rather than a password
+    if user == docker_auth.TOKEN_USERNAME:  # an identity (refresh) token, not a password
         return Credentials("", "", program, identity_token=secret)
     return Credentials(user, secret, program)
 

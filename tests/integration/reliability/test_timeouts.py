@@ -33,7 +33,10 @@ import pytest
 
 from pydeploy.errors import PublishError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import FileEntry, Image, build_config, build_layer, rfc3339
+from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import Image
+from pydeploy.oci.layer import build_layer
 from pydeploy.publish import registry as regclient  # `registry` is the fixture's name
 
 ROOT = Path(__file__).resolve().parents[3]

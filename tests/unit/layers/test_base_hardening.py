@@ -13,7 +13,9 @@ from pydeploy.config.project import load_project
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import BaseImage, FileEntry, build_layer
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import BaseImage
+from pydeploy.oci.layer import build_layer
 from pydeploy.plan.planner import BuildPlan, make_plan
 
 PASSWD = b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/usr/sbin/nologin\n"

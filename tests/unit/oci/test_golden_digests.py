@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydeploy.oci import image as oci
 from pydeploy.oci.blobs import BlobStore, sha256_digest
+from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.layer import Layer, build_layer
 
 EPOCH = 1_700_000_000
 
@@ -21,31 +23,31 @@ LAYER_SIZES = (426, 10752)  # (gzip size, tar size)
 CONFIG_DIGEST = "sha256:b6d533161db88fcb1adfc54988f141b4cc2a667c779b17f5d4cc1752260c301e"
 
 
-def golden_entries() -> list[oci.FileEntry]:
+def golden_entries() -> list[FileEntry]:
     return [
-        oci.FileEntry("app", "dir", 0o755, uid=1000, gid=1000),
-        oci.FileEntry("app/main.py", "file", 0o644, uid=1000, gid=1000, data=b"print('hi')\n"),
-        oci.FileEntry("app/bin/run", "file", 0o755, data=b"#!/bin/sh\nexec true\n"),
-        oci.FileEntry("app/link", "symlink", 0o777, linkname="main.py"),
-        oci.FileEntry("app/hard", "hardlink", 0o644, linkname="app/main.py"),
+        FileEntry("app", "dir", 0o755, uid=1000, gid=1000),
+        FileEntry("app/main.py", "file", 0o644, uid=1000, gid=1000, data=b"print('hi')\n"),
+        FileEntry("app/bin/run", "file", 0o755, data=b"#!/bin/sh\nexec true\n"),
+        FileEntry("app/link", "symlink", 0o777, linkname="main.py"),
+        FileEntry("app/hard", "hardlink", 0o644, linkname="app/main.py"),
         # Longer than ustar's 100-byte name field, so the PAX path is pinned too.
-        oci.FileEntry("app/" + "d" * 120 + "/f.txt", "file", 0o600, data=b"x"),
-        oci.FileEntry("app/données.txt", "file", 0o644, data="é\n".encode()),
+        FileEntry("app/" + "d" * 120 + "/f.txt", "file", 0o600, data=b"x"),
+        FileEntry("app/données.txt", "file", 0o644, data="é\n".encode()),
     ]
 
 
-def golden_layer(tmp_path: Path) -> oci.Layer:
+def golden_layer(tmp_path: Path) -> Layer:
     store = BlobStore(tmp_path / "blobs")
-    return oci.build_layer(golden_entries(), store=store, epoch=EPOCH, role="app")
+    return build_layer(golden_entries(), store=store, epoch=EPOCH, role="app")
 
 
-def golden_config(layer: oci.Layer) -> bytes:
+def golden_config(layer: Layer) -> bytes:
     base = {
         "architecture": "amd64",
         "os": "linux",
         "config": {"Env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "Cmd": ["python3"]},
     }
-    return oci.build_config(
+    return build_config(
         base,
         ["sha256:" + "1" * 64],
         [{"created": "2023-01-01T00:00:00Z", "created_by": "base"}],
@@ -59,7 +61,7 @@ def golden_config(layer: oci.Layer) -> bytes:
         labels={"org.opencontainers.image.title": "golden"},
         stop_signal="SIGTERM",
         healthcheck={"Test": ["CMD", "true"], "Interval": 30_000_000_000},
-        created=oci.rfc3339(EPOCH),
+        created=rfc3339(EPOCH),
     )
 
 

@@ -9,6 +9,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,10 @@ import requests.adapters
 
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.image import (
-    MEDIA_TYPE_MANIFEST,
-    FileEntry,
-    Image,
-    build_config,
-    build_layer,
-    rfc3339,
-)
+from pydeploy.oci.config import MEDIA_TYPE_MANIFEST, build_config, rfc3339
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import Image
+from pydeploy.oci.layer import build_layer
 from pydeploy.plan.references import DOCKER_HUB, Reference, parse_reference
 from pydeploy.publish import registry
 
@@ -226,6 +223,86 @@ def test_no_config_file(tmp_path: Path) -> None:
     lookup = registry.find_credentials("reg.io", {"DOCKER_CONFIG": str(tmp_path / "none")})
     assert lookup.credentials is None
     assert str(tmp_path / "none" / "config.json") in lookup.notes[0]
+
+
+# The docker SDK's resolve_authconfig/Store differ on each of these (see find_credentials).
+
+
+def test_a_helper_miss_falls_back_to_the_store(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    per_host = fake_helper(bin_dir, "perhost", {})
+    fake_helper(bin_dir, "store", {"reg.io": ("from-store", SECRET)})
+    env = write_config(tmp_path / "cfg", {"credHelpers": {"reg.io": "perhost"},
+                                          "credsStore": "store"})  # fmt: skip
+    env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    lookup = registry.find_credentials("reg.io", env)
+    assert lookup.credentials is not None
+    assert lookup.credentials.source == "docker-credential-store"
+    assert per_host.read_text().splitlines() == ["reg.io"]
+    assert lookup.notes == ("docker-credential-perhost has no credentials for reg.io",)
+
+
+def test_config_keys_match_by_host_and_hub_alias(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_helper(bin_dir, "perhost", {"reg.io": ("helper-user", SECRET)})
+    env = write_config(
+        tmp_path / "cfg",
+        {
+            "credHelpers": {"https://reg.io": "perhost"},
+            "auths": {"docker.io": auth_entry("hub", "pw")},
+        },
+    )
+    env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    helped = registry.find_credentials("reg.io", env).credentials
+    assert helped is not None
+    assert helped.username == "helper-user"
+    hub = registry.find_credentials(DOCKER_HUB, env).credentials
+    assert hub is not None
+    assert hub.username == "hub"
+
+
+def test_an_identity_token_keeps_the_entry_s_username(tmp_path: Path) -> None:
+    entry = {**auth_entry("user", "pw"), "identitytoken": "refresh"}
+    env = write_config(tmp_path, {"auths": {"reg.io": entry, "tok.io": {"identitytoken": "t"}}})
+    creds = registry.find_credentials("reg.io", env).credentials
+    assert creds is not None
+    assert (creds.username, creds.password, creds.identity_token) == ("user", "pw", "refresh")
+    token_only = registry.find_credentials("tok.io", env).credentials
+    assert token_only is not None
+    assert (token_only.username, token_only.identity_token) == ("", "t")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"auth": "!!not-base64"},
+        {"auth": base64.b64encode(b"no-colon").decode()},
+        {"auth": base64.b64encode(b"\xff:\xfe").decode()},
+        "not an object",
+    ],
+)
+def test_a_malformed_auths_entry_is_unusable_not_fatal(tmp_path: Path, entry: object) -> None:
+    env = write_config(tmp_path, {"auths": {"reg.io": entry}})
+    lookup = registry.find_credentials("reg.io", env)
+    assert lookup.credentials is None
+    assert lookup.notes == (f"no entry for reg.io in {tmp_path / 'config.json'}",)
+
+
+def test_a_helper_that_never_answers_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "bin" / "docker-credential-stuck"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o755)
+    env = write_config(tmp_path / "cfg", {"credsStore": "stuck"})
+    env["PATH"] = f"{script.parent}:/usr/bin:/bin"
+    monkeypatch.setattr(registry, "HELPER_TIMEOUT", 0.5)
+    started = time.monotonic()
+    lookup = registry.find_credentials("reg.io", env)
+    assert time.monotonic() - started < 10
+    assert lookup.credentials is None
+    assert "the credential helper docker-credential-stuck failed (TimeoutExpired)" in lookup.notes
 
 
 # --------------------------------------------------------------------------- HTTP flows

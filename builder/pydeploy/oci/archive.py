@@ -1,0 +1,199 @@
+"""The docker-archive format (`docker save` / `docker load`): the reader that imports a base
+image from the engine, and the writer that hands an image back to it or to a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from pydeploy import atomic
+from pydeploy.cachekeys import INDEX_DOCKER_SAVE
+from pydeploy.errors import BaseImageError, PublishError
+from pydeploy.oci.blobs import Blob, BlobStore, BlobWriter, digest_hex
+from pydeploy.oci.compress import GZIP_MAGIC, gunzip_into
+from pydeploy.oci.config import canonical_json
+from pydeploy.oci.entries import clean_path
+from pydeploy.oci.image import BaseImage, Image
+from pydeploy.oci.layer import Layer, compress_stored, open_uncompressed
+from pydeploy.oci.streams import CHUNK, TarSource, as_reader
+from pydeploy.oci.tar import BLOCK, pad, tar_header
+from pydeploy.oci.writing import require_blobs, unwritable
+
+_SMALL_MEMBER = 1 << 20
+
+
+def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
+    """The base image imported earlier under this image ID, if all its blobs are there;
+    lets the caller skip `docker save` entirely."""
+    try:
+        key = digest_hex(image_id)
+    except ValueError:
+        return None
+    document = store.read_index(INDEX_DOCKER_SAVE, key)
+    if not isinstance(document, dict):
+        return None
+    try:
+        # Entries written before the index recorded each layer's role lack it: all are base.
+        found = [Layer.from_doc({"role": "base", **d}) for d in document["layers"]]
+        layers = tuple(layer for layer in found if layer is not None)
+        if len(layers) != len(found):
+            return None
+        needed = [image_id, *(layer.digest for layer in layers)]
+        if not all(store.has(digest) for digest in needed):
+            return None
+        return BaseImage(store.read_bytes(image_id), layers)
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
+
+
+def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
+    """Read `docker save IMAGE` output (legacy `<id>/layer.tar` or OCI `blobs/sha256/...`
+    layouts; manifest.json drives both) and store each layer's tar and deterministic gzip.
+    The result is indexed by image ID, so `cached_base` finds it next time."""
+    small: dict[str, bytes] = {}
+    large: dict[str, Blob] = {}
+    links: dict[str, str] = {}
+    with tarfile.open(fileobj=as_reader(tar_stream), mode="r|*") as archive:
+        for member in archive:
+            name = clean_path(member.name) if member.name.strip("./") else ""
+            if member.issym() or member.islnk():
+                # docker save links repeated layers: `<id>/layer.tar -> ../<other>/layer.tar`
+                base_dir = posixpath.dirname(name) if member.issym() else ""
+                links[name] = posixpath.normpath(posixpath.join(base_dir, member.linkname))
+            elif member.isreg():
+                handle = archive.extractfile(member)
+                if handle is None:  # pragma: no cover
+                    continue
+                if member.size <= _SMALL_MEMBER:
+                    small[name] = handle.read()
+                else:
+                    with store.writer() as sink:
+                        shutil.copyfileobj(handle, sink, CHUNK)
+                    large[name] = sink.blob
+
+    def resolve(name: str) -> str:
+        seen: set[str] = set()
+        name = clean_path(name)
+        while name in links and name not in seen:
+            seen.add(name)
+            name = links[name]
+        return name
+
+    try:
+        manifest = json.loads(small[resolve("manifest.json")])[0]
+        config_bytes = small[resolve(manifest["Config"])]
+        config = json.loads(config_bytes)
+        diff_ids: list[str] = config["rootfs"]["diff_ids"]
+        layer_names: list[str] = manifest["Layers"]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BaseImageError(
+            f"the engine's `docker save` output is not in a format pydeploy understands "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if len(diff_ids) != len(layer_names):
+        raise BaseImageError("the saved base image lists a different number of layers and diff_ids")
+    layers: list[Layer] = []
+    for diff_id, layer_name in zip(diff_ids, layer_names, strict=True):
+        name = resolve(layer_name)
+        blob = large.get(name) or (store.put_bytes(small[name]) if name in small else None)
+        if blob is None:
+            raise BaseImageError(f"the saved base image lacks its layer file {layer_name!r}")
+        stored = _ensure_uncompressed(store, blob)
+        if stored != diff_id:
+            raise BaseImageError(
+                f"base layer {layer_name!r} hashes to {stored}, not to its diff_id {diff_id}; "
+                f"the saved image is damaged"
+            )
+        layers.append(compress_stored(store, diff_id, role="base"))
+    store.put_bytes(config_bytes)
+    base = BaseImage(config_bytes, tuple(layers))
+    store.write_index(
+        INDEX_DOCKER_SAVE,
+        digest_hex(base.image_id),
+        {"layers": [layer.to_doc() for layer in layers]},
+    )
+    return base
+
+
+def _ensure_uncompressed(store: BlobStore, blob: Blob) -> str:
+    """The digest of the uncompressed form of a stored layer blob (gunzipping if needed)."""
+    with store.open(blob.digest) as handle:
+        magic = handle.read(len(GZIP_MAGIC))
+    if magic != GZIP_MAGIC:
+        return blob.digest
+    return gunzip_into(store, store.path(blob.digest))
+
+
+def write_docker_archive(
+    dest: str | os.PathLike[str] | BinaryIO,
+    image: Image,
+    repo_tags: Sequence[str],
+    *,
+    omit_diff_ids: Iterable[str] = (),
+) -> None:
+    """Write the `docker save`/`docker load` format: manifest.json, `<hex>.json` config,
+    `<diff-id-hex>/layer.tar` per layer. Layers in `omit_diff_ids` are listed but not
+    included (the engine must already have them). A path is written atomically; a stream
+    is written as is."""
+    omit = set(omit_diff_ids)
+    unique = {la.diff_id: la for la in image.layers}  # a repeated layer is stored once
+    included = [la for la in unique.values() if la.diff_id not in omit]
+    require_blobs(image, [image.config_digest])
+    for layer in included:
+        if not (image.store.has(layer.diff_id) or image.store.has(layer.digest)):
+            require_blobs(image, [layer.diff_id])
+    if not isinstance(dest, (str, os.PathLike)):
+        _write_docker_archive_to(dest, image, repo_tags, included)
+        return
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(dest) as handle:
+            _write_docker_archive_to(handle, image, repo_tags, included)
+    except OSError as exc:
+        raise unwritable(dest, exc) from exc
+
+
+def _write_docker_archive_to(
+    out: IO[bytes] | BlobWriter, image: Image, repo_tags: Sequence[str], included: list[Layer]
+) -> None:
+    config_name = f"{digest_hex(image.image_id)}.json"
+    manifest = [
+        {
+            "Config": config_name,
+            "RepoTags": list(repo_tags),
+            "Layers": [f"{digest_hex(la.diff_id)}/layer.tar" for la in image.layers],
+        }
+    ]
+
+    def small_file(name: str, data: bytes) -> None:
+        out.write(tar_header(name, kind="file", mode=0o644, size=len(data), mtime=0))
+        out.write(pad(data))
+
+    small_file("manifest.json", canonical_json(manifest))
+    small_file(config_name, image.config)
+    for layer in included:
+        directory = digest_hex(layer.diff_id)
+        out.write(tar_header(directory + "/", kind="dir", mode=0o755, size=0, mtime=0))
+        size = layer.uncompressed_size
+        out.write(tar_header(f"{directory}/layer.tar", kind="file", mode=0o644, size=size,
+                             mtime=0))  # fmt: skip
+        remaining = size
+        with open_uncompressed(image.store, layer) as handle:
+            while remaining:
+                chunk = handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise PublishError(
+                        f"layer {layer.diff_id} in {image.store.root} is shorter than recorded.",
+                        hint="The build cache is damaged; run `pydeploy build` again.",
+                    )
+                out.write(chunk)
+                remaining -= len(chunk)
+        out.write(b"\0" * (-size % BLOCK))
+    out.write(b"\0" * (2 * BLOCK))

@@ -1,0 +1,180 @@
+"""The deterministic tar encoder: ustar headers (PAX only where a field does not fit), fixed
+owners, modes and mtimes, entries in bytewise path order with their parents added.
+
+Written here rather than borrowed from `tarfile`, whose defaults have changed between
+Python versions (its default format went from GNU to PAX in 3.8): these bytes are every
+layer's diff_id, so their framing is fixed here and pinned by the golden digests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import PurePosixPath
+from typing import Protocol
+
+from pydeploy.errors import BuildError
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.streams import CHUNK
+
+BLOCK = 512
+_TYPEFLAGS = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5"}
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+def _octal(value: int, width: int) -> bytes:
+    return f"{value:0{width - 1}o}".encode("ascii") + b"\0"
+
+
+def _field(data: bytes, width: int) -> bytes:
+    return data[:width].ljust(width, b"\0")
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode("ascii") + body
+
+
+def _ustar_block(
+    name: bytes, *, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
+    linkname: bytes,
+) -> bytes:  # fmt: skip
+    block = b"".join(
+        (
+            _field(name, 100), _octal(mode, 8), _octal(uid, 8), _octal(gid, 8),
+            _octal(size, 12), _octal(mtime, 12), b" " * 8, typeflag, _field(linkname, 100),
+            b"ustar\x0000", b"\0" * 32, b"\0" * 32, _octal(0, 8), _octal(0, 8),
+            b"\0" * 155, b"\0" * 12,
+        )
+    )  # fmt: skip
+    checksum = f"{sum(block):06o}\0 ".encode("ascii")
+    return block[:148] + checksum + block[156:]
+
+
+def tar_header(
+    name: str, *, kind: str, mode: int, size: int, mtime: int, uid: int = 0, gid: int = 0,
+    linkname: str = "",
+) -> bytes:  # fmt: skip
+    """A ustar header, preceded by a PAX extended header only when a field does not fit
+    (long or non-ASCII names, huge sizes or ids). No atime/ctime: nothing varies by host."""
+    pax: dict[str, str] = {}
+    raw_name = name.encode()
+    if not name.isascii() or len(raw_name) > 100:
+        pax["path"] = name
+    raw_link = linkname.encode()
+    if not linkname.isascii() or len(raw_link) > 100:
+        pax["linkpath"] = linkname
+    numbers = {"size": (size, 12), "uid": (uid, 8), "gid": (gid, 8)}
+    for key, (value, width) in numbers.items():
+        if value >= 8 ** (width - 1):
+            pax[key] = str(value)
+    ascii_name = name.encode("ascii", "replace")
+    ascii_link = linkname.encode("ascii", "replace")
+    header = _ustar_block(
+        ascii_name, mode=mode, uid=0 if "uid" in pax else uid, gid=0 if "gid" in pax else gid,
+        size=0 if "size" in pax else size, mtime=mtime, typeflag=_TYPEFLAGS[kind],
+        linkname=ascii_link,
+    )  # fmt: skip
+    if not pax:
+        return header
+    records = b"".join(_pax_record(k, pax[k]) for k in sorted(pax))
+    pax_header = _ustar_block(
+        b"././@PaxHeader", mode=0o644, uid=0, gid=0, size=len(records), mtime=mtime,
+        typeflag=b"x", linkname=b"",
+    )  # fmt: skip
+    pax_header += pad(records)
+    return pax_header + header
+
+
+def pad(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % BLOCK)
+
+
+def plan_entries(entries: Iterable[FileEntry]) -> list[FileEntry]:
+    """Deduplicate, add missing parent directories, make every hard link point at the
+    first path of its group in tar order, and sort by path (bytewise UTF-8)."""
+    by_path: dict[str, FileEntry] = {}
+    for entry in entries:
+        known = by_path.get(entry.path)
+        if known is not None and known != entry:
+            raise ValueError(f"two different entries for {entry.path!r} in one layer")
+        by_path[entry.path] = entry
+    for path in list(by_path):
+        parent = PurePosixPath(path).parent
+        while str(parent) != ".":
+            existing = by_path.get(str(parent))
+            if existing is None:
+                by_path[str(parent)] = FileEntry(str(parent), "dir", 0o755)
+            elif existing.kind != "dir":
+                raise ValueError(f"{path!r} is inside {str(parent)!r}, which is not a directory")
+            parent = parent.parent
+
+    def key(path: str) -> bytes:
+        return path.encode()
+
+    groups: dict[str, list[str]] = {}
+    for entry in by_path.values():
+        if entry.kind == "hardlink":
+            target, seen = entry.linkname, {entry.path}
+            while (hop := by_path.get(target)) is not None and hop.kind == "hardlink":
+                if target in seen:
+                    raise ValueError(f"hard link loop at {entry.path!r}")
+                seen.add(target)
+                target = hop.linkname
+            if hop is None or hop.kind != "file":
+                raise ValueError(
+                    f"hard link {entry.path!r} points at {entry.linkname!r}, which is not a "
+                    f"regular file in the same layer"
+                )
+            groups.setdefault(target, [target]).append(entry.path)
+    for target, members in groups.items():
+        content = by_path[target]
+        first = min(members, key=key)
+        by_path[first] = replace(content, path=first)
+        for member in members:
+            if member != first:
+                by_path[member] = FileEntry(
+                    member, "hardlink", content.mode, uid=content.uid, gid=content.gid,
+                    linkname=first,
+                )  # fmt: skip
+    return [by_path[p] for p in sorted(by_path, key=key)]
+
+
+def write_tar_entries(out: Sink, entries: Iterable[FileEntry], *, epoch: int) -> int:
+    """Write planned entries and the end-of-archive marker; returns bytes written."""
+    written = 0
+    for entry in entries:
+        size = entry.content_size() if entry.kind == "file" else 0
+        name = entry.path + "/" if entry.kind == "dir" else entry.path
+        header = tar_header(
+            name, kind=entry.kind, mode=entry.mode, size=size, mtime=epoch,
+            uid=entry.uid, gid=entry.gid, linkname=entry.linkname,
+        )  # fmt: skip
+        out.write(header)
+        written += len(header)
+        if entry.kind == "file":
+            written += _write_content(out, entry, size)
+    out.write(b"\0" * (2 * BLOCK))
+    return written + 2 * BLOCK
+
+
+def _write_content(out: Sink, entry: FileEntry, size: int) -> int:
+    if entry.data is not None:
+        out.write(entry.data)
+    elif entry.source is not None:
+        remaining = size
+        with entry.source.open("rb") as handle:
+            while remaining:
+                chunk = handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise BuildError(f"{entry.source} shrank while it was being archived")
+                out.write(chunk)
+                remaining -= len(chunk)
+    padding = b"\0" * (-size % BLOCK)
+    out.write(padding)
+    return size + len(padding)
