@@ -894,6 +894,7 @@ def test_ctrl_c_removes_containers_and_the_partial_venv(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()  # a failure above must not leak the pipe into a later test
     output = "\n".join(lines) + rest
     assert proc.returncode == 130, output
     assert "interrupted" in output
