@@ -28,6 +28,7 @@ from tests.unit.builder.fake_engine import (
 
 from pydeploy import cachekeys
 from pydeploy.builder import stage
+from pydeploy.builder.transcript import Reporting
 from pydeploy.errors import AppCheckError, BuildError, CompileError
 from pydeploy.plan import depinputs
 from pydeploy.plan.planner import VENV, BuildPlan
@@ -59,7 +60,7 @@ def images_of(engine: FakeEngine, role: str) -> list[str]:
 def install(engine: FakeEngine, plan: BuildPlan, said: Said | None = None) -> stage.Dependencies:
     progress = said or Said()
     builder = stage.ensure_builder(engine, plan, progress)
-    return stage.install_dependencies(engine, plan, builder, progress)
+    return stage.install_dependencies(engine, plan, builder, Reporting(progress))
 
 
 def app_tar(tmp_path: Path) -> Path:
@@ -363,7 +364,9 @@ def test_secrets_reach_builder_containers_on_stdin_only(
 def check(
     engine: FakeEngine, plan: BuildPlan, tmp_path: Path, deps: stage.Dependencies | None = None
 ) -> stage.AppCheck:
-    return stage.check_app(engine, plan, deps or install(engine, plan), app_tar(tmp_path), Said())
+    return stage.check_app(
+        engine, plan, deps or install(engine, plan), app_tar(tmp_path), Reporting(Said())
+    )
 
 
 @pytest.mark.parametrize("interface", ["wsgi", "asgi"])
