@@ -1091,6 +1091,28 @@ def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(
     assert lines[-2:] == ["0", "0"], "no CA, package lists or .debs in the builder image"
 
 
+def plant_junk(package: Path) -> dict[str, bytes]:
+    """Files no dependency input may include (returned), and an executable tool whose
+    mode (0o750) must reach the builder as it is on the host."""
+    junk = {
+        ".git/objects/pack/big.pack": b"\0" * (1 << 20),
+        ".venv/pyvenv.cfg": b"home = /usr/bin\n",
+        "node_modules/left-pad/index.js": b"",
+        "__pycache__/mod.cpython-311.pyc": b"",
+        ".env": b"TOKEN=not-for-the-builder\n",
+        "debug.log": b"ignored by .gitignore\n",
+    }
+    for name, data in junk.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes(data)
+    (package / ".gitignore").write_text("*.log\n", encoding="utf-8")
+    tool = package / "tools" / "gen.sh"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n", encoding="utf-8")
+    tool.chmod(0o750)
+    return junk
+
+
 @pytest.mark.parametrize("case", ["workspace member", "local path package"])
 def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     engine: Engine, base_image: str, tmp_path: Path, case: str
@@ -1119,22 +1141,7 @@ def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     changed.write_text(
         changed.read_text(encoding="utf-8") + comment.format(uuid.uuid4().hex), encoding="utf-8"
     )
-    junk = {
-        ".git/objects/pack/big.pack": b"\0" * (1 << 20),
-        ".venv/pyvenv.cfg": b"home = /usr/bin\n",
-        "node_modules/left-pad/index.js": b"",
-        "__pycache__/mod.cpython-311.pyc": b"",
-        ".env": b"TOKEN=not-for-the-builder\n",
-        "debug.log": b"ignored by .gitignore\n",
-    }
-    for name, data in junk.items():
-        (package / name).parent.mkdir(parents=True, exist_ok=True)
-        (package / name).write_bytes(data)
-    (package / ".gitignore").write_text("*.log\n", encoding="utf-8")
-    tool = package / "tools" / "gen.sh"
-    tool.parent.mkdir()
-    tool.write_text("#!/bin/sh\n", encoding="utf-8")
-    tool.chmod(0o750)
+    junk = plant_junk(package)
 
     plan = plan_for(project, base_image)
     # The full builder exists, so the build uses it directly: one install container.

@@ -30,6 +30,7 @@ from pydeploy import cachekeys
 from pydeploy.builder import stage
 from pydeploy.builder.transcript import Reporting
 from pydeploy.errors import AppCheckError, BuildError, CompileError
+from pydeploy.payload.builder_script import MARK
 from pydeploy.plan import depinputs
 from pydeploy.plan.planner import VENV, BuildPlan
 
@@ -252,6 +253,36 @@ def test_a_local_package_without_a_readable_name_goes_straight_to_the_full_build
     assert images_of(engine, "install") == [deps.builder.name]
     assert not deps.builder.light
     assert said.mentions("a local package's name cannot be read without building it")
+
+
+@pytest.mark.parametrize("output", [True, False], ids=["to-output", "as-progress"])
+def test_verbose_streams_each_attempt_s_tool_lines_but_no_protocol_lines(
+    engine: FakeEngine, make: MakePlan, output: bool
+) -> None:
+    engine.handlers["install"] = installs(needs_compilers=True)
+    plan = make('build-packages = ["gcc"]\n')
+    said, streamed = Said(), list[str]()
+    builder = stage.ensure_builder(engine, plan, said)
+    report = Reporting(said, verbose=True, output=streamed.append if output else None)
+    stage.install_dependencies(engine, plan, builder, report)
+    # The light attempt's tool line; the full one printed protocol lines only.
+    shown = streamed if output else said.details
+    assert [line for line in shown if "tried to compile" in line] == [
+        "error: a build tried to compile"
+    ]
+    assert not [line for line in shown if line.startswith(MARK)]
+    if output:
+        assert "error: a build tried to compile" not in said.details, "not as progress too"
+
+
+def test_without_verbose_no_tool_line_is_streamed(engine: FakeEngine, make: MakePlan) -> None:
+    engine.handlers["install"] = installs(needs_compilers=True)
+    plan = make('build-packages = ["gcc"]\n')
+    said, streamed = Said(), list[str]()
+    builder = stage.ensure_builder(engine, plan, said)
+    stage.install_dependencies(engine, plan, builder, Reporting(said, output=streamed.append))
+    assert streamed == []
+    assert not said.mentions("tried to compile")
 
 
 # --- dependencies: volumes ------------------------------------------------------------------
