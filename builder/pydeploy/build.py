@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydeploy.builder import stage as wheels
+from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachekeys import (
     CHECK_RECIPE,
@@ -142,6 +143,31 @@ class _Clock:
         return lambda name, _since_stage_start, detail: self.sub(name, detail)
 
 
+@dataclass(frozen=True)
+class _Build:
+    """One build under way: what its steps all use."""
+
+    plan: BuildPlan
+    engine: Engine
+    options: BuildOptions
+    clock: _Clock
+    store: BlobStore
+
+    def reporting(self) -> Reporting:
+        """How the builder stage reports: on the build's clock, tool lines with --verbose."""
+        return Reporting(self.clock.stage_progress(), self.options.verbose, self.options.output)
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The base image: its reference, the import of its layers (running in the pool),
+    and its /etc/passwd and /etc/group."""
+
+    ref: ImageRef
+    layers: Future[BaseImage]
+    accounts: tuple[bytes, bytes]
+
+
 def build(
     plan: BuildPlan, engine: Engine, options: BuildOptions, progress: Progress
 ) -> BuildResult:
@@ -169,33 +195,17 @@ def build(
         # is CPU work that overlaps with the container work below; joined before assembly.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
             base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
-            return _build(plan, engine, options, clock, store, base_ref, base_job, pool,
-                          (passwd, group))  # fmt: skip
+            run = _Build(plan, engine, options, clock, store)
+            return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)
 
 
-def _build(
-    plan: BuildPlan,
-    engine: Engine,
-    options: BuildOptions,
-    clock: _Clock,
-    store: BlobStore,
-    base_ref: ImageRef,
-    base_job: Future[BaseImage],
-    pool: ThreadPoolExecutor,
-    accounts: tuple[bytes, bytes],
-) -> BuildResult:
-    timings = clock.timings
+def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildResult:
+    plan, engine, options, clock, store = run.plan, run.engine, run.options, run.clock, run.store
+    base_ref, timings = base_image.ref, clock.timings
 
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
-    deps = wheels.install_dependencies(
-        engine,
-        plan,
-        builder,
-        clock.stage_progress(),
-        verbose=options.verbose,
-        output=options.output,
-    )
+    deps = wheels.install_dependencies(engine, plan, builder, run.reporting())
     clock.step(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
@@ -206,13 +216,11 @@ def _build(
         selected = app_files(plan, store=store)
         for warning in selected.warnings:
             clock.sub("warning", warning)
-        app_only = assemble.layer(store, selected.entries, "app")
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
         try:
             interface, app_layer, memory = _checked_app(
-                engine, store, plan, builder, deps, selected.entries, app_only, scratch, clock,
-                options,
-            )  # fmt: skip
+                run, builder, deps, selected.entries, scratch
+            )
         except BaseException:
             # The export writes into `scratch` (and runs a container): it ends before
             # the directory is removed, not while (the pool would wait for it anyway).
@@ -224,12 +232,12 @@ def _build(
             f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}",
         )
         venv_layer = venv_job.result()
-        base = base_job.result()
+        base = base_image.layers.result()
         layers = [
             # Right on the base: later layers (apt's) may replace these files again.
             *_setuid_layer(store, plan, base),
             *_system_layers(engine, store, plan, base_ref.image_id, clock.stage_progress()),
-            assemble.layer(store, assemble.user_entries(plan, *accounts), "user"),
+            assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
             venv_layer,
             app_layer,
             assemble.layer(
@@ -269,16 +277,11 @@ def _build(
 
 
 def _checked_app(
-    engine: Engine,
-    store: BlobStore,
-    plan: BuildPlan,
+    run: _Build,
     builder: wheels.BuilderImage,
     deps: wheels.Dependencies,
     app: list[FileEntry],
-    app_only: Layer,
     scratch: Path,
-    clock: _Clock,
-    options: BuildOptions,
 ) -> tuple[Literal["wsgi", "asgi"], Layer, WorkerMemory]:
     """The app's interface, its final layer (plus the project's wheel when packaged) and
     what one worker of it costs.
@@ -286,6 +289,8 @@ def _checked_app(
     Importing the same app files against the same dependency set in the same builder
     gives the same answer, so the result is cached by exactly those inputs: a no-change
     rebuild starts no container here, a code change always re-checks."""
+    store, plan, clock = run.store, run.plan, run.clock
+    app_only = assemble.layer(store, app, "app")
     key = hashlib.sha256(
         json.dumps(
             [CHECK_RECIPE, app_only.diff_id, deps.key, builder.image_id, plan.app,
@@ -306,10 +311,7 @@ def _checked_app(
             clock.sub("app check", "cached: same app files and dependencies")
             return cached["interface"], layer, memory
     app_tar = _uncompressed(store, app_only, scratch / "app.tar")
-    check = wheels.check_app(
-        engine, plan, deps, app_tar, clock.stage_progress(),
-        verbose=options.verbose, output=options.output,
-    )  # fmt: skip
+    check = wheels.check_app(run.engine, plan, deps, app_tar, run.reporting())
     app_layer = app_only
     if check.project_site_tar is not None:
         app_layer = _with_project(store, app, builder, check.project_site_tar, scratch)

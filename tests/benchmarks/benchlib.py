@@ -163,7 +163,7 @@ class Owned:
         return failed
 
 
-def start_container(
+def start_container(  # noqa: PLR0913 - keyword-only, one per `docker run` flag it sets
     owned: Owned,
     image: str,
     *,

@@ -42,6 +42,7 @@ import pydeploy.progress
 from pydeploy import build, cachekeys
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import index_settings
+from pydeploy.builder.transcript import Reporting
 from pydeploy.cachekeys import BUILD_LABEL
 from pydeploy.config.project import load_project
 from pydeploy.engine.client import Box, Engine
@@ -229,7 +230,7 @@ def install(
     had to make) registered for cleanup."""
     venv_volume(engine, plan, builder)
     with tracking_builders(engine):
-        return wheels.install_dependencies(engine, plan, builder, progress, **options)
+        return wheels.install_dependencies(engine, plan, builder, Reporting(progress, **options))
 
 
 def tar_contents(path: Path) -> dict[str, tuple[str, int, str]]:
@@ -322,7 +323,7 @@ def test_pure_python_project_installs_once_and_reproducibly(
     assert tar_contents(venv_b) == contents
 
     checked = wheels.check_app(
-        engine, plan, third, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, third, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
     )
     assert (checked.interface, checked.project_site_tar) == ("wsgi", None)
     assert checked.memory.origin == "measured at build"
@@ -356,7 +357,9 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
     assert ("builder", "base image (no compilers needed)") in [
         (step, detail) for step, _, detail in progress.steps
     ]
-    checked = wheels.check_app(engine, plan, deps, app_tar(project, tmp_path / "app.tar"), progress)
+    checked = wheels.check_app(
+        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(progress)
+    )
     assert checked.interface == "wsgi"
     # The key is new (a unique package name): no image of it before, none after.
     assert not [t for t in builder_images(engine) if t.endswith(builder.key)]
@@ -402,7 +405,7 @@ def test_a_c_extension_escalates_to_the_full_builder(
     venv = tar_contents(wheels.export_venv(engine, light, deps, tmp_path / "venv.tar"))
     assert [n for n in venv if n.startswith(f"{SITE}/fastsum.") and n.endswith(".so")]
     checked = wheels.check_app(
-        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(Progress())
     )
     assert checked.interface == "wsgi"
     # Cached: the marker remembers that the full builder was needed.
@@ -424,7 +427,7 @@ def test_local_c_extension_is_compiled_into_a_wheel(
     assert not [n for n in venv if "__editable__" in n or n.endswith(".pth")]
     progress = Progress()
     checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(progress)
     )
     assert checked.interface == "wsgi"  # app.py calls fastsum.add() at import
     assert progress.names() == ["app check"]
@@ -475,7 +478,7 @@ def test_psycopg2_compiles_from_its_sdist(
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), progress
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(progress)
     )
     assert checked.interface == "wsgi"  # app.py imports psycopg2.extensions (libpq)
 
@@ -489,7 +492,7 @@ def test_uv_lock_project_and_its_own_wheel(
     assert "itsdangerous==2.2.0" in deps.pins, "the locked version, not the newest"
     assert not [p for p in deps.pins if p.startswith("uvlock")], "the project is not a dep"
     checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
     )
     assert checked.interface == "asgi"
     assert checked.project_site_tar is not None
@@ -515,7 +518,7 @@ def test_pylock_project_with_a_local_directory(
     assert "itsdangerous==2.2.0" in deps.pins
     assert any(pin.startswith("localpkg") for pin in deps.pins), deps.pins
     checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Progress()
+        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
     )
     assert checked.interface == "wsgi"  # app.py imports localpkg
 
@@ -578,7 +581,9 @@ def test_wrong_app_target_fails_the_build(
     plan = plan_for(project, base_image)
     deps = install(engine, plan, builder, Progress())
     with pytest.raises(AppCheckError) as caught:
-        wheels.check_app(engine, plan, deps, app_tar(project, tmp_path / "a.tar"), Progress())
+        wheels.check_app(
+            engine, plan, deps, app_tar(project, tmp_path / "a.tar"), Reporting(Progress())
+        )
     assert caught.value.exit_code == 7
     assert "tool.pydeploy.app" in caught.value.message
     assert target in caught.value.message
@@ -793,7 +798,7 @@ def test_index_secret_never_leaks(
             deps = install(spy, plan, builder, progress, verbose=True, output=progress.lines.append)
             venv = wheels.export_venv(spy, builder, deps, tmp_path / "venv.tar")
             checked = wheels.check_app(
-                spy, plan, deps, app_tar(project, tmp_path / "app.tar"), progress
+                spy, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(progress)
             )
             marker = marker_of(spy, builder, deps.volume)
         finally:
@@ -844,6 +849,7 @@ import sys
 from pathlib import Path
 import pydeploy.progress
 from pydeploy.builder import stage as wheels
+from pydeploy.builder.transcript import Reporting
 from pydeploy.engine.client import Engine
 from pydeploy.plan.planner import Overrides, make_plan
 from pydeploy.config.project import load_project
@@ -854,7 +860,8 @@ print("build-id", engine.build_id, flush=True)
 builder = wheels.ensure_builder(engine, plan, lambda *args: None)
 try:
     wheels.install_dependencies(
-        engine, plan, builder, lambda step, elapsed, detail: print("step", step, flush=True)
+        engine, plan, builder,
+        Reporting(lambda step, elapsed, detail: print("step", step, flush=True)),
     )
 except KeyboardInterrupt:
     print("interrupted", flush=True)
@@ -984,7 +991,7 @@ def test_concurrent_builds_of_one_dependency_set_install_once(
         own = Engine.connect()
         try:
             barrier.wait(timeout=60)
-            results.append(wheels.install_dependencies(own, plan, builder, Progress()))
+            results.append(wheels.install_dependencies(own, plan, builder, Reporting(Progress())))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             results.append(exc)
         finally:
@@ -1085,6 +1092,28 @@ def test_builder_image_is_committed_from_a_container_that_never_had_the_ca(
     assert lines[-2:] == ["0", "0"], "no CA, package lists or .debs in the builder image"
 
 
+def plant_junk(package: Path) -> dict[str, bytes]:
+    """Files no dependency input may include (returned), and an executable tool whose
+    mode (0o750) must reach the builder as it is on the host."""
+    junk = {
+        ".git/objects/pack/big.pack": b"\0" * (1 << 20),
+        ".venv/pyvenv.cfg": b"home = /usr/bin\n",
+        "node_modules/left-pad/index.js": b"",
+        "__pycache__/mod.cpython-311.pyc": b"",
+        ".env": b"TOKEN=not-for-the-builder\n",
+        "debug.log": b"ignored by .gitignore\n",
+    }
+    for name, data in junk.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes(data)
+    (package / ".gitignore").write_text("*.log\n", encoding="utf-8")
+    tool = package / "tools" / "gen.sh"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n", encoding="utf-8")
+    tool.chmod(0o750)
+    return junk
+
+
 @pytest.mark.parametrize("case", ["workspace member", "local path package"])
 def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     engine: Engine, base_image: str, tmp_path: Path, case: str
@@ -1113,22 +1142,7 @@ def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     changed.write_text(
         changed.read_text(encoding="utf-8") + comment.format(uuid.uuid4().hex), encoding="utf-8"
     )
-    junk = {
-        ".git/objects/pack/big.pack": b"\0" * (1 << 20),
-        ".venv/pyvenv.cfg": b"home = /usr/bin\n",
-        "node_modules/left-pad/index.js": b"",
-        "__pycache__/mod.cpython-311.pyc": b"",
-        ".env": b"TOKEN=not-for-the-builder\n",
-        "debug.log": b"ignored by .gitignore\n",
-    }
-    for name, data in junk.items():
-        (package / name).parent.mkdir(parents=True, exist_ok=True)
-        (package / name).write_bytes(data)
-    (package / ".gitignore").write_text("*.log\n", encoding="utf-8")
-    tool = package / "tools" / "gen.sh"
-    tool.parent.mkdir()
-    tool.write_text("#!/bin/sh\n", encoding="utf-8")
-    tool.chmod(0o750)
+    junk = plant_junk(package)
 
     plan = plan_for(project, base_image)
     # The full builder exists, so the build uses it directly: one install container.

@@ -227,6 +227,66 @@ print(json.dumps({
 """
 
 
+def check_progress_and_summary(stderr: str, builder: Builder) -> None:
+    """Progress: one timestamped line per step, each prefixed with its service, nothing
+    torn; three parallel builds interleave. The summary: one line per service with its
+    tag."""
+    lines = stderr.splitlines()
+    assert lines[0] == "pydeploy: building 3 services: api, api2, web"
+    summary = lines.index("summary:")
+    steps = lines[1:summary]
+    progress = [PROGRESS.match(line) for line in steps]
+    assert all(progress), [line for line, m in zip(steps, progress, strict=True) if not m]
+    order = [m["who"] for m in progress if m]
+    assert set(order) == set(SERVICES)
+    spans = {s: (order.index(s), len(order) - 1 - order[::-1].index(s)) for s in SERVICES}
+    assert any(
+        spans[a][0] < spans[b][0] < spans[a][1] for a in SERVICES for b in SERVICES if a != b
+    ), order
+    rows = [SUMMARY_OK.match(line) for line in lines[summary + 1 :]]
+    assert all(rows), lines[summary + 1 :]
+    assert [(m["who"], m["tags"]) for m in rows if m] == [(s, builder.ref(s)) for s in SERVICES]
+
+
+def check_services_answer(
+    builder: Builder,
+    resources: Resources,
+    free_port_factory: Callable[[], int],
+    wait_http: WaitHttp,
+) -> None:
+    """Both kinds of service answer with the workspace library's greeting."""
+    for service in ("api", "web"):
+        port = free_port_factory()
+        container = resources.create(builder.ref(service), environment={"PORT": str(port)})
+        container.start()
+        body = json.loads(wait_http(f"http://127.0.0.1:{port}/", timeout=60))
+        assert body["service"] == service
+        assert body["greeting"] == f"Hello from shared, {service}!"
+        assert body["uptime"]  # humanize, the library's own dependency, is installed
+        container.remove(force=True)
+
+
+def check_api_image(builder: Builder, resources: Resources, api_dir: Path) -> None:
+    """`shared` is an installed wheel in the venv, not a copy of the repository, and the
+    api image's app layer holds api's files only."""
+    run = resources.run(builder.ref("api"), ["-c", INSPECT],
+                        entrypoint=["/opt/venv/bin/python"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    facts = json.loads(run.output.strip().splitlines()[-1])
+    assert facts["site"].startswith("/opt/venv/lib/python3.")
+    assert facts["site"].endswith("/site-packages")
+    assert facts["shared"] == f"{facts['site']}/shared/__init__.py"
+    assert "shared-0.1.0.dist-info/METADATA" in facts["dist_files"]
+    assert "shared-0.1.0.dist-info/RECORD" in facts["dist_files"]
+    assert facts["direct_url"] is None or '"editable": true' not in facts["direct_url"]
+    assert facts["pth"] == []  # no editable-install path hooks
+    assert facts["greeting"] == "Hello from shared, inspect!"
+    assert "main.py" in facts["app_files"]
+    assert [f for f in facts["app_files"] if not (api_dir / f).is_file()] == []
+    assert not {"libs", "services", "src", "workspace"} & set(facts["roots"])
+    assert facts["web_code"] == []
+
+
 def test_all_builds_every_service_serves_and_shares_the_dependency_layer(
     tmp_path: Path,
     make_builder: Callable[[Path], Builder],
@@ -261,55 +321,9 @@ def test_all_builds_every_service_serves_and_shares_the_dependency_layer(
     assert "shared==0.1.0" in built["web"]["dependencies"]["pins"]
     assert not any(p.startswith("flask==") for p in built["api"]["dependencies"]["pins"])
 
-    # Progress: one timestamped line per step, each prefixed with its service, nothing
-    # torn; three parallel builds interleave.
-    lines = proc.stderr.splitlines()
-    assert lines[0] == "pydeploy: building 3 services: api, api2, web"
-    summary = lines.index("summary:")
-    steps = lines[1:summary]
-    progress = [PROGRESS.match(line) for line in steps]
-    assert all(progress), [line for line, m in zip(steps, progress, strict=True) if not m]
-    order = [m["who"] for m in progress if m]
-    assert set(order) == set(SERVICES)
-    spans = {s: (order.index(s), len(order) - 1 - order[::-1].index(s)) for s in SERVICES}
-    assert any(
-        spans[a][0] < spans[b][0] < spans[a][1] for a in SERVICES for b in SERVICES if a != b
-    ), order
-    # The summary: one line per service with its tag.
-    rows = [SUMMARY_OK.match(line) for line in lines[summary + 1 :]]
-    assert all(rows), lines[summary + 1 :]
-    assert [(m["who"], m["tags"]) for m in rows if m] == [(s, builder.ref(s)) for s in SERVICES]
-
-    # Both kinds of service answer with the workspace library's greeting.
-    for service in ("api", "web"):
-        port = free_port_factory()
-        container = resources.create(builder.ref(service), environment={"PORT": str(port)})
-        container.start()
-        body = json.loads(wait_http(f"http://127.0.0.1:{port}/", timeout=60))
-        assert body["service"] == service
-        assert body["greeting"] == f"Hello from shared, {service}!"
-        assert body["uptime"]  # humanize, the library's own dependency, is installed
-        container.remove(force=True)
-
-    # `shared` is an installed wheel in the venv, not a copy of the repository, and the
-    # api image's app layer holds api's files only.
-    run = resources.run(builder.ref("api"), ["-c", INSPECT],
-                        entrypoint=["/opt/venv/bin/python"])  # fmt: skip
-    assert run.exit_code == 0, run.output
-    facts = json.loads(run.output.strip().splitlines()[-1])
-    assert facts["site"].startswith("/opt/venv/lib/python3.")
-    assert facts["site"].endswith("/site-packages")
-    assert facts["shared"] == f"{facts['site']}/shared/__init__.py"
-    assert "shared-0.1.0.dist-info/METADATA" in facts["dist_files"]
-    assert "shared-0.1.0.dist-info/RECORD" in facts["dist_files"]
-    assert facts["direct_url"] is None or '"editable": true' not in facts["direct_url"]
-    assert facts["pth"] == []  # no editable-install path hooks
-    assert facts["greeting"] == "Hello from shared, inspect!"
-    api_dir = root / "services" / "api"
-    assert "main.py" in facts["app_files"]
-    assert [f for f in facts["app_files"] if not (api_dir / f).is_file()] == []
-    assert not {"libs", "services", "src", "workspace"} & set(facts["roots"])
-    assert facts["web_code"] == []
+    check_progress_and_summary(proc.stderr, builder)
+    check_services_answer(builder, resources, free_port_factory, wait_http)
+    check_api_image(builder, resources, root / "services" / "api")
 
     # One service from elsewhere in the repository: the single-build document, and the
     # same image as --all built (same inputs, same image).

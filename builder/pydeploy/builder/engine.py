@@ -84,7 +84,7 @@ class StageEngine(Protocol):
     ) -> RunResult:
         """Run a container to completion, with `files` ({directory: {name: bytes}})."""
 
-    def container(
+    def container(  # noqa: PLR0913 - keyword-only options, as `docker create` takes them
         self,
         image: str,
         argv: list[str],

@@ -49,7 +49,7 @@ from pydeploy.builder.credentials import (
 )
 from pydeploy.builder.engine import StageBox, StageEngine
 from pydeploy.builder.transcript import (
-    OnLine,
+    Reporting,
     Transcript,
     attach,
     explain_failure,
@@ -164,6 +164,25 @@ class AppCheck:
     memory: WorkerMemory  # what one worker costs (see pydeploy.plan.memory)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One install or app check under way: its engine and plan, whom it tells, and when
+    it started (what it reports is timed from then)."""
+
+    engine: StageEngine
+    plan: BuildPlan
+    report: Reporting
+    started: float
+
+    def say(self, step: str, detail: str) -> None:
+        self.report.progress(step, time.monotonic() - self.started, detail)
+
+    def transcript(self, masker: Masker) -> Transcript:
+        """A fresh transcript for one of its containers."""
+        report = self.report
+        return Transcript(report.progress, masker, report.output, report.verbose)
+
+
 # --- builder image ------------------------------------------------------------------------
 
 
@@ -263,8 +282,8 @@ def ensure_full_builder(engine: StageEngine, plan: BuildPlan, progress: Progress
     if not facts["headers"] and python.executable.startswith("/usr/bin/"):
         packages = sorted({*packages, "python3-dev"})
     base_info = engine.inspect_image(plan.base_image) or ImageFacts(base_id)
-    network = engine.network_mode(plan.network)
-    image_id = _build_builder(engine, plan, name, network, packages, python, base_info)
+    recipe = _Recipe(name, tuple(packages), python, base_info)
+    image_id = _build_builder(engine, plan, recipe, engine.network_mode(plan.network))
     detail = f"{name} (built: {' '.join(packages)}; python {python.version})"
     progress("builder image", time.monotonic() - started, detail)
     return BuilderImage(name, image_id, python, key, light=False, packages=tuple(packages))
@@ -366,17 +385,21 @@ def _python_from_labels(labels: Mapping[str, str]) -> PythonInfo | None:
         return None
 
 
-def _build_builder(
-    engine: StageEngine,
-    plan: BuildPlan,
-    name: str,
-    network: str,
-    packages: list[str],
-    python: PythonInfo,
-    base_info: ImageFacts,
-) -> str:
+@dataclass(frozen=True)
+class _Recipe:
+    """What a full builder image is made of (build packages on the base, whose
+    interpreter and config it keeps) and the name it is committed as."""
+
+    name: str
+    packages: tuple[str, ...]
+    python: PythonInfo
+    base: ImageFacts
+
+
+def _build_builder(engine: StageEngine, plan: BuildPlan, recipe: _Recipe, network: str) -> str:
+    packages = recipe.packages
     if not packages:
-        return _commit_builder(engine, plan, name, network, packages, [], python, base_info)
+        return _commit_builder(engine, plan, recipe, network, [])
     ca = plan.index.ca_bundle
     volume = APT_VOLUME_PREFIX + engine.build_id
     engine.create_volume(volume, {BUILD_LABEL: engine.build_id})
@@ -392,16 +415,16 @@ def _build_builder(
             _check_apt(box.follow(lines.append).exit_code, lines, plan, packages)
             # Inside the block: the stopped download container keeps the volume in use,
             # so `prune` cannot take the downloads away before the install reads them.
-            return _commit_builder(engine, plan, name, network, packages, mounts, python, base_info)
+            return _commit_builder(engine, plan, recipe, network, mounts)
     finally:
         _remove_quietly(engine, volume)
 
 
-def _apt_env(packages: list[str]) -> dict[str, str]:
+def _apt_env(packages: tuple[str, ...]) -> dict[str, str]:
     return {"DEBIAN_FRONTEND": "noninteractive", "PYDEPLOY_PACKAGES": " ".join(packages)}
 
 
-def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: list[str]) -> None:
+def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: tuple[str, ...]) -> None:
     if code != 0:
         raise attach(
             BuildError(
@@ -419,17 +442,11 @@ def _check_apt(code: int, lines: list[str], plan: BuildPlan, packages: list[str]
 
 
 def _commit_builder(
-    engine: StageEngine,
-    plan: BuildPlan,
-    name: str,
-    network: str,
-    packages: list[str],
-    mounts: list[Mount],
-    python: PythonInfo,
-    base_info: ImageFacts,
+    engine: StageEngine, plan: BuildPlan, recipe: _Recipe, network: str, mounts: list[Mount]
 ) -> str:
     """Install the downloaded packages in a fresh container (no CA, nothing put into it)
     and commit it as the builder image."""
+    name, packages, python, base_info = recipe.name, recipe.packages, recipe.python, recipe.base
     lines: list[str] = []
     argv = ["/bin/sh", "-c", _APT_INSTALL]
     with engine.container(
@@ -573,20 +590,24 @@ def _read_marker(engine: StageEngine, builder: BuilderImage, volume: str) -> dic
     return marker
 
 
+@dataclass(frozen=True)
+class _Fill:
+    """What an install puts into the venv volume it claimed."""
+
+    inputs: DependencyInputs
+    key: str
+    wanted: tuple[str, ...]  # the server packages
+    volume: str
+
+
 def install_dependencies(
-    engine: StageEngine,
-    plan: BuildPlan,
-    builder: BuilderImage,
-    progress: Progress,
-    *,
-    verbose: bool = False,
-    output: OnLine | None = None,
+    engine: StageEngine, plan: BuildPlan, builder: BuilderImage, report: Reporting
 ) -> Dependencies:
     """The venv for this dependency set, in its own volume: reused when complete,
     otherwise (re)built in a builder container: first in the base image alone (wheels
     only) when `builder` is light, then, if a build needs compilers, in the full builder.
-    `output` gets every tool line when `verbose`."""
-    started = time.monotonic()
+    `report.output` gets every tool line when `report.verbose`."""
+    run = _Run(engine, plan, report, time.monotonic())
     inputs = dependency_inputs(plan)
     wanted = servers.plan_packages(plan)
     index = plan.index
@@ -595,16 +616,15 @@ def install_dependencies(
 
     _ensure_cache_volume(engine)
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
-        pin, marker = _reuse_or_claim(engine, builder, volume, key, progress)
+        pin, marker = _reuse_or_claim(engine, builder, volume, key, report.progress)
         if marker is not None:
             _record_use(pin)
             pins = tuple(str(p) for p in marker.get("pins", []))
-            progress("install", time.monotonic() - started, f"cached in volume {volume}")
+            run.say("install", f"cached in volume {volume}")
             full = bool(marker.get("compilers"))
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
-            builder, transcript = _install(engine, plan, builder, volume, inputs, key,
-                                           wanted, started, progress, verbose, output)  # fmt: skip
+            builder, transcript = _install(run, builder, _Fill(inputs, key, wanted, volume))
         except BaseException:
             # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
             # half-filled volume must not survive as a cache entry. The marker check
@@ -614,43 +634,25 @@ def install_dependencies(
             raise
         _record_use(pin)
     if builder.light:
-        progress("builder", time.monotonic() - started, "base image (no compilers needed)")
+        run.say("builder", "base image (no compilers needed)")
     pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
     return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
 
 
-def _install(
-    engine: StageEngine,
-    plan: BuildPlan,
-    builder: BuilderImage,
-    volume: str,
-    inputs: DependencyInputs,
-    key: str,
-    wanted: tuple[str, ...],
-    started: float,
-    progress: Progress,
-    verbose: bool,
-    output: OnLine | None,
-) -> tuple[BuilderImage, Transcript]:
+def _install(run: _Run, builder: BuilderImage, fill: _Fill) -> tuple[BuilderImage, Transcript]:
     """Fill the claimed volume; returns the builder that did it and its transcript."""
-    ca = plan.index.ca_bundle
-    env, secrets, masker = _builder_env(plan, ca)
-    job = install_job(inputs, key, wanted, builder)
-    if builder.light and inputs.local_names is None:
-        why = "a local package's name cannot be read without building it"
-        builder = _escalate(engine, plan, why, started, progress)
+    env, secrets, masker = _builder_env(run.plan, run.plan.index.ca_bundle)
+    if builder.light and fill.inputs.local_names is None:
+        builder = _escalate(run, "a local package's name cannot be read without building it")
     while True:
-        job["python"], job["light"] = builder.python.executable, builder.light
-        transcript = Transcript(progress, masker, output, verbose)
-        code = _run_install(
-            engine, plan, builder, volume, inputs, (env, secrets), job, ca, transcript
-        )
+        transcript = run.transcript(masker)
+        code = _run_install(run, builder, fill, (env, secrets), transcript)
         failed = code != 0 or transcript.result is None
         reason = _light_failure(builder, transcript) if failed else None
         if not reason:
             break
-        builder = _escalate(engine, plan, reason, started, progress)
-    _raise_on_failure(code, transcript, plan)
+        builder = _escalate(run, reason)
+    _raise_on_failure(code, transcript, run.plan)
     return builder, transcript
 
 
@@ -683,26 +685,25 @@ def install_job(
 
 
 def _run_install(
-    engine: StageEngine,
-    plan: BuildPlan,
+    run: _Run,
     builder: BuilderImage,
-    volume: str,
-    inputs: DependencyInputs,
+    fill: _Fill,
     environment: tuple[dict[str, str], bytes],
-    job: InstallJob,
-    ca: Path | None,
     transcript: Transcript,
 ) -> int:
+    """One install container in `builder`; its exit code."""
     env, secrets = environment
+    job = install_job(fill.inputs, fill.key, fill.wanted, builder)
+    ca = run.plan.index.ca_bundle
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     with (
-        _inputs_tar(inputs) as tar,
-        engine.container(
+        _inputs_tar(fill.inputs) as tar,
+        run.engine.container(
             builder.name,
             [builder.python.executable, SCRIPT, "install", JOB],
             env=env,
-            mounts=_mounts(volume, venv_ro=False),
-            network=engine.network_mode(plan.network),
+            mounts=_mounts(fill.volume, venv_ro=False),
+            network=run.engine.network_mode(run.plan.network),
             stdin=secrets,
         ) as box,
     ):
@@ -719,12 +720,10 @@ def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:
     return needs_full_builder(transcript.failed_step, transcript.text, transcript.compilers)
 
 
-def _escalate(
-    engine: StageEngine, plan: BuildPlan, why: str, started: float, progress: Progress
-) -> BuilderImage:
-    full = ensure_full_builder(engine, plan, progress)
-    engine.pin(full.name)  # `prune --all` must not take it between this build's containers
-    progress("builder", time.monotonic() - started, f"{describe(full)}: {why}")
+def _escalate(run: _Run, why: str) -> BuilderImage:
+    full = ensure_full_builder(run.engine, run.plan, run.report.progress)
+    run.engine.pin(full.name)  # `prune --all` must not take it between this build's containers
+    run.say("builder", f"{describe(full)}: {why}")
     return full
 
 
@@ -887,42 +886,27 @@ def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, 
 
 
 def check_app(
-    engine: StageEngine,
-    plan: BuildPlan,
-    deps: Dependencies,
-    app_tar: Path,
-    progress: Progress,
-    *,
-    verbose: bool = False,
-    output: OnLine | None = None,
+    engine: StageEngine, plan: BuildPlan, deps: Dependencies, app_tar: Path, report: Reporting
 ) -> AppCheck:
     """Import the app target inside the built venv (after building and installing the
     project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
     builder that installed `deps` (the full one if they needed compilers), and
     moves to the full builder if the project's own build needs compilers."""
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
-        return _check_app(engine, plan, deps, app_tar, progress, verbose, output)
+        return _check_app(_Run(engine, plan, report, time.monotonic()), deps, app_tar)
 
 
-def _check_app(
-    engine: StageEngine,
-    plan: BuildPlan,
-    deps: Dependencies,
-    app_tar: Path,
-    progress: Progress,
-    verbose: bool,
-    output: OnLine | None,
-) -> AppCheck:
-    started = time.monotonic()
+def _check_app(run: _Run, deps: Dependencies, app_tar: Path) -> AppCheck:
+    engine, plan = run.engine, run.plan
     chosen = deps.builder
     if chosen.light and deps.needs_compilers:
-        chosen = ensure_full_builder(engine, plan, progress)
+        chosen = ensure_full_builder(engine, plan, run.report.progress)
         engine.pin(chosen.name)
     ca = plan.index.ca_bundle
     env, secrets, masker = _builder_env(plan, ca)
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
     while True:
-        transcript = Transcript(progress, masker, output, verbose)
+        transcript = run.transcript(masker)
         job = check_job(plan, chosen)
         with engine.container(
             chosen.name,
@@ -941,7 +925,7 @@ def _check_app(
             failed = code != 0 or transcript.result is None
             why = _light_failure(chosen, transcript) if failed else None
             if why:
-                chosen = _escalate(engine, plan, f"the project's {why}", started, progress)
+                chosen = _escalate(run, f"the project's {why}")
                 continue
             result = cast("CheckResult", _raise_on_failure(code, transcript, plan))
             if result.get("project_site"):

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydeploy.builder.credentials import Masker
@@ -23,6 +24,16 @@ from pydeploy.progress import Progress
 TAIL_LINES = 25
 
 OnLine = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """Whom a builder-stage call tells what happens: its steps go to `progress`; with
+    `verbose`, every line its tools print goes to `output` too (else to `progress`)."""
+
+    progress: Progress
+    verbose: bool = False
+    output: OnLine | None = None
 
 
 # --- output handling ----------------------------------------------------------------------

@@ -310,24 +310,34 @@ def _host_entries(root: Path) -> Iterator[HostEntry]:
 def _blob_entries(blobs: Path) -> Iterator[HostEntry]:
     for top in sorted(blobs.iterdir()):
         if top.name == "sha256" and top.is_dir():
-            for path in sorted(top.iterdir()):
-                if path.name.startswith(TEMP_PREFIX):
-                    yield _entry(path, "partial")
-                elif _HEX64.fullmatch(path.name) and path.is_file():
-                    yield _entry(path, "blob", digest=f"sha256:{path.name}")
-                else:
-                    yield _entry(path, "other")
+            yield from _digest_entries(top)
         elif top.name == "index" and top.is_dir():
-            for kind_dir in sorted(p for p in top.iterdir() if p.is_dir()):
-                for path in sorted(kind_dir.iterdir()):
-                    if path.name.startswith(TEMP_PREFIX):
-                        yield _entry(path, "partial")
-                    elif path.suffix == ".json" and path.is_file():
-                        yield _index_entry(path, kind_dir.name)
-                    else:
-                        yield _entry(path, "other")
+            yield from _index_entries(top)
         else:
             yield _entry(top, "other")
+
+
+def _digest_entries(sha256: Path) -> Iterator[HostEntry]:
+    """`blobs/sha256/`: the blobs, and partial ones a write left."""
+    for path in sorted(sha256.iterdir()):
+        if path.name.startswith(TEMP_PREFIX):
+            yield _entry(path, "partial")
+        elif _HEX64.fullmatch(path.name) and path.is_file():
+            yield _entry(path, "blob", digest=f"sha256:{path.name}")
+        else:
+            yield _entry(path, "other")
+
+
+def _index_entries(index: Path) -> Iterator[HostEntry]:
+    """`blobs/index/<kind>/`: the cache index entries of each kind."""
+    for kind_dir in sorted(p for p in index.iterdir() if p.is_dir()):
+        for path in sorted(kind_dir.iterdir()):
+            if path.name.startswith(TEMP_PREFIX):
+                yield _entry(path, "partial")
+            elif path.suffix == ".json" and path.is_file():
+                yield _index_entry(path, kind_dir.name)
+            else:
+                yield _entry(path, "other")
 
 
 def _index_entry(path: Path, kind: str) -> HostEntry:
@@ -412,15 +422,22 @@ def _judge_volume(volume: CachedVolume, policy: Policy) -> tuple[bool, str] | No
     if policy.everything:
         return True, "--all"
     if volume.role == "venv":
-        if volume.complete is False:
-            if policy.now - volume.claimed < GRACE_SECONDS:
-                return False, "incomplete, but claimed within the hour: a build may fill it"
-            return True, "incomplete (no completion marker)"
-        last = volume.last_used if volume.last_used is not None else volume.created
-        if last < policy.cutoff:
-            return True, f"not used for {_days(policy.now - last)} days"
+        return _judge_venv(volume, policy)
     if volume.role == "apt" and policy.now - volume.created >= GRACE_SECONDS:
         return True, "left by an interrupted build"
+    return None
+
+
+def _judge_venv(volume: CachedVolume, policy: Policy) -> tuple[bool, str] | None:
+    """A venv volume no container uses: incomplete ones go once no build can be filling
+    them, complete ones when unused for longer than the policy allows."""
+    if volume.complete is False:
+        if policy.now - volume.claimed < GRACE_SECONDS:
+            return False, "incomplete, but claimed within the hour: a build may fill it"
+        return True, "incomplete (no completion marker)"
+    last = volume.last_used if volume.last_used is not None else volume.created
+    if last < policy.cutoff:
+        return True, f"not used for {_days(policy.now - last)} days"
     return None
 
 
@@ -552,6 +569,31 @@ def apply(
     if plan.tidy_directories:
         _remove_empty_dirs(root)
     return outcome
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one `prune` removed (dry: would remove) and kept; `prune --json` shows it."""
+
+    removed: tuple[Item, ...]
+    kept: tuple[Item, ...]
+    policy: Policy
+    root: Path
+    engine: bool  # an engine answered (else only the host cache was pruned)
+    dry_run: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(item.size or 0 for item in self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run, "all": self.policy.everything,
+            "older_than_days": self.policy.older_than_days,
+            "cache_dir": str(self.root), "engine": self.engine,
+            "items": [i.to_json() for i in self.removed],
+            "kept": [i.to_json() for i in self.kept], "bytes": self.size,
+        }  # fmt: skip
 
 
 def _remove_empty_dirs(root: Path) -> None:

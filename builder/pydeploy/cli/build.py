@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +20,37 @@ if TYPE_CHECKING:
     from pydeploy.plan.planner import BuildPlan, Overrides
 
 BUILD_INTERRUPTED = "Build interrupted; its containers were removed."
+
+
+@dataclass(frozen=True)
+class _Members:
+    """`build --all` and what narrows it: --only, --changed-since, --jobs."""
+
+    build_all: bool
+    only: tuple[str, ...]
+    changed_since: str | None
+    jobs: int | None
+
+    def check(self) -> None:
+        from pydeploy.errors import ConfigError  # noqa: PLC0415
+
+        if (self.only or self.changed_since or self.jobs) and not self.build_all:
+            raise ConfigError("--only, --changed-since and --jobs go with --all.",
+                              hint="Add --all to build workspace members.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Result:
+    """Where the JSON result goes: stdout with --json, a file with --metadata-file."""
+
+    as_json: bool
+    metadata_file: Path | None
+
+    def write(self, document: dict[str, Any]) -> None:
+        if self.metadata_file:
+            render.write_json(self.metadata_file, document)
+        if self.as_json:
+            render.echo_json(document)
 
 
 def project_plan(directory: Path, overrides: Overrides | None = None) -> BuildPlan:
@@ -90,7 +122,7 @@ def plan(
 @click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
 @click.option("--jobs", type=click.IntRange(1, 64), help="With --all: parallel builds (CPUs).")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
-def build(
+def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     directory: Path,
     base_image: str | None,
     network: str | None,
@@ -108,16 +140,15 @@ def build(
 ) -> None:
     """Build the image: wheels in a builder container, then deterministic layers."""
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
-    from pydeploy.errors import ConfigError  # noqa: PLC0415
     from pydeploy.plan.planner import Overrides  # noqa: PLC0415
     from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
-    if (only or changed_since or jobs) and not build_all:
-        raise ConfigError("--only, --changed-since and --jobs go with --all.",
-                          hint="Add --all to build workspace members.")  # fmt: skip
+    members = _Members(build_all, only, changed_since, jobs)
+    members.check()
+    result = _Result(as_json, metadata_file)
     overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
@@ -126,12 +157,11 @@ def build(
     )
     with Session() as session:
         if build_all:
-            code = _build_all(directory, overrides, options, only, changed_since, jobs,
-                              as_json, metadata_file)  # fmt: skip
+            code = _build_all(directory, overrides, options, members, result)
             if code:
                 sys.exit(code)
             return
-        _build_one(session, directory, overrides, options, as_json, metadata_file)
+        _build_one(session, directory, overrides, options, result)
 
 
 def _build_one(
@@ -139,51 +169,41 @@ def _build_one(
     directory: Path,
     overrides: Overrides,
     options: BuildOptions,
-    as_json: bool,
-    metadata_file: Path | None,
+    result: _Result,
 ) -> None:
     the_plan = project_plan(directory, overrides)
     lines = render.Lines()
-    result = run_build(the_plan, session, options, lines)
-    document = result.to_json()
-    if metadata_file:
-        render.write_json(metadata_file, document)
-    if as_json:
-        render.echo_json(document)
-    else:
-        render.built(lines, result)
+    built = run_build(the_plan, session, options, lines)
+    result.write(built.to_json())
+    if not result.as_json:
+        render.built(lines, built)
 
 
 def _build_all(
     directory: Path,
     overrides: Overrides,
     options: BuildOptions,
-    only: tuple[str, ...],
-    changed_since: str | None,
-    jobs: int | None,
-    as_json: bool,
-    metadata_file: Path | None,
+    members: _Members,
+    result: _Result,
 ) -> int:
     """Each member builds in its own engine (multibuild owns those); Ctrl-C/SIGTERM reach
     it as KeyboardInterrupt through the session's handlers."""
     from pydeploy import multibuild  # noqa: PLC0415
 
-    members = multibuild.select_members(directory.resolve(), only, changed_since)
+    selected = multibuild.select_members(directory.resolve(), members.only, members.changed_since)
     lines = render.Lines()
-    render.building_services(lines, [m.name for m in members], changed_since)
+    render.building_services(lines, [m.name for m in selected], members.changed_since)
     outcomes: list[multibuild.ServiceOutcome] = []
-    if members:
+    if selected:
         outcomes = multibuild.build_members(
-            members, overrides, options,
-            lambda who, step, elapsed, detail: lines(step, elapsed, detail, who), jobs,
+            selected, overrides, options,
+            lambda who, step, elapsed, detail: lines(step, elapsed, detail, who), members.jobs,
         )  # fmt: skip
-    document = {
-        "ok": all(o.ok for o in outcomes),
-        "services": [o.to_json() for o in outcomes],
-    }
-    if metadata_file:
-        render.write_json(metadata_file, document)
-    if as_json:
-        render.echo_json(document)
+    result.write(
+        {
+            "ok": all(o.ok for o in outcomes),
+            "services": [o.to_json() for o in outcomes],
+        }
+    )
     render.services_summary(lines, outcomes)
     return multibuild.exit_code(outcomes)

@@ -63,9 +63,9 @@ def prune_cmd(everything: bool, days: float, dry_run: bool, as_json: bool) -> No
             policy = cachegc.Policy(everything=everything, older_than_days=days, now=time.time())
             the_plan = cachegc.plan_prune(inventory, policy)
             if dry_run:
-                items, kept = list(the_plan.remove), list(the_plan.kept)
+                removed, kept = the_plan.remove, the_plan.kept
             else:
                 outcome = cachegc.apply(engine, root, the_plan)
-                items, kept = outcome.removed, [*the_plan.kept, *outcome.kept]
-    render.pruned(items, kept, dry_run=dry_run, everything=everything, days=days, root=root,
-                  engine=engine is not None, as_json=as_json)  # fmt: skip
+                removed, kept = tuple(outcome.removed), (*the_plan.kept, *outcome.kept)
+    result = cachegc.Pruned(removed, kept, policy, root, engine is not None, dry_run)
+    render.pruned(result, as_json)

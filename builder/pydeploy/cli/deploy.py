@@ -60,7 +60,7 @@ def _build_for_deploy(
 @BASE_IMAGE
 @NETWORK
 @TAGS
-def manifest_cmd(
+def manifest_cmd(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     directory: Path,
     fmt: str,
     image: str | None,
@@ -156,7 +156,7 @@ def dockerfile_cmd(
 @BASE_IMAGE
 @NETWORK
 @TAGS
-def run_cmd(
+def run_cmd(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     directory: Path,
     port: int | None,
     cpus: float | None,

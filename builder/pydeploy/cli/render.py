@@ -27,7 +27,7 @@ from pydeploy.errors import PublishError, PydeployError
 if TYPE_CHECKING:
     from pydeploy.build import BuildResult
     from pydeploy.cache.imageinfo import ImageInfo
-    from pydeploy.cache.prune import Item
+    from pydeploy.cache.prune import Pruned
     from pydeploy.config.init import InitResult
     from pydeploy.multibuild import ServiceOutcome
     from pydeploy.plan.planner import BuildPlan
@@ -287,32 +287,17 @@ def host_cache_only(message: str, root: Path) -> None:
     click.echo(f"pydeploy: {message} Only the host cache ({root}) is pruned.", err=True)
 
 
-def pruned(
-    items: Sequence[Item],
-    kept: Sequence[Item],
-    *,
-    dry_run: bool,
-    everything: bool,
-    days: float,
-    root: Path,
-    engine: bool,
-    as_json: bool,
-) -> None:
+def pruned(result: Pruned, as_json: bool) -> None:
     from pydeploy.cache import prune as cachegc  # noqa: PLC0415
 
-    total = sum(item.size or 0 for item in items)
     if as_json:
-        echo_json({
-            "dry_run": dry_run, "all": everything, "older_than_days": days,
-            "cache_dir": str(root), "engine": engine,
-            "items": [i.to_json() for i in items],
-            "kept": [i.to_json() for i in kept], "bytes": total,
-        })  # fmt: skip
+        echo_json(result.to_json())
         return
-    verb = "would remove" if dry_run else "removed"
-    for line in cachegc.describe(items):
+    verb = "would remove" if result.dry_run else "removed"
+    for line in cachegc.describe(result.removed):
         click.echo(f"{verb} {line}")
-    for line in cachegc.describe(kept):
+    for line in cachegc.describe(result.kept):
         click.echo(f"kept {line}")
-    reclaim = "would reclaim" if dry_run else "reclaimed"
-    click.echo(f"pydeploy: {reclaim} {cachegc.format_size(total)} ({len(items)} items)")
+    reclaim = "would reclaim" if result.dry_run else "reclaimed"
+    count = len(result.removed)
+    click.echo(f"pydeploy: {reclaim} {cachegc.format_size(result.size)} ({count} items)")

@@ -117,7 +117,7 @@ def parse_env_args(items: Iterable[str], environ: Mapping[str, str]) -> dict[str
 # --------------------------------------------------------------------------- the spec
 
 
-def make_spec(
+def make_spec(  # noqa: PLR0913 - keyword-only, one per `pydeploy run` flag
     plan: BuildPlan,
     image: str,
     *,

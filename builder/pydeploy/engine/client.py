@@ -634,7 +634,7 @@ class Engine:
     # --- containers -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def container(
+    def container(  # noqa: PLR0913 - keyword-only options, as `docker create` takes them
         self,
         image: str,
         argv: list[str],
@@ -642,29 +642,27 @@ class Engine:
         env: dict[str, str] | None = None,
         mounts: Iterable[Mount] = (),
         network: str = "host",
-        workdir: str = "/",
-        user: str = "0:0",
         stdin: bytes | None = None,
     ) -> Iterator[Box]:
-        """Create (not start) a labelled container; force-remove it when the block exits,
-        whatever the reason (error, KeyboardInterrupt, `cleanup()` from another thread).
-        `stdin`: sent on the lifeline when the container starts (see the module doc)."""
-        box = self._create(image, argv, env, mounts, network, workdir, user, stdin)
+        """Create (not start) a labelled container, run as root in `/`; force-remove it
+        when the block exits, whatever the reason (error, KeyboardInterrupt, `cleanup()`
+        from another thread). `stdin`: sent on the lifeline when the container starts (see
+        the module doc)."""
+        box = self._create(image, argv, env=env, mounts=mounts, network=network, stdin=stdin)
         try:
             yield box
         finally:
             self._remove_container(box.id)
 
-    def _create(
+    def _create(  # noqa: PLR0913 - keyword-only options, as `docker create` takes them
         self,
         image: str,
         argv: list[str],
-        env: dict[str, str] | None,
-        mounts: Iterable[Mount],
-        network: str,
-        workdir: str,
-        user: str,
-        stdin: bytes | None,
+        *,
+        env: dict[str, str] | None = None,
+        mounts: Iterable[Mount] = (),
+        network: str = "host",
+        stdin: bytes | None = None,
     ) -> Box:
         sdk_mounts = [
             docker.types.Mount(m.target, m.source or None, type=m.kind, read_only=m.read_only)
@@ -682,8 +680,8 @@ class Engine:
                     argv[1:],
                     entrypoint=argv[:1],
                     environment=env or {},
-                    working_dir=workdir,
-                    user=user,
+                    working_dir="/",
+                    user="0:0",
                     labels={**self.labels, OWNER_LABEL: self.owner.label()},
                     # Not detached, stdin open: the engine then closes the container's
                     # stdin once the one attached client (this process) goes away.
@@ -723,7 +721,7 @@ class Engine:
         """A running container that keeps `image` and the volumes of `mounts` in use, so
         the engine refuses to remove them (and `prune` skips them) while the build needs
         them between its own containers. It exits when this process dies."""
-        box = self._create(image, _PIN_ARGV, None, mounts, "none", "/", "0:0", b"")
+        box = self._create(image, _PIN_ARGV, mounts=mounts, network="none", stdin=b"")
         try:
             box.start()
         except BaseException:
@@ -765,7 +763,7 @@ class Engine:
 
     # --- long-running containers (`pydeploy run`) --------------------------------------
 
-    def create_service(
+    def create_service(  # noqa: PLR0913 - keyword-only, one per container setting
         self,
         image: str,
         *,

@@ -127,27 +127,8 @@ def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
             elif leaf.startswith(_WHITEOUT):
                 _forget(privileged, dirs, posixpath.join(parent, leaf[len(_WHITEOUT) :]))
         for name, member in members:
-            if posixpath.basename(name).startswith(_WHITEOUT):
-                continue
-            if not member.isdir() and name in dirs:
-                _forget(privileged, dirs, name)  # a file replacing a directory
-            privileged.pop(name, None)
-            mode = member.mode & ~_PRIVILEGE_BITS
-            uid, gid = member.uid, member.gid
-            if member.isdir():
-                dirs[name] = (mode, uid, gid)
-                if member.mode & _PRIVILEGE_BITS:
-                    privileged[name] = FileEntry(name, "dir", mode, uid=uid, gid=gid)
-            elif (member.isreg() or member.islnk()) and member.mode & _PRIVILEGE_BITS:
-                source = posixpath.normpath(member.linkname) if member.islnk() else name
-                if source not in contents:
-                    raise BuildError(
-                        f"the base image's {name} is a hard link to {member.linkname!r}, "
-                        "which its layer does not hold; the base image is damaged."
-                    )
-                privileged[name] = FileEntry(
-                    name, "file", mode, uid=uid, gid=gid, data=contents[source]
-                )
+            if not posixpath.basename(name).startswith(_WHITEOUT):
+                _add_member(privileged, dirs, name, member, contents)
     entries = dict(privileged)
     for name in privileged:
         parent = posixpath.dirname(name)
@@ -156,6 +137,33 @@ def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
             entries[parent] = FileEntry(parent, "dir", mode, uid=uid, gid=gid)
             parent = posixpath.dirname(parent)
     return [entries[name] for name in sorted(entries)] if privileged else []
+
+
+def _add_member(
+    privileged: dict[str, FileEntry],
+    dirs: dict[str, tuple[int, int, int]],
+    name: str,
+    member: tarfile.TarInfo,
+    contents: dict[str, bytes],
+) -> None:
+    """A layer's entry over what the layers below left at `name`."""
+    if not member.isdir() and name in dirs:
+        _forget(privileged, dirs, name)  # a file replacing a directory
+    privileged.pop(name, None)
+    mode = member.mode & ~_PRIVILEGE_BITS
+    uid, gid = member.uid, member.gid
+    if member.isdir():
+        dirs[name] = (mode, uid, gid)
+        if member.mode & _PRIVILEGE_BITS:
+            privileged[name] = FileEntry(name, "dir", mode, uid=uid, gid=gid)
+    elif (member.isreg() or member.islnk()) and member.mode & _PRIVILEGE_BITS:
+        source = posixpath.normpath(member.linkname) if member.islnk() else name
+        if source not in contents:
+            raise BuildError(
+                f"the base image's {name} is a hard link to {member.linkname!r}, "
+                "which its layer does not hold; the base image is damaged."
+            )
+        privileged[name] = FileEntry(name, "file", mode, uid=uid, gid=gid, data=contents[source])
 
 
 def _read_layer(

@@ -459,7 +459,7 @@ def _fmt_cpus(cpus: float) -> str:
     return str(round(cpus, 2))
 
 
-def decide_workers(
+def decide_workers(  # noqa: PLR0913 - keyword-only inputs, each named at both call sites
     *,
     web_concurrency: int | None,
     configured: int | None,

@@ -111,14 +111,9 @@ def _parse(text: str) -> Reference | str:
         remainder, _, tag = remainder.rpartition(":")
         if not _TAG.fullmatch(tag):
             return f"the tag {show(tag)} is not 1-128 letters, digits, `_`, `.` and `-`"
-    if not remainder or not all(_COMPONENT.fullmatch(c) for c in remainder.split("/")):
-        return (
-            f"the repository {show(remainder)} is not lowercase letters and digits with "
-            "single separators"
-        )
-    length = len(name) - (len(tag) + 1 if tag is not None else 0)
-    if length > NAME_MAX:
-        return f"the name is {length} characters long (at most {NAME_MAX})"
+    why = _repository_problem(name, remainder, tag)
+    if why:
+        return why
     if registry in HUB_NAMES:
         registry = DOCKER_HUB
         if "/" not in remainder:
@@ -126,6 +121,19 @@ def _parse(text: str) -> Reference | str:
     if tag is None and not digest:
         tag = "latest"
     return Reference(registry, remainder, tag, digest or None)
+
+
+def _repository_problem(name: str, repository: str, tag: str | None) -> str | None:
+    """Why the repository of `name` (the reference without its digest) is none."""
+    if not repository or not all(_COMPONENT.fullmatch(c) for c in repository.split("/")):
+        return (
+            f"the repository {show(repository)} is not lowercase letters and digits with "
+            "single separators"
+        )
+    length = len(name) - (len(tag) + 1 if tag is not None else 0)
+    if length > NAME_MAX:
+        return f"the name is {length} characters long (at most {NAME_MAX})"
+    return None
 
 
 def _refuse(text: str, why: str, where: str | None) -> ConfigError:

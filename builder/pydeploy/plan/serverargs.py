@@ -90,10 +90,9 @@ def problem(server: str, args: Sequence[str]) -> str | None:
     pending: str | None = None  # an option whose value may be the next item
     for number, arg in enumerate(args, 1):
         item = f"item {number} ({arg!r})" if len(arg) <= 40 else f"item {number}"
-        if not arg.strip():
-            return f"{item} is empty"
-        if "\0" in arg:
-            return f"{item} holds a NUL character"
+        why = _malformed(arg)
+        if why:
+            return f"{item} {why}"
         if not arg.startswith("-") or arg == "-":
             if pending is None:
                 return (
@@ -102,24 +101,41 @@ def problem(server: str, args: Sequence[str]) -> str | None:
                 )
             pending = None
             continue
-        if arg == "--":
-            return f"{item} ends the options, so what follows would be taken as the app"
         name, equals, _ = arg.partition("=")
         if any(ch.isspace() for ch in name):
             return f"{item} holds several words; give one word per item: {_split(arg)}"
         # gunicorn (argparse) also takes a short option's value attached: `-w4`.
         attached = family == "gunicorn" and not name.startswith("--") and len(name) > 2
         option = name[:2] if attached else name
-        if option in _OWNED[family]:
-            return f"{item}: `{option}` is set by pydeploy from {_OWNED[family][option]}"
-        if option in _STOPS[family]:
-            return (
-                f"{item}: `{option}` makes {family} exit or leave the foreground at once, so "
-                "the container would stop"
-            )
+        why = _refused(family, option)
+        if why:
+            return f"{item}: {why}"
         pending = None if equals or attached or option in _FLAGS[family] else option
     if pending in _VALUED[family]:
         return f"the last item `{pending}` needs a value after it"
+    return None
+
+
+def _malformed(arg: str) -> str | None:
+    """What makes `arg` unusable wherever it stands."""
+    if not arg.strip():
+        return "is empty"
+    if "\0" in arg:
+        return "holds a NUL character"
+    if arg == "--":
+        return "ends the options, so what follows would be taken as the app"
+    return None
+
+
+def _refused(family: str, option: str) -> str | None:
+    """Why pydeploy refuses `option` among the server's arguments."""
+    if option in _OWNED[family]:
+        return f"`{option}` is set by pydeploy from {_OWNED[family][option]}"
+    if option in _STOPS[family]:
+        return (
+            f"`{option}` makes {family} exit or leave the foreground at once, so the "
+            "container would stop"
+        )
     return None
 
 

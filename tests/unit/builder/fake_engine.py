@@ -86,7 +86,7 @@ class FakeVolume:
 class FakeContainer:
     """A container the stage created (a StageBox), remembered after its removal."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - what StageEngine.container takes, plus its engine and pin
         self,
         engine: FakeEngine,
         image: str,
@@ -329,7 +329,7 @@ class FakeEngine:
         return RunResult(outcome.exit_code, "\n".join(lines), outcome.oom_killed)
 
     @contextlib.contextmanager
-    def container(
+    def container(  # noqa: PLR0913 - keyword-only options, as StageEngine.container has them
         self,
         image: str,
         argv: list[str],

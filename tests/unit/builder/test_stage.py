@@ -28,7 +28,9 @@ from tests.unit.builder.fake_engine import (
 
 from pydeploy import cachekeys
 from pydeploy.builder import stage
+from pydeploy.builder.transcript import Reporting
 from pydeploy.errors import AppCheckError, BuildError, CompileError
+from pydeploy.payload.builder_script import MARK
 from pydeploy.plan import depinputs
 from pydeploy.plan.planner import VENV, BuildPlan
 
@@ -59,7 +61,7 @@ def images_of(engine: FakeEngine, role: str) -> list[str]:
 def install(engine: FakeEngine, plan: BuildPlan, said: Said | None = None) -> stage.Dependencies:
     progress = said or Said()
     builder = stage.ensure_builder(engine, plan, progress)
-    return stage.install_dependencies(engine, plan, builder, progress)
+    return stage.install_dependencies(engine, plan, builder, Reporting(progress))
 
 
 def app_tar(tmp_path: Path) -> Path:
@@ -253,6 +255,36 @@ def test_a_local_package_without_a_readable_name_goes_straight_to_the_full_build
     assert said.mentions("a local package's name cannot be read without building it")
 
 
+@pytest.mark.parametrize("output", [True, False], ids=["to-output", "as-progress"])
+def test_verbose_streams_each_attempt_s_tool_lines_but_no_protocol_lines(
+    engine: FakeEngine, make: MakePlan, output: bool
+) -> None:
+    engine.handlers["install"] = installs(needs_compilers=True)
+    plan = make('build-packages = ["gcc"]\n')
+    said, streamed = Said(), list[str]()
+    builder = stage.ensure_builder(engine, plan, said)
+    report = Reporting(said, verbose=True, output=streamed.append if output else None)
+    stage.install_dependencies(engine, plan, builder, report)
+    # The light attempt's tool line; the full one printed protocol lines only.
+    shown = streamed if output else said.details
+    assert [line for line in shown if "tried to compile" in line] == [
+        "error: a build tried to compile"
+    ]
+    assert not [line for line in shown if line.startswith(MARK)]
+    if output:
+        assert "error: a build tried to compile" not in said.details, "not as progress too"
+
+
+def test_without_verbose_no_tool_line_is_streamed(engine: FakeEngine, make: MakePlan) -> None:
+    engine.handlers["install"] = installs(needs_compilers=True)
+    plan = make('build-packages = ["gcc"]\n')
+    said, streamed = Said(), list[str]()
+    builder = stage.ensure_builder(engine, plan, said)
+    stage.install_dependencies(engine, plan, builder, Reporting(said, output=streamed.append))
+    assert streamed == []
+    assert not said.mentions("tried to compile")
+
+
 # --- dependencies: volumes ------------------------------------------------------------------
 
 
@@ -363,7 +395,9 @@ def test_secrets_reach_builder_containers_on_stdin_only(
 def check(
     engine: FakeEngine, plan: BuildPlan, tmp_path: Path, deps: stage.Dependencies | None = None
 ) -> stage.AppCheck:
-    return stage.check_app(engine, plan, deps or install(engine, plan), app_tar(tmp_path), Said())
+    return stage.check_app(
+        engine, plan, deps or install(engine, plan), app_tar(tmp_path), Reporting(Said())
+    )
 
 
 @pytest.mark.parametrize("interface", ["wsgi", "asgi"])

@@ -284,6 +284,24 @@ def test_while_a_build_holds_the_host_cache_prune_leaves_it_alone(tmp_path: Path
     assert not (root / "blobs").exists()
 
 
+def test_the_pruned_document_has_the_documented_shape() -> None:
+    gone = cachegc.Item("volume", "venv volume", "pydeploy-venv-a", 1000, "--all")
+    spared = cachegc.Item("image", "builder image", "pydeploy-builder:k", None, "in use")
+    blob = cachegc.Item("file", "blob", "/cache/blobs/sha256/x", 24, "--all")
+    policy = Policy(everything=True, older_than_days=7.5, now=NOW)
+    pruned = cachegc.Pruned((gone, blob), (spared,), policy, ROOT, engine=True, dry_run=True)
+    assert pruned.size == 1024
+    document = pruned.to_json()
+    assert list(document) == [
+        "dry_run", "all", "older_than_days", "cache_dir", "engine", "items", "kept", "bytes",
+    ]  # fmt: skip
+    assert document == {
+        "dry_run": True, "all": True, "older_than_days": 7.5, "cache_dir": "/cache",
+        "engine": True, "items": [gone.to_json(), blob.to_json()],
+        "kept": [spared.to_json()], "bytes": 1024,
+    }  # fmt: skip
+
+
 def test_describe_collapses_blobs_into_one_line_per_reason() -> None:
     items = [
         cachegc.Item("file", "blob", f"/b/{n}", 200_000, "not referenced by any cache index")

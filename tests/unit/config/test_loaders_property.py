@@ -73,14 +73,18 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (int, str)):
         return json.dumps(value)  # JSON strings are TOML basic strings (surrogates aside)
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        return repr(value)
+        return toml_float(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def toml_float(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
 
 
 def toml_document(document: dict[str, Any]) -> str:
