@@ -6,6 +6,7 @@ callback (the CLI prints it); everything started is cleaned up on failure or int
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -35,6 +36,7 @@ from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
 from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.config import rfc3339
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.image import BaseImage, Image, assemble_image
 from pydeploy.oci.layer import Layer, open_uncompressed
@@ -256,11 +258,8 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         settings = assemble.runtime_settings(plan, base.config.get("config", {}).get("Env") or [],
                                              labels)  # fmt: skip
         image = assemble_image(
-            store, base, layers, epoch=created, user=settings.user, env=settings.env,
-            entrypoint=settings.entrypoint, workdir=settings.workdir,
-            exposed_ports=settings.exposed_ports, labels=settings.labels,
-            stop_signal=settings.stop_signal, healthcheck=settings.healthcheck,
-        )  # fmt: skip
+            store, base, layers, dataclasses.replace(settings, created=rfc3339(created))
+        )
         clock.step("image", f"{image.image_id[:19]}, manifest {image.manifest_digest[:19]}")
 
         result = BuildResult(

@@ -20,7 +20,7 @@ import requests
 
 from pydeploy.errors import PublishError, RegistryAuthError
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import build_layer
@@ -136,12 +136,23 @@ def synthetic_image(store: BlobStore, salt: str) -> Image:
         ),
     ]
     config = build_config(
-        {"architecture": "amd64", "os": "linux", "config": {}}, [], [], layers,
-        user="10001", env={"PATH": "/usr/bin:/bin"}, entrypoint=["/usr/bin/python3"],
-        cmd=["/app/main.py"], workdir="/app", exposed_ports=["8000"],
-        labels={"org.opencontainers.image.title": salt}, stop_signal="SIGTERM",
-        healthcheck=None, created=rfc3339(0),
-    )  # fmt: skip
+        {"architecture": "amd64", "os": "linux", "config": {}},
+        [],
+        [],
+        layers,
+        ImageSettings(
+            user="10001",
+            env={"PATH": "/usr/bin:/bin"},
+            entrypoint=["/usr/bin/python3"],
+            cmd=["/app/main.py"],
+            workdir="/app",
+            exposed_ports=["8000"],
+            labels={"org.opencontainers.image.title": salt},
+            stop_signal="SIGTERM",
+            healthcheck=None,
+            created=rfc3339(0),
+        ),
+    )
     return Image.from_config(store, config, layers)
 
 

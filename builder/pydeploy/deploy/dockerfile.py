@@ -32,6 +32,7 @@ from pydeploy.cachekeys import UV_VERSION
 from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.layers import assemble
+from pydeploy.oci.config import ImageSettings
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import gitignore_files
 from pydeploy.plan.depinputs import dependency_inputs
@@ -518,7 +519,7 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     return Ejected("\n".join(out) + "\n", dockerignore(plan), files)
 
 
-def _healthcheck(hc: Healthcheck | None, settings: assemble.RuntimeSettings) -> str:
+def _healthcheck(hc: Healthcheck | None, settings: ImageSettings) -> str:
     if not hc or not settings.healthcheck:
         return "HEALTHCHECK NONE"
     test = settings.healthcheck["Test"][1:]  # drop "CMD": exec form below

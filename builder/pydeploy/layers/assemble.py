@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
-from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from pydeploy import payload
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.config import rfc3339
+from pydeploy.oci.config import ImageSettings, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import BaseImage
 from pydeploy.oci.layer import Layer, build_layer, open_uncompressed
@@ -32,20 +31,6 @@ USER_NAME = "app"
 LAUNCHER = f"{LAUNCHER_DIR}/launcher.py"
 LAUNCH_JSON = f"{LAUNCHER_DIR}/launch.json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """Everything in the image config besides layers."""
-
-    user: str
-    env: dict[str, str]
-    entrypoint: list[str]
-    workdir: str
-    exposed_ports: list[str]
-    labels: dict[str, str]
-    healthcheck: dict[str, Any] | None
-    stop_signal: str = "SIGTERM"
 
 
 def check_user_id(plan: BuildPlan, passwd: bytes, group: bytes) -> None:
@@ -254,9 +239,8 @@ def oci_labels(
     return labels
 
 
-def runtime_settings(
-    plan: BuildPlan, base_env: list[str], labels: dict[str, str]
-) -> RuntimeSettings:
+def runtime_settings(plan: BuildPlan, base_env: list[str], labels: dict[str, str]) -> ImageSettings:
+    """How the image's containers run; `created` is left to the caller."""
     base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")), DEFAULT_PATH)
     env = {
         "PATH": f"{VENV}/bin:{base_path}",
@@ -280,7 +264,7 @@ def runtime_settings(
             "StartPeriod": hc.start_period * second,
             "Retries": hc.retries,
         }
-    return RuntimeSettings(
+    return ImageSettings(
         user=f"{plan.user_id}:{plan.user_id}",
         env=env,
         entrypoint=[python, LAUNCHER],

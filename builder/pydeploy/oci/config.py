@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only the annotations: layer.py imports its media type from here
@@ -47,52 +48,58 @@ def _port_key(port: str) -> str:
     return port if "/" in port else f"{port}/tcp"
 
 
+@dataclass(frozen=True)
+class ImageSettings:
+    """What an image config says besides its base and layers: how a container of it
+    runs, and when the image was made. `env` is merged over the base's Env (PATH is never
+    guessed: pass it). `cmd=None` drops the base's Cmd, as Docker does when ENTRYPOINT is
+    set. `healthcheck=None` keeps the base's. Labels and exposed ports are merged over the
+    base's."""
+
+    user: str
+    env: Mapping[str, str]
+    entrypoint: Sequence[str]
+    cmd: Sequence[str] | None = None
+    workdir: str = "/"
+    exposed_ports: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: str = "SIGTERM"
+    healthcheck: Mapping[str, Any] | None = None
+    created: str = "1970-01-01T00:00:00Z"  # RFC 3339, see rfc3339()
+
+
 def build_config(
     base_config: Mapping[str, Any],
     base_diff_ids: Sequence[str],
     base_history: Sequence[Mapping[str, Any]],
     layers: Sequence[Layer],
-    *,
-    user: str,
-    env: Mapping[str, str],
-    entrypoint: Sequence[str],
-    cmd: Sequence[str] | None,
-    workdir: str,
-    exposed_ports: Sequence[str],
-    labels: Mapping[str, str],
-    stop_signal: str,
-    healthcheck: Mapping[str, Any] | None,
-    created: str,
+    settings: ImageSettings,
 ) -> bytes:
-    """The image config as canonical JSON; its sha256 is the image ID.
-
-    `env` is merged over the base's Env (PATH is never guessed: pass it). `cmd=None`
-    drops the base's Cmd, as Docker does when ENTRYPOINT is set. `healthcheck=None`
-    keeps the base's. Labels and exposed ports are merged over the base's."""
+    """The image config as canonical JSON; its sha256 is the image ID."""
     base_runtime: Mapping[str, Any] = base_config.get("config") or {}
     runtime: dict[str, Any] = {
         k: base_runtime[k] for k in _INHERITED_KEYS if base_runtime.get(k) not in (None, "", {})
     }
-    runtime["Env"] = _merge_env(base_runtime.get("Env") or [], env)
-    runtime["User"] = user
-    runtime["Entrypoint"] = list(entrypoint)
-    if cmd is not None:
-        runtime["Cmd"] = list(cmd)
-    runtime["WorkingDir"] = workdir
+    runtime["Env"] = _merge_env(base_runtime.get("Env") or [], settings.env)
+    runtime["User"] = settings.user
+    runtime["Entrypoint"] = list(settings.entrypoint)
+    if settings.cmd is not None:
+        runtime["Cmd"] = list(settings.cmd)
+    runtime["WorkingDir"] = settings.workdir
     ports = dict(base_runtime.get("ExposedPorts") or {})
-    ports.update({_port_key(p): {} for p in exposed_ports})
+    ports.update({_port_key(p): {} for p in settings.exposed_ports})
     if ports:
         runtime["ExposedPorts"] = ports
-    merged_labels = {**(base_runtime.get("Labels") or {}), **labels}
+    merged_labels = {**(base_runtime.get("Labels") or {}), **settings.labels}
     if merged_labels:
         runtime["Labels"] = merged_labels
-    runtime["StopSignal"] = stop_signal
-    if healthcheck is not None:
-        runtime["Healthcheck"] = dict(healthcheck)
+    runtime["StopSignal"] = settings.stop_signal
+    if settings.healthcheck is not None:
+        runtime["Healthcheck"] = dict(settings.healthcheck)
     document: dict[str, Any] = {
         "architecture": base_config.get("architecture", "amd64"),
         "os": base_config.get("os", "linux"),
-        "created": created,
+        "created": settings.created,
         "config": runtime,
         "rootfs": {
             "type": "layers",
@@ -100,7 +107,10 @@ def build_config(
         },
         "history": [
             *base_history,
-            *({"created": created, "created_by": f"pydeploy: {layer.role}"} for layer in layers),
+            *(
+                {"created": settings.created, "created_by": f"pydeploy: {layer.role}"}
+                for layer in layers
+            ),
         ],
     }
     for key in ("variant", "os.version", "os.features"):

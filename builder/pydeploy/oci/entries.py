@@ -79,7 +79,7 @@ def join_path(prefix: str, rest: str) -> str:
     return "/".join(p for p in (prefix.strip("/"), rest.strip("/")) if p)
 
 
-def entries_from_tar(
+def entries_from_tar(  # noqa: PLR0913 - keyword-only knobs of one import, named by callers
     fileobj: TarSource,
     *,
     strip_prefix: str,

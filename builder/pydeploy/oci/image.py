@@ -4,12 +4,12 @@ and layers, all in the blob store) assembled from a base and pydeploy's layers."
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import build_config, build_manifest, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, build_manifest
 from pydeploy.oci.layer import Layer
 
 
@@ -79,28 +79,10 @@ class Image:
 
 
 def assemble_image(
-    store: BlobStore,
-    base: BaseImage,
-    layers: Sequence[Layer],
-    *,
-    epoch: int,
-    user: str,
-    env: Mapping[str, str],
-    entrypoint: Sequence[str],
-    cmd: Sequence[str] | None = None,
-    workdir: str = "/",
-    exposed_ports: Sequence[str] = (),
-    labels: Mapping[str, str] | None = None,
-    stop_signal: str = "SIGTERM",
-    healthcheck: Mapping[str, Any] | None = None,
+    store: BlobStore, base: BaseImage, layers: Sequence[Layer], settings: ImageSettings
 ) -> Image:
-    """`base` plus `layers` with the given runtime settings, created at `epoch`."""
-    config = build_config(
-        base.config, base.diff_ids, base.history, layers,
-        user=user, env=env, entrypoint=entrypoint, cmd=cmd, workdir=workdir,
-        exposed_ports=exposed_ports, labels=labels or {}, stop_signal=stop_signal,
-        healthcheck=healthcheck, created=rfc3339(epoch),
-    )  # fmt: skip
+    """`base` plus `layers` with the given settings."""
+    config = build_config(base.config, base.diff_ids, base.history, layers, settings)
     return Image.from_config(
         store, config, [*base.layers, *layers], base_layer_count=len(base.layers)
     )

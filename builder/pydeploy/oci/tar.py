@@ -7,7 +7,7 @@ layer's diff_id, so their framing is fixed here and pinned by the golden digests
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Protocol
@@ -40,7 +40,7 @@ def _pax_record(key: str, value: str) -> bytes:
     return str(length).encode("ascii") + body
 
 
-def _ustar_block(
+def _ustar_block(  # noqa: PLR0913 - one parameter per ustar header field
     name: bytes, *, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
     linkname: bytes,
 ) -> bytes:  # fmt: skip
@@ -56,7 +56,7 @@ def _ustar_block(
     return block[:148] + checksum + block[156:]
 
 
-def tar_header(
+def tar_header(  # noqa: PLR0913 - one parameter per tar header field
     name: str, *, kind: str, mode: int, size: int, mtime: int, uid: int = 0, gid: int = 0,
     linkname: str = "",
 ) -> bytes:  # fmt: skip
@@ -98,12 +98,29 @@ def pad(data: bytes) -> bytes:
 def plan_entries(entries: Iterable[FileEntry]) -> list[FileEntry]:
     """Deduplicate, add missing parent directories, make every hard link point at the
     first path of its group in tar order, and sort by path (bytewise UTF-8)."""
+    by_path = _by_path(entries)
+    _add_parents(by_path)
+    _canonical_hardlinks(by_path)
+    return [by_path[p] for p in sorted(by_path, key=_tar_order)]
+
+
+def _tar_order(path: str) -> bytes:
+    return path.encode()
+
+
+def _by_path(entries: Iterable[FileEntry]) -> dict[str, FileEntry]:
+    """The entries by path; the same entry twice is one, two different ones an error."""
     by_path: dict[str, FileEntry] = {}
     for entry in entries:
         known = by_path.get(entry.path)
         if known is not None and known != entry:
             raise ValueError(f"two different entries for {entry.path!r} in one layer")
         by_path[entry.path] = entry
+    return by_path
+
+
+def _add_parents(by_path: dict[str, FileEntry]) -> None:
+    """Every missing parent directory, with the default directory mode."""
     for path in list(by_path):
         parent = PurePosixPath(path).parent
         while str(parent) != ".":
@@ -114,27 +131,34 @@ def plan_entries(entries: Iterable[FileEntry]) -> list[FileEntry]:
                 raise ValueError(f"{path!r} is inside {str(parent)!r}, which is not a directory")
             parent = parent.parent
 
-    def key(path: str) -> bytes:
-        return path.encode()
 
+def _link_target(by_path: Mapping[str, FileEntry], entry: FileEntry) -> str:
+    """The regular file a hard link ends at, through chains of links."""
+    target, seen = entry.linkname, {entry.path}
+    while (hop := by_path.get(target)) is not None and hop.kind == "hardlink":
+        if target in seen:
+            raise ValueError(f"hard link loop at {entry.path!r}")
+        seen.add(target)
+        target = hop.linkname
+    if hop is None or hop.kind != "file":
+        raise ValueError(
+            f"hard link {entry.path!r} points at {entry.linkname!r}, which is not a "
+            f"regular file in the same layer"
+        )
+    return target
+
+
+def _canonical_hardlinks(by_path: dict[str, FileEntry]) -> None:
+    """In each group of hard-linked paths, the first in tar order holds the content
+    and the others link to it, whichever path the caller gave the content."""
     groups: dict[str, list[str]] = {}
     for entry in by_path.values():
         if entry.kind == "hardlink":
-            target, seen = entry.linkname, {entry.path}
-            while (hop := by_path.get(target)) is not None and hop.kind == "hardlink":
-                if target in seen:
-                    raise ValueError(f"hard link loop at {entry.path!r}")
-                seen.add(target)
-                target = hop.linkname
-            if hop is None or hop.kind != "file":
-                raise ValueError(
-                    f"hard link {entry.path!r} points at {entry.linkname!r}, which is not a "
-                    f"regular file in the same layer"
-                )
+            target = _link_target(by_path, entry)
             groups.setdefault(target, [target]).append(entry.path)
     for target, members in groups.items():
         content = by_path[target]
-        first = min(members, key=key)
+        first = min(members, key=_tar_order)
         by_path[first] = replace(content, path=first)
         for member in members:
             if member != first:
@@ -142,7 +166,6 @@ def plan_entries(entries: Iterable[FileEntry]) -> list[FileEntry]:
                     member, "hardlink", content.mode, uid=content.uid, gid=content.gid,
                     linkname=first,
                 )  # fmt: skip
-    return [by_path[p] for p in sorted(by_path, key=key)]
 
 
 def write_tar_entries(out: Sink, entries: Iterable[FileEntry], *, epoch: int) -> int:

@@ -161,7 +161,9 @@ def _matches(key: str, registry: str) -> bool:
     return host == registry or (registry in HUB_NAMES and host in HUB_NAMES)
 
 
-def find_credentials(registry: str, environ: Mapping[str, str] | None = None) -> CredentialLookup:
+def find_credentials(  # noqa: PLR0911 - one return per source, in Docker's lookup order
+    registry: str, environ: Mapping[str, str] | None = None
+) -> CredentialLookup:
     """Env vars first, then the Docker config: credHelpers[host], credsStore, auths[host].
 
     Not `docker.auth.resolve_authconfig`, which asks credHelpers[host] *or* credsStore
@@ -648,7 +650,7 @@ def _file_body(path: Path) -> _Body:
     return open_file
 
 
-def push(
+def push(  # noqa: PLR0913 - keyword-only options, each with a default
     image: Image,
     reference: str | Reference,
     *,

@@ -33,7 +33,7 @@ import pytest
 
 from pydeploy.errors import PublishError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import build_layer
@@ -193,11 +193,23 @@ def synthetic_image(store: BlobStore, salt: str) -> Image:
         ),
     ]  # fmt: skip
     config = build_config(
-        {"architecture": "amd64", "os": "linux", "config": {}}, [], [], layers,
-        user="10001", env={}, entrypoint=["/usr/bin/python3"], cmd=None, workdir="/app",
-        exposed_ports=[], labels={}, stop_signal="SIGTERM", healthcheck=None,
-        created=rfc3339(0),
-    )  # fmt: skip
+        {"architecture": "amd64", "os": "linux", "config": {}},
+        [],
+        [],
+        layers,
+        ImageSettings(
+            user="10001",
+            env={},
+            entrypoint=["/usr/bin/python3"],
+            cmd=None,
+            workdir="/app",
+            exposed_ports=[],
+            labels={},
+            stop_signal="SIGTERM",
+            healthcheck=None,
+            created=rfc3339(0),
+        ),
+    )
     return Image.from_config(store, config, layers)
 
 

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import Layer, build_layer
@@ -93,11 +93,23 @@ def synthetic_image(store: BlobStore) -> Image:
     layers = two_layers(store)
     base = {"architecture": "amd64", "os": "linux", "config": {}}
     config = build_config(
-        base, [], [], layers,
-        user="10001", env={"PATH": "/usr/bin"}, entrypoint=["/bin/true"], cmd=None,
-        workdir="/", exposed_ports=[], labels={}, stop_signal="SIGTERM", healthcheck=None,
-        created=rfc3339(0),
-    )  # fmt: skip
+        base,
+        [],
+        [],
+        layers,
+        ImageSettings(
+            user="10001",
+            env={"PATH": "/usr/bin"},
+            entrypoint=["/bin/true"],
+            cmd=None,
+            workdir="/",
+            exposed_ports=[],
+            labels={},
+            stop_signal="SIGTERM",
+            healthcheck=None,
+            created=rfc3339(0),
+        ),
+    )
     return Image.from_config(store, config, layers)
 
 

@@ -19,7 +19,7 @@ from tests.unit.oci.samples import (
 
 from pydeploy.oci.archive import import_docker_save
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import build_config, build_manifest, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, build_manifest, rfc3339
 from pydeploy.oci.image import Image, assemble_image
 from pydeploy.oci.layer import Layer, build_layer
 
@@ -63,7 +63,7 @@ def config_for(layers: list[Layer], **overrides: Any) -> bytes:
         BASE_CONFIG["rootfs"]["diff_ids"],
         BASE_CONFIG["history"],
         layers,
-        **settings,
+        ImageSettings(**settings),
     )
 
 
@@ -155,8 +155,9 @@ def test_assemble_image_on_an_imported_base(tmp_path: Path) -> None:
     base = import_docker_save(io.BytesIO(docker_save_tar(base_layer_tars(tmp_path))), store)
     app = build_layer(sample_entries(), store=store, epoch=EPOCH, role="app")
     image = assemble_image(
-        store, base, [app], epoch=EPOCH, user="10001", env={"PATH": "/usr/bin"},
-        entrypoint=["/bin/true"],
+        store, base, [app],
+        ImageSettings(user="10001", env={"PATH": "/usr/bin"}, entrypoint=["/bin/true"],
+                      created=rfc3339(EPOCH)),
     )  # fmt: skip
     assert image.base_layer_count == 2
     assert image.own_layers == (app,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import build_config, rfc3339
+from pydeploy.oci.config import ImageSettings, build_config, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.layer import Layer, build_layer
 
@@ -52,16 +52,18 @@ def golden_config(layer: Layer) -> bytes:
         ["sha256:" + "1" * 64],
         [{"created": "2023-01-01T00:00:00Z", "created_by": "base"}],
         [layer],
-        user="1000:1000",
-        env={"PYTHONUNBUFFERED": "1", "PATH": "/app/.venv/bin:/usr/bin:/bin"},
-        entrypoint=["/app/.venv/bin/python", "/opt/pydeploy/launcher.py"],
-        cmd=None,
-        workdir="/app",
-        exposed_ports=["8000/tcp"],
-        labels={"org.opencontainers.image.title": "golden"},
-        stop_signal="SIGTERM",
-        healthcheck={"Test": ["CMD", "true"], "Interval": 30_000_000_000},
-        created=rfc3339(EPOCH),
+        ImageSettings(
+            user="1000:1000",
+            env={"PYTHONUNBUFFERED": "1", "PATH": "/app/.venv/bin:/usr/bin:/bin"},
+            entrypoint=["/app/.venv/bin/python", "/opt/pydeploy/launcher.py"],
+            cmd=None,
+            workdir="/app",
+            exposed_ports=["8000/tcp"],
+            labels={"org.opencontainers.image.title": "golden"},
+            stop_signal="SIGTERM",
+            healthcheck={"Test": ["CMD", "true"], "Interval": 30_000_000_000},
+            created=rfc3339(EPOCH),
+        ),
     )
 
 

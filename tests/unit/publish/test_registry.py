@@ -20,7 +20,7 @@ import requests.adapters
 
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.config import MEDIA_TYPE_MANIFEST, build_config, rfc3339
+from pydeploy.oci.config import MEDIA_TYPE_MANIFEST, ImageSettings, build_config, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import build_layer
@@ -586,10 +586,23 @@ def tiny_image(tmp_path: Path) -> Image:
         [FileEntry("hello", "file", 0o644, data=b"hi")], store=store, epoch=0, role="app"
     )
     config = build_config(
-        {}, [], [], [layer], user="1", env={}, entrypoint=["/hello"], cmd=None, workdir="/",
-        exposed_ports=[], labels={}, stop_signal="SIGTERM", healthcheck=None,
-        created=rfc3339(0),
-    )  # fmt: skip
+        {},
+        [],
+        [],
+        [layer],
+        ImageSettings(
+            user="1",
+            env={},
+            entrypoint=["/hello"],
+            cmd=None,
+            workdir="/",
+            exposed_ports=[],
+            labels={},
+            stop_signal="SIGTERM",
+            healthcheck=None,
+            created=rfc3339(0),
+        ),
+    )
     return Image.from_config(store, config, [layer])
 
 
