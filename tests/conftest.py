@@ -7,11 +7,23 @@ run unmarked, and `pytest -m "not integration"` is always the engine-free subset
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell without job control starts background commands with SIGINT ignored, and
+    an ignored signal is inherited across exec: the commands the suite starts would then
+    ignore the Ctrl-C its tests send them (pydeploy rightly leaves an inherited SIG_IGN
+    alone). A handler, unlike SIG_IGN, is reset to the default in every child, so the
+    suite's children get SIGINT as a terminal's foreground job does."""
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
