@@ -316,7 +316,7 @@ def image_name(project: Project) -> tuple[str, str]:
     name = references.name_from_project(project.name)
     if not name:
         where = (
-            f"the directory name {project.root}"
+            f"The directory name {references.show(project.root.name)} of {project.root}"
             if project.name_origin == "directory name"
             else f"{project.pyproject}: `{project.name_origin}` = {references.show(project.name)}"
         )
