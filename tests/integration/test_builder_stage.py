@@ -648,6 +648,19 @@ def test_requires_python_is_checked_against_the_base(
     assert f"base image {base_image}" in caught.value.message
 
 
+def test_a_python_version_file_the_base_does_not_match_is_refused(
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+) -> None:
+    project = copy_fixture("pure_app", tmp_path)
+    (project / ".python-version").write_text("3.12\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        ensure_builder(engine, plan_for(project, base_image), Progress())
+    message = caught.value.message
+    assert f"{project / '.python-version'} pins Python 3.12" in message
+    assert f"`{base_image}` has Python 3.11.2" in message
+    assert 'tool.pydeploy.python = "3.11"' in message
+
+
 # --- secrets -----------------------------------------------------------------------------
 
 

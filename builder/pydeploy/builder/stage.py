@@ -367,6 +367,19 @@ def _check_python(plan: BuildPlan, python: PythonInfo) -> None:
     pin = plan.python_pin
     wanted, origin = (pin.version, pin.origin) if pin else ("", "")
     if wanted and wanted != minor:
+        if origin == ".python-version":
+            # The project is developed (and its lock resolved) on that interpreter; running
+            # it on another one is a choice to state, not a default to fall into.
+            path = plan.project.python_version_path or plan.project.root / origin
+            raise ConfigError(
+                f"{path} pins Python {wanted}, but the base image `{plan.base_image}` has "
+                f"Python {python.version} ({python.executable}).",
+                hint=(
+                    f"Use a base image with Python {wanted} (e.g. python:{wanted}-slim), "
+                    f"change {path.name} to {minor}, or set `tool.pydeploy.python = "
+                    f'"{minor}"` to build on this base anyway.'
+                ),
+            )
         raise ConfigError(
             f"`{origin}` asks for Python {wanted}, but the base image `{plan.base_image}` "
             f"has Python {python.version} ({python.executable}).",

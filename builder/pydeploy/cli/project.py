@@ -14,21 +14,56 @@ from pydeploy.cli.options import PROJECT_DIR
 @click.command()
 @PROJECT_DIR
 @click.option("--app", "app", help="The app as module:attribute, when detection fails.")
-def init(directory: Path, app: str | None) -> None:
-    """Detect the app and append a commented [tool.pydeploy] table to pyproject.toml."""
-    from pydeploy.config.init import init_project  # noqa: PLC0415 - keep start-up light
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="At a uv workspace root: add a table to every member where an app is found.",
+)
+def init(directory: Path, app: str | None, every: bool) -> None:
+    """Detect the app and append a commented [tool.pydeploy] table to pyproject.toml
+    (creating the file when there is none). At a uv workspace root without [project]:
+    list the members that look deployable."""
+    from pydeploy.config import init as init_mod  # noqa: PLC0415 - keep start-up light
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
 
-    render.init_done(init_project(directory, app))
+    if init_mod.is_virtual_root(directory.resolve()):
+        if app:
+            raise ConfigError(
+                f"{directory.resolve()} is a uv workspace root without [project]; --app "
+                "names the app of one project.",
+                hint="Run `pydeploy init MEMBER --app module:attribute` in the member.",
+            )
+        render.workspace_init(init_mod.init_workspace(directory, write=every))
+        return
+    if every:
+        raise ConfigError(
+            f"`init --all` sets up the members of a uv workspace, but {directory.resolve()} "
+            "is not a workspace root without [project].",
+            hint="Run `pydeploy init` without --all for one project.",
+        )
+    render.init_done(init_mod.init_project(directory, app))
 
 
 @click.command()
 @PROJECT_DIR
 def check(directory: Path) -> None:
-    """Validate pyproject.toml and its [tool.pydeploy] table."""
+    """Validate pyproject.toml and its [tool.pydeploy] table (at a uv workspace root:
+    every deployable member's)."""
+    from pydeploy.config import workspace  # noqa: PLC0415
+    from pydeploy.config.models import read_pyproject  # noqa: PLC0415
     from pydeploy.config.project import find_project_root, load_project  # noqa: PLC0415
     from pydeploy.plan.planner import make_plan  # noqa: PLC0415
 
-    render.check_ok(make_plan(load_project(find_project_root(directory))))
+    root = find_project_root(directory)
+    problem = workspace.root_problem(root, read_pyproject(root))
+    if problem is not None:
+        ready = workspace.deployable(root)
+        if not ready or "pydeploy" in read_pyproject(root).get("tool", {}):
+            raise problem
+        render.workspace_check(root, [make_plan(load_project(m.path)) for m in ready])
+        return
+    render.check_ok(make_plan(load_project(root)))
 
 
 @click.command("schema")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pydeploy.build import BuildResult
     from pydeploy.cache.imageinfo import ImageInfo
     from pydeploy.cache.prune import Pruned
-    from pydeploy.config.init import InitResult
+    from pydeploy.config.init import InitResult, WorkspaceInit
     from pydeploy.multibuild import ServiceOutcome
     from pydeploy.plan.planner import BuildPlan
 
@@ -130,10 +130,60 @@ def traceback_text(trace: str) -> None:
 
 
 def init_done(result: InitResult) -> None:
+    if result.created and result.target is None:
+        click.echo(
+            f"created {result.path} holding a commented [tool.pydeploy] table; no app "
+            'object was found, so set `app = "module:attribute"` in it, then run '
+            "`pydeploy plan`."
+        )
+        return
+    action = "created" if result.created else "added [tool.pydeploy] to"
     click.echo(
-        f"added [tool.pydeploy] to {result.path}: app = {result.target!r} "
+        f"{action} {result.path}: app = {result.target!r} "
         f"({result.reason}). Next: `pydeploy plan`, then `pydeploy build`."
     )
+
+
+def workspace_init(result: WorkspaceInit) -> None:
+    """`init` at a virtual workspace root: one line per member, then what to run."""
+    click.echo(
+        f"{result.root} is a uv workspace root without [project]: pydeploy builds its "
+        "members, each from its own [tool.pydeploy] table."
+    )
+    pending: list[str] = []
+    for member in result.members:
+        where = _relative(member.path, result.root)
+        if member.state == "configured":
+            state = "has a [tool.pydeploy] table"
+        elif member.state == "no-app":
+            state = "no app object found (a library?)"
+        elif member.result is not None:
+            state = f"added [tool.pydeploy]: app = {member.target!r} ({member.reason})"
+        else:
+            state = f"looks deployable: app {member.target!r} ({member.reason})"
+            pending.append(f"pydeploy init {where}")
+        click.echo(f"  {member.name} ({where}): {state}")
+    if pending:
+        click.echo("Set them up one by one:")
+        for command in pending:
+            click.echo(f"  {command}")
+        click.echo("or all at once: pydeploy init --all")
+    elif any(m.state != "no-app" for m in result.members):
+        click.echo("Next: `pydeploy plan MEMBER`, or `pydeploy build --all` here.")
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def workspace_check(root: Path, plans: Sequence[BuildPlan]) -> None:
+    """`check` at a virtual workspace root: every deployable member's table is valid."""
+    click.echo(f"{root} is a uv workspace root; its deployable members are valid:")
+    for plan in plans:
+        click.echo(
+            f"  {plan.project.name} ({_relative(plan.project.root, root)}): app {plan.app}, "
+            f"{plan.interface}, server {plan.server}"
+        )
 
 
 def check_ok(plan: BuildPlan) -> None:
@@ -161,7 +211,8 @@ def plan_text(plan: BuildPlan) -> str:
         ("app", f"{plan.app} [{plan.interface}] ({plan.app_origin})"),
         ("server", plan.server),
         ("command", " ".join(server_command_preview(plan))),
-        ("tags", ", ".join(plan.tags)),
+        ("image name", f"{plan.image_name} ({plan.image_name_origin})"),
+        ("tags", f"{', '.join(plan.tags)} ({plan.tags_origin})"),
         ("user", f"{plan.user_id}:{plan.user_id} (non-root)"),
         ("port", f"{plan.port} (PORT overrides)"),
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),

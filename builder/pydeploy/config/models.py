@@ -361,10 +361,19 @@ class PydeployConfig(_Table):
             "the Python version, which must satisfy `requires-python`."
         ),
     )
-    name: str | None = Field(None, description="Image repository name. Default: the project name.")
+    name: str | None = Field(
+        None,
+        description=(
+            "Image repository name. Default: `project.name` (or `tool.poetry.name`) made "
+            "into an image name, else the project directory's name."
+        ),
+    )
     tags: list[str] = Field(
         default_factory=list,
-        description="Image tags (`1.2.3`) or full references. Default: the project version.",
+        description=(
+            "Image tags (`1.2.3`) or full references. Default: `project.version` (or "
+            "`tool.poetry.version`); without metadata, `git describe`, else `latest`."
+        ),
     )
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         8000, description="Port the server listens on; PORT overrides it at run time."
@@ -557,6 +566,11 @@ _SHAPE = {
     "tool.uv.workspace": "a table",
     "tool.uv.workspace.members": "a list of strings",
     "tool.uv.workspace.exclude": "a list of strings",
+    "tool.poetry": "a table",
+    "tool.poetry.name": "a string",
+    "tool.poetry.version": "a string",
+    "tool.poetry.description": "a string",
+    "tool.poetry.dependencies": "a table",
 }
 
 

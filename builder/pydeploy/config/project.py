@@ -1,5 +1,9 @@
 """What pydeploy knows about a project from its files alone: metadata, locks, Python
-version constraints, git revision. Reads, never writes; needs no engine."""
+version constraints, git revision. Reads, never writes; needs no engine.
+
+Metadata comes from `[project]` (PEP 621, also Poetry 2), else `[tool.poetry]` (Poetry 1),
+else nothing: a pyproject.toml holding only `[tool.pydeploy]` is a project too, named by
+`tool.pydeploy.name` or its directory and versioned by git."""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
-from pydeploy.config.models import PYPROJECT, PydeployConfig, load_config
+from pydeploy.config import workspace
+from pydeploy.config.models import PYPROJECT, PydeployConfig, load_config, read_pyproject
 from pydeploy.config.toml import read_toml
 from pydeploy.errors import ConfigError
 
@@ -21,14 +26,43 @@ KNOWN_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10")
 DEFAULT_PYTHON = "3.13"
 
 
+# Where a project's metadata was written: [project], [tool.poetry], or nowhere.
+Metadata = Literal["project", "poetry", "none"]
+REQUIRES_PYTHON = "project.requires-python"
+POETRY_PYTHON = "tool.poetry.dependencies.python"
+
+
+@dataclass(frozen=True)
+class PythonConstraint:
+    """The Python versions a project's metadata allows. `text` as written under `key`
+    (`project.requires-python` or `tool.poetry.dependencies.python`); `alternatives` are
+    PEP 440 specifier sets of which a version must satisfy one (Poetry's `||`)."""
+
+    text: str
+    key: str
+    alternatives: tuple[SpecifierSet, ...]
+
+    def allows(self, version: str) -> bool:
+        """Whether Python `version` (`3.12` or `3.12.4`) is allowed."""
+        wanted = Version(version if version.count(".") >= 2 else f"{version}.0")
+        return any(spec.contains(wanted, prereleases=True) for spec in self.alternatives)
+
+    def __str__(self) -> str:
+        return " || ".join(str(spec) or "*" for spec in self.alternatives)
+
+
 @dataclass(frozen=True)
 class Project:
-    """A project directory and everything read from it."""
+    """A project directory and everything read from it.
+
+    `name` is the metadata name ([project] or [tool.poetry]), else `tool.pydeploy.name`,
+    else the directory's name; `version` the metadata version, else the git description
+    (for a project without metadata), else `latest`. `*_origin` say which."""
 
     root: Path
     name: str
     version: str
-    requires_python: str | None
+    python_constraint: PythonConstraint | None
     dependencies: tuple[str, ...]
     has_build_system: bool
     description: str
@@ -38,10 +72,19 @@ class Project:
     lock_files: tuple[str, ...] = field(default=())
     requirements_files: tuple[str, ...] = field(default=())
     workspace_root: Path | None = None
+    metadata: Metadata = "project"
+    name_origin: str = "project.name"
+    version_origin: str = "project.version"
+    python_version_path: Path | None = None
 
     @property
     def pyproject(self) -> Path:
         return self.root / PYPROJECT
+
+    @property
+    def requires_python(self) -> str | None:
+        """The Python constraint as written, or None."""
+        return self.python_constraint.text if self.python_constraint else None
 
 
 def find_project_root(start: Path) -> Path:
@@ -51,31 +94,25 @@ def find_project_root(start: Path) -> Path:
         if (candidate / PYPROJECT).is_file():
             return candidate
     raise ConfigError(
-        f"No {PYPROJECT} in {start} or any parent directory.",
-        hint="Run pydeploy inside a Python project, or `pydeploy init` in one.",
+        f"No {PYPROJECT} in {start} or any parent directory: pydeploy reads its settings "
+        f"from a [tool.pydeploy] table in {PYPROJECT}.",
+        hint=f"Run `pydeploy init {start}` to create one (it detects the app), then "
+        "`pydeploy plan`.",
     )
 
 
 def load_project(directory: Path) -> Project:
-    """Load a project: pyproject metadata plus its validated [tool.pydeploy]."""
+    """Load a project: its metadata (if any) plus its validated [tool.pydeploy]."""
     root = directory.resolve()
     if not root.is_dir():
         raise ConfigError(f"{directory} is not a directory.", hint="Pass a project directory.")
+    if (root / PYPROJECT).is_file():
+        problem = workspace.root_problem(root, read_pyproject(root))
+        if problem is not None:
+            raise problem
     data, config = load_config(root)
+    meta = read_metadata(data, root, config)
     project = data.get("project", {})
-    name = project.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(
-            f"{root / PYPROJECT} has no `project.name`.",
-            hint="Add a [project] table with `name` and `version` (PEP 621).",
-        )
-    version = project.get("version")
-    if not isinstance(version, str):
-        # Dynamic versions are computed by the build backend; the image tag falls back.
-        version = "latest"
-    requires = project.get("requires-python")
-    if requires is not None:
-        _specifier(requires, root)
     urls: dict[str, Any] = project.get("urls", {}) or {}
     source = next(
         (
@@ -85,45 +122,194 @@ def load_project(directory: Path) -> Project:
         ),
         None,
     )
+    version_path = find_python_version_file(root)
     return Project(
         root=root,
-        name=name,
-        version=version,
-        requires_python=requires,
+        name=meta.name,
+        version=meta.version,
+        python_constraint=meta.python,
         dependencies=tuple(project.get("dependencies", []) or []),
         has_build_system="build-system" in data,
-        description=str(project.get("description", "")),
+        description=meta.description,
         source_url=source,
         config=config,
-        python_version_file=_read_python_version(root),
+        python_version_file=_read_python_version(version_path) if version_path else None,
         lock_files=tuple(n for n in ("uv.lock", "pylock.toml") if (root / n).is_file()),
         requirements_files=tuple(sorted(p.name for p in root.glob("requirements*.txt"))),
         workspace_root=_workspace_root(root),
+        metadata=meta.kind,
+        name_origin=meta.name_origin,
+        version_origin=meta.version_origin,
+        python_version_path=version_path,
     )
 
 
-def _specifier(text: str, root: Path) -> SpecifierSet:
+@dataclass(frozen=True)
+class ProjectMetadata:
+    """Name, version and Python constraint, and where each came from."""
+
+    kind: Metadata
+    name: str
+    name_origin: str
+    version: str
+    version_origin: str
+    python: PythonConstraint | None
+    description: str
+
+
+def read_metadata(data: dict[str, Any], root: Path, config: PydeployConfig) -> ProjectMetadata:
+    """The metadata of the pyproject `data` at `root`: [project] (PEP 621, Poetry 2), else
+    [tool.poetry] (Poetry 1), else the directory name (or `tool.pydeploy.name`) and git."""
+    where = root / PYPROJECT
+    poetry: dict[str, Any] = data.get("tool", {}).get("poetry", {})
+    if "project" in data:
+        project = data["project"]
+        name = project.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(
+                f"{where} has a [project] table without `project.name`.",
+                hint="Add `name` (and `version`) to [project] (PEP 621), or remove the "
+                "empty table: a pyproject.toml holding only [tool.pydeploy] is valid too.",
+            )
+        version, version_origin = project.get("version"), "project.version"
+        if not isinstance(version, str) and "version" in project.get("dynamic", []):
+            # Poetry 2 keeps a dynamic version in [tool.poetry]; other backends compute it.
+            version, version_origin = poetry.get("version"), "tool.poetry.version"
+        if not isinstance(version, str):
+            version, version_origin = "latest", "default: project.version is dynamic"
+        python = _python_constraint(project.get("requires-python"), REQUIRES_PYTHON, where)
+        python = python or _python_constraint(_poetry_python(poetry), POETRY_PYTHON, where)
+        return ProjectMetadata(
+            "project",
+            name,
+            "project.name",
+            version,
+            version_origin,
+            python,
+            str(project.get("description", "")),
+        )
+    if isinstance(poetry.get("name"), str) and poetry["name"]:
+        version = poetry.get("version")
+        if isinstance(version, str) and version:
+            version_origin = "tool.poetry.version"
+        else:
+            version, version_origin = _git_version(root)
+        return ProjectMetadata(
+            "poetry",
+            poetry["name"],
+            "tool.poetry.name",
+            version,
+            version_origin,
+            _python_constraint(_poetry_python(poetry), POETRY_PYTHON, where),
+            str(poetry.get("description", "")),
+        )
+    name, name_origin = (
+        (config.name, "tool.pydeploy.name") if config.name else (root.name, "directory name")
+    )
+    version, version_origin = _git_version(root)
+    return ProjectMetadata("none", name, name_origin, version, version_origin, None, "")
+
+
+def _git_version(root: Path) -> tuple[str, str]:
+    """A tag for a project without a version: `git describe` (the nearest tag and the
+    commits since, or the short commit; `-dirty` with uncommitted changes), else latest."""
+    described = _git(root, "describe", "--tags", "--always", "--dirty")
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", described or "").lstrip(".-")[:128]
+    return (tag, "git describe") if tag else ("latest", "default: not a git checkout")
+
+
+def _poetry_python(poetry: dict[str, Any]) -> object:
+    """`[tool.poetry.dependencies].python`: a string, or a table with `version`."""
+    value = poetry.get("dependencies", {}).get("python")
+    return value.get("version") if isinstance(value, dict) else value
+
+
+def _python_constraint(value: object, key: str, where: Path) -> PythonConstraint | None:
+    if value is None:
+        return None
+
+    def bad() -> ConfigError:
+        syntax = "PEP 440 syntax such as `>=3.11`"
+        if key == POETRY_PYTHON:
+            syntax = "Poetry's syntax such as `^3.11`, `~3.11` or `>=3.11,<4`"
+        return ConfigError(
+            f"{where}: `{key}` = {value!r} is not a valid version constraint.",
+            hint=f"Use {syntax}.",
+        )
+
+    if not isinstance(value, str):
+        raise bad()
     try:
-        return SpecifierSet(text)
-    except InvalidSpecifier:
-        raise ConfigError(
-            f"{root / PYPROJECT}: `project.requires-python` = {text!r} is not a valid "
-            "version specifier.",
-            hint="Use PEP 440 syntax such as `>=3.11`.",
-        ) from None
+        if key == REQUIRES_PYTHON:
+            alternatives: tuple[SpecifierSet, ...] = (SpecifierSet(value),)
+        else:
+            alternatives = poetry_specifiers(value)
+    except (InvalidSpecifier, InvalidVersion, ValueError):
+        raise bad() from None
+    return PythonConstraint(value, key, alternatives)
 
 
-def _read_python_version(root: Path) -> str | None:
+_POETRY_OPERATOR = re.compile(r"(\^|~=|~|===|==|!=|>=|<=|>|<|=)\s+")
+_RELEASE = re.compile(r"^\d+(\.\d+)*$")
+
+
+def poetry_specifiers(text: str) -> tuple[SpecifierSet, ...]:
+    """A Poetry version constraint as PEP 440 specifier sets, any of which may match:
+    `^3.9` -> `>=3.9,<4.0`, `~3.9` -> `>=3.9,<3.10`, `3.9` -> `==3.9.*`, `*` -> any, `,` or
+    a space between parts (and), `||` between alternatives (or). ValueError when invalid.
+    A bare `3.9` (or `==3.9`) is the 3.9 line, which is what it means for a Python."""
+    alternatives: list[SpecifierSet] = []
+    for alternative in re.split(r"\|\|?", text):
+        parts = _POETRY_OPERATOR.sub(r"\1", alternative.strip())
+        specifiers = [_poetry_part(p) for p in re.split(r"[,\s]+", parts) if p]
+        alternatives.append(SpecifierSet(",".join(s for s in specifiers if s)))
+    return tuple(alternatives)
+
+
+def _poetry_part(part: str) -> str:
+    if part in {"*", "x"}:
+        return ""
+    for operator in ("^", "~"):
+        if part.startswith(operator) and not part.startswith("~="):
+            release = part[1:]
+            if not _RELEASE.match(release):
+                raise ValueError(part)
+            numbers = [int(n) for n in release.split(".")]
+            if operator == "^":
+                # The first non-zero component may not change (the last given, if all zero).
+                bump = next((i for i, n in enumerate(numbers) if n), len(numbers) - 1)
+            else:
+                bump = min(1, len(numbers) - 1)  # ~1.2.3 and ~1.2 -> <1.3; ~1 -> <2
+            upper = [*numbers[:bump], numbers[bump] + 1]
+            return f">={release},<{'.'.join(map(str, upper))}"
+    if part.startswith("=") and not part.startswith("=="):
+        part = "=" + part
+    if re.fullmatch(r"\d+(\.\d+)*\.\*", part):
+        return f"=={part}"  # `3.9.*`
+    if _RELEASE.match(part.removeprefix("==")):
+        # A bare (or `==`) Python release means that release line, as Poetry treats it.
+        release = part.removeprefix("==")
+        return f"=={release}" if release.count(".") >= 2 else f"=={release}.*"
+    return part
+
+
+def find_python_version_file(root: Path) -> Path | None:
+    """The `.python-version` that applies to `root`: its own or an ancestor's, up to the
+    repository's top."""
     for directory in (root, *root.parents):
         path = directory / ".python-version"
         if path.is_file():
-            for line in read_text(path, "a Python version such as `3.12`").splitlines():
-                match = re.match(r"^\s*(?:cpython-|python)?(3\.\d+)", line)
-                if match:
-                    return match[1]
-            return None
+            return path
         if (directory / ".git").exists():
             break
+    return None
+
+
+def _read_python_version(path: Path) -> str | None:
+    for line in read_text(path, "a Python version such as `3.12`").splitlines():
+        match = re.match(r"^\s*(?:cpython-|python)?(3\.\d+)", line)
+        if match:
+            return match[1]
     return None
 
 
@@ -191,8 +377,6 @@ def lock_entries(data: dict[str, Any], kind: str, where: str) -> list[dict[str, 
 
 def _workspace_root(root: Path) -> Path | None:
     """The uv workspace root above `root` (a pyproject with [tool.uv.workspace])."""
-    from pydeploy.config.models import read_pyproject  # noqa: PLC0415 - avoid a cycle at import
-
     for directory in root.parents:
         if (directory / PYPROJECT).is_file():
             try:
@@ -207,21 +391,21 @@ def _workspace_root(root: Path) -> Path | None:
 def resolve_python(project: Project) -> tuple[str, str]:
     """Decide the Python version and say where the decision came from."""
     config = project.config
+    constraint = project.python_constraint
     if config.python:
         version, origin = config.python, "tool.pydeploy.python"
     elif project.python_version_file:
         version, origin = project.python_version_file, ".python-version"
-    elif project.requires_python:
-        spec = _specifier(project.requires_python, project.root)
-        allowed = [v for v in KNOWN_PYTHONS if spec.contains(Version(f"{v}.0"), prereleases=True)]
+    elif constraint:
+        allowed = [v for v in KNOWN_PYTHONS if constraint.allows(v)]
         if not allowed:
             raise ConfigError(
-                f"{project.pyproject}: `project.requires-python` = "
-                f"{project.requires_python!r} allows none of {', '.join(KNOWN_PYTHONS)}.",
-                hint="Set `tool.pydeploy.python` or widen requires-python.",
+                f"{project.pyproject}: `{constraint.key}` = {constraint.text!r} allows none "
+                f"of {', '.join(KNOWN_PYTHONS)}.",
+                hint=f"Set `tool.pydeploy.python` or widen {constraint.key}.",
             )
         version = DEFAULT_PYTHON if DEFAULT_PYTHON in allowed else allowed[0]
-        origin = "requires-python"
+        origin = "requires-python" if constraint.key == REQUIRES_PYTHON else constraint.key
     else:
         version, origin = DEFAULT_PYTHON, "default"
     check_python_allowed(project, version, origin)
@@ -229,16 +413,16 @@ def resolve_python(project: Project) -> tuple[str, str]:
 
 
 def check_python_allowed(project: Project, version: str, origin: str) -> None:
-    """A version picked by the user or the base image must satisfy requires-python."""
-    if not project.requires_python:
+    """A version picked by the user or the base image must satisfy the project's Python
+    constraint (requires-python, or Poetry's python dependency)."""
+    constraint = project.python_constraint
+    if constraint is None or constraint.allows(version):
         return
-    spec = _specifier(project.requires_python, project.root)
-    if not spec.contains(Version(version if version.count(".") == 2 else f"{version}.0")):
-        raise ConfigError(
-            f"Python {version} (from {origin}) does not satisfy `project.requires-python` = "
-            f"{project.requires_python!r} in {project.pyproject}.",
-            hint="Pick another `tool.pydeploy.python` / base image, or change requires-python.",
-        )
+    raise ConfigError(
+        f"Python {version} (from {origin}) does not satisfy `{constraint.key}` = "
+        f"{constraint.text!r} in {project.pyproject}.",
+        hint=f"Pick another `tool.pydeploy.python` / base image, or change {constraint.key}.",
+    )
 
 
 def _git(root: Path, *args: str) -> str | None:

@@ -115,6 +115,49 @@ def deployable(root: Path, every: Sequence[Member] | None = None) -> list[Member
     return [m for m in (members(root) if every is None else every) if m.has_pydeploy]
 
 
+def root_problem(root: Path, data: dict[str, Any]) -> ConfigError | None:
+    """Why the workspace root `root` (its pyproject `data`) cannot be built as a project:
+    without [project] it is virtual, a place for members and not an app, and a
+    [tool.pydeploy] table there configures no image (members do not inherit it). None for a
+    root that is a project itself, or no workspace root."""
+    if "workspace" not in data.get("tool", {}).get("uv", {}) or "project" in data:
+        return None
+    every = members(root)
+    ready = [m for m in every if m.has_pydeploy]
+    listed = ", ".join(f"{m.name} ({_relative(m.path, root)})" for m in ready)
+    if "pydeploy" in data.get("tool", {}):
+        first = (
+            f"{root / PYPROJECT} has a [tool.pydeploy] table, but {root} is a uv workspace "
+            "root without [project]: it is not an app, so that table configures no image "
+            "(members do not inherit it). Each deployable member has its own table in its "
+            "own pyproject.toml."
+        )
+        hint = "Move the table's keys into the member(s) it is meant for, and delete it here."
+    else:
+        first = (
+            f"{root} is a uv workspace root without [project]: pydeploy builds its members, "
+            "each from the [tool.pydeploy] table in its own pyproject.toml."
+        )
+        hint = ""
+    if ready:
+        first += f" Deployable members: {listed}."
+        then = (
+            f"Run `pydeploy build --all` here, or `pydeploy plan {_relative(ready[0].path, root)}`."
+        )
+    else:
+        first += " No member has a [tool.pydeploy] table yet."
+        then = (
+            "Run `pydeploy init` here to list the members that look deployable "
+            "(`pydeploy init --all` sets them up)."
+        )
+    hint = f"{hint} {then}".strip()
+    return ConfigError(first, hint=hint)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def closure(member: Member, all_members: Sequence[Member]) -> list[Member]:
     """The members `member` depends on, directly or through other members, sorted by
     name; `member` itself is not included (even in a dependency cycle)."""

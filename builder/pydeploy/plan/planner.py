@@ -62,7 +62,7 @@ class PythonPin:
     """A Python version the user asked for by name: the base image's must be it."""
 
     version: str
-    origin: str  # `--python` or `tool.pydeploy.python`
+    origin: str  # `--python`, `tool.pydeploy.python` or `.python-version`
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ class BuildPlan:
     interface: Interface
     server: str
     tags: tuple[str, ...]
+    tags_origin: str
+    image_name: str
+    image_name_origin: str
     network: str | None
     user_id: int
     keep_setuid: bool
@@ -118,9 +121,13 @@ class BuildPlan:
         return {
             "project": {
                 "name": self.project.name,
+                "name_origin": self.project.name_origin,
                 "version": self.project.version,
+                "version_origin": self.project.version_origin,
+                "metadata": self.project.metadata,
                 "root": str(self.project.root),
             },
+            "image_name": {"name": self.image_name, "origin": self.image_name_origin},
             "python": {
                 "version": self.python,
                 "origin": self.python_origin,
@@ -138,6 +145,7 @@ class BuildPlan:
                 "policy": self.server_policy.to_json(),
             },
             "tags": list(self.tags),
+            "tags_origin": self.tags_origin,
             "user": {"uid": self.user_id, "gid": self.user_id},
             "port": self.port,
             "network": self.network or "auto",
@@ -182,7 +190,13 @@ def make_plan(
         pin: PythonPin | None = PythonPin(overrides.python, "--python")
     else:
         python, python_origin = resolve_python(project)
-        pin = PythonPin(config.python, "tool.pydeploy.python") if config.python else None
+        pin = None
+        if config.python:
+            pin = PythonPin(config.python, "tool.pydeploy.python")
+        elif python_origin == ".python-version":
+            # The interpreter the project is developed and locked against: a base image
+            # with another one is refused at build, as a named pin is.
+            pin = PythonPin(python, ".python-version")
     if overrides.base_image:
         references.check(
             references.reference_problem(overrides.base_image), overrides.base_image, "--base"
@@ -195,7 +209,8 @@ def make_plan(
 
     app, app_origin, interface = _resolve_app(project)
     server = _resolve_server(config.server.type, interface)
-    tags = _resolve_tags(project, overrides.tags, overrides.registry)
+    name, name_origin = image_name(project)
+    tags, tags_origin = _resolve_tags(project, overrides.tags, overrides.registry)
     dependency_source = _dependency_source(project)
     _check_lock(project, dependency_source)
     build_packages = tuple(
@@ -224,6 +239,9 @@ def make_plan(
         interface=interface,
         server=server,
         tags=tags,
+        tags_origin=tags_origin,
+        image_name=name,
+        image_name_origin=name_origin,
         network=overrides.network or config.network,
         user_id=config.user_id,
         keep_setuid=config.keep_setuid,
@@ -285,34 +303,49 @@ def _resolve_server(configured: str, interface: Interface) -> str:
 
 
 def repository_name(project: Project) -> str:
-    """`tool.pydeploy.name` (validated as a name when read), else the [project] name made
-    into an image name: accents dropped (`café` -> `cafe`), other characters to `-`."""
+    """The image repository name (see `image_name`)."""
+    return image_name(project)[0]
+
+
+def image_name(project: Project) -> tuple[str, str]:
+    """The image repository name and where it came from: `tool.pydeploy.name` (validated as
+    a name when read), else the project's name (metadata, else its directory's) made into
+    an image name: accents dropped (`café` -> `cafe`), other characters to `-`."""
     if project.config.name:
-        return project.config.name
+        return project.config.name, "tool.pydeploy.name"
     name = references.name_from_project(project.name)
     if not name:
+        where = (
+            f"The directory name {references.show(project.root.name)} of {project.root}"
+            if project.name_origin == "directory name"
+            else f"{project.pyproject}: `{project.name_origin}` = {references.show(project.name)}"
+        )
         raise ConfigError(
-            f"{project.pyproject}: `project.name` = {references.show(project.name)} has no "
-            "letter or digit an image name can hold (image names are lowercase ASCII).",
+            f"{where} has no letter or digit an image name can hold (image names are "
+            "lowercase ASCII).",
             hint='Set `tool.pydeploy.name = "my-app"` to name the image.',
         )
-    return name
+    return name, project.name_origin
 
 
 def _resolve_tags(
     project: Project, cli_tags: tuple[str, ...], registry: str | None = None
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], str]:
     repo = repository_name(project)
     if registry:
         prefix = registry.rstrip("/")
         references.check(references.name_problem(f"{prefix}/{repo}"), prefix, "--registry")
         repo = f"{prefix}/{repo}"
     if cli_tags:
-        wanted, origin = cli_tags, "--tag"
+        wanted, origin, shown = cli_tags, "--tag", "--tag"
     elif project.config.tags:
-        wanted, origin = tuple(project.config.tags), f"`tool.pydeploy.tags` in {project.pyproject}"
+        wanted, shown = tuple(project.config.tags), "tool.pydeploy.tags"
+        origin = f"`tool.pydeploy.tags` in {project.pyproject}"
     else:
-        wanted, origin = (project.version,), f"`project.version` in {project.pyproject}"
+        wanted, shown = (project.version,), project.version_origin
+        origin = f"`{project.version_origin}` in {project.pyproject}"
+        if project.version_origin.startswith(("git", "default")):
+            origin = f"the version ({project.version_origin}) of {project.root}"
     refs: list[str] = []
     for tag in wanted:
         ref = tag if (":" in tag or "/" in tag) else f"{repo}:{tag}"
@@ -320,7 +353,7 @@ def _resolve_tags(
         # The name part too: a long --registry prefix or project name can overflow it.
         references.check(references.tag_problem(ref), ref, origin)
         refs.append(ref)
-    return tuple(dict.fromkeys(refs))
+    return tuple(dict.fromkeys(refs)), shown
 
 
 def _check_lock(project: Project, source: str) -> None:

@@ -29,10 +29,11 @@ from tests.unit.builder.fake_engine import (
 from pydeploy import cachekeys
 from pydeploy.builder import stage
 from pydeploy.builder.transcript import Reporting
-from pydeploy.errors import AppCheckError, BuildError, CompileError
+from pydeploy.config.project import load_project
+from pydeploy.errors import AppCheckError, BuildError, CompileError, ConfigError
 from pydeploy.payload.builder_script import MARK
 from pydeploy.plan import depinputs
-from pydeploy.plan.planner import VENV, BuildPlan
+from pydeploy.plan.planner import VENV, BuildPlan, Overrides, make_plan
 
 NO_BUILD_PACKAGES = "build-packages = []\n"
 OPAQUE_APP = "from somewhere import make\napp = make()\n"  # no scan can tell what it is
@@ -523,3 +524,38 @@ def test_the_project_s_own_wheel_comes_back_as_a_site_tree(
     assert checked.project_site_tar is not None
     with tarfile.open(checked.project_site_tar) as tar:
         assert tar.getnames() == ["demo/__init__.py"]
+
+
+# --- the base's interpreter against what the project pins ---------------------------------
+
+
+def test_a_base_other_than_python_version_is_refused_naming_the_file_and_the_fixes(
+    tmp_path: Path, engine: FakeEngine, make: MakePlan
+) -> None:
+    # The fake base has Python 3.12; the project is developed on 3.11.
+    (tmp_path / ".python-version").write_text("3.11\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        stage.ensure_builder(engine, make(), Said())
+    text = caught.value.message
+    assert f"{tmp_path / '.python-version'} pins Python 3.11" in text
+    assert "has Python 3.12" in text
+    assert "python:3.11-slim" in text
+    assert 'tool.pydeploy.python = "3.12"' in text
+    # Saying which interpreter to use on this base is the way to build on it anyway.
+    stage.ensure_builder(engine, make('python = "3.12"\n'), Said())
+
+
+def test_a_base_outside_the_poetry_python_constraint_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "rw"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        '[tool.poetry]\nname = "rw"\nversion = "1"\n[tool.poetry.dependencies]\n'
+        'python = "^3.12"\n[tool.pydeploy]\napp = "app:app"\n',
+        encoding="utf-8",
+    )
+    (root / "app.py").write_text("def app(e, s):\n    return []\n", encoding="utf-8")
+    plan = make_plan(load_project(root), Overrides(base_image="local/base:1"))
+    python = stage.PythonInfo("/usr/bin/python3", "3.11.2", "lib/python3.11/site-packages")
+    with pytest.raises(ConfigError, match=r"3\.11\.2 \(from base image local/base:1\).*\^3\.12"):
+        stage._check_python(plan, python)
+    stage._check_python(plan, dataclasses.replace(python, version="3.12.1"))
