@@ -6,6 +6,7 @@ atomically so a failure leaves the original untouched."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pydeploy import atomic
 from pydeploy.config.models import PYPROJECT, parse_config, read_pyproject
 from pydeploy.config.toml import parse_toml
 from pydeploy.errors import ConfigError
-from pydeploy.plan.detect import detect_app
+from pydeploy.plan.detect import Candidate, scan_project
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,10 @@ def init_project(directory: Path, app: str | None = None) -> InitResult:
     if app:
         target, reason, framework = app, "given with --app", "your app"
     else:
-        detection = detect_app(root)
+        scan = scan_project(root)
+        detection = scan.best
         if detection is None:
-            raise ConfigError(
-                f"Cannot find a Flask, Django, FastAPI, Starlette, Quart or Litestar app "
-                f"object in {root}.",
-                hint='Run `pydeploy init --app "module:attribute"` to name it.',
-            )
+            raise _nothing_found(root, scan.candidates)
         target, reason, framework = detection.target, detection.reason, detection.framework
     text = path.read_text(encoding="utf-8")
     separator = "" if text.endswith("\n") or not text else "\n"
@@ -51,11 +49,28 @@ def init_project(directory: Path, app: str | None = None) -> InitResult:
     return InitResult(path=path, target=target, reason=reason)
 
 
+def _nothing_found(root: Path, candidates: tuple[Candidate, ...]) -> ConfigError:
+    """No app object nor argument-free factory: name the factories that need arguments."""
+    if candidates:
+        found = candidates[0]
+        module, _, name = found.target.partition(":")
+        return ConfigError(
+            f"Found no app object in {root}, only an app factory: {found.reason}.",
+            hint=f"Run `pydeploy init --app '{module}:{name}(...)'` with its arguments.",
+        )
+    return ConfigError(
+        f"Cannot find a Flask, Django, FastAPI, Starlette, Quart or Litestar app "
+        f"object or app factory in {root}.",
+        hint='Run `pydeploy init --app "module:attribute"` to name it.',
+    )
+
+
 def _table(target: str, framework: str, reason: str) -> str:
+    # json.dumps: a TOML basic string, whatever quotes a factory's arguments hold.
     return f"""
 [tool.pydeploy]
 # The {framework} app to serve ({reason}).
-app = "{target}"
+app = {json.dumps(target)}
 # Port inside the container; the PORT environment variable overrides it at run time.
 # port = 8000
 # Python version: default .python-version, else the newest that requires-python allows.
