@@ -1095,12 +1095,13 @@ def _check_factory_result(where: str, fix: str, found: dict[str, Any], output: s
             "awaiting it, so they would get a coroutine, not an app.",
             hint=f"{fix}: make the factory a plain `def`, or name a module-level app object.",
         )
-    if kind == "not-callable":
+    if kind == "not-a-factory":
         raise AppCheckError(
             f"{where} calls a {found.get('type')}, which is not callable.",
             hint=f"{fix} to name the factory function.",
         )
-    if kind not in ("wsgi", "asgi", "import", "attribute", "crash", "target"):
+    # An app whose signature cannot be read (`unknown`) goes on to the forced-interface rule.
+    if kind in ("not-callable", "class", "no-arguments"):
         raise AppCheckError(
             f"{where}: the factory returned a {found.get('type')}, which is not a WSGI "
             "(environ, start_response) or ASGI (scope, receive, send) app.",

@@ -52,6 +52,8 @@ def _check_target(value: str) -> str:
     try:
         apptarget.parse(value)
     except apptarget.TargetError as exc:
+        if str(exc).startswith("must be"):
+            raise
         raise ValueError(
             f"{exc} (targets are `module:attribute`, e.g. `myproject.wsgi:application`, "
             "or an app factory's call, e.g. `myapp:create_app()`)"

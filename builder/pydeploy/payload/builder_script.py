@@ -758,8 +758,7 @@ def find_app(target: str) -> dict[str, Any]:
     found: dict[str, Any] = {"factory": call is not None}
     if call is not None:
         if not callable(obj):
-            kind = "not-callable"
-            return {**found, "ok": False, "kind": kind, "type": _type_name(obj)}
+            return {**found, "ok": False, "kind": "not-a-factory", "type": _type_name(obj)}
         if inspect.iscoroutinefunction(obj):
             # Both servers call a factory without awaiting it: they would get a coroutine.
             return {**found, "ok": False, "kind": "async-factory", "type": _type_name(obj)}
