@@ -721,8 +721,9 @@ def check(job: CheckJob) -> CheckResult:
 
 
 def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
-    """Import `module:attr` from the cwd and say whether it is a WSGI or ASGI app; with
-    `measure`, also what one worker of it costs (see measure_worker)."""
+    """Import `module:attr` from the cwd (or call `module:factory(...)` as the server will)
+    and say whether it is a WSGI or ASGI app; with `measure`, also what one worker of it
+    costs (see measure_worker), measured on the factory's result."""
     sys.path.insert(0, str(Path.cwd()))
     memory: dict[str, Any] = {}
     if measure is not None:
