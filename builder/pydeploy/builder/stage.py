@@ -997,6 +997,19 @@ def _decide_interface(
         else f'Set `tool.pydeploy.app = "module:attribute"` in {plan.project.pyproject}'
     )
     kind = found.get("kind")
+    if found.get("factory"):
+        _check_factory_result(where, fix, found, output)
+    if kind == "target":
+        raise AppCheckError(f"{where} is not an app target: {found.get('error')}.", hint=fix)
+    if kind == "no-arguments":
+        reference = plan.app.partition("(")[0]
+        raise AppCheckError(
+            f"{where} is a {found.get('type')} that takes no arguments, so it cannot be a "
+            "WSGI (environ, start_response) or ASGI (scope, receive, send) app: it looks "
+            "like an app factory, which the server must call to get the app.",
+            hint=f'Name its call: `tool.pydeploy.app = "{reference}()"` in '
+            f"{plan.project.pyproject} (with literal arguments if it needs some).",
+        )
     if kind == "attribute":
         raise AppCheckError(
             f"{where} names an attribute its module does not have: {found.get('error')}.",
@@ -1024,12 +1037,25 @@ def _decide_interface(
     interface = found.get("interface")
     forced = plan.server_policy.interface
     if interface is None:
-        if plan.interface != "auto":
+        # A forced interface must be a call the object's signature takes: a factory
+        # forced to `wsgi` would answer every request with a 500.
+        takes = found.get("accepts") or ["wsgi", "asgi"]
+        if plan.interface != "auto" and plan.interface in takes:
             return plan.interface
+        shown = found.get("type")
+        if plan.interface != "auto":
+            raise AppCheckError(
+                f"{where} is a {shown} whose signature does not take the {plan.interface.upper()} "
+                "call, so the server could not call it with a request.",
+                hint=f"{fix} to name the application object or its factory's call "
+                "(`module:create_app()`).",
+            )
         raise AppCheckError(
-            f"{where} is callable but neither a WSGI (environ, start_response) nor an ASGI "
-            "(scope, receive, send) app could be recognised.",
-            hint="Set `tool.pydeploy.server.interface` to `wsgi` or `asgi`.",
+            f"{where} is a callable {shown}, but neither a WSGI (environ, start_response) nor "
+            "an ASGI (scope, receive, send) app could be recognised.",
+            hint=f"{fix} to name the application object or its factory's call "
+            "(`module:create_app()`). Only for an app whose signature cannot be read "
+            "(`*args`), set `tool.pydeploy.server.interface` to `wsgi` or `asgi`.",
         )
     if forced not in ("auto", interface):
         raise AppCheckError(
@@ -1046,6 +1072,38 @@ def _decide_interface(
             "for ASGI (or `auto`).",
         )
     return "asgi" if interface == "asgi" else "wsgi"
+
+
+def _check_factory_result(where: str, fix: str, found: dict[str, Any], output: str) -> None:
+    """The target is a factory's call: the call must succeed and return an app."""
+    kind = found.get("kind")
+    if kind == "factory":
+        raise attach(
+            AppCheckError(
+                f"{where}: calling the factory failed in the built environment:\n"
+                f"{found.get('error', '')}\n",
+                hint=f"{fix}, or fix the factory (the server calls it the same way).",
+            ),
+            output,
+        )
+    if kind == "async-factory":
+        raise AppCheckError(
+            f"{where} calls an async function: gunicorn and uvicorn call a factory without "
+            "awaiting it, so they would get a coroutine, not an app.",
+            hint=f"{fix}: make the factory a plain `def`, or name a module-level app object.",
+        )
+    if kind == "not-a-factory":
+        raise AppCheckError(
+            f"{where} calls a {found.get('type')}, which is not callable.",
+            hint=f"{fix} to name the factory function.",
+        )
+    # An app whose signature cannot be read (`unknown`) goes on to the forced-interface rule.
+    if kind in ("not-callable", "class", "no-arguments"):
+        raise AppCheckError(
+            f"{where}: the factory returned a {found.get('type')}, which is not a WSGI "
+            "(environ, start_response) or ASGI (scope, receive, send) app.",
+            hint=f"{fix} to name a factory that returns the app (`return app`).",
+        )
 
 
 # --- tar plumbing ---------------------------------------------------------------------------

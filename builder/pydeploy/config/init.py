@@ -7,6 +7,7 @@ atomically so a failure leaves the original untouched."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,7 @@ from pydeploy.config.models import PYPROJECT, parse_config, read_pyproject
 from pydeploy.config.toml import parse_toml
 from pydeploy.errors import ConfigError
 from pydeploy.plan import references
-from pydeploy.plan.detect import detect_app
+from pydeploy.plan.detect import Candidate, detect_app, scan_project
 
 _NOT_FOUND = "Cannot find a Flask, Django, FastAPI, Starlette, Quart or Litestar app object"
 
@@ -102,12 +103,10 @@ def init_project(directory: Path, app: str | None = None) -> InitResult:
     if app:
         target, reason, framework = app, "given with --app", "your app"
     else:
-        detection = detect_app(root)
+        scan = scan_project(root)
+        detection = scan.best
         if detection is None:
-            raise ConfigError(
-                f"{_NOT_FOUND} in {root}.",
-                hint='Run `pydeploy init --app "module:attribute"` to name it.',
-            )
+            raise _nothing_found(root, scan.candidates)
         target, reason, framework = detection.target, detection.reason, detection.framework
     text = path.read_text(encoding="utf-8")
     separator = "" if text.endswith("\n") or not text else "\n"
@@ -139,11 +138,28 @@ def _create(root: Path, app: str | None) -> InitResult:
     return InitResult(path=path, target=target, reason=reason, created=True)
 
 
+def _nothing_found(root: Path, candidates: tuple[Candidate, ...]) -> ConfigError:
+    """No app object nor argument-free factory: name the factories that need arguments."""
+    if candidates:
+        found = candidates[0]
+        module, _, name = found.target.partition(":")
+        return ConfigError(
+            f"Found no app object in {root}, only an app factory: {found.reason}.",
+            hint=f"Run `pydeploy init --app '{module}:{name}(...)'` with its arguments.",
+        )
+    return ConfigError(
+        f"Cannot find a Flask, Django, FastAPI, Starlette, Quart or Litestar app "
+        f"object or app factory in {root}.",
+        hint='Run `pydeploy init --app "module:attribute"` to name it.',
+    )
+
+
 def _table(target: str | None, framework: str, reason: str, name: str | None = None) -> str:
     if target is None:
         app = f'# {_NOT_FOUND} here: name it as module:attribute.\n# app = "main:app"\n'
     else:
-        app = f'# The {framework} app to serve ({reason}).\napp = "{target}"\n'
+        # json.dumps: a TOML basic string, whatever quotes a factory's arguments hold.
+        app = f"# The {framework} app to serve ({reason}).\napp = {json.dumps(target)}\n"
     if name is not None:
         app += f'# Image repository name (default: the directory name).\n# name = "{name}"\n'
     return f"""

@@ -28,13 +28,16 @@ from pydantic.alias_generators import to_snake
 
 from pydeploy.config.toml import read_toml
 from pydeploy.errors import ConfigError
-from pydeploy.plan import references, serverargs
+from pydeploy.plan import apptarget, references, serverargs
 from pydeploy.plan.servers import ServerType
 
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.pydeploy"
 
-_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+# The schema's outline of a target; apptarget.parse decides (a factory's literal arguments).
+_TARGET = re.compile(
+    r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*(\(.*\))?$"
+)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PYTHON = re.compile(r"^3\.\d{1,2}$")
 # A Debian package name, optionally pinned (`libpq5=15.*`); keeps apt arguments safe.
@@ -46,10 +49,15 @@ def _kebab(name: str) -> str:
 
 
 def _check_target(value: str) -> str:
-    if not _TARGET.match(value):
+    try:
+        apptarget.parse(value)
+    except apptarget.TargetError as exc:
+        if str(exc).startswith("must be"):
+            raise
         raise ValueError(
-            "must be `module:attribute`, e.g. `myproject.wsgi:application` or `main:app`"
-        )
+            f"{exc} (targets are `module:attribute`, e.g. `myproject.wsgi:application`, "
+            "or an app factory's call, e.g. `myapp:create_app()`)"
+        ) from None
     return value
 
 
@@ -343,7 +351,9 @@ class PydeployConfig(_Table):
         None,
         json_schema_extra={"pattern": _TARGET.pattern},
         description=(
-            "The WSGI/ASGI app as `module:attribute` (e.g. `mysite.wsgi:application`). "
+            "The WSGI/ASGI app as `module:attribute` (e.g. `mysite.wsgi:application`), "
+            "or an app factory's call with literal arguments (e.g. `flaskr:create_app()`, "
+            '`app:create_app("production")`), which the server calls in each worker. '
             "Detected from the source when absent."
         ),
     )

@@ -32,6 +32,7 @@ process is gone (SIGKILL, a lost engine connection), and the job stops at once.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import io
@@ -280,8 +281,73 @@ def compiler_names(config: dict[str, Any], machine: str) -> list[str]:
     return sorted(names)
 
 
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class TargetError(ValueError):
+    """An app target that is neither `module:attribute` nor `module:factory(literals)`."""
+
+
+def parse_target(text: str) -> tuple[str, list[str], tuple[list[Any], dict[str, Any]] | None]:
+    """Split `module:attr.sub` or `module:factory("x", debug=False)` as gunicorn reads it:
+    a call names its factory by a simple name and passes literals only (parsed with `ast`,
+    never evaluated), so the app check and the server call the factory alike."""
+    module, colon, rest = text.partition(":")
+    if not colon or not _DOTTED.match(module):
+        raise TargetError("must be `module:attribute` or `module:factory()` (e.g. `main:app`)")
+    if "(" not in rest:
+        if not _DOTTED.match(rest):
+            raise TargetError(f"`{rest}` is not an attribute name (e.g. `app` or `api.app`)")
+        return module, rest.split("."), None
+    try:
+        call = ast.parse(rest, mode="eval").body
+    except SyntaxError as exc:
+        raise TargetError(f"`{rest}` is not a valid call: {exc.msg}") from None
+    if not isinstance(call, ast.Call):
+        raise TargetError(f"`{rest}` is neither an attribute name nor a factory call")
+    if not isinstance(call.func, ast.Name):
+        raise TargetError(
+            f"the factory in `{rest}` must be a simple name (gunicorn looks it up in the "
+            "module): put its module before the colon, e.g. `pkg.factories:create_app()`"
+        )
+    if any(isinstance(n, ast.Starred) for n in call.args) or any(
+        k.arg is None for k in call.keywords
+    ):
+        raise TargetError(f"`{rest}` unpacks arguments (`*`/`**`): pass literals")
+
+    def literal(node: ast.expr) -> Any:
+        try:
+            return ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise TargetError(
+                f"`{ast.get_source_segment(rest, node) or '?'}` in `{rest}` is not a literal: "
+                "a factory's arguments are strings, numbers, True/False/None, or lists, "
+                "tuples and dicts of them (the server parses them; it evaluates no code)"
+            ) from None
+
+    args = [literal(node) for node in call.args]
+    kwargs = {str(k.arg): literal(k.value) for k in call.keywords}
+    return module, [call.func.id], (args, kwargs)
+
+
+def _positional(obj: Any) -> tuple[int, bool] | None:
+    """(required positional parameters, takes *args), None when unreadable."""
+    try:
+        params = list(inspect.signature(obj).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    required = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required), any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def interface_of(obj: Any) -> str:
-    """`wsgi`, `asgi`, or why it is neither (`not-callable`, `class`, `unknown`)."""
+    """`wsgi`, `asgi`, or why it is neither: `not-callable`, `class`, `no-arguments` (it
+    requires no positional argument, so it is shaped like an app factory: a server would
+    pass it the request's and get no answer), `unknown` (see `accepts`)."""
     if inspect.isclass(obj):
         return "class"
     if not callable(obj):
@@ -289,18 +355,32 @@ def interface_of(obj: Any) -> str:
     call = obj if inspect.isroutine(obj) else getattr(type(obj), "__call__", None)  # noqa: B004
     if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(obj):
         return "asgi"
+    shape = _positional(obj)
+    if shape is None or shape[1]:
+        return "unknown"
+    if shape[0] == 0:
+        return "no-arguments"
+    return {2: "wsgi", 3: "asgi"}.get(shape[0], "unknown")
+
+
+def accepts(obj: Any) -> list[str]:
+    """The interfaces whose call `obj`'s signature takes: WSGI's two arguments, ASGI's
+    three (or ASGI 2's one). A forced `server.interface` must be one of these; an
+    unreadable signature takes either."""
     try:
-        params = list(inspect.signature(obj).parameters.values())
+        signature = inspect.signature(obj)
     except (TypeError, ValueError):
-        return "unknown"
-    positional = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return "unknown"
-    return {2: "wsgi", 3: "asgi"}.get(len(positional), "unknown")
+        return ["wsgi", "asgi"]
+    found = []
+    for interface, arities in (("wsgi", (2,)), ("asgi", (3, 1))):
+        for arity in arities:
+            try:
+                signature.bind(*range(arity))
+            except TypeError:
+                continue
+            found.append(interface)
+            break
+    return found
 
 
 # --- probe -----------------------------------------------------------------------------
@@ -641,8 +721,9 @@ def check(job: CheckJob) -> CheckResult:
 
 
 def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
-    """Import `module:attr` from the cwd and say whether it is a WSGI or ASGI app; with
-    `measure`, also what one worker of it costs (see measure_worker)."""
+    """Import `module:attr` from the cwd (or call `module:factory(...)` as the server will)
+    and say whether it is a WSGI or ASGI app; with `measure`, also what one worker of it
+    costs (see measure_worker), measured on the factory's result."""
     sys.path.insert(0, str(Path.cwd()))
     memory: dict[str, Any] = {}
     if measure is not None:
@@ -650,30 +731,73 @@ def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
         memory["baseline_kib"] = anon_kib()
         memory["server_modules"] = import_quietly(server_modules(measure))
         memory["server_kib"] = anon_kib()
-    module_name, _, attribute = target.partition(":")
+    found = find_app(target)
+    app = found.pop("app", None)
+    if measure is not None and found["ok"]:
+        found["memory"] = measure_worker(app, found["kind"], measure, memory)
+    emit("app", json.dumps(found, sort_keys=True))
+    return 0
+
+
+def find_app(target: str) -> dict[str, Any]:
+    """inspect_app's report on `target`, with the app object itself under `app` when it
+    is one. A factory target is called as the server calls it (gunicorn with its
+    literal arguments, uvicorn's `--factory` with none), and what it returns is checked."""
+    try:
+        module_name, attributes, call = parse_target(target)
+    except TargetError as exc:
+        return {"ok": False, "kind": "target", "error": str(exc)}
+    obj, failure = _resolve(module_name, attributes)
+    found: dict[str, Any] = {"factory": call is not None}
+    if failure is None and call is not None:
+        obj, failure = _call_factory(obj, call)
+    if failure is not None:
+        return {**found, **failure}
+    kind = interface_of(obj)
+    ok = kind in ("wsgi", "asgi")
+    found.update(
+        ok=ok,
+        kind=kind,
+        interface=kind if ok else None,
+        type=_type_name(obj),
+        accepts=accepts(obj) if kind == "unknown" else None,
+    )
+    if ok:
+        found["app"] = obj
+    return found
+
+
+def _resolve(module_name: str, attributes: list[str]) -> tuple[Any, dict[str, Any] | None]:
+    """The object the target names, or the failure report of importing it."""
     try:
         obj: Any = importlib.import_module(module_name)
     except BaseException as exc:  # noqa: BLE001 - the app's own failure is the report
-        found = {"ok": False, "kind": "import", "error": _user_traceback(exc)}
-        emit("app", json.dumps(found, sort_keys=True))
-        return 0
+        return None, {"ok": False, "kind": "import", "error": _user_traceback(exc)}
     try:
-        for part in attribute.split("."):
+        for part in attributes:
             obj = getattr(obj, part)
     except AttributeError as exc:
-        found = {"ok": False, "kind": "attribute", "error": f"{type(exc).__name__}: {exc}"}
-    else:
-        kind = interface_of(obj)
-        found = {
-            "ok": kind in ("wsgi", "asgi"),
-            "kind": kind,
-            "interface": kind if kind in ("wsgi", "asgi") else None,
-            "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
-        }
-        if measure is not None and found["ok"]:
-            found["memory"] = measure_worker(obj, kind, measure, memory)
-    emit("app", json.dumps(found, sort_keys=True))
-    return 0
+        return None, {"ok": False, "kind": "attribute", "error": f"{type(exc).__name__}: {exc}"}
+    return obj, None
+
+
+def _call_factory(
+    factory: Any, call: tuple[list[Any], dict[str, Any]]
+) -> tuple[Any, dict[str, Any] | None]:
+    """What the factory returns, called as the server will, or the failure report."""
+    if not callable(factory):
+        return None, {"ok": False, "kind": "not-a-factory", "type": _type_name(factory)}
+    if inspect.iscoroutinefunction(factory):
+        # Both servers call a factory without awaiting it: they would get a coroutine.
+        return None, {"ok": False, "kind": "async-factory", "type": _type_name(factory)}
+    try:
+        return factory(*call[0], **call[1]), None
+    except BaseException as exc:  # noqa: BLE001 - the factory's failure is the report
+        return None, {"ok": False, "kind": "factory", "error": _user_traceback(exc)}
+
+
+def _type_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 # --- what one worker costs -------------------------------------------------------------

@@ -102,6 +102,9 @@ class LaunchConfig:
     app: str
     interface: str
     server: str
+    # `app` is an app factory's call (`module:create_app()`): gunicorn takes it as is,
+    # uvicorn as `module:create_app --factory` (zero arguments only).
+    factory: bool = False
     port: int = 8000
     workers: int | None = None
     worker_memory_mb: int | None = None
@@ -182,15 +185,25 @@ def parse_config(data: object) -> LaunchConfig:
             f"launch.json: 'wsgi_worker' must be one of {', '.join(WSGI_WORKERS)}, "
             f"got {wsgi_worker!r}"
         )
+    factory = data.get("factory", False)
+    if not isinstance(factory, bool):
+        raise LaunchError(f"launch.json: 'factory' must be true or false, got {factory!r}")
+    app = _str(data, "app", "")
+    if factory and server == "uvicorn" and not _zero_argument_call(app):
+        raise LaunchError(
+            f"launch.json: uvicorn calls an app factory without arguments, but 'app' is "
+            f"{app!r}; serve it with gunicorn-uvicorn, which passes them"
+        )
     hc_timeout = data.get("healthcheck_timeout", 3)
     if isinstance(hc_timeout, bool) or not isinstance(hc_timeout, (int, float)) or hc_timeout <= 0:
         raise LaunchError(
             f"launch.json: 'healthcheck_timeout' must be a positive number, got {hc_timeout!r}"
         )
     return LaunchConfig(
-        app=_str(data, "app", ""),
+        app=app,
         interface=interface,
         server=server,
+        factory=factory,
         port=_int(data, "port", 8000, 1),
         workers=_optional_int(data, "workers", 1),
         worker_memory_mb=_optional_int(data, "worker_memory_mb", 1),
@@ -214,6 +227,17 @@ def parse_config(data: object) -> LaunchConfig:
         healthcheck_path=_optional_str(data, "healthcheck_path", "/healthz"),
         healthcheck_timeout=float(hc_timeout),
     )
+
+
+def _zero_argument_call(app: str) -> bool:
+    """`module:name()`: a factory call that passes nothing."""
+    head, paren, tail = app.partition("(")
+    return bool(paren) and tail.replace(" ", "") == ")" and "(" not in head
+
+
+def factory_reference(app: str) -> str:
+    """`module:create_app()` -> `module:create_app`, the form uvicorn's --factory takes."""
+    return app.partition("(")[0].rstrip()
 
 
 def load_config(path: Path) -> LaunchConfig:
@@ -633,7 +657,11 @@ def uvicorn_argv(
     uvicorn_version: tuple[int, ...] | None,
 ) -> list[str]:
     """uvicorn with its own multiprocess supervisor (`--workers`)."""
-    argv = [str(Path(config.venv) / "bin" / "uvicorn"), config.app]
+    if config.factory:
+        argv = [str(Path(config.venv) / "bin" / "uvicorn"), factory_reference(config.app)]
+        argv.append("--factory")
+    else:
+        argv = [str(Path(config.venv) / "bin" / "uvicorn"), config.app]
     argv += ["--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)]  # noqa: S104
     argv += ["--app-dir", config.app_dir]
     argv += ["--timeout-graceful-shutdown", str(config.graceful_timeout)]

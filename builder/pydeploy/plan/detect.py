@@ -20,15 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from pydeploy.config.toml import read_toml
+from pydeploy.errors import ConfigError
 from pydeploy.plan import skiplist
+from pydeploy.plan.importnames import SourceRoot, module_parts, source_roots
 
 __all__ = [
     "Candidate",
     "Detection",
+    "Factory",
     "Framework",
     "Interface",
     "Scan",
     "detect_app",
+    "display_name",
     "interface_of",
     "scan_project",
 ]
@@ -81,6 +86,7 @@ _ASGI_FRAMEWORKS = frozenset({"fastapi", "starlette", "quart", "litestar"})
 # Conventional entry-point module names: `main.py` beats `helpers.py` at equal depth.
 _PREFERRED_MODULES = frozenset({"main", "app", "wsgi", "asgi", "server", "api"})
 _PREFERRED_ATTRS = frozenset({"app", "application"})
+_PREFERRED_FACTORIES = frozenset({"create_app", "make_app", "get_app", "get_application"})
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,8 @@ class Detection:
 
 @dataclass(frozen=True)
 class Candidate:
-    """Something app-like that cannot be a target as is (an app factory function)."""
+    """Something app-like that cannot be a target as is (an app factory that needs
+    arguments only the user knows, or an async one no server can call)."""
 
     target: str  # "module:function"
     framework: Framework
@@ -105,17 +112,45 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Factory:
+    """A module-level function that builds a framework's app and returns it."""
+
+    reference: str  # "module:function", without the call
+    framework: Framework
+    source: str
+    required: tuple[str, ...]  # parameters without a default
+    is_async: bool
+
+    @property
+    def callable_bare(self) -> bool:
+        """A server can call it as `module:function()`."""
+        return not self.required and not self.is_async
+
+
+@dataclass(frozen=True)
 class Scan:
-    """Everything one walk of a project found; `detections` are ordered best first."""
+    """Everything one walk of a project found; `detections` are ordered best first:
+    module-level app objects (and Django projects), then app factories a server can call
+    with no arguments (`module:create_app()`)."""
 
     detections: tuple[Detection, ...]
     candidates: tuple[Candidate, ...]
     skipped: tuple[str, ...]  # "path: why", for files that could not be parsed
     truncated: bool  # the walk hit MAX_PY_FILES or MAX_DIRS
+    factories: tuple[Factory, ...] = ()
+
+    def factory(self, reference: str) -> Factory | None:
+        """The factory `module:function` names, if the scan found it."""
+        return next((f for f in self.factories if f.reference == reference), None)
 
     @property
     def best(self) -> Detection | None:
         return self.detections[0] if self.detections else None
+
+
+def display_name(framework: Framework) -> str:
+    """`Flask`, `FastAPI`..., for messages."""
+    return _DISPLAY[framework]
 
 
 def interface_of(framework: Framework) -> Interface:
@@ -143,7 +178,7 @@ def scan_project(project_dir: Path) -> Scan:
     marked = [m for m in everything if _MARKERS.search(m.data)]
     factories = _find_factories(marked)
     # A module calling a project's factory (`app = create_app()`) names it, not a marker.
-    factory_names = [name.encode() for _, name, _ in factories.values()]
+    factory_names = [f.reference.partition(":")[2].encode() for f in factories.values()]
     marked_set = set(marked)
     modules = [m for m in everything if m in marked_set or any(n in m.data for n in factory_names)]
 
@@ -156,6 +191,8 @@ def scan_project(project_dir: Path) -> Scan:
             found.append((_rank(module, detection, lineno, kind=2), detection))
     for module, detection, named in _django_projects(marked, by_name):
         found.append((_rank(module, detection, 0, kind=0 if named else 1), detection))
+    for factory, module, lineno in _factory_detections(factories, by_name):
+        found.append((_rank(module, factory, lineno, kind=3), factory))
     skipped.extend(f"{m.source}: {m.error}" for m in everything if m.error)
 
     found.sort(key=lambda item: item[0])
@@ -164,19 +201,52 @@ def scan_project(project_dir: Path) -> Scan:
         detections.setdefault(detection.target, detection)
 
     candidates = tuple(
-        Candidate(
-            target=f"{module.name}:{name}",
-            framework=framework,
-            source=module.source,
-            reason=(
-                f"`def {name}()` in {module.source} builds a {_DISPLAY[framework]} app, but "
-                f"pydeploy needs a module-level object: add `app = {name}()` to a module"
-            ),
-        )
-        for qualname, (module, name, framework) in sorted(factories.items())
-        if qualname not in used_factories
+        Candidate(f.reference, f.framework, f.source, _why_not_callable(f))
+        for qualname, f in sorted(factories.items())
+        if qualname not in used_factories and not f.callable_bare
     )
-    return Scan(tuple(detections.values()), candidates, tuple(sorted(skipped)), truncated)
+    return Scan(
+        tuple(detections.values()),
+        candidates,
+        tuple(sorted(skipped)),
+        truncated,
+        tuple(f for _, f in sorted(factories.items())),
+    )
+
+
+def _why_not_callable(factory: Factory) -> str:
+    module, _, name = factory.reference.partition(":")
+    display = _DISPLAY[factory.framework]
+    if factory.is_async:
+        return (
+            f"`async def {name}()` in {factory.source} builds a {display} app, but servers "
+            f"call a factory without awaiting it: add `app = ...` at module level instead"
+        )
+    needs = ", ".join(factory.required)
+    return (
+        f"`def {name}({needs})` in {factory.source} builds a {display} app from arguments: "
+        f'set `app = "{module}:{name}(...)"` with literal values for {needs}'
+    )
+
+
+def _factory_detections(
+    factories: Mapping[str, Factory], by_name: Mapping[str, _Module]
+) -> Iterator[tuple[Detection, _Module, int]]:
+    """A factory callable with no arguments, as the target `module:function()`."""
+    for factory in factories.values():
+        if not factory.callable_bare:
+            continue
+        module_name, _, name = factory.reference.partition(":")
+        display = _DISPLAY[factory.framework]
+        reason = (
+            f"`def {name}()` in {factory.source} returns a {display} app "
+            "(an app factory: the server calls it in each worker)"
+        )
+        target = f"{factory.reference}()"
+        detection = Detection(
+            target, factory.framework, interface_of(factory.framework), factory.source, reason
+        )
+        yield detection, by_name[module_name], 0
 
 
 # --- walking and parsing -------------------------------------------------------------
@@ -245,10 +315,10 @@ def _python_files(root: Path) -> tuple[list[Path], bool]:
     return files, False
 
 
-def _module_name(relative: PurePosixPath, strip_src: bool) -> tuple[str, bool] | None:
-    parts = list(relative.with_suffix("").parts)
-    if strip_src and len(parts) > 1 and parts[0] == "src":
-        parts = parts[1:]
+def _module_name(
+    relative: PurePosixPath, strip_src: bool, roots: tuple[SourceRoot, ...] = ()
+) -> tuple[str, bool] | None:
+    parts = list(module_parts(relative, roots, strip_src))
     is_package = parts[-1] == "__init__"
     if is_package:
         parts = parts[:-1]
@@ -257,15 +327,25 @@ def _module_name(relative: PurePosixPath, strip_src: bool) -> tuple[str, bool] |
     return ".".join(parts), is_package
 
 
+def _source_roots(root: Path) -> tuple[SourceRoot, ...]:
+    """The build backend's renames (importnames); none when pyproject.toml is unreadable
+    (the config check reports that, not detection)."""
+    try:
+        return source_roots(read_toml(root / "pyproject.toml"))
+    except ConfigError:
+        return ()
+
+
 def _read_all(root: Path, paths: list[Path]) -> tuple[list[_Module], list[str]]:
     # A src/ directory that is not itself a package is a src layout: modules live below it.
     strip_src = (root / "src").is_dir() and not (root / "src" / "__init__.py").exists()
+    roots = _source_roots(root) if (root / "pyproject.toml").is_file() else ()
     modules: list[_Module] = []
     seen: set[str] = set()
     skipped: list[str] = []
     for path in paths:
         relative = PurePosixPath(path.relative_to(root).as_posix())
-        named = _module_name(relative, strip_src)
+        named = _module_name(relative, strip_src, roots)
         if named is None or named[0] in seen:
             continue
         try:
@@ -370,9 +450,28 @@ def _call_text(call: ast.Call) -> str:
 # --- app objects and factories -------------------------------------------------------
 
 
-def _find_factories(modules: list[_Module]) -> dict[str, tuple[_Module, str, Framework]]:
-    """Module-level functions that construct a framework app: `def create_app(): ...`."""
-    factories: dict[str, tuple[_Module, str, Framework]] = {}
+def _own_nodes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.AST]:
+    """The function's nodes, not those of functions or classes defined inside it."""
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _required(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
+    args = function.args
+    positional = [*args.posonlyargs, *args.args]
+    without_default = positional[: len(positional) - len(args.defaults)]
+    keyword_only = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    return tuple(a.arg for a in [*without_default, *keyword_only])
+
+
+def _find_factories(modules: list[_Module]) -> dict[str, Factory]:
+    """Module-level functions that construct a framework app and return something:
+    `def create_app(): app = Flask(__name__); ...; return app`."""
+    factories: dict[str, Factory] = {}
     for module in modules:
         module_names = _module_names(module)
         for stmt in _module_statements(module.tree.body):
@@ -381,6 +480,9 @@ def _find_factories(modules: list[_Module]) -> dict[str, tuple[_Module, str, Fra
             names = dict(module_names)
             for node in ast.walk(stmt):  # factories often import the framework inside
                 _bind_import(module, node, names)
+            own = list(_own_nodes(stmt))
+            if not any(isinstance(n, ast.Return) and n.value is not None for n in own):
+                continue  # builds an app and runs it (`def main(): app.run()`), say
             for node in ast.walk(stmt):
                 framework = (
                     _CONSTRUCTORS.get(_qualname(node.func, names) or "")
@@ -388,7 +490,13 @@ def _find_factories(modules: list[_Module]) -> dict[str, tuple[_Module, str, Fra
                     else None
                 )
                 if framework is not None:
-                    factories[f"{module.name}.{stmt.name}"] = (module, stmt.name, framework)
+                    factories[f"{module.name}.{stmt.name}"] = Factory(
+                        f"{module.name}:{stmt.name}",
+                        framework,
+                        module.source,
+                        _required(stmt),
+                        isinstance(stmt, ast.AsyncFunctionDef),
+                    )
                     break
     return factories
 
@@ -410,7 +518,7 @@ def _wsgi_function(stmt: ast.stmt) -> ast.FunctionDef | None:
 
 
 def _module_level_apps(
-    module: _Module, factories: Mapping[str, tuple[_Module, str, Framework]]
+    module: _Module, factories: Mapping[str, Factory]
 ) -> Iterator[tuple[Detection, int, str | None]]:
     """(detection, line, factory it was built by) for each module-level app object."""
     names = _module_names(module)
@@ -434,9 +542,10 @@ def _module_level_apps(
         elif qualname in _DJANGO_HANDLERS:
             framework, interface, how = "django", _DJANGO_HANDLERS[qualname], ""
         elif qualname in factories:
-            factory_module, _, framework = factories[qualname]
+            factory = factories[qualname]
+            framework = factory.framework
             interface, via = interface_of(framework), qualname
-            how = f" (a {_DISPLAY[framework]} factory in {factory_module.source})"
+            how = f" (a {_DISPLAY[framework]} factory in {factory.source})"
         else:
             continue
         for name in targets:
@@ -562,6 +671,6 @@ def _rank(
         target_module.count("."),
         0 if target_module.rsplit(".", 1)[-1] in _PREFERRED_MODULES else 1,
         module.source,
-        0 if attr in _PREFERRED_ATTRS else 1,
+        0 if attr in _PREFERRED_ATTRS or attr.removesuffix("()") in _PREFERRED_FACTORIES else 1,
         lineno,
     )

@@ -65,6 +65,7 @@ class LaunchSettings:
     app: str
     interface: str
     server: str
+    factory: bool  # `app` is a factory's call (apptarget)
     port: int
     workers: int | None  # None: `auto`, decided at container start
     worker_memory_mb: int | None
@@ -114,6 +115,8 @@ class LaunchSettings:
             "worker_lib": self.worker_lib,
             "healthcheck_path": self.healthcheck_path,
             "healthcheck_timeout": self.healthcheck_timeout,
+            # Only when set: the launch.json of an app object stays as it was.
+            **({"factory": True} if self.factory else {}),
         }
 
     def settled(

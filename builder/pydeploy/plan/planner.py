@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
+
+import pathspec
 
 from pydeploy.config.models import ResourcesConfig
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import references, servers
-from pydeploy.plan.detect import scan_project
+from pydeploy.plan import apptarget, references, servers
+from pydeploy.plan.detect import Factory, display_name, scan_project
+from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
 from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, ServerPolicy
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
-from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, TEST_EXCLUDES
+from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, NEVER_WHY, TEST_EXCLUDES
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
@@ -209,6 +212,7 @@ def make_plan(
 
     app, app_origin, interface = _resolve_app(project)
     server = _resolve_server(config.server.type, interface)
+    _check_factory_server(app, server)
     name, name_origin = image_name(project)
     tags, tags_origin = _resolve_tags(project, overrides.tags, overrides.registry)
     dependency_source = _dependency_source(project)
@@ -219,6 +223,7 @@ def make_plan(
     excludes = (
         DEFAULT_EXCLUDES + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
+    _check_includes(project)
     layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
     hc = config.healthcheck
     healthcheck = (
@@ -270,25 +275,96 @@ def _resolve_app(project: Project) -> tuple[str, str, Interface]:
     scan = scan_project(project.root)  # one walk of the source serves both cases
     detection = scan.best
     if config.app:
+        target = apptarget.parse(config.app)  # validated when the config was read
+        factory = scan.factory(target.reference)
+        if factory is not None and not target.factory:
+            _uncalled_factory(project, factory)
         interface: Interface = forced
         if interface == "auto":
             match = next((d for d in scan.detections if d.target == config.app), None)
             if match is not None:
                 interface = match.interface
+            elif factory is not None:
+                interface = interface_of_framework(factory.framework)
         if interface == "auto":
             interface = servers.interface_of(config.server.type)
         return config.app, "tool.pydeploy.app", interface
     if detection is None:
+        if scan.candidates:  # factories that need arguments only the user knows
+            found = scan.candidates[0]
+            raise ConfigError(
+                f"Cannot find the app object in {project.root}, only an app factory: "
+                f"{found.reason}.",
+                hint=f"Set `tool.pydeploy.app` in {project.pyproject} to its call.",
+            )
         raise ConfigError(
             f"Cannot find the app object in {project.root}: no Flask, Django, FastAPI, "
-            "Starlette, Quart or Litestar app was found in the source.",
+            "Starlette, Quart or Litestar app or app factory was found in the source.",
             hint=(
                 'Set `tool.pydeploy.app = "module:attribute"` in '
-                f"{project.pyproject} (for example `main:app`)."
+                f"{project.pyproject} (for example `main:app`, or `myapp:create_app()`)."
             ),
         )
     interface = forced if forced != "auto" else detection.interface
     return detection.target, f"detected: {detection.reason}", interface
+
+
+def never_shipped(pattern: str) -> str | None:
+    """Why an `include` pattern names only files no layer ever holds (skiplist.NEVER), or
+    None. A glob that also matches other files (`.env*` and `.envrc`) is left alone."""
+    if pattern.startswith("!"):
+        return None
+    probe = pattern.lstrip("/")
+    while probe.startswith("**/"):
+        probe = probe[3:]
+    for never, why in NEVER_WHY.items():
+        if pathspec.GitIgnoreSpec.from_lines([never]).match_file(probe):
+            return f"it matches `{never}`: {why}"
+    return None
+
+
+def _check_includes(project: Project) -> None:
+    for pattern in project.config.include:
+        why = never_shipped(pattern)
+        if why is not None:
+            raise ConfigError(
+                f"`tool.pydeploy.include` names {pattern!r}, which pydeploy never puts in an "
+                f"image or sends to a builder: {why}. `include` cannot bring it back.",
+                hint=(
+                    "Remove it from `include`. Give secrets at run time (`docker run "
+                    "--env-file`, a Kubernetes Secret), other settings as "
+                    "`tool.pydeploy.env`, or ship the file under another name."
+                ),
+            )
+
+
+def _uncalled_factory(project: Project, factory: Factory) -> NoReturn:
+    """`app = "pkg:create_app"`: a server would call the factory with each request's
+    arguments, and every request would fail."""
+    module, _, name = factory.reference.partition(":")
+    call = f"{name}()" if not factory.required else f"{name}(...)"
+    needs = f", with literal values for {', '.join(factory.required)}" if factory.required else ""
+    raise ConfigError(
+        f"`tool.pydeploy.app` = {factory.reference!r} names an app factory (`def {name}` in "
+        f"{factory.source} returns a {display_name(factory.framework)} app), not the app: a "
+        "server would call it with each request's arguments and every request would fail.",
+        hint=f'Name its call: `app = "{module}:{call}"` in {project.pyproject}{needs}.',
+    )
+
+
+def _check_factory_server(app: str, server: str) -> None:
+    """uvicorn's `--factory` calls a factory with no arguments."""
+    target = apptarget.parse(app)
+    if target.arguments and server == "uvicorn":
+        raise ConfigError(
+            f"`tool.pydeploy.app` = {app!r} calls its factory with arguments, which uvicorn "
+            "cannot pass (its `--factory` calls the factory with none).",
+            hint=(
+                'Use `server.type = "gunicorn-uvicorn"` (or `auto`): gunicorn passes the '
+                "arguments; or give the factory defaults and name `"
+                f"{target.reference}()`."
+            ),
+        )
 
 
 def _resolve_server(configured: str, interface: Interface) -> str:
@@ -432,6 +508,7 @@ def _launch_settings(
         app=app,
         interface=interface,
         server=server,
+        factory=apptarget.parse(app).factory,
         port=project.config.port,
         workers=None if s.workers == "auto" else s.workers,
         **memory_launch_keys(None, s.worker_memory),

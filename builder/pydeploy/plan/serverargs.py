@@ -67,10 +67,12 @@ _UVICORN_VALUED = _words(
 # Set by pydeploy; the image's PORT, WEB_CONCURRENCY and HEALTHCHECK rely on them.
 _PORT = "`tool.pydeploy.port` (and PORT at run time)"
 _WORKERS = "`tool.pydeploy.server.workers` (and WEB_CONCURRENCY at run time)"
+_FACTORY = "`tool.pydeploy.app` (name the factory's call: `module:create_app()`)"
 _OWNED = {
     "gunicorn": {"--bind": _PORT, "-b": _PORT, "--workers": _WORKERS, "-w": _WORKERS},
     "uvicorn": {
         "--host": _PORT, "--port": _PORT, "--uds": _PORT, "--fd": _PORT, "--workers": _WORKERS,
+        "--factory": _FACTORY,
     },
 }  # fmt: skip
 # The server exits, or forks into the background, at once: the container stops.

@@ -44,15 +44,18 @@ def is_egg_info(name: str) -> bool:
 
 
 # Never in any layer nor sent to a builder, whatever the config says: a leaked .env or
-# .git is worse than a missing file.
-NEVER = (
-    *(f"{name}/" for name in VCS_DIRS),
-    ".env",
-    ".env.*",
-    ".venv/",
-    "__pycache__/",
-    "*.py[cod]",
-)
+# .git is worse than a missing file. Each with why, for the error `include` of one gets.
+NEVER_WHY = {
+    **{
+        f"{name}/": "version-control metadata (history, remotes, maybe tokens)" for name in VCS_DIRS
+    },
+    ".env": "an environment file, which holds secrets",
+    ".env.*": "an environment file, which holds secrets",
+    ".venv/": "the host's virtualenv (the image builds its own)",
+    "__pycache__/": "bytecode caches (the image compiles its own)",
+    "*.py[cod]": "compiled bytecode (the image compiles its own)",
+}
+NEVER = tuple(NEVER_WHY)
 
 # Out of the app layer by default (plan); `include` brings these back (but never NEVER).
 # appfiles adds CREDENTIALS on top, which `include` overrides only with a warning.

@@ -75,6 +75,38 @@ def test_init_without_an_app_asks_for_one(tmp_path: Path) -> None:
     assert 'app = "util:helper"' in (tmp_path / "pyproject.toml").read_text()
 
 
+FLASK_FACTORY = (
+    "from flask import Flask\n\n"
+    "def create_app(test_config=None):\n"
+    "    app = Flask(__name__, instance_relative_config=True)\n"
+    "    return app\n"
+)
+
+
+def test_init_proposes_an_app_factory_when_there_is_no_app_object(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "blog"\nversion = "1"\n')
+    (tmp_path / "blog").mkdir()
+    (tmp_path / "blog" / "__init__.py").write_text(FLASK_FACTORY)
+    result = CliRunner().invoke(cli, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert read_pyproject(tmp_path)["tool"]["pydeploy"]["app"] == "blog:create_app()"
+    assert "factory" in (tmp_path / "pyproject.toml").read_text()
+
+
+def test_init_names_a_factory_that_needs_arguments(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "blog"\nversion = "1"\n')
+    source = FLASK_FACTORY.replace("test_config=None", "config_name")
+    (tmp_path / "blog.py").write_text(source)
+    result = CliRunner().invoke(cli, ["init", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "only an app factory" in result.output
+    assert "pydeploy init --app 'blog:create_app(...)'" in result.output
+    target = 'blog:create_app("production")'
+    ok = CliRunner().invoke(cli, ["init", str(tmp_path), "--app", target])
+    assert ok.exit_code == 0, ok.output
+    assert read_pyproject(tmp_path)["tool"]["pydeploy"]["app"] == target
+
+
 def test_init_rejects_a_bad_app_argument_and_leaves_the_file(tmp_path: Path) -> None:
     original = '[project]\nname = "x"\nversion = "1"\n'
     (tmp_path / "pyproject.toml").write_text(original)

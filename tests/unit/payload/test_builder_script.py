@@ -125,6 +125,18 @@ def star_args(*args: object) -> None:
     return None
 
 
+def factory_shaped(config: object = None) -> object:
+    return config
+
+
+def one_argument(scope: object) -> object:
+    return scope
+
+
+def four_arguments(a: object, b: object, c: object, d: object) -> object:
+    return (a, b, c, d)
+
+
 def test_a_uv_lock_is_exported_with_the_hosts_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +179,8 @@ def test_a_uv_lock_is_exported_with_the_hosts_options(
         (AsgiApp, "class"),
         (42, "not-callable"),
         (star_args, "unknown"),
+        (factory_shaped, "no-arguments"),  # an app factory's shape
+        (one_argument, "unknown"),
     ],
 )
 def test_interface_of(obj: object, kind: str) -> None:
@@ -258,3 +272,126 @@ def test_a_lifeline_that_ends_before_the_secrets_line_means_gone() -> None:
 def test_the_payload_normalizes_names_as_packaging_does(name: str) -> None:
     # The payload is stdlib-only, so it keeps its own copy of PEP 503 normalization.
     assert builder_script.normalize(name) == canonicalize_name(name)
+
+
+# --- find_app: the target as the server will use it ---------------------------------------
+
+FACTORIES = """
+calls = []
+
+
+def wsgi(environ, start_response):
+    return []
+
+
+def create_app(config_name, debug=False):
+    calls.append((config_name, debug))
+    return wsgi
+
+
+def make_asgi():
+    async def app(scope, receive, send):
+        return None
+    return app
+
+
+def broken():
+    raise KeyError("SECRET_KEY")
+
+
+def returns_none():
+    return None
+
+
+def returns_factory():
+    return create_app
+
+
+async def async_factory():
+    return wsgi
+
+
+class Settings:
+    pass
+
+
+NOT_CALLABLE = 42
+"""
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module of factories importable under a name unique to this test."""
+    name = f"factories_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(FACTORIES, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_a_factory_is_called_with_the_target_s_literals(factories: str) -> None:
+    found = builder_script.find_app(f'{factories}:create_app("production", debug=True)')
+    app = found.pop("app")
+    assert found == {
+        "ok": True,
+        "kind": "wsgi",
+        "interface": "wsgi",
+        "factory": True,
+        "type": "builtins.function",
+        "accepts": None,
+    }
+    module = __import__(factories)
+    assert module.calls == [("production", True)]
+    assert app is module.wsgi  # what the measurement serves: the factory's result
+
+
+def test_a_zero_argument_factory_returning_asgi(factories: str) -> None:
+    found = builder_script.find_app(f"{factories}:make_asgi()")
+    assert (found["ok"], found["interface"], found["factory"]) == (True, "asgi", True)
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("broken()", "factory"),
+        ("returns_none()", "not-callable"),
+        ("returns_factory()", "unknown"),  # create_app: a one-argument function
+        ("async_factory()", "async-factory"),
+        ("NOT_CALLABLE()", "not-a-factory"),
+        ("Settings()", "not-callable"),
+        ("make_asgi", "no-arguments"),
+        ("returns_none", "no-arguments"),
+        ("create_app", "unknown"),
+        ("missing", "attribute"),
+        ("create_app(os.environ)", "target"),
+    ],
+)
+def test_what_is_neither_an_app_nor_a_factory_of_one(
+    factories: str, target: str, kind: str
+) -> None:
+    found = builder_script.find_app(f"{factories}:{target}")
+    assert found["ok"] is False
+    assert found["kind"] == kind, found
+    assert "app" not in found
+    if kind == "factory":
+        assert "KeyError: 'SECRET_KEY'" in found["error"]
+
+
+def test_an_import_failure_is_reported(factories: str) -> None:
+    found = builder_script.find_app("no_such_module_here:app")
+    assert (found["ok"], found["kind"]) == (False, "import")
+
+
+@pytest.mark.parametrize(
+    ("obj", "takes"),
+    [
+        (wsgi_function, ["wsgi"]),
+        (asgi_function, ["asgi"]),
+        (star_args, ["wsgi", "asgi"]),
+        (one_argument, ["asgi"]),  # ASGI 2's single argument
+        (factory_shaped, ["asgi"]),
+        (four_arguments, []),
+        (len, ["asgi"]),
+    ],
+)
+def test_accepts_names_the_calls_a_signature_takes(obj: object, takes: list[str]) -> None:
+    assert builder_script.accepts(obj) == takes

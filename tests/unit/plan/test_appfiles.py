@@ -74,12 +74,13 @@ def test_default_filtering(tmp_path: Path) -> None:
 
 
 def test_include_brings_back_build_outputs_and_tests_but_never_secrets(tmp_path: Path) -> None:
-    table = 'include = ["frontend/build/", ".env", "tests/"]\nexclude-tests = false\n'
+    # `.env*` also names files include may bring back (`.envrc`), so it is no error ...
+    table = 'include = ["frontend/build/", ".env*", "tests/"]\nexclude-tests = false\n'
     kept = paths(make_project(tmp_path, table))
     assert "app/frontend/build/bundle.js" in kept
     assert "app/tests/test_main.py" in kept
     assert "app/test_top.py" in kept
-    assert "app/.env" not in kept, ".env is never included"
+    assert "app/.env" not in kept, "... but .env is never included"
     assert not any(p.startswith("app/.git/") for p in kept)
 
 
@@ -169,11 +170,36 @@ def test_include_brings_a_credential_back_with_a_warning(tmp_path: Path) -> None
     assert all("tool.pydeploy.include" in w for w in result.warnings)
 
 
-def test_include_never_overrides_the_never_list(tmp_path: Path) -> None:
-    root = small_project(tmp_path, 'include = [".env"]\n', {".env": "A=1\n"})
-    result = selected(root)
-    assert "app/.env" not in {e.path for e in result.entries}
-    assert result.warnings == ()
+@pytest.mark.parametrize(
+    ("pattern", "matched"),
+    [
+        (".env", "`.env`"),
+        ("config/.env", "`.env`"),
+        ("**/.env", "`.env`"),
+        ("/.env.production", "`.env.*`"),
+        (".git/", "`.git/`"),
+        (".git/config", "`.git/`"),
+        (".venv/", "`.venv/`"),
+        ("*.pyc", "`*.py[cod]`"),
+    ],
+)
+def test_include_of_a_never_shipped_file_is_a_config_error(
+    tmp_path: Path, pattern: str, matched: str
+) -> None:
+    """`include` cannot override the never list: naming such a file is an error saying
+    why, not a silent no-op."""
+    root = small_project(tmp_path, f"include = [{pattern!r}]\n", {".env": "A=1\n"})
+    with pytest.raises(ConfigError) as info:
+        selected(root)
+    assert f"{pattern!r}" in str(info.value)
+    assert matched in str(info.value)
+    assert "cannot bring it back" in str(info.value)
+
+
+@pytest.mark.parametrize("pattern", ["secrets.env", ".envrc", "!.env", ".env*", "static/"])
+def test_include_of_files_the_never_list_does_not_own_is_fine(tmp_path: Path, pattern: str) -> None:
+    root = small_project(tmp_path, f"include = [{pattern!r}]\n", {".env": "A=1\n"})
+    assert "app/.env" not in {e.path for e in selected(root).entries}
 
 
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"  # split, so this file itself does not look like one

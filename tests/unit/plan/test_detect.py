@@ -341,18 +341,26 @@ def create_app(config=None):
 """
 
 
-def test_factory_only_flask_is_a_candidate_not_a_detection(tmp_path: Path) -> None:
+def test_factory_only_flask_is_proposed_as_its_call(tmp_path: Path) -> None:
     make_project(tmp_path, {"myapp/__init__.py": FLASK_FACTORY})
     scan = scan_project(tmp_path)
-    assert scan.best is None
-    assert detect_app(tmp_path) is None
-    [candidate] = scan.candidates
-    assert (candidate.target, candidate.framework, candidate.source) == (
-        "myapp:create_app",
+    assert scan.best is not None
+    assert (scan.best.target, scan.best.framework, scan.best.interface, scan.best.source) == (
+        "myapp:create_app()",
         "flask",
+        "wsgi",
         "myapp/__init__.py",
     )
-    assert "create_app" in candidate.reason
+    assert "factory" in scan.best.reason
+    assert scan.candidates == ()
+    [factory] = scan.factories
+    assert (factory.reference, factory.required, factory.is_async) == (
+        "myapp:create_app",
+        (),
+        False,
+    )
+    assert scan.factory("myapp:create_app") == factory
+    assert scan.factory("myapp:other") is None
 
 
 def test_factory_importing_inside_the_function(tmp_path: Path) -> None:
@@ -360,8 +368,72 @@ def test_factory_importing_inside_the_function(tmp_path: Path) -> None:
         tmp_path,
         {"factory.py": "def make_app():\n    import fastapi\n    return fastapi.FastAPI()\n"},
     )
-    [candidate] = scan_project(tmp_path).candidates
-    assert (candidate.target, candidate.framework) == ("factory:make_app", "fastapi")
+    best = scan_project(tmp_path).best
+    assert best is not None
+    assert (best.target, best.framework, best.interface) == (
+        "factory:make_app()",
+        "fastapi",
+        "asgi",
+    )
+
+
+def test_factory_needing_arguments_is_a_candidate_naming_them(tmp_path: Path) -> None:
+    source = (
+        "from flask import Flask\n"
+        "def create_app(config_name, *, debug=False, secret):\n"
+        "    return Flask(__name__)\n"
+    )
+    scan = scan_project(make_project(tmp_path, {"web/__init__.py": source}))
+    assert scan.best is None
+    [candidate] = scan.candidates
+    assert candidate.target == "web:create_app"
+    assert "config_name, secret" in candidate.reason
+    assert 'app = "web:create_app(...)"' in candidate.reason
+
+
+def test_async_factory_is_never_proposed(tmp_path: Path) -> None:
+    source = "from litestar import Litestar\nasync def make_app():\n    return Litestar([])\n"
+    scan = scan_project(make_project(tmp_path, {"svc.py": source}))
+    assert scan.best is None
+    [candidate] = scan.candidates
+    assert "without awaiting" in candidate.reason
+
+
+def test_function_that_runs_an_app_is_not_a_factory(tmp_path: Path) -> None:
+    source = "from flask import Flask\ndef main():\n    app = Flask(__name__)\n    app.run()\n"
+    scan = scan_project(make_project(tmp_path, {"run.py": source}))
+    assert (scan.best, scan.candidates, scan.factories) == (None, (), ())
+
+
+def test_nested_return_does_not_make_a_factory(tmp_path: Path) -> None:
+    source = (
+        "from flask import Flask\n"
+        "def main():\n"
+        "    app = Flask(__name__)\n"
+        "    def view():\n"
+        "        return 'x'\n"
+        "    app.run()\n"
+    )
+    assert scan_project(make_project(tmp_path, {"run.py": source})).factories == ()
+
+
+def test_module_level_app_beats_a_factory_and_preferred_names_win(tmp_path: Path) -> None:
+    factories = (
+        "from starlette.applications import Starlette\n"
+        "def build():\n    return Starlette()\n"
+        "def create_app():\n    return Starlette()\n"
+    )
+    make_project(tmp_path, {"svc/factories.py": factories})
+    targets = [d.target for d in scan_project(tmp_path).detections]
+    assert targets == ["svc.factories:create_app()", "svc.factories:build()"]
+    make_project(tmp_path, {"svc/deep/main.py": "from fastapi import FastAPI\napp = FastAPI()\n"})
+    assert detect_app(tmp_path) == Detection(
+        "svc.deep.main:app",
+        "fastapi",
+        "asgi",
+        "svc/deep/main.py",
+        "`app = FastAPI()` in svc/deep/main.py",
+    )
 
 
 @pytest.mark.parametrize(
