@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tests.integration.conftest import Resources, WaitHttp
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
 FASTAPI = ROOT / "examples" / "fastapi-app"
 
 
@@ -50,6 +51,17 @@ def build_json(project: Path, base: str, *extra: str, cache: Path | None = None)
 
 def layer_digests(result: dict[str, Any]) -> dict[str, str]:
     return {layer["role"]: layer["digest"] for layer in result["layers"] if layer["role"] != "base"}
+
+
+def layout_config(layout: Path) -> dict[str, Any]:
+    """The image config of a one-image OCI layout."""
+
+    def blob(digest: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((layout / "blobs" / digest.replace(":", "/")).read_text())
+        return data
+
+    index = json.loads((layout / "index.json").read_text())
+    return blob(blob(index["manifests"][0]["digest"])["config"]["digest"])
 
 
 RUN_LABEL = "pydeploy.test.run"
@@ -150,8 +162,12 @@ def test_docker_archive_output_loads_to_the_same_id(
 
 
 def test_same_inputs_same_image_even_from_a_clean_cache(
-    project: Path, base_image: str, tmp_path: Path, docker_client: docker.DockerClient
+    base_image: str, tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
+    # A locked project: with [project] ranges the inputs include PyPI's state, and a
+    # release between the two builds would (rightly) change the image.
+    project = tmp_path / "uvlock_app"
+    shutil.copytree(FIXTURES / "uvlock_app", project)
     first = build_json(project, base_image, "--tag", "repro:1", "--output",
                        f"oci:{tmp_path / 'a'}", cache=tmp_path / "cache-a")  # fmt: skip
     # Throw away every cache entry of this build: the stored layers and the venv volume.
@@ -159,6 +175,10 @@ def test_same_inputs_same_image_even_from_a_clean_cache(
     second = build_json(project, base_image, "--tag", "repro:1", "--output",
                         f"oci:{tmp_path / 'b'}", cache=tmp_path / "cache-b")  # fmt: skip
     assert second["dependencies"]["cached"] is False
+    # Part by part first, so a difference names what differs.
+    assert second["dependencies"]["pins"] == first["dependencies"]["pins"]
+    assert layer_digests(second) == layer_digests(first)
+    assert layout_config(tmp_path / "b") == layout_config(tmp_path / "a")
     assert second["image_id"] == first["image_id"]
     assert second["manifest_digest"] == first["manifest_digest"]
     index_a = (tmp_path / "a" / "index.json").read_bytes()
