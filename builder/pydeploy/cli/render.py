@@ -218,6 +218,10 @@ def plan_text(plan: BuildPlan) -> str:
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+        *(
+            ("build command" if i == 0 else "", f"{c.display} ({c.origin})")
+            for i, c in enumerate(plan.build_commands)
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]

@@ -20,7 +20,8 @@ from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
 from pydeploy.plan import apptarget, references, servers
-from pydeploy.plan.detect import Factory, display_name, scan_project
+from pydeploy.plan.buildcommands import BuildCommand, plan_build_commands
+from pydeploy.plan.detect import Factory, Scan, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
 from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, ServerPolicy
@@ -37,6 +38,7 @@ WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
+BUILD_ROLE = "build"  # what build-commands wrote, between the app and the launcher
 # uv's default dependency group, which `uv export` (and `uv sync`) install unless told not
 # to; it holds development tools, so an image gets it only when `groups` names it.
 DEV_GROUP = "dev"
@@ -115,6 +117,8 @@ class BuildPlan:
     labels: tuple[tuple[str, str], ...]
     layers: tuple[LayerPlan, ...]
     healthcheck: Healthcheck | None
+    build_commands: tuple[BuildCommand, ...]
+    build_outputs: tuple[str, ...]  # absolute directories outside /app the commands keep
     server_policy: ServerPolicy
     launch: LaunchSettings
     resources: ResourcesConfig
@@ -170,6 +174,8 @@ class BuildPlan:
             "env": dict(self.env),
             "labels": dict(self.labels),
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
+            "build_commands": [command.to_json() for command in self.build_commands],
+            "build_outputs": list(self.build_outputs),
             "launch": self.launch.document(),
             "resources": self.resources.model_dump(),
         }
@@ -210,7 +216,8 @@ def make_plan(
     else:
         base_image, base_origin = f"python:{python}-slim", "default for Python " + python
 
-    app, app_origin, interface = _resolve_app(project)
+    scan = scan_project(project.root)  # one walk of the source serves every detection
+    app, app_origin, interface = _resolve_app(project, scan)
     server = _resolve_server(config.server.type, interface)
     _check_factory_server(app, server)
     name, name_origin = image_name(project)
@@ -224,7 +231,10 @@ def make_plan(
         DEFAULT_EXCLUDES + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
     _check_includes(project)
-    layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
+    build_commands = plan_build_commands(config, scan.django_static)
+    layers = _layers(
+        config.runtime_packages, project.has_build_system, config.keep_setuid, bool(build_commands)
+    )
     hc = config.healthcheck
     healthcheck = (
         Healthcheck(hc.path, hc.interval, hc.timeout, hc.start_period, hc.retries)
@@ -263,16 +273,17 @@ def make_plan(
         labels=tuple(sorted(config.labels.items())),
         layers=layers,
         healthcheck=healthcheck,
+        build_commands=build_commands,
+        build_outputs=tuple(config.build_outputs),
         server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
         launch=_launch_settings(project, app, interface, server),
         resources=config.resources,
     )
 
 
-def _resolve_app(project: Project) -> tuple[str, str, Interface]:
+def _resolve_app(project: Project, scan: Scan) -> tuple[str, str, Interface]:
     config = project.config
     forced = config.server.interface
-    scan = scan_project(project.root)  # one walk of the source serves both cases
     detection = scan.best
     if config.app:
         target = apptarget.parse(config.app)  # validated when the config was read
@@ -471,7 +482,7 @@ def _dependency_plan(project: Project, source: str) -> DependencyPlan:
 
 
 def _layers(
-    runtime_packages: list[str], install_project: bool, keep_setuid: bool
+    runtime_packages: list[str], install_project: bool, keep_setuid: bool, build_commands: bool
 ) -> tuple[LayerPlan, ...]:
     layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
     if not keep_setuid:
@@ -491,6 +502,11 @@ def _layers(
             "app",
             (APP_DIR,) + ((VENV + "/lib/*/site-packages/<project>",) if install_project else ()),
             "the project's files" + (" and its wheel" if install_project else ""),
+        ),
+        *(
+            [LayerPlan(BUILD_ROLE, (APP_DIR,), "what the build commands wrote")]
+            if build_commands
+            else []
         ),
         LayerPlan("launcher", (LAUNCHER_DIR,), "server launcher and its settings"),
     ]
