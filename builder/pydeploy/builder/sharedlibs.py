@@ -183,11 +183,11 @@ def _not_added(plan: BuildPlan, missing: Iterable[MissingLibrary]) -> BuildError
 
 def describe(check: LibraryCheck, settled: RuntimePackages) -> str:
     """The build's one line about shared libraries."""
+    seen = "cached" if check.cached else f"{check.files} ELF files in {check.seconds * 1e3:.0f} ms"
     if settled.automatic:
         reasons = ", ".join(f"{short(m.needed_by[0])} needs {m.soname}" for m in settled.libraries)
-        return f"added runtime packages {' '.join(settled.automatic)} (for {reasons})"
-    where = "cached: " if check.cached else ""
-    return f"{where}{check.files} ELF files, every library found"
+        return f"added runtime packages {' '.join(settled.automatic)} (for {reasons}; {seen})"
+    return f"{seen}: every library found" if check.files else f"{seen}: no compiled files"
 
 
 # --- running the scan -------------------------------------------------------------------
