@@ -463,6 +463,6 @@ def _system_layers(run: _Build, runtime: _Runtime, base_id: str) -> list[Layer]:
     packages = runtime.packages.packages
     if not packages:
         return []
-    if runtime.user_layer is not None and packages == tuple(sorted(set(run.plan.runtime_packages))):
+    if runtime.user_layer is not None and not runtime.packages.automatic:
         return [runtime.user_layer]
     return [_system_layer(run, packages, base_id)]
