@@ -258,7 +258,7 @@ def runtime_settings(plan: BuildPlan, base_env: list[str], labels: dict[str, str
     if hc:
         second = 1_000_000_000
         healthcheck = {
-            "Test": ["CMD", python, LAUNCHER, "healthcheck"],
+            "Test": ["CMD", python, LAUNCHER, "--healthcheck"],
             "Interval": hc.interval * second,
             "Timeout": hc.timeout * second,
             "StartPeriod": hc.start_period * second,
