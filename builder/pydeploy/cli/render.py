@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -218,6 +219,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+        *_run_rows(plan),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
@@ -230,6 +232,22 @@ def plan_text(plan: BuildPlan) -> str:
             + (f" [{paths}]" if paths else "")
         )
     return "\n".join(lines)
+
+
+def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:
+    """The healthcheck's choice and why, the release command, the other processes."""
+    probe = plan.healthcheck
+    if probe is None:
+        rows = [("healthcheck", "none (tool.pydeploy.healthcheck.enabled = false)")]
+    else:
+        rows = [("healthcheck", f"GET {probe.path} ({probe.origin})")]
+    if plan.release:
+        rows.append(("release", f"{shlex.join(plan.release)} (before the server starts)"))
+    rows += [
+        (f"process {process.name}", f"{shlex.join(process.argv)} (x{process.replicas})")
+        for process in plan.processes
+    ]
+    return rows
 
 
 def show_plan(plan: BuildPlan, as_json: bool) -> None:

@@ -526,12 +526,12 @@ class PydeployConfig(_Table):
     processes: dict[str, ProcessConfig] = Field(
         default_factory=dict,
         description=(
-            "Other processes of the app, as a Procfile names them: `worker = \"celery -A "
+            'Other processes of the app, as a Procfile names them: `worker = "celery -A '
             'proj worker"` or a table with `command`, `replicas`, `resources`. Same image, '
             "another command, no HTTP healthcheck; one Deployment / compose service each. "
             "Names are DNS labels; `web` and `release` are taken."
         ),
-        json_schema_extra=lambda schema: _short_process_form(schema),
+        json_schema_extra=_short_process_form,
     )
 
     @field_validator("processes", mode="before")
@@ -545,7 +545,7 @@ class PydeployConfig(_Table):
             if isinstance(entry, (str, list)):
                 entry = {"command": entry}  # noqa: PLW2901 -- the short form's table
             elif not isinstance(entry, dict):
-                raise ValueError(
+                raise ValueError(  # noqa: TRY004 -- pydantic reports ValueErrors, not TypeErrors
                     f"entry {references.show(str(name))} must be a command (a string or a "
                     "list of strings) or a table with `command`"
                 )
@@ -573,9 +573,7 @@ class PydeployConfig(_Table):
 
     @field_validator("processes")
     @classmethod
-    def _process_names(
-        cls, value: dict[str, ProcessConfig]
-    ) -> dict[str, ProcessConfig]:
+    def _process_names(cls, value: dict[str, ProcessConfig]) -> dict[str, ProcessConfig]:
         for name in value:
             if name in RESERVED_PROCESS_NAMES:
                 raise ValueError(

@@ -749,9 +749,7 @@ def _serves_get(call: ast.Call, default: bool) -> bool:
         return default
     if not isinstance(methods, ast.List | ast.Tuple | ast.Set):
         return False
-    return any(
-        isinstance(e, ast.Constant) and str(e.value).upper() == "GET" for e in methods.elts
-    )
+    return any(isinstance(e, ast.Constant) and str(e.value).upper() == "GET" for e in methods.elts)
 
 
 def _literal_path(call: ast.Call) -> str | None:

@@ -31,7 +31,8 @@ def choose(root: Path, files: dict[str, str], **config: object) -> tuple[str, in
         ({"main.py": FASTAPI + '@app.api_route("/api/health", methods=["GET"])\ndef h(): ...\n'},
          "/api/health"),
         # A factory's app object, and add_url_rule.
-        ({"app/__init__.py": "from flask import Flask\ndef create_app():\n    app = Flask(__name__)\n"
+        ({"app/__init__.py": "from flask import Flask\ndef create_app():\n"
+          "    app = Flask(__name__)\n"
           '    @app.route("/-/health")\n    def h(): ...\n    return app\n'}, "/-/health"),
         ({"app.py": FLASK + 'app.add_url_rule("/ping", view_func=lambda: "pong")\n'}, "/ping"),
         ({"app.py": FLASK + '@app.route("/health", methods=("GET", "HEAD"))\ndef h(): ...\n'},
@@ -46,7 +47,8 @@ def test_a_health_route_on_the_app_is_probed_for_2xx_3xx(
 ) -> None:
     found, below, origin = choose(tmp_path, files)
     assert (found, below) == (path, 400)
-    assert origin.startswith("detected: `") and "a 2xx or 3xx answer is healthy" in origin
+    assert origin.startswith("detected: `")
+    assert "a 2xx or 3xx answer is healthy" in origin
 
 
 @pytest.mark.parametrize(
@@ -95,7 +97,8 @@ def test_django_root_urlconf_routes_use_the_below_500_rule(tmp_path: Path) -> No
     }
     path, below, origin = choose(tmp_path, files)
     assert (path, below) == ("/healthz/", 500)
-    assert "mysite/urls.py" in origin and "ALLOWED_HOSTS" in origin
+    assert "mysite/urls.py" in origin
+    assert "ALLOWED_HOSTS" in origin
 
 
 def test_an_included_urlconfs_route_is_not_certain(tmp_path: Path) -> None:
