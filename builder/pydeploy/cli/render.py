@@ -339,6 +339,20 @@ def run_exited(lines: Lines, name: str, code: int) -> None:
     lines.say(f"pydeploy: {name} exited with {code}")
 
 
+def release_failed(lines: Lines, command: Sequence[str], code: int, tail: Sequence[str]) -> None:
+    """The release command failed: the server does not start."""
+    lines.say(
+        f"pydeploy: error: the release command `{shlex.join(command)}` exited with {code}; "
+        "the server was not started. Its last lines:"
+    )
+    for line in tail:
+        lines.say(f"  | {line}")
+    lines.say(
+        "pydeploy: fix the command or what it needs (tool.pydeploy.release-command), or "
+        "pass --no-release to start without it."
+    )
+
+
 # --- cache: inspect, prune ----------------------------------------------------------------
 
 
