@@ -21,11 +21,11 @@ from pydeploy.config.models import ResourcesConfig
 from pydeploy.deploy import MANIFEST_FORMATS
 from pydeploy.engine.types import ResourceLimits
 from pydeploy.errors import ConfigError
-from pydeploy.layers.assemble import LAUNCHER, USER_NAME
+from pydeploy.layers.assemble import HEALTHCHECK_ARGV, USER_NAME
 from pydeploy.payload import launcher
 from pydeploy.plan import memory, references
 from pydeploy.plan.launch import Healthcheck, Process
-from pydeploy.plan.planner import VENV, BuildPlan, repository_name
+from pydeploy.plan.planner import BuildPlan, repository_name
 
 # docker stop / Kubernetes wait this long past the server's own graceful timeout before
 # SIGKILL, so the server always finishes its drain itself.
@@ -36,10 +36,6 @@ CONTAINER_NAME = "app"
 SERVICE_PORT = 80
 MANAGED_BY = "pydeploy"
 RELEASE = "release"  # the release command's Job suffix and compose service
-# The probe a kubelet runs when any answer below 500 is alive: httpGet counts 4xx as a
-# failure, so the image's own stdlib healthcheck runs instead (one short python process
-# per period), the same rule `docker inspect` reports.
-HEALTHCHECK_COMMAND = [f"{VENV}/bin/python", LAUNCHER, "--healthcheck"]
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -231,7 +227,9 @@ def _probes(spec: DeploySpec) -> tuple[dict[str, Any], dict[str, Any]]:
     if hc is None:
         action = {"tcpSocket": {"port": "http"}}
     elif hc.any_answer:
-        action = {"exec": {"command": list(HEALTHCHECK_COMMAND)}}
+        # httpGet counts a 4xx as failure: the image's own stdlib healthcheck runs instead
+        # (one short python process per period), the rule `docker inspect` reports.
+        action = {"exec": {"command": list(HEALTHCHECK_ARGV)}}
     else:
         action = {"httpGet": {"path": hc.path, "port": "http"}}
     interval = hc.interval if hc else 30
