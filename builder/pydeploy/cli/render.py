@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -218,6 +219,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+        *_run_rows(plan),
     ]
     if plan.auto_runtime_packages:
         # Only the installed venv shows what its compiled files link against.
@@ -234,6 +236,22 @@ def plan_text(plan: BuildPlan) -> str:
             + (f" [{paths}]" if paths else "")
         )
     return "\n".join(lines)
+
+
+def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:
+    """The healthcheck's choice and why, the release command, the other processes."""
+    probe = plan.healthcheck
+    if probe is None:
+        rows = [("healthcheck", "none (tool.pydeploy.healthcheck.enabled = false)")]
+    else:
+        rows = [("healthcheck", f"GET {probe.path} ({probe.origin})")]
+    if plan.release:
+        rows.append(("release", f"{shlex.join(plan.release)} (before the server starts)"))
+    rows += [
+        (f"process {process.name}", f"{shlex.join(process.argv)} (x{process.replicas})")
+        for process in plan.processes
+    ]
+    return rows
 
 
 def show_plan(plan: BuildPlan, as_json: bool) -> None:
@@ -323,6 +341,20 @@ def run_event(lines: Lines, text: str) -> None:
 
 def run_exited(lines: Lines, name: str, code: int) -> None:
     lines.say(f"pydeploy: {name} exited with {code}")
+
+
+def release_failed(lines: Lines, command: Sequence[str], code: int, tail: Sequence[str]) -> None:
+    """The release command failed: the server does not start."""
+    lines.say(
+        f"pydeploy: error: the release command `{shlex.join(command)}` exited with {code}; "
+        "the server was not started. Its last lines:"
+    )
+    for line in tail:
+        lines.say(f"  | {line}")
+    lines.say(
+        "pydeploy: fix the command or what it needs (tool.pydeploy.release-command), or "
+        "pass --no-release to start without it."
+    )
 
 
 # --- cache: inspect, prune ----------------------------------------------------------------

@@ -15,15 +15,15 @@ from typing import Any, NoReturn
 
 import pathspec
 
-from pydeploy.config.models import ResourcesConfig
+from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import apptarget, references, servers
+from pydeploy.plan import apptarget, health, references, servers
 from pydeploy.plan.detect import Factory, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
-from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, ServerPolicy
+from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, Process, ServerPolicy
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
 from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, NEVER_WHY, TEST_EXCLUDES
 
@@ -119,6 +119,8 @@ class BuildPlan:
     server_policy: ServerPolicy
     launch: LaunchSettings
     resources: ResourcesConfig
+    release: tuple[str, ...] | None = None  # `release-command`'s argv
+    processes: tuple[Process, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A stable, documented shape for `pydeploy plan --json`."""
@@ -174,6 +176,8 @@ class BuildPlan:
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
             "launch": self.launch.document(),
             "resources": self.resources.model_dump(),
+            "release_command": list(self.release) if self.release else None,
+            "processes": [process.to_json() for process in self.processes],
         }
 
 
@@ -227,12 +231,7 @@ def make_plan(
     )
     _check_includes(project)
     layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid)
-    hc = config.healthcheck
-    healthcheck = (
-        Healthcheck(hc.path, hc.interval, hc.timeout, hc.start_period, hc.retries)
-        if hc.enabled
-        else None
-    )
+    probe = health.choose(config.healthcheck, project.root)
     s = config.server
     return BuildPlan(
         project=project,
@@ -265,9 +264,11 @@ def make_plan(
         env=tuple(sorted(config.env.items())),
         labels=tuple(sorted(config.labels.items())),
         layers=layers,
-        healthcheck=healthcheck,
+        healthcheck=probe if config.healthcheck.enabled else None,
+        release=_release(config.release_command),
+        processes=_processes(config),
         server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
-        launch=_launch_settings(project, app, interface, server),
+        launch=_launch_settings(project, app, interface, server, probe),
         resources=config.resources,
     )
 
@@ -501,7 +502,7 @@ def _layers(
 
 
 def _launch_settings(
-    project: Project, app: str, interface: Interface, server: str
+    project: Project, app: str, interface: Interface, server: str, probe: Healthcheck
 ) -> LaunchSettings:
     """The launcher's settings as planned: before the app check, only an explicit
     `server.worker-memory` is known of what a worker costs (LaunchSettings.settled adds
@@ -531,8 +532,26 @@ def _launch_settings(
         app_dir=APP_DIR,
         venv=VENV,
         worker_lib=WORKER_LIB,
-        healthcheck_path=project.config.healthcheck.path,
-        healthcheck_timeout=project.config.healthcheck.timeout,
+        healthcheck_path=probe.path,
+        healthcheck_timeout=probe.timeout,
+        healthcheck_healthy_below=probe.healthy_below,
+    )
+
+
+def _release(command: str | list[str] | None) -> tuple[str, ...] | None:
+    return None if command is None else tuple(command_argv(command))
+
+
+def _processes(config: PydeployConfig) -> tuple[Process, ...]:
+    """`[tool.pydeploy.processes]` in name order; resources default to the server's."""
+    return tuple(
+        Process(
+            name=name,
+            argv=tuple(command_argv(entry.command)),
+            replicas=entry.replicas,
+            resources=entry.resources or config.resources,
+        )
+        for name, entry in sorted(config.processes.items())
     )
 
 

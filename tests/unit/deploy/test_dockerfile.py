@@ -124,7 +124,7 @@ def test_runtime_contract_in_exec_form(flask: Path) -> None:
     assert json.loads(command) == [
         "/opt/venv/bin/python",
         "/opt/pydeploy/launcher.py",
-        "healthcheck",
+        "--healthcheck",
     ]
     assert options.split() == [
         "--interval=30s", "--timeout=3s", "--start-period=10s", "--retries=3",
