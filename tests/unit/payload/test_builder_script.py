@@ -83,7 +83,7 @@ def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
         **skip_lists(),  # the host's shared skip list, as wheels sends it
     }
     # Only the keys resolve reads here: the full document is pinned by test_job_keys.
-    cwd, args, pins, added = builder_script.resolve(cast("InstallJob", job), "uv-not-run")
+    cwd, args, pins, added, _ = builder_script.resolve(cast("InstallJob", job), "uv-not-run")
     assert cwd == work / "app"
     assert (args, pins, added) == (
         ["-r", builder_script.REQUIREMENTS, "gunicorn"],
@@ -164,7 +164,7 @@ def test_a_uv_lock_is_exported_with_the_hosts_options(
         "server_packages": ["flask"],
         **skip_lists(),
     }
-    _, args, _, added = builder_script.resolve(cast("InstallJob", job), "/uv")
+    _, args, _, added, _ = builder_script.resolve(cast("InstallJob", job), "/uv")
     assert ran == [["/uv", "export", *export, "--output-file", builder_script.REQUIREMENTS]]
     assert (args, added) == (["-r", builder_script.REQUIREMENTS], [])
 
