@@ -119,6 +119,8 @@ class Conditions:
         """The marker of the line (None: always needed)."""
         if not self.alternatives or frozenset() in self.alternatives:
             return None
+        if len(self.alternatives) == 1 and len(self.alternatives[0]) == 1:
+            return next(iter(self.alternatives[0]))
         ands = [" and ".join(f"({m})" for m in sorted(c)) for c in self.alternatives]
         return " or ".join(f"({a})" for a in sorted(ands)) if len(ands) > 1 else ands[0]
 
