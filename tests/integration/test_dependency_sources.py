@@ -74,7 +74,7 @@ def test_a_dependency_source_installs_exactly_its_production_set(
     free_port: int,
     wait_http: WaitHttp,
 ) -> None:
-    top = fixture.split("/")[0]
+    top = fixture.split("/", maxsplit=1)[0]
     shutil.copytree(FIXTURES / top, tmp_path / top)
     # A repository around the fixture: requirements_app includes a file above its service.
     git_init(tmp_path / top)
