@@ -149,19 +149,20 @@ _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#\\]+)")
 
 
-def repository_root(root: Path) -> Path:
-    """The git repository holding `root` (walking up for `.git`), else `root` itself."""
+def repository_root(root: Path) -> Path | None:
+    """The top of the git repository holding `root` (walking up for `.git`), or None."""
     for directory in (root, *root.parents):
         if (directory / ".git").exists():
             return directory
-    return root
+    return None
 
 
 def requirement_closure(files: list[Path], root: Path) -> list[Path]:
     """The requirements files and every file they include (-r) or constrain with (-c);
     an included file outside the project's git repository (or, outside a repository,
     outside the project) is a ConfigError naming it."""
-    boundary = repository_root(root)
+    repository = repository_root(root)
+    boundary = repository or root
     seen: list[Path] = []
     todo: list[tuple[Path, Path | None]] = [(path, None) for path in files]
     while todo:
@@ -170,7 +171,9 @@ def requirement_closure(files: list[Path], root: Path) -> list[Path]:
         if path in seen or not path.is_file():
             continue
         if by is not None and not path.is_relative_to(boundary.resolve()):
-            where = "git repository" if boundary != root else "project directory"
+            where = (
+                "git repository" if repository else "project directory (not in a git repository)"
+            )
             raise ConfigError(
                 f"{by} includes {path}, which is outside the {where} {boundary}: the "
                 "builder receives only files inside it.",
