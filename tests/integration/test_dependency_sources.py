@@ -37,7 +37,13 @@ SERVER_DEPS = (
 # fixture (project directory inside it) -> (locked name -> version, what must be absent)
 CASES = {
     "poetry1_app": (
-        {"click": "8.1.7", "idna": "3.7", "itsdangerous": "2.2.0", "localpkg": "", "six": "1.16.0"},
+        {
+            "click": "8.1.7",
+            "idna": "3.7",
+            "itsdangerous": "2.2.0",
+            "localpkg": "0.1.0",
+            "six": "1.16.0",
+        },
         {"tomli", "colorama", "iniconfig", "blinker"},
     ),
     "poetry2_app": (
@@ -51,7 +57,7 @@ CASES = {
 
 
 def installed(pins: list[str]) -> dict[str, str]:
-    """name -> version of `uv pip freeze` lines (a local package's version is "")."""
+    """name -> version of `uv pip freeze` lines ("" for a direct reference)."""
     found = {}
     for pin in pins:
         match = re.match(r"^([A-Za-z0-9._-]+)\s*(?:==\s*(\S+)|@)", pin)
@@ -95,7 +101,7 @@ def test_a_dependency_source_installs_exactly_its_production_set(
     locked, absent = CASES[fixture]
     assert {name: pins.get(name) for name in locked} == locked
     assert not absent & set(pins)
-    probe = resources.run(tag, ["python", "-c", SERVER_DEPS])
+    probe = resources.run(tag, ["-c", SERVER_DEPS], entrypoint=["/opt/venv/bin/python"])
     assert probe.exit_code == 0, probe.output
     server = {"gunicorn", *(n.lower() for n in json.loads(probe.output.strip().splitlines()[-1]))}
     assert "gunicorn" in pins

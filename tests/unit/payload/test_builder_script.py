@@ -169,6 +169,39 @@ def test_a_uv_lock_is_exported_with_the_hosts_options(
     assert (args, added) == (["-r", builder_script.REQUIREMENTS], [])
 
 
+def test_a_host_read_lock_installs_as_locked_then_the_servers(tmp_path: Path) -> None:
+    """poetry.lock, pdm.lock, Pipfile.lock lines: `--no-deps` (nothing resolved, hashes
+    checked by uv), then the missing server packages resolved on their own, constrained to
+    the locked versions so that they never move a locked package."""
+    inputs, work = tmp_path / "src", tmp_path / "build" / "src"
+    (inputs / "app").mkdir(parents=True)
+    lines = [
+        "itsdangerous==2.2.0 --hash=sha256:aa --hash=sha256:bb",
+        'tomli==2.0.1 ; python_version < "3.11" --hash=sha256:cc',
+        "lib @ git+https://git.example/lib.git@0123abcd",
+        "./libs/localpkg",
+    ]
+    job = {
+        "inputs": str(inputs),
+        "work": str(work),
+        "copies": ["app"],
+        "cwd": "app",
+        "source": "poetry.lock",
+        "requirement_lines": lines,
+        "server_packages": ["gunicorn", "itsdangerous"],
+        **skip_lists(),
+    }
+    cwd, args, pins, added, servers = builder_script.resolve(cast("InstallJob", job), "/uv")
+    assert args == ["--no-deps", "-r", builder_script.REQUIREMENTS]
+    assert (pins, added) == ([], ["gunicorn"])
+    assert servers == ["gunicorn", "-c", builder_script.CONSTRAINTS]
+    constraints = (cwd / builder_script.CONSTRAINTS).read_text(encoding="utf-8").splitlines()
+    assert constraints == ["itsdangerous==2.2.0", 'tomli==2.0.1 ; python_version < "3.11"']
+    assert (cwd / builder_script.REQUIREMENTS).read_text(encoding="utf-8").splitlines() == lines
+    job["server_packages"] = ["itsdangerous"]
+    assert builder_script.resolve(cast("InstallJob", job), "/uv").servers == []
+
+
 @pytest.mark.parametrize(
     ("obj", "kind"),
     [
