@@ -114,3 +114,22 @@ def test_a_dependency_source_installs_exactly_its_production_set(
     assert body["importable"] == {name: name in pins for name in body["importable"]}, (
         "the app sees another package set than the build recorded"
     )
+
+
+def test_a_locked_hash_that_does_not_match_fails_the_build(
+    tmp_path: Path, run_pydeploy: RunPydeploy, base_image: str, resources: Resources
+) -> None:
+    """The lock's hashes are checked by the builder's uv, not only carried along."""
+    project = tmp_path / "pipenv_app"
+    shutil.copytree(FIXTURES / "pipenv_app", project)
+    lock = json.loads((project / "Pipfile.lock").read_text(encoding="utf-8"))
+    lock["default"]["idna"]["hashes"] = ["sha256:" + "0" * 64]
+    (project / "Pipfile.lock").write_text(json.dumps(lock), encoding="utf-8")
+    tag = resources.image(f"pydeploy-test/sources-badhash:{uuid.uuid4().hex[:12]}")
+    build = run_pydeploy(
+        "build", str(project), "--base", base_image, "--network", "host", "--tag", tag,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert build.returncode == 5, build.stderr[-3000:]
+    assert "Hash mismatch for `idna==3.7`" in build.stderr
+    assert "Pipfile.lock" in build.stderr
