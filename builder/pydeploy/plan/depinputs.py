@@ -90,6 +90,8 @@ class _Found:
     lines: tuple[str, ...] = ()
     # Files (and --find-links directories) the tools read, sent whatever ignore files say.
     files: list[Path] = field(default_factory=list)
+    # Packages built from source though not local (a lock's git and sdist URLs).
+    built: list[str] = field(default_factory=list)
 
 
 def dependency_inputs(plan: BuildPlan, python: str | None = None) -> DependencyInputs:
@@ -140,8 +142,14 @@ def dependency_inputs(plan: BuildPlan, python: str | None = None) -> DependencyI
         digests=tuple(sorted(digests)),
         trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
         files=tuple(sorted(_rel(p, mount_root) for p in files)),
-        local_names=local_package_names(local),
+        local_names=_with_built(local_package_names(local), found.built),
     )
+
+
+def _with_built(names: tuple[str, ...] | None, built: list[str]) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    return tuple(sorted({*names, *(canonicalize_name(n) for n in built)}))
 
 
 def uv_export_options(selected: DependencyPlan, package: str | None) -> tuple[str, ...]:
@@ -266,6 +274,7 @@ def _from_host_lock(project: Project, source: str, python: str | None) -> _Found
         local=[project.root / p for p in selection.paths],
         lines=tuple(selection.lines(str(lock))),
         files=[lock],
+        built=[p.name for p in selection.packages if p.url and not p.url.endswith(".whl")],
     )
 
 

@@ -167,3 +167,23 @@ def test_a_lock_is_judged_for_the_probed_python(tmp_path: Path) -> None:
     assert not any(line.startswith("tomli") for line in probed.requirement_lines)
     assert probed.source == "pdm.lock"
     assert probed.digests[0][0] == "pdm.lock"
+
+
+def test_locked_git_and_sdist_urls_may_be_built_by_the_light_builder(tmp_path: Path) -> None:
+    """The wheels-only first attempt builds local packages only; a lock's git dependency
+    is built from source too, so its name joins theirs (`--no-binary`)."""
+    lock = {
+        "_meta": {"hash": {"sha256": "x"}},
+        "default": {
+            "lib": {"git": "https://git.example/lib.git", "ref": "cafe1234"},
+            "whl": {"file": "https://files.example/whl-1.0-py3-none-any.whl"},
+        },
+        "develop": {},
+    }
+    root = project(tmp_path / "p", {"Pipfile.lock": json.dumps(lock)})
+    inputs = depinputs.dependency_inputs(plan_of(root), "3.11.2")
+    assert inputs.local_names == ("lib",)
+    assert inputs.requirement_lines == (
+        "lib @ git+https://git.example/lib.git@cafe1234",
+        "whl @ https://files.example/whl-1.0-py3-none-any.whl",
+    )
