@@ -223,6 +223,10 @@ def plan_text(plan: BuildPlan) -> str:
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
     ]
+    if plan.auto_runtime_packages:
+        # Only the installed venv shows what its compiled files link against.
+        found = "missing ones found at build time, their packages added (auto-runtime-packages)"
+        rows.append(("shared libraries", found))
     width = max(len(k) for k, _ in rows)
     lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]

@@ -451,6 +451,14 @@ class PydeployConfig(_Table):
         default_factory=list,
         description="Debian packages installed in the runtime image (e.g. `libpq5`).",
     )
+    auto_runtime_packages: bool = Field(
+        True,
+        description=(
+            "Add the Debian package of every shared library that the venv's compiled "
+            "files need and the runtime image lacks (found at build time, e.g. libpq5 "
+            "for psycopg2 built from source). False: such a library fails the build."
+        ),
+    )
     network: str | None = Field(
         None,
         description=(

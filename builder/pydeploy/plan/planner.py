@@ -105,6 +105,7 @@ class BuildPlan:
     port: int
     build_packages: tuple[str, ...]
     runtime_packages: tuple[str, ...]
+    auto_runtime_packages: bool
     dependency_source: str
     install_project: bool
     dependencies: DependencyPlan
@@ -160,6 +161,7 @@ class BuildPlan:
                 "install_project": self.install_project,
                 "build_packages": list(self.build_packages),
                 "runtime_packages": list(self.runtime_packages),
+                "auto_runtime_packages": self.auto_runtime_packages,
                 "extras": list(self.dependencies.extras),
                 "groups": list(self.dependencies.groups),
                 "dev_group": self.dependencies.dev_group,
@@ -256,6 +258,7 @@ def make_plan(
         port=config.port,
         build_packages=build_packages,
         runtime_packages=tuple(config.runtime_packages),
+        auto_runtime_packages=config.auto_runtime_packages,
         dependency_source=choice.source,
         install_project=project.has_build_system,
         dependencies=_dependency_plan(project, choice.source),
