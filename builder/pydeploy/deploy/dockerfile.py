@@ -330,10 +330,10 @@ def _install(plan: BuildPlan) -> _Install:
     if inputs.mount_root != project.root or inputs.package:
         raise ConfigError(
             f"{project.name}'s dependencies live outside {project.root} (a uv workspace "
-            "member, or local path packages above it): a Dockerfile's build context cannot "
-            "reach them.",
+            "member, local path packages above it, or requirements files it includes from "
+            "above it): a Dockerfile's build context cannot reach them.",
             hint=(
-                "Use `pydeploy build` for workspace members, or move the packages inside "
+                "Use `pydeploy build` for these, or move the packages (or files) inside "
                 "the project directory."
             ),
         )

@@ -621,3 +621,13 @@ def test_printing_without_write_says_what_only_write_adds(flask: Path) -> None:
     assert written.exit_code == 0, written.output
     again = CliRunner().invoke(cli, ["dockerfile", str(flask), "--base", BASE])
     assert "note:" not in again.stderr
+
+
+def test_requirements_included_from_above_the_project_are_refused(tmp_path: Path) -> None:
+    """The build context is the project: `pydeploy build` sends a file from elsewhere in
+    the repository, a Dockerfile cannot COPY it."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "common.txt").write_text("blinker\n", encoding="utf-8")
+    root = write_project(tmp_path / "p", extra_files={"requirements.txt": "-r ../common.txt\n"})
+    with pytest.raises(ConfigError, match="requirements files it includes from above it"):
+        eject(root)
