@@ -197,6 +197,9 @@ def check_ok(plan: BuildPlan) -> None:
 _SOURCES = {
     "uv.lock": "uv.lock (frozen)",
     "pylock": "pylock.toml (PEP 751)",
+    "poetry.lock": "poetry.lock (read on the host; installed as locked, hashes checked)",
+    "pdm.lock": "pdm.lock (read on the host; installed as locked, hashes checked)",
+    "Pipfile.lock": "Pipfile.lock (read on the host; installed as locked, hashes checked)",
     "requirements": "requirements files",
     "project": "[project.dependencies], resolved in the builder; pins recorded",
 }
@@ -217,6 +220,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("user", f"{plan.user_id}:{plan.user_id} (non-root)"),
         ("port", f"{plan.port} (PORT overrides)"),
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
+        ("  chosen by", plan.dependency_origin or "-"),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
         *_run_rows(plan),

@@ -285,22 +285,42 @@ class IndexConfig(_Table):
 class DependenciesConfig(_Table):
     """`[tool.pydeploy.dependencies]`: where the dependency set comes from."""
 
-    source: Literal["auto", "uv.lock", "pylock", "requirements", "project"] = Field(
+    source: Literal[
+        "auto",
+        "uv.lock",
+        "pylock",
+        "poetry.lock",
+        "pdm.lock",
+        "Pipfile.lock",
+        "requirements",
+        "project",
+    ] = Field(
         "auto",
         description=(
-            "`auto` uses the first of uv.lock, pylock.toml, `requirements` files; else "
-            "resolves [project.dependencies] and records the pins."
+            "`auto` uses the first present of uv.lock, pylock.toml, poetry.lock, pdm.lock, "
+            "Pipfile.lock, the production requirements file (requirements.txt, else "
+            "requirements/production.txt or requirements/prod.txt); else resolves "
+            "[project.dependencies] and records the pins."
         ),
     )
     requirements: list[str] = Field(
         default_factory=list,
-        description="requirements files (relative to the project) used when there is no lock.",
+        description=(
+            "requirements files (relative to the project) used when there is no lock; "
+            "default: the production requirements file (never requirements-dev.txt)."
+        ),
     )
     extras: list[str] = Field(
-        default_factory=list, description="Optional-dependency extras of the project to install."
+        default_factory=list,
+        description="Extras of the project to install ([project.optional-dependencies], "
+        "[tool.poetry.extras]).",
     )
     groups: list[str] = Field(
-        default_factory=list, description="Dependency groups (PEP 735) to install as well."
+        default_factory=list,
+        description=(
+            "Dependency groups to install as well: PEP 735 groups, Poetry groups, PDM "
+            "groups, Pipfile.lock sections (`develop` for [dev-packages])."
+        ),
     )
 
 

@@ -19,7 +19,7 @@ from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import apptarget, health, references, servers
+from pydeploy.plan import apptarget, depsource, health, references, servers
 from pydeploy.plan.detect import Factory, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
@@ -121,6 +121,8 @@ class BuildPlan:
     resources: ResourcesConfig
     release: tuple[str, ...] | None = None  # `release-command`'s argv
     processes: tuple[Process, ...] = ()
+    # Why `dependency_source`: the key that set it, or the file `auto` found first.
+    dependency_origin: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A stable, documented shape for `pydeploy plan --json`."""
@@ -157,6 +159,7 @@ class BuildPlan:
             "network": self.network or "auto",
             "dependencies": {
                 "source": self.dependency_source,
+                "source_origin": self.dependency_origin,
                 "install_project": self.install_project,
                 "build_packages": list(self.build_packages),
                 "runtime_packages": list(self.runtime_packages),
@@ -221,8 +224,8 @@ def make_plan(
     _check_factory_server(app, server)
     name, name_origin = image_name(project)
     tags, tags_origin = _resolve_tags(project, overrides.tags, overrides.registry)
-    dependency_source = _dependency_source(project)
-    _check_lock(project, dependency_source)
+    choice = depsource.choose(project)
+    _check_lock(project, choice.source)
     build_packages = tuple(
         config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
     )
@@ -255,9 +258,9 @@ def make_plan(
         build_packages=build_packages,
         runtime_packages=tuple(config.runtime_packages),
         auto_runtime_packages=config.auto_runtime_packages,
-        dependency_source=dependency_source,
+        dependency_source=choice.source,
         install_project=project.has_build_system,
-        dependencies=_dependency_plan(project, dependency_source),
+        dependencies=_dependency_plan(project, choice.source),
         index=resolve_index(config.index, project.root, environ or {}),
         excludes=excludes,
         includes=tuple(config.include),
@@ -270,6 +273,7 @@ def make_plan(
         server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
         launch=_launch_settings(project, app, interface, server, probe),
         resources=config.resources,
+        dependency_origin=choice.origin,
     )
 
 
@@ -437,7 +441,11 @@ def _resolve_tags(
 
 
 def _check_lock(project: Project, source: str) -> None:
-    """Read the lock the build will use now, so a broken one fails before any engine work."""
+    """Read the lock the build will use now, so a broken one (a stale poetry.lock, a
+    package without hashes) fails before any engine work."""
+    if source in depsource.HOST_LOCKS:
+        depsource.locked_selection(project, source, None).lines(source)
+        return
     if source == "uv.lock":
         name, candidates = "uv.lock", [project.root, project.workspace_root]
     elif source == "pylock":
@@ -447,21 +455,6 @@ def _check_lock(project: Project, source: str) -> None:
     path = next((d / name for d in candidates if d and (d / name).is_file()), None)
     if path is not None:
         read_lock(path)
-
-
-def _dependency_source(project: Project) -> str:
-    deps = project.config.dependencies
-    if deps.source != "auto":
-        return deps.source
-    if "uv.lock" in project.lock_files or (
-        project.workspace_root and (project.workspace_root / "uv.lock").is_file()
-    ):
-        return "uv.lock"
-    if "pylock.toml" in project.lock_files:
-        return "pylock"
-    if deps.requirements or project.requirements_files:
-        return "requirements"
-    return "project"
 
 
 def _dependency_plan(project: Project, source: str) -> DependencyPlan:
