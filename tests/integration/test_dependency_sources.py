@@ -9,14 +9,18 @@ The expected sets are derived by hand from each fixture's pyproject.toml and loc
 would install them on the test base's Python 3.11 (Linux): no tomli (only Python < 3.11
 needs it), no colorama (Windows only), no dev, docs or test groups. The fixtures use
 gunicorn's sync workers, so the server adds gunicorn and what gunicorn itself requires
-(read from its metadata in the image), nothing else."""
+(read from its metadata in the image), nothing else. For Poetry the hand-derived set is
+also checked against Poetry's own: a lock Poetry writes for the fixture, and what its
+`install --only main` would install from it."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,3 +137,55 @@ def test_a_locked_hash_that_does_not_match_fails_the_build(
     assert build.returncode == 5, build.stderr[-3000:]
     assert "Hash mismatch for `idna==3.7`" in build.stderr
     assert "Pipfile.lock" in build.stderr
+
+
+def poetry_install_set(project: Path, ca_bundle: Path, tmp_path: Path) -> dict[str, str]:
+    """What `poetry install --only main -E cli` installs into a fresh venv of this host's
+    Python 3.11 (Linux, as the test base): Poetry's own answer, from a dry run."""
+    venv = tmp_path / "poetry-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "REQUESTS_CA_BUNDLE": str(ca_bundle),
+        "POETRY_CACHE_DIR": str(tmp_path / "poetry-cache"),
+        "POETRY_VIRTUALENVS_CREATE": "false",
+    }
+    poetry = [str(Path(sys.executable).with_name("poetry")), "--no-interaction", "-C", str(project)]
+    # A real lock (content hash and all) from Poetry itself; it keeps the fixture's versions.
+    subprocess.run([*poetry, "lock"], env=env, check=True, capture_output=True, timeout=300)
+    dry = subprocess.run(
+        [*poetry, "install", "--only", "main", "-E", "cli", "--no-root", "--dry-run"],
+        env=env, check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    found = {}
+    for line in dry.stdout.splitlines():
+        match = re.match(r"^\s*- Installing (\S+) \((\S+)[^)]*\)(.*)$", line)
+        if match and "Skipped" not in match[3]:
+            found[match[1].lower()] = match[2]
+    assert found, dry.stdout
+    return found
+
+
+def test_a_poetry_lock_installs_what_poetry_install_only_main_installs(
+    tmp_path: Path, run_pydeploy: RunPydeploy, base_image: str, resources: Resources,
+    ca_bundle: Path,
+) -> None:  # fmt: skip
+    project = tmp_path / "poetry1_app"
+    shutil.copytree(FIXTURES / "poetry1_app", project)
+    expected = poetry_install_set(project, ca_bundle, tmp_path)
+    assert "tomli" not in expected  # Python < 3.11 only: the marker was judged
+    assert "colorama" not in expected  # Windows only
+    tag = resources.image(f"pydeploy-test/sources-poetry:{uuid.uuid4().hex[:12]}")
+    build = run_pydeploy(
+        "build", str(project), "--base", base_image, "--network", "host", "--tag", tag, "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-4000:]
+    pins = installed(json.loads(build.stdout)["dependencies"]["pins"])
+    probe = resources.run(tag, ["-c", SERVER_DEPS], entrypoint=["/opt/venv/bin/python"])
+    assert probe.exit_code == 0, probe.output
+    server = {"gunicorn", *(n.lower() for n in json.loads(probe.output.strip().splitlines()[-1]))}
+    ours = {name: version for name, version in pins.items() if name not in server - set(expected)}
+    assert ours == expected
