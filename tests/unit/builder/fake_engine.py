@@ -4,10 +4,11 @@ which image, which volume is claimed, reused or removed, what is left behind); n
 runs, and the integration tests keep proving that images work.
 
 Containers are scripted: when the stage starts one, the handler registered for its role
-(`probe`, `apt-download`, `apt-install`, `install`, `check`) answers with the lines it
-prints and its exit code, and may write into the volumes mounted into it, as the real
-builder script does. The defaults succeed: the probe finds Python 3.12, an install writes
-its marker into the venv volume, the check finds a WSGI app.
+(`probe`, `apt-download`, `apt-install`, `install`, `check`; the shared-library check's
+`scan` and `which`) answers with the lines it prints and its exit code, and may write into
+the volumes mounted into it, as the real builder script does. The defaults succeed: the
+probe finds Python 3.12, an install writes its marker into the venv volume, the check
+finds a WSGI app.
 
 Like the real engine: mounting a missing volume creates it without labels, a volume a
 container uses cannot be removed, and creating an existing volume leaves it unchanged.
@@ -127,7 +128,8 @@ class FakeContainer:
             return "apt-download"
         if "--no-download" in text:
             return "apt-install"
-        if len(self.argv) > 2 and self.argv[2] in {"install", "check"}:
+        # The builder script's jobs, and elfdeps.py's `scan` and `which`.
+        if len(self.argv) > 2 and self.argv[2] in {"install", "check", "scan", "which"}:
             return self.argv[2]
         return "idle"  # never started: only read from (marker, export)
 
