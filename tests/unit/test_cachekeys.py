@@ -9,7 +9,8 @@ from pydeploy import cachekeys
 PINNED = {
     "RECIPE_VERSION": "1",
     "UV_VERSION": "0.13.9",
-    "CHECK_RECIPE": "app-check-v2",
+    "CHECK_RECIPE": "app-check-v3",
+    "PROJECT_RECIPE": "project-layer-v1",
     "SETUID_RECIPE": "no-setuid-v1",
     "SYSTEM_LAYER_RECIPE": "system-layer-v1",
     "SECRET_SCAN_RECIPE": "secretscan-v1",
@@ -37,6 +38,7 @@ PINNED = {
     "LABEL_CACHE": "pydeploy.cache",
     "INDEX_DOCKER_SAVE": "docker-save",
     "INDEX_APP_CHECK": "app-check",
+    "INDEX_PROJECT_LAYER": "project-layer",
     "INDEX_VENV_LAYER": "venv-layer",
     "INDEX_SETUID": "no-setuid",
     "INDEX_SYSTEM_LAYER": "system-layer",
