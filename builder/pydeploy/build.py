@@ -26,7 +26,6 @@ from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachekeys import (
     BUILD_LABEL,
-    CHECK_RECIPE,
     INDEX_APP_CHECK,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
@@ -348,15 +347,8 @@ def _checked_app(
         return appcheck.skipped(plan)
     owner = {BUILD_LABEL: engine.build_id, OWNER_LABEL: engine.owner.label()}
     settings = assemble.runtime_settings(plan, _base_env(base), owner)
-    key = hashlib.sha256(
-        json.dumps(
-            [CHECK_RECIPE, base.image_id, [la.diff_id for la in layers],
-             sorted(settings.env.items()), settings.user, sorted(plan.check_env), plan.app,
-             plan.interface, plan.server, plan.server_policy.interface,
-             plan.server_policy.type, appcheck.measure_job(plan),
-             plan.server_policy.worker_memory, list(plan.writable), plan.network],
-        ).encode()
-    ).hexdigest()  # fmt: skip
+    diff_ids = [base.image_id, *(la.diff_id for la in layers)]
+    key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
     cached = store.read_index(INDEX_APP_CHECK, key)
     memory = WorkerMemory.from_doc(cached.get("memory")) if isinstance(cached, dict) else None
     if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"} and memory:

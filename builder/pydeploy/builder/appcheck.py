@@ -16,9 +16,10 @@ the report's kind to its message). No engine other than StageEngine.container.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from pydeploy import payload
 from pydeploy.builder.credentials import Masker
 from pydeploy.builder.engine import StageEngine
 from pydeploy.builder.transcript import Reporting, Transcript, attach, tail
+from pydeploy.cachekeys import CHECK_RECIPE
 from pydeploy.engine.types import Confinement
 from pydeploy.errors import AppCheckError
 from pydeploy.payload.builder_script import CheckJob, Measure
@@ -70,8 +72,7 @@ def confinement(plan: BuildPlan) -> Confinement:
     """As the image runs in production: its uid, /app, a read-only root filesystem and
     writable tmpfs only at /tmp and the `writable` directories (owned by the uid)."""
     uid = plan.user_id
-    owned = f"uid={uid},gid={uid},mode=0755"
-    tmpfs = {TMP: "mode=1777", **dict.fromkeys(plan.writable, owned)}
+    tmpfs = {TMP: "mode=1777", **writable.tmpfs_mounts(plan.writable, uid)}
     return Confinement(user=f"{uid}:{uid}", workdir=APP_DIR, read_only=True, tmpfs=tmpfs)
 
 
@@ -80,6 +81,18 @@ def check_environment(plan: BuildPlan) -> dict[str, str]:
     hash seed, so the memory measurement repeats to within a few KiB (two builds of the
     same inputs record the same number, and give the same image)."""
     return {**dict(plan.check_env), "PYTHONHASHSEED": "0"}
+
+
+def cache_key(plan: BuildPlan, image: list[str], env: Mapping[str, str], user: str) -> str:
+    """What decides the check's answer: the image (base ID and layer diff IDs, the
+    launcher's aside), its environment and user, and every setting of the check itself
+    (check-env values included: the key is a digest, and they are placeholders)."""
+    document = [
+        CHECK_RECIPE, image, sorted(env.items()), user, sorted(plan.check_env), plan.app,
+        plan.interface, plan.server, plan.server_policy.interface, plan.server_policy.type,
+        measure_job(plan), plan.server_policy.worker_memory, list(plan.writable), plan.network,
+    ]  # fmt: skip
+    return hashlib.sha256(json.dumps(document).encode()).hexdigest()
 
 
 def run_check(engine: StageEngine, plan: BuildPlan, image: str, report: Reporting) -> AppCheck:

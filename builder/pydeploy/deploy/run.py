@@ -31,6 +31,7 @@ from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.engine.client import Engine
 from pydeploy.engine.types import Outcome, Published, ResourceLimits
 from pydeploy.errors import ConfigError
+from pydeploy.plan import writable
 from pydeploy.plan.planner import BuildPlan, repository_name
 
 OnOutput = Callable[[str, bool], None]  # (line, from stderr)
@@ -50,6 +51,7 @@ class RunSpec:
     limits: ResourceLimits
     stop_timeout: int
     labels: dict[str, str] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # `writable` dirs: path -> options
 
     @property
     def url(self) -> str:
@@ -153,6 +155,7 @@ def make_spec(  # noqa: PLR0913 - keyword-only, one per `pydeploy run` flag
         limits=run_limits(plan.resources, cpus, memory),
         stop_timeout=grace_period(plan.launch.graceful_timeout),
         labels={**(labels or {}), RUN_LABEL: repository_name(plan.project)},
+        tmpfs=writable.tmpfs_mounts(plan.writable, plan.user_id),
     )
 
 
@@ -206,6 +209,7 @@ class Runner:
                 limits=self.spec.limits,
                 labels=self.spec.labels,
                 stop_timeout=self.spec.stop_timeout,
+                tmpfs=self.spec.tmpfs,
             )
             self.engine.start(self.container_id)
             self._follow(on_output)

@@ -1026,8 +1026,9 @@ def _environ_key(exc: BaseException) -> str | None:
     if tb is None:
         return None
     code = tb.tb_frame.f_code
-    in_environ = code.co_name == "__getitem__" and Path(code.co_filename).name == "os.py"
-    return exc.args[0] if in_environ else None
+    # os is a frozen module from Python 3.11 on.
+    in_os = code.co_filename == "<frozen os>" or Path(code.co_filename).name == "os.py"
+    return exc.args[0] if in_os and code.co_name == "__getitem__" else None
 
 
 def _settings_prefix(exc: BaseException, title: str) -> str:

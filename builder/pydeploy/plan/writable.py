@@ -65,6 +65,12 @@ def overlaps(paths: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def tmpfs_mounts(paths: tuple[str, ...], uid: int) -> dict[str, str]:
+    """The directories as tmpfs mounts (path -> options) the runtime user owns, as the
+    image has them: a tmpfs is root's by default."""
+    return dict.fromkeys(paths, f"uid={uid},gid={uid},mode=0755")
+
+
 def entry_for(path: str) -> str:
     """How a directory is written in `writable`: relative under /app, else absolute."""
     if path.startswith(APP_DIR + "/"):
