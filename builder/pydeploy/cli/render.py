@@ -218,6 +218,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+        ("app check", _check_text(plan)),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
@@ -230,6 +231,16 @@ def plan_text(plan: BuildPlan) -> str:
             + (f" [{paths}]" if paths else "")
         )
     return "\n".join(lines)
+
+
+def _check_text(plan: BuildPlan) -> str:
+    """How the build checks the app: skipped, or in the runtime image with what."""
+    if plan.check_skip:
+        return "skipped (tool.pydeploy.check.skip)"
+    extra = [f"check-env {', '.join(name for name, _ in plan.check_env)}"] if plan.check_env else []
+    if plan.writable:
+        extra.append(f"writable {', '.join(plan.writable)}")
+    return "in the runtime image, read-only root" + (f"; {'; '.join(extra)}" if extra else "")
 
 
 def show_plan(plan: BuildPlan, as_json: bool) -> None:

@@ -106,7 +106,7 @@ class ServerConfig(_Table):
         "auto",
         description=(
             "Whether the app is WSGI or ASGI. `auto` detects it from the source and "
-            "confirms it by importing the app in the builder."
+            "confirms it by importing the app in the runtime image."
         ),
     )
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field(

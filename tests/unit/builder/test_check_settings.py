@@ -19,7 +19,7 @@ from tests.unit.builder.fake_engine import BASE, FakeEngine, checks
 from pydeploy.builder import appcheck
 from pydeploy.builder.transcript import Reporting
 from pydeploy.config.project import load_project
-from pydeploy.deploy import manifests
+from pydeploy.deploy import dockerfile, manifests
 from pydeploy.deploy import run as runner
 from pydeploy.errors import AppCheckError, ConfigError
 from pydeploy.layers import assemble
@@ -254,3 +254,12 @@ def test_the_check_is_keyed_by_the_image_its_env_and_every_check_setting(
         key("[tool.pydeploy.server]\nworker-memory = 64\n"),
     ]
     assert len({same, *changed}) == 1 + len(changed)
+
+
+def test_the_ejected_dockerfile_makes_the_writable_directories_the_users(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, "app = 'app:app'\nwritable = ['logs', '/srv/x']\n")
+    text = dockerfile.render(plan, created="1970-01-01T00:00:00Z", revision=None).dockerfile
+    lines = text.splitlines()
+    run = "RUN mkdir -p /app/logs /srv/x && chown 10001:10001 /app/logs /srv/x && chmod 0755"
+    at = next(i for i, line in enumerate(lines) if line.startswith(run))
+    assert at > lines.index("COPY --from=source /src /app"), "after the app, which it re-owns"
