@@ -26,6 +26,7 @@ from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachekeys import (
     BUILD_LABEL,
+    CHECK_IMAGE_LABEL,
     INDEX_APP_CHECK,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
@@ -345,7 +346,11 @@ def _checked_app(
     store, plan, clock, engine = run.store, run.plan, run.clock, run.engine
     if plan.check_skip:
         return appcheck.skipped(plan)
-    owner = {BUILD_LABEL: engine.build_id, OWNER_LABEL: engine.owner.label()}
+    owner = {
+        BUILD_LABEL: engine.build_id,
+        OWNER_LABEL: engine.owner.label(),
+        CHECK_IMAGE_LABEL: "1",  # what the next build's reap_orphans looks for
+    }
     settings = assemble.runtime_settings(plan, _base_env(base), owner)
     diff_ids = [base.image_id, *(la.diff_id for la in layers)]
     key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)

@@ -54,9 +54,13 @@ USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the
 
 # On every container an Engine creates, and on a build's apt volume: the build's id.
 BUILD_LABEL = "pydeploy.build"
-# On builder containers and app-check images: the process that owns them
-# (owners.Owner.label); the next build removes those of dead owners.
+# On builder containers (and so on the builder images committed from them: `docker
+# commit` keeps the container's labels) and on app-check images: the process that owns
+# them (owners.Owner.label).
 OWNER_LABEL = "pydeploy.owner"
+# On app-check images only (the runtime image a build loads untagged to import the app
+# in): the next build removes those whose owner is dead. Builder images never carry it.
+CHECK_IMAGE_LABEL = "pydeploy.check-image"
 # On `pydeploy run` containers: the project's repository name.
 RUN_LABEL = "pydeploy.run"
 

@@ -24,6 +24,7 @@ PINNED = {
     "USED": ".pydeploy-used",
     "BUILD_LABEL": "pydeploy.build",
     "OWNER_LABEL": "pydeploy.owner",
+    "CHECK_IMAGE_LABEL": "pydeploy.check-image",
     "RUN_LABEL": "pydeploy.run",
     "LABEL_KEY": "pydeploy.builder.key",
     "LABEL_PACKAGES": "pydeploy.builder.packages",

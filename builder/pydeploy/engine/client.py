@@ -38,7 +38,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
-from pydeploy.cachekeys import BUILD_LABEL, OWNER_LABEL
+from pydeploy.cachekeys import BUILD_LABEL, CHECK_IMAGE_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
 from pydeploy.engine.types import (
     CommitSettings,
@@ -884,10 +884,11 @@ class Engine:
         for ident in dead:
             self.remove(ident)
         with self.guard():
-            images = self.client.api.images(all=True, filters={"label": OWNER_LABEL})
+            images = self.client.api.images(all=True, filters={"label": CHECK_IMAGE_LABEL})
         for summary in images:
             owner = owners.Owner.parse((summary.get("Labels") or {}).get(OWNER_LABEL))
-            if owner is not None and owners.is_alive(owner, self.owner) is False:
+            tagged = [t for t in summary.get("RepoTags") or () if t != "<none>:<none>"]
+            if owner is not None and not tagged and owners.is_alive(owner, self.owner) is False:
                 self.remove_unused_image(str(summary["Id"]))
         return dead
 
