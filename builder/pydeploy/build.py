@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydeploy.builder import appcheck
+from pydeploy.builder import appcheck, sharedlibs
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
@@ -78,6 +78,8 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     pushed: dict[str, str] = field(default_factory=dict)
     memory: WorkerMemory | None = None  # what a worker costs, as the image records it
+    # The system layer's packages: the user's and those added for missing libraries.
+    runtime_packages: sharedlibs.RuntimePackages | None = None
     check: appcheck.AppCheck | None = None  # how the app check went
 
     def check_json(self) -> dict[str, Any]:
@@ -117,6 +119,9 @@ class BuildResult:
                 }
                 for layer in self.image.layers
             ],
+            "runtime_packages": (
+                self.runtime_packages or sharedlibs.RuntimePackages(self.plan.runtime_packages)
+            ).to_json(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -230,6 +235,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
     )
+    runtime = _shared_libraries(run, base_ref.image_id, deps)
 
     # `kept` holds the check image until the end: loading the final image then sends
     # only what differs from it (the launcher layer and the config).
@@ -254,7 +260,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         below_launcher = [
             # Right on the base: later layers (apt's) may replace these files again.
             *_setuid_layer(store, plan, base),
-            *_system_layers(engine, store, plan, base_ref.image_id, clock.stage_progress()),
+            *_system_layers(run, runtime, base_ref.image_id),
             assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
             venv_layer,
             app_layer,
@@ -291,7 +297,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         result = BuildResult(
             image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
-            timings=timings, memory=memory, check=check,
+            timings=timings, memory=memory, runtime_packages=runtime.packages, check=check,
         )  # fmt: skip
         destinations = publish.Destinations(engine, scratch, store.root.parent)
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
@@ -488,11 +494,54 @@ def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[La
     return [layer]
 
 
-def _system_layers(
-    engine: Engine, store: BlobStore, plan: BuildPlan, base_id: str, progress: Progress
-) -> list[Layer]:
-    if not plan.runtime_packages:
-        return []
+@dataclass(frozen=True)
+class _Runtime:
+    """The settled runtime packages, and the user's system layer when the library check
+    made it (it is the final one when nothing was added)."""
+
+    packages: sharedlibs.RuntimePackages
+    user_layer: Layer | None = None
+
+
+def _shared_libraries(run: _Build, base_id: str, deps: wheels.Dependencies) -> _Runtime:
+    """The step between the install and the app check: the venv's ELF files against the
+    runtime image's loader (base + the user's runtime packages); packages for what they
+    miss are added (pydeploy.builder.sharedlibs). One progress line."""
+    plan, engine, store = run.plan, run.engine, run.store
+    made: list[Layer] = []
+    with tempfile.TemporaryDirectory(prefix="pydeploy-libs-", dir=_scratch(store)) as tmp:
+
+        def user_layer_tar() -> Path | None:
+            if not plan.runtime_packages:
+                return None
+            layer = _system_layer(run, plan.runtime_packages, base_id)
+            made.append(layer)
+            return _uncompressed(store, layer, Path(tmp) / "system.tar")
+
+        facts = engine.inspect_image(plan.base_image)
+        inputs = sharedlibs.ScanInputs(
+            plan.base_image, base_id, facts.env if facts else (), user_layer_tar
+        )
+        check = sharedlibs.check_libraries(
+            sharedlibs.LibraryRun(engine, plan, deps, run.clock.stage_progress()), store, inputs
+        )
+    settled = sharedlibs.settle(plan, check)
+    run.clock.step("shared libraries", sharedlibs.describe(check, settled))
+    return _Runtime(settled, made[0] if made else None)
+
+
+def _system_layer(run: _Build, packages: tuple[str, ...], base_id: str) -> Layer:
     from pydeploy.layers import system as syspkgs  # noqa: PLC0415
 
-    return [syspkgs.system_layer(engine, store, plan, base_id, progress)]
+    return syspkgs.system_layer(
+        run.engine, run.store, run.plan, base_id, run.clock.stage_progress(), packages=packages
+    )
+
+
+def _system_layers(run: _Build, runtime: _Runtime, base_id: str) -> list[Layer]:
+    packages = runtime.packages.packages
+    if not packages:
+        return []
+    if runtime.user_layer is not None and not runtime.packages.automatic:
+        return [runtime.user_layer]
+    return [_system_layer(run, packages, base_id)]

@@ -32,6 +32,9 @@ PROJECT_RECIPE = "project-layer-v1"
 SETUID_RECIPE = "no-setuid-v1"
 # The runtime system-packages layer.
 SYSTEM_LAYER_RECIPE = "system-layer-v1"
+# The shared-library check's answer (what the venv's ELF files miss in the runtime image
+# and which builder package provides each).
+SHARED_LIBS_RECIPE = "shared-libs-v1"
 # The secret scan's per-file results: bump when the detectors or the limits change.
 SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
 
@@ -87,4 +90,5 @@ INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
+INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages
 INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret

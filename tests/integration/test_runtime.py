@@ -371,7 +371,7 @@ def test_access_log_goes_to_stdout(served: Served) -> None:
 
 def test_healthcheck_turns_healthy(served: Served, docker_client: docker.DockerClient) -> None:
     test = docker_client.images.get(served.image).attrs["Config"]["Healthcheck"]["Test"]
-    assert test == ["CMD", PYTHON, LAUNCHER, "healthcheck"]
+    assert test == ["CMD", PYTHON, LAUNCHER, "--healthcheck"]
     deadline = time.monotonic() + 30
     while True:
         served.container.reload()

@@ -14,6 +14,7 @@ PINNED = {
     "SETUID_RECIPE": "no-setuid-v1",
     "SYSTEM_LAYER_RECIPE": "system-layer-v1",
     "SECRET_SCAN_RECIPE": "secretscan-v1",
+    "SHARED_LIBS_RECIPE": "shared-libs-v1",
     "VOLUME_PREFIX": "pydeploy-",
     "CACHE_VOLUME": "pydeploy-cache",
     "VENV_VOLUME_PREFIX": "pydeploy-venv-",
@@ -44,6 +45,7 @@ PINNED = {
     "INDEX_SETUID": "no-setuid",
     "INDEX_SYSTEM_LAYER": "system-layer",
     "INDEX_SECRET_SCAN": "secret-scan",
+    "INDEX_SHARED_LIBS": "shared-libs",
 }
 
 

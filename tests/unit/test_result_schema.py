@@ -18,6 +18,7 @@ import pytest
 
 from pydeploy.build import BuildResult
 from pydeploy.builder.appcheck import AppCheck
+from pydeploy.builder.sharedlibs import MissingLibrary, RuntimePackages
 from pydeploy.config.models import ServerConfig
 from pydeploy.config.project import load_project
 from pydeploy.errors import EXIT_CODES, AppCheckError, PydeployError
@@ -31,6 +32,7 @@ from pydeploy.plan.planner import Overrides, make_plan
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "build-result.schema.json"
 MONOREPO = ROOT / "examples" / "monorepo"
+PSYCOPG_EXT = "lib/python3.12/site-packages/psycopg2/_psycopg.cpython-312-x86_64-linux-gnu.so"
 
 Document = dict[str, Any]
 
@@ -94,12 +96,18 @@ def fake_result(tmp_path: Path, service: str, *, pushed: bool = False) -> BuildR
             "base image": 0.01,
             "builder": 0.2,
             "dependencies": 3.5,
+            "shared libraries": 3.6,
             "app check": 4.0,
             "layers": 5.0,
             "image": 5.1,
             "load": 6.25,
         },
         pushed={plan.tags[0]: image.manifest_digest} if pushed else {},
+        runtime_packages=RuntimePackages(
+            plan.runtime_packages,
+            ("libpq5",),
+            (MissingLibrary("libpq.so.5", (PSYCOPG_EXT,), "libpq5", "/usr/lib/libpq.so.5"),),
+        ),
     )
 
 
@@ -157,6 +165,10 @@ def test_every_documented_key_is_required_where_the_code_always_emits_it() -> No
         assert sorted(defs[name]["required"]) == sorted(defs[name]["properties"]), name
     dependencies = defs["buildResult"]["properties"]["dependencies"]
     assert sorted(dependencies["required"]) == sorted(dependencies["properties"])
+    runtime = defs["buildResult"]["properties"]["runtime_packages"]
+    assert sorted(runtime["required"]) == sorted(runtime["properties"])
+    library = runtime["properties"]["libraries"]["items"]
+    assert sorted(library["required"]) == sorted(library["properties"])
 
 
 def test_error_kinds_and_servers_match_the_code() -> None:
@@ -176,6 +188,7 @@ def test_a_single_build_result_validates(
 ) -> None:
     document = fake_result(tmp_path, "api", pushed=True).to_json()
     assert document["tags"] == ["reg:5000/x/api:t1"]
+    assert document["runtime_packages"]["automatic"] == ["libpq5"]
     assert errors(validator, document) == []
     # Through JSON and back, as a consumer reads it.
     assert errors(validator, json.loads(json.dumps(document))) == []

@@ -611,7 +611,8 @@ def install_dependencies(
     only) when `builder` is light, then, if a build needs compilers, in the full builder.
     `report.output` gets every tool line when `report.verbose`."""
     run = _Run(engine, plan, report, time.monotonic())
-    inputs = dependency_inputs(plan)
+    # A lock read on the host judges its markers for the base image's probed Python.
+    inputs = dependency_inputs(plan, builder.python.version)
     wanted = servers.plan_packages(plan)
     index = plan.index
     key = dependency_key(builder.key, inputs, wanted, index_settings(index))

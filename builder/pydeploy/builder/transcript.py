@@ -202,6 +202,9 @@ def _source_file(plan: BuildPlan) -> str:
     return {
         "uv.lock": "uv.lock (run `uv lock` after changing pyproject.toml)",
         "pylock": "pylock.toml",
+        "poetry.lock": "poetry.lock (run `poetry lock` after changing pyproject.toml)",
+        "pdm.lock": "pdm.lock (run `pdm lock` after changing pyproject.toml)",
+        "Pipfile.lock": "Pipfile.lock (run `pipenv lock` after changing the Pipfile)",
         "requirements": "the requirements files",
     }.get(plan.dependency_source, f"[project.dependencies] of {plan.project.pyproject}")
 

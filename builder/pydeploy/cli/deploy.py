@@ -18,6 +18,8 @@ from pydeploy.deploy import MANIFEST_FORMATS
 
 if TYPE_CHECKING:
     from pydeploy.build import BuildResult
+    from pydeploy.deploy.run import RunSpec
+    from pydeploy.engine.client import Engine
     from pydeploy.plan.planner import BuildPlan
 
 
@@ -126,7 +128,18 @@ def dockerfile_cmd(
         render.wrote(path, err=True)
 
 
-@click.command("run")
+class _CommandAfterDashes(click.Command):
+    """`pydeploy run [DIR] [OPTIONS] -- CMD...`: everything after `--` is the command,
+    kept whole (click would otherwise give its first word to DIR)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            args, ctx.meta["pydeploy.command"] = args[:at], args[at + 1 :]
+        return super().parse_args(ctx, args)
+
+
+@click.command("run", cls=_CommandAfterDashes)
 @PROJECT_DIR
 @click.option(
     "--port",
@@ -152,28 +165,55 @@ def dockerfile_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="NAME=value lines, as docker run reads them.",
 )
+@click.option(
+    "-v",
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NAME:/PATH[:ro]",
+    help="Named volume on every container of the run (created for the runtime user when "
+    "missing); repeatable.",
+)
+@click.option(
+    "--process",
+    metavar="NAME",
+    help="Run a process of [tool.pydeploy.processes] instead of the server.",
+)
+@click.option("--no-release", is_flag=True, help="Do not run tool.pydeploy.release-command first.")
 @click.option("--no-build", is_flag=True, help="Run the last build of the first tag.")
 @BASE_IMAGE
 @NETWORK
 @TAGS
+@click.pass_context
 def run_cmd(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
+    ctx: click.Context,
     directory: Path,
     port: int | None,
     cpus: float | None,
     memory: int | None,
     env: tuple[str, ...],
     env_file: Path | None,
+    volumes: tuple[str, ...],
+    process: str | None,
+    no_release: bool,
     no_build: bool,
     base_image: str | None,
     network: str | None,
     tags: tuple[str, ...],
 ) -> None:
-    """Build (unless --no-build) and run the image here; Ctrl-C stops it gracefully."""
+    """Build (unless --no-build) and run the image here; Ctrl-C stops it gracefully.
+
+    The release command runs first (for the server and --process); `-- CMD...` runs a
+    one-off command instead, as `docker run IMAGE CMD...` would, with the same
+    environment, volumes and limits."""
     from pydeploy.deploy import run as runner  # noqa: PLC0415
 
+    command: list[str] = ctx.meta.get("pydeploy.command", [])
     the_plan = _deploy_plan(directory, base_image, network, tags)
+    chosen = _chosen_command(the_plan, process, command)
     variables = runner.parse_env_file(env_file, os.environ) if env_file else {}
     variables |= runner.parse_env_args(env, os.environ)
+    mounts = runner.parse_volumes(volumes)
     lines = render.Lines()
     with Session() as session:
         engine = session.connect()
@@ -181,17 +221,59 @@ def run_cmd(  # noqa: PLR0913, PLR0917 - click passes every option as a paramete
         spec = runner.make_spec(
             the_plan, "", bridge=bridge, port=port, cpus=cpus, memory=memory, env=variables
         )
-        runner.check_port_free(spec.port, host_network=not bridge)
+        spec = dataclasses.replace(spec, volumes=mounts)
+        if chosen is None:
+            runner.check_port_free(spec.port, host_network=not bridge)
         if no_build:
             image = runner.find_image(engine, the_plan)
         else:
             image = _build_for_deploy(the_plan, session, lines).image.image_id
         spec = dataclasses.replace(spec, image=image)
+        runner.prepare_volumes(engine, image, mounts, the_plan.user_id)
         # The Runner stops the container gracefully on the first Ctrl-C/SIGTERM and returns
         # its exit code; only one that lands outside its handling ends up here.
         with session.cancelling("Interrupted; the container was removed."):
+            if the_plan.release and not command and not no_release:
+                _release(engine, spec.running(the_plan.release, "release"), lines)
+            if chosen is not None:
+                role = process or "command"
+                spec = spec.running(chosen, role)
             code = runner.Runner(engine, spec).run(
                 render.ContainerOutput(), lambda text: render.run_event(lines, text)
             )
     render.run_exited(lines, spec.name, code)
     sys.exit(code)
+
+
+def _chosen_command(plan: BuildPlan, process: str | None, command: list[str]) -> list[str] | None:
+    """What runs instead of the server: `-- CMD...`, or a process's command."""
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
+
+    if process is None:
+        return command or None
+    if command:
+        raise ConfigError(
+            f"--process {process} and a command after `--` both say what to run.",
+            hint="Give one of them.",
+        )
+    found = next((p for p in plan.processes if p.name == process), None)
+    if found is None:
+        known = ", ".join(p.name for p in plan.processes) or "none are configured"
+        raise ConfigError(
+            f"--process {process}: tool.pydeploy.processes has no `{process}` ({known}).",
+            hint=f'Add `{process} = "command ..."` to [tool.pydeploy.processes] in '
+            f"{plan.project.pyproject}, or name one of those.",
+        )
+    return list(found.argv)
+
+
+def _release(engine: Engine, spec: RunSpec, lines: render.Lines) -> None:
+    """The release command, to its end; a failure stops the run with its exit code."""
+    from pydeploy.deploy import run as runner  # noqa: PLC0415
+
+    result = runner.run_command(
+        engine, spec, render.ContainerOutput(), lambda text: render.run_event(lines, text)
+    )
+    if result.exit_code != 0:
+        render.release_failed(lines, spec.command, result.exit_code, result.tail)
+        sys.exit(result.exit_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -196,6 +197,9 @@ def check_ok(plan: BuildPlan) -> None:
 _SOURCES = {
     "uv.lock": "uv.lock (frozen)",
     "pylock": "pylock.toml (PEP 751)",
+    "poetry.lock": "poetry.lock (read on the host; installed as locked, hashes checked)",
+    "pdm.lock": "pdm.lock (read on the host; installed as locked, hashes checked)",
+    "Pipfile.lock": "Pipfile.lock (read on the host; installed as locked, hashes checked)",
     "requirements": "requirements files",
     "project": "[project.dependencies], resolved in the builder; pins recorded",
 }
@@ -216,10 +220,16 @@ def plan_text(plan: BuildPlan) -> str:
         ("user", f"{plan.user_id}:{plan.user_id} (non-root)"),
         ("port", f"{plan.port} (PORT overrides)"),
         ("dependencies", _SOURCES.get(plan.dependency_source, plan.dependency_source)),
+        ("  chosen by", plan.dependency_origin or "-"),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
         ("app check", _check_text(plan)),
+        *_run_rows(plan),
     ]
+    if plan.auto_runtime_packages:
+        # Only the installed venv shows what its compiled files link against.
+        found = "missing ones found at build time, their packages added (auto-runtime-packages)"
+        rows.append(("shared libraries", found))
     width = max(len(k) for k, _ in rows)
     lines = [f"pydeploy plan for {p.name} {p.version} ({p.root})"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
@@ -241,6 +251,22 @@ def _check_text(plan: BuildPlan) -> str:
     if plan.writable:
         extra.append(f"writable {', '.join(plan.writable)}")
     return "in the runtime image, read-only root" + (f"; {'; '.join(extra)}" if extra else "")
+
+
+def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:
+    """The healthcheck's choice and why, the release command, the other processes."""
+    probe = plan.healthcheck
+    if probe is None:
+        rows = [("healthcheck", "none (tool.pydeploy.healthcheck.enabled = false)")]
+    else:
+        rows = [("healthcheck", f"GET {probe.path} ({probe.origin})")]
+    if plan.release:
+        rows.append(("release", f"{shlex.join(plan.release)} (before the server starts)"))
+    rows += [
+        (f"process {process.name}", f"{shlex.join(process.argv)} (x{process.replicas})")
+        for process in plan.processes
+    ]
+    return rows
 
 
 def show_plan(plan: BuildPlan, as_json: bool) -> None:
@@ -330,6 +356,20 @@ def run_event(lines: Lines, text: str) -> None:
 
 def run_exited(lines: Lines, name: str, code: int) -> None:
     lines.say(f"pydeploy: {name} exited with {code}")
+
+
+def release_failed(lines: Lines, command: Sequence[str], code: int, tail: Sequence[str]) -> None:
+    """The release command failed: the server does not start."""
+    lines.say(
+        f"pydeploy: error: the release command `{shlex.join(command)}` exited with {code}; "
+        "the server was not started. Its last lines:"
+    )
+    for line in tail:
+        lines.say(f"  | {line}")
+    lines.say(
+        "pydeploy: fix the command or what it needs (tool.pydeploy.release-command), or "
+        "pass --no-release to start without it."
+    )
 
 
 # --- cache: inspect, prune ----------------------------------------------------------------

@@ -182,8 +182,12 @@ def _table(target: str | None, framework: str, reason: str, name: str | None = N
 # graceful-timeout = 8
 
 [tool.pydeploy.healthcheck]
-# An HTTP path that answers 2xx when the app is up (probed without curl).
-# path = "/"
+# An HTTP path that answers 2xx when the app is up (probed without curl). Default: a
+# health route found in the source, else any answer below 500 from `/`.
+# path = "/healthz"
+
+# Runs before a new version serves, e.g. "python manage.py migrate --noinput".
+# release-command = "..."
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -206,9 +207,14 @@ class HealthcheckConfig(_Table):
     """`[tool.pydeploy.healthcheck]`: the image's HEALTHCHECK (a stdlib probe, no curl)."""
 
     enabled: bool = Field(True, description="Add a HEALTHCHECK to the image.")
-    path: str = Field(
-        "/",
-        description="HTTP path probed on the live port; any 2xx or 3xx answer is healthy.",
+    path: str | None = Field(
+        None,
+        description=(
+            "HTTP path probed on the live port; any 2xx or 3xx answer is healthy. Default: "
+            "a health route found in the source (`/healthz`, `/health`, `/ping`...), else "
+            "`/` with any answer below 500 counted as alive (an API without `/` answers "
+            "404, Django 400 for an unknown Host)."
+        ),
     )
     interval: Annotated[int, Field(ge=1, le=3600)] = Field(
         30, description="Seconds between probes."
@@ -225,7 +231,9 @@ class HealthcheckConfig(_Table):
 
     @field_validator("path")
     @classmethod
-    def _absolute_path(cls, value: str) -> str:
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not value.startswith("/") or any(ch.isspace() for ch in value):
             raise ValueError("must be a URL path starting with `/`, e.g. `/healthz`")
         return value
@@ -277,22 +285,42 @@ class IndexConfig(_Table):
 class DependenciesConfig(_Table):
     """`[tool.pydeploy.dependencies]`: where the dependency set comes from."""
 
-    source: Literal["auto", "uv.lock", "pylock", "requirements", "project"] = Field(
+    source: Literal[
+        "auto",
+        "uv.lock",
+        "pylock",
+        "poetry.lock",
+        "pdm.lock",
+        "Pipfile.lock",
+        "requirements",
+        "project",
+    ] = Field(
         "auto",
         description=(
-            "`auto` uses the first of uv.lock, pylock.toml, `requirements` files; else "
-            "resolves [project.dependencies] and records the pins."
+            "`auto` uses the first present of uv.lock, pylock.toml, poetry.lock, pdm.lock, "
+            "Pipfile.lock, the production requirements file (requirements.txt, else "
+            "requirements/production.txt or requirements/prod.txt); else resolves "
+            "[project.dependencies] and records the pins."
         ),
     )
     requirements: list[str] = Field(
         default_factory=list,
-        description="requirements files (relative to the project) used when there is no lock.",
+        description=(
+            "requirements files (relative to the project) used when there is no lock; "
+            "default: the production requirements file (never requirements-dev.txt)."
+        ),
     )
     extras: list[str] = Field(
-        default_factory=list, description="Optional-dependency extras of the project to install."
+        default_factory=list,
+        description="Extras of the project to install ([project.optional-dependencies], "
+        "[tool.poetry.extras]).",
     )
     groups: list[str] = Field(
-        default_factory=list, description="Dependency groups (PEP 735) to install as well."
+        default_factory=list,
+        description=(
+            "Dependency groups to install as well: PEP 735 groups, Poetry groups, PDM "
+            "groups, Pipfile.lock sections (`develop` for [dev-packages])."
+        ),
     )
 
 
@@ -353,6 +381,63 @@ class CheckConfig(_Table):
             "`server.type` or detection; worker memory is not measured."
         ),
     )
+
+
+# A process name becomes part of Kubernetes object names and a compose service name.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_PROCESS_NAME = 40
+# Names the manifests use themselves: the server, and the release command's Job/service.
+RESERVED_PROCESS_NAMES = ("web", "release")
+
+
+def command_argv(command: str | list[str]) -> list[str]:
+    """A command's argv: a list as is, a string split as a POSIX shell splits words
+    (quotes, backslashes; no variables, globs or pipes: nothing runs a shell)."""
+    return list(command) if isinstance(command, list) else shlex.split(command)
+
+
+def _check_command(value: str | list[str]) -> str | list[str]:
+    try:
+        argv = command_argv(value)
+    except ValueError as exc:  # shlex: "No closing quotation", "No escaped character"
+        raise ValueError(f"cannot be split into words: {str(exc).lower()}") from None
+    if not argv or not argv[0]:
+        raise ValueError('must name a program, e.g. "python manage.py migrate"')
+    if any("\0" in word for word in argv):
+        raise ValueError("holds a NUL character, which no argument can")
+    return value
+
+
+Command = Annotated[Union[str, list[str]], AfterValidator(_check_command)]  # noqa: UP007
+
+
+class ProcessConfig(_Table):
+    """One entry of `[tool.pydeploy.processes]` written as a table."""
+
+    command: Command = Field(
+        description=(
+            "The command, as a string (split like a shell's words) or a list: run by the "
+            "image's launcher with the venv active, in /app, as the runtime user."
+        ),
+    )
+    replicas: Annotated[int, Field(ge=0, le=1000)] = Field(
+        1,
+        description=(
+            "Copies of the process the manifests run (its own concurrency, such as "
+            "Celery's `--concurrency`, belongs in the command)."
+        ),
+    )
+    resources: ResourcesConfig | None = Field(
+        None, description="Its container's resources. Default: `tool.pydeploy.resources`."
+    )
+
+
+def _short_process_form(schema: dict[str, Any]) -> None:
+    """The schema of `processes` also allows the short form, a command alone, which the
+    model turns into a table before validation."""
+    table = schema["additionalProperties"]
+    command = [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    schema["additionalProperties"] = {"anyOf": [*command, table]}
 
 
 class PydeployConfig(_Table):
@@ -460,6 +545,14 @@ class PydeployConfig(_Table):
         default_factory=list,
         description="Debian packages installed in the runtime image (e.g. `libpq5`).",
     )
+    auto_runtime_packages: bool = Field(
+        True,
+        description=(
+            "Add the Debian package of every shared library that the venv's compiled "
+            "files need and the runtime image lacks (found at build time, e.g. libpq5 "
+            "for psycopg2 built from source). False: such a library fails the build."
+        ),
+    )
     network: str | None = Field(
         None,
         description=(
@@ -479,6 +572,43 @@ class PydeployConfig(_Table):
         default_factory=ResourcesConfig, description="Container resources."
     )
     check: CheckConfig = Field(default_factory=CheckConfig, description="The app check.")
+    release_command: Command | None = Field(
+        None,
+        description=(
+            "Runs once before a new version serves (migrations): `pydeploy run` runs it "
+            "first and stops if it fails; the manifests run it as a Kubernetes Job and a "
+            "compose service the server waits for. A string (split like a shell's words) "
+            'or a list, e.g. "python manage.py migrate --noinput".'
+        ),
+    )
+    processes: dict[str, ProcessConfig] = Field(
+        default_factory=dict,
+        description=(
+            'Other processes of the app, as a Procfile names them: `worker = "celery -A '
+            'proj worker"` or a table with `command`, `replicas`, `resources`. Same image, '
+            "another command, no HTTP healthcheck; one Deployment / compose service each. "
+            "Names are DNS labels; `web` and `release` are taken."
+        ),
+        json_schema_extra=_short_process_form,
+    )
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _process_tables(cls, value: Any) -> Any:
+        """`worker = "celery ..."` is `worker = {command = "celery ..."}`."""
+        if not isinstance(value, dict):
+            return value
+        tables = {}
+        for name, entry in value.items():
+            if isinstance(entry, (str, list)):
+                entry = {"command": entry}  # noqa: PLW2901 -- the short form's table
+            elif not isinstance(entry, dict):
+                raise ValueError(  # noqa: TRY004 -- pydantic reports ValueErrors, not TypeErrors
+                    f"entry {references.show(str(name))} must be a command (a string or a "
+                    "list of strings) or a table with `command`"
+                )
+            tables[name] = entry
+        return tables
 
     @field_validator("python")
     @classmethod
@@ -509,6 +639,25 @@ class PydeployConfig(_Table):
         clash = writable.overlaps([writable.resolve(entry) for entry in value])
         if clash:
             raise ValueError(f"lists {clash[1]} inside {clash[0]}: list only {clash[0]}")
+        return value
+
+    @field_validator("processes")
+    @classmethod
+    def _process_names(cls, value: dict[str, ProcessConfig]) -> dict[str, ProcessConfig]:
+        for name in value:
+            if name in RESERVED_PROCESS_NAMES:
+                raise ValueError(
+                    f"entry `{name}` is reserved ({' and '.join(RESERVED_PROCESS_NAMES)} are the "
+                    "server and the release command); name the process otherwise, e.g. "
+                    "`worker`"
+                )
+            if len(name) > MAX_PROCESS_NAME or not _DNS_LABEL.match(name):
+                raise ValueError(
+                    f"name {references.show(name)} is not a DNS label of at most "
+                    f"{MAX_PROCESS_NAME} characters (lowercase letters, digits and `-`, "
+                    "starting and ending with a letter or digit), which Kubernetes and "
+                    "compose names need"
+                )
         return value
 
     @field_validator("labels")
@@ -725,18 +874,31 @@ def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], bool]:
     keys: list[str] = []
     tagged = False
     model: type[BaseModel] | None = PydeployConfig
+    table_of: type[BaseModel] | None = None
     union = False
     for part in loc:
         if union and isinstance(part, str) and _is_union_tag(part):
             tagged, union = True, False
             continue
         keys.append(str(part))
+        if table_of is not None:  # `part` is a key of a table of models
+            model, table_of = table_of, None
+            continue
         field = _field(model, str(part)) if model else None
         annotation = field.annotation if field else None
         union = get_origin(annotation) in {Union, types.UnionType}
         is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         model = annotation if is_model else None
+        table_of = _table_model(annotation)
     return keys, tagged
+
+
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a `dict[str, Model]` field (`processes`), else None."""
+    if get_origin(annotation) is not dict:
+        return None
+    value = annotation.__args__[1]
+    return value if isinstance(value, type) and issubclass(value, BaseModel) else None
 
 
 def _field(model: type[BaseModel], key: str) -> Any:
@@ -765,13 +927,20 @@ def _secret_hint(key: str) -> str:
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: type[BaseModel] = PydeployConfig
+    table_of: type[BaseModel] | None = None
     for part in loc:
+        if table_of is not None:
+            model, table_of = table_of, None
+            continue
         field = _field(model, part)
         annotation = field.annotation if field else None
+        table_of = _table_model(annotation)
+        if table_of is not None:
+            continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation
-    return model
+    return None if table_of is not None else model
 
 
 def _aliases(model: type[BaseModel]) -> list[str]:

@@ -26,6 +26,17 @@ KNOWN_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10")
 DEFAULT_PYTHON = "3.13"
 
 
+# The lock files a project directory may hold, in `auto`'s order of precedence.
+LOCK_FILES = ("uv.lock", "pylock.toml", "poetry.lock", "pdm.lock", "Pipfile.lock")
+# The production requirements file of the common layouts, first found wins:
+# `requirements-dev.txt`, `requirements/test.txt` and the like are never guessed.
+PRODUCTION_REQUIREMENTS = (
+    "requirements.txt",
+    "requirements/production.txt",
+    "requirements/prod.txt",
+)
+
+
 # Where a project's metadata was written: [project], [tool.poetry], or nowhere.
 Metadata = Literal["project", "poetry", "none"]
 REQUIRES_PYTHON = "project.requires-python"
@@ -134,14 +145,27 @@ def load_project(directory: Path) -> Project:
         source_url=source,
         config=config,
         python_version_file=_read_python_version(version_path) if version_path else None,
-        lock_files=tuple(n for n in ("uv.lock", "pylock.toml") if (root / n).is_file()),
-        requirements_files=tuple(sorted(p.name for p in root.glob("requirements*.txt"))),
+        lock_files=tuple(n for n in LOCK_FILES if (root / n).is_file()),
+        requirements_files=production_requirements(root),
         workspace_root=_workspace_root(root),
         metadata=meta.kind,
         name_origin=meta.name_origin,
         version_origin=meta.version_origin,
         python_version_path=version_path,
     )
+
+
+def production_requirements(root: Path) -> tuple[str, ...]:
+    """The production requirements file (PRODUCTION_REQUIREMENTS), or none."""
+    return next(((n,) for n in PRODUCTION_REQUIREMENTS if (root / n).is_file()), ())
+
+
+def other_requirements(root: Path) -> tuple[str, ...]:
+    """Requirements files that are not production_requirements (`requirements-dev.txt`,
+    `requirements/base.txt`): never used unless `dependencies.requirements` names them."""
+    found = {p.name for p in root.glob("requirements*.txt")}
+    found |= {f"requirements/{p.name}" for p in root.glob("requirements/*.txt")}
+    return tuple(sorted(found - set(production_requirements(root))))
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ from pydeploy.config.models import PYPROJECT, read_pyproject
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.layers import assemble
 from pydeploy.oci.config import ImageSettings
+from pydeploy.payload.builder_script import locked_constraints
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import gitignore_files
 from pydeploy.plan.depinputs import dependency_inputs
+from pydeploy.plan.depsource import HOST_LOCKS
 from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.launch import Healthcheck, LaunchSettings
 from pydeploy.plan.planner import APP_DIR, VENV, BuildPlan
@@ -314,6 +316,9 @@ class _Install:
     whole_source: bool  # local path packages: the install needs the whole source
     prepare: list[str]  # a command run before the install (uv export), or []
     args: list[str]  # `uv pip install` arguments
+    # A lock read on the host: its lines install as they are (`--no-deps`), the server
+    # packages afterwards in their own install, constrained by the locked versions.
+    servers_after: list[str] = field(default_factory=list)
 
 
 def _install(plan: BuildPlan) -> _Install:
@@ -325,10 +330,10 @@ def _install(plan: BuildPlan) -> _Install:
     if inputs.mount_root != project.root or inputs.package:
         raise ConfigError(
             f"{project.name}'s dependencies live outside {project.root} (a uv workspace "
-            "member, or local path packages above it): a Dockerfile's build context cannot "
-            "reach them.",
+            "member, local path packages above it, or requirements files it includes from "
+            "above it): a Dockerfile's build context cannot reach them.",
             hint=(
-                "Use `pydeploy build` for workspace members, or move the packages inside "
+                "Use `pydeploy build` for these, or move the packages (or files) inside "
                 "the project directory."
             ),
         )
@@ -340,6 +345,10 @@ def _install(plan: BuildPlan) -> _Install:
     if inputs.source == "pylock":
         converted = f"{CONTEXT_DIR}/requirements.txt"
         return _Install([converted], whole, [], ["-r", converted])
+    if inputs.source in HOST_LOCKS:
+        converted, constraints = f"{CONTEXT_DIR}/requirements.txt", f"{CONTEXT_DIR}/constraints.txt"
+        after = ["-c", constraints]
+        return _Install([converted, constraints], whole, [], ["--no-deps", "-r", converted], after)
     if inputs.source == "requirements":
         files = [w.split(":", 1)[1] for w, _ in inputs.digests if w.startswith("requirements:")]
         for name in files:
@@ -362,7 +371,11 @@ def _builder_stage(plan: BuildPlan) -> list[str]:
     install = _install(plan)
     python = f"{VENV}/bin/python"
     uv_install = [UV, "pip", "install", "--python", python]
-    command = [*uv_install, *install.args, *map(shlex.quote, servers.plan_packages(plan))]
+    wanted = list(map(shlex.quote, servers.plan_packages(plan)))
+    if install.servers_after:
+        command = [*uv_install, *install.args, "&&", *uv_install, *wanted, *install.servers_after]
+    else:
+        command = [*uv_install, *install.args, *wanted]
     lines = ["FROM " + plan.base_image + " AS builder"]
     env = dict(BUILDER_ENV)
     env |= index_environment(plan.index, Credentials()).public
@@ -458,9 +471,13 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     # The launcher layer's files, each at its image path's name under .pydeploy/.
     launcher_files = assemble.launcher_files(launch)
     files = {f"{CONTEXT_DIR}/{Path(path).name}": data for path, data in launcher_files.items()}
-    if plan.dependency_source == "pylock":
+    if plan.dependency_source == "pylock" or plan.dependency_source in HOST_LOCKS:
+        # Markers the host cannot decide without the base's Python stay in the lines.
         lines = dependency_inputs(plan).requirement_lines
         files[f"{CONTEXT_DIR}/requirements.txt"] = "".join(f"{ln}\n" for ln in lines).encode()
+    if plan.dependency_source in HOST_LOCKS:
+        constraints = locked_constraints(list(dependency_inputs(plan).requirement_lines))
+        files[f"{CONTEXT_DIR}/constraints.txt"] = "".join(f"{c}\n" for c in constraints).encode()
 
     out = [
         f"{MARK} {__version__} from {PYPROJECT} (`pydeploy dockerfile --write`).",

@@ -21,10 +21,10 @@ from pydeploy.config.models import ResourcesConfig
 from pydeploy.deploy import MANIFEST_FORMATS
 from pydeploy.engine.types import ResourceLimits
 from pydeploy.errors import ConfigError
-from pydeploy.layers.assemble import USER_NAME
+from pydeploy.layers.assemble import HEALTHCHECK_ARGV, USER_NAME
 from pydeploy.payload import launcher
 from pydeploy.plan import memory, references
-from pydeploy.plan.launch import Healthcheck
+from pydeploy.plan.launch import Healthcheck, Process
 from pydeploy.plan.planner import BuildPlan, repository_name
 
 # docker stop / Kubernetes wait this long past the server's own graceful timeout before
@@ -35,6 +35,7 @@ WRITABLE_PATHS = ("/tmp", f"/home/{USER_NAME}")  # noqa: S108 -- mount points, n
 CONTAINER_NAME = "app"
 SERVICE_PORT = 80
 MANAGED_BY = "pydeploy"
+RELEASE = "release"  # the release command's Job suffix and compose service
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -61,6 +62,9 @@ class DeploySpec:
     def mounts(self) -> tuple[str, ...]:
         """Every writable mount point: the server's and libraries', then the app's."""
         return (*WRITABLE_PATHS, *self.writable)
+
+    release: tuple[str, ...] | None = None  # `release-command`
+    processes: tuple[Process, ...] = ()
 
     @property
     def grace_period(self) -> int:
@@ -121,6 +125,8 @@ def spec_from_plan(
         workers=plan.launch.workers,
         worker_memory=worker_memory,
         writable=plan.writable,
+        release=plan.release,
+        processes=plan.processes,
     )
 
 
@@ -225,9 +231,15 @@ def _probes(spec: DeploySpec) -> tuple[dict[str, Any], dict[str, Any]]:
     """(readiness, liveness). The image's HEALTHCHECK settings, as kubelet probes on the
     same path; readiness checks more often so a new pod gets traffic sooner."""
     hc = spec.healthcheck
-    action: dict[str, Any] = (
-        {"httpGet": {"path": hc.path, "port": "http"}} if hc else {"tcpSocket": {"port": "http"}}
-    )
+    action: dict[str, Any]
+    if hc is None:
+        action = {"tcpSocket": {"port": "http"}}
+    elif hc.any_answer:
+        # httpGet counts a 4xx as failure: the image's own stdlib healthcheck runs instead
+        # (one short python process per period), the rule `docker inspect` reports.
+        action = {"exec": {"command": list(HEALTHCHECK_ARGV)}}
+    else:
+        action = {"httpGet": {"path": hc.path, "port": "http"}}
     interval = hc.interval if hc else 30
     timeout = hc.timeout if hc else 3
     retries = hc.retries if hc else 3
@@ -252,61 +264,132 @@ def _volume_name(path: str) -> str:
     return dns_name(path.strip("/").replace("/", "-")) or "root"
 
 
-def kubernetes(spec: DeploySpec) -> list[dict[str, Any]]:
-    """A Deployment and a ClusterIP Service (port 80 -> the container's `http` port)."""
-    meta_labels = labels(spec)
-    selector = {"app.kubernetes.io/name": spec.name}
-    requests, limits = _requests_and_limits(spec.resources)
-    resources: dict[str, Any] = {}
-    for key, values in (("requests", requests), ("limits", limits)):
-        if values:
-            resources[key] = {
-                k: cpu_quantity(v) if k == "cpu" else f"{v}Mi" for k, v in values.items()
-            }
-    readiness, liveness = _probes(spec)
+def _resources(resources: ResourcesConfig) -> dict[str, Any]:
+    requests, limits = _requests_and_limits(resources)
+    return {
+        key: {k: cpu_quantity(v) if k == "cpu" else f"{v}Mi" for k, v in values.items()}
+        for key, values in (("requests", requests), ("limits", limits))
+        if values
+    }
+
+
+def _container(
+    spec: DeploySpec, resources: ResourcesConfig, args: tuple[str, ...] | None
+) -> dict[str, Any]:
+    """The image's container, hardened. `args`: a command for the launcher (a process,
+    the release command); None: the server, with its port and probes."""
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-        "env": [{"name": "PORT", "value": str(spec.port)}],
-        "readinessProbe": readiness,
-        "livenessProbe": liveness,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": _volume_name(p), "mountPath": p} for p in spec.mounts],
     }
-    if resources:
-        container["resources"] = resources
-    deployment = {
+    if args is None:
+        readiness, liveness = _probes(spec)
+        container["ports"] = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
+    else:
+        container["args"] = list(args)
+    container["env"] = [{"name": "PORT", "value": str(spec.port)}]
+    if args is None:
+        container["readinessProbe"] = readiness
+        container["livenessProbe"] = liveness
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["volumeMounts"] = [{"name": _volume_name(p), "mountPath": p} for p in spec.mounts]
+    if found := _resources(resources):
+        container["resources"] = found
+    return container
+
+
+def _pod_spec(spec: DeploySpec, container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": spec.grace_period,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": spec.uid,
+            "runAsGroup": spec.uid,
+            "fsGroup": spec.uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": _volume_name(p), "emptyDir": {}} for p in spec.mounts],
+    }
+
+
+def _child_name(spec: DeploySpec, suffix: str) -> str:
+    """`<name>-<suffix>`, within a DNS label's 63 characters."""
+    return f"{spec.name[: 62 - len(suffix)].rstrip('-')}-{suffix}"
+
+
+def _component_labels(spec: DeploySpec, component: str) -> dict[str, str]:
+    """Labels of a process's or the release's pods: their own name, so the server's
+    Service and Deployment (which select `app.kubernetes.io/name: <name>`) never pick
+    them up, and `part-of` the app."""
+    found = labels(spec)
+    found["app.kubernetes.io/name"] = _child_name(spec, component)
+    found["app.kubernetes.io/component"] = component
+    found["app.kubernetes.io/part-of"] = spec.name
+    return found
+
+
+def _deployment(
+    spec: DeploySpec, name: str, meta_labels: dict[str, str], replicas: int, container: Any
+) -> dict[str, Any]:
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": spec.name, "labels": meta_labels},
+        "metadata": {"name": name, "labels": meta_labels},
         "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": meta_labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": spec.grace_period,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": spec.uid,
-                        "runAsGroup": spec.uid,
-                        "fsGroup": spec.uid,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": [{"name": _volume_name(p), "emptyDir": {}} for p in spec.mounts],
-                },
-            },
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {"metadata": {"labels": meta_labels}, "spec": _pod_spec(spec, container)},
         },
     }
+
+
+def release_job(spec: DeploySpec, command: tuple[str, ...]) -> dict[str, Any]:
+    """The release command as a Job, not an init container: an init container runs in
+    every replica, concurrently (two `migrate`s racing on one database) and again on
+    every restart or scale-up; a Job runs once per image. A Job's pod template cannot
+    change, so its name carries the image digest: each release is a new Job. Plain
+    manifests cannot make the Deployment's rollout wait for it (`kubectl wait` can, and
+    Argo CD does by the PreSync hook annotation); a failed migration is not retried."""
+    digest = spec.image.rpartition("@sha256:")[2][:12]
+    name = _child_name(spec, f"{RELEASE}-{digest}")
+    meta_labels = _component_labels(spec, RELEASE)
+    pod = _pod_spec(spec, _container(spec, spec.resources, command))
+    pod["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "labels": meta_labels,
+            "annotations": {
+                "argocd.argoproj.io/hook": "PreSync",
+                "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+            },
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": meta_labels}, "spec": pod},
+        },
+    }
+
+
+def kubernetes(spec: DeploySpec) -> list[dict[str, Any]]:
+    """The release Job (when there is a release command), the server's Deployment and
+    ClusterIP Service (port 80 -> the container's `http` port), then one Deployment per
+    process (the same image with the process's command, no probes: it serves no HTTP)."""
+    meta_labels = labels(spec)
+    selector = {"app.kubernetes.io/name": spec.name}
+    deployment = _deployment(
+        spec, spec.name, meta_labels, spec.replicas, _container(spec, spec.resources, None)
+    )
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -319,7 +402,17 @@ def kubernetes(spec: DeploySpec) -> list[dict[str, Any]]:
             ],
         },
     }
-    return [deployment, service]
+    docs = [release_job(spec, spec.release)] if spec.release else []
+    docs += [deployment, service]
+    for process in spec.processes:
+        container = _container(spec, process.resources, process.argv)
+        name = _child_name(spec, process.name)
+        docs.append(
+            _deployment(
+                spec, name, _component_labels(spec, process.name), process.replicas, container
+            )
+        )
+    return docs
 
 
 # --------------------------------------------------------------------------- compose
@@ -335,25 +428,9 @@ def _compose_memory(mib: int) -> str:
     return f"{mib}M"
 
 
-def compose(spec: DeploySpec) -> dict[str, Any]:
-    """One compose service with the same hardening. The image's own HEALTHCHECK applies
-    (compose keeps it when the service sets none), so it is not repeated here."""
-    requests, limits = _requests_and_limits(spec.resources)
-    service: dict[str, Any] = {
-        "image": spec.image,
-        "user": f"{spec.uid}:{spec.uid}",
-        "read_only": True,
-        "tmpfs": [_tmpfs(path, spec.uid) for path in spec.mounts],
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "environment": {"PORT": str(spec.port)},
-        "ports": [{"target": spec.port, "published": str(spec.port), "protocol": "tcp"}],
-        "stop_signal": "SIGTERM",
-        "stop_grace_period": f"{spec.grace_period}s",
-        "restart": "unless-stopped",
-        "labels": labels(spec),
-    }
-    resources = {
+def _compose_resources(resources: ResourcesConfig) -> dict[str, Any]:
+    requests, limits = _requests_and_limits(resources)
+    return {
         key: {
             ("cpus" if k == "cpu" else k): (f"{v:g}" if k == "cpu" else _compose_memory(v))
             for k, v in values.items()
@@ -361,9 +438,63 @@ def compose(spec: DeploySpec) -> dict[str, Any]:
         for key, values in (("limits", limits), ("reservations", requests))
         if values
     }
-    if resources:
-        service["deploy"] = {"resources": resources}
-    return {"name": spec.name, "services": {spec.name: service}}
+
+
+def _compose_service(
+    spec: DeploySpec, resources: ResourcesConfig, command: tuple[str, ...] | None
+) -> dict[str, Any]:
+    """The image as a hardened service; `command` (for the launcher) runs instead of the
+    server: no port, and no healthcheck (the image's probes HTTP, which it does not serve)."""
+    service: dict[str, Any] = {"image": spec.image}
+    if command is not None:
+        service["command"] = list(command)
+    service |= {
+        "user": f"{spec.uid}:{spec.uid}",
+        "read_only": True,
+        "tmpfs": [_tmpfs(path, spec.uid) for path in spec.mounts],
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "environment": {"PORT": str(spec.port)},
+    }
+    if command is None:
+        service["ports"] = [{"target": spec.port, "published": str(spec.port), "protocol": "tcp"}]
+    else:
+        service["healthcheck"] = {"disable": True}
+    service |= {
+        "stop_signal": "SIGTERM",
+        "stop_grace_period": f"{spec.grace_period}s",
+        "restart": "unless-stopped",
+        "labels": labels(spec),
+    }
+    if spec.release and command != spec.release:
+        # The server and the processes start once the release command has succeeded.
+        service["depends_on"] = {RELEASE: {"condition": "service_completed_successfully"}}
+    if found := _compose_resources(resources):
+        service["deploy"] = {"resources": found}
+    return service
+
+
+def compose(spec: DeploySpec) -> dict[str, Any]:
+    """The server's service with the same hardening as the Kubernetes documents (the
+    image's own HEALTHCHECK applies: compose keeps it when the service sets none), a
+    one-shot `release` service it waits for, and one service per process."""
+    services = {spec.name: _compose_service(spec, spec.resources, None)}
+    if spec.release:
+        release = _compose_service(spec, spec.resources, spec.release)
+        release["restart"] = "no"
+        services[RELEASE] = release
+    for process in spec.processes:
+        if process.name in services:
+            raise ConfigError(
+                f"`tool.pydeploy.processes.{process.name}` has the name of the server's "
+                "compose service (the image name).",
+                hint="Rename the process, e.g. `worker`.",
+            )
+        service = _compose_service(spec, process.resources, process.argv)
+        if process.replicas != 1:
+            service.setdefault("deploy", {})["replicas"] = process.replicas
+        services[process.name] = service
+    return {"name": spec.name, "services": services}
 
 
 # --------------------------------------------------------------------------- output

@@ -18,21 +18,24 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import re
+import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydeploy.cachekeys import RUN_LABEL
 from pydeploy.config.models import ENV_NAME
 from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.engine.client import Engine
-from pydeploy.engine.types import Outcome, Published, ResourceLimits
+from pydeploy.engine.types import Mount, Outcome, Published, ResourceLimits
 from pydeploy.errors import ConfigError
 from pydeploy.plan import writable
-from pydeploy.plan.planner import BuildPlan, repository_name
+from pydeploy.plan.planner import VENV, BuildPlan, repository_name
 
 OnOutput = Callable[[str, bool], None]  # (line, from stderr)
 OnEvent = Callable[[str], None]
@@ -52,6 +55,10 @@ class RunSpec:
     stop_timeout: int
     labels: dict[str, str] = field(default_factory=dict)
     tmpfs: dict[str, str] = field(default_factory=dict)  # `writable` dirs: path -> options
+    # A command for the image's launcher instead of the server (a one-off, the release
+    # command, a process): no published port, no HTTP healthcheck.
+    command: tuple[str, ...] = ()
+    volumes: tuple[Mount, ...] = ()  # `--volume NAME:/path`, on every container of the run
 
     @property
     def url(self) -> str:
@@ -60,10 +67,14 @@ class RunSpec:
     @property
     def publish(self) -> Published | None:
         """On a bridge network the port is published (on 127.0.0.1 only); with host
-        networking the server binds the host's port itself."""
-        if self.network == "host":
+        networking the server binds the host's port itself; a command serves nothing."""
+        if self.network == "host" or self.command:
             return None
         return Published(self.container_port, self.port)
+
+    def running(self, command: Sequence[str], role: str) -> RunSpec:
+        """The same container (image, environment, volumes, limits) running `command`."""
+        return replace(self, command=tuple(command), name=f"{self.name}-{role}")
 
 
 # --------------------------------------------------------------------------- environment
@@ -159,6 +170,77 @@ def make_spec(  # noqa: PLR0913 - keyword-only, one per `pydeploy run` flag
     )
 
 
+# Docker's rule for volume names.
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+
+
+def parse_volumes(items: Iterable[str]) -> tuple[Mount, ...]:
+    """`--volume NAME:/path[:ro]`: a named volume (never a host path: the engine may be
+    remote), created when missing. It outlives the containers: the release command and
+    the server see the same data."""
+    found = []
+    for item in items:
+        name, _, rest = item.partition(":")
+        target, _, mode = rest.partition(":")
+        if not _VOLUME_NAME.match(name) or not target.startswith("/") or mode not in {"", "ro"}:
+            raise ConfigError(
+                f"--volume {item!r} is not NAME:/path or NAME:/path:ro.",
+                hint=(
+                    "Name a volume (letters, digits, `_.-`; the engine creates it) and an "
+                    "absolute path in the container, e.g. --volume appdata:/data."
+                ),
+            )
+        found.append(Mount(target, name, "volume", read_only=mode == "ro"))
+    return tuple(found)
+
+
+def prepare_volumes(engine: Engine, image: str, volumes: Iterable[Mount], uid: int) -> list[str]:
+    """Create the volumes that do not exist yet, owned by the runtime uid: the engine
+    would make a new volume's root root-owned (it copies the image's ownership only
+    where the image has that directory), and the app, which runs as `uid`, could not
+    write there. Returns the names it created."""
+    created = []
+    for mount in volumes:
+        if mount.read_only or engine.volume_labels(mount.source) is not None:
+            continue
+        engine.create_volume(mount.source)
+        created.append(mount.source)
+        chown = f"import os; os.chown({mount.target!r}, {uid}, {uid})"
+        argv = [f"{VENV}/bin/python", "-c", chown]
+        with engine.container(image, argv, mounts=[mount], network="none") as box:
+            outcome = box.follow(lambda _line: None)
+        if outcome.exit_code != 0:
+            raise ConfigError(
+                f"Cannot give the new volume {mount.source} to uid {uid} "
+                f"(exit {outcome.exit_code}).",
+                hint="Create and prepare it yourself (`docker volume create`), then retry.",
+            )
+    return created
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How a one-off container ended, and the last lines it wrote."""
+
+    exit_code: int
+    tail: tuple[str, ...]
+
+
+def run_command(
+    engine: Engine, spec: RunSpec, on_output: OnOutput, on_event: OnEvent, tail: int = 20
+) -> CommandResult:
+    """Run `spec` (a command) to its end, its output passed on; keep the last lines for
+    a failure's report."""
+    lines: deque[str] = deque(maxlen=tail)
+
+    def keep(line: str, is_stderr: bool) -> None:
+        lines.append(line)
+        on_output(line, is_stderr)
+
+    code = Runner(engine, spec).run(keep, on_event)
+    return CommandResult(code, tuple(lines))
+
+
 def check_port_free(port: int, *, host_network: bool) -> None:
     """Fail early, and clearly, when something already listens on the port."""
     address = "0.0.0.0" if host_network else "127.0.0.1"  # noqa: S104 -- what the server binds
@@ -210,12 +292,20 @@ class Runner:
                 labels=self.spec.labels,
                 stop_timeout=self.spec.stop_timeout,
                 tmpfs=self.spec.tmpfs,
+                command=self.spec.command,
+                volumes=self.spec.volumes,
+                healthcheck=not self.spec.command,
             )
             self.engine.start(self.container_id)
             self._follow(on_output)
+            doing = (
+                f"running `{shlex.join(self.spec.command)}`"
+                if self.spec.command
+                else f"serving on {self.spec.url}"
+            )
             on_event(
                 f"started {self.spec.name} ({describe_limits(self.spec)}, network "
-                f"{self.spec.network}); serving on {self.spec.url}; Ctrl-C stops it"
+                f"{self.spec.network}); {doing}; Ctrl-C stops it"
             )
             try:
                 outcome = self.engine.wait(self.container_id)

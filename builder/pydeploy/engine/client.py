@@ -25,7 +25,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -785,22 +785,33 @@ class Engine:
         labels: Mapping[str, str],
         stop_timeout: int,
         tmpfs: Mapping[str, str] | None = None,
+        command: Sequence[str] = (),
+        volumes: Sequence[Mount] = (),
+        healthcheck: bool = True,
     ) -> str:
         """Create (not start) a container that serves, on `network` (`host`, or a bridge
         with `publish`), within `limits`; returns its ID. Without an init process: the
-        image's own entrypoint is PID 1 and gets the stop signal, as in production."""
+        image's own entrypoint is PID 1 and gets the stop signal, as in production.
+        `command`: the arguments to that entrypoint (a one-off; none: the server), which
+        serves no HTTP, so `healthcheck=False` turns the image's probe off."""
+        host = service_host_config(network, publish, limits, tmpfs)
+        if volumes:
+            host["mounts"] = [
+                docker.types.Mount(m.target, m.source, type=m.kind, read_only=m.read_only)
+                for m in volumes
+            ]
         with self.guard():
             api = self.client.api
             created = api.create_container(
                 image,
+                list(command) or None,
                 name=name,
                 environment=dict(env),
-                host_config=api.create_host_config(
-                    **service_host_config(network, publish, limits, tmpfs)
-                ),
+                host_config=api.create_host_config(**host),
                 labels={**self.labels, **labels},
                 ports=[publish.container_port] if publish else None,
                 stop_timeout=stop_timeout,
+                healthcheck=None if healthcheck else {"test": ["NONE"]},
                 detach=True,
             )
         return str(created["Id"])

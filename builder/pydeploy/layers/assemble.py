@@ -31,6 +31,8 @@ USER_NAME = "app"
 LAUNCHER = f"{LAUNCHER_DIR}/launcher.py"
 LAUNCH_JSON = f"{LAUNCHER_DIR}/launch.json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The launcher's stdlib probe: the image's HEALTHCHECK, and the manifests' exec probes.
+HEALTHCHECK_ARGV = (f"{VENV}/bin/python", LAUNCHER, "--healthcheck")
 
 
 def check_user_id(plan: BuildPlan, passwd: bytes, group: bytes) -> None:
@@ -266,7 +268,7 @@ def runtime_settings(plan: BuildPlan, base_env: list[str], labels: dict[str, str
     if hc:
         second = 1_000_000_000
         healthcheck = {
-            "Test": ["CMD", python, LAUNCHER, "healthcheck"],
+            "Test": ["CMD", *HEALTHCHECK_ARGV],
             "Interval": hc.interval * second,
             "Timeout": hc.timeout * second,
             "StartPeriod": hc.start_period * second,

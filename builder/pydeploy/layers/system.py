@@ -40,18 +40,27 @@ def layer_key(base_id: str, packages: Iterable[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def system_layer(
-    engine: Engine, store: BlobStore, plan: BuildPlan, base_id: str, progress: Progress
+def system_layer(  # noqa: PLR0913 - the build's engine, store, plan, clock; and the list
+    engine: Engine,
+    store: BlobStore,
+    plan: BuildPlan,
+    base_id: str,
+    progress: Progress,
+    *,
+    packages: tuple[str, ...] | None = None,
 ) -> Layer:
-    key = layer_key(base_id, plan.runtime_packages)
+    """The layer for `packages` (default: the plan's `runtime-packages`; the build passes
+    the settled list, automatic packages included)."""
+    wanted = plan.runtime_packages if packages is None else packages
+    key = layer_key(base_id, wanted)
     cached = Layer.from_doc(store.read_index(INDEX_SYSTEM_LAYER, key))
     if cached is not None and store.has(cached.digest):
-        progress("runtime packages", 0.0, "cached: " + " ".join(plan.runtime_packages))
+        progress("runtime packages", 0.0, "cached: " + " ".join(wanted))
         return cached
-    packages = " ".join(plan.runtime_packages)
+    names = " ".join(wanted)
     script = (
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
-        f"apt-get install -y -qq --no-install-recommends {packages}; "
+        f"apt-get install -y -qq --no-install-recommends {names}; "
         "rm -rf /var/lib/apt/lists/* /var/cache/apt/*"
     )
     output: list[str] = []
@@ -62,8 +71,7 @@ def system_layer(
         if code != 0:
             tail = "\n".join(output[-20:])
             raise BuildError(
-                f"Installing the runtime packages ({packages}) failed with exit code {code}:\n"
-                f"{tail}",
+                f"Installing the runtime packages ({names}) failed with exit code {code}:\n{tail}",
                 hint="Check the names in `tool.pydeploy.runtime-packages` (Debian packages "
                 "of the base image's release).",
             )
@@ -72,7 +80,7 @@ def system_layer(
             entries = list(_changed_entries(box.export(), changed, Path(tmp)))
             layer = build_layer(entries, store=store, epoch=LAYER_EPOCH, role="system")
     store.write_index(INDEX_SYSTEM_LAYER, key, layer.to_doc())
-    progress("runtime packages", 0.0, f"installed {packages}")
+    progress("runtime packages", 0.0, f"installed {names}")
     return layer
 
 

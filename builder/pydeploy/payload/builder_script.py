@@ -51,7 +51,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict, cast
 
 # The protocol host and container share, stated here once (the host imports it):
 # the line marker and the job documents. Under python3.8 the TypedDicts' annotations
@@ -274,6 +274,13 @@ def pinned_constraints(lines: list[str]) -> list[str]:
         if match:
             found.append(f"{match.group(1)}{match.group(2)}")
     return found
+
+
+def locked_constraints(lines: list[str]) -> list[str]:
+    """The index pins of locked requirement lines (`name==version ; marker`, hashes
+    dropped) as constraints: installing the server packages afterwards may add packages
+    but never move a locked one."""
+    return [ln.split(" --hash=", 1)[0].strip() for ln in lines if _PINNED.match(ln.strip())]
 
 
 def light_install_args(local_names: list[str]) -> list[str]:
@@ -524,8 +531,24 @@ def drop_editable(path: Path, seen: set[Path] | None = None) -> None:
         drop_editable(path.parent / match.group(1), seen)
 
 
-def resolve(job: InstallJob, uv: str) -> tuple[Path, list[str], list[str], list[str]]:
-    """Prepare what to install: (cwd, uv pip install arguments, pins or [], added servers)."""
+# Sources a lock read on the host turned into requirement lines to install as they are.
+HOST_LOCKS = ("poetry.lock", "pdm.lock", "Pipfile.lock")
+
+
+class Resolved(NamedTuple):
+    """What `resolve` prepared: where to run, `uv pip install` arguments, pins recorded at
+    resolution ([project] only), the server packages added, and for locked sources a
+    second, resolving install of those servers (arguments, or [])."""
+
+    cwd: Path
+    args: list[str]
+    pins: list[str]
+    added: list[str]
+    servers: list[str]
+
+
+def resolve(job: InstallJob, uv: str) -> Resolved:
+    """Prepare what to install, one small function per kind of source."""
     step = "resolve"
     emit("begin", step)
     work = Path(job["work"])
@@ -535,49 +558,89 @@ def resolve(job: InstallJob, uv: str) -> tuple[Path, list[str], list[str], list[
         origin = Path(job["inputs"]) / rel
         if origin.is_dir():
             copy_tree(job, str(origin), str(work / rel))
-        else:  # a local wheel or sdist named by path
+        else:  # a local wheel or sdist named by path, or an included requirements file
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, work / rel)
     cwd = work / job["cwd"]
     source = job["source"]
-    wanted = list(job["server_packages"])
-    pins: list[str] = []
-    if source == "uv.lock":
-        # The options come from the plan, so an ejected Dockerfile exports the same set.
-        run(step, [uv, "export", *job["export"], "--output-file", REQUIREMENTS], cwd=str(cwd))
-        install_args = ["-r", REQUIREMENTS]
-        named = requirement_file_names(str(cwd / REQUIREMENTS))
+    if source == "project":
+        return _resolve_project(job, uv, cwd)
+    if source in HOST_LOCKS:
+        resolved = _resolve_host_lock(job, cwd)
+    elif source == "uv.lock":
+        resolved = _resolve_uv_lock(job, uv, cwd)
     elif source == "pylock":
-        lines = job["requirement_lines"]
-        (cwd / REQUIREMENTS).write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
-        install_args = ["-r", REQUIREMENTS]
-        named = requirement_names(lines)
-    elif source == "requirements":
-        install_args = []
-        named = set()
-        for rel in job["requirements"]:
-            drop_editable(cwd / rel)
-            install_args += ["-r", rel]
-            named |= requirement_file_names(str(cwd / rel))
-    else:  # "project": resolve [project.dependencies] now and keep the pins
-        compile_args = [uv, "pip", "compile", "pyproject.toml", "--python", job["python"]]
-        compile_args += ["--no-header", "--no-annotate", "--quiet", "--output-file", PINS]
-        for extra in job["extras"]:
-            compile_args += ["--extra", extra]
-        for group in job["groups"]:
-            compile_args += ["--group", group]
-        run(step, compile_args, cwd=str(cwd))
-        missing = missing_server_packages(requirement_file_names(str(cwd / PINS)), wanted)
-        if missing:
-            (cwd / SERVER_IN).write_text("".join(f"{p}\n" for p in missing), encoding="utf-8")
-            run(step, [*compile_args, SERVER_IN], cwd=str(cwd))
-        text = (cwd / PINS).read_text(encoding="utf-8")
-        pins = [ln.strip() for ln in text.splitlines() if ln.strip() and ln[0] != "#"]
-        emit("end", f"{step} {len(pins)} pins from [project.dependencies]")
-        return cwd, ["-r", PINS], pins, missing
-    missing = missing_server_packages(named, wanted)
-    emit("end", f"{step} {source}" + (f" + {', '.join(missing)}" if missing else ""))
-    return cwd, install_args + missing, pins, missing
+        resolved = _resolve_lines(job, cwd)
+    else:
+        resolved = _resolve_requirements(job, cwd)
+    added = resolved.added
+    emit("end", f"{step} {source}" + (f" + {', '.join(added)}" if added else ""))
+    return resolved
+
+
+def _resolve_uv_lock(job: InstallJob, uv: str, cwd: Path) -> Resolved:
+    # The options come from the plan, so an ejected Dockerfile exports the same set.
+    run("resolve", [uv, "export", *job["export"], "--output-file", REQUIREMENTS], cwd=str(cwd))
+    missing = missing_server_packages(requirement_file_names(str(cwd / REQUIREMENTS)), _wanted(job))
+    return Resolved(cwd, ["-r", REQUIREMENTS, *missing], [], missing, [])
+
+
+def _resolve_lines(job: InstallJob, cwd: Path) -> Resolved:
+    """pylock.toml's lines, resolved together with the server packages."""
+    lines = job["requirement_lines"]
+    (cwd / REQUIREMENTS).write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+    missing = missing_server_packages(requirement_names(lines), _wanted(job))
+    return Resolved(cwd, ["-r", REQUIREMENTS, *missing], [], missing, [])
+
+
+def _resolve_host_lock(job: InstallJob, cwd: Path) -> Resolved:
+    """poetry.lock, pdm.lock, Pipfile.lock: the locked set as it is (`--no-deps`, hashes
+    verified), then the server packages the lock lacks in a resolving install that the
+    locked versions constrain (so --no-deps does not strip their own dependencies)."""
+    lines = job["requirement_lines"]
+    (cwd / REQUIREMENTS).write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+    missing = missing_server_packages(requirement_names(lines), _wanted(job))
+    servers: list[str] = []
+    if missing:
+        (cwd / CONSTRAINTS).write_text(
+            "".join(f"{c}\n" for c in locked_constraints(lines)), encoding="utf-8"
+        )
+        servers = [*missing, "-c", CONSTRAINTS]
+    return Resolved(cwd, ["--no-deps", "-r", REQUIREMENTS], [], missing, servers)
+
+
+def _resolve_requirements(job: InstallJob, cwd: Path) -> Resolved:
+    args: list[str] = []
+    named: set[str] = set()
+    for rel in job["requirements"]:
+        drop_editable(cwd / rel)
+        args += ["-r", rel]
+        named |= requirement_file_names(str(cwd / rel))
+    missing = missing_server_packages(named, _wanted(job))
+    return Resolved(cwd, [*args, *missing], [], missing, [])
+
+
+def _resolve_project(job: InstallJob, uv: str, cwd: Path) -> Resolved:
+    """Resolve [project.dependencies] now and keep the pins."""
+    compile_args = [uv, "pip", "compile", "pyproject.toml", "--python", job["python"]]
+    compile_args += ["--no-header", "--no-annotate", "--quiet", "--output-file", PINS]
+    for extra in job["extras"]:
+        compile_args += ["--extra", extra]
+    for group in job["groups"]:
+        compile_args += ["--group", group]
+    run("resolve", compile_args, cwd=str(cwd))
+    missing = missing_server_packages(requirement_file_names(str(cwd / PINS)), _wanted(job))
+    if missing:
+        (cwd / SERVER_IN).write_text("".join(f"{p}\n" for p in missing), encoding="utf-8")
+        run("resolve", [*compile_args, SERVER_IN], cwd=str(cwd))
+    text = (cwd / PINS).read_text(encoding="utf-8")
+    pins = [ln.strip() for ln in text.splitlines() if ln.strip() and ln[0] != "#"]
+    emit("end", f"resolve {len(pins)} pins from [project.dependencies]")
+    return Resolved(cwd, ["-r", PINS], pins, missing, [])
+
+
+def _wanted(job: InstallJob) -> list[str]:
+    return list(job["server_packages"])
 
 
 def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
@@ -624,11 +687,13 @@ def install(job: InstallJob) -> InstallResult:
     light = bool(job.get("light"))
     if light:
         os.environ["PATH"] = no_compilers_path()
-    cwd, args, pins, added = resolve(job, uv)
+    cwd, args, pins, added, servers = resolve(job, uv)
     if light:
         if job["source"] == "requirements":
             args = [*args, *light_constraints(job, uv, cwd, added)]
-        args = [*args, *light_install_args(job.get("local_names") or [])]
+        wheels_only = light_install_args(job.get("local_names") or [])
+        args = [*args, *wheels_only]
+        servers = [*servers, *wheels_only] if servers else []
     venv = Path(job["venv"])
     venv_python = str(venv / "bin" / "python")
     clear_directory(venv)
@@ -638,6 +703,8 @@ def install(job: InstallJob) -> InstallResult:
         "install", [uv, "venv", str(venv), "--python", job["python"], "--quiet", "--allow-existing"]
     )
     run("install", [uv, "pip", "install", "--python", venv_python, *args], cwd=str(cwd))
+    if servers:
+        run("install", [uv, "pip", "install", "--python", venv_python, *servers], cwd=str(cwd))
     # uv's venv lock file is world-writable and means nothing at run time; wheel files
     # never belong in an image.
     leftovers = [venv / ".lock", *venv.rglob("*.whl")]

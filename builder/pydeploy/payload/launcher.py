@@ -4,14 +4,22 @@ pydeploy copies this file into the image as /opt/pydeploy/launcher.py next to th
 launch.json it wrote at build time. At container start it decides the worker count from
 the container's real CPU budget (cgroup quota and affinity, not the host's core count)
 and its memory limit (what one worker costs was measured at build), builds the gunicorn
-or uvicorn command line and hands the process over to the server.
+or uvicorn command line and hands the process over to the server. Given a command, it
+runs that instead (a one-off, a release command, another process): with the venv
+active, in the app directory, supervised when it is PID 1.
 
 It runs under whatever interpreter the image has (Python >= 3.8), so it imports only the
 standard library, never pydeploy, and keeps to 3.8 syntax and APIs at runtime.
 
-    launcher.py [--config PATH] [run]          start the server (the default)
-    launcher.py [--config PATH] healthcheck    GET the health path on 127.0.0.1:$PORT
-    launcher.py [--config PATH] print-command  print the decided command as JSON
+    launcher.py [--config PATH]                   start the server (no arguments)
+    launcher.py [--config PATH] [--] CMD [ARG...] run CMD: `docker run IMAGE flask db upgrade`
+    launcher.py [--config PATH] --healthcheck     probe the server on 127.0.0.1:$PORT
+    launcher.py [--config PATH] --print-command   print the decided server command as JSON
+
+The launcher's own modes are options, and options count only before the first argument
+that is not one: everything from there on is the user's command, whatever its words
+(`docker run IMAGE healthcheck` runs a program named healthcheck, `docker run IMAGE
+python --help` asks python). `--` ends the options for a command that starts with `-`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +48,7 @@ PROG = "pydeploy-launcher"
 CONFIG_ENV = "PYDEPLOY_LAUNCH_CONFIG"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+PROC_1_CMDLINE = Path("/proc/1/cmdline")
 # gunicorn's worker heartbeat touches a file in this directory; on overlay /tmp it can block.
 SHM_DIR = "/dev/shm"  # noqa: S108 -- a fixed tmpfs, not a temp file we create
 
@@ -80,8 +90,13 @@ FORWARDED_SIGNALS = (
     signal.SIGTTOU,
 )
 
+# The two healthcheck rules (see LaunchConfig.healthcheck_healthy_below).
+HEALTHY_BELOW = (400, 500)
+
 EXIT_USAGE = 2  # invalid environment, arguments or launch.json
 EXIT_NO_SERVER = 127  # the server executable is missing from the virtualenv, like a shell
+EXIT_NOT_FOUND = 127  # a command that is not on PATH, as a shell reports it
+EXIT_NOT_EXECUTABLE = 126  # found but not executable, as a shell reports it
 
 
 class LaunchError(Exception):
@@ -126,6 +141,9 @@ class LaunchConfig:
     worker_lib: str = "/opt/pydeploy/lib"
     healthcheck_path: str | None = "/healthz"
     healthcheck_timeout: float = 3.0
+    # Statuses below this are healthy: 400 for a real health route (2xx/3xx), 500 when the
+    # probe only asks "does the server answer at all" (a 404 or a Django 400 is an answer).
+    healthcheck_healthy_below: int = 400
 
 
 def _int(data: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
@@ -147,7 +165,8 @@ def _str(data: Mapping[str, Any], key: str, default: str) -> str:
 
 
 def _optional_str(data: Mapping[str, Any], key: str, default: str | None) -> str | None:
-    return None if data.get(key, default) is None else _str(data, key, "")
+    value = data.get(key, default)
+    return None if value is None else _str({key: value}, key, "")
 
 
 def parse_config(data: object) -> LaunchConfig:
@@ -226,7 +245,17 @@ def parse_config(data: object) -> LaunchConfig:
         # null = no HTTP path: the healthcheck only checks that the port accepts connections.
         healthcheck_path=_optional_str(data, "healthcheck_path", "/healthz"),
         healthcheck_timeout=float(hc_timeout),
+        healthcheck_healthy_below=_healthy_below(data),
     )
+
+
+def _healthy_below(data: Mapping[str, Any]) -> int:
+    value = data.get("healthcheck_healthy_below", 400)
+    if type(value) is not int or value not in HEALTHY_BELOW:
+        raise LaunchError(
+            f"launch.json: 'healthcheck_healthy_below' must be 400 or 500, got {value!r}"
+        )
+    return value
 
 
 def _zero_argument_call(app: str) -> bool:
@@ -431,6 +460,7 @@ class System:
     cgroup_root: Path = CGROUP_ROOT
     proc_cgroup: Path = PROC_SELF_CGROUP
     affinity: int = field(default_factory=cpu_affinity)
+    pid1_cmdline: Path = PROC_1_CMDLINE
 
 
 # --------------------------------------------------------------------------- workers
@@ -748,13 +778,24 @@ def exit_code_of(status: int) -> int:
     return 1
 
 
-def supervise(argv: Sequence[str], *, cwd: str | None = None) -> int:
-    """Run the server as a child, as PID 1 must: forward signals, reap every orphan.
+def supervise(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    foreground: bool = False,
+    executable: str | None = None,
+) -> int:
+    """Run a child as PID 1 must: forward signals, reap every orphan.
 
     uvicorn reaps only its own workers, so when it is not PID 1 the orphans of anything it
-    spawns would pile up as zombies. The child gets its own session so that a terminal's
-    Ctrl-C reaches it once (through us), not twice (uvicorn force-exits on a second SIGINT).
-    Returns the server's exit code, 128+N if a signal N killed it.
+    spawns would pile up as zombies. A terminal's Ctrl-C must reach the child once (through
+    us), not twice (uvicorn force-exits on a second SIGINT): the server gets its own
+    session; a `foreground` command (a one-off, perhaps interactive: `manage.py shell`,
+    `createsuperuser`'s password prompt) gets its own process group in our session, made
+    the terminal's foreground group when there is a terminal, as tini does, so it keeps
+    the controlling terminal and Ctrl-C goes to it alone.
+    Returns the child's exit code, 128+N if a signal N killed it.
     """
     child: list[int] = []  # set once spawned; signals that arrive earlier are queued
     pending: list[int] = []
@@ -769,7 +810,14 @@ def supervise(argv: Sequence[str], *, cwd: str | None = None) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
         try:
-            process = subprocess.Popen(list(argv), cwd=cwd, start_new_session=True)
+            process = subprocess.Popen(
+                list(argv),
+                executable=executable,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+                start_new_session=not foreground,
+                preexec_fn=_take_terminal if foreground else None,  # noqa: PLW1509 -- 1 thread
+            )
         except OSError as exc:
             raise LaunchError(f"cannot start {argv[0]}: {exc.strerror}", EXIT_NO_SERVER) from None
         child.append(process.pid)
@@ -787,6 +835,20 @@ def supervise(argv: Sequence[str], *, cwd: str | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _take_terminal() -> None:
+    """In the forked child, before exec: its own process group, and the terminal's
+    foreground (a background group that touches the terminal is stopped by SIGTTOU,
+    hence ignored for the call; exec resets nothing that is ignored, so it is restored)."""
+    os.setpgid(0, 0)
+    with contextlib.suppress(OSError):  # no terminal (the usual case): nothing to take
+        if os.isatty(0):
+            previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            try:
+                os.tcsetpgrp(0, os.getpgrp())
+            finally:
+                signal.signal(signal.SIGTTOU, previous)
 
 
 def _reap_zombies() -> None:
@@ -821,10 +883,66 @@ def launch(plan: LaunchPlan, *, app_dir: str, pid1: bool) -> int:
     return _exec(plan.argv)
 
 
-def _exec(argv: Sequence[str]) -> NoReturn:
+def _exec(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, executable: str | None = None
+) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(argv[0], list(argv))  # noqa: S606 -- replacing ourselves is the point
+    path = executable or argv[0]
+    if env is None:
+        os.execv(path, list(argv))  # noqa: S606 -- replacing ourselves is the point
+    os.execve(path, list(argv), dict(env))  # noqa: S606
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def command_environ(environ: Mapping[str, str], venv: str) -> dict[str, str]:
+    """The environment of a user command: the venv active, as `source bin/activate` makes
+    it (its bin first on PATH, VIRTUAL_ENV set), even when the container's PATH was
+    replaced (`docker run -e PATH=...`, a Kubernetes `env` entry)."""
+    bin_dir = str(Path(venv) / "bin")
+    found = dict(environ)
+    entries = [e for e in found.get("PATH", "").split(os.pathsep) if e]
+    if not entries or entries[0] != bin_dir:
+        found["PATH"] = os.pathsep.join([bin_dir] + [e for e in entries if e != bin_dir])
+    found["VIRTUAL_ENV"] = venv
+    found.pop("PYTHONHOME", None)  # would point python at another installation's stdlib
+    return found
+
+
+def resolve_command(name: str, environ: Mapping[str, str]) -> str:
+    """The executable a command's first word names, as a shell finds it: a path as is,
+    a bare name on PATH. A missing one is exit 127, a non-executable one 126."""
+    if "/" in name:
+        path = Path(name)
+        if not path.exists():
+            raise LaunchError(f"{name}: no such file", EXIT_NOT_FOUND)
+        if path.is_dir() or not os.access(name, os.X_OK):
+            raise LaunchError(f"{name}: not an executable file", EXIT_NOT_EXECUTABLE)
+        return name
+    search = environ.get("PATH", "")
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise LaunchError(f"{name}: command not found (PATH={search})", EXIT_NOT_FOUND)
+    return found
+
+
+def run_command(
+    command: Sequence[str], config: LaunchConfig, environ: Mapping[str, str], *, pid1: bool
+) -> int:
+    """A user command in the app directory with the venv active: exec'd, or supervised
+    (signals forwarded, orphans reaped, exit code passed on) when we are PID 1."""
+    env = command_environ(environ, config.venv)
+    executable = resolve_command(command[0], env)
+    cwd = config.app_dir if Path(config.app_dir).is_dir() else None
+    # argv[0] stays the word the user typed: programs that look at it (multi-call tools,
+    # `python` vs `python3`) see what they would from a shell.
+    if pid1:
+        return supervise(command, cwd=cwd, env=env, foreground=True, executable=executable)
+    if cwd is not None:
+        os.chdir(cwd)
+    return _exec(command, env, executable)
 
 
 # --------------------------------------------------------------------------- healthcheck
@@ -837,8 +955,23 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def pid1_command(cmdline: bytes, launcher_path: str) -> list[str] | None:
+    """The user command PID 1 runs through the launcher, from `/proc/1/cmdline` (ours, or
+    an init's: `docker-init -- python /opt/pydeploy/launcher.py celery ...`); None when
+    PID 1 is the server (the launcher with options only, gunicorn) or anything else."""
+    args = [a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a]
+    if launcher_path not in args:
+        return None
+    try:
+        _mode, _config, command = parse_args(args[args.index(launcher_path) + 1 :])
+    except LaunchError:
+        return None
+    return command or None
+
+
 def healthcheck(config: LaunchConfig, environ: Mapping[str, str]) -> tuple[int, str]:
-    """(exit code, one-line report): 0 on 2xx/3xx, 1 otherwise (Docker reserves 2)."""
+    """(exit code, one-line report): 0 when healthy, 1 otherwise (Docker reserves 2).
+    Healthy: an answer below `healthcheck_healthy_below` (2xx/3xx, or anything but 5xx)."""
     try:
         port = env_port(environ, config.port)
     except LaunchError as exc:
@@ -862,35 +995,61 @@ def healthcheck(config: LaunchConfig, environ: Mapping[str, str]) -> tuple[int, 
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return 1, f"unhealthy: GET {url} failed: {reason}"
-    if 200 <= status < 400:
+    if 200 <= status < config.healthcheck_healthy_below:
         return 0, f"healthy: GET {url} -> {status}"
     return 1, f"unhealthy: GET {url} -> {status}"
 
 
+def container_health(
+    config: LaunchConfig, environ: Mapping[str, str], system: System
+) -> tuple[int, str]:
+    """The image's HEALTHCHECK: the server's probe, unless the container runs a command
+    instead (a worker, a one-off), which serves no HTTP: alive while it runs."""
+    try:
+        cmdline = system.pid1_cmdline.read_bytes()
+    except OSError:
+        cmdline = b""
+    command = pid1_command(cmdline, str(Path(__file__)))
+    if command is not None:
+        return 0, f"healthy: the container runs `{' '.join(command)[:200]}`, not the server"
+    return healthcheck(config, environ)
+
+
 # --------------------------------------------------------------------------- entry point
 
-USAGE = f"usage: {Path(__file__).name} [--config PATH] [run|healthcheck|print-command]"
-COMMANDS = ("run", "healthcheck", "print-command")
+USAGE = (
+    f"usage: {Path(__file__).name} [--config PATH] [--healthcheck | --print-command | "
+    "[--] COMMAND [ARG...]]"
+)
+MODES = ("--healthcheck", "--print-command")
 
 
-def parse_args(argv: Sequence[str]) -> tuple[str, str | None]:
-    """(command, --config value). Hand-rolled: argparse's errors are multi-line."""
-    command: str | None = None
+def parse_args(argv: Sequence[str]) -> tuple[str, str | None, list[str]]:
+    """(mode, --config value, user command). Mode is `serve`, `command` or one of MODES.
+    Options count up to the first other argument (or `--`); the rest is the command,
+    untouched. Hand-rolled: argparse would take the command's own options."""
+    mode: str | None = None
     config: str | None = None
     args = list(argv)
-    while args:
+    while args and args[0].startswith("-"):
         arg = args.pop(0)
+        if arg == "--":
+            break
         if arg == "--config":
             if not args:
                 raise LaunchError(f"--config needs a path; {USAGE}")
             config = args.pop(0)
         elif arg.startswith("--config="):
             config = arg[len("--config=") :]
-        elif arg in COMMANDS and command is None:
-            command = arg
+        elif arg in MODES and mode is None:
+            mode = arg
         else:
-            raise LaunchError(f"unexpected argument {arg!r}; {USAGE}")
-    return command or "run", config
+            raise LaunchError(f"unexpected option {arg!r}; {USAGE}")
+    if args and mode is not None:
+        raise LaunchError(f"{mode} takes no command (given {args[0]!r}); {USAGE}")
+    if args:
+        return "command", config, args
+    return mode or "serve", config, []
 
 
 def config_path(option: str | None, environ: Mapping[str, str]) -> Path:
@@ -916,25 +1075,28 @@ def main(
     """The launcher. Keyword arguments exist for tests; production passes none."""
     environ = os.environ if environ is None else environ
     args = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in args):
+    if args[:1] in (["-h"], ["--help"]):
         _say(sys.stdout, USAGE)
         return 0
+    system = system or System()
     try:
-        command, option = parse_args(args)
+        mode, option, command = parse_args(args)
         config = load_config(config_path(option, environ))
-        if command == "healthcheck":
-            code, report = healthcheck(config, environ)
+        is_pid1 = os.getpid() == 1 if pid1 is None else pid1
+        if mode == "command":
+            return run_command(command, config, environ, pid1=is_pid1)
+        if mode == "--healthcheck":
+            code, report = container_health(config, environ, system)
             _say(sys.stdout if code == 0 else sys.stderr, f"{PROG}: {report}")
             return code
-        plan = plan_launch(config, environ, system or System())
-        is_pid1 = os.getpid() == 1 if pid1 is None else pid1
+        plan = plan_launch(config, environ, system)
         line = plan.startup_line()
         if plan.server == "uvicorn" and is_pid1:
             line += ", supervised by the launcher as PID 1"
         _say(sys.stderr, line)
         if plan.workers.warning:
             _say(sys.stderr, f"{PROG}: warning: {plan.workers.warning}")
-        if command == "print-command":
+        if mode == "--print-command":
             decided: dict[str, object] = {
                 "argv": plan.argv,
                 "workers": plan.workers.count,

@@ -1,5 +1,6 @@
 """Everything that decides a dependency set, read on the host: the dependency source
-(uv.lock, pylock.toml, requirements files or [project]), the local path packages it names
+(uv.lock, pylock.toml, poetry.lock, pdm.lock, Pipfile.lock, requirements files or
+[project]; chosen by depsource), the local path packages it names
 and their content, the files the builder receives, and the key of the set.
 
 Pure: files are read, nothing is run; the builder stage (wheels.py) sends `input_files`
@@ -30,6 +31,8 @@ from pydeploy.config.project import Project, lock_entries, read_text
 from pydeploy.config.toml import parse_toml
 from pydeploy.errors import BuildError, ConfigError
 from pydeploy.plan.appfiles import ignore_spec
+from pydeploy.plan.depsource import HOST_LOCKS, LOCKS, locked_selection, requirement_closure
+from pydeploy.plan.locks.pylock import parse_pylock, pylock_paths
 from pydeploy.plan.planner import BuildPlan, DependencyPlan
 from pydeploy.plan.skiplist import (
     BUILD_OUTPUT_DIRS,
@@ -87,16 +90,22 @@ class _Found:
     lines: tuple[str, ...] = ()
     # Files (and --find-links directories) the tools read, sent whatever ignore files say.
     files: list[Path] = field(default_factory=list)
+    # Packages built from source though not local (a lock's git and sdist URLs).
+    built: list[str] = field(default_factory=list)
 
 
-def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
+def dependency_inputs(plan: BuildPlan, python: str | None = None) -> DependencyInputs:
     """Read (on the host) every input of the dependency set, and what the builder gets:
-    the project directory and its local path packages, below their lowest common
-    directory. A workspace member exported from the workspace root gets the root's
-    dependency files and every member's pyproject.toml, not the whole workspace."""
+    the project directory, its local path packages and the requirements files it
+    includes, below their lowest common directory. A workspace member exported from the
+    workspace root gets the root's dependency files and every member's pyproject.toml,
+    not the whole workspace. `python`: the base image's interpreter version, when probed
+    (a lock read on the host judges its markers for it; see depsource.locked_selection)."""
     project = plan.project
     if plan.dependency_source == "requirements":
         found = _from_requirements(project, plan.dependencies.requirements)
+    elif plan.dependency_source in HOST_LOCKS:
+        found = _from_host_lock(project, plan.dependency_source, python)
     else:
         readers = {"uv.lock": _from_uv_lock, "pylock": _from_pylock}
         found = readers.get(plan.dependency_source, _from_project)(project)
@@ -106,10 +115,11 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
         (f"local:{os.path.relpath(path, root)}", content_digest(path)) for path in local
     ]
     cwd = found.cwd.resolve()
-    mount_root = Path(os.path.commonpath([cwd, *local]))
-    # Paths outside mount_root (`-r ../common.txt`) never reached the builder; they still
-    # do not (the dependency key covers them).
-    sent = {p.resolve() for p in found.files if p.resolve().is_relative_to(mount_root)}
+    # Requirements files included from above the project (`-r ../common/base.txt`, inside
+    # the repository: depsource.requirement_closure) are sent and copied too.
+    outside = sorted({p.resolve() for p in found.files if not p.resolve().is_relative_to(cwd)})
+    mount_root = Path(os.path.commonpath([cwd, *local, *outside]))
+    sent = {p.resolve() for p in found.files}
     sent |= {cwd / name for name in _TOOL_FILES if (cwd / name).is_file()}
     sent |= set(local)
     trees = {p for p in sent if p.is_dir()} | ({cwd} if found.package is None else set())
@@ -117,7 +127,7 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
     return DependencyInputs(
         source=plan.dependency_source,
         mount_root=mount_root,
-        copies=_outermost([cwd, *local], mount_root),
+        copies=_outermost([cwd, *local, *outside], mount_root),
         cwd=_rel(cwd, mount_root),
         package=found.package,
         requirements=found.requirements,
@@ -132,8 +142,14 @@ def dependency_inputs(plan: BuildPlan) -> DependencyInputs:
         digests=tuple(sorted(digests)),
         trees=tuple(sorted(_rel(p, mount_root) for p in trees)),
         files=tuple(sorted(_rel(p, mount_root) for p in files)),
-        local_names=local_package_names(local),
+        local_names=_with_built(local_package_names(local), found.built),
     )
+
+
+def _with_built(names: tuple[str, ...] | None, built: list[str]) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    return tuple(sorted({*names, *(canonicalize_name(n) for n in built)}))
 
 
 def uv_export_options(selected: DependencyPlan, package: str | None) -> tuple[str, ...]:
@@ -223,7 +239,7 @@ def _from_pylock(project: Project) -> _Found:
     return _Found(
         cwd=project.root,
         digests=[("pylock.toml", _sha(text.encode()))],
-        local=[project.root / p for p in _pylock_paths(text, str(lock))],
+        local=[project.root / p for p in pylock_paths(text, str(lock))],
         lines=tuple(parse_pylock(text, str(lock))),
         files=[lock],
     )
@@ -239,13 +255,27 @@ def _from_requirements(project: Project, names: tuple[str, ...]) -> _Found:
                 hint="Fix the path (relative to the project directory).",
             )
     found = _Found(cwd=root, digests=[], requirements=tuple(names))
-    for path in _requirement_closure([root / name for name in names]):
+    for path in requirement_closure([root / name for name in names], root):
         found.digests.append(
             (f"requirements:{os.path.relpath(path, root)}", _sha(path.read_bytes()))
         )
         found.local += _requirement_paths(path, root)
         found.files += [path, *_find_links(path, root)]
     return found
+
+
+def _from_host_lock(project: Project, source: str, python: str | None) -> _Found:
+    """poetry.lock, pdm.lock, Pipfile.lock: the lines to install as they are."""
+    selection = locked_selection(project, source, python)
+    lock = project.root / LOCKS[source]
+    return _Found(
+        cwd=project.root,
+        digests=[(LOCKS[source], _sha(lock.read_bytes()))],
+        local=[project.root / p for p in selection.paths],
+        lines=tuple(selection.lines(str(lock))),
+        files=[lock],
+        built=[p.name for p in selection.packages if p.url and not p.url.endswith(".whl")],
+    )
 
 
 def _from_project(project: Project) -> _Found:
@@ -384,64 +414,6 @@ def _tree(root: Path, tree: str) -> Iterator[str]:
             yield f"{prefix}{base}{name}"
 
 
-def parse_pylock(text: str, where: str = "pylock.toml") -> list[str]:
-    """PEP 751 packages as requirement lines: `name==version` for index packages, a
-    direct reference for archives and VCS, the relative path for local directories."""
-    lines: list[str] = []
-    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
-        name = package.get("name")
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}: a [[packages]] entry has no `name`.")
-        marker = f" ; {package['marker']}" if package.get("marker") else ""
-        if "directory" in package:
-            path = package["directory"].get("path")
-            if not path:
-                raise ConfigError(f"{where}: package `{name}` has a `directory` without `path`.")
-            lines.append(_local_ref(path) + marker)
-        elif "vcs" in package:
-            vcs = package["vcs"]
-            url = vcs.get("url") or _local_ref(str(vcs.get("path", "")))
-            commit = vcs.get("commit-id") or vcs.get("requested-revision", "")
-            ref = f"{vcs.get('type', 'git')}+{url}" + (f"@{commit}" if commit else "")
-            sub = vcs.get("subdirectory")
-            lines.append(f"{name} @ {ref}" + (f"#subdirectory={sub}" if sub else "") + marker)
-        elif "archive" in package:
-            archive = package["archive"]
-            ref = archive.get("url") or _local_ref(str(archive.get("path", "")))
-            lines.append(f"{name} @ {ref}" + marker)
-        elif package.get("version"):
-            lines.append(f"{name}=={package['version']}{marker}")
-        else:
-            # wheels/sdist given only by URL or path (no index version): use the first.
-            files = [
-                *package.get("wheels", []),
-                *([package["sdist"]] if "sdist" in package else []),
-            ]
-            refs = [f.get("url") or _local_ref(str(f.get("path", ""))) for f in files]
-            if not refs:
-                raise ConfigError(
-                    f"{where}: package `{name}` has no version, directory, vcs, archive, "
-                    "wheels or sdist."
-                )
-            lines.append(f"{name} @ {refs[0]}{marker}")
-    return lines
-
-
-def _local_ref(path: str) -> str:
-    return path if path.startswith(("/", ".")) else f"./{path}"
-
-
-def _pylock_paths(text: str, where: str) -> list[str]:
-    paths: list[str] = []
-    for package in lock_entries(parse_toml(text, where), "pylock.toml", where):
-        for key in ("directory", "archive", "sdist"):
-            entry = package.get(key)
-            if isinstance(entry, dict) and entry.get("path"):
-                paths.append(str(entry["path"]))
-        paths += [str(w["path"]) for w in package.get("wheels", []) if w.get("path")]
-    return paths
-
-
 def _uv_lock_paths(lock: bytes, lock_dir: Path, project_name: str) -> list[Path]:
     """Local packages in a uv.lock (path/directory/editable sources), except the project."""
     where = str(lock_dir / "uv.lock")
@@ -453,22 +425,6 @@ def _uv_lock_paths(lock: bytes, lock_dir: Path, project_name: str) -> list[Path]
         for kind in ("path", "directory", "editable")
         if kind in package.get("source", {})
     ]
-
-
-def _requirement_closure(files: list[Path]) -> list[Path]:
-    """The requirements files and every file they include (-r) or constrain with (-c)."""
-    seen: list[Path] = []
-    todo = list(files)
-    while todo:
-        path = todo.pop(0).resolve()
-        if path in seen or not path.is_file():
-            continue
-        seen.append(path)
-        for line in read_text(path, "requirements").splitlines():
-            match = re.match(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)", line)
-            if match:
-                todo.append(path.parent / match.group(1))
-    return seen
 
 
 def _requirement_paths(path: Path, root: Path) -> list[Path]:

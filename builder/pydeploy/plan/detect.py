@@ -31,11 +31,13 @@ __all__ = [
     "Factory",
     "Framework",
     "Interface",
+    "Route",
     "Scan",
     "detect_app",
     "display_name",
     "interface_of",
     "scan_project",
+    "scan_routes",
 ]
 
 Framework = Literal["flask", "django", "fastapi", "starlette", "quart", "litestar", "wsgi"]
@@ -674,3 +676,132 @@ def _rank(
         0 if attr in _PREFERRED_ATTRS or attr.removesuffix("()") in _PREFERRED_FACTORIES else 1,
         lineno,
     )
+
+
+# --- routes ----------------------------------------------------------------------------
+# Literal GET routes whose full path the source alone makes certain (the healthcheck's
+# choice reads them, plan/health.py): decorators and `add_url_rule`/`add_api_route` on an
+# app object itself (a blueprint's or router's prefix is decided elsewhere), and Django's
+# root URLconf (an included one sits under a prefix).
+
+_ROUTED_FRAMEWORKS = frozenset({"flask", "fastapi", "quart"})
+_ROUTE_DECORATORS = frozenset({"route", "get", "api_route"})
+_ROUTE_CALLS = frozenset({"add_url_rule", "add_api_route"})
+_DJANGO_PATHS = frozenset({"django.urls.path", "django.urls.re_path", "django.conf.urls.url"})
+# A path the server serves as written: no converters, parameters or regex syntax.
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A GET route found in the source."""
+
+    path: str
+    framework: Framework
+    where: str  # `@app.get("/health")` in main.py:12
+
+
+def scan_routes(project_dir: Path, wanted: re.Pattern[bytes]) -> tuple[Route, ...]:
+    """The certain GET routes in files whose text matches `wanted` (a cheap filter: most
+    files are never parsed), in path order."""
+    paths, _ = _python_files(project_dir)
+    modules, _ = _read_all(project_dir, paths)
+    urlconfs = {
+        value
+        for module in modules
+        if b"ROOT_URLCONF" in module.data
+        for value in _string_settings(module, "ROOT_URLCONF")
+    }
+    found: list[Route] = []
+    for module in modules:
+        if not wanted.search(module.data):
+            continue
+        found.extend(_app_routes(module))
+        if module.name in urlconfs:
+            found.extend(_django_routes(module))
+    return tuple(found)
+
+
+def _string_settings(module: _Module, name: str) -> Iterator[str]:
+    for stmt in _module_statements(module.tree.body):
+        targets, value = _assigned(stmt)
+        if name in targets and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            yield value.value
+
+
+def _app_objects(module: _Module) -> dict[str, Framework]:
+    """Names bound to an app constructor's call anywhere in the module (a factory's
+    `app = Flask(__name__)` too)."""
+    names = _module_names(module)
+    apps: dict[str, Framework] = {}
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            framework = _CONSTRUCTORS.get(_qualname(node.value.func, names) or "")
+            if framework in _ROUTED_FRAMEWORKS:
+                apps.update({t.id: framework for t in node.targets if isinstance(t, ast.Name)})
+    return apps
+
+
+def _serves_get(call: ast.Call, default: bool) -> bool:
+    """Whether a route's `methods=` (absent: `default`) includes GET; unknowable: no."""
+    methods = next((k.value for k in call.keywords if k.arg == "methods"), None)
+    if methods is None:
+        return default
+    if not isinstance(methods, ast.List | ast.Tuple | ast.Set):
+        return False
+    return any(isinstance(e, ast.Constant) and str(e.value).upper() == "GET" for e in methods.elts)
+
+
+def _literal_path(call: ast.Call) -> str | None:
+    first = call.args[0] if call.args else None
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        return first.value if _PLAIN_PATH.match(first.value) else None
+    return None
+
+
+def _app_routes(module: _Module) -> Iterator[Route]:
+    apps = _app_objects(module)
+    if not apps:
+        return
+    for node in ast.walk(module.tree):
+        calls: list[tuple[ast.Call, bool]] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            calls = [(d, True) for d in node.decorator_list if isinstance(d, ast.Call)]
+        elif isinstance(node, ast.Call):
+            calls = [(node, False)]
+        for call, decorator in calls:
+            func = call.func
+            if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+                continue
+            framework = apps.get(func.value.id)
+            kinds = _ROUTE_DECORATORS if decorator else _ROUTE_CALLS
+            if framework is None or func.attr not in kinds:
+                continue
+            path = _literal_path(call)
+            if path is not None and _serves_get(call, default=True):
+                shown = f"{'@' if decorator else ''}{func.value.id}.{func.attr}({path!r})"
+                yield Route(path, framework, f"`{shown}` in {module.source}:{call.lineno}")
+
+
+def _django_routes(module: _Module) -> Iterator[Route]:
+    names = _module_names(module)
+    for node in ast.walk(module.tree):
+        kind = _qualname(node.func, names) if isinstance(node, ast.Call) else None
+        if not isinstance(node, ast.Call) or kind not in _DJANGO_PATHS:
+            continue
+        view = node.args[1] if len(node.args) > 1 else None
+        if isinstance(view, ast.Call) and (_qualname(view.func, names) or "").endswith("include"):
+            continue  # the included URLconf's routes sit below this prefix
+        first = node.args[0] if node.args else None
+        if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+            continue
+        route = first.value
+        if kind == "django.urls.path":
+            path = "/" + route
+        elif route.startswith("^") and route.endswith("$"):  # a regex: an anchored literal
+            path = "/" + route[1:-1]
+        else:
+            continue
+        if _PLAIN_PATH.match(path):
+            func = ast.unparse(node.func)
+            yield Route(path, "django", f"`{func}({route!r})` in {module.source}:{node.lineno}")

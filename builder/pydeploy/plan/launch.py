@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pydeploy.config.models import ResourcesConfig
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
 from pydeploy.plan.servers import ServerType
@@ -20,13 +21,21 @@ WsgiWorker = Literal["async", "sync"]
 @dataclass(frozen=True)
 class Healthcheck:
     """The image's HEALTHCHECK (a probe of `path` on the live port) and the manifests'
-    probes, in seconds."""
+    probes, in seconds; statuses from 200 up to `healthy_below` (400 or 500) are healthy
+    (plan/health.py decides which, and `origin` says why)."""
 
     path: str
     interval: int
     timeout: int
     start_period: int
     retries: int
+    healthy_below: int = 400
+    origin: str = ""
+
+    @property
+    def any_answer(self) -> bool:
+        """Any answer below 500 is alive: more than a kubelet httpGet probe accepts."""
+        return self.healthy_below > 400
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +44,27 @@ class Healthcheck:
             "timeout": self.timeout,
             "start_period": self.start_period,
             "retries": self.retries,
+            "healthy_below": self.healthy_below,
+            "origin": self.origin,
+        }
+
+
+@dataclass(frozen=True)
+class Process:
+    """One of `[tool.pydeploy.processes]`: the image with another command (the launcher
+    runs it), its own replica count and resources."""
+
+    name: str
+    argv: tuple[str, ...]
+    replicas: int
+    resources: ResourcesConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "command": list(self.argv),
+            "replicas": self.replicas,
+            "resources": self.resources.model_dump(),
         }
 
 
@@ -87,6 +117,7 @@ class LaunchSettings:
     worker_lib: str
     healthcheck_path: str
     healthcheck_timeout: int
+    healthcheck_healthy_below: int
 
     def document(self) -> dict[str, Any]:
         """launch.json's content (the launcher layer writes it with sorted keys)."""
@@ -115,6 +146,7 @@ class LaunchSettings:
             "worker_lib": self.worker_lib,
             "healthcheck_path": self.healthcheck_path,
             "healthcheck_timeout": self.healthcheck_timeout,
+            "healthcheck_healthy_below": self.healthcheck_healthy_below,
             # Only when set: the launch.json of an app object stays as it was.
             **({"factory": True} if self.factory else {}),
         }

@@ -15,15 +15,15 @@ from typing import Any, NoReturn
 
 import pathspec
 
-from pydeploy.config.models import ResourcesConfig
+from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import apptarget, references, servers, writable
+from pydeploy.plan import apptarget, depsource, health, references, servers, writable
 from pydeploy.plan.detect import Factory, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
-from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, ServerPolicy
+from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, Process, ServerPolicy
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
 from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, NEVER_WHY, TEST_EXCLUDES
 
@@ -108,6 +108,7 @@ class BuildPlan:
     port: int
     build_packages: tuple[str, ...]
     runtime_packages: tuple[str, ...]
+    auto_runtime_packages: bool
     dependency_source: str
     install_project: bool
     dependencies: DependencyPlan
@@ -125,6 +126,10 @@ class BuildPlan:
     server_policy: ServerPolicy
     launch: LaunchSettings
     resources: ResourcesConfig
+    release: tuple[str, ...] | None = None  # `release-command`'s argv
+    processes: tuple[Process, ...] = ()
+    # Why `dependency_source`: the key that set it, or the file `auto` found first.
+    dependency_origin: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A stable, documented shape for `pydeploy plan --json`."""
@@ -161,9 +166,11 @@ class BuildPlan:
             "network": self.network or "auto",
             "dependencies": {
                 "source": self.dependency_source,
+                "source_origin": self.dependency_origin,
                 "install_project": self.install_project,
                 "build_packages": list(self.build_packages),
                 "runtime_packages": list(self.runtime_packages),
+                "auto_runtime_packages": self.auto_runtime_packages,
                 "extras": list(self.dependencies.extras),
                 "groups": list(self.dependencies.groups),
                 "dev_group": self.dependencies.dev_group,
@@ -182,6 +189,8 @@ class BuildPlan:
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
             "launch": self.launch.document(),
             "resources": self.resources.model_dump(),
+            "release_command": list(self.release) if self.release else None,
+            "processes": [process.to_json() for process in self.processes],
         }
 
 
@@ -225,8 +234,8 @@ def make_plan(
     _check_factory_server(app, server)
     name, name_origin = image_name(project)
     tags, tags_origin = _resolve_tags(project, overrides.tags, overrides.registry)
-    dependency_source = _dependency_source(project)
-    _check_lock(project, dependency_source)
+    choice = depsource.choose(project)
+    _check_lock(project, choice.source)
     build_packages = tuple(
         config.build_packages if config.build_packages is not None else DEFAULT_BUILD_PACKAGES
     )
@@ -238,12 +247,7 @@ def make_plan(
     layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid, dirs)
     if config.check.skip:
         _check_skippable(project, interface)
-    hc = config.healthcheck
-    healthcheck = (
-        Healthcheck(hc.path, hc.interval, hc.timeout, hc.start_period, hc.retries)
-        if hc.enabled
-        else None
-    )
+    probe = health.choose(config.healthcheck, project.root)
     s = config.server
     return BuildPlan(
         project=project,
@@ -266,9 +270,10 @@ def make_plan(
         port=config.port,
         build_packages=build_packages,
         runtime_packages=tuple(config.runtime_packages),
-        dependency_source=dependency_source,
+        auto_runtime_packages=config.auto_runtime_packages,
+        dependency_source=choice.source,
         install_project=project.has_build_system,
-        dependencies=_dependency_plan(project, dependency_source),
+        dependencies=_dependency_plan(project, choice.source),
         index=resolve_index(config.index, project.root, environ or {}),
         excludes=excludes,
         includes=tuple(config.include),
@@ -278,10 +283,13 @@ def make_plan(
         check_env=tuple(sorted(config.check_env.items())),
         check_skip=config.check.skip,
         writable=dirs,
-        healthcheck=healthcheck,
+        healthcheck=probe if config.healthcheck.enabled else None,
+        release=_release(config.release_command),
+        processes=_processes(config),
         server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
-        launch=_launch_settings(project, app, interface, server),
+        launch=_launch_settings(project, app, interface, server, probe),
         resources=config.resources,
+        dependency_origin=choice.origin,
     )
 
 
@@ -462,7 +470,11 @@ def _resolve_tags(
 
 
 def _check_lock(project: Project, source: str) -> None:
-    """Read the lock the build will use now, so a broken one fails before any engine work."""
+    """Read the lock the build will use now, so a broken one (a stale poetry.lock, a
+    package without hashes) fails before any engine work."""
+    if source in depsource.HOST_LOCKS:
+        depsource.locked_selection(project, source, None).lines(source)
+        return
     if source == "uv.lock":
         name, candidates = "uv.lock", [project.root, project.workspace_root]
     elif source == "pylock":
@@ -472,21 +484,6 @@ def _check_lock(project: Project, source: str) -> None:
     path = next((d / name for d in candidates if d and (d / name).is_file()), None)
     if path is not None:
         read_lock(path)
-
-
-def _dependency_source(project: Project) -> str:
-    deps = project.config.dependencies
-    if deps.source != "auto":
-        return deps.source
-    if "uv.lock" in project.lock_files or (
-        project.workspace_root and (project.workspace_root / "uv.lock").is_file()
-    ):
-        return "uv.lock"
-    if "pylock.toml" in project.lock_files:
-        return "pylock"
-    if deps.requirements or project.requirements_files:
-        return "requirements"
-    return "project"
 
 
 def _dependency_plan(project: Project, source: str) -> DependencyPlan:
@@ -532,7 +529,7 @@ def _layers(
 
 
 def _launch_settings(
-    project: Project, app: str, interface: Interface, server: str
+    project: Project, app: str, interface: Interface, server: str, probe: Healthcheck
 ) -> LaunchSettings:
     """The launcher's settings as planned: before the app check, only an explicit
     `server.worker-memory` is known of what a worker costs (LaunchSettings.settled adds
@@ -562,8 +559,26 @@ def _launch_settings(
         app_dir=APP_DIR,
         venv=VENV,
         worker_lib=WORKER_LIB,
-        healthcheck_path=project.config.healthcheck.path,
-        healthcheck_timeout=project.config.healthcheck.timeout,
+        healthcheck_path=probe.path,
+        healthcheck_timeout=probe.timeout,
+        healthcheck_healthy_below=probe.healthy_below,
+    )
+
+
+def _release(command: str | list[str] | None) -> tuple[str, ...] | None:
+    return None if command is None else tuple(command_argv(command))
+
+
+def _processes(config: PydeployConfig) -> tuple[Process, ...]:
+    """`[tool.pydeploy.processes]` in name order; resources default to the server's."""
+    return tuple(
+        Process(
+            name=name,
+            argv=tuple(command_argv(entry.command)),
+            replicas=entry.replicas,
+            resources=entry.resources or config.resources,
+        )
+        for name, entry in sorted(config.processes.items())
     )
 
 

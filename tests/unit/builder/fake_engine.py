@@ -4,10 +4,11 @@ which image, which volume is claimed, reused or removed, what is left behind); n
 runs, and the integration tests keep proving that images work.
 
 Containers are scripted: when the stage starts one, the handler registered for its role
-(`probe`, `apt-download`, `apt-install`, `install`, `project`, `check`) answers with the lines it
-prints and its exit code, and may write into the volumes mounted into it, as the real
-builder script does. The defaults succeed: the probe finds Python 3.12, an install writes
-its marker into the venv volume, the check finds a WSGI app.
+(`probe`, `apt-download`, `apt-install`, `install`, `project`, `check` (in the runtime
+image); the shared-library check's `scan` and `which`) answers with the lines it prints
+and its exit code, and may write into the volumes mounted into it, as the real builder
+script does. The defaults succeed: the probe finds Python 3.12, an install writes its
+marker into the venv volume, the check finds a WSGI app.
 
 Like the real engine: mounting a missing volume creates it without labels, a volume a
 container uses cannot be removed, and creating an existing volume leaves it unchanged.
@@ -132,7 +133,9 @@ class FakeContainer:
             "--no-download": "apt-install",
         }
         found = next((role for sign, role in signs.items() if sign in text), None)
-        if found is None and len(self.argv) > 2 and self.argv[2] in {"install", "project"}:
+        # The builder script's jobs, and elfdeps.py's `scan` and `which`.
+        jobs = {"install", "project", "scan", "which"}
+        if found is None and len(self.argv) > 2 and self.argv[2] in jobs:
             found = self.argv[2]
         return found or "idle"  # never started: only read from (marker, export)
 

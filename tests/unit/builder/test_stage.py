@@ -248,7 +248,9 @@ def test_a_local_package_without_a_readable_name_goes_straight_to_the_full_build
 ) -> None:
     real = depinputs.dependency_inputs
     monkeypatch.setattr(
-        stage, "dependency_inputs", lambda plan: dataclasses.replace(real(plan), local_names=None)
+        stage,
+        "dependency_inputs",
+        lambda plan, python=None: dataclasses.replace(real(plan, python), local_names=None),
     )
     said = Said()
     deps = install(engine, make('build-packages = ["gcc"]\n'), said)

@@ -172,6 +172,25 @@ def test_plan_text_shows_command_and_layers() -> None:
     assert "4. dependencies" in result.output
 
 
+def test_plan_says_missing_libraries_are_found_at_build_unless_auto_is_off(tmp_path: Path) -> None:
+    project = tmp_path / "libpq"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "libpq_app", project)
+    result = CliRunner().invoke(cli, ["plan", str(project)])
+    assert result.exit_code == 0, result.output
+    [line] = [ln for ln in result.output.splitlines() if "shared libraries" in ln]
+    assert "missing ones found at build time" in line
+    as_json = json.loads(CliRunner().invoke(cli, ["plan", str(project), "--json"]).output)
+    assert as_json["dependencies"]["auto_runtime_packages"] is True
+    path = project / "pyproject.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("[tool.pydeploy]\n", "[tool.pydeploy]\nauto-runtime-packages = false\n")
+    )
+    off = CliRunner().invoke(cli, ["plan", str(project)])
+    assert off.exit_code == 0, off.output
+    assert "shared libraries" not in off.output
+
+
 def test_plan_rejects_a_server_that_cannot_run_the_app(tmp_path: Path) -> None:
     project = tmp_path / "api"
     shutil.copytree(EXAMPLES / "fastapi-app", project)

@@ -24,6 +24,7 @@ from pydeploy.config.models import load_config, read_pyproject
 from pydeploy.config.project import load_project
 from pydeploy.errors import PydeployError
 from pydeploy.plan import depinputs
+from pydeploy.plan.locks import pylock
 from pydeploy.plan.planner import Overrides, make_plan
 
 PROPERTY = settings(
@@ -177,4 +178,4 @@ def test_any_lock_or_side_file_gives_only_pydeploy_errors(
 @PROPERTY
 @given(text=st.one_of(st.text(max_size=200), st.builds(toml_document, DOCUMENTS)))
 def test_any_pylock_text_gives_only_pydeploy_errors(text: str) -> None:
-    only_own_errors(lambda: depinputs.parse_pylock(text))
+    only_own_errors(lambda: pylock.parse_pylock(text))

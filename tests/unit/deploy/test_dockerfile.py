@@ -124,7 +124,7 @@ def test_runtime_contract_in_exec_form(flask: Path) -> None:
     assert json.loads(command) == [
         "/opt/venv/bin/python",
         "/opt/pydeploy/launcher.py",
-        "healthcheck",
+        "--healthcheck",
     ]
     assert options.split() == [
         "--interval=30s", "--timeout=3s", "--start-period=10s", "--retries=3",
@@ -353,6 +353,27 @@ def test_requirements_files_are_copied(tmp_path: Path) -> None:
     assert "COPY requirements.txt /build/src/requirements.txt" in builder
     assert "COPY base.txt /build/src/base.txt" in builder
     assert "-r requirements.txt" in builder
+
+
+def test_a_host_read_lock_is_ejected_as_locked_lines(tmp_path: Path) -> None:
+    """poetry.lock (like pdm.lock and Pipfile.lock) becomes .pydeploy/requirements.txt,
+    installed with --no-deps; the servers follow, constrained to the locked versions.
+    Markers the host cannot decide without the base's Python stay in the lines."""
+    root = tmp_path / "p"
+    shutil.copytree(FIXTURES / "poetry2_app", root)
+    ejected = eject(root)
+    builder = " ".join(stages(ejected.dockerfile)[1])
+    lines = ejected.files[".pydeploy/requirements.txt"].decode().splitlines()
+    assert [line.split(" ")[0] for line in lines] == [
+        "click==8.1.7",
+        "itsdangerous==2.2.0",
+        "tomli==2.0.1",
+    ]
+    assert lines[2].startswith('tomli==2.0.1 ; python_version < "3.11" --hash=sha256:')
+    constraints = ejected.files[".pydeploy/constraints.txt"].decode().splitlines()
+    assert constraints[0] == "click==8.1.7"
+    assert "--no-deps -r .pydeploy/requirements.txt &&" in builder
+    assert "gunicorn -c .pydeploy/constraints.txt" in builder
 
 
 def test_editable_requirements_are_refused(tmp_path: Path) -> None:
@@ -600,3 +621,13 @@ def test_printing_without_write_says_what_only_write_adds(flask: Path) -> None:
     assert written.exit_code == 0, written.output
     again = CliRunner().invoke(cli, ["dockerfile", str(flask), "--base", BASE])
     assert "note:" not in again.stderr
+
+
+def test_requirements_included_from_above_the_project_are_refused(tmp_path: Path) -> None:
+    """The build context is the project: `pydeploy build` sends a file from elsewhere in
+    the repository, a Dockerfile cannot COPY it."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "common.txt").write_text("blinker\n", encoding="utf-8")
+    root = write_project(tmp_path / "p", extra_files={"requirements.txt": "-r ../common.txt\n"})
+    with pytest.raises(ConfigError, match="requirements files it includes from above it"):
+        eject(root)

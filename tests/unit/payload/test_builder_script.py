@@ -83,7 +83,7 @@ def test_resolve_copies_the_uploaded_inputs_to_the_build_dir(
         **skip_lists(),  # the host's shared skip list, as wheels sends it
     }
     # Only the keys resolve reads here: the full document is pinned by test_job_keys.
-    cwd, args, pins, added = builder_script.resolve(cast("InstallJob", job), "uv-not-run")
+    cwd, args, pins, added, _ = builder_script.resolve(cast("InstallJob", job), "uv-not-run")
     assert cwd == work / "app"
     assert (args, pins, added) == (
         ["-r", builder_script.REQUIREMENTS, "gunicorn"],
@@ -164,9 +164,42 @@ def test_a_uv_lock_is_exported_with_the_hosts_options(
         "server_packages": ["flask"],
         **skip_lists(),
     }
-    _, args, _, added = builder_script.resolve(cast("InstallJob", job), "/uv")
+    _, args, _, added, _ = builder_script.resolve(cast("InstallJob", job), "/uv")
     assert ran == [["/uv", "export", *export, "--output-file", builder_script.REQUIREMENTS]]
     assert (args, added) == (["-r", builder_script.REQUIREMENTS], [])
+
+
+def test_a_host_read_lock_installs_as_locked_then_the_servers(tmp_path: Path) -> None:
+    """poetry.lock, pdm.lock, Pipfile.lock lines: `--no-deps` (nothing resolved, hashes
+    checked by uv), then the missing server packages resolved on their own, constrained to
+    the locked versions so that they never move a locked package."""
+    inputs, work = tmp_path / "src", tmp_path / "build" / "src"
+    (inputs / "app").mkdir(parents=True)
+    lines = [
+        "itsdangerous==2.2.0 --hash=sha256:aa --hash=sha256:bb",
+        'tomli==2.0.1 ; python_version < "3.11" --hash=sha256:cc',
+        "lib @ git+https://git.example/lib.git@0123abcd",
+        "./libs/localpkg",
+    ]
+    job = {
+        "inputs": str(inputs),
+        "work": str(work),
+        "copies": ["app"],
+        "cwd": "app",
+        "source": "poetry.lock",
+        "requirement_lines": lines,
+        "server_packages": ["gunicorn", "itsdangerous"],
+        **skip_lists(),
+    }
+    cwd, args, pins, added, servers = builder_script.resolve(cast("InstallJob", job), "/uv")
+    assert args == ["--no-deps", "-r", builder_script.REQUIREMENTS]
+    assert (pins, added) == ([], ["gunicorn"])
+    assert servers == ["gunicorn", "-c", builder_script.CONSTRAINTS]
+    constraints = (cwd / builder_script.CONSTRAINTS).read_text(encoding="utf-8").splitlines()
+    assert constraints == ["itsdangerous==2.2.0", 'tomli==2.0.1 ; python_version < "3.11"']
+    assert (cwd / builder_script.REQUIREMENTS).read_text(encoding="utf-8").splitlines() == lines
+    job["server_packages"] = ["itsdangerous"]
+    assert builder_script.resolve(cast("InstallJob", job), "/uv").servers == []
 
 
 @pytest.mark.parametrize(

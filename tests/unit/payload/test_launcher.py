@@ -269,7 +269,7 @@ def test_when_not_even_one_worker_fits_one_starts_with_a_warning(
     assert "at least 72 MiB" in decision.warning
     # main() prints it on its own line, after the startup line.
     path = write_config(tmp_path, **MEASURED)
-    code = launcher.main(["--config", str(path), "print-command"], environ={}, system=system)
+    code = launcher.main(["--config", str(path), "--print-command"], environ={}, system=system)
     assert code == 0
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("pydeploy-launcher: gunicorn, 1 worker (cpu allows 5")
@@ -352,7 +352,7 @@ def test_invalid_env_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str
 ) -> None:
     path = write_config(tmp_path)
-    code = launcher.main(["--config", str(path), "print-command"], environ={name: value})
+    code = launcher.main(["--config", str(path), "--print-command"], environ={name: value})
     out, err = capsys.readouterr()
     assert code == 2
     assert out == ""
@@ -405,7 +405,7 @@ def test_invalid_launch_json_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict[str, object], fragment: str
 ) -> None:
     path = write_config(tmp_path, **overrides)
-    assert launcher.main(["--config", str(path), "print-command"], environ={}) == 2
+    assert launcher.main(["--config", str(path), "--print-command"], environ={}) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert fragment in err
@@ -416,16 +416,16 @@ def test_config_path_from_env_and_missing_file(
 ) -> None:
     path = write_config(tmp_path, workers=4)
     env = {launcher.CONFIG_ENV: str(path)}
-    assert launcher.main(["print-command"], environ=env) == 0
+    assert launcher.main(["--print-command"], environ=env) == 0
     assert json.loads(capsys.readouterr().out)["workers"] == 4
     missing = tmp_path / "missing.json"
     assert launcher.main(["--config", str(missing)], environ={}) == 2
     assert f"cannot read the launch config {missing}" in capsys.readouterr().err
 
 
-def test_unknown_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert launcher.main(["serve"], environ={}) == 2
-    assert "unexpected argument 'serve'" in capsys.readouterr().err
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert launcher.main(["--serve"], environ={}) == 2
+    assert "unexpected option '--serve'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- argv per server
@@ -663,17 +663,37 @@ def test_healthcheck_status(
     cfg_path = write_config(tmp_path, port=1, healthcheck_path=path, healthcheck_timeout=2)
     # PORT from the environment wins over the configured (wrong) port.
     env = {"PORT": str(http_port)}
-    assert launcher.main(["--config", str(cfg_path), "healthcheck"], environ=env) == expected
+    assert launcher.main(["--config", str(cfg_path), "--healthcheck"], environ=env) == expected
     out, err = capsys.readouterr()
     report = out if expected == 0 else err
     assert report.count("\n") == 1
     assert f"GET http://127.0.0.1:{http_port}{path}" in report
 
 
+@pytest.mark.parametrize(
+    ("path", "below", "expected"),
+    [("/missing", 500, 0), ("/broken", 500, 1), ("/missing", 400, 1), ("/healthz", 500, 0)],
+)
+def test_healthcheck_any_answer_below_500_rule(
+    http_port: int, path: str, below: int, expected: int
+) -> None:
+    # Without a health route, a 404 (an API without `/`) or a 400 (Django's unknown Host)
+    # is an answer from a live server; a 5xx is not.
+    cfg = config(port=http_port, healthcheck_path=path, healthcheck_healthy_below=below)
+    code, report = launcher.healthcheck(cfg, {})
+    assert code == expected, report
+
+
+@pytest.mark.parametrize("value", [404, "500", True, 500.0])
+def test_healthy_below_must_be_400_or_500(value: object) -> None:
+    with pytest.raises(launcher.LaunchError, match="healthcheck_healthy_below"):
+        config(healthcheck_healthy_below=value)
+
+
 def test_healthcheck_connection_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     cfg_path = write_config(tmp_path, port=port, healthcheck_timeout=2)
-    assert launcher.main(["--config", str(cfg_path), "healthcheck"], environ={}) == 1
+    assert launcher.main(["--config", str(cfg_path), "--healthcheck"], environ={}) == 1
     assert "unhealthy" in capsys.readouterr().err
 
 
@@ -682,7 +702,7 @@ def test_healthcheck_with_invalid_port_is_unhealthy_not_2(
 ) -> None:
     # Docker reserves exit code 2 for healthchecks; anything wrong is plain "unhealthy".
     cfg_path = write_config(tmp_path)
-    assert launcher.main(["--config", str(cfg_path), "healthcheck"], environ={"PORT": "x"}) == 1
+    assert launcher.main(["--config", str(cfg_path), "--healthcheck"], environ={"PORT": "x"}) == 1
     assert "PORT" in capsys.readouterr().err
 
 
@@ -771,7 +791,7 @@ def test_run_execs_the_server_in_place(tmp_path: Path, server: str) -> None:
     )
     env = {**os.environ, "WEB_CONCURRENCY": "2", "PORT": str(free_port())}
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--config", str(cfg_path), "run"],
+        [sys.executable, str(SCRIPT), "--config", str(cfg_path)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -781,7 +801,7 @@ def test_run_execs_the_server_in_place(tmp_path: Path, server: str) -> None:
     seen = json.loads(record.read_text(encoding="utf-8"))
     assert seen["pid"] == proc.pid  # exec'd, not spawned: the server owns the launcher's PID
     printed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--config", str(cfg_path), "print-command"],
+        [sys.executable, str(SCRIPT), "--config", str(cfg_path), "--print-command"],
         env=env,
         capture_output=True,
         text=True,
@@ -867,7 +887,7 @@ def test_runs_under_python38(tmp_path: Path) -> None:
         pytest.skip("no Python 3.8 interpreter on this machine")
     cfg_path = write_config(tmp_path, workers=2)
     result = subprocess.run(
-        [python38, str(SCRIPT), "--config", str(cfg_path), "print-command"],
+        [python38, str(SCRIPT), "--config", str(cfg_path), "--print-command"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -15,6 +15,7 @@ from pydeploy.builder.credentials import index_settings
 from pydeploy.config.project import load_project
 from pydeploy.errors import ConfigError
 from pydeploy.plan import depinputs, servers
+from pydeploy.plan.locks import pylock
 from pydeploy.plan.planner import BuildPlan, DependencyPlan, Overrides, make_plan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -228,7 +229,7 @@ wheels = [{ path = "wheels/nover-1.0-py3-none-any.whl", hashes = {} }]
 
 
 def test_parse_pylock() -> None:
-    assert depinputs.parse_pylock(PYLOCK) == [
+    assert pylock.parse_pylock(PYLOCK) == [
         "itsdangerous==2.2.0",
         "colorama==0.4.6 ; sys_platform == 'win32'",
         "./libs/mylib",
@@ -240,9 +241,9 @@ def test_parse_pylock() -> None:
 
 def test_parse_pylock_errors() -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
-        depinputs.parse_pylock("[[packages]\n")
+        pylock.parse_pylock("[[packages]\n")
     with pytest.raises(ConfigError, match="has no `name`"):
-        depinputs.parse_pylock('[[packages]]\nversion = "1"\n')
+        pylock.parse_pylock('[[packages]]\nversion = "1"\n')
 
 
 def test_pylock_source_reads_local_paths(tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ SERVER = """\
 def test_server_policy_and_healthcheck_are_typed(tmp_path: Path) -> None:
     plan = plan_of(write_project(tmp_path / "p", SERVER))
     assert plan.server_policy == ServerPolicy("gunicorn", "wsgi", 96, "sync")
-    assert plan.healthcheck == Healthcheck("/healthz", 7, 2, 4, 5)
+    origin = "tool.pydeploy.healthcheck.path: a 2xx or 3xx answer is healthy"
+    assert plan.healthcheck == Healthcheck("/healthz", 7, 2, 4, 5, 400, origin)
     data = plan.to_json()
     assert data["server"]["policy"] == {
         "type": "gunicorn",
@@ -164,6 +165,8 @@ def test_server_policy_and_healthcheck_are_typed(tmp_path: Path) -> None:
         "timeout": 2,
         "start_period": 4,
         "retries": 5,
+        "healthy_below": 400,
+        "origin": origin,
     }
 
 
@@ -187,6 +190,7 @@ GOLDEN_LAUNCH_JSON = """\
   ],
   "forwarded_allow_ips": "10.0.0.0/8,127.0.0.1",
   "graceful_timeout": 8,
+  "healthcheck_healthy_below": 400,
   "healthcheck_path": "/healthz",
   "healthcheck_timeout": 2,
   "interface": "wsgi",
