@@ -6,6 +6,7 @@ callback (the CLI prints it); everything started is cleaned up on failure or int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -13,21 +14,25 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydeploy.builder import sharedlibs
+from pydeploy.builder import appcheck, sharedlibs
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachekeys import (
-    CHECK_RECIPE,
+    BUILD_LABEL,
+    CHECK_IMAGE_LABEL,
     INDEX_APP_CHECK,
+    INDEX_PROJECT_LAYER,
     INDEX_SETUID,
     INDEX_VENV_LAYER,
+    OWNER_LABEL,
+    PROJECT_RECIPE,
     SETUID_RECIPE,
 )
 from pydeploy.config.project import git_commit_time, git_revision
@@ -45,8 +50,9 @@ from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
-from pydeploy.plan.planner import SETUID_ROLE, VENV, BuildPlan
+from pydeploy.plan.planner import SETUID_ROLE, VENV, WRITABLE_ROLE, BuildPlan
 from pydeploy.progress import Progress
+from pydeploy.publish import daemon
 from pydeploy.publish import outputs as publish
 
 
@@ -74,6 +80,16 @@ class BuildResult:
     memory: WorkerMemory | None = None  # what a worker costs, as the image records it
     # The system layer's packages: the user's and those added for missing libraries.
     runtime_packages: sharedlibs.RuntimePackages | None = None
+    check: appcheck.AppCheck | None = None  # how the app check went
+
+    def check_json(self) -> dict[str, Any]:
+        """`check` of the result: `passed` (also when a cached answer was reused) or
+        `skipped` (tool.pydeploy.check.skip)."""
+        check = self.check
+        return {
+            "status": check.status if check else "passed",
+            "cached": bool(check and check.cached),
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The documented shape of `pydeploy build --json` (and --metadata-file)."""
@@ -87,6 +103,7 @@ class BuildResult:
             "app": self.plan.app,
             "interface": self.interface,
             "server": self.server,
+            "check": self.check_json(),
             "dependencies": {
                 "pins": list(self.pins),
                 "cached": self.dependencies_cached,
@@ -220,35 +237,44 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     )
     runtime = _shared_libraries(run, base_ref.image_id, deps)
 
-    with tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp:
+    # `kept` holds the check image until the end: loading the final image then sends
+    # only what differs from it (the launcher layer and the config).
+    with (
+        tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp,
+        contextlib.ExitStack() as kept,
+    ):
         scratch = Path(tmp)
         selected = app_files(plan, store=store)
-        for warning in selected.warnings:
+        for warning in [*selected.warnings, *_hidden_by_mounts(plan, selected.entries)]:
             clock.sub("warning", warning)
         venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
         try:
-            interface, app_layer, memory = _checked_app(
-                run, builder, deps, selected.entries, scratch
-            )
+            app_layer = _app_layer(run, builder, deps, selected.entries, scratch)
+            venv_layer = venv_job.result()
         except BaseException:
             # The export writes into `scratch` (and runs a container): it ends before
             # the directory is removed, not while (the pool would wait for it anyway).
             wait([venv_job])
             raise
-        server = servers.resolve(plan.server, interface)
-        clock.step(
-            "app check",
-            f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}",
-        )
-        venv_layer = venv_job.result()
         base = base_image.layers.result()
-        layers = [
+        below_launcher = [
             # Right on the base: later layers (apt's) may replace these files again.
             *_setuid_layer(store, plan, base),
             *_system_layers(run, runtime, base_ref.image_id),
             assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
             venv_layer,
             app_layer,
+            *_writable_layer(store, plan),
+        ]
+        check = _checked_app(run, base, below_launcher, scratch, kept)
+        interface, memory = check.interface, check.memory
+        server = servers.resolve(plan.server, interface)
+        found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
+        if check.status == "skipped":
+            found = f"skipped (tool.pydeploy.check.skip): {found}"
+        clock.step("app check", found)
+        layers = [
+            *below_launcher,
             assemble.layer(
                 store,
                 assemble.launcher_entries(plan.launch.settled(interface, server, memory)),
@@ -262,8 +288,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             plan, created_epoch=created, revision=git_revision(plan.project.root),
             base_digest=base_ref.repo_digest, memory=memory,
         )  # fmt: skip
-        settings = assemble.runtime_settings(plan, base.config.get("config", {}).get("Env") or [],
-                                             labels)  # fmt: skip
+        settings = assemble.runtime_settings(plan, _base_env(base), labels)
         image = assemble_image(
             store, base, layers, dataclasses.replace(settings, created=rfc3339(created))
         )
@@ -272,7 +297,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         result = BuildResult(
             image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
-            timings=timings, memory=memory, runtime_packages=runtime.packages,
+            timings=timings, memory=memory, runtime_packages=runtime.packages, check=check,
         )  # fmt: skip
         destinations = publish.Destinations(engine, scratch, store.root.parent)
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
@@ -282,54 +307,108 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     return result
 
 
-def _checked_app(
+def _base_env(base: BaseImage) -> list[str]:
+    env: list[str] = base.config.get("config", {}).get("Env") or []
+    return env
+
+
+def _app_layer(
     run: _Build,
     builder: wheels.BuilderImage,
     deps: wheels.Dependencies,
     app: list[FileEntry],
     scratch: Path,
-) -> tuple[Literal["wsgi", "asgi"], Layer, WorkerMemory]:
-    """The app's interface, its final layer (plus the project's wheel when packaged) and
-    what one worker of it costs.
-
-    Importing the same app files against the same dependency set in the same builder
-    gives the same answer, so the result is cached by exactly those inputs: a no-change
-    rebuild starts no container here, a code change always re-checks."""
-    store, plan, clock = run.store, run.plan, run.clock
+) -> Layer:
+    """The app's layer: its files, plus the project's own wheel when it has a build
+    system (built in the builder, cached by the app files and the dependency set)."""
+    store, plan = run.store, run.plan
     app_only = assemble.layer(store, app, "app")
+    if not plan.install_project:
+        return app_only
     key = hashlib.sha256(
-        json.dumps(
-            [CHECK_RECIPE, app_only.diff_id, deps.key, builder.image_id, plan.app,
-             plan.install_project, plan.server_policy.interface,
-             wheels.measure_job(plan), plan.server_policy.worker_memory],
-        ).encode()
-    ).hexdigest()  # fmt: skip
-    cached = store.read_index(INDEX_APP_CHECK, key)
-    if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"}:
-        layer = Layer.from_doc(cached.get("layer"))
-        memory = WorkerMemory.from_doc(cached.get("memory"))
-        if (
-            layer is not None
-            and memory is not None
-            and store.has(layer.digest)
-            and store.has(layer.diff_id)
-        ):
-            clock.sub("app check", "cached: same app files and dependencies")
-            return cached["interface"], layer, memory
+        json.dumps([PROJECT_RECIPE, app_only.diff_id, deps.key, builder.image_id]).encode()
+    ).hexdigest()
+    cached = Layer.from_doc(store.read_index(INDEX_PROJECT_LAYER, key))
+    if cached is not None and store.has(cached.digest) and store.has(cached.diff_id):
+        return cached
     app_tar = _uncompressed(store, app_only, scratch / "app.tar")
-    check = wheels.check_app(run.engine, plan, deps, app_tar, run.reporting())
-    app_layer = app_only
-    if check.project_site_tar is not None:
-        app_layer = _with_project(store, app, builder, check.project_site_tar, scratch)
-    doc = {
-        "interface": check.interface,
-        "layer": app_layer.to_doc(),
-        "memory": check.memory.to_doc(),
+    site_tar = wheels.build_project(run.engine, plan, deps, app_tar, run.reporting())
+    layer = _with_project(store, app, builder, site_tar, scratch)
+    store.write_index(INDEX_PROJECT_LAYER, key, layer.to_doc())
+    return layer
+
+
+def _checked_app(
+    run: _Build, base: BaseImage, layers: list[Layer], scratch: Path, kept: contextlib.ExitStack
+) -> appcheck.AppCheck:
+    """The app's interface and what one worker of it costs, from the check in the
+    runtime image (`layers`: all of it but the launcher, whose settings the check's
+    answer decides; the check's image has the planned ones).
+
+    The same image with the same check settings gives the same answer, so the result is
+    cached by exactly those inputs (every layer, the image's environment and user, the
+    check's environment and mounts): a no-change rebuild starts no container here, and
+    changed code, dependencies, system packages or env always re-check."""
+    store, plan, clock, engine = run.store, run.plan, run.clock, run.engine
+    if plan.check_skip:
+        return appcheck.skipped(plan)
+    owner = {
+        BUILD_LABEL: engine.build_id,
+        OWNER_LABEL: engine.owner.label(),
+        CHECK_IMAGE_LABEL: "1",  # what the next build's reap_orphans looks for
     }
-    store.write_index(INDEX_APP_CHECK, key, doc)
+    settings = assemble.runtime_settings(plan, _base_env(base), owner)
+    diff_ids = [base.image_id, *(la.diff_id for la in layers)]
+    key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
+    cached = store.read_index(INDEX_APP_CHECK, key)
+    memory = WorkerMemory.from_doc(cached.get("memory")) if isinstance(cached, dict) else None
+    if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"} and memory:
+        clock.sub("app check", "cached: the same image and check settings")
+        return appcheck.AppCheck(cached["interface"], memory, cached=True)
+    launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
+    image = assemble_image(store, base, [*layers, launcher], settings)
+    image_id = kept.enter_context(_loaded(engine, image, scratch))
+    check = appcheck.run_check(engine, plan, image_id, run.reporting())
+    store.write_index(
+        INDEX_APP_CHECK, key, {"interface": check.interface, "memory": check.memory.to_doc()}
+    )
     if check.memory.note:
         clock.sub("app check", check.memory.note)
-    return check.interface, app_layer, check.memory
+    return check
+
+
+@contextlib.contextmanager
+def _loaded(engine: Engine, image: Image, scratch: Path) -> Iterator[str]:
+    """The image in the engine by its ID alone (no tag), removed when the block ends,
+    however it ends (one left by a killed build is reaped by the next: its owner label)."""
+    try:
+        daemon.load(engine, image, (), scratch)
+        yield image.image_id
+    finally:
+        engine.remove_unused_image(image.image_id)
+
+
+def _writable_layer(store: BlobStore, plan: BuildPlan) -> list[Layer]:
+    if not plan.writable:
+        return []
+    return [assemble.layer(store, assemble.writable_entries(plan), WRITABLE_ROLE)]
+
+
+def _hidden_by_mounts(plan: BuildPlan, app: list[FileEntry]) -> list[str]:
+    """`writable` directories that hold app files: every writable mount (the check's,
+    `pydeploy run`'s, the manifests') starts empty and hides them."""
+    found = []
+    for path in plan.writable:
+        inside = path.lstrip("/") + "/"
+        held = sorted(e.path for e in app if e.path.startswith(inside) and e.kind != "dir")
+        if held:
+            shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+            found.append(
+                f"`tool.pydeploy.writable` lists {path}, which holds app files ({shown}): "
+                "the image keeps them, but a writable mount there (the app check, `pydeploy "
+                "run`, the manifests' emptyDir) starts empty and hides them."
+            )
+    return found
 
 
 def _scratch(store: BlobStore) -> Path:

@@ -22,9 +22,12 @@ RECIPE_VERSION = "1"
 # The uv the builder installs into the cache volume (`tools/uv-<version>`); part of the
 # dependency key, and what an ejected Dockerfile installs.
 UV_VERSION = "0.13.9"
-# The app check's cached answer (interface, project layer, worker memory).
+# The app check's cached answer (interface, worker memory).
 # v2: the check also measures what a worker costs (pydeploy.plan.memory).
-CHECK_RECIPE = "app-check-v2"
+# v3: the check runs in the runtime image; the project's wheel is cached on its own.
+CHECK_RECIPE = "app-check-v3"
+# The app layer with the project's own wheel (built in the builder).
+PROJECT_RECIPE = "project-layer-v1"
 # The layer that drops the base image's setuid/setgid bits.
 SETUID_RECIPE = "no-setuid-v1"
 # The runtime system-packages layer.
@@ -54,8 +57,13 @@ USED = ".pydeploy-used"  # {"time": epoch seconds}: the last build that used the
 
 # On every container an Engine creates, and on a build's apt volume: the build's id.
 BUILD_LABEL = "pydeploy.build"
-# On builder containers: the process that owns them (owners.Owner.label).
+# On builder containers (and so on the builder images committed from them: `docker
+# commit` keeps the container's labels) and on app-check images: the process that owns
+# them (owners.Owner.label).
 OWNER_LABEL = "pydeploy.owner"
+# On app-check images only (the runtime image a build loads untagged to import the app
+# in): the next build removes those whose owner is dead. Builder images never carry it.
+CHECK_IMAGE_LABEL = "pydeploy.check-image"
 # On `pydeploy run` containers: the project's repository name.
 RUN_LABEL = "pydeploy.run"
 
@@ -77,7 +85,8 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
-INDEX_APP_CHECK = "app-check"
+INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
+INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"

@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import docker
 import docker.errors
@@ -55,6 +55,7 @@ from pydeploy.errors import (
     ConfigError,
     InterruptError,
 )
+from pydeploy.oci.layer import open_uncompressed
 from pydeploy.plan import depinputs, servers
 from pydeploy.plan.index import CA_ENV_VARS, find_ca_bundle
 from pydeploy.plan.planner import BuildPlan, Overrides, make_plan
@@ -195,17 +196,6 @@ def copy_fixture(name: str, tmp_path: Path) -> Path:
     return dest
 
 
-def app_tar(project: Path, dest: Path) -> Path:
-    """What the lead's assembly hands to check_app: the project's files under `app/`."""
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if "__pycache__" in info.name else info
-
-    with tarfile.open(dest, "w") as tar:
-        tar.add(project, arcname="app", filter=keep)
-    return dest
-
-
 def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -> str:
     inputs = depinputs.dependency_inputs(plan)
     key = depinputs.dependency_key(
@@ -217,6 +207,38 @@ def venv_volume(engine: Engine, plan: BuildPlan, builder: wheels.BuilderImage) -
     name = cachekeys.VENV_VOLUME_PREFIX + key[:16]
     CREATED.volumes.add(name)
     return name
+
+
+@pytest.fixture(scope="module")
+def host_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One host cache for the module's whole builds (the base image is imported once)."""
+    return tmp_path_factory.mktemp("host-cache")
+
+
+def built(
+    engine: Engine, plan: BuildPlan, cache: Path, tmp_path: Path, progress: Progress | None = None
+) -> build.BuildResult:
+    """A whole build into an OCI layout: only a build assembles the runtime image the
+    app check runs in."""
+    options = build.BuildOptions(
+        outputs=(publish.Output("oci", tmp_path / "oci"),), cache_dir=cache
+    )
+    return build.build(plan, engine, options, progress or Progress())
+
+
+def layer_files(result: build.BuildResult, role: str) -> dict[str, bytes]:
+    """The regular files of the image's layer of `role`, by path."""
+    (layer,) = [la for la in result.image.layers if la.role == role]
+    found: dict[str, bytes] = {}
+    with (
+        open_uncompressed(result.image.store, layer) as handle,
+        tarfile.open(fileobj=cast("IO[bytes]", handle), mode="r|") as tar,
+    ):
+        for member in tar:
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                found[member.name] = extracted.read()
+    return found
 
 
 def install(
@@ -269,7 +291,7 @@ def marker_of(engine: Engine, builder: wheels.BuilderImage, volume: str) -> byte
 
 
 def test_pure_python_project_installs_once_and_reproducibly(
-    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     plan = plan_for(FIXTURES / "pure_app", base_image)
     assert plan.dependency_source == "project"
@@ -322,17 +344,16 @@ def test_pure_python_project_installs_once_and_reproducibly(
     venv_b = wheels.export_venv(engine, builder, third, tmp_path / "b.tar")
     assert tar_contents(venv_b) == contents
 
-    checked = wheels.check_app(
-        engine, plan, third, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
-    )
-    assert (checked.interface, checked.project_site_tar) == ("wsgi", None)
+    checked = built(engine, plan, host_cache, tmp_path)
+    assert checked.interface == "wsgi"
+    assert checked.memory is not None
     assert checked.memory.origin == "measured at build"
     assert checked.memory.worker_mib is not None
     assert checked.memory.master_mib is not None
 
 
 def test_a_wheels_only_project_never_makes_the_compiler_image(
-    engine: Engine, base_image: str, tmp_path: Path
+    engine: Engine, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     """Every dependency ships a wheel: the base image is the builder, and the build
     packages (here one that does not even exist) are never installed."""
@@ -357,9 +378,7 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
     assert ("builder", "base image (no compilers needed)") in [
         (step, detail) for step, _, detail in progress.steps
     ]
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(progress)
-    )
+    checked = built(engine, plan, host_cache, tmp_path)
     assert checked.interface == "wsgi"
     # The key is new (a unique package name): no image of it before, none after.
     assert not [t for t in builder_images(engine) if t.endswith(builder.key)]
@@ -374,7 +393,11 @@ def test_a_wheels_only_project_never_makes_the_compiler_image(
 
 
 def test_a_c_extension_escalates_to_the_full_builder(
-    docker_client: docker.DockerClient, engine: Engine, base_image: str, tmp_path: Path
+    docker_client: docker.DockerClient,
+    engine: Engine,
+    base_image: str,
+    tmp_path: Path,
+    host_cache: Path,
 ) -> None:
     """The base image has no compiler: the light attempt notices the compile and the
     dependencies are installed in the full builder, which the app check then uses."""
@@ -404,9 +427,8 @@ def test_a_c_extension_escalates_to_the_full_builder(
     assert "gcc" in switched[0]
     venv = tar_contents(wheels.export_venv(engine, light, deps, tmp_path / "venv.tar"))
     assert [n for n in venv if n.startswith(f"{SITE}/fastsum.") and n.endswith(".so")]
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(Progress())
-    )
+    # The extension imports in the runtime image, where no compiler is.
+    checked = built(engine, plan, host_cache, tmp_path)
     assert checked.interface == "wsgi"
     # Cached: the marker remembers that the full builder was needed.
     again = install(engine, plan, light, Progress())
@@ -414,7 +436,7 @@ def test_a_c_extension_escalates_to_the_full_builder(
 
 
 def test_local_c_extension_is_compiled_into_a_wheel(
-    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     plan = plan_for(FIXTURES / "cext_app", base_image)
     assert plan.dependency_source == "requirements"
@@ -425,12 +447,8 @@ def test_local_c_extension_is_compiled_into_a_wheel(
     assert extensions, "the C extension was built and installed"
     # `-e ./vendor/fastsum` in requirements.txt must not become an editable install.
     assert not [n for n in venv if "__editable__" in n or n.endswith(".pth")]
-    progress = Progress()
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(progress)
-    )
+    checked = built(engine, plan, host_cache, tmp_path)
     assert checked.interface == "wsgi"  # app.py calls fastsum.add() at import
-    assert progress.names() == ["app check"]
 
 
 def test_compiled_extension_is_identical_across_clean_builds(
@@ -462,7 +480,7 @@ def test_compiled_extension_is_identical_across_clean_builds(
 
 
 def test_psycopg2_compiles_from_its_sdist(
-    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     plan = plan_for(FIXTURES / "psycopg_app", base_image)
     progress = Progress()
@@ -477,26 +495,24 @@ def test_psycopg2_compiles_from_its_sdist(
     packages = facts.labels[cachekeys.LABEL_PACKAGES].split()
     assert {"libpq-dev", "python3-dev", "gcc"} <= set(packages)
     assert any(pin.startswith("psycopg2==2.9.") for pin in deps.pins), deps.pins
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(progress)
-    )
-    assert checked.interface == "wsgi"  # app.py imports psycopg2.extensions (libpq)
+    checked = built(engine, plan, host_cache, tmp_path)
+    # app.py imports psycopg2.extensions: libpq5 (runtime-packages) is in the image.
+    assert checked.interface == "wsgi"
 
 
 def test_uv_lock_project_and_its_own_wheel(
-    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     plan = plan_for(FIXTURES / "uvlock_app", base_image)
     assert (plan.dependency_source, plan.install_project) == ("uv.lock", True)
     deps = install(engine, plan, builder, Progress())
     assert "itsdangerous==2.2.0" in deps.pins, "the locked version, not the newest"
     assert not [p for p in deps.pins if p.startswith("uvlock")], "the project is not a dep"
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
-    )
+    checked = built(engine, plan, host_cache, tmp_path)
     assert checked.interface == "asgi"
-    assert checked.project_site_tar is not None
-    site = tar_contents(checked.project_site_tar)
+    app_layer = layer_files(checked, "app")
+    prefix = f"{SITE.replace('venv/', 'opt/venv/', 1)}/"
+    site = {n.removeprefix(prefix): data for n, data in app_layer.items() if n.startswith(prefix)}
     assert {
         "uvlock_app/__init__.py",
         "uvlock_app/main.py",
@@ -504,22 +520,20 @@ def test_uv_lock_project_and_its_own_wheel(
         "uvlock_app-0.1.0.dist-info/METADATA",
     } <= set(site)
     assert not [n for n in site if n.startswith(("bin", "project-site", "/")) or n == ".lock"]
-    pyc = read_member(checked.project_site_tar, "uvlock_app/__pycache__/main.cpython-311.pyc")
+    pyc = site["uvlock_app/__pycache__/main.cpython-311.pyc"]
     code = marshal.loads(pyc[16:])  # noqa: S302 - a .pyc this test just built
     assert code.co_filename == "/opt/venv/lib/python3.11/site-packages/uvlock_app/main.py"
 
 
 def test_pylock_project_with_a_local_directory(
-    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path
+    engine: Engine, builder: wheels.BuilderImage, base_image: str, tmp_path: Path, host_cache: Path
 ) -> None:
     plan = plan_for(FIXTURES / "pylock_app", base_image)
     assert plan.dependency_source == "pylock"
     deps = install(engine, plan, builder, Progress())
     assert "itsdangerous==2.2.0" in deps.pins
     assert any(pin.startswith("localpkg") for pin in deps.pins), deps.pins
-    checked = wheels.check_app(
-        engine, plan, deps, app_tar(plan.project.root, tmp_path / "app.tar"), Reporting(Progress())
-    )
+    checked = built(engine, plan, host_cache, tmp_path)
     assert checked.interface == "wsgi"  # app.py imports localpkg
 
 
@@ -573,17 +587,16 @@ def test_wrong_app_target_fails_the_build(
     tmp_path: Path,
     target: str,
     expected: str,
+    host_cache: Path,
 ) -> None:
     project = copy_fixture("pure_app", tmp_path)
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
     pyproject.write_text(text.replace('app = "app:app"', f'app = "{target}"'), encoding="utf-8")
     plan = plan_for(project, base_image)
-    deps = install(engine, plan, builder, Progress())
+    install(engine, plan, builder, Progress())
     with pytest.raises(AppCheckError) as caught:
-        wheels.check_app(
-            engine, plan, deps, app_tar(project, tmp_path / "a.tar"), Reporting(Progress())
-        )
+        built(engine, plan, host_cache, tmp_path)
     assert caught.value.exit_code == 7
     assert "tool.pydeploy.app" in caught.value.message
     assert target in caught.value.message
@@ -783,6 +796,7 @@ def test_index_secret_never_leaks(
     base_image: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    host_cache: Path,
 ) -> None:
     secret = f"pdt-secret-{uuid.uuid4().hex}"
     user = "pydeploy-test-user"
@@ -810,9 +824,7 @@ def test_index_secret_never_leaks(
         try:
             deps = install(spy, plan, builder, progress, verbose=True, output=progress.lines.append)
             venv = wheels.export_venv(spy, builder, deps, tmp_path / "venv.tar")
-            checked = wheels.check_app(
-                spy, plan, deps, app_tar(project, tmp_path / "app.tar"), Reporting(progress)
-            )
+            checked = built(spy, plan, host_cache, tmp_path, progress)
             marker = marker_of(spy, builder, deps.volume)
         finally:
             spy.cleanup()
@@ -1182,9 +1194,14 @@ def test_a_build_mounts_no_host_path_and_sends_only_dependency_inputs(
     assert not not_needed & set(sent)
     assert not [name for name in sent if name.startswith(tuple(f"{rel}/{j}" for j in junk))]
     assert sent[f"{rel}/tools/gen.sh"] & 0o7777 == 0o750, "modes as on the host"
-    (check,) = [s for s in recorder.seen if s.argv[2:3] == ["check"]]
+    builders = [s for s in recorder.seen if s.argv[2:3] in (["install"], ["project"])]
     ca = host_ca(project)
-    assert install.ca == check.ca == ca, "the CA reached the builder containers as a file"
-    for seen in (install, check):
+    for seen in builders:
+        assert seen.ca == ca, "the CA reached the builder containers as a file"
         env = dict(e.split("=", 1) for e in seen.inspect["Config"]["Env"] or [])
         assert {env.get(var) for var in CA_ENV_VARS} == {wheels.CA_TARGET}
+    # The app check runs in the runtime image, which never sees the CA.
+    (check,) = [s for s in recorder.seen if s.argv[3:4] == ["check-app"]]
+    env = dict(e.split("=", 1) for e in check.inspect["Config"]["Env"] or [])
+    assert check.ca is None
+    assert not {var for var in CA_ENV_VARS if var in env}

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from pydeploy.build import BuildResult
+from pydeploy.builder.appcheck import AppCheck
 from pydeploy.builder.sharedlibs import MissingLibrary, RuntimePackages
 from pydeploy.config.models import ServerConfig
 from pydeploy.config.project import load_project
@@ -25,6 +26,7 @@ from pydeploy.multibuild import ServiceOutcome
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import Layer
+from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.planner import Overrides, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,6 +192,19 @@ def test_a_single_build_result_validates(
     assert errors(validator, document) == []
     # Through JSON and back, as a consumer reads it.
     assert errors(validator, json.loads(json.dumps(document))) == []
+
+
+def test_the_app_check_s_outcome_is_reported_and_validates(
+    validator: jsonschema.Draft202012Validator, tmp_path: Path
+) -> None:
+    result = fake_result(tmp_path, "web")
+    result.check = AppCheck("wsgi", WorkerMemory(None, None, None), "skipped")
+    assert result.to_json()["check"] == {"status": "skipped", "cached": False}
+    assert errors(validator, result.to_json()) == []
+    result.check = AppCheck("wsgi", WorkerMemory(64, 32, "measured at build"), cached=True)
+    assert result.to_json()["check"] == {"status": "passed", "cached": True}
+    assert errors(validator, result.to_json()) == []
+    assert errors(validator, {**result.to_json(), "check": {"status": "maybe", "cached": 1}})
 
 
 def test_a_workspace_result_with_a_failure_validates(

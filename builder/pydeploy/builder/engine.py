@@ -14,7 +14,15 @@ from contextlib import AbstractContextManager
 from typing import IO, Protocol
 
 from pydeploy.engine.owners import Owner
-from pydeploy.engine.types import CommitSettings, ImageFacts, ImageRef, Mount, Outcome, RunResult
+from pydeploy.engine.types import (
+    CommitSettings,
+    Confinement,
+    ImageFacts,
+    ImageRef,
+    Mount,
+    Outcome,
+    RunResult,
+)
 
 
 class StageBox(Protocol):
@@ -93,9 +101,11 @@ class StageEngine(Protocol):
         mounts: Iterable[Mount] = (),
         network: str = "host",
         stdin: bytes | None = None,
+        confine: Confinement | None = None,
     ) -> AbstractContextManager[StageBox]:
         """A created container, removed when the block exits for whatever reason;
-        `stdin` reaches it on its attached stdin, never in its configuration."""
+        `stdin` reaches it on its attached stdin, never in its configuration. Without
+        `confine` it runs as root in `/`."""
 
     def hold(self) -> AbstractContextManager[None]:
         """Pins made inside stay until the outermost `hold` block ends."""

@@ -1,6 +1,6 @@
 """The builder stage: a builder image (base + compilers), the dependencies installed into
-a virtualenv inside a builder container, and the app imported there before any image is
-assembled.
+a virtualenv inside a builder container, and the project's own wheel built there (the app
+is imported later, in the runtime image: pydeploy.builder.appcheck).
 
 Caching: the builder image is tagged by a content key (base image ID + build packages);
 each dependency set gets its own volume `pydeploy-venv-<key>` keyed by everything that
@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, cast
 
 from pydeploy import atomic, payload
 from pydeploy.builder.credentials import (
@@ -83,13 +83,12 @@ from pydeploy.cachekeys import (
 from pydeploy.config.project import check_python_allowed
 from pydeploy.engine import owners
 from pydeploy.engine.types import CommitSettings, ImageFacts, Mount
-from pydeploy.errors import AppCheckError, BuildError, ConfigError, PydeployError
+from pydeploy.errors import BuildError, ConfigError, PydeployError
 from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
-    CheckJob,
-    CheckResult,
     InstallJob,
-    Measure,
+    ProjectJob,
+    ProjectResult,
     SkipLists,
 )
 from pydeploy.plan import servers, skiplist
@@ -100,8 +99,6 @@ from pydeploy.plan.depinputs import (
     input_files,
 )
 from pydeploy.plan.index import CA_ENV_VARS
-from pydeploy.plan.memory import WorkerMemory
-from pydeploy.plan.memory import estimate as estimate_memory
 from pydeploy.plan.planner import VENV, BuildPlan
 from pydeploy.progress import Progress
 
@@ -154,14 +151,7 @@ class Dependencies:
     source: str
     cached: bool  # nothing was installed this time
     builder: BuilderImage  # the builder that installed them (or this build's, if cached)
-    needs_compilers: bool = False  # installed by the full builder: check_app uses it too
-
-
-@dataclass(frozen=True)
-class AppCheck:
-    interface: Literal["wsgi", "asgi"]
-    project_site_tar: Path | None  # entries relative to site-packages
-    memory: WorkerMemory  # what one worker costs (see pydeploy.plan.memory)
+    needs_compilers: bool = False  # installed by the full builder: build_project uses it too
 
 
 @dataclass(frozen=True)
@@ -228,7 +218,7 @@ _APT_INSTALL = (
 def ensure_builder(engine: StageEngine, plan: BuildPlan, progress: Progress) -> BuilderImage:
     """The builder to start with. The full builder image (base + build packages) is made
     only when something has to be compiled: until then the base image itself is the
-    builder (`light`), and install_dependencies/check_app switch to the full one when a
+    builder (`light`), and install_dependencies/build_project switch to the full one when a
     build needs it. A full builder image already on the engine is used directly (the
     venv it makes is the same, and a failing light attempt is saved)."""
     started = time.monotonic()
@@ -896,21 +886,22 @@ def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, 
     return dest
 
 
-# --- app check ----------------------------------------------------------------------------
+# --- the project's own wheel --------------------------------------------------------------
 
 
-def check_app(
+def build_project(
     engine: StageEngine, plan: BuildPlan, deps: Dependencies, app_tar: Path, report: Reporting
-) -> AppCheck:
-    """Import the app target inside the built venv (after building and installing the
-    project's own wheel into a separate tree) and decide WSGI or ASGI. Runs in the
-    builder that installed `deps` (the full one if they needed compilers), and
-    moves to the full builder if the project's own build needs compilers."""
+) -> Path:
+    """Build the project's own wheel (its build backend runs in the builder) and install
+    it, without dependencies, into a separate tree: a tar of it, entries relative to
+    site-packages. Runs in the builder that installed `deps` (the full one if they needed
+    compilers), and moves to the full builder if the project's build needs compilers.
+    The app itself is checked later, in the runtime image (pydeploy.builder.appcheck)."""
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
-        return _check_app(_Run(engine, plan, report, time.monotonic()), deps, app_tar)
+        return _build_project(_Run(engine, plan, report, time.monotonic()), deps, app_tar)
 
 
-def _check_app(run: _Run, deps: Dependencies, app_tar: Path) -> AppCheck:
+def _build_project(run: _Run, deps: Dependencies, app_tar: Path) -> Path:
     engine, plan = run.engine, run.plan
     chosen = deps.builder
     if chosen.light and deps.needs_compilers:
@@ -921,15 +912,15 @@ def _check_app(run: _Run, deps: Dependencies, app_tar: Path) -> AppCheck:
     site_tar = app_tar.with_name(f"{app_tar.stem}.project-site.tar")
     while True:
         transcript = run.transcript(masker)
-        job = check_job(plan, chosen)
         with engine.container(
             chosen.name,
-            [chosen.python.executable, SCRIPT, "check", JOB],
+            [chosen.python.executable, SCRIPT, "project", JOB],
             env=env,
             mounts=_mounts(deps.volume, venv_ro=True),
             network=engine.network_mode(plan.network),
             stdin=secrets,
         ) as box:
+            job = project_job(chosen)
             box.put_files(
                 RUN_DIR, {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
             )
@@ -941,43 +932,21 @@ def _check_app(run: _Run, deps: Dependencies, app_tar: Path) -> AppCheck:
             if why:
                 chosen = _escalate(run, f"the project's {why}")
                 continue
-            result = cast("CheckResult", _raise_on_failure(code, transcript, plan))
-            if result.get("project_site"):
-                _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
-        break
-    found = result.get("app") or {}
-    interface = _decide_interface(plan, found, transcript.text)
-    memory = estimate_memory(
-        found.get("memory"), server=plan.server, configured=plan.server_policy.worker_memory
-    )
-    return AppCheck(interface, site_tar if result.get("project_site") else None, memory)
+            result = cast("ProjectResult", _raise_on_failure(code, transcript, plan))
+            _copy_tar(box.get_archive(str(result["project_site"])), site_tar, _site_entry)
+        return site_tar
 
 
-def check_job(plan: BuildPlan, builder: BuilderImage) -> CheckJob:
-    """The `check` job document (the builder script's CheckJob)."""
+def project_job(builder: BuilderImage) -> ProjectJob:
+    """The `project` job document (the builder script's ProjectJob)."""
     return {
         "uv": f"{CACHE_DIR}/tools/uv-{UV_VERSION}/bin/uv",
         "python": builder.python.executable,
         "venv": VENV,
         "site_packages": builder.python.site_packages,
         "app_dir": "/app",
-        "install_project": plan.install_project,
         **skip_lists(),
-        "target": plan.app,
         "light": builder.light,
-        "measure": measure_job(plan),
-    }
-
-
-def measure_job(plan: BuildPlan) -> Measure:
-    """How the check measures a worker: the server's modules, then the app and one GET
-    of the health path (the route the platform polls anyway), unless `worker-memory` is
-    set, which replaces the per-worker measurement and spares the app the request."""
-    return {
-        "server": plan.server,
-        "modules": list(servers.worker_modules(plan.server)),
-        "path": plan.launch.healthcheck_path or "/",
-        "request": plan.server_policy.worker_memory is None,
     }
 
 
@@ -985,126 +954,6 @@ def _site_entry(name: str) -> str | None:
     """Entries of the project-site tree, relative to it."""
     prefix = "project-site/"
     return name[len(prefix) :] if name.startswith(prefix) else None
-
-
-def _decide_interface(
-    plan: BuildPlan, found: dict[str, Any], output: str
-) -> Literal["wsgi", "asgi"]:
-    key = "tool.pydeploy.app" if plan.app_origin == "tool.pydeploy.app" else None
-    where = f"`{key}` = {plan.app!r}" if key else f"the detected app {plan.app!r}"
-    fix = (
-        f"Fix `tool.pydeploy.app` in {plan.project.pyproject}"
-        if key
-        else f'Set `tool.pydeploy.app = "module:attribute"` in {plan.project.pyproject}'
-    )
-    kind = found.get("kind")
-    if found.get("factory"):
-        _check_factory_result(where, fix, found, output)
-    if kind == "target":
-        raise AppCheckError(f"{where} is not an app target: {found.get('error')}.", hint=fix)
-    if kind == "no-arguments":
-        reference = plan.app.partition("(")[0]
-        raise AppCheckError(
-            f"{where} is a {found.get('type')} that takes no arguments, so it cannot be a "
-            "WSGI (environ, start_response) or ASGI (scope, receive, send) app: it looks "
-            "like an app factory, which the server must call to get the app.",
-            hint=f'Name its call: `tool.pydeploy.app = "{reference}()"` in '
-            f"{plan.project.pyproject} (with literal arguments if it needs some).",
-        )
-    if kind == "attribute":
-        raise AppCheckError(
-            f"{where} names an attribute its module does not have: {found.get('error')}.",
-            hint=f"{fix} to name the application object as `module:attribute`.",
-        )
-    if kind in {"import", "crash"}:
-        raise attach(
-            AppCheckError(
-                f"{where} does not import in the built environment:\n{found.get('error', '')}\n",
-                hint=f"{fix}, or add the missing dependency.",
-            ),
-            output,
-        )
-    if kind == "not-callable":
-        raise AppCheckError(
-            f"{where} is not callable (it is a {found.get('type')}), so it cannot be a WSGI "
-            "or ASGI app.",
-            hint=f"{fix} to name the application object.",
-        )
-    if kind == "class":
-        raise AppCheckError(
-            f"{where} is a class, not an application instance.",
-            hint=f"{fix} to name the instance (e.g. `main:app`), not its class.",
-        )
-    interface = found.get("interface")
-    forced = plan.server_policy.interface
-    if interface is None:
-        # A forced interface must be a call the object's signature takes: a factory
-        # forced to `wsgi` would answer every request with a 500.
-        takes = found.get("accepts") or ["wsgi", "asgi"]
-        if plan.interface != "auto" and plan.interface in takes:
-            return plan.interface
-        shown = found.get("type")
-        if plan.interface != "auto":
-            raise AppCheckError(
-                f"{where} is a {shown} whose signature does not take the {plan.interface.upper()} "
-                "call, so the server could not call it with a request.",
-                hint=f"{fix} to name the application object or its factory's call "
-                "(`module:create_app()`).",
-            )
-        raise AppCheckError(
-            f"{where} is a callable {shown}, but neither a WSGI (environ, start_response) nor "
-            "an ASGI (scope, receive, send) app could be recognised.",
-            hint=f"{fix} to name the application object or its factory's call "
-            "(`module:create_app()`). Only for an app whose signature cannot be read "
-            "(`*args`), set `tool.pydeploy.server.interface` to `wsgi` or `asgi`.",
-        )
-    if forced not in ("auto", interface):
-        raise AppCheckError(
-            f"`tool.pydeploy.server.interface` = {forced!r}, but {where} is an "
-            f"{interface.upper()} app.",
-            hint=f"Set `tool.pydeploy.server.interface` to {interface!r} (or `auto`).",
-        )
-    configured = plan.server_policy.type
-    if servers.mismatch(configured, interface):
-        raise AppCheckError(
-            f"`tool.pydeploy.server.type` = {configured!r} cannot run {where}: it is an "
-            f"{interface.upper()} app.",
-            hint=f"Use {servers.choices('wsgi')} for WSGI apps, {servers.choices('asgi')} "
-            "for ASGI (or `auto`).",
-        )
-    return "asgi" if interface == "asgi" else "wsgi"
-
-
-def _check_factory_result(where: str, fix: str, found: dict[str, Any], output: str) -> None:
-    """The target is a factory's call: the call must succeed and return an app."""
-    kind = found.get("kind")
-    if kind == "factory":
-        raise attach(
-            AppCheckError(
-                f"{where}: calling the factory failed in the built environment:\n"
-                f"{found.get('error', '')}\n",
-                hint=f"{fix}, or fix the factory (the server calls it the same way).",
-            ),
-            output,
-        )
-    if kind == "async-factory":
-        raise AppCheckError(
-            f"{where} calls an async function: gunicorn and uvicorn call a factory without "
-            "awaiting it, so they would get a coroutine, not an app.",
-            hint=f"{fix}: make the factory a plain `def`, or name a module-level app object.",
-        )
-    if kind == "not-a-factory":
-        raise AppCheckError(
-            f"{where} calls a {found.get('type')}, which is not callable.",
-            hint=f"{fix} to name the factory function.",
-        )
-    # An app whose signature cannot be read (`unknown`) goes on to the forced-interface rule.
-    if kind in ("not-callable", "class", "no-arguments"):
-        raise AppCheckError(
-            f"{where}: the factory returned a {found.get('type')}, which is not a WSGI "
-            "(environ, start_response) or ASGI (scope, receive, send) app.",
-            hint=f"{fix} to name a factory that returns the app (`return app`).",
-        )
 
 
 # --- tar plumbing ---------------------------------------------------------------------------

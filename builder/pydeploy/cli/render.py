@@ -223,6 +223,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("  chosen by", plan.dependency_origin or "-"),
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
+        ("app check", _check_text(plan)),
         *(
             ("build command" if i == 0 else "", f"{c.display} ({c.origin})")
             for i, c in enumerate(plan.build_commands)
@@ -244,6 +245,16 @@ def plan_text(plan: BuildPlan) -> str:
             + (f" [{paths}]" if paths else "")
         )
     return "\n".join(lines)
+
+
+def _check_text(plan: BuildPlan) -> str:
+    """How the build checks the app: skipped, or in the runtime image with what."""
+    if plan.check_skip:
+        return "skipped (tool.pydeploy.check.skip)"
+    extra = [f"check-env {', '.join(name for name, _ in plan.check_env)}"] if plan.check_env else []
+    if plan.writable:
+        extra.append(f"writable {', '.join(plan.writable)}")
+    return "in the runtime image, read-only root" + (f"; {'; '.join(extra)}" if extra else "")
 
 
 def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_snake
 
 from pydeploy.config.toml import read_toml
 from pydeploy.errors import ConfigError
-from pydeploy.plan import apptarget, references, serverargs
+from pydeploy.plan import apptarget, references, serverargs, writable
 from pydeploy.plan.servers import ServerType
 
 PYPROJECT = "pyproject.toml"
@@ -107,7 +107,7 @@ class ServerConfig(_Table):
         "auto",
         description=(
             "Whether the app is WSGI or ASGI. `auto` detects it from the source and "
-            "confirms it by importing the app in the builder."
+            "confirms it by importing the app in the runtime image."
         ),
     )
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field(
@@ -370,6 +370,19 @@ class ResourcesConfig(_Table):
         return self
 
 
+class CheckConfig(_Table):
+    """`[tool.pydeploy.check]`: the app check (the app imported in the runtime image)."""
+
+    skip: bool = Field(
+        False,
+        description=(
+            "Skip importing the app at build (for an app that cannot import without live "
+            "services). The interface must then come from `server.interface`, "
+            "`server.type` or detection; worker memory is not measured."
+        ),
+    )
+
+
 # A process name becomes part of Kubernetes object names and a compose service name.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_PROCESS_NAME = 40
@@ -491,6 +504,22 @@ class PydeployConfig(_Table):
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables set in the image."
     )
+    check_env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Placeholder environment values that exist only while the build imports the "
+            "app (settings read at import, e.g. SECRET_KEY or DATABASE_URL), on top of "
+            "`env`; never in the image, never printed."
+        ),
+    )
+    writable: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Directories the app writes, relative to /app (`logs`) or absolute "
+            "(`/var/lib/app`): owned by the runtime user in the image, and mounted as "
+            "tmpfs (emptyDir) wherever the root filesystem is read-only."
+        ),
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra image labels (OCI labels are added anyway)."
     )
@@ -566,6 +595,7 @@ class PydeployConfig(_Table):
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="Container resources."
     )
+    check: CheckConfig = Field(default_factory=CheckConfig, description="The app check.")
     release_command: Command | None = Field(
         None,
         description=(
@@ -635,7 +665,7 @@ class PydeployConfig(_Table):
                 )
         return value
 
-    @field_validator("env")
+    @field_validator("env", "check_env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
@@ -645,6 +675,18 @@ class PydeployConfig(_Table):
                 )
             if "\0" in text:
                 raise ValueError(f"`{name}` holds a NUL character, which no environment value can")
+        return value
+
+    @field_validator("writable")
+    @classmethod
+    def _writable_dirs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            why = writable.problem(entry)
+            if why:
+                raise ValueError(f"entry {references.show(entry)} {why}")
+        clash = writable.overlaps([writable.resolve(entry) for entry in value])
+        if clash:
+            raise ValueError(f"lists {clash[1]} inside {clash[0]}: list only {clash[0]}")
         return value
 
     @field_validator("processes")

@@ -519,6 +519,7 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     out += [
         f"COPY --from=builder {VENV} {VENV}",
         f"COPY --from=source /src {APP_DIR}",
+        *_writable_lines(plan),
         *_copy_lines(launcher_files),
         f"ENV PATH={quote(VENV + '/bin')}:$PATH \\\n    " + _pairs(env),
         f"WORKDIR {settings.workdir}",
@@ -534,6 +535,17 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
         f"ENTRYPOINT {json.dumps(settings.entrypoint)}",
     ]
     return Ejected("\n".join(out) + "\n", dockerignore(plan), files)
+
+
+def _writable_lines(plan: BuildPlan) -> list[str]:
+    """The `writable` directories, the runtime user's, as the writable layer has them."""
+    if not plan.writable:
+        return []
+    dirs, owner = " ".join(quote(d) for d in plan.writable), f"{plan.user_id}:{plan.user_id}"
+    return [
+        "# tool.pydeploy.writable: the directories the app writes, owned by its user.",
+        f"RUN mkdir -p {dirs} && chown {owner} {dirs} && chmod 0755 {dirs}",
+    ]
 
 
 def _healthcheck(hc: Healthcheck | None, settings: ImageSettings) -> str:

@@ -7,7 +7,7 @@ at build), so `resources` limits here are the numbers the workers are computed f
 the grace period outlasts the server's graceful timeout; the numeric user is the image's;
 the root filesystem is read-only with writable mounts only where the server and libraries
 write (/tmp and $HOME; gunicorn's worker heartbeat lives in /dev/shm, a tmpfs every
-runtime provides).
+runtime provides) and where the app does (`tool.pydeploy.writable`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ class DeploySpec:
     workers: int | None = None  # `server.workers`; None: `auto`
     # What a worker costs: the build's measurement, or `server.worker-memory`, or unknown.
     worker_memory: memory.WorkerMemory | None = None
+    writable: tuple[str, ...] = ()  # `tool.pydeploy.writable`, absolute
+
+    @property
+    def mounts(self) -> tuple[str, ...]:
+        """Every writable mount point: the server's and libraries', then the app's."""
+        return (*WRITABLE_PATHS, *self.writable)
+
     release: tuple[str, ...] | None = None  # `release-command`
     processes: tuple[Process, ...] = ()
 
@@ -117,6 +124,7 @@ def spec_from_plan(
         replicas=replicas,
         workers=plan.launch.workers,
         worker_memory=worker_memory,
+        writable=plan.writable,
         release=plan.release,
         processes=plan.processes,
     )
@@ -290,7 +298,7 @@ def _container(
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    container["volumeMounts"] = [{"name": _volume_name(p), "mountPath": p} for p in WRITABLE_PATHS]
+    container["volumeMounts"] = [{"name": _volume_name(p), "mountPath": p} for p in spec.mounts]
     if found := _resources(resources):
         container["resources"] = found
     return container
@@ -308,7 +316,7 @@ def _pod_spec(spec: DeploySpec, container: dict[str, Any]) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": _volume_name(p), "emptyDir": {}} for p in WRITABLE_PATHS],
+        "volumes": [{"name": _volume_name(p), "emptyDir": {}} for p in spec.mounts],
     }
 
 
@@ -443,7 +451,7 @@ def _compose_service(
     service |= {
         "user": f"{spec.uid}:{spec.uid}",
         "read_only": True,
-        "tmpfs": [_tmpfs(path, spec.uid) for path in WRITABLE_PATHS],
+        "tmpfs": [_tmpfs(path, spec.uid) for path in spec.mounts],
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "environment": {"PORT": str(spec.port)},

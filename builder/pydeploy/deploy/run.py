@@ -34,6 +34,7 @@ from pydeploy.deploy.manifests import dns_name, grace_period, run_limits
 from pydeploy.engine.client import Engine
 from pydeploy.engine.types import Mount, Outcome, Published, ResourceLimits
 from pydeploy.errors import ConfigError
+from pydeploy.plan import writable
 from pydeploy.plan.planner import VENV, BuildPlan, repository_name
 
 OnOutput = Callable[[str, bool], None]  # (line, from stderr)
@@ -53,6 +54,7 @@ class RunSpec:
     limits: ResourceLimits
     stop_timeout: int
     labels: dict[str, str] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # `writable` dirs: path -> options
     # A command for the image's launcher instead of the server (a one-off, the release
     # command, a process): no published port, no HTTP healthcheck.
     command: tuple[str, ...] = ()
@@ -164,6 +166,7 @@ def make_spec(  # noqa: PLR0913 - keyword-only, one per `pydeploy run` flag
         limits=run_limits(plan.resources, cpus, memory),
         stop_timeout=grace_period(plan.launch.graceful_timeout),
         labels={**(labels or {}), RUN_LABEL: repository_name(plan.project)},
+        tmpfs=writable.tmpfs_mounts(plan.writable, plan.user_id),
     )
 
 
@@ -288,6 +291,7 @@ class Runner:
                 limits=self.spec.limits,
                 labels=self.spec.labels,
                 stop_timeout=self.spec.stop_timeout,
+                tmpfs=self.spec.tmpfs,
                 command=self.spec.command,
                 volumes=self.spec.volumes,
                 healthcheck=not self.spec.command,

@@ -38,10 +38,11 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
-from pydeploy.cachekeys import BUILD_LABEL, OWNER_LABEL
+from pydeploy.cachekeys import BUILD_LABEL, CHECK_IMAGE_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
 from pydeploy.engine.types import (
     CommitSettings,
+    Confinement,
     DiskUsage,
     HistoryEntry,
     ImageFacts,
@@ -643,12 +644,15 @@ class Engine:
         mounts: Iterable[Mount] = (),
         network: str = "host",
         stdin: bytes | None = None,
+        confine: Confinement | None = None,
     ) -> Iterator[Box]:
-        """Create (not start) a labelled container, run as root in `/`; force-remove it
-        when the block exits, whatever the reason (error, KeyboardInterrupt, `cleanup()`
-        from another thread). `stdin`: sent on the lifeline when the container starts (see
-        the module doc)."""
-        box = self._create(image, argv, env=env, mounts=mounts, network=network, stdin=stdin)
+        """Create (not start) a labelled container, run as root in `/` unless `confine`
+        says otherwise; force-remove it when the block exits, whatever the reason (error,
+        KeyboardInterrupt, `cleanup()` from another thread). `stdin`: sent on the
+        lifeline when the container starts (see the module doc)."""
+        box = self._create(
+            image, argv, env=env, mounts=mounts, network=network, stdin=stdin, confine=confine
+        )
         try:
             yield box
         finally:
@@ -663,6 +667,7 @@ class Engine:
         mounts: Iterable[Mount] = (),
         network: str = "host",
         stdin: bytes | None = None,
+        confine: Confinement | None = None,
     ) -> Box:
         sdk_mounts = [
             docker.types.Mount(m.target, m.source or None, type=m.kind, read_only=m.read_only)
@@ -680,14 +685,19 @@ class Engine:
                     argv[1:],
                     entrypoint=argv[:1],
                     environment=env or {},
-                    working_dir="/",
-                    user="0:0",
+                    working_dir=confine.workdir if confine else "/",
+                    user=confine.user if confine else "0:0",
                     labels={**self.labels, OWNER_LABEL: self.owner.label()},
                     # Not detached, stdin open: the engine then closes the container's
                     # stdin once the one attached client (this process) goes away.
                     stdin_open=stdin is not None,
                     detach=stdin is None,
-                    host_config=api.create_host_config(mounts=sdk_mounts, network_mode=network),
+                    host_config=api.create_host_config(
+                        mounts=sdk_mounts,
+                        network_mode=network,
+                        read_only=confine.read_only if confine else None,
+                        tmpfs=dict(confine.tmpfs) if confine and confine.tmpfs else None,
+                    ),
                 )["Id"]
             )
         with self._lock:
@@ -774,6 +784,7 @@ class Engine:
         limits: ResourceLimits,
         labels: Mapping[str, str],
         stop_timeout: int,
+        tmpfs: Mapping[str, str] | None = None,
         command: Sequence[str] = (),
         volumes: Sequence[Mount] = (),
         healthcheck: bool = True,
@@ -783,7 +794,7 @@ class Engine:
         image's own entrypoint is PID 1 and gets the stop signal, as in production.
         `command`: the arguments to that entrypoint (a one-off; none: the server), which
         serves no HTTP, so `healthcheck=False` turns the image's probe off."""
-        host = service_host_config(network, publish, limits)
+        host = service_host_config(network, publish, limits, tmpfs)
         if volumes:
             host["mounts"] = [
                 docker.types.Mount(m.target, m.source, type=m.kind, read_only=m.read_only)
@@ -877,10 +888,19 @@ class Engine:
         return dead
 
     def reap_orphans(self) -> list[str]:
-        """Remove the builder containers of dead owners; their IDs."""
+        """Remove the builder containers of dead owners, then the app-check images such
+        owners on this host loaded (an image holds no lifeline: one of another host is
+        left to `docker image prune`, as it carries no tag); the containers' IDs."""
         dead = self.orphans()
         for ident in dead:
             self.remove(ident)
+        with self.guard():
+            images = self.client.api.images(all=True, filters={"label": CHECK_IMAGE_LABEL})
+        for summary in images:
+            owner = owners.Owner.parse((summary.get("Labels") or {}).get(OWNER_LABEL))
+            tagged = [t for t in summary.get("RepoTags") or () if t != "<none>:<none>"]
+            if owner is not None and not tagged and owners.is_alive(owner, self.owner) is False:
+                self.remove_unused_image(str(summary["Id"]))
         return dead
 
     def _idle_seconds(self, ident: str, state: str, summary: dict[str, Any]) -> float:
@@ -977,10 +997,16 @@ _MIB = 1024 * 1024
 
 
 def service_host_config(
-    network: str, publish: Published | None, limits: ResourceLimits
+    network: str,
+    publish: Published | None,
+    limits: ResourceLimits,
+    tmpfs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of the SDK's `create_host_config` for a serving container."""
+    """Keyword arguments of the SDK's `create_host_config` for a serving container;
+    `tmpfs`: mount point -> options."""
     config: dict[str, Any] = {"network_mode": network, "init": False}
+    if tmpfs:
+        config["tmpfs"] = dict(tmpfs)
     if publish is not None:
         config["port_bindings"] = {publish.container_port: ("127.0.0.1", publish.host_port)}
     if limits.cpus is not None:

@@ -25,6 +25,18 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Confinement:
+    """How a container of a runtime image runs as the image will in production: its
+    user and working directory, a read-only root filesystem, and tmpfs mounts
+    (path -> mount options, e.g. `uid=10001,gid=10001,mode=0755`)."""
+
+    user: str
+    workdir: str
+    read_only: bool = True
+    tmpfs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CommitSettings:
     """The whole config of an image committed from a container: nothing of the
     container's own environment, command or labels is kept."""

@@ -79,6 +79,14 @@ def user_entries(plan: BuildPlan, passwd: bytes, group: bytes) -> list[FileEntry
     ]
 
 
+def writable_entries(plan: BuildPlan) -> list[FileEntry]:
+    """The `writable` directories, owned by the runtime user (0755). Their layer comes
+    after the app's, so a listed directory the app ships is re-owned and its files
+    stay (root's, read-only); missing parents are added root-owned, as the base's are."""
+    uid = plan.user_id
+    return [FileEntry(path.lstrip("/"), "dir", 0o755, uid=uid, gid=uid) for path in plan.writable]
+
+
 def _name_of(text: str, ident: int) -> str | None:
     """The name of the passwd/group entry with this numeric id, if any."""
     for line in text.splitlines():

@@ -6,14 +6,18 @@ runs under whatever interpreter the base image has.
 
     builder_script.py probe EXECUTABLE     print the interpreter's facts as one JSON line
     builder_script.py install JOB.json     uv tools, resolve, install, compile bytecode
-    builder_script.py check JOB.json       build the project's wheel, import the app
+    builder_script.py project JOB.json     build the project's wheel into a site tree
+    python -c SOURCE check-app JOB_JSON    (in the runtime image) import the app target
 
 A job with `"light": true` runs in the base image itself (no compilers added): nothing
 third-party is built from source (`--only-binary :all:`, except the local path packages),
 and stand-in compilers on PATH record any build that tried to compile. The host then
 retries in the full builder (see failures.needs_full_builder).
-    builder_script.py inspect-app TARGET [MEASURE_JSON]   (run by `check` under the
-                                           venv's python; see measure_worker)
+
+`check-app` runs in a container of the runtime image as it will ship (the runtime uid,
+a read-only root filesystem), from this file's source given to `python -c`, so nothing
+of it stays in an image: it imports the target as the server will, measures one worker
+(measure_worker) and reports why an import failed (`diagnose`).
 
 The host reads stdout: lines starting with `##pydeploy:` are protocol, the rest is tool
 output, kept for error messages and --verbose:
@@ -23,8 +27,8 @@ output, kept for error messages and --verbose:
     ##pydeploy:result JSON        the command's result, last line on success
     ##pydeploy:compilers NAMES    (light jobs) builds ran these stand-in compilers
 
-`install` and `check` first read one line from stdin: a JSON object of the environment
-variables that carry index credentials. They reach the tools' environments only, never
+`install`, `project` and `check-app` first read one line from stdin: a JSON object of the
+environment variables that carry index credentials. They reach the tools' environments only, never
 this container's configuration, and are never printed here. stdin then stays open for as
 long as the pydeploy process that started the container lives: its end means that
 process is gone (SIGKILL, a lost engine connection), and the job stops at once.
@@ -47,12 +51,14 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict, cast
 
 # The protocol host and container share, stated here once (the host imports it):
 # the line marker and the job documents. Under python3.8 the TypedDicts' annotations
 # stay strings (the __future__ import), so `list[str]` and `X | None` are never evaluated.
 MARK = "##pydeploy:"
+# This file's path; under `python -c` (the runtime image's app check) there is none.
+_HERE = str(Path(__file__).resolve()) if "__file__" in globals() else "<string>"
 
 
 class SkipLists(TypedDict):
@@ -95,17 +101,22 @@ class Measure(TypedDict):
     request: bool
 
 
-class CheckJob(SkipLists):
-    """`check JOB.json`: build the project's wheel and import the app."""
+class ProjectJob(SkipLists):
+    """`project JOB.json`: build the project's wheel and install it into a site tree."""
 
     uv: str
     python: str
     venv: str
     site_packages: str
     app_dir: str
-    install_project: bool
-    target: str
     light: bool
+
+
+class CheckJob(TypedDict):
+    """`check-app JOB_JSON` (in the runtime image): import the app and measure a worker."""
+
+    target: str
+    app_dir: str
     measure: Measure | None
 
 
@@ -119,12 +130,17 @@ class InstallResult(TypedDict):
     compilers: bool
 
 
+class ProjectResult(TypedDict):
+    """The `result` line of `project`."""
+
+    project_site: str
+    wheel: str
+
+
 class CheckResult(TypedDict):
-    """The `result` line of `check`; `app` is inspect_app's report."""
+    """The `result` line of `check-app`: inspect_app's report."""
 
     app: dict[str, Any]
-    project_site: str | None
-    wheel: str | None
 
 
 REQUIREMENTS = ".pydeploy-requirements.txt"
@@ -445,7 +461,7 @@ def compilers_used() -> list[str]:
     return sorted({ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln})
 
 
-def report_compilers(job: InstallJob | CheckJob) -> None:
+def report_compilers(job: InstallJob | ProjectJob) -> None:
     """Tell the host (light jobs) which stand-in compilers ran."""
     used = compilers_used() if job.get("light") else []
     if used:
@@ -725,69 +741,53 @@ def install(job: InstallJob) -> InstallResult:
     return result
 
 
-# --- app check -------------------------------------------------------------------------
+# --- the project's own wheel ------------------------------------------------------------
 
 
-def check(job: CheckJob) -> CheckResult:
-    step = "app check"
+def build_project(job: ProjectJob) -> ProjectResult:
+    """Build the project's wheel (build backends live in the builder) and install it,
+    without dependencies, into a site tree the host puts into the app layer."""
+    step = "project"
     emit("begin", step)
     venv_python = str(Path(job["venv"]) / "bin" / "python")
-    env = dict(os.environ)
-    site = None
-    wheel = None
-    if job["install_project"]:
-        project, dist, site = "/build/project", Path("/build/dist"), "/build/project-site"
-        copy_tree(job, job["app_dir"], project)
-        build = [job["uv"], "build", "--wheel", "--no-sources", "--out-dir", str(dist)]
-        # Only the project's build sees the stand-in compilers: the app import below may
-        # legitimately look for a compiler (ctypes.util.find_library does).
-        build_env = dict(env, PATH=no_compilers_path()) if job.get("light") else None
-        run(step, [*build, "--python", job["python"], project], cwd="/build", env=build_env)
-        if compilers_used() and job.get("light"):
-            raise StepFailedError(step, "the project's build tried to compile")
-        built = sorted(dist.glob("*.whl"))
-        if len(built) != 1:
-            raise StepFailedError(step, f"expected one wheel in {dist}, found {built}")
-        wheel = built[0].name
-        target = ["--no-deps", "--target", site, str(built[0])]
-        run(step, [job["uv"], "pip", "install", "--python", venv_python, *target])
-        # Console scripts belong to the venv's bin/, not to site-packages; uv's lock file
-        # belongs nowhere.
-        shutil.rmtree(Path(site) / "bin", ignore_errors=True)
-        (Path(site) / ".lock").unlink(missing_ok=True)
-        # Compiled as if already in the venv's site-packages, so tracebacks name the
-        # paths the image will have.
-        final = str(Path(job["venv"]) / job["site_packages"])
-        compile_bytecode(venv_python, site, ["-s", site, "-p", final])
-        env["PYTHONPATH"] = site
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # A fixed hash seed makes the memory measurement repeat to within a few KiB, so two
-    # builds of the same inputs record the same number (and give the same image).
-    env["PYTHONHASHSEED"] = "0"
-    argv = [venv_python, str(Path(__file__).resolve()), "inspect-app", job["target"]]
-    if job.get("measure") is not None:
-        argv.append(json.dumps(job["measure"]))
-    proc = subprocess.run(
-        argv,
-        cwd=job["app_dir"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    text = proc.stdout.decode("utf-8", "replace")
-    found: dict[str, Any] = {"ok": False, "kind": "crash", "error": text[-3000:]}
-    for line in text.splitlines():
-        if line.startswith(MARK + "app "):
-            found = json.loads(line[len(MARK) + 4 :])
-        else:
-            sys.stdout.write(line + "\n")
-    emit("end", f"{step} {found.get('interface') or 'failed'}")
-    return {"app": found, "project_site": site, "wheel": wheel}
+    project, dist, site = "/build/project", Path("/build/dist"), "/build/project-site"
+    copy_tree(job, job["app_dir"], project)
+    build = [job["uv"], "build", "--wheel", "--no-sources", "--out-dir", str(dist)]
+    # Only the project's build sees the stand-in compilers.
+    build_env = dict(os.environ, PATH=no_compilers_path()) if job.get("light") else None
+    run(step, [*build, "--python", job["python"], project], cwd="/build", env=build_env)
+    if compilers_used() and job.get("light"):
+        raise StepFailedError(step, "the project's build tried to compile")
+    built = sorted(dist.glob("*.whl"))
+    if len(built) != 1:
+        raise StepFailedError(step, f"expected one wheel in {dist}, found {built}")
+    target = ["--no-deps", "--target", site, str(built[0])]
+    run(step, [job["uv"], "pip", "install", "--python", venv_python, *target])
+    # Console scripts belong to the venv's bin/, not to site-packages; uv's lock file
+    # belongs nowhere.
+    shutil.rmtree(Path(site) / "bin", ignore_errors=True)
+    (Path(site) / ".lock").unlink(missing_ok=True)
+    # Compiled as if already in the venv's site-packages, so tracebacks name the
+    # paths the image will have.
+    final = str(Path(job["venv"]) / job["site_packages"])
+    compile_bytecode(venv_python, site, ["-s", site, "-p", final])
+    emit("end", f"{step} {built[0].name}")
+    return {"project_site": site, "wheel": built[0].name}
 
 
-def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
+# --- app check (in the runtime image) ----------------------------------------------------
+
+
+def check_app(job: CheckJob) -> CheckResult:
+    """inspect_app's report on the job's target, from the app directory."""
+    emit("begin", "app check")
+    os.chdir(job["app_dir"])
+    found = inspect_app(job["target"], cast("dict[str, Any] | None", job.get("measure")))
+    emit("end", f"app check {found.get('interface') or 'failed'}")
+    return {"app": found}
+
+
+def inspect_app(target: str, measure: dict[str, Any] | None = None) -> dict[str, Any]:
     """Import `module:attr` from the cwd (or call `module:factory(...)` as the server will)
     and say whether it is a WSGI or ASGI app; with `measure`, also what one worker of it
     costs (see measure_worker), measured on the factory's result."""
@@ -802,8 +802,7 @@ def inspect_app(target: str, measure: dict[str, Any] | None = None) -> int:
     app = found.pop("app", None)
     if measure is not None and found["ok"]:
         found["memory"] = measure_worker(app, found["kind"], measure, memory)
-    emit("app", json.dumps(found, sort_keys=True))
-    return 0
+    return found
 
 
 def find_app(target: str) -> dict[str, Any]:
@@ -839,7 +838,7 @@ def _resolve(module_name: str, attributes: list[str]) -> tuple[Any, dict[str, An
     try:
         obj: Any = importlib.import_module(module_name)
     except BaseException as exc:  # noqa: BLE001 - the app's own failure is the report
-        return None, {"ok": False, "kind": "import", "error": _user_traceback(exc)}
+        return None, {"ok": False, "kind": "import", "error": _user_traceback(exc), **diagnose(exc)}
     try:
         for part in attributes:
             obj = getattr(obj, part)
@@ -860,7 +859,8 @@ def _call_factory(
     try:
         return factory(*call[0], **call[1]), None
     except BaseException as exc:  # noqa: BLE001 - the factory's failure is the report
-        return None, {"ok": False, "kind": "factory", "error": _user_traceback(exc)}
+        failure = {"ok": False, "kind": "factory", "error": _user_traceback(exc)}
+        return None, {**failure, **diagnose(exc)}
 
 
 def _type_name(obj: Any) -> str:
@@ -1053,14 +1053,148 @@ def serve_asgi_once(app: Any, target: str) -> str:
     return loop.run_until_complete(both())
 
 
+# --- why an import failed ---------------------------------------------------------------
+
+_ENV_MESSAGES = (
+    # django-environ: "Set the SECRET_KEY environment variable"
+    re.compile(r"\bSet the ([A-Za-z_][A-Za-z0-9_]*) environment variable"),
+    # Django itself: "The SECRET_KEY setting must not be empty."
+    re.compile(r"\bThe ([A-Za-z_][A-Za-z0-9_]*) setting must not be empty"),
+    # "environment variable DATABASE_URL is not set" and the like
+    re.compile(
+        r"\benvironment variable ['\"`]?([A-Z_][A-Z0-9_]*)['\"`]? (?:is )?(?:not set|missing)"
+    ),
+)
+_UNWRITABLE_ERRNOS = (13, 1, 30)  # EACCES, EPERM, EROFS
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those it was raised from or while handling, outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 20:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _last_frame(exc: BaseException) -> Any:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
+def _environ_key(exc: BaseException) -> str | None:
+    """`os.environ["NAME"]` of a missing variable: a KeyError raised by os._Environ."""
+    if not isinstance(exc, KeyError) or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return None
+    tb = _last_frame(exc)
+    if tb is None:
+        return None
+    code = tb.tb_frame.f_code
+    # os is a frozen module from Python 3.11 on.
+    in_os = code.co_filename == "<frozen os>" or Path(code.co_filename).name == "os.py"
+    return exc.args[0] if in_os and code.co_name == "__getitem__" else None
+
+
+def _settings_prefix(exc: BaseException, title: str) -> str:
+    """The env_prefix of the pydantic-settings class `title` that raised `exc`, read from
+    the frames' locals (the settings instance under construction), else ""."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            config = getattr(type(value), "model_config", None)
+            if type(value).__name__ == title and isinstance(config, dict):
+                return str(config.get("env_prefix") or "")
+        tb = tb.tb_next
+    return ""
+
+
+def _settings_missing(exc: BaseException) -> list[str]:
+    """The variables a pydantic(-settings) ValidationError reports as `missing`."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ != "ValidationError" or not callable(errors):
+        return []
+    try:
+        reported = list(errors())
+    except Exception:  # noqa: BLE001 - not pydantic's after all
+        return []
+    prefix = _settings_prefix(exc, str(getattr(exc, "title", "")))
+    names = []
+    for error in reported:
+        loc = error.get("loc") if isinstance(error, dict) else None
+        if error.get("type") == "missing" and loc and isinstance(loc[0], str):
+            names.append((prefix + loc[0]).upper())
+    return names
+
+
+def missing_variables(exc: BaseException) -> list[str]:
+    """Environment variables the failure says are missing, in the order met."""
+    names: list[str] = []
+    for link in _chain(exc):
+        key = _environ_key(link)
+        found = [key] if key else _settings_missing(link)
+        if not found:
+            text = str(link)
+            found = [m.group(1) for pattern in _ENV_MESSAGES for m in pattern.finditer(text)]
+        names += [name for name in found if name not in names]
+    return names
+
+
+def _writes_directory(exc: BaseException) -> bool:
+    """Whether the failed call made a directory (mkdir, makedirs): the path is then the
+    directory to make writable, else the directory holding the file."""
+    tb = _last_frame(exc)
+    if tb is None:
+        return False
+    frame = tb.tb_frame
+    if frame.f_code.co_name in ("mkdir", "makedirs"):
+        return True
+    try:
+        import linecache  # noqa: PLC0415 - only a failed write needs it
+
+        line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno)
+    except Exception:  # noqa: BLE001 - no source line, no guess
+        return False
+    return "mkdir" in line or "makedirs" in line
+
+
+def unwritable_path(exc: BaseException, cwd: str) -> dict[str, str] | None:
+    """A write the read-only image refused (EROFS, or EACCES/EPERM on a root-owned path):
+    the path, and the directory that would have to be writable."""
+    for link in _chain(exc):
+        if not isinstance(link, OSError) or link.errno not in _UNWRITABLE_ERRNOS:
+            continue
+        filename = link.filename
+        if not isinstance(filename, str) or not filename:
+            continue
+        path = os.path.normpath(str(Path(cwd) / filename))
+        directory = path if _writes_directory(link) else str(Path(path).parent)
+        return {"path": path, "directory": directory, "error": os.strerror(link.errno)}
+    return None
+
+
+def diagnose(exc: BaseException) -> dict[str, Any]:
+    """What the host can say about an import's failure beyond its traceback."""
+    found: dict[str, Any] = {}
+    names = missing_variables(exc)
+    if names:
+        found["missing_env"] = names
+    unwritable = unwritable_path(exc, str(Path.cwd()))
+    if unwritable:
+        found["unwritable"] = unwritable
+    return found
+
+
 def _user_traceback(exc: BaseException, limit: int = 15) -> str:
     """The exception's traceback without this script's and importlib's frames."""
     summary = traceback.TracebackException.from_exception(exc)
-    here = str(Path(__file__).resolve())
+    here = {_HERE, "<string>"}  # this file, or its source given to `python -c`
     frames = [
         f
         for f in summary.stack
-        if f.filename != here
+        if f.filename not in here
         and not f.filename.startswith("<frozen ")
         and not f.filename.endswith("importlib/__init__.py")
     ]
@@ -1111,17 +1245,17 @@ def main(argv: list[str]) -> int:
     if command == "probe":
         emit("result", json.dumps(probe(argv[2] if len(argv) > 2 else sys.executable)))
         return 0
-    if command == "inspect-app":
-        measure = json.loads(argv[3]) if len(argv) > 3 else None
-        code = inspect_app(argv[2], measure)
+    take_lifeline(sys.stdin.fileno())
+    if command == "check-app":
+        # The job is the argument: the runtime image's root filesystem is read-only.
+        emit("result", json.dumps(check_app(json.loads(argv[2])), sort_keys=True))
         # Threads or atexit hooks the app started must not keep the check waiting.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
-    take_lifeline(sys.stdin.fileno())
+        os._exit(0)
     job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
     try:
-        result = install(job) if command == "install" else check(job)
+        result = install(job) if command == "install" else build_project(job)
     except StepFailedError as exc:
         sys.stdout.write(f"error: {exc}\n")
         report_compilers(job)

@@ -10,7 +10,8 @@ Symlinks: one that stays inside the project is kept as a (relative) link; one in
 rest of the repository is followed (the file's content is copied, unless the target is
 itself never-listed or credential-shaped); any other is refused, naming the link, since
 it would write a host path into the image. Files over LARGE_FILE bytes and files that look
-like they hold a secret by content (secretscan) are warned about, with their paths.
+like they hold a secret by content (secretscan) are warned about, with their paths. The
+project's pyproject.toml ships without its `check-env` values (plan.checkenv).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydeploy.errors import ConfigError
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.entries import FileEntry, entries_from_dir, normalize_mode
 from pydeploy.plan import secretscan
+from pydeploy.plan.checkenv import shipped_pyproject
 from pydeploy.plan.planner import APP_DIR, BuildPlan
 from pydeploy.plan.skiplist import CREDENTIALS, NEVER, SKIP_DIRS
 
@@ -124,6 +126,11 @@ def app_files(plan: BuildPlan, *, store: BlobStore | None = None) -> AppFiles:
     links = _Links(root)
     entries = [links.resolve(e, e.path[len(prefix) :]) if e.kind == "symlink" else e
                for e in entries]  # fmt: skip
+    if plan.check_env:
+        pyproject = f"{prefix}pyproject.toml"
+        values = dict(plan.check_env)
+        entries = [shipped_pyproject(e, values) if e.path == pyproject and e.kind == "file" else e
+                   for e in entries]  # fmt: skip
     files = [(e.path[len(prefix) :], e) for e in entries if e.kind == "file"]
     for rel, entry in files:
         size = entry.content_size()

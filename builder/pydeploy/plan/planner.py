@@ -19,7 +19,7 @@ from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
-from pydeploy.plan import apptarget, depsource, health, references, servers
+from pydeploy.plan import apptarget, depsource, health, references, servers, writable
 from pydeploy.plan.buildcommands import BuildCommand, plan_build_commands
 from pydeploy.plan.detect import Factory, Scan, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
@@ -38,6 +38,9 @@ WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
+# The `writable` directories, owned by the runtime user (between the app and the launcher:
+# it must come after the app layer, whose copy of a listed directory it re-owns).
+WRITABLE_ROLE = "writable"
 BUILD_ROLE = "build"  # what build-commands wrote, between the app and the launcher
 # uv's default dependency group, which `uv export` (and `uv sync`) install unless told not
 # to; it holds development tools, so an image gets it only when `groups` names it.
@@ -117,6 +120,10 @@ class BuildPlan:
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     layers: tuple[LayerPlan, ...]
+    # What only the app check sees: placeholder values (never in the image), or no check.
+    check_env: tuple[tuple[str, str], ...]
+    check_skip: bool
+    writable: tuple[str, ...]  # absolute image paths, sorted
     healthcheck: Healthcheck | None
     build_commands: tuple[BuildCommand, ...]
     build_outputs: tuple[str, ...]  # absolute directories outside /app the commands keep
@@ -180,6 +187,9 @@ class BuildPlan:
             ],
             "env": dict(self.env),
             "labels": dict(self.labels),
+            # Names only: check-env values are placeholders that nothing prints.
+            "check": {"skip": self.check_skip, "env": [name for name, _ in self.check_env]},
+            "writable": list(self.writable),
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
             "build_commands": [command.to_json() for command in self.build_commands],
             "build_outputs": list(self.build_outputs),
@@ -241,9 +251,13 @@ def make_plan(
     )
     _check_includes(project)
     build_commands = plan_build_commands(config, scan.django_static)
+    dirs = tuple(sorted({writable.resolve(entry) for entry in config.writable}))
     layers = _layers(
-        config.runtime_packages, project.has_build_system, config.keep_setuid, bool(build_commands)
-    )
+        config.runtime_packages, project.has_build_system, config.keep_setuid, dirs,
+        bool(build_commands),
+    )  # fmt: skip
+    if config.check.skip:
+        _check_skippable(project, interface)
     probe = health.choose(config.healthcheck, project.root)
     s = config.server
     return BuildPlan(
@@ -277,6 +291,9 @@ def make_plan(
         env=tuple(sorted(config.env.items())),
         labels=tuple(sorted(config.labels.items())),
         layers=layers,
+        check_env=tuple(sorted(config.check_env.items())),
+        check_skip=config.check.skip,
+        writable=dirs,
         healthcheck=probe if config.healthcheck.enabled else None,
         build_commands=build_commands,
         build_outputs=tuple(config.build_outputs),
@@ -369,6 +386,19 @@ def _uncalled_factory(project: Project, factory: Factory) -> NoReturn:
         "server would call it with each request's arguments and every request would fail.",
         hint=f'Name its call: `app = "{module}:{call}"` in {project.pyproject}{needs}.',
     )
+
+
+def _check_skippable(project: Project, interface: Interface) -> None:
+    """Without the check nothing imports the app: its interface must be known already."""
+    if interface == "auto":
+        raise ConfigError(
+            "`tool.pydeploy.check.skip` = true, but nothing else tells whether the app "
+            f"{project.config.app!r} is WSGI or ASGI (the source scan did not recognise it).",
+            hint=(
+                'Set `tool.pydeploy.server.interface = "wsgi"` (or "asgi") in '
+                f"{project.pyproject}, or let the check run."
+            ),
+        )
 
 
 def _check_factory_server(app: str, server: str) -> None:
@@ -479,7 +509,11 @@ def _dependency_plan(project: Project, source: str) -> DependencyPlan:
 
 
 def _layers(
-    runtime_packages: list[str], install_project: bool, keep_setuid: bool, build_commands: bool
+    runtime_packages: list[str],
+    install_project: bool,
+    keep_setuid: bool,
+    dirs: tuple[str, ...],
+    build_commands: bool,
 ) -> tuple[LayerPlan, ...]:
     layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
     if not keep_setuid:
@@ -499,6 +533,11 @@ def _layers(
             "app",
             (APP_DIR,) + ((VENV + "/lib/*/site-packages/<project>",) if install_project else ()),
             "the project's files" + (" and its wheel" if install_project else ""),
+        ),
+        *(
+            [LayerPlan(WRITABLE_ROLE, dirs, "`writable` directories, owned by the runtime user")]
+            if dirs
+            else []
         ),
         *(
             [LayerPlan(BUILD_ROLE, (APP_DIR,), "what the build commands wrote")]

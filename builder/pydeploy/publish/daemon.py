@@ -35,13 +35,8 @@ class DaemonPublisher:
 
         moby's loader opens a layer file only when that layer chain is missing, so layers
         the engine already holds are listed in manifest.json but left out of the archive."""
-        present = self.engine.present_diff_ids(image.image_id, [la.diff_id for la in image.layers])
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self.scratch) as handle:
-            write_docker_archive(handle, image, list(tags), omit_diff_ids=present)
-            handle.seek(0)
-            self.engine.load_image(handle)
-        loaded = self.engine.image_id(tags[0]) if tags else None
+        load(self.engine, image, tags, self.scratch)
+        loaded = self.engine.image_id(tags[0] if tags else image.image_id)
         if loaded != image.image_id:
             raise PublishError(
                 f"The engine loaded {tags[0] if tags else 'the image'} as {loaded}, not as "
@@ -49,3 +44,14 @@ class DaemonPublisher:
                 hint="This is a pydeploy bug; rerun with --debug and report it.",
             )
         return Published(f"into the engine as {', '.join(tags)}")
+
+
+def load(engine: LoadingEngine, image: Image, tags: tuple[str, ...], scratch: Path) -> None:
+    """`docker load` the image under `tags` (none: by its ID alone), leaving out the
+    leading layers the engine already holds."""
+    present = engine.present_diff_ids(image.image_id, [la.diff_id for la in image.layers])
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=scratch) as handle:
+        write_docker_archive(handle, image, list(tags), omit_diff_ids=present)
+        handle.seek(0)
+        engine.load_image(handle)

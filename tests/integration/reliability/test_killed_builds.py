@@ -297,6 +297,12 @@ def kill_at_the_gate(
             )
             assert containers_of(docker_client, killed) == [], "the next build reaped them"
             assert containers_of(docker_client, second.build_id) == []
+            # The app-check images too (killed at the check, its image was loaded).
+            for build_id in (killed, second.build_id):
+                left = docker_client.images.list(
+                    all=True, filters={"label": f"{BUILD_LABEL}={build_id}"}
+                )
+                assert left == [], f"check images of build {build_id} left: {left}"
             print(f"next build after a kill during the {where}: {seconds:.1f} s")
     finally:
         gate.close()

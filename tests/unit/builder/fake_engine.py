@@ -4,11 +4,11 @@ which image, which volume is claimed, reused or removed, what is left behind); n
 runs, and the integration tests keep proving that images work.
 
 Containers are scripted: when the stage starts one, the handler registered for its role
-(`probe`, `apt-download`, `apt-install`, `install`, `check`; the shared-library check's
-`scan` and `which`) answers with the lines it prints and its exit code, and may write into
-the volumes mounted into it, as the real builder script does. The defaults succeed: the
-probe finds Python 3.12, an install writes its marker into the venv volume, the check
-finds a WSGI app.
+(`probe`, `apt-download`, `apt-install`, `install`, `project`, `check` (in the runtime
+image); the shared-library check's `scan` and `which`) answers with the lines it prints
+and its exit code, and may write into the volumes mounted into it, as the real builder
+script does. The defaults succeed: the probe finds Python 3.12, an install writes its
+marker into the venv volume, the check finds a WSGI app.
 
 Like the real engine: mounting a missing volume creates it without labels, a volume a
 container uses cannot be removed, and creating an existing volume leaves it unchanged.
@@ -29,6 +29,7 @@ from pydeploy.builder import stage
 from pydeploy.engine import owners
 from pydeploy.engine.types import (
     CommitSettings,
+    Confinement,
     ImageFacts,
     ImageRef,
     Mount,
@@ -98,12 +99,14 @@ class FakeContainer:
         network: str,
         stdin: bytes | None,
         pinned: bool = False,
+        confine: Confinement | None = None,
     ) -> None:
         self.engine = engine
         self.ident = f"c{len(engine.containers) + 1}"
         self.image, self.argv, self.env = image, list(argv), dict(env or {})
         self.mounts, self.network, self.stdin = tuple(mounts), network, stdin
         self.pinned = pinned
+        self.confine = confine
         self.files: dict[str, bytes] = {}  # absolute path -> what put_files/put_archive sent
         self.started = pinned
         self.removed = False
@@ -121,21 +124,26 @@ class FakeContainer:
     def role(self) -> str:
         if self.pinned:
             return "pin"
+        if len(self.argv) > 3 and self.argv[1] == "-c" and self.argv[3] == "check-app":
+            return "check"
         text = " ".join(self.argv)
-        if "probe" in text:
-            return "probe"
-        if "--download-only" in text:
-            return "apt-download"
-        if "--no-download" in text:
-            return "apt-install"
+        signs = {
+            "probe": "probe",
+            "--download-only": "apt-download",
+            "--no-download": "apt-install",
+        }
+        found = next((role for sign, role in signs.items() if sign in text), None)
         # The builder script's jobs, and elfdeps.py's `scan` and `which`.
-        if len(self.argv) > 2 and self.argv[2] in {"install", "check", "scan", "which"}:
-            return self.argv[2]
-        return "idle"  # never started: only read from (marker, export)
+        jobs = {"install", "project", "scan", "which"}
+        if found is None and len(self.argv) > 2 and self.argv[2] in jobs:
+            found = self.argv[2]
+        return found or "idle"  # never started: only read from (marker, export)
 
     @property
     def job(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.files[stage.JOB])
+        """The job document: a file for builder jobs, the argument of the app check."""
+        text = self.argv[4] if self.role == "check" else self.files[stage.JOB]
+        document: dict[str, Any] = json.loads(text)
         return document
 
     def volume(self, target: str) -> FakeVolume:
@@ -252,6 +260,7 @@ class FakeEngine:
             "apt-download": lambda _c: Reply(),
             "apt-install": lambda _c: Reply(),
             "install": installs(),
+            "project": projects(),
             "check": checks({"ok": True, "kind": "wsgi", "interface": "wsgi"}),
         }
 
@@ -340,9 +349,12 @@ class FakeEngine:
         mounts: Iterable[Mount] = (),
         network: str = "host",
         stdin: bytes | None = None,
+        confine: Confinement | None = None,
     ) -> Iterator[FakeContainer]:
         assert image in self.images, f"a container of an image the engine lacks: {image}"
-        box = FakeContainer(self, image, argv, env=env, mounts=mounts, network=network, stdin=stdin)
+        box = FakeContainer(
+            self, image, argv, env=env, mounts=mounts, network=network, stdin=stdin, confine=confine
+        )
         self.containers.append(box)
         try:
             yield box
@@ -422,18 +434,27 @@ def installs(pins: Sequence[str] = ("flask==3.0.3",), *, needs_compilers: bool =
     return handler
 
 
-def checks(
-    app: dict[str, Any], *, needs_compilers: bool = False, project_site: str | None = None
-) -> Handler:
-    """An app check that reports `app` (inspect_app's report); with `needs_compilers`, a
+def checks(app: dict[str, Any], *, exit_code: int = 0) -> Handler:
+    """An app check (in the runtime image) that reports `app` (inspect_app's report)."""
+
+    def handler(_box: FakeContainer) -> Reply:
+        lines = [result({"app": app})] if exit_code == 0 else ["Killed"]
+        return Reply(lines, exit_code)
+
+    return handler
+
+
+def projects(files: dict[str, bytes] | None = None, *, needs_compilers: bool = False) -> Handler:
+    """A project build that leaves `files` in its site tree; with `needs_compilers`, a
     light one fails because the project's own build ran a compiler."""
 
     def handler(box: FakeContainer) -> Reply:
         if needs_compilers and box.job["light"]:
-            return Reply([compilers("cc"), failed("app check")], 3)
-        return Reply(
-            [result({"app": app, "project_site": project_site, "wheel": None})],
-        )
+            return Reply([compilers("cc"), failed("project")], 3)
+        site = "/build/project-site"
+        for name, data in (files or {"demo/__init__.py": b""}).items():
+            box.files[f"{site}/{name}"] = data
+        return Reply([result({"project_site": site, "wheel": "demo-1.0-py3-none-any.whl"})])
 
     return handler
 

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from tests.unit.builder.conftest import MakePlan
 from tests.unit.builder.fake_engine import BASE, FakeEngine, checks
-from tests.unit.builder.test_stage import app_tar, install
 
-from pydeploy.builder import stage
+from pydeploy.builder import appcheck
 from pydeploy.builder.transcript import Reporting
 from pydeploy.config.project import load_project
 from pydeploy.errors import AppCheckError
@@ -31,11 +30,9 @@ def plan_of(root: Path, app: str, server: str = "", source: str = FACTORY_APP) -
     return make_plan(load_project(root), Overrides(base_image=BASE))
 
 
-def check(engine: FakeEngine, plan: BuildPlan, tmp_path: Path, report: dict[str, Any]) -> str:
+def check(engine: FakeEngine, plan: BuildPlan, _tmp_path: Path, report: dict[str, Any]) -> str:
     engine.handlers["check"] = checks(report)
-    return stage.check_app(
-        engine, plan, install(engine, plan), app_tar(tmp_path), Reporting(_quiet)
-    ).interface
+    return appcheck.run_check(engine, plan, BASE, Reporting(_quiet)).interface
 
 
 def _quiet(_step: str, _elapsed: float, _detail: str | None) -> None:

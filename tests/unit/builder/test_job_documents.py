@@ -8,7 +8,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from pydeploy.builder import stage, transcript
+from pydeploy.builder import appcheck, stage, transcript
 from pydeploy.builder.stage import BuilderImage, PythonInfo
 from pydeploy.config.project import load_project
 from pydeploy.payload import builder_script
@@ -54,9 +54,13 @@ def test_install_job_has_exactly_the_declared_keys(tmp_path: Path) -> None:
     assert _keys(job) == builder_script.InstallJob.__required_keys__
 
 
+def test_project_job_has_exactly_the_declared_keys() -> None:
+    job = stage.project_job(BuilderImage("pydeploy-builder:x", "sha256:1", PYTHON, "k"))
+    assert _keys(job) == builder_script.ProjectJob.__required_keys__
+
+
 def test_check_job_and_its_measure_have_exactly_the_declared_keys(tmp_path: Path) -> None:
-    plan = _plan(tmp_path)
-    job = stage.check_job(plan, BuilderImage("pydeploy-builder:x", "sha256:1", PYTHON, "k"))
+    job = appcheck.check_job(_plan(tmp_path))
     assert _keys(job) == builder_script.CheckJob.__required_keys__
     assert _keys(job["measure"]) == builder_script.Measure.__required_keys__
 

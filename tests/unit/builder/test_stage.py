@@ -23,11 +23,12 @@ from tests.unit.builder.fake_engine import (
     checks,
     failed,
     installs,
+    projects,
     result,
 )
 
 from pydeploy import cachekeys
-from pydeploy.builder import stage
+from pydeploy.builder import appcheck, stage
 from pydeploy.builder.transcript import Reporting
 from pydeploy.config.project import load_project
 from pydeploy.errors import AppCheckError, BuildError, CompileError, ConfigError
@@ -392,68 +393,89 @@ def test_secrets_reach_builder_containers_on_stdin_only(
     assert all(b"s3cr3t-value" not in data for data in box.files.values())
 
 
-# --- the app check ----------------------------------------------------------------------------
+# --- the app check (in the runtime image) -----------------------------------------------------
 
 
-def check(
-    engine: FakeEngine, plan: BuildPlan, tmp_path: Path, deps: stage.Dependencies | None = None
-) -> stage.AppCheck:
-    return stage.check_app(
-        engine, plan, deps or install(engine, plan), app_tar(tmp_path), Reporting(Said())
-    )
+def check(engine: FakeEngine, plan: BuildPlan) -> appcheck.AppCheck:
+    """The check as the build runs it, in a container of the (here: fake) runtime image."""
+    return appcheck.run_check(engine, plan, BASE, Reporting(Said()))
 
 
 @pytest.mark.parametrize("interface", ["wsgi", "asgi"])
 def test_the_check_decides_the_interface(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path, interface: str
+    engine: FakeEngine, make: MakePlan, interface: str
 ) -> None:
     engine.handlers["check"] = checks({"ok": True, "kind": interface, "interface": interface})
-    checked = check(engine, make(), tmp_path)
-    assert checked.interface == interface
-    assert checked.project_site_tar is None
+    checked = check(engine, make())
+    assert (checked.interface, checked.status) == (interface, "passed")
+    assert engine.live() == []
+
+
+def test_the_check_runs_confined_as_the_image_will(engine: FakeEngine, make: MakePlan) -> None:
+    plan = make('writable = ["logs", "/var/lib/demo"]\n[tool.pydeploy.check-env]\nKEY = "x1"\n')
+    check(engine, plan)
+    (box,) = engine.started("check")
+    assert box.argv[:2] == [f"{VENV}/bin/python", "-c"], "the program is no file of the image"
+    assert box.job == {"target": "app:app", "app_dir": "/app", "measure": box.job["measure"]}
+    confine = box.confine
+    assert confine is not None
+    assert (confine.user, confine.workdir, confine.read_only) == ("10001:10001", "/app", True)
+    owned = "uid=10001,gid=10001,mode=0755"
+    assert confine.tmpfs == {"/tmp": "mode=1777", "/app/logs": owned, "/var/lib/demo": owned}
+    assert box.env == {"KEY": "x1", "PYTHONHASHSEED": "0"}
+    assert box.stdin == b"{}\n"
+    assert box.mounts == (), "no builder volume: the venv is the image's"
+
+
+def test_a_check_that_ends_without_a_report_is_an_app_check_error(
+    engine: FakeEngine, make: MakePlan
+) -> None:
+    engine.handlers["check"] = checks({}, exit_code=137)
+    with pytest.raises(AppCheckError, match=r"without a report \(exit 137\)"):
+        check(engine, make())
     assert engine.live() == []
 
 
 def test_a_forced_interface_settles_a_callable_the_check_cannot_tell(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path
+    engine: FakeEngine, make: MakePlan
 ) -> None:
     engine.handlers["check"] = checks({"ok": False, "kind": "unknown", "interface": None})
     plan = make(server='interface = "asgi"\n', source=OPAQUE_APP)
-    assert check(engine, plan, tmp_path).interface == "asgi"
+    assert check(engine, plan).interface == "asgi"
 
 
 def test_what_the_source_scan_saw_settles_a_callable_the_check_cannot_tell(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path
+    engine: FakeEngine, make: MakePlan
 ) -> None:
     engine.handlers["check"] = checks({"ok": False, "kind": "unknown", "interface": None})
     plan = make()  # app.py's `def app(environ, start_response)`: the plan says WSGI
     assert plan.interface == "wsgi"
-    assert check(engine, plan, tmp_path).interface == "wsgi"
+    assert check(engine, plan).interface == "wsgi"
 
 
 def test_a_callable_neither_the_scan_nor_the_check_can_tell_is_an_error(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path
+    engine: FakeEngine, make: MakePlan
 ) -> None:
     engine.handlers["check"] = checks({"ok": False, "kind": "unknown", "interface": None})
     with pytest.raises(AppCheckError, match="neither a WSGI") as caught:
-        check(engine, make(source=OPAQUE_APP), tmp_path)
+        check(engine, make(source=OPAQUE_APP))
     assert "tool.pydeploy.server.interface" in (caught.value.hint or "")
 
 
 def test_a_forced_interface_the_app_contradicts_is_an_error(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path
+    engine: FakeEngine, make: MakePlan
 ) -> None:
     engine.handlers["check"] = checks({"ok": True, "kind": "asgi", "interface": "asgi"})
     with pytest.raises(AppCheckError, match=r"interface` = 'wsgi'.*an ASGI app"):
-        check(engine, make(server='interface = "wsgi"\n'), tmp_path)
+        check(engine, make(server='interface = "wsgi"\n'))
 
 
 def test_a_server_type_that_cannot_serve_the_app_s_interface_is_an_error(
-    engine: FakeEngine, make: MakePlan, tmp_path: Path
+    engine: FakeEngine, make: MakePlan
 ) -> None:
     engine.handlers["check"] = checks({"ok": True, "kind": "asgi", "interface": "asgi"})
     with pytest.raises(AppCheckError, match=r"type` = 'gunicorn' cannot run") as caught:
-        check(engine, make(server='type = "gunicorn"\n'), tmp_path)
+        check(engine, make(server='type = "gunicorn"\n'))
     assert "`uvicorn`" in (caught.value.hint or "")
 
 
@@ -467,35 +489,38 @@ def test_a_server_type_that_cannot_serve_the_app_s_interface_is_an_error(
     ],
 )
 def test_an_app_that_cannot_serve_is_an_app_check_error(
-    engine: FakeEngine,
-    make: MakePlan,
-    tmp_path: Path,
-    report: dict[str, str],
-    says: str,
+    engine: FakeEngine, make: MakePlan, report: dict[str, str], says: str
 ) -> None:
     engine.handlers["check"] = checks({"ok": False, **report})
     with pytest.raises(AppCheckError, match=says):
-        check(engine, make(), tmp_path)
-    assert engine.live() == [], "the check's containers and pins are gone"
+        check(engine, make())
+    assert engine.live() == [], "the check's container is gone"
 
 
-def test_a_light_check_that_needs_a_compiler_moves_to_the_full_builder(
+# --- the project's own wheel (in the builder) -------------------------------------------------
+
+
+def build_project(
+    engine: FakeEngine, plan: BuildPlan, tmp_path: Path, deps: stage.Dependencies | None = None
+) -> Path:
+    deps = deps or install(engine, plan)
+    return stage.build_project(engine, plan, deps, app_tar(tmp_path), Reporting(Said()))
+
+
+def test_a_light_project_build_that_needs_a_compiler_moves_to_the_full_builder(
     engine: FakeEngine, make: MakePlan, tmp_path: Path
 ) -> None:
     plan = make('build-packages = ["gcc"]\n')
     deps = install(engine, plan)
     assert deps.builder.light
-    engine.handlers["check"] = checks(
-        {"ok": True, "kind": "wsgi", "interface": "wsgi"}, needs_compilers=True
-    )
-    checked = check(engine, plan, tmp_path, deps)
+    engine.handlers["project"] = projects(needs_compilers=True)
+    build_project(engine, plan, tmp_path, deps)
     full = f"{cachekeys.BUILDER_REPOSITORY}:{deps.builder.key}"
-    assert images_of(engine, "check") == [BASE, full]
-    assert checked.interface == "wsgi"
-    assert [box.job["light"] for box in engine.started("check")] == [True, False]
+    assert images_of(engine, "project") == [BASE, full]
+    assert [box.job["light"] for box in engine.started("project")] == [True, False]
 
 
-def test_dependencies_the_full_builder_installed_are_checked_there(
+def test_dependencies_the_full_builder_installed_build_the_project_there(
     engine: FakeEngine, make: MakePlan, tmp_path: Path
 ) -> None:
     plan = make('build-packages = ["gcc"]\n')
@@ -507,25 +532,19 @@ def test_dependencies_the_full_builder_installed_are_checked_there(
     later.volumes = engine.volumes
     cached = install(later, plan)
     assert (cached.cached, cached.builder.light, cached.needs_compilers) == (True, True, True)
-    check(later, plan, tmp_path, cached)
-    assert images_of(later, "check") == [deps.builder.name], "no light attempt first"
+    build_project(later, plan, tmp_path, cached)
+    assert images_of(later, "project") == [deps.builder.name], "no light attempt first"
     assert later.started("install") == []
 
 
 def test_the_project_s_own_wheel_comes_back_as_a_site_tree(
     engine: FakeEngine, make: MakePlan, tmp_path: Path
 ) -> None:
-    def with_site(box: FakeContainer) -> Reply:
-        box.files["/build/project-site/demo/__init__.py"] = b"VERSION = 1\n"
-        return checks(
-            {"ok": True, "kind": "wsgi", "interface": "wsgi"}, project_site="/build/project-site"
-        )(box)
-
-    engine.handlers["check"] = with_site
-    checked = check(engine, make(), tmp_path)
-    assert checked.project_site_tar is not None
-    with tarfile.open(checked.project_site_tar) as tar:
+    engine.handlers["project"] = projects({"demo/__init__.py": b"VERSION = 1\n"})
+    site_tar = build_project(engine, make(), tmp_path)
+    with tarfile.open(site_tar) as tar:
         assert tar.getnames() == ["demo/__init__.py"]
+    assert engine.live() == []
 
 
 # --- the base's interpreter against what the project pins ---------------------------------

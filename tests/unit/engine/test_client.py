@@ -12,6 +12,8 @@ import pytest
 import requests.exceptions
 import urllib3.exceptions
 
+from pydeploy.cachekeys import CHECK_IMAGE_LABEL, OWNER_LABEL
+from pydeploy.engine import owners
 from pydeploy.engine.client import (
     Engine,
     container_labels,
@@ -236,3 +238,51 @@ def test_only_a_failed_container_is_asked_whether_it_was_oom_killed() -> None:
     assert engine.outcome("c1", 137) == Outcome(137, oom_killed=True)
     client.api.state = {"OOMKilled": False}
     assert engine.outcome("c1", 1) == Outcome(1, oom_killed=False)
+
+
+class _ImagesApi:
+    """containers() and images() summaries, and what remove_image was asked to remove."""
+
+    def __init__(self, images: list[dict[str, object]]) -> None:
+        self.listed = images
+        self.filters: list[object] = []
+        self.removed: list[str] = []
+
+    def containers(self, **_kwargs: object) -> list[object]:
+        return []
+
+    def images(self, *, all: bool, filters: dict[str, str]) -> list[dict[str, object]]:
+        assert all
+        self.filters.append(filters)
+        return [i for i in self.listed if filters["label"] in i["Labels"]]  # type: ignore[operator]
+
+    def remove_image(self, ident: str) -> None:
+        self.removed.append(ident)
+
+
+def test_reaping_removes_only_untagged_check_images_of_dead_owners_on_this_host() -> None:
+    me = owners.this_process()
+    dead = owners.Owner(me.host, 999_999_999, "1").label()
+    elsewhere = owners.Owner("another-host", 1, "1").label()
+
+    def image(
+        ident: str, owner: str, *, check: bool = True, tags: tuple[str, ...] = ()
+    ) -> dict[str, object]:
+        labels = {OWNER_LABEL: owner, **({CHECK_IMAGE_LABEL: "1"} if check else {})}
+        return {"Id": ident, "Labels": labels, "RepoTags": list(tags) or ["<none>:<none>"]}
+
+    api = _ImagesApi(
+        [
+            image("dead-check", dead),
+            image("live-check", me.label()),
+            image("other-host-check", elsewhere),
+            image("tagged", dead, tags=("shop:1",)),
+            # A builder image committed from a dead owner's container keeps its labels.
+            image("builder", dead, check=False, tags=("pydeploy-builder:abc",)),
+        ]
+    )
+    client = _Client()
+    client.api = api
+    Engine(client, host=HOST).reap_orphans()  # type: ignore[arg-type]
+    assert api.removed == ["dead-check"]
+    assert api.filters == [{"label": CHECK_IMAGE_LABEL}]
