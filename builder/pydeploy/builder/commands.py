@@ -49,6 +49,7 @@ def run_build_commands(  # noqa: PLR0913 - keyword-only inputs, named at the one
     check_env: Mapping[str, str],
     scratch: Path,
     on_line: Callable[[str], None],
+    mask: Callable[[str], str],
 ) -> list[FileEntry]:
     """Run the plan's build commands in `image` (present in the engine) and return what
     they added or changed, root-owned like the app layer. Raises BuildCommandError with
@@ -74,7 +75,9 @@ def run_build_commands(  # noqa: PLR0913 - keyword-only inputs, named at the one
         box.put_files(JOB_DIR, {"build_commands.py": source("build_commands.py"), "job.json": job})
         outcome = box.follow(keep)
         if outcome.exit_code != 0:
-            raise _failure(plan.build_commands, current, outcome.exit_code, lines)
+            raise _failure(
+                plan.build_commands, current, outcome.exit_code, [mask(ln) for ln in lines]
+            )
         # `docker diff`: the directories the payload handed over show as modified, so a
         # directory counts only when new; files count when new or rewritten.
         changed = {
