@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydeploy.builder import appcheck, sharedlibs
+from pydeploy.builder import appcheck, commands, sharedlibs
 from pydeploy.builder import stage as wheels
+from pydeploy.builder.credentials import Masker
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachekeys import (
+    BUILD_COMMANDS_RECIPE,
     BUILD_LABEL,
     CHECK_IMAGE_LABEL,
     INDEX_APP_CHECK,
+    INDEX_BUILD_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
     INDEX_VENV_LAYER,
@@ -42,7 +45,7 @@ from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble
 from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.config import rfc3339
+from pydeploy.oci.config import ImageSettings, rfc3339
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.image import BaseImage, Image, assemble_image
 from pydeploy.oci.layer import Layer, open_uncompressed
@@ -50,7 +53,7 @@ from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
-from pydeploy.plan.planner import SETUID_ROLE, VENV, WRITABLE_ROLE, BuildPlan
+from pydeploy.plan.planner import BUILD_ROLE, SETUID_ROLE, VENV, WRITABLE_ROLE, BuildPlan
 from pydeploy.progress import Progress
 from pydeploy.publish import daemon
 from pydeploy.publish import outputs as publish
@@ -266,6 +269,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             app_layer,
             *_writable_layer(store, plan),
         ]
+        below_launcher += _build_command_layers(run, base, below_launcher, scratch, kept)
         check = _checked_app(run, base, below_launcher, scratch, kept)
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
@@ -352,12 +356,7 @@ def _checked_app(
     store, plan, clock, engine = run.store, run.plan, run.clock, run.engine
     if plan.check_skip:
         return appcheck.skipped(plan)
-    owner = {
-        BUILD_LABEL: engine.build_id,
-        OWNER_LABEL: engine.owner.label(),
-        CHECK_IMAGE_LABEL: "1",  # what the next build's reap_orphans looks for
-    }
-    settings = assemble.runtime_settings(plan, _base_env(base), owner)
+    settings = _transient_settings(run, base)
     diff_ids = [base.image_id, *(la.diff_id for la in layers)]
     key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
     cached = store.read_index(INDEX_APP_CHECK, key)
@@ -375,6 +374,61 @@ def _checked_app(
     if check.memory.note:
         clock.sub("app check", check.memory.note)
     return check
+
+
+def _transient_settings(run: _Build, base: BaseImage) -> ImageSettings:
+    """The config of an image the build loads only to run something in (the app check,
+    the build commands): the runtime image's, labelled so the next build reaps it when
+    this one is killed."""
+    owner = {
+        BUILD_LABEL: run.engine.build_id,
+        OWNER_LABEL: run.engine.owner.label(),
+        CHECK_IMAGE_LABEL: "1",  # what the next build's reap_orphans looks for
+    }
+    return assemble.runtime_settings(run.plan, _base_env(base), owner)
+
+
+def _build_command_layers(
+    run: _Build, base: BaseImage, layers: list[Layer], scratch: Path, kept: contextlib.ExitStack
+) -> list[Layer]:
+    """The layer of what the build commands wrote, run in the image of `layers`; none
+    without commands. Cached by everything the commands see: the image, its environment
+    and user, the commands, their output directories and check-env values (in a digest)."""
+    plan, store, clock = run.plan, run.store, run.clock
+    if not plan.build_commands:
+        return []
+    settings = _transient_settings(run, base)
+    key = hashlib.sha256(
+        json.dumps(
+            [BUILD_COMMANDS_RECIPE, base.image_id, [la.diff_id for la in layers],
+             sorted(settings.env.items()), settings.user,
+             [c.to_json() for c in plan.build_commands], list(plan.build_outputs),
+             sorted(plan.check_env), plan.network],
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    cached = Layer.from_doc(store.read_index(INDEX_BUILD_LAYER, key))
+    if cached is not None and store.has(cached.digest) and store.has(cached.diff_id):
+        clock.step("build commands", "cached: the same image and commands")
+        return [cached]
+    image = assemble_image(store, base, layers, settings)
+    image_id = kept.enter_context(_loaded(run.engine, image, scratch))
+    mask = Masker(value for _, value in plan.check_env)
+    report = run.reporting()
+
+    def on_line(line: str) -> None:
+        if line.startswith("$ "):
+            clock.sub("build command", mask(line[2:]))
+        elif report.verbose:
+            (report.output or functools.partial(clock.sub, "log"))(mask(line))
+
+    entries = commands.run_build_commands(
+        run.engine, image_id, plan=plan, check_env=dict(plan.check_env), scratch=scratch,
+        on_line=on_line, mask=mask,
+    )  # fmt: skip
+    layer = assemble.layer(store, entries, BUILD_ROLE)
+    store.write_index(INDEX_BUILD_LAYER, key, layer.to_doc())
+    clock.step("build commands", f"{len(plan.build_commands)} run, {len(entries)} paths kept")
+    return [layer]
 
 
 @contextlib.contextmanager

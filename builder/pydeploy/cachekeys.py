@@ -28,6 +28,8 @@ UV_VERSION = "0.13.9"
 CHECK_RECIPE = "app-check-v3"
 # The app layer with the project's own wheel (built in the builder).
 PROJECT_RECIPE = "project-layer-v1"
+# How build commands run and what of their output is kept (builder/commands.py).
+BUILD_COMMANDS_RECIPE = "build-commands-v1"
 # The layer that drops the base image's setuid/setgid bits.
 SETUID_RECIPE = "no-setuid-v1"
 # The runtime system-packages layer.
@@ -87,6 +89,7 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
+INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
 INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"

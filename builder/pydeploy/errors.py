@@ -68,6 +68,13 @@ class AppCheckError(BuildError):
     kind = "app-check"
 
 
+class BuildCommandError(BuildError):
+    """A `build-commands` command (or the automatic collectstatic) failed."""
+
+    exit_code = 10
+    kind = "build-command"
+
+
 class PublishError(PydeployError):
     """Loading into the engine, pushing to a registry or writing an output failed."""
 
@@ -98,6 +105,7 @@ EXIT_CODES: dict[str, int] = {
         BuildError,
         CompileError,
         AppCheckError,
+        BuildCommandError,
         PublishError,
         RegistryAuthError,
         InterruptError,

@@ -224,6 +224,10 @@ def plan_text(plan: BuildPlan) -> str:
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
         ("app check", _check_text(plan)),
+        *(
+            ("build command" if i == 0 else "", f"{c.display} ({c.origin})")
+            for i, c in enumerate(plan.build_commands)
+        ),
         *_run_rows(plan),
     ]
     if plan.auto_runtime_packages:

@@ -12,7 +12,7 @@ import re
 import shlex
 import types
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union, get_origin
 
 from pydantic import (
@@ -545,6 +545,30 @@ class PydeployConfig(_Table):
         default_factory=list,
         description="Debian packages installed in the runtime image (e.g. `libpq5`).",
     )
+    build_commands: list[Annotated[str, Field(min_length=1)] | list[str]] = Field(
+        default_factory=list,
+        description=(
+            "Commands run at build after the dependencies are installed (e.g. `python "
+            "manage.py collectstatic --noinput`, `pybabel compile -d translations`): in "
+            "the runtime image, in /app, as the runtime uid, with `env` and `check-env`. A "
+            "string runs through /bin/sh, a list is run as is. What they write under /app "
+            "(and in `build-outputs`) becomes a layer of its own."
+        ),
+    )
+    build_outputs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Absolute directories outside /app that `build-commands` write and the image "
+            "keeps (e.g. `/srv/static`)."
+        ),
+    )
+    collectstatic: bool | None = Field(
+        None,
+        description=(
+            "Run Django's `collectstatic --noinput` at build. Default: when the settings "
+            "list `django.contrib.staticfiles` and set STATIC_ROOT (`pydeploy plan` says)."
+        ),
+    )
     auto_runtime_packages: bool = Field(
         True,
         description=(
@@ -615,6 +639,30 @@ class PydeployConfig(_Table):
     def _python_version(cls, value: str | None) -> str | None:
         if value is not None and not _PYTHON.match(value):
             raise ValueError("must be a `3.X` version such as `3.12`")
+        return value
+
+    @field_validator("build_commands")
+    @classmethod
+    def _commands(cls, value: list[str | list[str]]) -> list[str | list[str]]:
+        for command in value:
+            if isinstance(command, list) and (not command or not all(command)):
+                raise ValueError("a command given as a list needs a non-empty program and words")
+        return value
+
+    @field_validator("build_outputs")
+    @classmethod
+    def _outputs(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parts = PurePosixPath(path).parts
+            if not path.startswith("/") or ".." in parts or len(parts) < 2:
+                raise ValueError(f"`{path}` must be an absolute directory below / (no `..`)")
+            if parts[1] in {"proc", "sys", "dev", "tmp", "run", "app"} or path.startswith(
+                "/opt/venv"
+            ):
+                raise ValueError(
+                    f"`{path}` is a place the image does not keep build output in; "
+                    "write under /app, or another directory such as /srv/static"
+                )
         return value
 
     @field_validator("env", "check_env")

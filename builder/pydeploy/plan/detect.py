@@ -130,6 +130,17 @@ class Factory:
 
 
 @dataclass(frozen=True)
+class DjangoStatic:
+    """A Django project whose static files must be collected at build: its settings
+    (through `from .base import *` chains) list `django.contrib.staticfiles` and set
+    STATIC_ROOT, as the Heroku buildpack decides."""
+
+    settings: str  # dotted settings module, as DJANGO_SETTINGS_MODULE names it
+    source: str  # the file that sets STATIC_ROOT
+    manage_py: bool  # a manage.py at the project root runs the command
+
+
+@dataclass(frozen=True)
 class Scan:
     """Everything one walk of a project found; `detections` are ordered best first:
     module-level app objects (and Django projects), then app factories a server can call
@@ -140,6 +151,7 @@ class Scan:
     skipped: tuple[str, ...]  # "path: why", for files that could not be parsed
     truncated: bool  # the walk hit MAX_PY_FILES or MAX_DIRS
     factories: tuple[Factory, ...] = ()
+    django_static: DjangoStatic | None = None
 
     def factory(self, reference: str) -> Factory | None:
         """The factory `module:function` names, if the scan found it."""
@@ -213,6 +225,7 @@ def scan_project(project_dir: Path) -> Scan:
         tuple(sorted(skipped)),
         truncated,
         tuple(f for _, f in sorted(factories.items())),
+        _django_static(project_dir, marked, by_name),
     )
 
 
@@ -645,6 +658,49 @@ def _django_projects(
             fallback = _django_fallback(settings, by_name)
             if fallback is not None:
                 yield (*fallback, named)
+
+
+_STATICFILES_APP = "django.contrib.staticfiles"
+
+
+def _django_static(
+    project_dir: Path, modules: list[_Module], by_name: Mapping[str, _Module]
+) -> DjangoStatic | None:
+    """The first settings module (as DJANGO_SETTINGS_MODULE names it) whose chain lists
+    the staticfiles app and sets STATIC_ROOT to something other than None."""
+    referenced = sorted(
+        {name for module in modules for name in _settings_references(module) if name in by_name}
+    )
+    for name in referenced:
+        chain = _settings_chain(by_name[name], by_name)
+        apps = any(
+            isinstance(node, ast.Constant) and node.value == _STATICFILES_APP
+            for module in chain
+            for node in ast.walk(module.tree)
+        )
+        root = None
+        for module in chain:  # bases first: the last assignment wins, as at import
+            for stmt in _module_statements(module.tree.body):
+                targets, value = _assigned(stmt)
+                if "STATIC_ROOT" in targets:
+                    unset = isinstance(value, ast.Constant) and value.value in (None, "")
+                    root = None if unset else module
+        if apps and root is not None:
+            return DjangoStatic(name, root.source, (project_dir / "manage.py").is_file())
+    return None
+
+
+def _settings_chain(
+    module: _Module, by_name: Mapping[str, _Module], seen: frozenset[str] = frozenset()
+) -> list[_Module]:
+    """The settings module after every module it star-imports (bases first)."""
+    chain: list[_Module] = []
+    for stmt in _module_statements(module.tree.body):
+        if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+            base = by_name.get(_import_base(module, stmt) or "")
+            if base is not None and base.name not in seen and base is not module:
+                chain += _settings_chain(base, by_name, seen | {module.name})
+    return [*chain, module]
 
 
 def _django_fallback(

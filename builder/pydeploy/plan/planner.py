@@ -20,7 +20,8 @@ from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
 from pydeploy.payload import launcher
 from pydeploy.plan import apptarget, depsource, health, references, servers, writable
-from pydeploy.plan.detect import Factory, display_name, scan_project
+from pydeploy.plan.buildcommands import BuildCommand, plan_build_commands
+from pydeploy.plan.detect import Factory, Scan, display_name, scan_project
 from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
 from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, Process, ServerPolicy
@@ -40,6 +41,7 @@ SETUID_ROLE = "no-setuid"
 # The `writable` directories, owned by the runtime user (between the app and the launcher:
 # it must come after the app layer, whose copy of a listed directory it re-owns).
 WRITABLE_ROLE = "writable"
+BUILD_ROLE = "build"  # what build-commands wrote, between the app and the launcher
 # uv's default dependency group, which `uv export` (and `uv sync`) install unless told not
 # to; it holds development tools, so an image gets it only when `groups` names it.
 DEV_GROUP = "dev"
@@ -123,6 +125,8 @@ class BuildPlan:
     check_skip: bool
     writable: tuple[str, ...]  # absolute image paths, sorted
     healthcheck: Healthcheck | None
+    build_commands: tuple[BuildCommand, ...]
+    build_outputs: tuple[str, ...]  # absolute directories outside /app the commands keep
     server_policy: ServerPolicy
     launch: LaunchSettings
     resources: ResourcesConfig
@@ -187,6 +191,8 @@ class BuildPlan:
             "check": {"skip": self.check_skip, "env": [name for name, _ in self.check_env]},
             "writable": list(self.writable),
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
+            "build_commands": [command.to_json() for command in self.build_commands],
+            "build_outputs": list(self.build_outputs),
             "launch": self.launch.document(),
             "resources": self.resources.model_dump(),
             "release_command": list(self.release) if self.release else None,
@@ -229,7 +235,8 @@ def make_plan(
     else:
         base_image, base_origin = f"python:{python}-slim", "default for Python " + python
 
-    app, app_origin, interface = _resolve_app(project)
+    scan = scan_project(project.root)  # one walk of the source serves every detection
+    app, app_origin, interface = _resolve_app(project, scan)
     server = _resolve_server(config.server.type, interface)
     _check_factory_server(app, server)
     name, name_origin = image_name(project)
@@ -243,8 +250,12 @@ def make_plan(
         DEFAULT_EXCLUDES + (TEST_EXCLUDES if config.exclude_tests else ()) + tuple(config.exclude)
     )
     _check_includes(project)
+    build_commands = plan_build_commands(config, scan.django_static)
     dirs = tuple(sorted({writable.resolve(entry) for entry in config.writable}))
-    layers = _layers(config.runtime_packages, project.has_build_system, config.keep_setuid, dirs)
+    layers = _layers(
+        config.runtime_packages, project.has_build_system, config.keep_setuid, dirs,
+        bool(build_commands),
+    )  # fmt: skip
     if config.check.skip:
         _check_skippable(project, interface)
     probe = health.choose(config.healthcheck, project.root)
@@ -284,6 +295,8 @@ def make_plan(
         check_skip=config.check.skip,
         writable=dirs,
         healthcheck=probe if config.healthcheck.enabled else None,
+        build_commands=build_commands,
+        build_outputs=tuple(config.build_outputs),
         release=_release(config.release_command),
         processes=_processes(config),
         server_policy=ServerPolicy(s.type, s.interface, s.worker_memory, s.wsgi_worker),
@@ -293,10 +306,9 @@ def make_plan(
     )
 
 
-def _resolve_app(project: Project) -> tuple[str, str, Interface]:
+def _resolve_app(project: Project, scan: Scan) -> tuple[str, str, Interface]:
     config = project.config
     forced = config.server.interface
-    scan = scan_project(project.root)  # one walk of the source serves both cases
     detection = scan.best
     if config.app:
         target = apptarget.parse(config.app)  # validated when the config was read
@@ -497,7 +509,11 @@ def _dependency_plan(project: Project, source: str) -> DependencyPlan:
 
 
 def _layers(
-    runtime_packages: list[str], install_project: bool, keep_setuid: bool, dirs: tuple[str, ...]
+    runtime_packages: list[str],
+    install_project: bool,
+    keep_setuid: bool,
+    dirs: tuple[str, ...],
+    build_commands: bool,
 ) -> tuple[LayerPlan, ...]:
     layers = [LayerPlan("base", (), "the base image's layers, unchanged")]
     if not keep_setuid:
@@ -521,6 +537,11 @@ def _layers(
         *(
             [LayerPlan(WRITABLE_ROLE, dirs, "`writable` directories, owned by the runtime user")]
             if dirs
+            else []
+        ),
+        *(
+            [LayerPlan(BUILD_ROLE, (APP_DIR,), "what the build commands wrote")]
+            if build_commands
             else []
         ),
         LayerPlan("launcher", (LAUNCHER_DIR,), "server launcher and its settings"),
