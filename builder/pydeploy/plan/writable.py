@@ -4,7 +4,8 @@ An entry is relative to the app directory (`logs` -> /app/logs) or absolute
 (`/var/lib/app`). The image holds each as an empty-or-existing directory owned by the
 runtime uid; every place that runs the image read-only (the app check, `pydeploy run`,
 the manifests) mounts each as a fresh writable tmpfs or emptyDir. System trees, the
-venv and the launcher never qualify: a mount there would hide what the image needs.
+venv (but for its `var/`, where Flask keeps an installed package's instance folder) and
+the launcher never qualify: a mount there would hide what the image needs.
 
 Pure: strings in, strings out (the config validates with `problem`, the plan resolves
 with `resolve`).
@@ -22,6 +23,9 @@ _SYSTEM_TREES = (
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
     "/run", "/sbin", "/sys", "/usr", "/opt/venv", "/opt/pydeploy",
 )  # fmt: skip
+# Inside the venv, only its `var/` holds no part of it: Flask puts an installed package's
+# instance folder at `sys.prefix/var/<name>-instance`.
+_VENV_VAR = "/opt/venv/var"
 # Already writable wherever the image runs read-only (see deploy.manifests.WRITABLE_PATHS).
 _ALREADY_WRITABLE = ("/tmp", "/var/tmp", "/home")  # noqa: S108 -- mount points
 # Parents of much else: the whole of one as a mount would hide it.
@@ -49,6 +53,8 @@ def problem(entry: str) -> str | None:
     path = resolve(entry)
     if path in _TOO_WIDE:
         return f"is {path} itself: name the subdirectory the app writes (e.g. `logs`)"
+    if _inside(path, _VENV_VAR) and path != _VENV_VAR:
+        return None
     reasons = [
         *((tree, "must stay as the image has it") for tree in _SYSTEM_TREES),
         *((tree, "is writable already") for tree in _ALREADY_WRITABLE),

@@ -54,6 +54,7 @@ def plan_with(tmp_path: Path, table: str, source: str = "") -> BuildPlan:
         ("/var", "is /var itself"),
         ("/proc/self", "inside /proc"),
         ("/opt/venv/cache", "inside /opt/venv"),
+        ("/opt/venv/var", "inside /opt/venv"),
         ("/opt/pydeploy", "inside /opt/pydeploy"),
         ("/etc/app", "inside /etc"),
         ("/tmp/cache", "inside /tmp, which is writable already"),
@@ -67,6 +68,11 @@ def test_a_writable_entry_that_cannot_be_a_mount_names_the_key(
         plan_with(tmp_path, f"app = 'app:app'\nwritable = [{json.dumps(entry)}]\n")
     assert "`tool.pydeploy.writable`" in caught.value.message
     assert says in caught.value.message
+
+
+def test_an_installed_flask_package_s_instance_folder_can_be_writable(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, "app = 'app:app'\nwritable = ['/opt/venv/var/shop-instance']\n")
+    assert plan.writable == ("/opt/venv/var/shop-instance",)
 
 
 def test_nested_writable_entries_are_refused(tmp_path: Path) -> None:
