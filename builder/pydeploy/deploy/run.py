@@ -65,6 +65,18 @@ class RunSpec:
         return f"http://127.0.0.1:{self.port}/"
 
     @property
+    def scratch_mounts(self) -> dict[str, str]:
+        """The `writable` tmpfs mounts, but for directories a `--volume` covers: the volume
+        is what keeps their data between the run's containers (a tmpfs there would hide
+        what the release command wrote from the server)."""
+        covered = [volume.target.rstrip("/") for volume in self.volumes]
+        return {
+            path: options
+            for path, options in self.tmpfs.items()
+            if not any(path == top or path.startswith(top + "/") for top in covered)
+        }
+
+    @property
     def publish(self) -> Published | None:
         """On a bridge network the port is published (on 127.0.0.1 only); with host
         networking the server binds the host's port itself; a command serves nothing."""
@@ -291,7 +303,7 @@ class Runner:
                 limits=self.spec.limits,
                 labels=self.spec.labels,
                 stop_timeout=self.spec.stop_timeout,
-                tmpfs=self.spec.tmpfs,
+                tmpfs=self.spec.scratch_mounts,
                 command=self.spec.command,
                 volumes=self.spec.volumes,
                 healthcheck=not self.spec.command,

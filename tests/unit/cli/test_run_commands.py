@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pydeploy.deploy import run as runner_mod
+from pydeploy.engine.types import Mount, ResourceLimits
 
 if TYPE_CHECKING:
     from tests.unit.cli.conftest import Cli, FakeEngine
@@ -123,3 +124,16 @@ def test_bad_run_input_is_exit_2_before_the_engine(
     out = runner.run("run", str(configured), *args[:dashes], "--no-build", *args[dashes:])
     runner.assert_paragraph(out, 2, "config", fragment)
     assert fake_engine.calls == []
+
+
+def test_a_volume_on_a_writable_directory_replaces_its_tmpfs() -> None:
+    """The release command and the server share what a volume holds; a tmpfs over the same
+    directory would give each container an empty one (the server then missed the tables
+    the release command created)."""
+    spec = runner_mod.RunSpec(
+        image="app:1", name="run", network="host", port=8000, container_port=8000, env={},
+        limits=ResourceLimits(), stop_timeout=10,
+        tmpfs={"/app/instance": "uid=1", "/app/instance/cache": "uid=1", "/app/logs": "uid=1"},
+        volumes=(Mount("/app/instance", "appdata"),),
+    )  # fmt: skip
+    assert spec.scratch_mounts == {"/app/logs": "uid=1"}
