@@ -54,3 +54,22 @@ def test_a_pyproject_holding_only_the_table_builds_and_serves(
     labels = resources.client.images.get(image).labels
     assert labels["org.opencontainers.image.title"] == "Tool Table"
     assert labels["org.opencontainers.image.version"] == "v1.0"
+
+
+def test_an_old_pinned_uvicorn_serves_with_its_own_worker_class(
+    tmp_path: Path, pydeploy_build: BuildImage, resources: Resources, free_port: int,
+    wait_http: WaitHttp,
+) -> None:  # fmt: skip
+    """uvicorn < 0.36 has its own gunicorn worker (uvicorn.workers), and uvicorn-worker 0.4
+    cannot be installed beside it: the build adds no uvicorn-worker and the image's worker
+    class falls back to uvicorn's own."""
+    project = tmp_path / "olduvicorn"
+    shutil.copytree(FIXTURES / "olduvicorn_app", project)
+    image = pydeploy_build(project, "olduvicorn")
+    code = "import importlib.util as u, uvicorn; print(uvicorn.__version__, u.find_spec('uvicorn_worker') is None)"  # noqa: E501
+    probe = resources.run(image, ["-c", code], entrypoint=["/opt/venv/bin/python"])
+    assert probe.exit_code == 0, probe.output
+    assert probe.output.strip().splitlines()[-1] == "0.27.1 True"
+    container = resources.create(image, environment={"PORT": str(free_port)})
+    container.start()
+    assert json.loads(wait_http(f"http://127.0.0.1:{free_port}/ping")) == {"ping": "pong"}

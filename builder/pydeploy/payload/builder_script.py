@@ -49,7 +49,7 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict, cast
 
@@ -221,45 +221,63 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+_EXACT_PIN = re.compile(r"===?\s*([0-9][^\s,;]*)\s*$")
 _NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[|[=<>~!]=?|@|;|$)")
 
 
-def requirement_names(lines: list[str]) -> set[str]:
-    """Normalized names a requirements file names (options and bare paths name nothing)."""
-    names = set()
+def requirement_names(lines: list[str]) -> dict[str, str | None]:
+    """Normalized names a requirements file names (options and bare paths name nothing),
+    each with its exact `==` pin when it has one."""
+    names: dict[str, str | None] = {}
     for raw in lines:
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith(("#", "-", ".", "/")) or "://" in line.split("@")[0]:
             continue
         match = _NAME.match(line)
         if match:
-            names.add(normalize(match.group(1)))
+            pin = _EXACT_PIN.search(line.split(";", 1)[0])
+            names[normalize(match.group(1))] = pin.group(1) if pin else None
     return names
 
 
-def requirement_file_names(path: str, seen: set[str] | None = None) -> set[str]:
+def requirement_file_names(path: str, seen: set[str] | None = None) -> dict[str, str | None]:
     """requirement_names of a file and the files it includes with -r."""
     seen = set() if seen is None else seen
     file = Path(path)
     if path in seen or not file.is_file():
-        return set()
+        return {}
     seen.add(path)
     lines = file.read_text(encoding="utf-8").splitlines()
     names = requirement_names(lines)
     for line in lines:
         match = re.match(r"^\s*(?:-r|--requirement)[\s=]+(\S+)", line)
         if match:
-            names |= requirement_file_names(str(file.parent / match.group(1)), seen)
+            names.update(requirement_file_names(str(file.parent / match.group(1)), seen))
     return names
 
 
 _SPEC_START = re.compile(r"[<>=!~;\[ ]")
+# uvicorn's gunicorn worker moved out into uvicorn-worker, whose 0.4 needs uvicorn 0.36: a
+# project pinning an older uvicorn keeps uvicorn's own `uvicorn.workers` (the same class,
+# which server_workers.py falls back to) and gets no uvicorn-worker.
+OWN_WORKER_UVICORN = (0, 36)
 
 
-def missing_server_packages(named: set[str], wanted: list[str]) -> list[str]:
+def _release(version: str | None) -> tuple[int, ...] | None:
+    match = re.match(r"^(\d+(?:\.\d+)*)", version or "")
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def missing_server_packages(named: Mapping[str, str | None], wanted: list[str]) -> list[str]:
     """The server packages the dependency set does not already name."""
     # `wanted` may carry version ranges ("uvicorn-worker>=0.4,<0.5"): compare names only.
-    return [pkg for pkg in wanted if normalize(_SPEC_START.split(pkg, maxsplit=1)[0]) not in named]
+    missing = [
+        pkg for pkg in wanted if normalize(_SPEC_START.split(pkg, maxsplit=1)[0]) not in named
+    ]
+    uvicorn = _release(named.get("uvicorn"))
+    if uvicorn is not None and uvicorn < OWN_WORKER_UVICORN:
+        missing = [p for p in missing if not p.startswith("uvicorn-worker")]
+    return missing
 
 
 _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(==[^\s;#]+)")
@@ -611,11 +629,11 @@ def _resolve_host_lock(job: InstallJob, cwd: Path) -> Resolved:
 
 def _resolve_requirements(job: InstallJob, cwd: Path) -> Resolved:
     args: list[str] = []
-    named: set[str] = set()
+    named: dict[str, str | None] = {}
     for rel in job["requirements"]:
         drop_editable(cwd / rel)
         args += ["-r", rel]
-        named |= requirement_file_names(str(cwd / rel))
+        named.update(requirement_file_names(str(cwd / rel)))
     missing = missing_server_packages(named, _wanted(job))
     return Resolved(cwd, [*args, *missing], [], missing, [])
 

@@ -33,7 +33,11 @@ from typing import Any
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
-from uvicorn_worker import UvicornWorker
+
+try:
+    from uvicorn_worker import UvicornWorker
+except ImportError:  # a project pinning uvicorn < 0.36 keeps uvicorn's own copy of the class
+    from uvicorn.workers import UvicornWorker
 
 # Of the graceful timeout, what uvicorn leaves for the lifespan shutdown and the worker's
 # exit before the master's SIGKILL.

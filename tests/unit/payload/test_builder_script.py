@@ -28,20 +28,36 @@ def test_server_packages_are_added_only_when_not_named() -> None:
         "",
     ]
     named = builder_script.requirement_names(lines)
-    assert named == {"gunicorn", "uvicorn", "flask"}
+    assert set(named) == {"gunicorn", "uvicorn", "flask"}
     wanted = ["gunicorn", "uvicorn", "uvicorn-worker"]
     assert builder_script.missing_server_packages(named, wanted) == ["uvicorn-worker"]
-    assert builder_script.missing_server_packages({"uvicorn-worker"}, ["uvicorn_worker"]) == []
+    assert (
+        builder_script.missing_server_packages({"uvicorn-worker": None}, ["uvicorn_worker"]) == []
+    )
     # Version ranges are compared by name.
     ranged = ["uvicorn-worker>=0.4,<0.5"]
-    assert builder_script.missing_server_packages({"uvicorn-worker"}, ranged) == []
-    assert builder_script.missing_server_packages(set(), ranged) == ranged
+    assert builder_script.missing_server_packages({"uvicorn-worker": None}, ranged) == []
+    assert builder_script.missing_server_packages({}, ranged) == ranged
+
+
+def test_an_old_pinned_uvicorn_keeps_its_own_worker_and_gets_no_uvicorn_worker() -> None:
+    wanted = ["gunicorn", "uvicorn", "uvicorn-worker>=0.4,<0.5"]
+    old = builder_script.requirement_names(["uvicorn[standard]==0.26.0", "gunicorn==21.0.1"])
+    assert old == {"uvicorn": "0.26.0", "gunicorn": "21.0.1"}
+    assert builder_script.missing_server_packages(old, wanted) == []
+    new = builder_script.requirement_names(["uvicorn==0.36.1 ; python_version >= '3.9'"])
+    assert builder_script.missing_server_packages(new, wanted) == [
+        "gunicorn",
+        "uvicorn-worker>=0.4,<0.5",
+    ]
+    ranged = builder_script.requirement_names(["uvicorn>=0.20"])  # resolved to a new one
+    assert builder_script.missing_server_packages(ranged, wanted)[-1].startswith("uvicorn-worker")
 
 
 def test_requirement_file_names_follow_includes(tmp_path: Path) -> None:
     (tmp_path / "base.txt").write_text("gunicorn==23.0\n", encoding="utf-8")
     (tmp_path / "prod.txt").write_text("-r base.txt\nflask\n", encoding="utf-8")
-    assert builder_script.requirement_file_names(str(tmp_path / "prod.txt")) == {
+    assert set(builder_script.requirement_file_names(str(tmp_path / "prod.txt"))) == {
         "gunicorn",
         "flask",
     }
