@@ -188,13 +188,14 @@ class Bench:
 
     def empty_caches(self, side: str) -> None:
         """Cold start, done right before that side's cold build so nothing refills the
-        caches in between. Docker: the baseline's images are its classic-builder cache;
-        `--no-cache` covers anything else, and the BuildKit cache is pruned for good
-        measure. pydeploy: a fresh PYDEPLOY_CACHE_DIR, no uv/venv volumes, no builder
-        images, and none of its images in the engine (it skips layers the engine has)."""
+        caches in between. Seed Dockerfile: its images are its classic-builder cache,
+        `--no-cache` covers anything else. uv: BuildKit's cache (layers and the uv cache
+        mount, which `--no-cache` keeps) is pruned; only here, or the seed's cold build
+        would empty it between the uv side's cold build and its rebuilds. pydeploy: a
+        fresh PYDEPLOY_CACHE_DIR, no uv/venv volumes, no builder images, and none of its
+        images in the engine (it skips layers the engine has)."""
         if side == "dockerfile":
             self._leftovers(self.baseline.cleanup())
-            bl.docker("builder", "prune", "-af", timeout=300)
         elif side == "uv":
             self._leftovers(self.uv_images.cleanup())
             bl.docker("builder", "prune", "-af", timeout=300)
