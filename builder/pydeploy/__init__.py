@@ -1,10 +1,5 @@
 """pydeploy: build slim, reproducible, non-root container images for Python web apps."""
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pydeploy")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+# The one statement of the version (pyproject.toml reads it: [tool.hatch.version]); a
+# literal, so `pydeploy --version` starts without importing importlib.metadata.
+__version__ = "0.1.0"

@@ -1,13 +1,15 @@
-"""Build-speed and image-size benchmark: pydeploy against the seed article's multi-stage
-Dockerfile (baseline/Dockerfile) built with `docker build` on the same base, in one run.
+"""Build-speed and image-size benchmark: pydeploy against two hand-written Dockerfiles on
+the same base, in one run: uv's recommended multi-stage Dockerfile built with BuildKit
+(baseline/Dockerfile.uv, the main baseline) and the seed article's (baseline/Dockerfile,
+classic builder and pip).
 
     python tests/benchmarks/bench_build.py [--example fastapi-app] [--runs N]
 
-Each run measures, on both sides and in alternating order: a cold build (empty caches),
+Each run measures, on every side and in rotating order: a cold build (empty caches),
 a no-change rebuild, a code-only rebuild (one line appended to the app module) and a
 rebuild after adding one dependency; plus the image size each adds on top of the base.
-It prints one table with the median of the runs, the pydeploy / Dockerfile ratios, the
-issue's targets with PASS/MISS, and where pydeploy's time went. A benchmark, not a test:
+It prints one table with the median of the runs, the pydeploy / baseline ratios, the
+issues' targets with PASS/MISS, and where pydeploy's time went. A benchmark, not a test:
 it exits 0 whether targets pass or miss, non-zero only when something failed to build.
 """
 
@@ -37,11 +39,21 @@ LABELS = {
     "dependency": f"dependency added ({ADDED_DEPENDENCY})",
     "size": "size added to base",
 }
-TARGETS = {"cold": 0.7, "no-change": 1.0, "code-only": 1.0, "dependency": 0.3, "size": 1.0}
+# pydeploy / baseline targets: issue 14's against uv + BuildKit, issue 4's against the seed.
+TARGETS = {
+    "uv": {"cold": 1.0, "no-change": 1.0, "code-only": 1.0, "dependency": 1.0, "size": 1.0},
+    "dockerfile": {"cold": 0.7, "no-change": 1.0, "code-only": 1.0, "dependency": 0.3,
+                   "size": 1.0},
+}  # fmt: skip
+BASELINES = {"uv": "uv + BuildKit", "dockerfile": "seed Dockerfile"}
 COLD_TIMEOUT, WARM_TIMEOUT = 1500.0, 900.0
+# The docker CLI from Debian's docker.io (20.10) has BuildKit built in; the newer CLI first
+# on PATH has no buildx plugin and would fall back to the classic builder.
+BUILDKIT_CLI = "/usr/bin/docker"
+UV_VERSION = "0.13.9"  # the version .ci/test bootstraps and the builder containers use
 
 
-SIDES = ("pydeploy", "dockerfile")
+SIDES = ("pydeploy", "uv", "dockerfile")
 
 
 @dataclass
@@ -64,37 +76,50 @@ class Bench:
         self.example, self.base, self.work = example, base, work
         self.source = bl.EXAMPLES / example
         self.handwritten = bl.HANDWRITTEN[example]
-        self.baseline = bl.Owned()  # the Dockerfile's images (its only build cache)
+        self.baseline = bl.Owned()  # the seed Dockerfile's images (its only build cache)
+        self.uv_images = bl.Owned()  # the uv Dockerfile's tagged images (cache: BuildKit's)
         self.pydeploy = bl.Owned()  # images pydeploy loaded into the engine
-        self.aux = bl.Owned()  # the CA image, smoke-test containers
-        self.ca_image = self._ca_image()
+        self.aux = bl.Owned()  # the CA and uv images, smoke-test containers
+        self.uv = bl.bootstrapped_uv(UV_VERSION)  # first: it may fail, creating nothing
+        self.ca_image = self._one_file_image("hostca", bl.HOST_CA, "host-ca.crt")
+        self.uv_image = self._one_file_image("uv", self.uv, "uv")
         self.base_size = bl.image_size(base)
         self.cache_dir = work / "cache"
         self.builds = 0
 
     # -- projects ----------------------------------------------------------------------
 
-    def fresh_projects(self) -> tuple[Path, Path]:
-        """Two pristine copies of the example: as is for pydeploy, and with the
-        Dockerfile and a requirements.txt for the baseline (which it copies into its
-        image, as the article's `COPY . .` does)."""
-        pyd, dkr = self.work / "pydeploy" / self.example, self.work / "dockerfile" / self.example
-        for path in (pyd, dkr):
+    def fresh_projects(self) -> dict[str, Path]:
+        """Pristine copies of the example, one per side: as is for pydeploy; for the uv
+        Dockerfile with the servers added to its dependencies and a uv.lock (`uv lock`
+        here, untimed: a uv user commits the lock); for the seed Dockerfile with the
+        Dockerfile and a requirements.txt (which it copies into its image, as the
+        article's `COPY . .` does)."""
+        dirs = {side: self.work / side / self.example for side in SIDES}
+        for path in dirs.values():
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(self.source, path, ignore=shutil.ignore_patterns("__pycache__"))
+        dkr = dirs["dockerfile"]
         shutil.copy2(bl.BASELINE_DIR / "Dockerfile", dkr / "Dockerfile")
         deps = bl.project_table(dkr)["project"].get("dependencies", [])
         requirements = [*deps, *self.handwritten.server_packages]
         (dkr / "requirements.txt").write_text("\n".join(requirements) + "\n")
-        return pyd, dkr
+        uvp = dirs["uv"]
+        for package in self.handwritten.server_packages:
+            bl.add_dependency(uvp, package)
+        (uvp / ".dockerignore").write_text(".venv\n**/__pycache__\n")
+        bl.uv_lock(self.uv, uvp)
+        return dirs
 
-    def _ca_image(self) -> str:
-        """A one-file image holding the host CA bundle: the classic builder has no build
-        secrets, and this keeps the CA out of the build context the final stage copies."""
-        tar_path = self.work / "hostca.tar"
+    def _one_file_image(self, name: str, source: Path, arcname: str) -> str:
+        """A local image holding one file at its root: the host CA bundle for the seed
+        Dockerfile (the classic builder has no build secrets, and this keeps the CA out
+        of the context its final stage copies), the uv binary for the uv Dockerfile (as
+        the published uv image would)."""
+        tar_path = self.work / f"{name}.tar"
         with tarfile.open(tar_path, "w") as tar:
-            tar.add(bl.HOST_CA, arcname="host-ca.crt")
-        ref = self.aux.image(f"{bl.PREFIX}-hostca:{self.work.name}")
+            tar.add(source, arcname=arcname)
+        ref = self.aux.image(f"{bl.PREFIX}-{name}:{self.work.name}")
         bl.docker("import", str(tar_path), ref)
         return str(ref)
 
@@ -131,6 +156,24 @@ class Bench:
         self.baseline.image(tag)
         return seconds, tag
 
+    def build_uv(self, context: Path, step: str) -> tuple[float, str]:
+        """The uv Dockerfile with BuildKit; its cache is BuildKit's (layers and the uv
+        cache mount), emptied for the cold build by `docker builder prune -af`."""
+        tag = self.uv_images.image(self._tag("uv", step))
+        argv = [BUILDKIT_CLI, "build", "--network", "host", "--secret", f"id=ca,src={bl.HOST_CA}",
+                "--build-arg", f"BASE={self.base}", "--build-arg", f"UV_IMAGE={self.uv_image}",
+                "-f", str(bl.BASELINE_DIR / "Dockerfile.uv"), "-t", tag]  # fmt: skip
+        if step == "cold":
+            argv.append("--no-cache")
+        start = time.monotonic()
+        bl.run(
+            [*argv, str(context)],
+            timeout=COLD_TIMEOUT if step == "cold" else WARM_TIMEOUT,
+            env={"DOCKER_BUILDKIT": "1"},
+            what=f"BuildKit build of Dockerfile.uv ({step})",
+        )
+        return time.monotonic() - start, tag
+
     def build_pydeploy(self, project: Path, step: str) -> tuple[bl.PydeployBuild, str]:
         tag = self._tag("pydeploy", step)
         result = bl.pydeploy_build(
@@ -145,12 +188,16 @@ class Bench:
 
     def empty_caches(self, side: str) -> None:
         """Cold start, done right before that side's cold build so nothing refills the
-        caches in between. Docker: the baseline's images are its classic-builder cache;
-        `--no-cache` covers anything else, and the BuildKit cache is pruned for good
-        measure. pydeploy: a fresh PYDEPLOY_CACHE_DIR, no uv/venv volumes, no builder
-        images, and none of its images in the engine (it skips layers the engine has)."""
+        caches in between. Seed Dockerfile: its images are its classic-builder cache,
+        `--no-cache` covers anything else. uv: BuildKit's cache (layers and the uv cache
+        mount, which `--no-cache` keeps) is pruned; only here, or the seed's cold build
+        would empty it between the uv side's cold build and its rebuilds. pydeploy: a
+        fresh PYDEPLOY_CACHE_DIR, no uv/venv volumes, no builder images, and none of its
+        images in the engine (it skips layers the engine has)."""
         if side == "dockerfile":
             self._leftovers(self.baseline.cleanup())
+        elif side == "uv":
+            self._leftovers(self.uv_images.cleanup())
             bl.docker("builder", "prune", "-af", timeout=300)
         else:
             self._leftovers(self.pydeploy.cleanup())
@@ -159,20 +206,29 @@ class Bench:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
             self.cache_dir.mkdir()
 
-    def smoke(self, dockerfile_tag: str, pydeploy_tag: str) -> None:
-        """Both images must serve the example, or the comparison means nothing."""
+    def smoke(self, tags: dict[str, str]) -> None:
+        """Every image must serve the example, or the comparison means nothing."""
         port = bl.free_port()
         name = f"{bl.PREFIX}-smoke-{self.work.name}"
-        bl.start_container(
-            self.aux, dockerfile_tag, name=f"{name}-dockerfile", port=port,
-            command=["gunicorn", "--bind", f"127.0.0.1:{port}", *self.handwritten.gunicorn_args],
-        )  # fmt: skip
-        bl.docker("rm", "-f", f"{name}-dockerfile")
-        bl.start_container(self.aux, pydeploy_tag, name=f"{name}-pydeploy", port=port)
+        for side in ("dockerfile", "uv"):
+            bl.start_container(
+                self.aux, tags[side], name=f"{name}-{side}", port=port,
+                command=["gunicorn", "--bind", f"127.0.0.1:{port}",
+                         *self.handwritten.gunicorn_args],
+            )  # fmt: skip
+            bl.docker("rm", "-f", f"{name}-{side}")
+        bl.start_container(self.aux, tags["pydeploy"], name=f"{name}-pydeploy", port=port)
         bl.docker("rm", "-f", f"{name}-pydeploy")
 
     def cleanup(self) -> None:
-        self._leftovers(self.aux.cleanup() + self.pydeploy.cleanup() + self.baseline.cleanup())
+        self._leftovers(
+            self.aux.cleanup()
+            + self.pydeploy.cleanup()
+            + self.baseline.cleanup()
+            + self.uv_images.cleanup()
+        )
+        # BuildKit's cache (layers, the uv cache mount) is this benchmark's alone.
+        bl.docker("builder", "prune", "-af", timeout=300, check=False)
         volumes, images = bl.pydeploy_cache_objects()
         if volumes or images:
             print(
@@ -190,13 +246,13 @@ class Bench:
 
     def run_once(self, index: int, *, smoke: bool) -> Sample:
         sample = Sample()
-        pyd_dir, dkr_dir = self.fresh_projects()
+        dirs = self.fresh_projects()
         edits: dict[str, Callable[[], None]] = {
-            "code-only": lambda: self._edit_code(pyd_dir, dkr_dir),
-            "dependency": lambda: self._add_dependency(pyd_dir, dkr_dir),
+            "code-only": lambda: self._edit_code(*dirs.values()),
+            "dependency": lambda: self._add_dependency(dirs),
         }
-        # Alternate which side goes first, so neither always warms the PyPI proxy.
-        order = SIDES if index % 2 else SIDES[::-1]
+        # Rotate which side goes first, so none always warms the PyPI proxy.
+        order = SIDES[index % len(SIDES) :] + SIDES[: index % len(SIDES)]
         tags: dict[str, str] = {}
         for step in STEPS:
             if step in edits:
@@ -206,9 +262,11 @@ class Bench:
                     self.empty_caches(side)
                 progress(f"run {index + 1}: {step}: {side} ...")
                 if side == "dockerfile":
-                    seconds, tags[side] = self.build_dockerfile(dkr_dir, step)
+                    seconds, tags[side] = self.build_dockerfile(dirs[side], step)
+                elif side == "uv":
+                    seconds, tags[side] = self.build_uv(dirs[side], step)
                 else:
-                    result, tags[side] = self.build_pydeploy(pyd_dir, step)
+                    result, tags[side] = self.build_pydeploy(dirs[side], step)
                     seconds = result.seconds
                     sample.timings[step] = result.timings
                     sample.progress[step] = result.progress
@@ -223,7 +281,7 @@ class Bench:
             if step == "cold":
                 sample.added = {s: bl.image_size(tags[s]) - self.base_size for s in SIDES}
                 if smoke:
-                    self.smoke(tags["dockerfile"], tags["pydeploy"])
+                    self.smoke(tags)
         return sample
 
     def _edit_code(self, *projects: Path) -> None:
@@ -231,11 +289,14 @@ class Bench:
             with bl.app_module_file(project).open("a") as fh:
                 fh.write("\nBENCH_EDIT = 1  # a code-only change made by bench_build.py\n")
 
-    def _add_dependency(self, pyd_dir: Path, dkr_dir: Path) -> None:
-        bl.add_dependency(pyd_dir, ADDED_DEPENDENCY)
-        bl.add_dependency(dkr_dir, ADDED_DEPENDENCY)
-        with (dkr_dir / "requirements.txt").open("a") as fh:
+    def _add_dependency(self, dirs: dict[str, Path]) -> None:
+        """What each user does: edit pyproject.toml; the seed's user also edits
+        requirements.txt, the uv user runs `uv lock` (untimed, as `uv add` would)."""
+        for path in dirs.values():
+            bl.add_dependency(path, ADDED_DEPENDENCY)
+        with (dirs["dockerfile"] / "requirements.txt").open("a") as fh:
             fh.write(ADDED_DEPENDENCY + "\n")
+        bl.uv_lock(self.uv, dirs["uv"])
 
 
 # --- reporting ------------------------------------------------------------------------
@@ -254,10 +315,14 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
     lines = [
         f"pydeploy build benchmark: examples/{example}, {len(samples)} run(s), medians",
         f"base image: {base}",
-        f"docker build: classic builder (DOCKER_BUILDKIT=0); BuildKit: {buildkit}",
-        "each step builds both sides back to back; odd runs build the Dockerfile first",
+        f"uv + BuildKit: baseline/Dockerfile.uv, uv {UV_VERSION}, {buildkit}",
+        "seed Dockerfile: baseline/Dockerfile, classic builder (DOCKER_BUILDKIT=0), pip",
+        "each step builds every side back to back; the first side rotates between runs",
         "",
-        f"{'step':<34} {'pydeploy':>10} {'Dockerfile':>11} {'ratio':>7} {'target':>8}  result",
+        (
+            f"{'step':<34} {'pydeploy':>9} {'uv+BK':>8} {'seed':>8}"
+            f"  {'vs uv+BuildKit':<22}  {'vs seed Dockerfile':<22}"
+        ),
     ]
     # A cold pydeploy build that found a cache filled (by another build on the engine) is
     # not a cold number: the cold row uses the clean runs only, when there are any.
@@ -265,39 +330,43 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
     missed = []
     for step in STEPS:
         rows = (clean or samples) if step == "cold" else samples
-        pyd, dkr = (med(s.seconds[side][step] for s in rows) for side in SIDES)
-        ratio = pyd / dkr
-        result = verdict(ratio, TARGETS[step])
+        values = {side: med(s.seconds[side][step] for s in rows) for side in SIDES}
+        verdicts = []
+        for baseline in BASELINES:
+            ratio = values["pydeploy"] / values[baseline]
+            verdicts.append(_verdict_cell(ratio, TARGETS[baseline][step]))
+            if verdicts[-1].endswith("MISS") and step not in missed:
+                missed.append(step)
+        note = ""
         if step == "cold" and not clean:
-            result += " (NOT COLD, see below)"
+            note = "  (NOT COLD, see below)"
         elif step == "cold" and len(clean) < len(samples):
-            result += f" (median of the {len(clean)} clean run(s))"
-        if not result.startswith("PASS"):
-            missed.append(step)
+            note = f"  (median of the {len(clean)} clean run(s))"
         lines.append(
-            f"{LABELS[step]:<34} {pyd:>8.1f} s {dkr:>9.1f} s {ratio:>6.2f}x"
-            f" {'<= ' + format(TARGETS[step], '.1f') + 'x':>8}  {result}"
+            f"{LABELS[step]:<34} {values['pydeploy']:>7.2f} s {values['uv']:>6.2f} s"
+            f" {values['dockerfile']:>6.2f} s  " + "  ".join(verdicts) + note
         )
-    pyd_size, dkr_size = (med(s.added[side] for s in samples) for side in SIDES)
-    ratio = pyd_size / dkr_size
+    sizes = {side: med(s.added[side] for s in samples) for side in SIDES}
     lines += [
         (
-            f"{LABELS['size']:<34} {pyd_size / 1e6:>7.2f} MB {dkr_size / 1e6:>8.2f} MB"
-            f" {ratio:>6.3f}x {'<= 1.0x':>8}  {verdict(ratio, TARGETS['size'])}"
+            f"{LABELS['size']:<34} {sizes['pydeploy'] / 1e6:>6.1f} MB {sizes['uv'] / 1e6:>5.1f} MB"
+            f" {sizes['dockerfile'] / 1e6:>5.1f} MB  "
+            + "  ".join(
+                _verdict_cell(sizes["pydeploy"] / sizes[b], TARGETS[b]["size"]) for b in BASELINES
+            )
         ),
         "",
-        "each run, pydeploy / Dockerfile seconds:",
+        "each run, pydeploy / uv+BuildKit / seed seconds:",
         *(
             f"  {LABELS[step]:<36} "
             + ", ".join(
-                f"{s.seconds['pydeploy'][step]:.1f} / {s.seconds['dockerfile'][step]:.1f}"
-                for s in samples
+                " / ".join(f"{s.seconds[side][step]:.2f}" for side in SIDES) for s in samples
             )
             for step in STEPS
         ),
         "",
         "size added = `docker image inspect` Size of the image minus that of the base (the",
-        "engine's unpacked layer sizes, same measure on both sides).",
+        "engine's unpacked layer sizes, same measure on every side).",
         "pydeploy's own layers (uncompressed, as it reports them): "
         + ", ".join(f"{role} {size / 1e6:.2f} MB" for role, size in samples[-1].own_layers.items()),
     ]
@@ -315,6 +384,11 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
         lines += ["", f"pydeploy's progress, {LABELS[step]} (last run):"]
         lines += [f"    {line}" for line in samples[-1].progress.get(step, [])]
     return "\n".join(lines)
+
+
+def _verdict_cell(ratio: float, target: float) -> str:
+    """`ratio (<= target) PASS|MISS`, one column wide."""
+    return f"{ratio:>6.2f}x (<= {target:.1f}x) {verdict(ratio, target)}"
 
 
 def timing_table(last: Sample) -> list[str]:
@@ -339,10 +413,19 @@ def timing_table(last: Sample) -> list[str]:
 
 
 def buildkit_state() -> str:
-    proc = bl.run(["docker", "buildx", "version"], timeout=30, check=False)
-    if proc.returncode == 0:
-        return f"available ({proc.stdout.strip()}) but not used: the baseline needs none of it"
-    return "unavailable here (the docker CLI has no buildx component)"
+    """What builds the uv baseline: BuildKit inside the engine, driven by the 20.10 CLI."""
+    proc = bl.run(
+        [BUILDKIT_CLI, "version", "--format", "{{.Client.Version}}/{{.Server.Version}}"],
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise bl.BenchError(
+            f"{BUILDKIT_CLI} (Debian's docker.io CLI, BuildKit built in) does not answer:"
+            f" {proc.stderr.strip()}"
+        )
+    client, _, server = proc.stdout.strip().partition("/")
+    return f"DOCKER_BUILDKIT=1 {BUILDKIT_CLI} build (CLI {client}, engine {server})"
 
 
 def main() -> int:
@@ -354,10 +437,18 @@ def main() -> int:
         parser.error("--runs must be at least 1")
     bl.sigterm_as_interrupt()
     base = bl.base_image()
-    buildkit = buildkit_state()
+    try:
+        buildkit = buildkit_state()
+    except bl.BenchError as exc:
+        print(f"bench_build: {exc}", file=sys.stderr)
+        return 1
     load_before = bl.host_load()
     with tempfile.TemporaryDirectory(prefix="pydeploy-bench-build-") as tmp:
-        bench = Bench(args.example, base, Path(tmp))
+        try:
+            bench = Bench(args.example, base, Path(tmp))
+        except bl.BenchError as exc:
+            print(f"bench_build: {exc}", file=sys.stderr)
+            return 1
         try:
             samples = [bench.run_once(i, smoke=i == 0) for i in range(args.runs)]
         except bl.BenchError as exc:

@@ -266,6 +266,30 @@ def add_dependency(project: Path, requirement: str) -> None:
         raise BenchError(f"editing {path} did not add {requirement!r}")
 
 
+def bootstrapped_uv(version: str) -> Path:
+    """The uv binary .ci/test bootstraps (pinned, the one the builder containers use):
+    the uv baseline locks with it and copies it into its builder stage."""
+    state = Path(
+        os.environ.get("PYDEPLOY_CI_STATE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pydeploy-ci"
+    )
+    uv = state / f"uv-{version}" / "bin" / "uv"
+    if not uv.is_file():
+        raise BenchError(f"no uv {version} at {uv}: run `bash .ci/test` once to bootstrap it")
+    found = run([str(uv), "--version"], timeout=30, what="uv --version").stdout.split()
+    if found[1:2] != [version]:
+        raise BenchError(f"{uv} is uv {' '.join(found[1:2])}, not {version}")
+    return uv
+
+
+def uv_lock(uv: Path, project: Path) -> None:
+    """`uv lock` in project, through the host's CA bundle, resolving for the base's
+    interpreter range (the project's requires-python)."""
+    env = {"SSL_CERT_FILE": str(HOST_CA), "UV_PYTHON_DOWNLOADS": "never"}
+    run([str(uv), "lock", "--quiet", "--directory", str(project)], timeout=300, env=env,
+        what=f"uv lock {project.name}")  # fmt: skip
+
+
 # --- pydeploy ---------------------------------------------------------------------------
 
 

@@ -34,8 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -948,13 +946,6 @@ def run_command(
 # --------------------------------------------------------------------------- healthcheck
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx is a healthy answer; following it could leave 127.0.0.1."""
-
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
-
-
 def pid1_command(cmdline: bytes, launcher_path: str) -> list[str] | None:
     """The user command PID 1 runs through the launcher, from `/proc/1/cmdline` (ours, or
     an init's: `docker-init -- python /opt/pydeploy/launcher.py celery ...`); None when
@@ -982,10 +973,21 @@ def healthcheck(config: LaunchConfig, environ: Mapping[str, str]) -> tuple[int, 
                 return 0, f"healthy: 127.0.0.1:{port} accepts connections"
         except OSError as exc:
             return 1, f"unhealthy: 127.0.0.1:{port}: {exc}"
+    # Imported here: urllib.request (http.client, email, ...) is the launcher's heaviest
+    # import, and the host imports this module to plan a build (`pydeploy check`).
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        """A 3xx is a healthy answer; following it could leave 127.0.0.1."""
+
+        def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+            return None
+
     path = config.healthcheck_path
     url = f"http://127.0.0.1:{port}{path if path.startswith('/') else '/' + path}"
     # No proxies: an HTTP_PROXY in the container's environment must not see our loopback GET.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
     try:
         with opener.open(url, timeout=config.healthcheck_timeout) as response:
             status = int(response.status)

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import pathspec
-
 from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
@@ -350,6 +348,8 @@ def never_shipped(pattern: str) -> str | None:
     None. A glob that also matches other files (`.env*` and `.envrc`) is left alone."""
     if pattern.startswith("!"):
         return None
+    import pathspec  # noqa: PLC0415 - only for `include` patterns; keeps `check` light
+
     probe = pattern.lstrip("/")
     while probe.startswith("**/"):
         probe = probe[3:]

@@ -130,29 +130,57 @@ def test_version_flag(runner: Cli) -> None:
     assert out.stdout == f"pydeploy, version {pydeploy.__version__}\n"
 
 
-def test_version_imports_no_heavy_module() -> None:
-    """`pydeploy --version` (and --help) must stay fast: the commands import what they run
-    only when they run."""
+def _modules_after(*args: str) -> set[str]:
+    """The modules a fresh interpreter holds after `pydeploy ARGS` ran (its output first)."""
     probe = (
         "import sys\n"
         "from pydeploy.cli.main import main\n"
-        "sys.argv = ['pydeploy', '--version']\n"
+        f"sys.argv = ['pydeploy', *{list(args)!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(' '.join(sorted(sys.modules)))\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
     )
     source_root = str(Path(pydeploy.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": source_root}
     proc = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
-    loaded = set(proc.stdout.split()[3:])  # after "pydeploy, version X"
-    heavy_roots = {"docker", "requests", "urllib3", "pydantic", "yaml"}
-    heavy_packages = ("plan", "layers", "config", "engine", "build", "oci", "publish")
-    heavy = {
+    return set(proc.stdout.rpartition("MODULES ")[2].split())
+
+
+def _heavy(loaded: set[str], roots: set[str], packages: tuple[str, ...]) -> set[str]:
+    return {
         name
         for name in loaded
-        if name.split(".")[0] in heavy_roots
-        or name.startswith(tuple(f"pydeploy.{package}" for package in heavy_packages))
+        if name.split(".")[0] in roots
+        or name in roots
+        or name.startswith(tuple(f"pydeploy.{package}" for package in packages))
     }
+
+
+# What only a build, a push or a run needs: the engine's SDK and HTTP stack, YAML (the
+# manifests), the secret scanner, and pydeploy's own engine-side packages.
+_ENGINE_ROOTS = {"docker", "requests", "urllib3", "yaml", "detect_secrets", "http.client", "ssl"}
+_ENGINE_PACKAGES = ("engine", "build", "builder", "oci", "layers", "publish", "cache")
+
+
+def test_version_imports_no_heavy_module() -> None:
+    """`pydeploy --version` (and --help) must stay fast: the commands import what they run
+    only when they run, and the version is a literal (no importlib.metadata)."""
+    loaded = _modules_after("--version")
+    roots = {*_ENGINE_ROOTS, "pydantic", "packaging", "pathspec", "importlib.metadata"}
+    heavy = _heavy(loaded, roots, ("plan", "config", "payload", *_ENGINE_PACKAGES))
     assert "pydeploy.cli.main" in loaded
     assert heavy == set()
+
+
+def test_check_imports_only_the_config_and_the_planner(tmp_path: Path) -> None:
+    """`pydeploy check` validates and plans: pydantic and the planner, but none of what a
+    build needs (no engine SDK, HTTP client, YAML, secret scanner, layer code)."""
+    (tmp_path / "main.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nversion = "1"\ndependencies = ["flask"]\n'
+        '[tool.pydeploy]\napp = "main:app"\n'
+    )
+    loaded = _modules_after("check", str(tmp_path))
+    assert {"pydeploy.cli.project", "pydeploy.plan.planner"} <= loaded
+    assert _heavy(loaded, _ENGINE_ROOTS, _ENGINE_PACKAGES) == set()
