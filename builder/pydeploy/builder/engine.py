@@ -31,7 +31,7 @@ class StageBox(Protocol):
     @property
     def id(self) -> str: ...
 
-    def put_files(self, directory: str, files: dict[str, bytes]) -> None:
+    def put_files(self, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
         """Write small files (name -> bytes) into `directory`, which is created."""
 
     def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:

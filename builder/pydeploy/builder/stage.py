@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from pydeploy import atomic, payload
+from pydeploy.builder import uvseed
 from pydeploy.builder.credentials import (
     Masker,
     index_environment,
@@ -661,12 +662,18 @@ def _install(run: _Run, builder: BuilderImage, fill: _Fill) -> tuple[BuilderImag
 
 
 def install_job(
-    inputs: DependencyInputs, key: str, wanted: tuple[str, ...], builder: BuilderImage
+    inputs: DependencyInputs,
+    key: str,
+    wanted: tuple[str, ...],
+    builder: BuilderImage,
+    uv_seed: str = "",
 ) -> InstallJob:
-    """The `install` job document (the builder script's InstallJob)."""
+    """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
+    container finds the host's uv binary, if it got one (see uvseed)."""
     return {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
+        "uv_seed": uv_seed,
         "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
@@ -697,7 +704,11 @@ def _run_install(
 ) -> int:
     """One install container in `builder`; its exit code."""
     env, secrets = environment
-    job = install_job(fill.inputs, fill.key, fill.wanted, builder)
+    facts = run.engine.inspect_image(builder.name)
+    seed = uvseed.host_binary(facts.architecture if facts else "")
+    job = install_job(
+        fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else ""
+    )
     ca = run.plan.index.ca_bundle
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     with (
@@ -712,6 +723,8 @@ def _run_install(
         ) as box,
     ):
         box.put_files(RUN_DIR, files)
+        if seed is not None:
+            box.put_files(uvseed.SEED_DIR, {"uv": seed.read_bytes()}, mode=0o755)
         box.put_archive("/", tar)
         return box.follow(transcript).exit_code
 

@@ -73,6 +73,7 @@ class InstallJob(SkipLists):
 
     uv_dir: str
     uv_version: str
+    uv_seed: str  # the host's uv binary, sent into the container ("" when none)
     inputs: str
     work: str
     copies: list[str]
@@ -520,11 +521,17 @@ def ensure_uv(job: InstallJob) -> str:
     # Installed beside the target and renamed: a concurrent or interrupted build never
     # sees a half-installed tools directory.
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    how = "installed"
     try:
-        run(step, [job["python"], "-m", "venv", str(tmp)])
-        pip = [str(tmp / "bin" / "python"), "-m", "pip", "install"]
-        pip += ["--disable-pip-version-check", "--no-input", "-q", f"uv=={job['uv_version']}"]
-        run(step, pip)
+        if seed_runs(job.get("uv_seed") or "", job["uv_version"]):
+            (tmp / "bin").mkdir(parents=True)
+            shutil.copy2(job["uv_seed"], tmp / "bin" / "uv")
+            how = "copied from the host"
+        else:
+            run(step, [job["python"], "-m", "venv", str(tmp)])
+            pip = [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q"]
+            pip += ["--disable-pip-version-check", "--no-input", f"uv=={job['uv_version']}"]
+            run(step, pip)
         try:
             tmp.rename(target)
         except OSError:
@@ -532,8 +539,22 @@ def ensure_uv(job: InstallJob) -> str:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    emit("end", f"{step} uv {job['uv_version']} (installed)")
+    emit("end", f"{step} uv {job['uv_version']} ({how})")
     return str(uv)
+
+
+def seed_runs(path: str, version: str) -> bool:
+    """Whether the host's uv binary at `path` runs here and is the pinned version (a
+    musl or foreign-architecture base cannot run it: then uv is installed with pip)."""
+    if not path or not os.access(path, os.X_OK):
+        return False
+    try:
+        proc = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and proc.stdout.split()[1:2] == [version]
 
 
 def drop_editable(path: Path, seen: set[Path] | None = None) -> None:

@@ -159,7 +159,7 @@ class FakeContainer:
 
     # --- StageBox ---------------------------------------------------------------------
 
-    def put_files(self, directory: str, files: dict[str, bytes]) -> None:
+    def put_files(self, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:  # noqa: ARG002 - no modes kept
         for name, data in files.items():
             path = f"{directory.rstrip('/')}/{name}"
             volume, inner = self._locate(path)
