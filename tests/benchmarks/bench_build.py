@@ -436,6 +436,7 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     bl.sigterm_as_interrupt()
+    bl.compile_pydeploy()
     base = bl.base_image()
     try:
         buildkit = buildkit_state()

@@ -246,6 +246,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
     bl.sigterm_as_interrupt()
+    bl.compile_pydeploy()
     base = bl.base_image()
     load_before = bl.host_load()
     rows: list[str] = []
