@@ -181,7 +181,7 @@ def test_a_disabled_healthcheck_still_gives_the_launcher_its_path(tmp_path: Path
 # launch.json of SERVER's project, byte for byte: the typed settings must not change it.
 GOLDEN_LAUNCH_JSON = """\
 {
-  "access_log": true,
+  "access_log": "buffered",
   "app": "app:app",
   "app_dir": "/app",
   "extra_args": [
