@@ -41,7 +41,7 @@ def flush_seconds(environ: Any = None) -> float:
         value = float(raw) if raw else DEFAULT_FLUSH_SECONDS
     except ValueError:
         return DEFAULT_FLUSH_SECONDS
-    return value if 0 <= value <= 60 else DEFAULT_FLUSH_SECONDS
+    return value if 0 <= value < float("inf") else DEFAULT_FLUSH_SECONDS
 
 
 class BufferedHandler(logging.Handler):

@@ -135,7 +135,16 @@ def test_an_orderly_exit_flushes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "seconds"), [("", 0.1), ("0.5", 0.5), ("0", 0.0), ("soon", 0.1), ("-1", 0.1)]
+    ("raw", "seconds"),
+    [
+        ("", 0.1),
+        ("0.5", 0.5),
+        ("0", 0.0),
+        ("soon", 0.1),
+        ("-1", 0.1),
+        ("inf", 0.1),
+        ("3600", 3600.0),
+    ],
 )
 def test_flush_seconds_from_the_environment(raw: str, seconds: float) -> None:
     assert access_log.flush_seconds({access_log.FLUSH_ENV: raw}) == seconds
