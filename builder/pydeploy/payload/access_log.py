@@ -13,13 +13,18 @@ same CPUs as the app; on a small app that halved the requests per second. Lines 
 collected and written together, at most FLUSH_SECONDS after the first of a batch (or at
 once when MAX_BATCH_BYTES pile up), and on every orderly exit: the interpreter's exit
 (a worker's, gunicorn's or uvicorn's after SIGTERM) runs logging.shutdown, which flushes.
-Only a SIGKILL loses the last FLUSH_SECONDS of lines, as it loses the requests in flight.
+uvicorn ends a graceful SIGTERM by raising it again with the handler it found, the default
+one, which kills the process before any exit code runs: `uvicorn_handler` (what the log
+config names) puts a handler there that flushes first, and pydeploy's gunicorn workers
+flush when uvicorn's shutdown ends. Only a SIGKILL loses the last FLUSH_SECONDS of lines,
+as it loses the requests in flight.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -122,6 +127,27 @@ class BufferedHandler(logging.Handler):
         # The child has no flusher thread, and the parent writes what was pending.
         self.createLock()
         self._start()
+
+
+def flush_all() -> None:
+    for handler in list(_HANDLERS):
+        handler.flush()
+
+
+def _flush_then_resignal(signum: int, _frame: object) -> None:
+    flush_all()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)  # dies of it, as it would have without us
+
+
+def uvicorn_handler() -> BufferedHandler:
+    """The `uvicorn.access` handler of uvicorn_logging.json (dictConfig's `()` factory),
+    with SIGTERM's default action made to flush first (see the module's docstring)."""
+    handler = BufferedHandler()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _flush_then_resignal)
+    return handler
 
 
 def _before_fork() -> None:

@@ -156,3 +156,24 @@ def test_zero_delay_writes_every_line(pipe: tuple[int, int]) -> None:
     handler.handle(record("GET / 200"))
     assert drain(read) == "GET / 200\n"
     handler.close()
+
+
+def test_uvicorn_handler_flushes_before_sigterms_default_action() -> None:
+    # uvicorn ends a graceful stop by re-raising SIGTERM with the handler it found.
+    program = (
+        "import logging, os, signal\n"
+        f"os.environ[{access_log.FLUSH_ENV!r}] = '{NEVER}'\n"
+        "from pydeploy.payload.access_log import uvicorn_handler\n"
+        "log = logging.getLogger('uvicorn.access')\n"
+        "log.addHandler(uvicorn_handler())\n"
+        "log.setLevel(logging.INFO)\n"
+        "log.info('GET / 200')\n"
+        "signal.raise_signal(signal.SIGTERM)\n"
+        "print('not reached')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(access_log.__file__).parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == -15, "it still dies of SIGTERM"
+    assert result.stdout == "GET / 200\n"
