@@ -288,3 +288,21 @@ def test_resources_are_in_the_plan(tmp_path: Path) -> None:
         "cpu_request": None,
         "memory_request": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("true", "buffered"), ("false", "off"), ('"buffered"', "buffered"),
+     ('"unbuffered"', "unbuffered"), ('"off"', "off")],
+)  # fmt: skip
+def test_access_log_setting_becomes_the_launchers_mode(
+    tmp_path: Path, value: str, mode: str
+) -> None:
+    table = f'[tool.pydeploy.server]\ninterface = "wsgi"\naccess-log = {value}\n'
+    assert plan_of(write_project(tmp_path / "p", table)).launch.access_log == mode
+
+
+def test_unknown_access_log_setting_is_a_config_error(tmp_path: Path) -> None:
+    table = '[tool.pydeploy.server]\naccess-log = "fast"\n'
+    with pytest.raises(ConfigError, match="access-log"):
+        plan_of(write_project(tmp_path / "p", table))
