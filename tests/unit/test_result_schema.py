@@ -102,7 +102,7 @@ def fake_result(tmp_path: Path, service: str, *, pushed: bool = False) -> BuildR
             "image": 5.1,
             "load": 6.25,
         },
-        pushed={plan.tags[0]: image.manifest_digest} if pushed else {},
+        pushed={plan.tags[0]: image.registry_manifest_digest()} if pushed else {},
         runtime_packages=RuntimePackages(
             plan.runtime_packages,
             ("libpq5",),

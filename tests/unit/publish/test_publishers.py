@@ -127,7 +127,7 @@ def test_registry_pushes_every_tag_and_reports_each(
         calls.append((ref, kwargs["locations"].path))
         for kind in ("exists", "uploading", "uploaded", "mounted", "uploading", "uploaded"):
             kwargs["progress"](registry.PushEvent(kind, "sha256:x", 1))
-        return pushed.manifest_digest
+        return pushed.registry_manifest_digest()
 
     monkeypatch.setattr(registry, "push", fake_push)
     lines: list[str] = []
