@@ -25,6 +25,7 @@ from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import Masker
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
+from pydeploy.cachedir import cache_root
 from pydeploy.cachekeys import (
     BUILD_COMMANDS_RECIPE,
     BUILD_LABEL,
@@ -84,6 +85,7 @@ class BuildResult:
     # The system layer's packages: the user's and those added for missing libraries.
     runtime_packages: sharedlibs.RuntimePackages | None = None
     check: appcheck.AppCheck | None = None  # how the app check went
+    base_image_id: str = ""  # the engine's ID of plan.base_image when the build read it
 
     def check_json(self) -> dict[str, Any]:
         """`check` of the result: `passed` (also when a cached answer was reused) or
@@ -127,16 +129,6 @@ class BuildResult:
             ).to_json(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
-
-
-def cache_root(explicit: Path | None = None) -> Path:
-    if explicit:
-        return explicit
-    env = os.environ.get("PYDEPLOY_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "pydeploy"
 
 
 def created_epoch(plan: BuildPlan) -> int:
@@ -302,6 +294,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
             pins=deps.pins, dependencies_cached=deps.cached, dependencies_volume=deps.volume,
             timings=timings, memory=memory, runtime_packages=runtime.packages, check=check,
+            base_image_id=base_ref.image_id,
         )  # fmt: skip
         destinations = publish.Destinations(engine, scratch, store.root.parent)
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:

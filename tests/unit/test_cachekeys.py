@@ -16,6 +16,7 @@ PINNED = {
     "SYSTEM_LAYER_RECIPE": "system-layer-v1",
     "SECRET_SCAN_RECIPE": "secretscan-v1",
     "SHARED_LIBS_RECIPE": "shared-libs-v1",
+    "UNCHANGED_RECIPE": "unchanged-v1",
     "VOLUME_PREFIX": "pydeploy-",
     "CACHE_VOLUME": "pydeploy-cache",
     "VENV_VOLUME_PREFIX": "pydeploy-venv-",
@@ -48,6 +49,7 @@ PINNED = {
     "INDEX_SYSTEM_LAYER": "system-layer",
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
+    "UNCHANGED_DIR": "unchanged",
 }
 
 

@@ -315,6 +315,17 @@ def built(lines: Lines, result: BuildResult) -> None:
         lines.say(f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
 
 
+def unchanged(lines: Lines, document: dict[str, Any]) -> None:
+    """The no-change fast path's answer, in `built`'s shape."""
+    lines.say("pydeploy: nothing changed since the last build; the engine still has its image")
+    lines.say(f"built {document['image_id']} ({', '.join(document['tags'])})")
+    for layer in document["layers"]:
+        if layer["role"] != "base":
+            lines.say(
+                f"  {layer['role']:<13} {layer['digest'][:19]}  {layer['size'] / 1e6:8.2f} MB"
+            )
+
+
 def building_services(lines: Lines, names: Sequence[str], changed_since: str | None) -> None:
     if not names:
         lines.say(
