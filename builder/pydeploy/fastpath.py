@@ -89,9 +89,9 @@ def record_path(root: Path, record_key: str) -> Path:
 class Reads:
     """What the build read, as the hooks saw it (absolute paths)."""
 
-    started: float = field(default_factory=time.time)
-    opened: set[str] = field(default_factory=set)
-    listed: set[str] = field(default_factory=set)
+    # path -> its stat when first read (None: absent), to tell a change during the build
+    opened: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    listed: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     git: dict[tuple[str, tuple[str, ...]], str | None] = field(default_factory=dict)
 
 
@@ -115,13 +115,17 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = args
             if isinstance(path, str | bytes) and not _writes(mode, flags):
-                reads.opened.add(os.path.abspath(os.fsdecode(path)))
+                name = os.path.abspath(os.fsdecode(path))
+                if name not in reads.opened:
+                    reads.opened[name] = _moment(name)
         elif event in {"os.listdir", "os.scandir"}:
             path = args[0] if args else None
             if path is None:
                 path = "."
             if isinstance(path, str | bytes | os.PathLike):
-                reads.listed.add(os.path.abspath(os.fsdecode(path)))
+                name = os.path.abspath(os.fsdecode(path))
+                if name not in reads.listed:
+                    reads.listed[name] = _moment(name)
     except Exception:  # noqa: BLE001, S110 - see above: a read we cannot name is no read
         pass
 
@@ -219,10 +223,11 @@ def make_record(
     def kept(path: str) -> bool:
         return not path.startswith(skip) and "/__pycache__/" not in path
 
+    seen = {p: moment for p, moment in [*reads.opened.items(), *reads.listed.items()] if kept(p)}
+    if any(_moment(path) != moment for path, moment in seen.items()):
+        return None
     files = {path: _file_state(path) for path in sorted(filter(kept, reads.opened))}
     listed = set(filter(kept, reads.listed)) | {os.path.dirname(p) for p in files}
-    if any(_changed_since(path, reads.started) for path in [*files, *listed]):
-        return None
     probes: dict[str, str] = {}
     for root in project_roots:
         for directory in Path(os.path.abspath(root)).parents:
@@ -239,9 +244,11 @@ def make_record(
     )
 
 
-def _changed_since(path: str, started: float) -> bool:
+def _moment(path: str) -> tuple[int, ...] | None:
     info = _stat(path)
-    return info is not None and max(info.st_mtime, info.st_ctime) >= started
+    if info is None:
+        return None
+    return (info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _file_state(path: str) -> list[Any] | None:
