@@ -41,6 +41,7 @@ PINNED = {
     "LABEL_CLAIMED": "pydeploy.venv.claimed",
     "LABEL_CACHE": "pydeploy.cache",
     "INDEX_DOCKER_SAVE": "docker-save",
+    "INDEX_BASE_ACCOUNTS": "base-accounts",
     "INDEX_APP_CHECK": "app-check",
     "INDEX_PROJECT_LAYER": "project-layer",
     "INDEX_BUILD_LAYER": "build-layer",
