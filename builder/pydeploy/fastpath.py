@@ -181,6 +181,7 @@ class Record:
     images: dict[str, str]
     result: dict[str, Any]
     written: float
+    warnings: list[str] = field(default_factory=list)  # the build's, repeated by the answer
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -192,6 +193,7 @@ class Record:
             "images": self.images,
             "result": self.result,
             "written": self.written,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -202,18 +204,20 @@ class Record:
             return cls(
                 dict(doc["files"]), dict(doc["dirs"]), dict(doc["probes"]), list(doc["git"]),
                 dict(doc["images"]), dict(doc["result"]), float(doc["written"]),
+                [str(w) for w in doc["warnings"]],
             )  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
 
 
-def make_record(
+def make_record(  # noqa: PLR0913 - keyword-only parts of the record
     reads: Reads,
     *,
     project_roots: Sequence[Path],
     ignored: Sequence[Path],
     images: Mapping[str, str],
     result: dict[str, Any],
+    warnings: Sequence[str] = (),
 ) -> Record | None:
     """The record of a finished build, or None when something it read changed while it
     ran (the image may hold the old content). `ignored`: trees whose reads are not
@@ -241,6 +245,7 @@ def make_record(
         images=dict(images),
         result=result,
         written=time.time(),
+        warnings=list(warnings),
     )
 
 

@@ -38,8 +38,9 @@ def _record(root: Path) -> fastpath.Record:
     with fastpath.recording() as reads:
         _read_project(root)
     record = fastpath.make_record(
-        reads, project_roots=[root], ignored=[], images={"a:1": "sha256:1"}, result={"ok": 1}
-    )
+        reads, project_roots=[root], ignored=[], images={"a:1": "sha256:1"}, result={"ok": 1},
+        warnings=["a warning the answer repeats"],
+    )  # fmt: skip
     assert record is not None
     return record
 
@@ -67,6 +68,7 @@ def test_a_record_survives_its_file(project: Path, tmp_path: Path) -> None:
     loaded = fastpath.load(path)
     assert loaded == record
     assert loaded is not None
+    assert loaded.warnings == ["a warning the answer repeats"]
     assert fastpath.verify(loaded)
 
 

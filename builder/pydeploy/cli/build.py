@@ -149,11 +149,11 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
             {"directory": str(directory), "base": base_image, "network": network,
              "tags": tags, "registry": registry, "outputs": outputs},
         )  # fmt: skip
-        document = unchanged.answer(record)
-        if document is not None:
+        found = unchanged.answer(record)
+        if found is not None:
+            document, warnings = found
             result.write(document)
-            if not as_json:
-                render.unchanged(render.Lines(), document)
+            render.unchanged(render.Lines(), document, warnings, summary=not as_json)
             return
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
     from pydeploy.plan.planner import Overrides  # noqa: PLC0415
@@ -195,7 +195,7 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
         the_plan = project_plan(directory, overrides)
         built = run_build(the_plan, session, options, lines)
     if recorder is not None:
-        recorder.save(the_plan, built)
+        recorder.save(the_plan, built, lines.warnings)
     result.write(built.to_json())
     if not result.as_json:
         render.built(lines, built)

@@ -40,9 +40,10 @@ def record_file(args: Mapping[str, object]) -> Path:
     return fastpath.record_path(cache_root(), fastpath.key(args, os.environ, cwd))
 
 
-def answer(path: Path) -> dict[str, Any] | None:
-    """The recorded result when nothing it depends on changed, else None. Timings say
-    that this was the fast path, and nothing was installed or checked."""
+def answer(path: Path) -> tuple[dict[str, Any], list[str]] | None:
+    """The recorded result and the build's warnings when nothing they depend on changed,
+    else None. Timings say that this was the fast path, and nothing was installed or
+    checked."""
     start = time.monotonic()
     record = fastpath.load(path)
     if record is None or not fastpath.verify(record):
@@ -58,7 +59,7 @@ def answer(path: Path) -> dict[str, Any] | None:
     result["check"] = {**result.get("check", {}), "cached": True}
     result["dependencies"] = {**result.get("dependencies", {}), "cached": True}
     result["timings"] = {"unchanged": round(time.monotonic() - start, 3)}
-    return result
+    return result, record.warnings
 
 
 @contextlib.contextmanager
@@ -73,7 +74,7 @@ class Recorder:
     def __init__(self, path: Path, reads: fastpath.Reads) -> None:
         self.path, self.reads = path, reads
 
-    def save(self, plan: BuildPlan, built: BuildResult) -> None:
+    def save(self, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
         """Written atomically, and never a reason for the build to fail: without a
         record the next build is a normal one."""
         from pydeploy import atomic  # noqa: PLC0415
@@ -90,6 +91,7 @@ class Recorder:
             ignored=[*ignored, *(Path(p) for p in _NOT_INPUTS)],
             images=images,
             result=built.to_json(),
+            warnings=warnings,
         )
         if record is None:
             return
