@@ -142,6 +142,8 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     """Build the image: wheels in a builder container, then deterministic layers."""
     from pydeploy.cli import unchanged  # noqa: PLC0415 - before the build's heavy imports
 
+    members = _Members(build_all, only, changed_since, jobs)
+    members.check()
     result = _Result(as_json, metadata_file)
     record = None
     if unchanged.eligible(outputs, push, build_all):
@@ -162,8 +164,6 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
-    members = _Members(build_all, only, changed_since, jobs)
-    members.check()
     overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
