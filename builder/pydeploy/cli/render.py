@@ -330,9 +330,8 @@ def unchanged(
     lines.say(f"built {document['image_id']} ({', '.join(document['tags'])})")
     for layer in document["layers"]:
         if layer["role"] != "base":
-            lines.say(
-                f"  {layer['role']:<13} {layer['digest'][:19]}  {layer['size'] / 1e6:8.2f} MB"
-            )
+            digest, size = (layer["digest"] or layer["diff_id"])[:19], (layer["size"] or 0) / 1e6
+            lines.say(f"  {layer['role']:<13} {digest}  {size:8.2f} MB")
 
 
 def building_services(lines: Lines, names: Sequence[str], changed_since: str | None) -> None:
