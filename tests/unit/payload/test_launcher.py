@@ -727,7 +727,11 @@ def trap_child(ready: Path, on_term: str) -> list[str]:
     code = (
         "import pathlib, signal, sys, time\n"
         f"signal.signal(signal.SIGTERM, lambda *a: {on_term})\n"
-        f"pathlib.Path({str(ready)!r}).write_text(str(__import__('os').getcwd()))\n"
+        # Written aside and renamed: the test signals as soon as the name exists, and a
+        # SIGTERM landing between create and write would leave the file empty.
+        f"tmp = pathlib.Path({str(ready)!r} + '.tmp')\n"
+        "tmp.write_text(str(__import__('os').getcwd()))\n"
+        f"tmp.replace({str(ready)!r})\n"
         "time.sleep(30)\n"
         "sys.exit(99)\n"
     )
