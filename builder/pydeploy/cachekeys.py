@@ -88,6 +88,9 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
+INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app
+INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image ID
+INDEX_PRELOAD = "preload"  # a final image a build loaded untagged, by build ID
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
 INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
