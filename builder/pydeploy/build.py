@@ -6,6 +6,7 @@ callback (the CLI prints it); everything started is cleaned up on failure or int
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -31,6 +32,7 @@ from pydeploy.cachekeys import (
     CHECK_IMAGE_LABEL,
     INDEX_APP_CHECK,
     INDEX_APP_CHECK_LAST,
+    INDEX_BASE_ACCOUNTS,
     INDEX_BUILD_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
@@ -219,7 +221,7 @@ def build(
     ):
         base_ref = engine.ensure_image(plan.base_image)
         # Read now, so that a user-id the base already uses fails before any install.
-        passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
+        passwd, group = _base_accounts(engine, store, plan.base_image, base_ref.image_id)
         assemble.check_user_id(plan, passwd, group)
         clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
         # Importing the base's layers (docker save + deterministic gzip, once per base)
@@ -515,6 +517,21 @@ def _scratch(store: BlobStore) -> Path:
     path = store.root.parent / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _base_accounts(
+    engine: Engine, store: BlobStore, name: str, image_id: str
+) -> tuple[bytes, bytes]:
+    """The base's /etc/passwd and /etc/group, kept by image ID (content-addressed, so
+    never stale): a container is started to read them once per base, not every build."""
+    key = hashlib.sha256(image_id.encode()).hexdigest()
+    cached = store.read_index(INDEX_BASE_ACCOUNTS, key)
+    if isinstance(cached, list) and len(cached) == 2 and all(isinstance(t, str) for t in cached):
+        return base64.b64decode(cached[0]), base64.b64decode(cached[1])
+    passwd, group = engine.read_files(name, ["/etc/passwd", "/etc/group"])
+    encoded = [base64.b64encode(passwd).decode(), base64.b64encode(group).decode()]
+    store.write_index(INDEX_BASE_ACCOUNTS, key, encoded)
+    return passwd, group
 
 
 def _base_image(engine: Engine, store: BlobStore, name: str, image_id: str) -> BaseImage:

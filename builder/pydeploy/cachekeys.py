@@ -87,6 +87,7 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
+INDEX_BASE_ACCOUNTS = "base-accounts"  # a base's /etc/passwd and /etc/group, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app
 INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image ID

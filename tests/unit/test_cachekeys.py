@@ -40,6 +40,7 @@ PINNED = {
     "LABEL_CLAIMED": "pydeploy.venv.claimed",
     "LABEL_CACHE": "pydeploy.cache",
     "INDEX_DOCKER_SAVE": "docker-save",
+    "INDEX_BASE_ACCOUNTS": "base-accounts",
     "INDEX_APP_CHECK": "app-check",
     "INDEX_APP_CHECK_LAST": "app-check-last",
     "INDEX_IMAGE_LAYERS": "image-layers",
