@@ -4,8 +4,9 @@ the last check's answer and loaded untagged, so the `docker` output only tags it
 - a code-only rebuild sends the engine one archive, holding the app layer and what sits
   on it (the launcher: layer chains are by parent), nothing below the app; and the result
   is the image a build that started from an empty host cache makes (byte for byte);
-- a build SIGKILLed at its check leaves its preload (an untagged image and its host-cache
-  record); the next build removes it.
+- a build SIGKILLed at its check leaves its preload (the image under the build's own
+  `pydeploy-preload:<build ID>` reference, and its host-cache record); the next build
+  removes it.
 The builds run the real CLI in a subprocess; the wrapper only observes (or kills) it.
 """
 
@@ -123,9 +124,10 @@ def test_a_preload_left_by_a_killed_build_is_reaped_by_the_next(
     assert killed.returncode == -9, killed.stderr[-2000:]
     records = list((cache / "blobs" / "index" / "preload").glob("*.json"))
     assert len(records) == 1, "the killed build's preload record is left"
-    left = json.loads(records[0].read_text())["image"]
+    reference = f"pydeploy-preload:{records[0].stem}"
+    left = docker_client.images.get(reference).id or ""
     try:
-        assert docker_client.images.get(left).tags == [], "loaded untagged"
+        assert docker_client.images.get(left).tags == [reference], "under its own reference"
 
         change_code(project, "next")
         proc = cli(RECORDING, str(tmp_path / "l"), project=project, base=base_image, tag=tag,

@@ -45,6 +45,7 @@ PINNED = {
     "INDEX_APP_CHECK_LAST": "app-check-last",
     "INDEX_IMAGE_LAYERS": "image-layers",
     "INDEX_PRELOAD": "preload",
+    "PRELOAD_REPOSITORY": "pydeploy-preload",
     "INDEX_PROJECT_LAYER": "project-layer",
     "INDEX_BUILD_LAYER": "build-layer",
     "INDEX_VENV_LAYER": "venv-layer",

@@ -609,14 +609,6 @@ class Engine:
         """Untag/remove an image unless a container uses it (never forced): False then."""
         return self._remove_unless_in_use(self.client.api.remove_image, reference)
 
-    def remove_untagged_image(self, image_id: str) -> bool:
-        """Remove an image unless it has a tag (removing a tagged image by ID would untag
-        it) or a container uses it: False then. An image already gone counts as removed."""
-        info = self.inspect_image(image_id)
-        if info is not None and info.repo_tags:
-            return False
-        return self.remove_unused_image(image_id)
-
     def _remove_unless_in_use(self, remove: Callable[[str], Any], name: str) -> bool:
         try:
             with self.guard():
@@ -986,7 +978,6 @@ def image_facts(attrs: Mapping[str, Any]) -> ImageFacts:
     return ImageFacts(
         image_id=str(attrs.get("Id") or ""),
         repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
-        repo_tags=tuple(str(t) for t in attrs.get("RepoTags") or () if t != "<none>:<none>"),
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
         env=tuple(str(e) for e in config.get("Env") or ()),
         cmd=tuple(str(c) for c in config.get("Cmd") or ()),

@@ -88,7 +88,6 @@ class ImageFacts:
 
     image_id: str
     repo_digests: tuple[str, ...] = ()  # `repository@sha256:...`, one per registry it came from
-    repo_tags: tuple[str, ...] = ()  # `name:tag`
     labels: dict[str, str] = field(default_factory=dict)
     env: tuple[str, ...] = ()  # NAME=value
     cmd: tuple[str, ...] = ()

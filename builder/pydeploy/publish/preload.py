@@ -1,10 +1,13 @@
 """The final image loaded before the app check, so the check runs in it and the `docker`
 output then only tags it (no second image sent).
 
-Such an image carries no owner label (that would change its ID), so each preload is
-recorded in the host cache (index `preload`, by build ID, with the owner) before it is
-sent; the record goes when the build ends. A killed build leaves its record, and the next
-build on this host removes the image (unless something tagged it or a container uses it).
+Such an image carries no owner label (that would change its ID). It is loaded under a
+reference of this build's own, `pydeploy-preload:<build ID>`, which is all the build
+removes afterwards: removing by image ID would also untag it if a concurrent build of
+the same inputs had tagged it meanwhile. Each preload is recorded in the host cache
+(index `preload`, by build ID, with the owner) before it is sent, and the record goes
+when the build ends; a killed build leaves its record, and the next build on this host
+removes that build's reference (and with it the image, unless tagged or in use).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from pydeploy.cachekeys import INDEX_PRELOAD
+from pydeploy.cachekeys import INDEX_PRELOAD, PRELOAD_REPOSITORY
 from pydeploy.engine import owners
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.image import Image
@@ -25,50 +28,40 @@ class PreloadingEngine(daemon.LoadingEngine, Protocol):
     build_id: str
     owner: owners.Owner
 
-    def remove_untagged_image(self, image_id: str) -> bool: ...
+    def remove_unused_image(self, reference: str) -> bool: ...
+
+
+def reference(build_id: str) -> str:
+    return f"{PRELOAD_REPOSITORY}:{build_id}"
 
 
 @contextlib.contextmanager
 def preloaded(
     engine: PreloadingEngine, image: Image, scratch: Path, known: daemon.ImageLayers
 ) -> Iterator[str]:
-    """`image` in the engine by its ID alone for the block; afterwards removed unless it
-    was tagged meanwhile (the `docker` output's load) or another live build preloaded it
-    too (the same inputs give the same ID: that build removes it)."""
+    """`image` in the engine under this build's preload reference for the block; that
+    reference is removed afterwards (the image stays when the `docker` output tagged it)."""
     store = known.store
-    record = {"image": image.image_id, "owner": engine.owner.label()}
+    record = {"owner": engine.owner.label()}
     store.write_index(INDEX_PRELOAD, engine.build_id, record)
     try:
-        daemon.load(engine, image, (), scratch, known)
+        daemon.load(engine, image, (reference(engine.build_id),), scratch, known)
         yield image.image_id
     finally:
-        store.remove_index(INDEX_PRELOAD, engine.build_id)
-        if not _records_of(store, image.image_id):
-            engine.remove_untagged_image(image.image_id)
+        if engine.remove_unused_image(reference(engine.build_id)):
+            store.remove_index(INDEX_PRELOAD, engine.build_id)
 
 
 def reap(engine: PreloadingEngine, store: BlobStore) -> int:
-    """Remove the untagged images that builds killed on this host preloaded; how many
-    records of dead builds were cleared."""
+    """Remove the preload references of builds killed on this host (their images go with
+    them unless tagged or in use); how many were removed."""
     cleared = 0
-    for key in store.index_keys(INDEX_PRELOAD):
-        doc = store.read_index(INDEX_PRELOAD, key)
+    for build_id in store.index_keys(INDEX_PRELOAD):
+        doc = store.read_index(INDEX_PRELOAD, build_id)
         owner = owners.Owner.parse(doc.get("owner")) if isinstance(doc, dict) else None
         if owner is not None and owners.is_alive(owner, engine.owner) is not False:
             continue  # running, or of another host sharing this cache: not ours to judge
-        image = doc.get("image") if isinstance(doc, dict) else None
-        if isinstance(image, str) and len(_records_of(store, image)) <= 1:
-            engine.remove_untagged_image(image)
-        store.remove_index(INDEX_PRELOAD, key)
-        cleared += 1
+        if engine.remove_unused_image(reference(build_id)):
+            store.remove_index(INDEX_PRELOAD, build_id)
+            cleared += 1
     return cleared
-
-
-def _records_of(store: BlobStore, image_id: str) -> list[str]:
-    """The builds whose preload record names `image_id`."""
-    found = []
-    for key in store.index_keys(INDEX_PRELOAD):
-        doc = store.read_index(INDEX_PRELOAD, key)
-        if isinstance(doc, dict) and doc.get("image") == image_id:
-            found.append(key)
-    return found
