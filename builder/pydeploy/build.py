@@ -379,8 +379,9 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     labels: so any launcher gives the same answer. With the last check's answer of this
     app (index `app-check-last`) the check runs in the final image that answer predicts,
     loaded under this build's own reference (publish.preload): when the new answer is
-    the same, the `docker` output only tags it. Without one (a first build), the check image has the planned
-    launcher and the transient config, as the final one cannot be known yet.
+    the same, the `docker` output only tags it. Without one (a first build), the check
+    image has the planned launcher and the transient config, as the final one cannot be
+    known yet.
 
     The same image with the same check settings gives the same answer, so the result is
     cached by exactly those inputs (every layer, the image's environment and user, the
