@@ -30,8 +30,8 @@ CHECK_RECIPE = "app-check-v3"
 PROJECT_RECIPE = "project-layer-v1"
 # How build commands run and what of their output is kept (builder/commands.py).
 BUILD_COMMANDS_RECIPE = "build-commands-v1"
-# The layer that drops the base image's setuid/setgid bits.
-SETUID_RECIPE = "no-setuid-v1"
+# The layer that drops the base image's setuid/setgid bits (v2: whiteouts, not copies).
+SETUID_RECIPE = "no-setuid-v2"
 # The runtime system-packages layer.
 SYSTEM_LAYER_RECIPE = "system-layer-v1"
 # The shared-library check's answer (what the venv's ELF files miss in the runtime image
@@ -88,6 +88,7 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
+INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
 INDEX_BASE_ACCOUNTS = "base-accounts"  # a base's /etc/passwd and /etc/group, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app

@@ -110,7 +110,7 @@ def load(
         for tag in tags:
             engine.tag_image(image.image_id, tag)
         return False
-    wanted = [la.diff_id for la in image.layers]
+    wanted = image.diff_ids
     present = set(wanted[: leading_chain(_chains(engine, known, local), wanted)])
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=scratch) as handle:
