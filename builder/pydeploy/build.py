@@ -32,6 +32,7 @@ from pydeploy.cachekeys import (
     BUILD_LABEL,
     CHECK_IMAGE_LABEL,
     INDEX_APP_CHECK,
+    INDEX_APP_CHECK_LAST,
     INDEX_BASE_ACCOUNTS,
     INDEX_BUILD_LAYER,
     INDEX_PROJECT_LAYER,
@@ -64,7 +65,7 @@ from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import BUILD_ROLE, SETUID_ROLE, VENV, WRITABLE_ROLE, BuildPlan
 from pydeploy.progress import Progress
-from pydeploy.publish import daemon
+from pydeploy.publish import daemon, preload
 from pydeploy.publish import outputs as publish
 
 
@@ -224,6 +225,8 @@ def build(
     reaped = engine.reap_orphans()
     if reaped:
         clock.sub("cleanup", f"removed {len(reaped)} containers of killed builds")
+    if preload.reap(engine, store):
+        clock.sub("cleanup", "removed the images killed builds preloaded")
     # The lease keeps `prune` off the host cache, the hold keeps what this build pins
     # (venv and cache volumes, builder images) in use until the end.
     waiting = "waiting for `pydeploy prune` to finish with the host cache"
@@ -261,7 +264,8 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     runtime = _shared_libraries(run, base_ref.image_id, deps)
 
     # `kept` holds the check image until the end: loading the final image then sends
-    # only what differs from it (the launcher layer and the config).
+    # only what differs from it (the launcher layer and the config), or nothing when the
+    # check ran in the final image itself (a preload).
     with (
         tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp,
         contextlib.ExitStack() as kept,
@@ -290,32 +294,19 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             *_writable_layer(store, plan),
         ]
         below_launcher += _build_command_layers(run, base, below_launcher, scratch, kept)
-        check = _checked_app(run, base, below_launcher, scratch, kept)
+        final = _FinalImage(run, base, base_ref, below_launcher)
+        check, preloaded = _checked_app(run, base, below_launcher, scratch, kept=kept, final=final)
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
         found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
         if check.status == "skipped":
             found = f"skipped (tool.pydeploy.check.skip): {found}"
         clock.step("app check", found)
-        layers = [
-            *below_launcher,
-            assemble.layer(
-                store,
-                assemble.launcher_entries(plan.launch.settled(interface, server, memory)),
-                "launcher",
-            ),
-        ]
+        image = final(interface, memory)
+        if preloaded is not None and preloaded != image.image_id:
+            clock.sub("app check", "the answer changed the launcher: the final image is sent")
+        layers = [*below_launcher, image.layers[-1]]  # the launcher is the last
         clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
-
-        created = created_epoch(plan)
-        labels = assemble.oci_labels(
-            plan, created_epoch=created, revision=git_revision(plan.project.root),
-            base_digest=base_ref.repo_digest, memory=memory,
-        )  # fmt: skip
-        settings = assemble.runtime_settings(plan, _base_env(base), labels)
-        image = assemble_image(
-            store, base, layers, dataclasses.replace(settings, created=rfc3339(created))
-        )
         digest = image.manifest_digest
         manifest = f"manifest {digest[:19]}" if digest else "no manifest (not needed)"
         clock.step("image", f"{image.image_id[:19]}, {manifest}")
@@ -326,12 +317,40 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             timings=timings, memory=memory, runtime_packages=runtime.packages, check=check,
             base_image_id=base_ref.image_id,
         )  # fmt: skip
-        destinations = publish.Destinations(engine, scratch, store.root.parent)
+        destinations = publish.Destinations(
+            engine, scratch, store.root.parent, daemon.ImageLayers(store)
+        )
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
             done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
             result.pushed.update(done.pushed)
             clock.step(publisher.step, done.detail)
     return result
+
+
+@dataclass(frozen=True)
+class _FinalImage:
+    """The image the build publishes, once the check's answer is known: the layers below
+    the launcher, the launcher that answer settles, the runtime config with OCI labels."""
+
+    run: _Build
+    base: BaseImage
+    base_ref: ImageRef
+    below_launcher: list[Layer]
+
+    def __call__(self, interface: str, memory: WorkerMemory) -> Image:
+        plan, store = self.run.plan, self.run.store
+        server = servers.resolve(plan.server, interface)
+        settled = plan.launch.settled(interface, server, memory)
+        launcher = assemble.layer(store, assemble.launcher_entries(settled), "launcher")
+        created = created_epoch(plan)
+        labels = assemble.oci_labels(
+            plan, created_epoch=created, revision=git_revision(plan.project.root),
+            base_digest=self.base_ref.repo_digest, memory=memory,
+        )  # fmt: skip
+        settings = assemble.runtime_settings(plan, _base_env(self.base), labels)
+        layers = [*self.below_launcher, launcher]
+        created_at = dataclasses.replace(settings, created=rfc3339(created))
+        return assemble_image(store, self.base, layers, created_at)
 
 
 def _base_env(base: BaseImage) -> list[str]:
@@ -365,12 +384,26 @@ def _app_layer(
     return layer
 
 
-def _checked_app(
-    run: _Build, base: BaseImage, layers: list[Layer], scratch: Path, kept: contextlib.ExitStack
-) -> appcheck.AppCheck:
+def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its final image
+    run: _Build,
+    base: BaseImage,
+    layers: list[Layer],
+    scratch: Path,
+    *,
+    kept: contextlib.ExitStack,
+    final: _FinalImage,
+) -> tuple[appcheck.AppCheck, str | None]:
     """The app's interface and what one worker of it costs, from the check in the
     runtime image (`layers`: all of it but the launcher, whose settings the check's
-    answer decides; the check's image has the planned ones).
+    answer decides), and the ID of the final image when the check ran in it.
+
+    The check runs `python -c`, never the launcher, and the app cannot see the config's
+    labels: so any launcher gives the same answer. With the last check's answer of this
+    app (index `app-check-last`) the check runs in the final image that answer predicts,
+    loaded under this build's own reference (publish.preload): when the new answer is
+    the same, the `docker` output only tags it. Without one (a first build), the check
+    image has the planned launcher and the transient config, as the final one cannot be
+    known yet.
 
     The same image with the same check settings gives the same answer, so the result is
     cached by exactly those inputs (every layer, the image's environment and user, the
@@ -378,7 +411,7 @@ def _checked_app(
     changed code, dependencies, system packages or env always re-check."""
     store, plan, clock, engine = run.store, run.plan, run.clock, run.engine
     if plan.check_skip:
-        return appcheck.skipped(plan)
+        return appcheck.skipped(plan), None
     settings = _transient_settings(run, base)
     diff_ids = [base.image_id, *(la.diff_id for la in layers)]
     key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
@@ -386,17 +419,32 @@ def _checked_app(
     memory = WorkerMemory.from_doc(cached.get("memory")) if isinstance(cached, dict) else None
     if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"} and memory:
         clock.sub("app check", "cached: the same image and check settings")
-        return appcheck.AppCheck(cached["interface"], memory, cached=True)
-    launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
-    image = assemble_image(store, base, [*layers, launcher], settings)
-    image_id = kept.enter_context(_loaded(engine, image, scratch))
+        return appcheck.AppCheck(cached["interface"], memory, cached=True), None
+    last_key = _last_check_key(plan)
+    last = store.read_index(INDEX_APP_CHECK_LAST, last_key)
+    last_memory = WorkerMemory.from_doc(last.get("memory")) if isinstance(last, dict) else None
+    preloaded = None
+    if isinstance(last, dict) and last.get("interface") in {"wsgi", "asgi"} and last_memory:
+        image = final(last["interface"], last_memory)
+        known = daemon.ImageLayers(store)
+        preloaded = kept.enter_context(preload.preloaded(engine, image, scratch, known))
+        image_id = preloaded
+    else:
+        launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
+        image = assemble_image(store, base, [*layers, launcher], settings)
+        image_id = kept.enter_context(_loaded(engine, store, image, scratch))
     check = appcheck.run_check(engine, plan, image_id, run.reporting())
-    store.write_index(
-        INDEX_APP_CHECK, key, {"interface": check.interface, "memory": check.memory.to_doc()}
-    )
+    answer = {"interface": check.interface, "memory": check.memory.to_doc()}
+    store.write_index(INDEX_APP_CHECK, key, answer)
+    store.write_index(INDEX_APP_CHECK_LAST, last_key, answer)
     if check.memory.note:
         clock.sub("app check", check.memory.note)
-    return check
+    return check, preloaded
+
+
+def _last_check_key(plan: BuildPlan) -> str:
+    """Whose last answer predicts the launcher: this project's app (its root and target)."""
+    return hashlib.sha256(json.dumps([str(plan.project.root), plan.app]).encode()).hexdigest()
 
 
 def _transient_settings(run: _Build, base: BaseImage) -> ImageSettings:
@@ -434,7 +482,7 @@ def _build_command_layers(
         clock.step("build commands", "cached: the same image and commands")
         return [cached]
     image = assemble_image(store, base, layers, settings)
-    image_id = kept.enter_context(_loaded(run.engine, image, scratch))
+    image_id = kept.enter_context(_loaded(run.engine, store, image, scratch))
     mask = Masker(value for _, value in plan.check_env)
     report = run.reporting()
 
@@ -455,11 +503,11 @@ def _build_command_layers(
 
 
 @contextlib.contextmanager
-def _loaded(engine: Engine, image: Image, scratch: Path) -> Iterator[str]:
+def _loaded(engine: Engine, store: BlobStore, image: Image, scratch: Path) -> Iterator[str]:
     """The image in the engine by its ID alone (no tag), removed when the block ends,
     however it ends (one left by a killed build is reaped by the next: its owner label)."""
     try:
-        daemon.load(engine, image, (), scratch)
+        daemon.load(engine, image, (), scratch, daemon.ImageLayers(store))
         yield image.image_id
     finally:
         engine.remove_unused_image(image.image_id)

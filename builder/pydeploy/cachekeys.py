@@ -52,6 +52,7 @@ APT_VOLUME_PREFIX = "pydeploy-apt-"
 # + a key of the base image: an empty volume whose labels hold the probe
 PYTHON_VOLUME_PREFIX = "pydeploy-python-"
 BUILDER_REPOSITORY = "pydeploy-builder"  # full builder images, tagged by their content key
+PRELOAD_REPOSITORY = "pydeploy-preload"  # a build's preloaded final image, tagged by build ID
 
 # Records pydeploy keeps inside a venv volume (at its root).
 MARKER = ".pydeploy-complete"  # written last by the install: the venv is whole
@@ -96,6 +97,9 @@ INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_BASE_ACCOUNTS = "base-accounts"  # the base's /etc/passwd and /etc/group, by image ID
 INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
+INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app
+INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image ID
+INDEX_PRELOAD = "preload"  # a build that preloaded its final image, by build ID
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
 INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key

@@ -36,6 +36,8 @@ from pydeploy.cachekeys import (
     BUILD_LABEL,
     BUILDER_REPOSITORY,
     CACHE_VOLUME,
+    INDEX_IMAGE_LAYERS,
+    INDEX_PRELOAD,
     LABEL_CACHE,
     LABEL_CLAIMED,
     LABEL_PYTHON,
@@ -344,7 +346,15 @@ def _index_entries(index: Path) -> Iterator[HostEntry]:
                 yield _entry(path, "other")
 
 
+# Indexes of what the engine holds (its images' layers, preloaded images): their digests
+# name engine images, not host blobs, so they keep no blob.
+_ENGINE_INDEXES = frozenset({INDEX_IMAGE_LAYERS, INDEX_PRELOAD})
+
+
 def _index_entry(path: Path, kind: str) -> HostEntry:
+    base = _entry(path, "index")
+    if kind in _ENGINE_INDEXES:
+        return HostEntry(path, "index", base.size, base.mtime, index_kind=kind)
     try:
         refs = set(_DIGEST.findall(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError):
@@ -353,7 +363,6 @@ def _index_entry(path: Path, kind: str) -> HostEntry:
         # Some indexes are keyed by a blob's digest (the base import: by image ID,
         # which is its config blob's digest).
         refs.add(f"sha256:{path.stem}")
-    base = _entry(path, "index")
     return HostEntry(path, "index", base.size, base.mtime, refs=frozenset(refs), index_kind=kind)
 
 

@@ -468,24 +468,24 @@ class Engine:
         with self.container(image, ["/bin/true"], network="none") as box:
             return [box.read_file(path) or b"" for path in paths]
 
-    def present_diff_ids(self, image_id: str, diff_ids: list[str]) -> set[str]:
-        """The leading layers of `diff_ids` the engine already holds as a chain (the same
-        layers in the same order in some local image): `docker load` may omit those."""
-        if self.inspect_image(image_id) is not None:
-            return set(diff_ids)
-        best = 0
+    def local_image_ids(self) -> list[str]:
+        """The IDs of every local image, intermediate ones included (one request)."""
         with self.guard():
             summaries = self.client.api.images(all=True)
-        for summary in summaries:
-            info = self.inspect_image(str(summary["Id"]))
-            layers = info.diff_ids if info else ()
-            common = 0
-            for have, want in zip(layers, diff_ids, strict=False):
-                if have != want:
-                    break
-                common += 1
-            best = max(best, common)
-        return set(diff_ids[:best])
+        return [str(summary["Id"]) for summary in summaries]
+
+    def diff_ids(self, image_id: str) -> tuple[str, ...] | None:
+        """The image's layer diff IDs, base first; None when the engine has no such image."""
+        info = self.inspect_image(image_id)
+        return info.diff_ids if info else None
+
+    def tag_image(self, image_id: str, reference: str) -> None:
+        """Point `reference` (`name:tag`, `name` for :latest) at a local image."""
+        name, sep, tag = reference.rpartition(":")
+        if not sep or "/" in tag:  # no tag, or the colon of a registry's port
+            name, tag = reference, "latest"
+        with self.guard():
+            self.client.api.tag(image_id, name, tag)
 
     @contextlib.contextmanager
     def save_image(self, name: str) -> Iterator[Iterator[bytes]]:

@@ -194,6 +194,16 @@ class BlobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(path, json.dumps(document, sort_keys=True))
 
+    def index_keys(self, kind: str) -> list[str]:
+        """The keys an index kind holds (atomic writes' temporary files left out)."""
+        folder = self._index / kind
+        if "/" in kind or not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.json") if not p.name.startswith("."))
+
+    def remove_index(self, kind: str, key: str) -> None:
+        self._index_path(kind, key).unlink(missing_ok=True)
+
 
 def file_digest(path: Path) -> tuple[str, int]:
     """The sha256 digest and size of a file, read in chunks."""

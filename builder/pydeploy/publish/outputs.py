@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydeploy.errors import ConfigError
-from pydeploy.publish.daemon import DaemonPublisher, LoadingEngine
+from pydeploy.publish.daemon import DaemonPublisher, ImageLayers, LoadingEngine
 from pydeploy.publish.docker_archive import DockerArchivePublisher
 from pydeploy.publish.oci_layout import OciLayoutPublisher
 from pydeploy.publish.publisher import Publisher
@@ -42,17 +42,19 @@ def parse_output(spec: str) -> Output:
 @dataclass(frozen=True)
 class Destinations:
     """What publishers need from the build: the engine to load into, a scratch directory
-    for the archive on its way there, and the cache root (registry blob locations)."""
+    for the archive on its way there, the cache root (registry blob locations) and the
+    layer lists of the engine's images it remembers."""
 
     engine: LoadingEngine
     scratch: Path
     cache: Path
+    known: ImageLayers
 
 
 def publisher_for(output: Output, where: Destinations) -> Publisher:
     """The Publisher that sends an image to `output`."""
     if output.kind == "docker":
-        return DaemonPublisher(where.engine, where.scratch)
+        return DaemonPublisher(where.engine, where.scratch, where.known)
     if output.kind == "registry":
         return RegistryPublisher(where.cache)
     if output.path is None:

@@ -367,3 +367,22 @@ def test_last_use_comes_from_the_volume_and_dead_builds_hold_nothing(tmp_path: P
         cast(Engine, InventoryEngine(None)), tmp_path, check_markers=True
     )
     assert names(default(unrecorded)) == {"dead-build-container", "pydeploy-venv-a"}
+
+
+def test_engine_indexes_keep_no_host_blob(tmp_path: Path) -> None:
+    """image-layers names an engine image's diff IDs: a blob with such a digest is not
+    kept by it (only the host-cache indexes that use blobs keep them)."""
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / BLOB_A[7:]).write_bytes(b"a layer the engine also has")
+    index = tmp_path / "blobs" / "index" / "image-layers"
+    index.mkdir(parents=True)
+    (index / f"{BLOB_B[7:]}.json").write_text(json.dumps([BLOB_A]))
+    hours_ago = NOW - 2 * 3600
+    for path in tmp_path.rglob("*"):
+        os.utime(path, (hours_ago, hours_ago))
+    plan = cachegc.plan_prune(
+        cachegc.take_inventory(None, tmp_path, check_markers=True), Policy(now=NOW)
+    )
+    removed = {str(Path(i.name).relative_to(tmp_path)) for i in plan.remove}
+    assert removed == {f"blobs/sha256/{BLOB_A[7:]}"}

@@ -17,7 +17,7 @@ from pydeploy.errors import ConfigError, PublishError
 from pydeploy.oci.blobs import BlobStore, digest_hex
 from pydeploy.oci.image import Image
 from pydeploy.publish import registry
-from pydeploy.publish.daemon import DaemonPublisher
+from pydeploy.publish.daemon import DaemonPublisher, ImageLayers
 from pydeploy.publish.docker_archive import DockerArchivePublisher
 from pydeploy.publish.oci_layout import OciLayoutPublisher
 from pydeploy.publish.outputs import Destinations, Output, parse_output, publisher_for
@@ -25,18 +25,25 @@ from pydeploy.publish.push import RegistryPublisher
 
 
 class FakeEngine:
-    """Already holds the layers in `present`; a load records the archive it was sent, and
-    the loaded image then has the ID `loads_as`."""
+    """Holds the images in `images` (ID -> layers); a load records the archive it was
+    sent, and the loaded image then has the ID `loads_as`."""
 
-    def __init__(self, present: set[str], loads_as: str) -> None:
-        self.present, self.loads_as = present, loads_as
+    def __init__(self, images: dict[str, tuple[str, ...]], loads_as: str) -> None:
+        self.images, self.loads_as = images, loads_as
         self.names: list[str] = []
         self.tags: list[str] = []
         self.asked: list[str] = []
 
-    def present_diff_ids(self, image_id: str, diff_ids: list[str]) -> set[str]:
+    def local_image_ids(self) -> list[str]:
+        return list(self.images)
+
+    def diff_ids(self, image_id: str) -> tuple[str, ...] | None:
         self.asked.append(image_id)
-        return self.present & set(diff_ids)
+        return self.images.get(image_id)
+
+    def tag_image(self, image_id: str, reference: str) -> None:
+        assert image_id in self.images
+        self.tags.append(reference)
 
     def load_image(self, data: IO[bytes]) -> object:
         with tarfile.open(fileobj=data) as archive:
@@ -84,12 +91,13 @@ def test_unknown_outputs_are_refused(spec: str) -> None:
 
 
 def test_each_output_maps_to_its_publisher(tmp_path: Path) -> None:
-    engine = FakeEngine(set(), "")
-    where = Destinations(engine, tmp_path / "scratch", tmp_path / "cache")
+    engine = FakeEngine({}, "")
+    known = ImageLayers(BlobStore(tmp_path / "cache"))
+    where = Destinations(engine, tmp_path / "scratch", tmp_path / "cache", known)
     chosen = {spec: publisher_for(parse_output(spec), where) for spec in
               ("docker", "registry", "oci:layout", "docker-archive:image.tar")}  # fmt: skip
     assert chosen == {
-        "docker": DaemonPublisher(engine, tmp_path / "scratch"),
+        "docker": DaemonPublisher(engine, tmp_path / "scratch", known),
         "registry": RegistryPublisher(tmp_path / "cache"),
         "oci:layout": OciLayoutPublisher(Path("layout")),
         "docker-archive:image.tar": DockerArchivePublisher(Path("image.tar")),
@@ -97,12 +105,15 @@ def test_each_output_maps_to_its_publisher(tmp_path: Path) -> None:
     assert [p.step for p in chosen.values()] == ["load", "push", "write", "write"]
 
 
+OTHER = "sha256:" + "1" * 64
+
+
 def test_daemon_sends_only_the_layers_the_engine_lacks(image: Image, tmp_path: Path) -> None:
     held, missing = image.layers[0].diff_id, image.layers[1].diff_id
-    engine = FakeEngine({held}, image.image_id)
-    publisher = DaemonPublisher(engine, tmp_path / "scratch")
+    engine = FakeEngine({OTHER: (held, "sha256:" + "2" * 64)}, image.image_id)
+    publisher = DaemonPublisher(engine, tmp_path / "scratch", ImageLayers(BlobStore(tmp_path)))
     done = publisher.publish(image, ("demo:1", "demo:latest"), ignore)
-    assert engine.asked == [image.image_id]
+    assert engine.asked == [OTHER]
     assert done.detail == "into the engine as demo:1, demo:latest"
     assert done.pushed == {}
     assert engine.tags == ["demo:1", "demo:latest"]
@@ -114,9 +125,21 @@ def test_daemon_sends_only_the_layers_the_engine_lacks(image: Image, tmp_path: P
 def test_daemon_refuses_an_image_the_engine_loaded_differently(
     image: Image, tmp_path: Path
 ) -> None:
-    engine = FakeEngine(set(), "sha256:" + "0" * 64)
+    engine = FakeEngine({}, "sha256:" + "0" * 64)
     with pytest.raises(PublishError, match="not as"):
-        DaemonPublisher(engine, tmp_path).publish(image, ("demo:1",), ignore)
+        DaemonPublisher(engine, tmp_path, ImageLayers(BlobStore(tmp_path))).publish(
+            image, ("demo:1",), ignore
+        )
+
+
+def test_daemon_only_tags_an_image_the_engine_has(image: Image, tmp_path: Path) -> None:
+    """The app check ran in the final image: nothing is sent again."""
+    engine = FakeEngine({image.image_id: ()}, image.image_id)
+    publisher = DaemonPublisher(engine, tmp_path / "scratch", ImageLayers(BlobStore(tmp_path)))
+    done = publisher.publish(image, ("demo:1", "demo:latest"), ignore)
+    assert engine.names == []  # no archive
+    assert engine.tags == ["demo:1", "demo:latest"]
+    assert done.detail == "into the engine as demo:1, demo:latest"
 
 
 def test_registry_pushes_every_tag_and_reports_each(
