@@ -30,6 +30,8 @@ CHECK_RECIPE = "app-check-v3"
 PROJECT_RECIPE = "project-layer-v1"
 # How build commands run and what of their output is kept (builder/commands.py).
 BUILD_COMMANDS_RECIPE = "build-commands-v1"
+# How the venv is split into dependency layers (pydeploy.layers.dependencies).
+DEPENDENCY_LAYERS_RECIPE = "dependency-layers-v1"
 # The layer that drops the base image's setuid/setgid bits.
 SETUID_RECIPE = "no-setuid-v1"
 # The runtime system-packages layer.
@@ -90,7 +92,8 @@ INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
-INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
+INDEX_VENV_LAYERS = "venv-layers"  # the dependency layers, by dependency key
+INDEX_DEPENDENCY_LAYER = "dependency-layer"  # one dependency layer, by its content
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
 INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages
