@@ -45,7 +45,13 @@ from pydeploy.engine.client import Engine
 from pydeploy.engine.types import ImageRef
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble, dependencies
-from pydeploy.oci.archive import cached_base, import_docker_save
+from pydeploy.oci.archive import (
+    cached_base,
+    cached_base_config,
+    import_docker_save,
+    remember_base_config,
+    scan_docker_save,
+)
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.config import ImageSettings, rfc3339
 from pydeploy.oci.entries import FileEntry, entries_from_tar
@@ -68,6 +74,14 @@ class BuildOptions:
     # Receives every line the builder's tools print when `verbose` is set.
     output: Callable[[str], None] | None = None
     cache_dir: Path | None = None
+    # Read the base's layers into the host cache (compressed, with digests): None for
+    # "when an output needs them" (all but `docker`, which names them by diff ID alone).
+    base_blobs: bool | None = None
+
+    def needs_base_blobs(self) -> bool:
+        if self.base_blobs is not None:
+            return self.base_blobs
+        return any(output.kind != "docker" for output in self.outputs)
 
 
 @dataclass
@@ -96,6 +110,23 @@ class BuildResult:
             "cached": bool(check and check.cached),
         }
 
+    def _layers_json(self) -> list[dict[str, Any]]:
+        image = self.image
+        # The base's layers, when the build read none of their blobs: diff IDs alone.
+        unread = image.base_diff_ids if image.manifest is None else []
+        return [
+            *(
+                {"role": "base", "digest": None, "diff_id": diff_id, "size": None,
+                 "uncompressed_size": None}
+                for diff_id in unread
+            ),
+            *(
+                {"role": la.role, "digest": la.digest, "diff_id": la.diff_id, "size": la.size,
+                 "uncompressed_size": la.uncompressed_size}
+                for la in image.layers
+            ),
+        ]  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         """The documented shape of `pydeploy build --json` (and --metadata-file)."""
         return {
@@ -114,16 +145,7 @@ class BuildResult:
                 "cached": self.dependencies_cached,
                 "volume": self.dependencies_volume,
             },
-            "layers": [
-                {
-                    "role": layer.role,
-                    "digest": layer.digest,
-                    "diff_id": layer.diff_id,
-                    "size": layer.size,
-                    "uncompressed_size": layer.uncompressed_size,
-                }
-                for layer in self.image.layers
-            ],
+            "layers": self._layers_json(),
             "runtime_packages": (
                 self.runtime_packages or sharedlibs.RuntimePackages(self.plan.runtime_packages)
             ).to_json(),
@@ -190,11 +212,12 @@ class _Build:
 
 @dataclass(frozen=True)
 class _Base:
-    """The base image: its reference, the import of its layers (running in the pool),
-    and its /etc/passwd and /etc/group."""
+    """The base image: its reference, what is read of it (running in the pool: its
+    config, its layers when the outputs need them, the no-setuid layer), and its
+    /etc/passwd and /etc/group."""
 
     ref: ImageRef
-    layers: Future[BaseImage]
+    layers: Future[tuple[BaseImage, list[Layer]]]
     accounts: tuple[bytes, bytes]
 
 
@@ -221,10 +244,13 @@ def build(
         passwd, group = engine.read_files(plan.base_image, ["/etc/passwd", "/etc/group"])
         assemble.check_user_id(plan, passwd, group)
         clock.step("base image", f"{plan.base_image} ({base_ref.image_id[:19]})")
-        # Importing the base's layers (docker save + deterministic gzip, once per base)
-        # is CPU work that overlaps with the container work below; joined before assembly.
+        # Reading the base (one docker save pass, once per base; with its layers' deterministic
+        # gzip when an output needs them) is CPU work that overlaps with the container work
+        # below; joined before assembly.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pydeploy") as pool:
-            base_job = pool.submit(_base_image, engine, store, plan.base_image, base_ref.image_id)
+            base_job = pool.submit(
+                _base_image, engine, store, plan, base_ref.image_id, options.needs_base_blobs()
+            )
             run = _Build(plan, engine, options, clock, store)
             return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)
 
@@ -263,10 +289,10 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             # the directory is removed, not while (the pool would wait for it anyway).
             wait([venv_job])
             raise
-        base = base_image.layers.result()
+        base, setuid = base_image.layers.result()
         below_launcher = [
             # Right on the base: later layers (apt's) may replace these files again.
-            *_setuid_layer(store, plan, base),
+            *setuid,
             *_system_layers(run, runtime, base_ref.image_id),
             assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
             *venv_layers,
@@ -300,7 +326,9 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         image = assemble_image(
             store, base, layers, dataclasses.replace(settings, created=rfc3339(created))
         )
-        clock.step("image", f"{image.image_id[:19]}, manifest {image.manifest_digest[:19]}")
+        digest = image.manifest_digest
+        manifest = f"manifest {digest[:19]}" if digest else "no manifest (not needed)"
+        clock.step("image", f"{image.image_id[:19]}, {manifest}")
 
         result = BuildResult(
             image=image, tags=plan.tags, plan=plan, interface=interface, server=server,
@@ -475,12 +503,30 @@ def _scratch(store: BlobStore) -> Path:
     return path
 
 
-def _base_image(engine: Engine, store: BlobStore, name: str, image_id: str) -> BaseImage:
-    cached = cached_base(store, image_id)
-    if cached is not None:
-        return cached
-    with engine.save_image(name) as stream:
-        return import_docker_save(stream, store)
+def _base_image(
+    engine: Engine, store: BlobStore, plan: BuildPlan, image_id: str, blobs: bool
+) -> tuple[BaseImage, list[Layer]]:
+    """The base and the layer that drops its setuid/setgid bits. With `blobs`, its layers
+    are imported into the store (tar and gzip, once per base); without, one docker save
+    pass reads only its config and its layers' headers (a setuid scan), both cached by
+    image ID."""
+    setuid = _cached_setuid_layer(store, plan, image_id)
+    if blobs:
+        base = cached_base(store, image_id)
+        if base is None:
+            with engine.save_image(plan.base_image) as stream:
+                base = import_docker_save(stream, store)
+        if setuid is None:
+            setuid = _setuid_layer(store, plan, image_id, assemble.stored_layer_scans(store, base))
+        return base, setuid
+    base = cached_base_config(store, image_id)
+    if base is None or setuid is None:
+        with engine.save_image(plan.base_image) as stream:
+            base, scans = scan_docker_save(stream, assemble.scan_layer)
+        remember_base_config(store, base)
+        if setuid is None:
+            setuid = _setuid_layer(store, plan, image_id, scans)
+    return base, setuid
 
 
 def _uncompressed(store: BlobStore, layer: Layer, dest: Path) -> Path:
@@ -552,19 +598,33 @@ def _with_project(
     return assemble.layer(store, [*app, *project_files], "app")
 
 
-def _setuid_layer(store: BlobStore, plan: BuildPlan, base: BaseImage) -> list[Layer]:
-    """The layer that drops the base's setuid/setgid bits; none when the base has no such
-    files or `keep-setuid` is set. Cached by base image: it reads every base layer."""
+def _setuid_key(image_id: str) -> str:
+    return hashlib.sha256(f"{SETUID_RECIPE}\0{image_id}".encode()).hexdigest()
+
+
+def _cached_setuid_layer(store: BlobStore, plan: BuildPlan, image_id: str) -> list[Layer] | None:
+    """The layer that drops the base's setuid/setgid bits, none when the base has no such
+    files or `keep-setuid` is set; None when it must be made (it reads every base layer:
+    cached by base image)."""
     if plan.keep_setuid:
         return []
-    key = hashlib.sha256(f"{SETUID_RECIPE}\0{base.image_id}".encode()).hexdigest()
-    cached = store.read_index(INDEX_SETUID, key)
+    cached = store.read_index(INDEX_SETUID, _setuid_key(image_id))
     if isinstance(cached, dict) and cached.get("empty") is True:
         return []
     layer = Layer.from_doc(cached)
     if layer is not None and store.has(layer.digest):
         return [layer]
-    entries = assemble.unprivileged_entries(store, base)
+    return None
+
+
+def _setuid_layer(
+    store: BlobStore, plan: BuildPlan, image_id: str, scans: list[assemble.LayerScan]
+) -> list[Layer]:
+    """The no-setuid layer from the base's layer scans, remembered by base image."""
+    if plan.keep_setuid:
+        return []
+    key = _setuid_key(image_id)
+    entries = assemble.unprivileged_entries(scans)
     if not entries:
         store.write_index(INDEX_SETUID, key, {"empty": True})
         return []

@@ -32,8 +32,8 @@ PROJECT_RECIPE = "project-layer-v1"
 BUILD_COMMANDS_RECIPE = "build-commands-v1"
 # How the venv is split into dependency layers (pydeploy.layers.dependencies).
 DEPENDENCY_LAYERS_RECIPE = "dependency-layers-v1"
-# The layer that drops the base image's setuid/setgid bits.
-SETUID_RECIPE = "no-setuid-v1"
+# The layer that drops the base image's setuid/setgid bits (v2: whiteouts, not copies).
+SETUID_RECIPE = "no-setuid-v2"
 # The runtime system-packages layer.
 SYSTEM_LAYER_RECIPE = "system-layer-v1"
 # The shared-library check's answer (what the venv's ELF files miss in the runtime image
@@ -89,6 +89,7 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
+INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw

@@ -104,7 +104,7 @@ def fake_result(tmp_path: Path, service: str, *, pushed: bool = False) -> BuildR
             "image": 5.1,
             "load": 6.25,
         },
-        pushed={plan.tags[0]: image.manifest_digest} if pushed else {},
+        pushed={plan.tags[0]: image.registry_manifest_digest()} if pushed else {},
         runtime_packages=RuntimePackages(
             plan.runtime_packages,
             ("libpq5",),
@@ -194,6 +194,26 @@ def test_a_single_build_result_validates(
     assert errors(validator, document) == []
     # Through JSON and back, as a consumer reads it.
     assert errors(validator, json.loads(json.dumps(document))) == []
+
+
+def test_a_docker_only_result_names_the_base_layers_by_diff_id_alone(
+    validator: jsonschema.Draft202012Validator, tmp_path: Path
+) -> None:
+    """A build whose only output is the engine reads none of the base's blobs: no
+    manifest, and its base layers are known by diff ID alone."""
+    result = fake_result(tmp_path, "api")
+    own = result.image.own_layers
+    base_ids = [fake_digest("base-a"), fake_digest("base-b")]
+    config = json.dumps({"rootfs": {"diff_ids": [*base_ids, *(la.diff_id for la in own)]}})
+    result.image = Image(result.image.store, config.encode(), None, own)
+    document = result.to_json()
+    assert document["manifest_digest"] is None
+    unread = {"role": "base", "digest": None, "size": None, "uncompressed_size": None}
+    assert document["layers"][:2] == [{**unread, "diff_id": d} for d in base_ids]
+    assert [la["role"] for la in document["layers"][2:]] == [la.role for la in own]
+    assert errors(validator, document) == []
+    with pytest.raises(AssertionError, match="no manifest"):
+        result.image.registry_manifest()
 
 
 def test_the_app_check_s_outcome_is_reported_and_validates(

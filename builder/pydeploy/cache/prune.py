@@ -476,7 +476,7 @@ def _plan_files(inventory: Inventory, policy: Policy) -> tuple[list[Item], list[
 def _stale_index(entry: HostEntry, inventory: Inventory, policy: Policy) -> str | None:
     if entry.mtime >= policy.cutoff:
         return None
-    if entry.index_kind == "docker-save" and entry.refs & inventory.engine_images:
+    if entry.index_kind in {"docker-save", "base-config"} and entry.refs & inventory.engine_images:
         return None  # the base image is still in the engine: its import stays useful
     return f"written {_days(policy.now - entry.mtime)} days ago"
 

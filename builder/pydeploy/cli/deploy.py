@@ -32,14 +32,21 @@ def _deploy_plan(
 
 
 def _build_for_deploy(
-    plan: BuildPlan, session: Session, lines: render.Lines, push: bool = False
+    plan: BuildPlan,
+    session: Session,
+    lines: render.Lines,
+    push: bool = False,
+    *,
+    digest: bool = False,
 ) -> BuildResult:
-    """`pydeploy build` into the engine (and the registry with `push`)."""
+    """`pydeploy build` into the engine (and the registry with `push`); `digest`: with
+    the manifest digest, which reading the base's blobs costs."""
     from pydeploy import build as build_mod  # noqa: PLC0415
     from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
     outputs = (publish.Output("docker"),) + ((publish.Output("registry"),) if push else ())
-    return run_build(plan, session, build_mod.BuildOptions(outputs=outputs), lines)
+    options = build_mod.BuildOptions(outputs=outputs, base_blobs=digest or None)
+    return run_build(plan, session, options, lines)
 
 
 @click.command("manifest")
@@ -80,9 +87,11 @@ def manifest_cmd(  # noqa: PLR0913, PLR0917 - click passes every option as a par
     worker_memory = None
     if image is None:
         with Session() as session:
-            result = _build_for_deploy(the_plan, session, lines, push)
+            result = _build_for_deploy(the_plan, session, lines, push, digest=True)
         tag = result.tags[0]
-        image = manifests.digest_ref(tag, result.pushed.get(tag, result.image.manifest_digest))
+        image = manifests.digest_ref(
+            tag, result.pushed.get(tag) or result.image.registry_manifest_digest()
+        )
         worker_memory = result.memory
         if not push:
             render.local_only(lines, image)

@@ -54,6 +54,11 @@ USERNAME_SECRET = "index-username"  # noqa: S105
 PASSWORD_SECRET = "index-password"  # noqa: S105
 UV_PIP = "/opt/uv/bin/pip"
 UV = "/opt/uv/bin/uv"
+# What pydeploy's no-setuid layer does: such files removed, such directories kept without.
+SETUID_STRIP = (
+    "find / -xdev ! -type d -perm /6000 -delete && "
+    "find / -xdev -type d -perm /6000 -exec chmod ug-s {} +"
+)
 SRC = "/build/src"
 REQUIREMENTS = "/tmp/requirements.txt"  # noqa: S108 -- inside the throwaway builder stage
 # The builder stage runs with exactly what `pydeploy build`'s builder containers use.
@@ -513,8 +518,9 @@ def render(plan: BuildPlan, *, created: str, revision: str | None) -> Ejected:
     out += _user_lines(plan)
     if not plan.keep_setuid:
         out += [
-            "# The base's setuid/setgid bits go (CIS Docker 4.8); keep-setuid = true keeps them.",
-            "RUN find / -xdev -perm /6000 -exec chmod ug-s {} +",
+            "# The base's setuid/setgid files go, and directories lose those bits (CIS Docker",
+            "# 4.8), as in pydeploy's own images; keep-setuid = true keeps them.",
+            f"RUN {SETUID_STRIP}",
         ]
     out += [
         f"COPY --from=builder {VENV} {VENV}",

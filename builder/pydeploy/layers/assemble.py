@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import posixpath
-import tarfile
-from typing import IO, cast
+from collections.abc import Iterable
 
 from pydeploy import payload
-from pydeploy.errors import BuildError, ConfigError
+from pydeploy.errors import ConfigError
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.config import ImageSettings, rfc3339
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import BaseImage
 from pydeploy.oci.layer import Layer, build_layer, open_uncompressed
+from pydeploy.oci.tar import Reader, TarMember, TarScanner
 from pydeploy.plan.launch import LaunchSettings
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import labels as memory_labels
@@ -104,16 +104,38 @@ _PRIVILEGE_BITS = 0o6000  # setuid, setgid
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
+LayerScan = list[tuple[str, TarMember]]  # a base layer's members by clean path
 
-def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
-    """The base's setuid/setgid files and directories, as its merged filesystem has them,
-    without those bits (CIS Docker 4.8). A base layer cannot be edited, so a layer on top
-    re-adds them: same content, owner and other bits. Their parent directories come
-    with the base's own modes and owners, so the layer changes nothing else."""
+
+def scan_layer(stream: Reader) -> LayerScan:
+    """A base layer's members by clean path, from its headers alone (no data is read)."""
+    members: LayerScan = []
+    for member in TarScanner(stream):
+        name = posixpath.normpath(member.name.lstrip("/"))
+        if name not in {".", ""} and not name.startswith(".."):
+            members.append((name, member))
+    return members
+
+
+def stored_layer_scans(store: BlobStore, base: BaseImage) -> list[LayerScan]:
+    """`scan_layer` of each base layer in the blob store, bottom first."""
+    scans = []
+    for stored in base.layers or ():
+        with open_uncompressed(store, stored) as handle:
+            scans.append(scan_layer(handle))
+    return scans
+
+
+def unprivileged_entries(layers: Iterable[LayerScan]) -> list[FileEntry]:
+    """What drops the setuid/setgid bits of the base's merged filesystem (CIS Docker 4.8),
+    given its layers bottom first. A base layer cannot be edited, so a layer on top
+    removes such files (a whiteout: 512 bytes, where a copy without the bits would carry
+    the program again) and re-adds such directories without the bits, same owner and
+    other bits. Their parent directories come with the base's own modes and owners, so
+    the layer changes nothing else."""
     dirs: dict[str, tuple[int, int, int]] = {}  # every directory: mode, uid, gid
-    privileged: dict[str, FileEntry] = {}
-    for layer in base.layers:
-        members, contents = _read_layer(store, layer)
+    privileged: dict[str, FileEntry] = {}  # by the path it hides or re-adds
+    for members in layers:
         # Whiteouts hide what the layers below have; this layer's own entries stay.
         for name, _member in members:
             parent, leaf = posixpath.split(name)
@@ -123,7 +145,7 @@ def unprivileged_entries(store: BlobStore, base: BaseImage) -> list[FileEntry]:
                 _forget(privileged, dirs, posixpath.join(parent, leaf[len(_WHITEOUT) :]))
         for name, member in members:
             if not posixpath.basename(name).startswith(_WHITEOUT):
-                _add_member(privileged, dirs, name, member, contents)
+                _add_member(privileged, dirs, name, member)
     entries = dict(privileged)
     for name in privileged:
         parent = posixpath.dirname(name)
@@ -138,51 +160,26 @@ def _add_member(
     privileged: dict[str, FileEntry],
     dirs: dict[str, tuple[int, int, int]],
     name: str,
-    member: tarfile.TarInfo,
-    contents: dict[str, bytes],
+    member: TarMember,
 ) -> None:
     """A layer's entry over what the layers below left at `name`."""
-    if not member.isdir() and name in dirs:
+    if member.kind != "dir" and name in dirs:
         _forget(privileged, dirs, name)  # a file replacing a directory
+    # A hard link shares its target's inode, bits included, whatever its header says.
+    target = posixpath.normpath(member.linkname.lstrip("/")) if member.kind == "hardlink" else ""
+    linked = privileged.get(target)
     privileged.pop(name, None)
     mode = member.mode & ~_PRIVILEGE_BITS
-    uid, gid = member.uid, member.gid
-    if member.isdir():
-        dirs[name] = (mode, uid, gid)
+    if member.kind == "dir":
+        dirs[name] = (mode, member.uid, member.gid)
         if member.mode & _PRIVILEGE_BITS:
-            privileged[name] = FileEntry(name, "dir", mode, uid=uid, gid=gid)
-    elif (member.isreg() or member.islnk()) and member.mode & _PRIVILEGE_BITS:
-        source = posixpath.normpath(member.linkname) if member.islnk() else name
-        if source not in contents:
-            raise BuildError(
-                f"the base image's {name} is a hard link to {member.linkname!r}, "
-                "which its layer does not hold; the base image is damaged."
-            )
-        privileged[name] = FileEntry(name, "file", mode, uid=uid, gid=gid, data=contents[source])
-
-
-def _read_layer(
-    store: BlobStore, layer: Layer
-) -> tuple[list[tuple[str, tarfile.TarInfo]], dict[str, bytes]]:
-    """A layer's members by clean path, and the content of its privileged files (small:
-    setuid programs are a few hundred KB in all)."""
-    members: list[tuple[str, tarfile.TarInfo]] = []
-    contents: dict[str, bytes] = {}
-    with (
-        open_uncompressed(store, layer) as handle,
-        # Stream mode only ever calls read().
-        tarfile.open(fileobj=cast(IO[bytes], handle), mode="r|") as tar,
+            privileged[name] = FileEntry(name, "dir", mode, uid=member.uid, gid=member.gid)
+    elif member.kind in {"file", "hardlink"} and (
+        member.mode & _PRIVILEGE_BITS or (linked is not None and linked.kind == "file")
     ):
-        for member in tar:
-            name = posixpath.normpath(member.name.lstrip("/"))
-            if name in {".", ""} or name.startswith(".."):
-                continue
-            members.append((name, member))
-            if member.isreg() and member.mode & _PRIVILEGE_BITS:
-                extracted = tar.extractfile(member)
-                if extracted is not None:
-                    contents[name] = extracted.read()
-    return members, contents
+        parent, leaf = posixpath.split(name)
+        whiteout = posixpath.join(parent, _WHITEOUT + leaf)
+        privileged[name] = FileEntry(whiteout, "file", 0o644, data=b"")
 
 
 def _forget(

@@ -3,17 +3,19 @@ image from the engine, and the writer that hands an image back to it or to a fil
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import posixpath
 import shutil
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, TypeVar, cast
 
 from pydeploy import atomic
-from pydeploy.cachekeys import INDEX_DOCKER_SAVE
+from pydeploy.cachekeys import INDEX_BASE_CONFIG, INDEX_DOCKER_SAVE
 from pydeploy.errors import BaseImageError, PublishError
 from pydeploy.oci.blobs import Blob, BlobStore, BlobWriter, digest_hex
 from pydeploy.oci.compress import GZIP_MAGIC, gunzip_into
@@ -22,10 +24,11 @@ from pydeploy.oci.entries import clean_path
 from pydeploy.oci.image import BaseImage, Image
 from pydeploy.oci.layer import Layer, compress_stored, open_uncompressed
 from pydeploy.oci.streams import CHUNK, TarSource, as_reader
-from pydeploy.oci.tar import BLOCK, pad, tar_header
+from pydeploy.oci.tar import BLOCK, Reader, TarScanner, pad, tar_header
 from pydeploy.oci.writing import require_blobs, unwritable
 
 _SMALL_MEMBER = 1 << 20
+T = TypeVar("T")
 
 
 def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
@@ -50,6 +53,115 @@ def cached_base(store: BlobStore, image_id: str) -> BaseImage | None:
         return BaseImage(store.read_bytes(image_id), layers)
     except (KeyError, TypeError, ValueError, OSError):
         return None
+
+
+def cached_base_config(store: BlobStore, image_id: str) -> BaseImage | None:
+    """The base's config read earlier under this image ID, without its layers (what a
+    build whose outputs need no base blobs uses)."""
+    try:
+        key = digest_hex(image_id)
+    except ValueError:
+        return None
+    if not isinstance(store.read_index(INDEX_BASE_CONFIG, key), dict) or not store.has(image_id):
+        return None
+    try:
+        return BaseImage(store.read_bytes(image_id), None)
+    except OSError:
+        return None
+
+
+def remember_base_config(store: BlobStore, base: BaseImage) -> None:
+    """Keep the base's config, so `cached_base_config` finds it by image ID next time."""
+    store.put_bytes(base.config_bytes)
+    store.write_index(INDEX_BASE_CONFIG, digest_hex(base.image_id), {"diff_ids": base.diff_ids})
+
+
+class _Prefixed:
+    """A reader that gives `head` first, then the rest of `tail`."""
+
+    def __init__(self, head: bytes, tail: Reader) -> None:
+        self._head, self._tail = head, tail
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._head:
+            return self._tail.read(size)
+        if size < 0:
+            data, self._head = self._head + self._tail.read(), b""
+            return data
+        head, self._head = self._head[:size], self._head[size:]
+        rest = size - len(head)
+        return head + self._tail.read(rest) if rest else head
+
+
+def scan_docker_save(
+    tar_stream: TarSource, scan: Callable[[Reader], T]
+) -> tuple[BaseImage, list[T]]:
+    """One pass over `docker save IMAGE` for a build that needs no base blobs: the config,
+    and `scan` of each layer's tar, bottom first. Nothing is stored or hashed: the engine
+    holds these layers, and the image pydeploy loads names them by the config's diff IDs."""
+    small: dict[str, bytes] = {}
+    scanned: dict[str, T] = {}
+    links: dict[str, str] = {}
+    outer = TarScanner(as_reader(tar_stream))
+    for member in outer:
+        name = clean_path(member.name) if member.name.strip("./") else ""
+        if member.kind in {"symlink", "hardlink"}:
+            base_dir = posixpath.dirname(name) if member.kind == "symlink" else ""
+            links[name] = posixpath.normpath(posixpath.join(base_dir, member.linkname))
+        elif member.kind == "file" and member.size <= _SMALL_MEMBER:
+            small[name] = outer.read()
+        elif member.kind == "file":
+            # Large members are layers (the config and manifests are a few KB): scanned
+            # as they stream past, gunzipped on the way when the engine saved them so.
+            head = outer.read(len(GZIP_MAGIC))
+            stream: Reader = _Prefixed(head, outer)
+            if head == GZIP_MAGIC:
+                stream = gzip.GzipFile(fileobj=cast(IO[bytes], stream), mode="rb")
+            scanned[name] = scan(stream)
+    resolve = _resolver(links)
+    config_bytes, layer_names = _saved_manifest(small, resolve)
+    scans = []
+    for layer_name in layer_names:
+        name = resolve(layer_name)
+        if name in small:
+            data = small[name]
+            raw = gzip.decompress(data) if data.startswith(GZIP_MAGIC) else data
+            scanned[name] = scan(io.BytesIO(raw))
+        if name not in scanned:
+            raise BaseImageError(f"the saved base image lacks its layer file {layer_name!r}")
+        scans.append(scanned[name])
+    return BaseImage(config_bytes, None), scans
+
+
+def _resolver(links: dict[str, str]) -> Callable[[str], str]:
+    def resolve(name: str) -> str:
+        seen: set[str] = set()
+        name = clean_path(name)
+        while name in links and name not in seen:
+            seen.add(name)
+            name = links[name]
+        return name
+
+    return resolve
+
+
+def _saved_manifest(
+    small: dict[str, bytes], resolve: Callable[[str], str]
+) -> tuple[bytes, list[str]]:
+    """The config bytes and layer file names of a `docker save` archive."""
+    try:
+        manifest = json.loads(small[resolve("manifest.json")])[0]
+        config_bytes = small[resolve(manifest["Config"])]
+        diff_ids: list[str] = json.loads(config_bytes)["rootfs"]["diff_ids"]
+        layer_names: list[str] = manifest["Layers"]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BaseImageError(
+            f"the engine's `docker save` output is not in a format pydeploy understands "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if len(diff_ids) != len(layer_names):
+        raise BaseImageError("the saved base image lists a different number of layers and diff_ids")
+    return config_bytes, layer_names
 
 
 def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
@@ -77,27 +189,9 @@ def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
                         shutil.copyfileobj(handle, sink, CHUNK)
                     large[name] = sink.blob
 
-    def resolve(name: str) -> str:
-        seen: set[str] = set()
-        name = clean_path(name)
-        while name in links and name not in seen:
-            seen.add(name)
-            name = links[name]
-        return name
-
-    try:
-        manifest = json.loads(small[resolve("manifest.json")])[0]
-        config_bytes = small[resolve(manifest["Config"])]
-        config = json.loads(config_bytes)
-        diff_ids: list[str] = config["rootfs"]["diff_ids"]
-        layer_names: list[str] = manifest["Layers"]
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise BaseImageError(
-            f"the engine's `docker save` output is not in a format pydeploy understands "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    if len(diff_ids) != len(layer_names):
-        raise BaseImageError("the saved base image lists a different number of layers and diff_ids")
+    resolve = _resolver(links)
+    config_bytes, layer_names = _saved_manifest(small, resolve)
+    diff_ids: list[str] = json.loads(config_bytes)["rootfs"]["diff_ids"]
     layers: list[Layer] = []
     for diff_id, layer_name in zip(diff_ids, layer_names, strict=True):
         name = resolve(layer_name)
@@ -144,6 +238,14 @@ def write_docker_archive(
     omit = set(omit_diff_ids)
     unique = {la.diff_id: la for la in image.layers}  # a repeated layer is stored once
     included = [la for la in unique.values() if la.diff_id not in omit]
+    lacking = [d for d in image.diff_ids if d not in omit and d not in unique]
+    if lacking:
+        # Only an image built without its base's blobs lists layers it does not hold.
+        raise PublishError(
+            f"the engine no longer has the base image's layer {lacking[0]}, which this "
+            "build did not copy (its outputs did not need it).",
+            hint="The base image was removed during the build; run `pydeploy build` again.",
+        )
     require_blobs(image, [image.config_digest])
     for layer in included:
         if not (image.store.has(layer.diff_id) or image.store.has(layer.digest)):
@@ -168,7 +270,7 @@ def _write_docker_archive_to(
         {
             "Config": config_name,
             "RepoTags": list(repo_tags),
-            "Layers": [f"{digest_hex(la.diff_id)}/layer.tar" for la in image.layers],
+            "Layers": [f"{digest_hex(diff_id)}/layer.tar" for diff_id in image.diff_ids],
         }
     ]
 

@@ -15,10 +15,11 @@ from pydeploy.oci.layer import Layer
 
 @dataclass(frozen=True)
 class BaseImage:
-    """A base image imported from the engine: its raw config and stored layers."""
+    """A base image read from the engine: its raw config and stored layers, or None for
+    the layers when the build's outputs need no base blobs (the engine has them)."""
 
     config_bytes: bytes
-    layers: tuple[Layer, ...]
+    layers: tuple[Layer, ...] | None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -31,7 +32,8 @@ class BaseImage:
 
     @property
     def diff_ids(self) -> list[str]:
-        return [layer.diff_id for layer in self.layers]
+        diff_ids: list[str] = self.config["rootfs"]["diff_ids"]
+        return diff_ids
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -42,19 +44,40 @@ class BaseImage:
 @dataclass(frozen=True)
 class Image:
     """A finished image: config and manifest bytes (both also in `store`) and every
-    layer, base layers first."""
+    layer, base layers first. Built on a base read without its blobs, it has no
+    manifest and `layers` holds only pydeploy's own: it can only be loaded into the
+    engine that has the base (`diff_ids` names every layer)."""
 
     store: BlobStore
     config: bytes
-    manifest: bytes
+    manifest: bytes | None
     layers: tuple[Layer, ...]
     base_layer_count: int = 0
     image_id: str = field(init=False)
-    manifest_digest: str = field(init=False)
+    manifest_digest: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_id", sha256_digest(self.config))
-        object.__setattr__(self, "manifest_digest", sha256_digest(self.manifest))
+        digest = sha256_digest(self.manifest) if self.manifest is not None else None
+        object.__setattr__(self, "manifest_digest", digest)
+
+    @property
+    def diff_ids(self) -> list[str]:
+        diff_ids: list[str] = json.loads(self.config)["rootfs"]["diff_ids"]
+        return diff_ids
+
+    @property
+    def base_diff_ids(self) -> list[str]:
+        return self.diff_ids[: len(self.diff_ids) - len(self.own_layers)]
+
+    def registry_manifest(self) -> bytes:
+        """The manifest, which every output but the engine's needs."""
+        if self.manifest is None:
+            raise AssertionError("an image built without its base's blobs has no manifest")
+        return self.manifest
+
+    def registry_manifest_digest(self) -> str:
+        return sha256_digest(self.registry_manifest())
 
     @property
     def config_digest(self) -> str:
@@ -83,6 +106,9 @@ def assemble_image(
 ) -> Image:
     """`base` plus `layers` with the given settings."""
     config = build_config(base.config, base.diff_ids, base.history, layers, settings)
+    if base.layers is None:
+        store.put_bytes(config)
+        return Image(store, config, None, tuple(layers))
     return Image.from_config(
         store, config, [*base.layers, *layers], base_layer_count=len(base.layers)
     )

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pydeploy.errors import PublishError
-from pydeploy.oci.blobs import digest_hex
+from pydeploy.oci.blobs import digest_hex, sha256_digest
 from pydeploy.oci.config import (
     MEDIA_TYPE_INDEX,
     MEDIA_TYPE_MANIFEST,
@@ -24,7 +24,9 @@ def write_oci_layout(dest_dir: Path, image: Image, ref_name: str) -> None:
     built in a temp sibling and renamed into place. An existing OCI layout there is
     replaced; any other existing non-empty directory is refused."""
     dest_dir = Path(dest_dir)
-    digests = [image.config_digest, image.manifest_digest, *(la.digest for la in image.layers)]
+    manifest = image.registry_manifest()
+    manifest_digest = sha256_digest(manifest)
+    digests = [image.config_digest, manifest_digest, *(la.digest for la in image.layers)]
     require_blobs(image, digests)
     if dest_dir.exists() and not _replaceable_layout(dest_dir):
         raise PublishError(
@@ -47,8 +49,8 @@ def write_oci_layout(dest_dir: Path, image: Image, ref_name: str) -> None:
             "schemaVersion": 2,
             "mediaType": MEDIA_TYPE_INDEX,
             "manifests": [
-                {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.manifest_digest,
-                 "size": len(image.manifest), "annotations": {REF_NAME_ANNOTATION: ref_name}}
+                {"mediaType": MEDIA_TYPE_MANIFEST, "digest": manifest_digest,
+                 "size": len(manifest), "annotations": {REF_NAME_ANNOTATION: ref_name}}
             ],
         }  # fmt: skip
         (tmp / "index.json").write_bytes(canonical_json(index))

@@ -49,7 +49,7 @@ class DaemonPublisher:
 def load(engine: LoadingEngine, image: Image, tags: tuple[str, ...], scratch: Path) -> None:
     """`docker load` the image under `tags` (none: by its ID alone), leaving out the
     leading layers the engine already holds."""
-    present = engine.present_diff_ids(image.image_id, [la.diff_id for la in image.layers])
+    present = engine.present_diff_ids(image.image_id, image.diff_ids)
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=scratch) as handle:
         write_docker_archive(handle, image, list(tags), omit_diff_ids=present)

@@ -35,6 +35,7 @@ from urllib3.util.retry import Retry
 
 from pydeploy import atomic
 from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
+from pydeploy.oci.blobs import sha256_digest
 from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
 from pydeploy.oci.image import Image
 from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference, registry_host
@@ -666,9 +667,10 @@ def push(  # noqa: PLR0913 - keyword-only options, each with a default
     Blobs the registry already has are skipped, so a re-run completes an interrupted push;
     blobs that `locations` says another repository of the registry holds are mounted."""
     ref = _as_reference(reference)
-    if ref.digest and ref.digest != image.manifest_digest:
+    digest = sha256_digest(image.registry_manifest())
+    if ref.digest and ref.digest != digest:
         raise PublishError(
-            f"{ref} pins digest {ref.digest}, but the image's manifest is {image.manifest_digest}.",
+            f"{ref} pins digest {ref.digest}, but the image's manifest is {digest}.",
             hint="Push by tag instead, or pin the digest pydeploy reports.",
         )
     with RegistryClient(ref, push=True, session=session, environ=environ) as client:
@@ -708,17 +710,19 @@ def _push(
     # The first blob alone answers the registry's auth challenge; the rest reuse the token.
     send(*items[0])
     _in_parallel(send, items[1:])
-    returned = client.put_manifest(image.manifest, MEDIA_TYPE_MANIFEST)
-    if returned and returned != image.manifest_digest:
+    manifest = image.registry_manifest()
+    digest = sha256_digest(manifest)
+    returned = client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
+    if returned and returned != digest:
         raise PublishError(
             f"registry {ref.registry} stored the manifest of {ref} as {returned}, not as "
-            f"{image.manifest_digest}; the registry rewrote it, so the pushed image is not "
+            f"{digest}; the registry rewrote it, so the pushed image is not "
             f"the one pydeploy built."
         )
-    report(PushEvent("manifest", image.manifest_digest, len(image.manifest)))
+    report(PushEvent("manifest", digest, len(manifest)))
     if locations is not None:
         locations.record(ref.registry, ref.repository, blobs)
-    return image.manifest_digest
+    return digest
 
 
 def _in_parallel(

@@ -602,7 +602,10 @@ def test_dockerignore_keeps_credentials_out_against_gitignore_negations(tmp_path
 
 
 def test_printed_dockerfile_drops_setuid_bits_unless_kept(tmp_path: Path) -> None:
-    strip = "find / -xdev -perm /6000 -exec chmod ug-s {} +"
+    strip = (
+        "find / -xdev ! -type d -perm /6000 -delete && "
+        "find / -xdev -type d -perm /6000 -exec chmod ug-s {} +"
+    )
     root = write_project(tmp_path / "shop")
     final = stages(eject(root).dockerfile)[-1]
     assert strip in instructions(final, "RUN")

@@ -4,6 +4,7 @@ the base's accounts refused. Synthetic base layers, no engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from pathlib import Path
 
@@ -54,13 +55,15 @@ def test_the_default_user_id_and_an_existing_app_user_are_fine(tmp_path: Path) -
     assert next(e for e in again if e.path == "etc/passwd").data == passwd
 
 
-def base_of(store: BlobStore, *layers: list[FileEntry]) -> BaseImage:
-    return BaseImage(
-        b"{}", tuple(build_layer(e, store=store, epoch=1, role="base") for e in layers)
-    )
+def scans_of(store: BlobStore, *layers: list[FileEntry]) -> list[assemble.LayerScan]:
+    """The base layers' scans, read back from real tars in the store."""
+    built = tuple(build_layer(e, store=store, epoch=1, role="base") for e in layers)
+    return assemble.stored_layer_scans(store, BaseImage(b"{}", built))
 
 
-def test_setuid_and_setgid_files_come_back_without_the_bits(tmp_path: Path) -> None:
+def test_setuid_and_setgid_files_are_whited_out_and_directories_lose_the_bits(
+    tmp_path: Path,
+) -> None:
     store = BlobStore(tmp_path / "store")
     lower = [
         FileEntry("usr", "dir", 0o755),
@@ -77,33 +80,46 @@ def test_setuid_and_setgid_files_come_back_without_the_bits(tmp_path: Path) -> N
         FileEntry("opt", "dir", 0o755),
         FileEntry("opt/tool", "dir", 0o755),
         FileEntry("opt/tool/suid", "file", 0o4755, data=b"x"),
+        FileEntry("sbin", "dir", 0o755),
+        # A link's header may lack the bits: it shares the inode (and the bits) anyway.
+        FileEntry("sbin/tool", "file", 0o4755, data=b"tool"),
     ]
     upper = [
         FileEntry("usr/bin/.wh.passwd", "file", 0o644, data=b""),  # removed by a later layer
         FileEntry("usr/bin/chage", "file", 0o755, data=b"chage 2"),  # replaced, bits gone
         FileEntry("opt/tool/.wh..wh..opq", "file", 0o644, data=b""),  # emptied
     ]
-    entries = assemble.unprivileged_entries(store, base_of(store, lower, upper))
+    scans = scans_of(store, lower, upper)
+    link = next(m for name, m in scans[0] if name == "sbin/tool")
+    scans[0].append(("sbin/tool-link", dataclasses.replace(link, kind="hardlink", mode=0o755,
+                                                           linkname="sbin/tool")))  # fmt: skip
+    entries = assemble.unprivileged_entries(scans)
     found = {e.path: (e.kind, oct(e.mode), e.uid, e.gid, e.data) for e in entries}
+    whiteout = ("file", "0o644", 0, 0, b"")
     assert found == {
+        "sbin": ("dir", "0o755", 0, 0, None),
+        "sbin/.wh.tool": whiteout,
+        "sbin/.wh.tool-link": whiteout,
         "usr": ("dir", "0o755", 0, 0, None),
         "usr/bin": ("dir", "0o755", 0, 0, None),
-        "usr/bin/su": ("file", "0o755", 0, 0, b"su-binary"),
-        "usr/bin/newgrp": ("file", "0o755", 0, 0, b"su-binary"),
+        "usr/bin/.wh.su": whiteout,
+        "usr/bin/.wh.newgrp": whiteout,
         "usr/lib": ("dir", "0o750", 0, 7, None),
-        "usr/lib/helper": ("file", "0o754", 0, 7, b"helper"),
+        "usr/lib/.wh.helper": whiteout,
         "var": ("dir", "0o755", 0, 0, None),
         "var/mail": ("dir", "0o775", 0, 8, None),
     }
     layer = assemble.layer(store, entries, "no-setuid")
     with tarfile.open(store.path(layer.diff_id)) as tar:
         assert not [m.name for m in tar if m.mode & 0o6000]
+    # Whiteouts, not copies: the layer carries none of the programs.
+    assert layer.uncompressed_size == 512 * (len(entries) + 2)
 
 
 def test_a_base_without_setuid_files_needs_no_layer(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "store")
     plain = [FileEntry("usr/bin/ls", "file", 0o755, data=b"ls"), FileEntry("tmp", "dir", 0o1777)]
-    assert assemble.unprivileged_entries(store, base_of(store, plain)) == []
+    assert assemble.unprivileged_entries(scans_of(store, plain)) == []
 
 
 def test_keep_setuid_plans_no_such_layer(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ def test_import_docker_save(tmp_path: Path, oci_style: bool, repeat: bool) -> No
     base = import_docker_save(io.BytesIO(saved), store)
     expected = [sha256_digest(t) for t in tars] + ([sha256_digest(tars[0])] if repeat else [])
     assert base.diff_ids == expected
+    assert base.layers is not None
     for layer in base.layers:
         assert (
             gzip.decompress(store.path(layer.digest).read_bytes())
@@ -87,6 +88,7 @@ def test_cached_base_reads_index_entries_written_without_a_role(tmp_path: Path) 
     store = BlobStore(tmp_path / "store")
     base = import_docker_save(io.BytesIO(docker_save_tar(base_layer_tars(tmp_path))), store)
     key = digest_hex(base.image_id)
+    assert base.layers is not None
     assert store.read_index("docker-save", key) == {"layers": [la.to_doc() for la in base.layers]}
     # The shape earlier versions wrote: a warm cache must stay warm.
     old = [{k: v for k, v in la.to_doc().items() if k != "role"} for la in base.layers]
@@ -133,6 +135,7 @@ def test_chunk_iterators_are_accepted_as_streams(tmp_path: Path) -> None:
     saved = docker_save_tar(base_layer_tars(tmp_path))
     chunks = (saved[i : i + 1000] for i in range(0, len(saved), 1000))
     base = import_docker_save(chunks, BlobStore(tmp_path / "store"))
+    assert base.layers is not None
     assert len(base.layers) == 2
     archive = venv_archive().getvalue()
     entries = entries_from_tar(

@@ -136,7 +136,7 @@ def test_image_ties_digests_together(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     image = synthetic_image(store)
     assert image.image_id == sha256_digest(image.config)
-    assert image.manifest_digest == sha256_digest(image.manifest)
+    assert image.manifest_digest == sha256_digest(image.registry_manifest())
     assert store.read_bytes(image.image_id) == image.config
     assert store.read_bytes(image.manifest_digest) == image.manifest
     again = synthetic_image(BlobStore(tmp_path / "again"))
@@ -164,5 +164,5 @@ def test_assemble_image_on_an_imported_base(tmp_path: Path) -> None:
     config = json.loads(image.config)
     assert config["rootfs"]["diff_ids"] == [*base.diff_ids, app.diff_id]
     assert len(config["history"]) == 3
-    manifest = json.loads(image.manifest)
+    manifest = json.loads(image.registry_manifest())
     assert [la["digest"] for la in manifest["layers"]] == [la.digest for la in image.layers]

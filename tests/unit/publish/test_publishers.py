@@ -12,6 +12,7 @@ from typing import IO, Any
 import pytest
 from tests.unit.oci.samples import synthetic_image
 
+from pydeploy.build import BuildOptions
 from pydeploy.errors import ConfigError, PublishError
 from pydeploy.oci.blobs import BlobStore, digest_hex
 from pydeploy.oci.image import Image
@@ -127,7 +128,7 @@ def test_registry_pushes_every_tag_and_reports_each(
         calls.append((ref, kwargs["locations"].path))
         for kind in ("exists", "uploading", "uploaded", "mounted", "uploading", "uploaded"):
             kwargs["progress"](registry.PushEvent(kind, "sha256:x", 1))
-        return pushed.manifest_digest
+        return pushed.registry_manifest_digest()
 
     monkeypatch.setattr(registry, "push", fake_push)
     lines: list[str] = []
@@ -165,3 +166,20 @@ def test_docker_archive_holds_every_layer_and_tag(image: Image, tmp_path: Path) 
         assert manifest is not None
         assert json.load(manifest)[0]["RepoTags"] == ["demo:1"]
     assert all(layer_file(la.diff_id) in names for la in image.layers)
+
+
+@pytest.mark.parametrize(
+    ("specs", "explicit", "needed"),
+    [
+        (["docker"], None, False),  # the engine holds the base: its blobs are never read
+        (["docker", "registry"], None, True),
+        (["oci:out"], None, True),
+        (["docker-archive:img.tar"], None, True),
+        (["docker"], True, True),  # `pydeploy manifest`: a digest, so a manifest
+    ],
+)
+def test_only_outputs_beyond_the_engine_read_the_base_s_blobs(
+    specs: list[str], explicit: bool | None, needed: bool
+) -> None:
+    outputs = tuple(parse_output(spec) for spec in specs)
+    assert BuildOptions(outputs=outputs, base_blobs=explicit).needs_base_blobs() is needed

@@ -659,7 +659,7 @@ def test_blobs_are_checked_and_uploaded_four_at_a_time(
         if req.method == "POST":
             return 202, {"Location": "/v2/team/app/blobs/uploads/u"}, b""
         if "/manifests/" in req.path:
-            return 201, {"Docker-Content-Digest": image.manifest_digest}, b""
+            return 201, {"Docker-Content-Digest": image.registry_manifest_digest()}, b""
         return 201, {}, b""
 
     server = fake_registry(handle)
