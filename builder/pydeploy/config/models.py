@@ -176,11 +176,14 @@ class ServerConfig(_Table):
     proxy_headers: bool = Field(
         True, description="Honour X-Forwarded-* headers from trusted proxies (uvicorn)."
     )
-    access_log: bool = Field(
+    access_log: bool | Literal["buffered", "unbuffered", "off"] = Field(
         True,
         description=(
-            "Write one access-log line per request to stdout. Costs throughput on tiny "
-            "requests (see the README's benchmark); errors always go to stderr."
+            "One access-log line per request on stdout. `true` (the default) or "
+            "`buffered`: lines are written in batches, within 0.1 s "
+            "(`PYDEPLOY_ACCESS_LOG_FLUSH_SECONDS` at run time) and at every orderly exit; "
+            "`unbuffered`: the server's own handler, one write per line; `false` or "
+            "`off`: none. Errors always go to stderr."
         ),
     )
     extra_args: list[str] = Field(

@@ -22,7 +22,15 @@ from pydeploy.oci.tar import Reader, TarMember, TarScanner
 from pydeploy.plan.launch import LaunchSettings
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import labels as memory_labels
-from pydeploy.plan.planner import APP_DIR, LAUNCHER_DIR, VENV, WORKER_MODULE_PATH, BuildPlan
+from pydeploy.plan.planner import (
+    ACCESS_LOG_MODULE_PATH,
+    APP_DIR,
+    LAUNCHER_DIR,
+    UVICORN_LOG_CONFIG_PATH,
+    VENV,
+    WORKER_MODULE_PATH,
+    BuildPlan,
+)
 
 # Layer file mtimes are a constant, never the commit time: a new commit must not change
 # the dependency layer's digest. Jib uses the same epoch + 1 s.
@@ -198,11 +206,13 @@ def _forget(
 
 def launcher_files(launch: LaunchSettings) -> dict[str, bytes]:
     """The launcher layer's files by image path: the launcher, its settings and the
-    gunicorn worker classes it names."""
+    gunicorn worker classes and the buffered access log it names."""
     return {
         LAUNCHER: payload.source("launcher.py"),
         LAUNCH_JSON: json.dumps(launch.document(), indent=2, sort_keys=True).encode() + b"\n",
         WORKER_MODULE_PATH: payload.source("server_workers.py"),
+        ACCESS_LOG_MODULE_PATH: payload.source("access_log.py"),
+        UVICORN_LOG_CONFIG_PATH: payload.source("uvicorn_logging.json"),
     }
 
 

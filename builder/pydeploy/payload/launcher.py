@@ -59,6 +59,24 @@ WORKER_MODULE = "pydeploy_workers"
 WSGI_WORKER_CLASS = f"{WORKER_MODULE}.WSGIWorker"
 ASGI_WORKER_CLASS = f"{WORKER_MODULE}.ASGIWorker"
 WSGI_WORKERS = ("async", "sync")
+# Buffered access logs (access_log.py, copied into `worker_lib` as ACCESS_LOG_MODULE, with
+# UVICORN_LOG_CONFIG beside it): a write per batch, not per request, on the engine's pipe.
+ACCESS_LOG_MODES = ("buffered", "unbuffered", "off")
+ACCESS_LOG_MODULE = "pydeploy_accesslog"
+GUNICORN_LOGGER_CLASS = f"{ACCESS_LOG_MODULE}.GunicornLogger"
+UVICORN_LOG_CONFIG = "uvicorn_logging.json"
+# Options of the user's extra-args that configure the server's logging themselves: with
+# any of them the server keeps its own (unbuffered) logging, as asked.
+GUNICORN_LOG_OPTIONS = (
+    "--logger-class",
+    "--log-config",
+    "--log-config-dict",
+    "--log-config-json",
+    "--log-syslog",
+    "--statsd-host",
+    "--access-logfile",
+)
+UVICORN_LOG_OPTIONS = ("--log-config",)
 # Threads per worker that run a WSGI app behind the async front when `threads` is unset.
 DEFAULT_WSGI_THREADS = 4
 # The graceful timeout's default: with the server's exit it fits inside docker stop's 10 s
@@ -131,7 +149,7 @@ class LaunchConfig:
     max_requests_jitter: int = 0
     forwarded_allow_ips: str | None = None
     proxy_headers: bool = True
-    access_log: bool = True
+    access_log: str = "buffered"
     extra_args: tuple[str, ...] = ()
     app_dir: str = "/app"
     venv: str = "/opt/venv"
@@ -193,9 +211,7 @@ def parse_config(data: object) -> LaunchConfig:
         raise LaunchError(
             f"launch.json: 'proxy_headers' must be true or false, got {proxy_headers!r}"
         )
-    access_log = data.get("access_log", True)
-    if not isinstance(access_log, bool):
-        raise LaunchError(f"launch.json: 'access_log' must be true or false, got {access_log!r}")
+    access_log = _access_log(data.get("access_log", "buffered"))
     wsgi_worker = data.get("wsgi_worker", "async")
     if wsgi_worker not in WSGI_WORKERS:
         raise LaunchError(
@@ -245,6 +261,17 @@ def parse_config(data: object) -> LaunchConfig:
         healthcheck_timeout=float(hc_timeout),
         healthcheck_healthy_below=_healthy_below(data),
     )
+
+
+def _access_log(value: object) -> str:
+    """One of ACCESS_LOG_MODES; true and false (older launch.json) are buffered and off."""
+    if value is True or value is False:
+        return "buffered" if value else "off"
+    if value not in ACCESS_LOG_MODES:
+        raise LaunchError(
+            f"launch.json: 'access_log' must be one of {', '.join(ACCESS_LOG_MODES)}, got {value!r}"
+        )
+    return str(value)
 
 
 def _healthy_below(data: Mapping[str, Any]) -> int:
@@ -643,13 +670,15 @@ def gunicorn_argv(
         argv += ["--worker-class", "gthread", "--threads", str(threads)]
     else:
         argv += ["--worker-class", "sync"]
-    if config.server == "gunicorn-uvicorn" or config.wsgi_worker == "async":
+    buffered = buffered_access_log(config, GUNICORN_LOG_OPTIONS)
+    if config.server == "gunicorn-uvicorn" or config.wsgi_worker == "async" or buffered:
         argv += ["--pythonpath", config.worker_lib]
     argv += ["--chdir", config.app_dir]
     if worker_tmp_dir is not None:
         argv += ["--worker-tmp-dir", worker_tmp_dir]
-    if config.access_log:
+    if config.access_log != "off":
         argv += ["--access-logfile", "-"]
+        argv += ["--logger-class", GUNICORN_LOGGER_CLASS] if buffered else []
     argv += ["--error-logfile", "-"]
     argv += ["--timeout", str(config.timeout), "--graceful-timeout", str(config.graceful_timeout)]
     argv += ["--keep-alive", str(config.keepalive)]
@@ -667,6 +696,30 @@ def gunicorn_argv(
     argv += list(config.extra_args)
     argv.append(config.app)
     return argv
+
+
+def buffered_access_log(config: LaunchConfig, own_options: Sequence[str]) -> bool:
+    """Whether pydeploy's buffered access log applies: asked for, and the user's
+    extra-args configure none of the server's logging."""
+    if config.access_log != "buffered":
+        return False
+    return not any(
+        arg == option or arg.startswith(option + "=")
+        for arg in config.extra_args
+        for option in own_options
+    )
+
+
+def uvicorn_environ(config: LaunchConfig, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """uvicorn's environment when it buffers its access log: `worker_lib` on PYTHONPATH,
+    since uvicorn imports the log config's handler before anything extends sys.path (the
+    directory holds only pydeploy's modules, so it shadows nothing); else None (ours)."""
+    if not buffered_access_log(config, UVICORN_LOG_OPTIONS):
+        return None
+    found = dict(environ)
+    paths = [config.worker_lib] + [p for p in found.get("PYTHONPATH", "").split(os.pathsep) if p]
+    found["PYTHONPATH"] = os.pathsep.join(paths)
+    return found
 
 
 def wsgi_threads(config: LaunchConfig) -> int:
@@ -695,8 +748,10 @@ def uvicorn_argv(
     argv += ["--timeout-graceful-shutdown", str(config.graceful_timeout)]
     argv += ["--timeout-keep-alive", str(config.keepalive)]
     argv.append("--proxy-headers" if config.proxy_headers else "--no-proxy-headers")
-    if not config.access_log:
+    if config.access_log == "off":
         argv.append("--no-access-log")
+    elif buffered_access_log(config, UVICORN_LOG_OPTIONS):
+        argv += ["--log-config", str(Path(config.worker_lib) / UVICORN_LOG_CONFIG)]
     if config.proxy_headers and config.forwarded_allow_ips is not None:
         argv += ["--forwarded-allow-ips", config.forwarded_allow_ips]
     if config.max_requests > 0:
@@ -714,6 +769,8 @@ class LaunchPlan:
     workers: WorkerDecision
     server: str
     threads: int | None
+    # The server's environment when it is not the launcher's own.
+    env: dict[str, str] | None = None
 
     def startup_line(self) -> str:
         threads = f", {self.threads} threads" if self.threads else ""
@@ -744,7 +801,9 @@ def plan_launch(config: LaunchConfig, environ: Mapping[str, str], system: System
     )
     venv = Path(config.venv)
     threads = None
+    env = None
     if config.server == "uvicorn":
+        env = uvicorn_environ(config, environ)
         argv = uvicorn_argv(
             config,
             workers=decision.count,
@@ -761,7 +820,7 @@ def plan_launch(config: LaunchConfig, environ: Mapping[str, str], system: System
         )
         if config.server == "gunicorn" and wsgi_threads(config) > 1:
             threads = wsgi_threads(config)
-    return LaunchPlan(argv, port, decision, config.server, threads)
+    return LaunchPlan(argv, port, decision, config.server, threads, env)
 
 
 # --------------------------------------------------------------------------- running
@@ -875,10 +934,10 @@ def launch(plan: LaunchPlan, *, app_dir: str, pid1: bool) -> int:
     # relative paths in the app and a project's gunicorn.conf.py resolve as in development.
     cwd = app_dir if Path(app_dir).is_dir() else None
     if plan.server == "uvicorn" and pid1:
-        return supervise(plan.argv, cwd=cwd)
+        return supervise(plan.argv, cwd=cwd, env=plan.env)
     if cwd is not None:
         os.chdir(cwd)
-    return _exec(plan.argv)
+    return _exec(plan.argv, plan.env)
 
 
 def _exec(

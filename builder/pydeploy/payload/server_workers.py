@@ -27,6 +27,7 @@ Both change two things in uvicorn's shutdown:
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 from typing import Any
@@ -52,6 +53,10 @@ class _GraceServer(Server):  # type: ignore[misc]  # untyped in the dev environm
         if not self.force_exit:  # a second signal (or SIGQUIT) means now
             await asyncio.sleep(READ_GRACE_SECONDS)
         await super().shutdown(sockets)
+        # uvicorn re-raises SIGTERM with the default action once this returns, which kills
+        # the worker before logging's exit flush: write the buffered access lines now.
+        for handler in logging.getLogger("uvicorn.access").handlers:
+            handler.flush()
 
 
 class ASGIWorker(UvicornWorker):  # type: ignore[misc]  # untyped in the dev environment

@@ -110,7 +110,7 @@ class LaunchSettings:
     max_requests_jitter: int
     forwarded_allow_ips: str | None  # comma-separated, as the servers take them
     proxy_headers: bool
-    access_log: bool
+    access_log: str  # "buffered", "unbuffered" or "off" (the launcher's ACCESS_LOG_MODES)
     extra_args: tuple[str, ...]
     app_dir: str
     venv: str

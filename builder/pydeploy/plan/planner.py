@@ -33,6 +33,9 @@ LAUNCHER_DIR = "/opt/pydeploy"
 # putting it on gunicorn's --pythonpath shadows none of the app's modules.
 WORKER_LIB = f"{LAUNCHER_DIR}/lib"
 WORKER_MODULE_PATH = f"{WORKER_LIB}/{launcher.WORKER_MODULE}.py"
+# The buffered access log, beside them (the launcher puts WORKER_LIB on the servers' path).
+ACCESS_LOG_MODULE_PATH = f"{WORKER_LIB}/{launcher.ACCESS_LOG_MODULE}.py"
+UVICORN_LOG_CONFIG_PATH = f"{WORKER_LIB}/{launcher.UVICORN_LOG_CONFIG}"
 DEFAULT_BUILD_PACKAGES = ("gcc", "libc6-dev")
 # The layer that drops the base's setuid/setgid bits (when it has any).
 SETUID_ROLE = "no-setuid"
@@ -579,7 +582,7 @@ def _launch_settings(
             ",".join(s.forwarded_allow_ips) if s.forwarded_allow_ips is not None else None
         ),
         proxy_headers=s.proxy_headers,
-        access_log=s.access_log,
+        access_log=_access_log_mode(s.access_log),
         extra_args=tuple(s.extra_args),
         app_dir=APP_DIR,
         venv=VENV,
@@ -588,6 +591,13 @@ def _launch_settings(
         healthcheck_timeout=probe.timeout,
         healthcheck_healthy_below=probe.healthy_below,
     )
+
+
+def _access_log_mode(value: bool | str) -> str:
+    """`server.access-log` as the launcher's mode: true is buffered, false is off."""
+    if isinstance(value, bool):
+        return "buffered" if value else "off"
+    return value
 
 
 def _release(command: str | list[str] | None) -> tuple[str, ...] | None:

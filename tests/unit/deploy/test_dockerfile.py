@@ -181,7 +181,12 @@ def test_launcher_files_are_pydeploys_own(flask: Path) -> None:
     final = stages(ejected.dockerfile)[-1]
     assert "COPY .pydeploy/launcher.py .pydeploy/launch.json /opt/pydeploy/" in final
     assert ejected.files[".pydeploy/pydeploy_workers.py"] == payload.source("server_workers.py")
-    assert "COPY .pydeploy/pydeploy_workers.py /opt/pydeploy/lib/" in final
+    assert ejected.files[".pydeploy/pydeploy_accesslog.py"] == payload.source("access_log.py")
+    lib = (
+        "COPY .pydeploy/pydeploy_workers.py .pydeploy/pydeploy_accesslog.py "
+        ".pydeploy/uvicorn_logging.json /opt/pydeploy/lib/"
+    )
+    assert lib in final
     # The launcher files never reach /app: the source stage drops them.
     source = stages(ejected.dockerfile)[0]
     assert source[-1].endswith("rm -rf /src/.pydeploy && chmod -R u=rwX,go=rX /src")
@@ -517,7 +522,8 @@ def test_write_refuses_a_hand_written_dockerfile(flask: Path) -> None:
     written = dockerfile.write(ejected, flask, force=True)
     assert {p.relative_to(flask).as_posix() for p in written} == {
         "Dockerfile", ".dockerignore", ".pydeploy/launcher.py", ".pydeploy/launch.json",
-        ".pydeploy/pydeploy_workers.py",
+        ".pydeploy/pydeploy_workers.py", ".pydeploy/pydeploy_accesslog.py",
+        ".pydeploy/uvicorn_logging.json",
     }  # fmt: skip
     # Its own output is replaced without --force.
     dockerfile.write(eject(flask), flask)

@@ -442,6 +442,7 @@ def test_wsgi_default_is_the_async_worker_with_four_threads() -> None:
         "--chdir", "/app",
         "--worker-tmp-dir", "/dev/shm",
         "--access-logfile", "-",
+        "--logger-class", "pydeploy_accesslog.GunicornLogger",
         "--error-logfile", "-",
         "--timeout", "30",
         "--graceful-timeout", "25",
@@ -475,9 +476,11 @@ def test_gunicorn_sync_argv() -> None:
         "--bind", "0.0.0.0:8000",
         "--workers", "3",
         "--worker-class", "sync",
+        "--pythonpath", "/opt/pydeploy/lib",
         "--chdir", "/app",
         "--worker-tmp-dir", "/dev/shm",
         "--access-logfile", "-",
+        "--logger-class", "pydeploy_accesslog.GunicornLogger",
         "--error-logfile", "-",
         "--timeout", "30",
         "--graceful-timeout", "25",
@@ -501,9 +504,11 @@ def test_gunicorn_gthread_argv_with_every_option() -> None:
         "--bind", "0.0.0.0:9000",
         "--workers", "2",
         "--worker-class", "gthread", "--threads", "4",
+        "--pythonpath", "/opt/pydeploy/lib",
         "--chdir", "/app",
         "--worker-tmp-dir", "/dev/shm",
         "--access-logfile", "-",
+        "--logger-class", "pydeploy_accesslog.GunicornLogger",
         "--error-logfile", "-",
         "--timeout", "30",
         "--graceful-timeout", "25",
@@ -529,6 +534,7 @@ def test_gunicorn_uvicorn_argv() -> None:
         "--pythonpath", "/opt/pydeploy/lib",
         "--chdir", "/app",
         "--access-logfile", "-",
+        "--logger-class", "pydeploy_accesslog.GunicornLogger",
         "--error-logfile", "-",
         "--timeout", "30",
         "--graceful-timeout", "25",
@@ -563,6 +569,7 @@ def test_uvicorn_argv() -> None:
         "--timeout-graceful-shutdown", "25",
         "--timeout-keep-alive", "5",
         "--proxy-headers",
+        "--log-config", "/opt/pydeploy/lib/uvicorn_logging.json",
         "--forwarded-allow-ips", "*",
         "--limit-max-requests", "500", "--limit-max-requests-jitter", "20",
         "--no-server-header",
@@ -913,3 +920,73 @@ def test_access_log_can_be_turned_off() -> None:
     assert "--no-access-log" not in launcher.uvicorn_argv(
         config(server="uvicorn", interface="asgi"), workers=2, port=8000, uvicorn_version=(0, 54)
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [(True, "buffered"), (False, "off"), ("buffered", "buffered"), ("unbuffered", "unbuffered"),
+     ("off", "off")],
+)  # fmt: skip
+def test_access_log_modes_and_the_older_booleans(value: object, mode: str) -> None:
+    assert config(access_log=value).access_log == mode
+
+
+def test_unknown_access_log_mode_is_refused() -> None:
+    with pytest.raises(launcher.LaunchError, match="'access_log' must be one of buffered"):
+        config(access_log="fast")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"wsgi_worker": "sync"}, {"server": "gunicorn-uvicorn", "interface": "asgi"}],
+)
+def test_gunicorn_buffers_the_access_log_on_every_worker(overrides: dict[str, str]) -> None:
+    argv = launcher.gunicorn_argv(config(**overrides), workers=2, port=8000, gunicorn_version=None)
+    assert argv[argv.index("--logger-class") + 1] == "pydeploy_accesslog.GunicornLogger"
+    assert argv[argv.index("--pythonpath") + 1] == "/opt/pydeploy/lib"
+    assert argv[argv.index("--access-logfile") + 1] == "-"
+
+
+def test_unbuffered_access_log_is_the_servers_own() -> None:
+    gunicorn = launcher.gunicorn_argv(
+        config(access_log="unbuffered", wsgi_worker="sync"),
+        workers=2, port=8000, gunicorn_version=None,
+    )  # fmt: skip
+    assert "--logger-class" not in gunicorn
+    assert "--pythonpath" not in gunicorn, "the sync worker needs nothing from worker_lib"
+    assert gunicorn[gunicorn.index("--access-logfile") + 1] == "-"
+    cfg = config(server="uvicorn", interface="asgi", access_log="unbuffered")
+    uvicorn = launcher.uvicorn_argv(cfg, workers=2, port=8000, uvicorn_version=None)
+    assert "--log-config" not in uvicorn
+    assert "--no-access-log" not in uvicorn
+    assert launcher.uvicorn_environ(cfg, {"PYTHONPATH": "/x"}) is None
+
+
+@pytest.mark.parametrize(
+    "extra", [["--log-config", "log.ini"], ["--logger-class=myapp.Logger"],
+              ["--access-logfile", "/tmp/a.log"], ["--statsd-host", "st:8125"]],
+)  # fmt: skip
+def test_user_logging_options_keep_gunicorns_own_log(extra: list[str]) -> None:
+    argv = launcher.gunicorn_argv(
+        config(extra_args=extra), workers=2, port=8000, gunicorn_version=None
+    )
+    assert "pydeploy_accesslog.GunicornLogger" not in argv
+    assert argv[-1 - len(extra) : -1] == extra
+
+
+def test_user_log_config_keeps_uvicorns_own_log() -> None:
+    cfg = config(server="uvicorn", interface="asgi", extra_args=["--log-config=log.json"])
+    argv = launcher.uvicorn_argv(cfg, workers=2, port=8000, uvicorn_version=None)
+    assert [a for a in argv if a.startswith("--log-config")] == ["--log-config=log.json"]
+    assert launcher.uvicorn_environ(cfg, {}) is None
+
+
+def test_buffered_uvicorn_finds_the_handler_on_pythonpath(tmp_path: Path) -> None:
+    cfg = config(server="uvicorn", interface="asgi")
+    env = launcher.uvicorn_environ(cfg, {"PYTHONPATH": "/opt/extra", "HOME": "/h"})
+    assert env == {"PYTHONPATH": "/opt/pydeploy/lib:/opt/extra", "HOME": "/h"}
+    assert launcher.uvicorn_environ(cfg, {}) == {"PYTHONPATH": "/opt/pydeploy/lib"}
+    system = System(cgroup_root=tmp_path, proc_cgroup=tmp_path / "none", affinity=1)
+    plan = launcher.plan_launch(cfg, {"WEB_CONCURRENCY": "1"}, system)
+    assert plan.env is not None
+    assert plan.env["PYTHONPATH"].split(":")[0] == "/opt/pydeploy/lib"

@@ -181,7 +181,7 @@ def test_a_disabled_healthcheck_still_gives_the_launcher_its_path(tmp_path: Path
 # launch.json of SERVER's project, byte for byte: the typed settings must not change it.
 GOLDEN_LAUNCH_JSON = """\
 {
-  "access_log": true,
+  "access_log": "buffered",
   "app": "app:app",
   "app_dir": "/app",
   "extra_args": [
@@ -288,3 +288,21 @@ def test_resources_are_in_the_plan(tmp_path: Path) -> None:
         "cpu_request": None,
         "memory_request": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("true", "buffered"), ("false", "off"), ('"buffered"', "buffered"),
+     ('"unbuffered"', "unbuffered"), ('"off"', "off")],
+)  # fmt: skip
+def test_access_log_setting_becomes_the_launchers_mode(
+    tmp_path: Path, value: str, mode: str
+) -> None:
+    table = f'[tool.pydeploy.server]\ninterface = "wsgi"\naccess-log = {value}\n'
+    assert plan_of(write_project(tmp_path / "p", table)).launch.access_log == mode
+
+
+def test_unknown_access_log_setting_is_a_config_error(tmp_path: Path) -> None:
+    table = '[tool.pydeploy.server]\naccess-log = "fast"\n'
+    with pytest.raises(ConfigError, match="access-log"):
+        plan_of(write_project(tmp_path / "p", table))
