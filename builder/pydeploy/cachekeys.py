@@ -39,6 +39,8 @@ SYSTEM_LAYER_RECIPE = "system-layer-v1"
 # The shared-library check's answer (what the venv's ELF files miss in the runtime image
 # and which builder package provides each).
 SHARED_LIBS_RECIPE = "shared-libs-v1"
+# The no-change fast path's records (pydeploy.fastpath): what a build read and gave.
+UNCHANGED_RECIPE = "unchanged-v1"
 # The secret scan's per-file results: bump when the detectors or the limits change.
 SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
 
@@ -86,9 +88,14 @@ LABEL_CLAIMED = "pydeploy.venv.claimed"  # when (epoch seconds)
 # On the cache volume.
 LABEL_CACHE = "pydeploy.cache"  # "1"
 
+# --- host cache directories and index kinds ---------------------------------------------
+
+UNCHANGED_DIR = "unchanged"  # the no-change records, one file per command key; `prune` ages them
+
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------
 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
+INDEX_BASE_ACCOUNTS = "base-accounts"  # the base's /etc/passwd and /etc/group, by image ID
 INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel

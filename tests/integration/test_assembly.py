@@ -185,6 +185,38 @@ def test_same_inputs_same_image_even_from_a_clean_cache(
     assert index_a == (tmp_path / "b" / "index.json").read_bytes()
 
 
+def test_a_no_change_rebuild_asks_the_engine_and_builds_again_when_anything_moved(
+    project: Path, base_image: str, unique: str, resources: Resources,
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    """`--output docker` with the same command, environment and files: the recorded
+    result, once the engine confirms the image is still there; a removed image or an
+    edited file builds again (and records again)."""
+    tag = resources.image(f"pydeploy-test/unchanged:{unique}")
+    first = build_json(project, base_image, "--tag", tag)
+    assert "unchanged" not in first["timings"]
+    again = build_json(project, base_image, "--tag", tag)
+    assert list(again["timings"]) == ["unchanged"]
+    assert (again["image_id"], again["layers"]) == (first["image_id"], first["layers"])
+    assert again["dependencies"]["cached"] is True
+
+    docker_client.images.remove(tag)
+    reloaded = build_json(project, base_image, "--tag", tag)
+    assert "unchanged" not in reloaded["timings"]
+    assert docker_client.images.get(tag).id == first["image_id"]
+    assert list(build_json(project, base_image, "--tag", tag)["timings"]) == ["unchanged"]
+
+    main = project / "main.py"
+    main.write_text(main.read_text().replace('"hello"', '"hello again"'))
+    edited = build_json(project, base_image, "--tag", tag)
+    resources.image(first["image_id"])  # untagged by the edited build
+    assert "unchanged" not in edited["timings"]
+    assert edited["image_id"] != first["image_id"]
+    assert docker_client.images.get(tag).id == edited["image_id"]
+    final = build_json(project, base_image, "--tag", tag)
+    assert (list(final["timings"]), final["image_id"]) == (["unchanged"], edited["image_id"])
+
+
 def test_code_only_change_rebuilds_only_the_app_layer(
     project: Path, base_image: str, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ PINNED = {
     "SYSTEM_LAYER_RECIPE": "system-layer-v1",
     "SECRET_SCAN_RECIPE": "secretscan-v1",
     "SHARED_LIBS_RECIPE": "shared-libs-v1",
+    "UNCHANGED_RECIPE": "unchanged-v1",
     "VOLUME_PREFIX": "pydeploy-",
     "CACHE_VOLUME": "pydeploy-cache",
     "VENV_VOLUME_PREFIX": "pydeploy-venv-",
@@ -41,6 +42,7 @@ PINNED = {
     "LABEL_CLAIMED": "pydeploy.venv.claimed",
     "LABEL_CACHE": "pydeploy.cache",
     "INDEX_DOCKER_SAVE": "docker-save",
+    "INDEX_BASE_ACCOUNTS": "base-accounts",
     "INDEX_BASE_CONFIG": "base-config",
     "INDEX_APP_CHECK": "app-check",
     "INDEX_PROJECT_LAYER": "project-layer",
@@ -51,6 +53,7 @@ PINNED = {
     "INDEX_SYSTEM_LAYER": "system-layer",
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
+    "UNCHANGED_DIR": "unchanged",
 }
 
 

@@ -585,7 +585,10 @@ def _read_marker(engine: StageEngine, builder: BuilderImage, volume: str) -> dic
     with engine.container(
         builder.name, ["/bin/true"], mounts=[Mount(VENV, volume, read_only=True)], network="none"
     ) as box:
-        data = box.read_file(f"{VENV}/{MARKER}")
+        return _parse_marker(box.read_file(f"{VENV}/{MARKER}"))
+
+
+def _parse_marker(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
@@ -764,6 +767,14 @@ def _reuse_or_claim(
                 if pin is not None:
                     return pin, None
                 continue
+        # The common case, a complete volume: its marker is read through this build's
+        # pin, one container where reading first and pinning after took two (~0.3 s).
+        pin = _pin_volume(engine, builder, volume, labels)
+        if pin is not None:
+            marker = _parse_marker(pin.read_file(f"{VENV}/{MARKER}"))
+            if marker is not None and marker.get("key") == key:
+                return pin, marker
+            engine.unpin(pin)
         marker = _wait_for_volume(engine, builder, volume, labels, progress)
         if marker is not None and marker.get("key") == key:
             pin = _pin_volume(engine, builder, volume, labels)

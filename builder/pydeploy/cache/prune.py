@@ -43,6 +43,7 @@ from pydeploy.cachekeys import (
     LABEL_VENV_KEY,
     MARKER,
     PYTHON_VOLUME_PREFIX,
+    UNCHANGED_DIR,
     USED,
     VENV_VOLUME_PREFIX,
     VOLUME_PREFIX,
@@ -59,7 +60,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DAY = 86400.0
 
 VolumeRole = Literal["venv", "python", "cache", "apt"]
-FileRole = Literal["blob", "partial", "index", "tmp", "log", "lock", "other"]
+FileRole = Literal["blob", "partial", "index", "tmp", "log", "record", "lock", "other"]
 
 
 # --- the host cache lock ---------------------------------------------------------------
@@ -301,6 +302,9 @@ def _host_entries(root: Path) -> Iterator[HostEntry]:
             role: FileRole = "tmp" if top.name == "tmp" else "log"
             for child in sorted(top.iterdir()):
                 yield _entry(child, role)
+        elif top.name == UNCHANGED_DIR and top.is_dir() and not top.is_symlink():
+            for child in sorted(top.iterdir()):
+                yield _entry(child, "partial" if child.name.startswith(TEMP_PREFIX) else "record")
         elif top.name == LOCK_FILE:
             yield _entry(top, "lock")
         else:
@@ -385,6 +389,7 @@ _FILE_CATEGORY = {
     "index": "index entry",
     "tmp": "tmp",
     "log": "log",
+    "record": "no-change record",
     "lock": "lock",
     "other": "other",
 }
@@ -487,7 +492,7 @@ def _stale_file(entry: HostEntry, policy: Policy, referenced: set[str]) -> str |
         return "partial write of an interrupted build"
     if entry.role == "tmp":
         return "scratch space of an interrupted build"
-    if entry.role == "log" and entry.mtime < policy.cutoff:
+    if entry.role in {"log", "record"} and entry.mtime < policy.cutoff:
         return f"written {_days(policy.now - entry.mtime)} days ago"
     if entry.role == "blob" and entry.digest not in referenced and entry.mtime < settled:
         return "not referenced by any cache index"

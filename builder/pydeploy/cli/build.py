@@ -3,6 +3,7 @@ or every workspace member)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -139,6 +140,23 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     verbose: bool,
 ) -> None:
     """Build the image: wheels in a builder container, then deterministic layers."""
+    from pydeploy.cli import unchanged  # noqa: PLC0415 - before the build's heavy imports
+
+    members = _Members(build_all, only, changed_since, jobs)
+    members.check()
+    result = _Result(as_json, metadata_file)
+    record = None
+    if unchanged.eligible(outputs, push, build_all):
+        record = unchanged.record_file(
+            {"directory": str(directory), "base": base_image, "network": network,
+             "tags": tags, "registry": registry, "outputs": outputs},
+        )  # fmt: skip
+        found = unchanged.answer(record)
+        if found is not None:
+            document, warnings = found
+            result.write(document)
+            render.unchanged(render.Lines(), document, warnings, summary=not as_json)
+            return
     from pydeploy import build as build_mod  # noqa: PLC0415 - keeps `plan`/`check` light
     from pydeploy.plan.planner import Overrides  # noqa: PLC0415
     from pydeploy.publish import outputs as publish  # noqa: PLC0415
@@ -146,9 +164,6 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
-    members = _Members(build_all, only, changed_since, jobs)
-    members.check()
-    result = _Result(as_json, metadata_file)
     overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
@@ -161,19 +176,26 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
             if code:
                 sys.exit(code)
             return
-        _build_one(session, directory, overrides, options, result)
+        _build_one(session, directory, overrides, options, result, record)
 
 
-def _build_one(
+def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     session: Session,
     directory: Path,
     overrides: Overrides,
     options: BuildOptions,
     result: _Result,
+    record: Path | None,
 ) -> None:
-    the_plan = project_plan(directory, overrides)
+    from pydeploy.cli import unchanged  # noqa: PLC0415
+
     lines = render.Lines()
-    built = run_build(the_plan, session, options, lines)
+    with contextlib.ExitStack() as stack:
+        recorder = stack.enter_context(unchanged.recording(record)) if record else None
+        the_plan = project_plan(directory, overrides)
+        built = run_build(the_plan, session, options, lines)
+    if recorder is not None:
+        recorder.save(the_plan, built, lines.warnings)
     result.write(built.to_json())
     if not result.as_json:
         render.built(lines, built)

@@ -42,8 +42,8 @@ def inspect_cmd(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def prune_cmd(everything: bool, days: float, dry_run: bool, as_json: bool) -> None:
     """Remove pydeploy's unused or broken caches (never anything a container uses)."""
-    from pydeploy.build import cache_root  # noqa: PLC0415
     from pydeploy.cache import prune as cachegc  # noqa: PLC0415
+    from pydeploy.cachedir import cache_root  # noqa: PLC0415
     from pydeploy.engine.client import Engine  # noqa: PLC0415
     from pydeploy.errors import EngineError  # noqa: PLC0415
 

@@ -64,12 +64,14 @@ class Lines:
         self.plain = not tty or bool(os.environ.get("CI"))
         self.color = tty and not os.environ.get("NO_COLOR") and not self.plain
         self.lock = threading.Lock()
+        self.warnings: list[str] = []  # kept for the no-change record, which repeats them
 
     def __call__(self, step: str, elapsed: float, detail: str | None, who: str = "") -> None:
         name = click.style(step, bold=True) if self.color else step
         stamp = time.strftime("%H:%M:%S ") if self.plain else ""
         prefix = f"[{who}] " if who else ""
         if step == "warning":  # a build's warnings read as warnings, not as a step
+            self.warnings.append(detail or "")
             line = f"{stamp}{prefix}pydeploy: warning: {detail}"
         else:
             line = f"{stamp}{prefix}[{elapsed:7.1f}s] {name}" + (f": {detail}" if detail else "")
@@ -313,6 +315,23 @@ def built(lines: Lines, result: BuildResult) -> None:
     lines.say(f"built {result.image.image_id} ({', '.join(result.tags)})")
     for layer in result.image.own_layers:
         lines.say(f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
+
+
+def unchanged(
+    lines: Lines, document: dict[str, Any], warnings: Sequence[str], *, summary: bool
+) -> None:
+    """The no-change fast path's answer: the build's warnings again, then (`summary`,
+    without --json) the result in `built`'s shape."""
+    for warning in warnings:
+        lines("warning", 0.0, warning)
+    if not summary:
+        return
+    lines.say("pydeploy: nothing changed since the last build; the engine still has its image")
+    lines.say(f"built {document['image_id']} ({', '.join(document['tags'])})")
+    for layer in document["layers"]:
+        if layer["role"] != "base":
+            digest, size = (layer["digest"] or layer["diff_id"])[:19], (layer["size"] or 0) / 1e6
+            lines.say(f"  {layer['role']:<13} {digest}  {size:8.2f} MB")
 
 
 def building_services(lines: Lines, names: Sequence[str], changed_since: str | None) -> None:

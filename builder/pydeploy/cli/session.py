@@ -101,7 +101,7 @@ def save_log(kind: str, text: str) -> Path | None:
     where the user can read it: `logs/` of pydeploy's cache, which `prune` ages out. None
     when it cannot be written (the report then says so)."""
     try:
-        from pydeploy.build import cache_root  # noqa: PLC0415 - only on a failure
+        from pydeploy.cachedir import cache_root  # noqa: PLC0415 - only on a failure
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = cache_root() / "logs" / f"{kind}-{stamp}-{os.getpid()}.log"

@@ -8,7 +8,6 @@ else nothing: a pyproject.toml holding only `[tool.pydeploy]` is a project too, 
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from pydeploy import fastpath
 from pydeploy.config import workspace
 from pydeploy.config.models import PYPROJECT, PydeployConfig, load_config, read_pyproject
 from pydeploy.config.toml import read_toml
@@ -450,18 +450,9 @@ def check_python_allowed(project: Project, version: str, origin: str) -> None:
 
 
 def _git(root: Path, *args: str) -> str | None:
-    """stdout of `git -C root ARGS`, or None when git is missing or fails (no repository)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    """stdout of `git -C root ARGS`, or None when git is missing or fails (no repository).
+    Through the fast path's runner: a no-change rebuild asks git the same questions."""
+    return fastpath.run_git(root, *args)
 
 
 def git_revision(root: Path) -> str | None:

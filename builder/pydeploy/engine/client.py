@@ -40,6 +40,7 @@ from docker.models.containers import Container
 
 from pydeploy.cachekeys import BUILD_LABEL, CHECK_IMAGE_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
+from pydeploy.engine.quick import DEFAULT_HOST
 from pydeploy.engine.types import (
     CommitSettings,
     Confinement,
@@ -63,7 +64,6 @@ from pydeploy.plan.references import parse_reference, try_parse
 ENV_CONTAINER_LABELS = "PYDEPLOY_CONTAINER_LABELS"
 # A pin's program: it holds its image and volumes in use until its lifeline ends.
 _PIN_ARGV = ["/bin/sh", "-c", "exec cat >/dev/null"]
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Every bound is on silence, not on duration: how long the engine may say nothing.
 # Log and attach streams have none (the SDK lifts it: a compiler may print nothing for
 # minutes), and neither has waiting for a `pydeploy run` server to exit.

@@ -159,6 +159,8 @@ def test_host_files_partials_tmp_logs_and_unreferenced_blobs() -> None:
         HostEntry(ROOT / "sha/.tmp-new", "partial", 1, RECENT),
         HostEntry(ROOT / "logs/old.log", "log", 1, OLD),
         HostEntry(ROOT / "logs/new.log", "log", 1, HOURS_AGO),
+        HostEntry(ROOT / "unchanged/old.json", "record", 1, OLD),
+        HostEntry(ROOT / "unchanged/new.json", "record", 1, HOURS_AGO),
         HostEntry(ROOT / "sha/a", "blob", 1, OLD, digest=BLOB_A),  # referenced
         HostEntry(ROOT / "sha/b", "blob", 1, HOURS_AGO, digest=BLOB_B),  # orphan
         HostEntry(ROOT / "sha/d", "blob", 1, RECENT, digest=blob_c),  # orphan, maybe mid-build
@@ -166,7 +168,8 @@ def test_host_files_partials_tmp_logs_and_unreferenced_blobs() -> None:
         HostEntry(ROOT / "stray", "other", 1, OLD),
     )
     plan = default(Inventory(ROOT, files=files))
-    assert names(plan) == {str(ROOT / p) for p in ("sha/.tmp-old", "logs/old.log", "sha/b")}
+    old = ("sha/.tmp-old", "logs/old.log", "unchanged/old.json", "sha/b")
+    assert names(plan) == {str(ROOT / p) for p in old}
 
 
 def test_a_stale_index_entry_goes_and_frees_its_blobs_unless_its_base_is_present() -> None:
@@ -198,6 +201,9 @@ def test_inventory_of_a_real_cache_directory_and_removal(tmp_path: Path) -> None
     (scratch / "f").write_bytes(b"12345")
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "build-failure.log").write_text("x")
+    (tmp_path / "unchanged").mkdir()
+    (tmp_path / "unchanged" / "key.json").write_text("{}")
+    (tmp_path / "unchanged" / ".tmp-key.json.x").write_text("{")
     hours_ago = NOW - 2 * 3600
     for path in tmp_path.rglob("*"):
         os.utime(path, (hours_ago, hours_ago))
@@ -209,6 +215,7 @@ def test_inventory_of_a_real_cache_directory_and_removal(tmp_path: Path) -> None
         f"blobs/sha256/{BLOB_A[7:]}": "blob", f"blobs/sha256/{BLOB_B[7:]}": "blob",
         "blobs/sha256/.tmp-abc": "partial", "blobs/index/venv-layer/key.json": "index",
         "tmp/pydeploy-x": "tmp", "logs/build-failure.log": "log",
+        "unchanged/key.json": "record", "unchanged/.tmp-key.json.x": "partial",
     }  # fmt: skip
     scratch_entry = next(e for e in inventory.files if e.role == "tmp")
     assert scratch_entry.is_dir
@@ -216,9 +223,12 @@ def test_inventory_of_a_real_cache_directory_and_removal(tmp_path: Path) -> None
 
     plan = cachegc.plan_prune(inventory, Policy(now=NOW))
     removed = {str(Path(i.name).relative_to(tmp_path)) for i in plan.remove}
-    assert removed == {f"blobs/sha256/{BLOB_B[7:]}", "blobs/sha256/.tmp-abc", "tmp/pydeploy-x"}
+    assert removed == {
+        f"blobs/sha256/{BLOB_B[7:]}", "blobs/sha256/.tmp-abc", "tmp/pydeploy-x",
+        "unchanged/.tmp-key.json.x",
+    }  # fmt: skip
     outcome = cachegc.apply(None, tmp_path, plan)
-    assert outcome.reclaimed == len(b"orphan") + len(b"partial") + 5
+    assert outcome.reclaimed == len(b"orphan") + len(b"partial") + 5 + len(b"{")
     assert sorted(p.name for p in blobs.iterdir()) == [BLOB_A[7:]]
     assert not (tmp_path / "tmp" / "pydeploy-x").exists()
     assert (tmp_path / "logs" / "build-failure.log").exists()

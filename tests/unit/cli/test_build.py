@@ -39,6 +39,7 @@ class FakeImage:
 class FakeResult:
     tags: tuple[str, ...] = ("demo:1.0",)
     image: FakeImage = field(default_factory=FakeImage)
+    base_image_id: str = ""  # unknown: no no-change record is written
 
     def to_json(self) -> dict[str, Any]:
         return {"tags": list(self.tags), "image_id": self.image.image_id}

@@ -153,7 +153,7 @@ def _heavy(loaded: set[str], roots: set[str], packages: tuple[str, ...]) -> set[
         for name in loaded
         if name.split(".")[0] in roots
         or name in roots
-        or name.startswith(tuple(f"pydeploy.{package}" for package in packages))
+        or any(name == f"pydeploy.{p}" or name.startswith(f"pydeploy.{p}.") for p in packages)
     }
 
 

@@ -1,0 +1,100 @@
+"""`pydeploy build`'s no-change fast path, the command's side.
+
+Only for `--output docker` builds of one project: a registry, an OCI layout or an archive
+can change where pydeploy cannot see it, a local engine answers for its own images. The
+command's arguments, working directory and environment name a record (pydeploy.fastpath);
+when the host reads the same as it recorded and the engine still holds the recorded image
+under every tag (and the base under its name), the recorded result is the answer, without
+importing the build. Any doubt, and the command builds normally (and records again)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydeploy import fastpath
+from pydeploy.cachedir import cache_root
+
+if TYPE_CHECKING:
+    from pydeploy.build import BuildResult
+    from pydeploy.plan.planner import BuildPlan
+
+# Trees whose reads are not inputs of a build: the host cache (the build's own state)
+# and the interpreter's files (its version is in the key). Besides the pseudo-filesystems.
+_NOT_INPUTS = ("/proc", "/sys", "/dev")
+
+
+def eligible(outputs: tuple[str, ...], push: bool, build_all: bool) -> bool:
+    return not push and not build_all and all(spec == "docker" for spec in outputs)
+
+
+def record_file(args: Mapping[str, object]) -> Path:
+    """Where the record of this command (with these arguments, here, now) lives."""
+    cwd = str(Path.cwd())
+    return fastpath.record_path(cache_root(), fastpath.key(args, os.environ, cwd))
+
+
+def answer(path: Path) -> tuple[dict[str, Any], list[str]] | None:
+    """The recorded result and the build's warnings when nothing they depend on changed,
+    else None. Timings say that this was the fast path, and nothing was installed or
+    checked."""
+    start = time.monotonic()
+    record = fastpath.load(path)
+    if record is None or not fastpath.verify(record):
+        return None
+    from pydeploy.engine import quick  # noqa: PLC0415 - only once the host matched
+
+    found = quick.image_ids(record.images)
+    if found is None or any(found.get(name) != ident for name, ident in record.images.items()):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # `prune` ages records by their last use
+    result = dict(record.result)
+    result["check"] = {**result.get("check", {}), "cached": True}
+    result["dependencies"] = {**result.get("dependencies", {}), "cached": True}
+    result["timings"] = {"unchanged": round(time.monotonic() - start, 3)}
+    return result, record.warnings
+
+
+@contextlib.contextmanager
+def recording(path: Path) -> Iterator[Recorder]:
+    with fastpath.recording() as reads:
+        yield Recorder(path, reads)
+
+
+class Recorder:
+    """Keeps the record of a build that succeeded (`save`)."""
+
+    def __init__(self, path: Path, reads: fastpath.Reads) -> None:
+        self.path, self.reads = path, reads
+
+    def save(self, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
+        """Written atomically, and never a reason for the build to fail: without a
+        record the next build is a normal one."""
+        from pydeploy import atomic  # noqa: PLC0415
+
+        if not built.base_image_id:
+            return
+        roots = [r for r in (plan.project.root, plan.project.workspace_root) if r is not None]
+        images = dict.fromkeys(built.tags, built.image.image_id)
+        images[plan.base_image] = built.base_image_id
+        ignored = [cache_root(), Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
+        record = fastpath.make_record(
+            self.reads,
+            project_roots=roots,
+            ignored=[*ignored, *(Path(p) for p in _NOT_INPUTS)],
+            images=images,
+            result=built.to_json(),
+            warnings=warnings,
+        )
+        if record is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(self.path, json.dumps(record.to_doc()))
