@@ -31,13 +31,15 @@ from pydeploy.cachekeys import (
     BUILD_COMMANDS_RECIPE,
     BUILD_LABEL,
     CHECK_IMAGE_LABEL,
+    DEPENDENCY_LAYERS_RECIPE,
     INDEX_APP_CHECK,
     INDEX_APP_CHECK_LAST,
     INDEX_BASE_ACCOUNTS,
     INDEX_BUILD_LAYER,
+    INDEX_DEPENDENCY_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
-    INDEX_VENV_LAYER,
+    INDEX_VENV_LAYERS,
     OWNER_LABEL,
     PROJECT_RECIPE,
     SETUID_RECIPE,
@@ -46,7 +48,7 @@ from pydeploy.config.project import git_commit_time, git_revision
 from pydeploy.engine.client import Engine
 from pydeploy.engine.types import ImageRef
 from pydeploy.errors import ConfigError
-from pydeploy.layers import assemble
+from pydeploy.layers import assemble, dependencies
 from pydeploy.oci.archive import (
     cached_base,
     cached_base_config,
@@ -261,7 +263,6 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
     )
-    runtime = _shared_libraries(run, base_ref.image_id, deps)
 
     # `kept` holds the check image until the end: loading the final image then sends
     # only what differs from it (the launcher layer and the config), or nothing when the
@@ -271,13 +272,16 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         contextlib.ExitStack() as kept,
     ):
         scratch = Path(tmp)
-        selected = app_files(plan, store=store)
-        for warning in [*selected.warnings, *_hidden_by_mounts(plan, selected.entries)]:
-            clock.sub("warning", warning)
-        venv_job = pool.submit(_venv_layer, engine, store, builder, deps, scratch)
+        # The venv's export starts right after the install: it overlaps the shared-library
+        # check and the app layer.
+        venv_job = pool.submit(_venv_layers, engine, store, builder, deps, scratch)
         try:
+            runtime = _shared_libraries(run, base_ref.image_id, deps)
+            selected = app_files(plan, store=store)
+            for warning in [*selected.warnings, *_hidden_by_mounts(plan, selected.entries)]:
+                clock.sub("warning", warning)
             app_layer = _app_layer(run, builder, deps, selected.entries, scratch)
-            venv_layer = venv_job.result()
+            venv_layers = venv_job.result()
         except BaseException:
             # The export writes into `scratch` (and runs a container): it ends before
             # the directory is removed, not while (the pool would wait for it anyway).
@@ -289,7 +293,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             *setuid,
             *_system_layers(run, runtime, base_ref.image_id),
             assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
-            venv_layer,
+            *venv_layers,
             app_layer,
             *_writable_layer(store, plan),
         ]
@@ -596,25 +600,46 @@ def _uncompressed(store: BlobStore, layer: Layer, dest: Path) -> Path:
     return dest
 
 
-def _venv_layer(
+def _venv_layers(
     engine: Engine,
     store: BlobStore,
     builder: wheels.BuilderImage,
     deps: wheels.Dependencies,
     scratch: Path,
-) -> Layer:
-    """The dependency layer, cached by the dependency key: unchanged dependencies reuse
-    the stored layer without exporting or re-taring the venv."""
-    cached = Layer.from_doc(store.read_index(INDEX_VENV_LAYER, deps.key))
+) -> list[Layer]:
+    """The dependency layers (pydeploy.layers.dependencies), cached by the dependency key:
+    unchanged dependencies reuse the stored layers without exporting the venv, changed
+    ones re-tar and re-compress only the layers whose content changed."""
+    key = hashlib.sha256(f"{DEPENDENCY_LAYERS_RECIPE}\0{deps.key}".encode()).hexdigest()
+    cached = _stored_layers(store, store.read_index(INDEX_VENV_LAYERS, key))
+    if cached is not None:
+        return cached
+    entries = wheels.venv_entries(engine, builder, deps, scratch / "venv")
+    layers = [_dependency_layer(store, part) for part in dependencies.split(entries)]
+    store.write_index(INDEX_VENV_LAYERS, key, {"layers": [layer.to_doc() for layer in layers]})
+    return layers
+
+
+def _stored_layers(store: BlobStore, doc: Any) -> list[Layer] | None:
+    """The layers of a `venv-layers` entry, or None when it is not one or a blob is gone."""
+    docs = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(docs, list) or not docs:
+        return None
+    layers = [Layer.from_doc(item) for item in docs]
+    if any(layer is None or not store.has(layer.digest) for layer in layers):
+        return None
+    return [layer for layer in layers if layer is not None]
+
+
+def _dependency_layer(store: BlobStore, part: dependencies.Part) -> Layer:
+    """One dependency layer, cached by its content: a distribution added to one group
+    leaves the other layers' tar and gzip untouched."""
+    key = dependencies.content_key(DEPENDENCY_LAYERS_RECIPE, part)
+    cached = Layer.from_doc(store.read_index(INDEX_DEPENDENCY_LAYER, key))
     if cached is not None and store.has(cached.digest):
         return cached
-    tar_path = wheels.export_venv(engine, builder, deps, scratch / "venv.tar")
-    with tar_path.open("rb") as handle:
-        entries = entries_from_tar(
-            handle, strip_prefix="venv", dest_prefix=VENV.lstrip("/"), spool_dir=scratch / "venv"
-        )
-    layer = assemble.layer(store, entries, "dependencies")
-    store.write_index(INDEX_VENV_LAYER, deps.key, layer.to_doc())
+    layer = assemble.layer(store, list(part.entries), part.role)
+    store.write_index(INDEX_DEPENDENCY_LAYER, key, layer.to_doc())
     return layer
 
 

@@ -30,6 +30,8 @@ CHECK_RECIPE = "app-check-v3"
 PROJECT_RECIPE = "project-layer-v1"
 # How build commands run and what of their output is kept (builder/commands.py).
 BUILD_COMMANDS_RECIPE = "build-commands-v1"
+# How the venv is split into dependency layers (pydeploy.layers.dependencies).
+DEPENDENCY_LAYERS_RECIPE = "dependency-layers-v1"
 # The layer that drops the base image's setuid/setgid bits (v2: whiteouts, not copies).
 SETUID_RECIPE = "no-setuid-v2"
 # The runtime system-packages layer.
@@ -102,7 +104,8 @@ INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image 
 INDEX_PRELOAD = "preload"  # a build that preloaded its final image, by build ID
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
-INDEX_VENV_LAYER = "venv-layer"  # the dependency layer, by dependency key
+INDEX_VENV_LAYERS = "venv-layers"  # the dependency layers, by dependency key
+INDEX_DEPENDENCY_LAYER = "dependency-layer"  # one dependency layer, by its content
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
 INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages

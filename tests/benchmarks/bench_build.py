@@ -8,6 +8,10 @@ classic builder and pip).
 Each run measures, on every side and in rotating order: a cold build (empty caches),
 a no-change rebuild, a code-only rebuild (one line appended to the app module) and a
 rebuild after adding one dependency; plus the image size each adds on top of the base.
+Then, for pydeploy and uv + BuildKit, rebuild-and-push rows against a private local
+docker-registry per side (BuildKit: the build, then `docker push`): a code-only change
+and a second added dependency, with the bytes each push uploaded (the registry's blob
+storage growth).
 It prints one table with the median of the runs, the pydeploy / baseline ratios, the
 issues' targets with PASS/MISS, and where pydeploy's time went. A benchmark, not a test:
 it exits 0 whether targets pass or miss, non-zero only when something failed to build.
@@ -30,6 +34,7 @@ from pathlib import Path
 import benchlib as bl
 
 ADDED_DEPENDENCY = "python-dateutil"
+PUSHED_DEPENDENCY = "itsdangerous"  # added before the dependency push row
 # Steps in the order a run takes them, with the issue's targets (pydeploy / Dockerfile).
 STEPS = ("cold", "no-change", "code-only", "dependency")
 LABELS = {
@@ -46,6 +51,14 @@ TARGETS = {
                    "size": 1.0},
 }  # fmt: skip
 BASELINES = {"uv": "uv + BuildKit", "dockerfile": "seed Dockerfile"}
+# Rebuild and push, pydeploy / uv + BuildKit (issue 14's registry targets).
+PUSH_STEPS = ("code-only push", "dependency push")
+PUSH_LABELS = {
+    "code-only push": "code-only rebuild + push",
+    "dependency push": f"dependency added + push ({PUSHED_DEPENDENCY})",
+}
+PUSH_TARGET = 0.5
+PUSH_SIDES = ("pydeploy", "uv")
 COLD_TIMEOUT, WARM_TIMEOUT = 1500.0, 900.0
 # The docker CLI from Debian's docker.io (20.10) has BuildKit built in; the newer CLI first
 # on PATH has no buildx plugin and would fall back to the classic builder.
@@ -66,6 +79,8 @@ class Sample:
     progress: dict[str, list[str]] = field(default_factory=dict)  # step -> pydeploy's stderr
     own_layers: dict[str, int] = field(default_factory=dict)  # role -> uncompressed bytes
     warm: list[str] = field(default_factory=list)  # caches the "cold" pydeploy build reused
+    # push step -> side -> (seconds, bytes uploaded)
+    pushes: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
 
 
 class Bench:
@@ -156,10 +171,10 @@ class Bench:
         self.baseline.image(tag)
         return seconds, tag
 
-    def build_uv(self, context: Path, step: str) -> tuple[float, str]:
+    def build_uv(self, context: Path, step: str, tag: str | None = None) -> tuple[float, str]:
         """The uv Dockerfile with BuildKit; its cache is BuildKit's (layers and the uv
         cache mount), emptied for the cold build by `docker builder prune -af`."""
-        tag = self.uv_images.image(self._tag("uv", step))
+        tag = self.uv_images.image(tag or self._tag("uv", step))
         argv = [BUILDKIT_CLI, "build", "--network", "host", "--secret", f"id=ca,src={bl.HOST_CA}",
                 "--build-arg", f"BASE={self.base}", "--build-arg", f"UV_IMAGE={self.uv_image}",
                 "-f", str(bl.BASELINE_DIR / "Dockerfile.uv"), "-t", tag]  # fmt: skip
@@ -185,6 +200,54 @@ class Bench:
         )
         self.pydeploy.image(tag)
         return result, tag
+
+    def push(self, side: str, project: Path, address: str, step: str) -> float:
+        """Rebuild and push to `address`: pydeploy pushes itself (no engine load); the uv
+        side builds with BuildKit, then `docker push`es. Seconds for both together."""
+        self.builds += 1
+        repository = f"{address}/{bl.PREFIX}-{side}/{self.example}:{self.builds}-push"
+        if side == "pydeploy":
+            result = bl.pydeploy_build(
+                project, base=self.base, tag=repository, cache_dir=self.cache_dir,
+                timeout=WARM_TIMEOUT, output="registry",
+            )  # fmt: skip
+            return result.seconds
+        seconds, tag = self.build_uv(project, step, tag=repository)
+        start = time.monotonic()
+        bl.docker("push", tag, timeout=WARM_TIMEOUT)
+        return seconds + time.monotonic() - start
+
+    def push_rows(
+        self, dirs: dict[str, Path], index: int
+    ) -> dict[str, dict[str, tuple[float, int]]]:
+        """The registry rows: each side's current image pushed once (untimed, so the
+        registry holds what the change builds on), then each change rebuilt and pushed."""
+        registries = {
+            side: bl.LocalRegistry(self.work / f"registry-{index}-{side}") for side in PUSH_SIDES
+        }
+        rows: dict[str, dict[str, tuple[float, int]]] = {step: {} for step in PUSH_STEPS}
+        try:
+            addresses = {side: registry.start() for side, registry in registries.items()}
+            for side in PUSH_SIDES:
+                self.push(side, dirs[side], addresses[side], "seed")
+            for step in PUSH_STEPS:
+                if step == "code-only push":
+                    self._edit_code(*(dirs[side] for side in PUSH_SIDES))
+                else:
+                    for side in PUSH_SIDES:
+                        bl.add_dependency(dirs[side], PUSHED_DEPENDENCY)
+                    bl.uv_lock(self.uv, dirs["uv"])
+                for side in PUSH_SIDES:
+                    progress(f"run {index + 1}: {step}: {side} ...")
+                    before = registries[side].stored_bytes()
+                    seconds = self.push(side, dirs[side], addresses[side], step)
+                    uploaded = registries[side].stored_bytes() - before
+                    rows[step][side] = (seconds, uploaded)
+                    progress(f"run {index + 1}: {step}: {side} {seconds:.1f} s, {uploaded} B")
+        finally:
+            for registry in registries.values():
+                registry.stop()
+        return rows
 
     def empty_caches(self, side: str) -> None:
         """Cold start, done right before that side's cold build so nothing refills the
@@ -282,6 +345,7 @@ class Bench:
                 sample.added = {s: bl.image_size(tags[s]) - self.base_size for s in SIDES}
                 if smoke:
                     self.smoke(tags)
+        sample.pushes = self.push_rows(dirs, index)
         return sample
 
     def _edit_code(self, *projects: Path) -> None:
@@ -347,6 +411,7 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
             f" {values['dockerfile']:>6.2f} s  " + "  ".join(verdicts) + note
         )
     sizes = {side: med(s.added[side] for s in samples) for side in SIDES}
+    lines += push_table(samples)
     lines += [
         (
             f"{LABELS['size']:<34} {sizes['pydeploy'] / 1e6:>6.1f} MB {sizes['uv'] / 1e6:>5.1f} MB"
@@ -384,6 +449,35 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
         lines += ["", f"pydeploy's progress, {LABELS[step]} (last run):"]
         lines += [f"    {line}" for line in samples[-1].progress.get(step, [])]
     return "\n".join(lines)
+
+
+def push_table(samples: list[Sample]) -> list[str]:
+    """The registry rows: medians of rebuild + push seconds and of bytes uploaded."""
+    med = statistics.median
+    lines = [
+        "",
+        "rebuild + push to a local docker-registry (uv+BK: build, then `docker push`);",
+        "uploaded = growth of the registry's blob storage:",
+        (
+            f"{'step':<34} {'pydeploy':>9} {'uv+BK':>8}  {'vs uv+BuildKit':<22}"
+            "  uploaded pydeploy / uv+BK"
+        ),
+    ]
+    for step in PUSH_STEPS:
+        seconds = {side: med(s.pushes[step][side][0] for s in samples) for side in PUSH_SIDES}
+        uploaded = {side: med(s.pushes[step][side][1] for s in samples) for side in PUSH_SIDES}
+        lines.append(
+            f"{PUSH_LABELS[step]:<34} {seconds['pydeploy']:>7.2f} s {seconds['uv']:>6.2f} s  "
+            + _verdict_cell(seconds["pydeploy"] / seconds["uv"], PUSH_TARGET)
+            + f"  {human_bytes(uploaded['pydeploy'])} / {human_bytes(uploaded['uv'])}"
+        )
+    return lines
+
+
+def human_bytes(count: float) -> str:
+    if count < 1e6:
+        return f"{count / 1e3:.1f} KB"
+    return f"{count / 1e6:.2f} MB"
 
 
 def _verdict_cell(ratio: float, target: float) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -234,6 +235,77 @@ def wait_http(url: str, *, timeout: float, container: str) -> None:
     )
 
 
+# --- registries -------------------------------------------------------------------------
+
+
+def stored_blob_bytes(root: Path) -> int:
+    """Bytes in a docker-registry's blob storage under `root`: its growth across a push is
+    what that push uploaded (layers, config and manifest; nothing it skipped or mounted)."""
+    blobs = root / "docker" / "registry" / "v2" / "blobs"
+    return sum(path.stat().st_size for path in blobs.rglob("*") if path.is_file())
+
+
+def registry_config(root: Path, address: str) -> str:
+    """A docker-registry config: filesystem storage under `root`, plain HTTP on `address`
+    (a loopback one, which the engine pushes to without TLS)."""
+    return (
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}\n"
+        f"http:\n  addr: {address}\n"
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class LocalRegistry:
+    """A private `docker-registry` on a free loopback port for one benchmark run (one per
+    side, so no side's blobs save another's uploads); stopped by `stop`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.address = f"127.0.0.1:{free_port()}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise BenchError("docker-registry is not installed (apt-get install docker-registry)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(registry_config(self.root / "data", self.address), encoding="utf-8")
+        with (self.root / "registry.log").open("wb") as log:
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            if _answers(f"http://{self.address}/v2/"):
+                return self.address
+            time.sleep(0.1)
+        self.stop()
+        log_tail = _tail((self.root / "registry.log").read_text(errors="replace"))
+        raise BenchError(f"docker-registry did not start on {self.address}\n{log_tail}")
+
+    def stored_bytes(self) -> int:
+        return stored_blob_bytes(self.root / "data")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
 # --- examples ---------------------------------------------------------------------------
 
 
@@ -332,14 +404,21 @@ def compile_pydeploy() -> None:
     )  # fmt: skip
 
 
-def pydeploy_build(
-    project: Path, *, base: str, tag: str, cache_dir: Path | None = None, timeout: float = 1200
+def pydeploy_build(  # noqa: PLR0913 - keyword-only, each with a default
+    project: Path,
+    *,
+    base: str,
+    tag: str,
+    cache_dir: Path | None = None,
+    timeout: float = 1200,
+    output: str = "docker",
 ) -> PydeployBuild:
-    """`pydeploy build --json` with the same interpreter, loading into the engine; the
-    wall time covers the whole command, as a user would see it."""
+    """`pydeploy build --json` with the same interpreter, loading into the engine (or
+    pushing, with output="registry"); the wall time covers the whole command, as a user
+    would see it."""
     env = {"PYDEPLOY_CACHE_DIR": str(cache_dir)} if cache_dir else None
     argv = [sys.executable, "-m", "pydeploy", "build", str(project), "--base", base,
-            "--network", "host", "--tag", tag, "--output", "docker", "--json"]  # fmt: skip
+            "--network", "host", "--tag", tag, "--output", output, "--json"]  # fmt: skip
     start = time.monotonic()
     proc = run(argv, timeout=timeout, env=env, what=f"pydeploy build {project.name}")
     seconds = time.monotonic() - start

@@ -334,11 +334,18 @@ def test_inspect_shows_roles_and_sizes(
     assert info["image_id"] == result["image_id"]
     assert info["user"] == "10001:10001"
     roles = [layer["role"] for layer in info["layers"]]
+    deps = [role for role in roles if role.startswith("dependencies-")]
+    assert deps[0] == "dependencies-venv"
+    assert 2 <= len(deps) <= 8
+    ours = [role for role in roles if role != "base" and role not in deps[1:]]
     # The test base has setuid programs (su, mount...): their bits are dropped by a layer.
-    assert roles[-5:] == ["no-setuid", "user", "dependencies", "app", "launcher"]
-    assert all(role == "base" for role in roles[:-5])
+    assert ours == ["no-setuid", "user", "dependencies-venv", "app", "launcher"]
+    assert roles.index("no-setuid") == roles.count("base")
     sizes = {layer["role"]: layer["size"] for layer in info["layers"]}
-    assert sizes["dependencies"] > 1_000_000 > sizes["app"] > 0
+    assert sum(sizes[role] for role in deps) > 1_000_000 > sizes["app"] > 0
+    assert [la["diff_id"] for la in info["layers"] if la["role"] in deps] == [
+        la["diff_id"] for la in result["layers"] if la["role"] in deps
+    ]
     missing = cli("inspect", "pydeploy-test/absent:none")
     assert missing.returncode == 2
     assert "has no image `pydeploy-test/absent:none`" in missing.stderr

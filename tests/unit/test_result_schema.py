@@ -76,7 +76,9 @@ def fake_result(tmp_path: Path, service: str, *, pushed: bool = False) -> BuildR
             for role, size in [
                 ("base", 78_000_000),
                 ("user", 700),
-                ("dependencies", 6_000_000),
+                ("dependencies-venv", 400_000),
+                ("dependencies-pydantic-core", 5_000_000),
+                ("dependencies-group-2", 600_000),
                 ("app", 700),
                 ("launcher", 9_700),
             ]
@@ -269,6 +271,7 @@ SINGLE_MUTATIONS: dict[str, Callable[[Document], None]] = {
     "pushed digest not a digest": _set("pushed", {"reg/api:1": "latest"}),
     "timing not a number": _set("timings", {"load": "1s"}),
     "unknown layer role": lambda d: d["layers"][1].__setitem__("role", "cache"),
+    "the old single dependency role": lambda d: d["layers"][2].__setitem__("role", "dependencies"),
     "negative layer size": lambda d: d["layers"][1].__setitem__("size", -1),
     "layer size as text": lambda d: d["layers"][1].__setitem__("size", "700"),
     "cached as text": lambda d: d["dependencies"].__setitem__("cached", "yes"),

@@ -85,6 +85,7 @@ from pydeploy.config.project import check_python_allowed
 from pydeploy.engine import owners
 from pydeploy.engine.types import CommitSettings, ImageFacts, Mount
 from pydeploy.errors import BuildError, ConfigError, PydeployError
+from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
     InstallJob,
@@ -908,6 +909,28 @@ def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, 
             box.get_archive(VENV), dest, lambda name: name not in {f"venv/{MARKER}", f"venv/{USED}"}
         )
     return dest
+
+
+def venv_entries(
+    engine: StageEngine, builder: BuilderImage, deps: Dependencies, spool_dir: Path
+) -> list[FileEntry]:
+    """The venv's entries at their image paths, read straight off the engine's archive
+    stream (no tar copy on disk first), without pydeploy's own records. Large files are
+    spooled into `spool_dir`, which must outlive the entries."""
+    records = {f"{VENV.lstrip('/')}/{MARKER}", f"{VENV.lstrip('/')}/{USED}"}
+    with engine.container(
+        builder.name,
+        ["/bin/true"],
+        mounts=[Mount(VENV, deps.volume, read_only=True)],
+        network="none",
+    ) as box:
+        entries = entries_from_tar(
+            box.get_archive(VENV),
+            strip_prefix="venv",
+            dest_prefix=VENV.lstrip("/"),
+            spool_dir=spool_dir,
+        )
+    return [entry for entry in entries if entry.path not in records]
 
 
 # --- the project's own wheel --------------------------------------------------------------

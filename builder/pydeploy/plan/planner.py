@@ -531,7 +531,11 @@ def _layers(
         )
     layers += [
         LayerPlan("user", ("/etc/passwd", "/etc/group"), "the numeric non-root user"),
-        LayerPlan("dependencies", (VENV,), "third-party wheels installed into the venv"),
+        LayerPlan(
+            "dependencies",
+            (VENV,),
+            "third-party wheels installed into the venv (split by distribution: up to 8 layers)",
+        ),
         LayerPlan(
             "app",
             (APP_DIR,) + ((VENV + "/lib/*/site-packages/<project>",) if install_project else ()),

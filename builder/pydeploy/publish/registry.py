@@ -19,7 +19,9 @@ import json
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +58,7 @@ RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "POST"})
 _READ_RETRIES = 2  # a registry that went silent gets 3 chances in all
 _RETRY_AFTER_MAX = 30.0  # a registry's Retry-After is obeyed up to this
 _CHUNK = 1 << 20
+PARALLEL_BLOBS = 4  # blobs a push checks and uploads at once
 _ACCEPT_MANIFESTS = ", ".join(
     (
         MEDIA_TYPE_MANIFEST,
@@ -685,17 +688,28 @@ def _push(
     for layer in image.layers:
         blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest)))
     blobs[image.config_digest] = (len(image.config), lambda: image.config)
-    for digest, (size, body) in blobs.items():
+    lock = threading.Lock()
+
+    def reported(event: PushEvent) -> None:
+        with lock:  # callers count events: one at a time
+            report(event)
+
+    def send(digest: str, size: int, body: _Body) -> None:
         if client.blob_exists(digest):
-            report(PushEvent("exists", digest, size))
-            continue
+            reported(PushEvent("exists", digest, size))
+            return
         others = [r for r in (locations.sources(ref.registry, digest) if locations else [])
                   if r != ref.repository]  # fmt: skip
         # One mount attempt: a failed one opens a session that the upload then uses.
         source = others[0] if others else None
-        report(PushEvent("uploading", digest, size))
+        reported(PushEvent("uploading", digest, size))
         mounted = client.upload_blob(digest, size, body, mount_from=source)
-        report(PushEvent("mounted" if mounted else "uploaded", digest, size))
+        reported(PushEvent("mounted" if mounted else "uploaded", digest, size))
+
+    items = [(digest, size, body) for digest, (size, body) in blobs.items()]
+    # The first blob alone answers the registry's auth challenge; the rest reuse the token.
+    send(*items[0])
+    _in_parallel(send, items[1:])
     manifest = image.registry_manifest()
     digest = sha256_digest(manifest)
     returned = client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
@@ -709,6 +723,22 @@ def _push(
     if locations is not None:
         locations.record(ref.registry, ref.repository, blobs)
     return digest
+
+
+def _in_parallel(
+    send: Callable[[str, int, _Body], None], items: list[tuple[str, int, _Body]]
+) -> None:
+    """`send` each blob, PARALLEL_BLOBS at a time: a push of several dependency layers is
+    mostly round trips (HEAD, POST, PUT) that need not wait for each other. The first
+    failure is raised once the blobs under way end; the ones not started are dropped."""
+    with ThreadPoolExecutor(max_workers=PARALLEL_BLOBS, thread_name_prefix="push") as pool:
+        futures = [pool.submit(send, *item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()  # the ones not started; the pool waits for the others
+    for future in futures:
+        if not future.cancelled():
+            future.result()
 
 
 @dataclass(frozen=True)

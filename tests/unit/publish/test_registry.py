@@ -580,16 +580,19 @@ def test_blob_locations_keep_the_newest(tmp_path: Path) -> None:
     assert locations.sources("reg:5000", DIGEST) == []  # a damaged record is no record
 
 
-def tiny_image(tmp_path: Path) -> Image:
+def tiny_image(tmp_path: Path, layer_count: int = 1) -> Image:
     store = BlobStore(tmp_path / "store")
-    layer = build_layer(
-        [FileEntry("hello", "file", 0o644, data=b"hi")], store=store, epoch=0, role="app"
-    )
+    layers = [
+        build_layer(
+            [FileEntry(f"hello{i}", "file", 0o644, data=b"hi")], store=store, epoch=0, role="app"
+        )
+        for i in range(layer_count)
+    ]
     config = build_config(
         {},
         [],
         [],
-        [layer],
+        layers,
         ImageSettings(
             user="1",
             env={},
@@ -603,7 +606,7 @@ def tiny_image(tmp_path: Path) -> Image:
             created=rfc3339(0),
         ),
     )
-    return Image.from_config(store, config, [layer])
+    return Image.from_config(store, config, layers)
 
 
 def test_push_refuses_a_rewritten_manifest(
@@ -630,3 +633,60 @@ def test_push_refuses_a_rewritten_manifest(
 def test_push_refuses_a_foreign_pinned_digest(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="pins digest"):
         registry.push(tiny_image(tmp_path), f"127.0.0.1:1/app@{DIGEST}", environ={})
+
+
+def test_blobs_are_checked_and_uploaded_four_at_a_time(
+    fake_registry: Callable[[Handler], FakeServer], tmp_path: Path
+) -> None:
+    image = tiny_image(tmp_path, layer_count=6)
+    arrived = threading.Condition()
+    heads = {"in_flight": 0, "most": 0, "seen": 0}
+
+    def handle(req: FakeRequest) -> tuple[int, dict[str, str], bytes]:
+        if req.method == "HEAD":
+            with arrived:
+                heads["seen"] += 1
+                if heads["seen"] == 1:
+                    return 404, {}, b""  # the first blob goes alone (it authenticates)
+                heads["in_flight"] += 1
+                heads["most"] = max(heads["most"], heads["in_flight"])
+                arrived.notify_all()
+                # Held until four are under way at once (a sequential push never gets
+                # there; the bound only keeps a broken one from hanging the test).
+                arrived.wait_for(lambda: heads["most"] >= registry.PARALLEL_BLOBS, timeout=10)
+                heads["in_flight"] -= 1
+            return 404, {}, b""
+        if req.method == "POST":
+            return 202, {"Location": "/v2/team/app/blobs/uploads/u"}, b""
+        if "/manifests/" in req.path:
+            return 201, {"Docker-Content-Digest": image.registry_manifest_digest()}, b""
+        return 201, {}, b""
+
+    server = fake_registry(handle)
+    events: list[registry.PushEvent] = []
+    registry.push(image, f"{server.address}/team/app:1", progress=events.append, environ={})
+    assert heads["most"] == registry.PARALLEL_BLOBS
+    uploaded = sorted(e.digest for e in events if e.kind == "uploaded")
+    assert uploaded == sorted([*(la.digest for la in image.layers), image.config_digest])
+    assert events[-1].kind == "manifest"
+
+
+def test_a_failed_upload_among_parallel_ones_fails_the_push_before_the_manifest(
+    fake_registry: Callable[[Handler], FakeServer], tmp_path: Path
+) -> None:
+    image = tiny_image(tmp_path, layer_count=6)
+    bad = image.layers[3].digest.split(":", 1)[1]
+
+    def handle(req: FakeRequest) -> tuple[int, dict[str, str], bytes]:
+        if req.method == "HEAD":
+            return 404, {}, b""
+        if req.method == "POST":
+            return 202, {"Location": "/v2/team/app/blobs/uploads/u"}, b""
+        if bad in req.path:
+            return 400, {}, b'{"errors": [{"code": "DIGEST_INVALID", "message": "bad"}]}'
+        return 201, {}, b""
+
+    server = fake_registry(handle)
+    with pytest.raises(PublishError, match="DIGEST_INVALID"):
+        registry.push(image, f"{server.address}/team/app:1", environ={})
+    assert not [r for r in server.requests if "/manifests/" in r.path]
