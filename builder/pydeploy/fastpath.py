@@ -16,7 +16,7 @@ engine whether the images are still what they were.
 Stdlib only, imported before the build's heavy modules."""
 
 # Plain str paths and os calls: the hook runs in every audited open of the process.
-# ruff: noqa: PTH100, PTH115, PTH116, PTH118, PTH120
+# ruff: noqa: PTH100, PTH115, PTH116, PTH117, PTH118, PTH120
 
 from __future__ import annotations
 
@@ -114,7 +114,10 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     try:
         if event == "open":
             path, mode, flags = args
-            if isinstance(path, str | bytes) and not _writes(mode, flags):
+            # os.open (mode None) of a relative name is shutil.rmtree's walk of a scratch
+            # tree by dir_fd, which the event leaves out: no read of the working directory.
+            relative_fd_walk = mode is None and not os.path.isabs(path)
+            if isinstance(path, str | bytes) and not _writes(mode, flags) and not relative_fd_walk:
                 name = os.path.abspath(os.fsdecode(path))
                 if name not in reads.opened:
                     reads.opened[name] = _moment(name)

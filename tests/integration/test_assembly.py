@@ -190,8 +190,9 @@ def test_a_no_change_rebuild_asks_the_engine_and_builds_again_when_anything_move
     docker_client: docker.DockerClient,
 ) -> None:  # fmt: skip
     """`--output docker` with the same command, environment and files: the recorded
-    result, once the engine confirms the image is still there; a removed image or an
-    edited file builds again (and records again)."""
+    result, once the engine confirms the image is still there (tagged again when asked
+    for under another full reference); a removed image or an edited file builds again
+    (and records again)."""
     tag = resources.image(f"pydeploy-test/unchanged:{unique}")
     first = build_json(project, base_image, "--tag", tag)
     assert "unchanged" not in first["timings"]
@@ -200,7 +201,18 @@ def test_a_no_change_rebuild_asks_the_engine_and_builds_again_when_anything_move
     assert (again["image_id"], again["layers"]) == (first["image_id"], first["layers"])
     assert again["dependencies"]["cached"] is True
 
-    docker_client.images.remove(tag)
+    # Another full reference (CI's `app:$SHA`) is no other input: the recorded image is
+    # tagged with it, and the first tag stays.
+    other = resources.image(f"pydeploy-test/unchanged-other:{unique}")
+    retagged = build_json(project, base_image, "--tag", other)
+    assert list(retagged["timings"]) == ["unchanged"]
+    assert (retagged["image_id"], retagged["tags"]) == (first["image_id"], [other])
+    assert docker_client.images.get(other).id == first["image_id"]
+    docker_client.images.remove(tag)  # the image stays (under `other`): tagged again
+    assert list(build_json(project, base_image, "--tag", tag)["timings"]) == ["unchanged"]
+    assert docker_client.images.get(tag).id == first["image_id"]
+
+    docker_client.images.remove(first["image_id"], force=True)  # every tag: the image is gone
     reloaded = build_json(project, base_image, "--tag", tag)
     assert "unchanged" not in reloaded["timings"]
     assert docker_client.images.get(tag).id == first["image_id"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pydeploy import fastpath
+from pydeploy.cli import unchanged
 from pydeploy.engine import quick
 
 GIT_ENV = {
@@ -131,6 +133,18 @@ def test_ignored_trees_and_writes_are_not_inputs(project: Path, tmp_path: Path) 
     assert record.files == {}
 
 
+def test_removing_a_scratch_tree_reads_nothing_of_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch, cwd = tmp_path / "scratch", tmp_path / "cwd"
+    (scratch / "venv" / "bin").mkdir(parents=True)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with fastpath.recording() as reads:
+        shutil.rmtree(scratch)  # opens `venv` by dir_fd: the event shows a relative name
+    assert not [p for p in [*reads.opened, *reads.listed] if p.startswith(str(cwd))]
+
+
 def test_the_key_follows_arguments_directory_and_environment() -> None:
     base = fastpath.key({"tags": ["a:1"]}, {"HOME": "/root", "PWD": "/x"}, "/work")
     assert base == fastpath.key({"tags": ["a:1"]}, {"HOME": "/root", "PWD": "/y"}, "/work")
@@ -155,9 +169,13 @@ def engine_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
             except OSError:
                 return
             with conn:
-                target = conn.recv(4096).split(b" ")[1].decode()
-                asked.append(target)
-                if target == "/images/known:1/json":
+                method, target = conn.recv(4096).split(b" ")[:2]
+                asked.append(
+                    target.decode() if method == b"GET" else f"{method.decode()} {target.decode()}"
+                )
+                if method == b"POST" and target.startswith(b"/images/sha256:abc/tag?"):
+                    conn.sendall(b"HTTP/1.0 201 Created\r\n\r\n")
+                elif target == b"/images/known:1/json":
                     body = json.dumps({"Id": "sha256:abc"}).encode()
                     conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + body)
                 else:
@@ -186,3 +204,30 @@ def test_only_a_unix_socket_is_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert quick.image_ids(["a:1"]) is None
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'absent.sock'}")
     assert quick.image_ids(["a:1"]) is None
+
+
+def test_the_engine_tags_an_image(engine_socket: list[str]) -> None:
+    assert quick.tag("sha256:abc", "127.0.0.1:5000/team/api:sha-1")
+    assert not quick.tag("sha256:other", "api:1")  # the engine's 404: no fast answer
+    assert engine_socket == [
+        "POST /images/sha256:abc/tag?repo=127.0.0.1%3A5000%2Fteam%2Fapi&tag=sha-1",
+        "POST /images/sha256:other/tag?repo=api&tag=1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (("api:1", "reg:5000/team/api:sha-2"), ("api:1", "reg:5000/team/api:sha-2")),
+        (("api:1", "api:1"), ("api:1",)),
+        ((), None),  # the project's own tags: read from its files, so recorded
+        (("1.2",), None),  # a bare tag takes the project's name: part of the key
+        (("api:1", "latest"), None),
+        (("reg:5000/api",), None),  # no tag: the build's error, not a fast answer
+        (("api:1@sha256:" + "0" * 64,), None),
+    ],
+)
+def test_only_full_references_leave_the_key(
+    tags: tuple[str, ...], expected: tuple[str, ...] | None
+) -> None:
+    assert unchanged.full_references(tags) == expected

@@ -147,11 +147,13 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     result = _Result(as_json, metadata_file)
     record = None
     if unchanged.eligible(outputs, push, build_all):
+        retag = unchanged.full_references(tags)
         record = unchanged.record_file(
             {"directory": str(directory), "base": base_image, "network": network,
-             "tags": tags, "registry": registry, "outputs": outputs},
+             "tags": "full references" if retag else tags, "registry": registry,
+             "outputs": outputs},
         )  # fmt: skip
-        found = unchanged.answer(record)
+        found = unchanged.answer(record, retag)
         if found is not None:
             document, warnings = found
             result.write(document)

@@ -34,28 +34,58 @@ def eligible(outputs: tuple[str, ...], push: bool, build_all: bool) -> bool:
     return not push and not build_all and all(spec == "docker" for spec in outputs)
 
 
+def full_references(tags: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The --tag values when every one is a whole `name:tag` reference, else None. The
+    build uses such tags as given, so they are no input of what it builds: one record
+    answers for any of them (CI tags each build `app:$SHA`), and the engine is asked to
+    tag the recorded image. A bare tag takes its name from the project: it stays in the
+    key. A malformed one gets None, and the normal build's error."""
+    from pydeploy.plan import references  # noqa: PLC0415 - stdlib only, and only with --tag
+
+    if not tags or any(":" not in t and "/" not in t for t in tags):
+        return None
+    if any(references.tag_problem(t) is not None for t in tags):
+        return None
+    return tuple(dict.fromkeys(tags))
+
+
 def record_file(args: Mapping[str, object]) -> Path:
     """Where the record of this command (with these arguments, here, now) lives."""
     cwd = str(Path.cwd())
     return fastpath.record_path(cache_root(), fastpath.key(args, os.environ, cwd))
 
 
-def answer(path: Path) -> tuple[dict[str, Any], list[str]] | None:
+def answer(
+    path: Path, retag: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], list[str]] | None:
     """The recorded result and the build's warnings when nothing they depend on changed,
-    else None. Timings say that this was the fast path, and nothing was installed or
-    checked."""
+    else None. With `retag` (full_references), the recorded image is asked for by ID and
+    tagged with those references instead of checked under its recorded tags. Timings say
+    that this was the fast path, and nothing was installed or checked."""
     start = time.monotonic()
     record = fastpath.load(path)
     if record is None or not fastpath.verify(record):
         return None
     from pydeploy.engine import quick  # noqa: PLC0415 - only once the host matched
 
-    found = quick.image_ids(record.images)
-    if found is None or any(found.get(name) != ident for name, ident in record.images.items()):
+    images = dict(record.images)
+    image_id = record.result.get("image_id")
+    if retag is not None:
+        if not isinstance(image_id, str):
+            return None
+        for tag in record.result.get("tags", []):
+            images.pop(tag, None)
+        images[image_id] = image_id
+    found = quick.image_ids(images)
+    if found is None or any(found.get(name) != ident for name, ident in images.items()):
+        return None
+    if retag is not None and not all(quick.tag(str(image_id), ref) for ref in retag):
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # `prune` ages records by their last use
     result = dict(record.result)
+    if retag is not None:
+        result["tags"] = list(retag)
     result["check"] = {**result.get("check", {}), "cached": True}
     result["dependencies"] = {**result.get("dependencies", {}), "cached": True}
     result["timings"] = {"unchanged": round(time.monotonic() - start, 3)}

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT = 5.0  # seconds: a fast path that waits longer is no faster than a build
@@ -20,10 +20,9 @@ TIMEOUT = 5.0  # seconds: a fast path that waits longer is no faster than a buil
 def image_ids(names: Iterable[str]) -> dict[str, str | None] | None:
     """The engine's image ID of each name (None when absent), or None when it cannot be
     asked this way."""
-    host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-    if not host.startswith("unix://"):
+    path = _socket_path()
+    if path is None:
         return None
-    path = host.removeprefix("unix://")
     found: dict[str, str | None] = {}
     try:
         for name in names:
@@ -42,11 +41,39 @@ def image_ids(names: Iterable[str]) -> dict[str, str | None] | None:
     return found
 
 
+def tag(image_id: str, reference: str) -> bool:
+    """Tag the image `image_id` as `reference` (`name:tag`); False when that could not be
+    done this way."""
+    socket_path = _socket_path()
+    if socket_path is None:
+        return False
+    repository, _, name = reference.rpartition(":")
+    target = f"/images/{quote(image_id, safe=':')}/tag?" + urlencode(
+        {"repo": repository, "tag": name}
+    )
+    try:
+        status, _ = _request(socket_path, "POST", target)
+    except (OSError, ValueError):
+        return False
+    return status == 201
+
+
+def _socket_path() -> str | None:
+    host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    return host.removeprefix("unix://") if host.startswith("unix://") else None
+
+
 def _get(path: str, target: str) -> tuple[int, bytes]:
+    return _request(path, "GET", target)
+
+
+def _request(path: str, method: str, target: str) -> tuple[int, bytes]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(TIMEOUT)
         sock.connect(path)
-        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        # Content-Length: 0 for a POST without a body, which the engine's HTTP/1.0 accepts.
+        length = "Content-Length: 0\r\n" if method == "POST" else ""
+        sock.sendall(f"{method} {target} HTTP/1.0\r\nHost: docker\r\n{length}\r\n".encode())
         chunks = []
         while chunk := sock.recv(1 << 16):
             chunks.append(chunk)
