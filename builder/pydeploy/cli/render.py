@@ -16,7 +16,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -313,8 +313,14 @@ def building(lines: Lines, plan: BuildPlan, build_id: str) -> None:
 
 def built(lines: Lines, result: BuildResult) -> None:
     lines.say(f"built {result.image.image_id} ({', '.join(result.tags)})")
+    width = _role_width(layer.role for layer in result.image.own_layers)
     for layer in result.image.own_layers:
-        lines.say(f"  {layer.role:<13} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
+        lines.say(f"  {layer.role:<{width}} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
+
+
+def _role_width(roles: Iterable[str]) -> int:
+    """The role column fits the longest role (`dependencies-pydantic-core`)."""
+    return max([13, *(len(role) for role in roles)])
 
 
 def unchanged(
@@ -328,10 +334,11 @@ def unchanged(
         return
     lines.say("pydeploy: nothing changed since the last build; the engine still has its image")
     lines.say(f"built {document['image_id']} ({', '.join(document['tags'])})")
-    for layer in document["layers"]:
-        if layer["role"] != "base":
-            digest, size = (layer["digest"] or layer["diff_id"])[:19], (layer["size"] or 0) / 1e6
-            lines.say(f"  {layer['role']:<13} {digest}  {size:8.2f} MB")
+    own = [layer for layer in document["layers"] if layer["role"] != "base"]
+    width = _role_width(layer["role"] for layer in own)
+    for layer in own:
+        digest, size = (layer["digest"] or layer["diff_id"])[:19], (layer["size"] or 0) / 1e6
+        lines.say(f"  {layer['role']:<{width}} {digest}  {size:8.2f} MB")
 
 
 def building_services(lines: Lines, names: Sequence[str], changed_since: str | None) -> None:
@@ -403,8 +410,9 @@ def inspected(info: ImageInfo, as_json: bool) -> None:
         echo_json(info.to_json())
         return
     click.echo(f"{info.name} {info.image_id[:19]}  user {info.user}")
+    width = _role_width(layer.role for layer in info.layers)
     for layer in info.layers:
-        click.echo(f"  {layer.role:<13} {layer.diff_id[:19]}  {layer.size / 1e6:9.2f} MB")
+        click.echo(f"  {layer.role:<{width}} {layer.diff_id[:19]}  {layer.size / 1e6:9.2f} MB")
     click.echo(f"  added on top of the base: {info.own_size / 1e6:.2f} MB")
 
 

@@ -84,3 +84,18 @@ def test_a_bug_is_named_by_its_first_line_cut_short(capsys: pytest.CaptureFixtur
     assert "the traceback could not be saved;" in err
     assert "more" not in err
     assert err.count("\n") == 1
+
+
+def test_the_layer_table_fits_the_longest_role(capsys: pytest.CaptureFixture[str]) -> None:
+    layers = [
+        {"role": "base", "digest": None, "diff_id": "sha256:" + "0" * 64, "size": None},
+        {"role": "app", "digest": "sha256:" + "a" * 64, "diff_id": "x", "size": 20_000},
+        {"role": "dependencies-pydantic-core", "digest": "sha256:" + "b" * 64,
+         "diff_id": "y", "size": 2_200_000},
+    ]  # fmt: skip
+    document = {"image_id": "sha256:" + "c" * 64, "tags": ["api:1"], "layers": layers}
+    render.unchanged(render.Lines(), document, [], summary=True)
+    rows = [line for line in capsys.readouterr().err.splitlines() if " MB" in line]
+    assert [row.index("sha256:") for row in rows] == [29, 29]
+    assert rows[0].startswith("  app ")
+    assert rows[1].startswith("  dependencies-pydantic-core ")
