@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydeploy.builder import appcheck, commands, sharedlibs
 from pydeploy.builder import stage as wheels
@@ -419,17 +419,15 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     settings = _transient_settings(run, base)
     diff_ids = [base.image_id, *(la.diff_id for la in layers)]
     key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
-    cached = store.read_index(INDEX_APP_CHECK, key)
-    memory = WorkerMemory.from_doc(cached.get("memory")) if isinstance(cached, dict) else None
-    if isinstance(cached, dict) and cached.get("interface") in {"wsgi", "asgi"} and memory:
+    cached = _check_answer(store.read_index(INDEX_APP_CHECK, key))
+    if cached is not None:
         clock.sub("app check", "cached: the same image and check settings")
-        return appcheck.AppCheck(cached["interface"], memory, cached=True), None
+        return appcheck.AppCheck(*cached, cached=True), None
     last_key = _last_check_key(plan)
-    last = store.read_index(INDEX_APP_CHECK_LAST, last_key)
-    last_memory = WorkerMemory.from_doc(last.get("memory")) if isinstance(last, dict) else None
+    last = _check_answer(store.read_index(INDEX_APP_CHECK_LAST, last_key))
     preloaded = None
-    if isinstance(last, dict) and last.get("interface") in {"wsgi", "asgi"} and last_memory:
-        image = final(last["interface"], last_memory)
+    if last is not None:
+        image = final(*last)
         known = daemon.ImageLayers(store)
         preloaded = kept.enter_context(preload.preloaded(engine, image, scratch, known))
         image_id = preloaded
@@ -444,6 +442,17 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     if check.memory.note:
         clock.sub("app check", check.memory.note)
     return check, preloaded
+
+
+def _check_answer(doc: Any) -> tuple[Literal["wsgi", "asgi"], WorkerMemory] | None:
+    """The interface and worker memory of a stored check answer, or None when it is not one."""
+    memory = WorkerMemory.from_doc(doc.get("memory")) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or memory is None:
+        return None
+    interface = doc.get("interface")
+    if interface == "wsgi" or interface == "asgi":  # noqa: PLR1714 - narrows for mypy
+        return interface, memory
+    return None
 
 
 def _last_check_key(plan: BuildPlan) -> str:

@@ -897,14 +897,21 @@ def _json(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, indent=1).encode()
 
 
-def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
-    """A tar of the venv (entries `venv/...`), without pydeploy's own records in it."""
-    with engine.container(
+def _venv_reader(
+    engine: StageEngine, builder: BuilderImage, deps: Dependencies
+) -> contextlib.AbstractContextManager[StageBox]:
+    """A stopped container with the venv volume mounted read-only, to read it from."""
+    return engine.container(
         builder.name,
         ["/bin/true"],
         mounts=[Mount(VENV, deps.volume, read_only=True)],
         network="none",
-    ) as box:
+    )
+
+
+def export_venv(engine: StageEngine, builder: BuilderImage, deps: Dependencies, dest: Path) -> Path:
+    """A tar of the venv (entries `venv/...`), without pydeploy's own records in it."""
+    with _venv_reader(engine, builder, deps) as box:
         _copy_tar(
             box.get_archive(VENV), dest, lambda name: name not in {f"venv/{MARKER}", f"venv/{USED}"}
         )
@@ -918,12 +925,7 @@ def venv_entries(
     stream (no tar copy on disk first), without pydeploy's own records. Large files are
     spooled into `spool_dir`, which must outlive the entries."""
     records = {f"{VENV.lstrip('/')}/{MARKER}", f"{VENV.lstrip('/')}/{USED}"}
-    with engine.container(
-        builder.name,
-        ["/bin/true"],
-        mounts=[Mount(VENV, deps.volume, read_only=True)],
-        network="none",
-    ) as box:
+    with _venv_reader(engine, builder, deps) as box:
         entries = entries_from_tar(
             box.get_archive(VENV),
             strip_prefix="venv",

@@ -43,6 +43,14 @@ def drain(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
+def run_python(program: str) -> subprocess.CompletedProcess[str]:
+    """`program` in a fresh interpreter that imports this checkout's pydeploy."""
+    env = {**os.environ, "PYTHONPATH": str(Path(access_log.__file__).parents[2])}
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=False
+    )
+
+
 def record(message: str) -> logging.LogRecord:
     return logging.LogRecord("access", logging.INFO, __file__, 1, message, None, None)
 
@@ -126,10 +134,7 @@ def test_an_orderly_exit_flushes(tmp_path: Path) -> None:
         "    log.info('GET /%d 200', n)\n"
         "sys.exit(0)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(access_log.__file__).parents[2])}
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=False
-    )
+    result = run_python(program)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["GET /0 200", "GET /1 200", "GET /2 200"]
 
@@ -171,9 +176,6 @@ def test_uvicorn_handler_flushes_before_sigterms_default_action() -> None:
         "signal.raise_signal(signal.SIGTERM)\n"
         "print('not reached')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(access_log.__file__).parents[2])}
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=False
-    )
+    result = run_python(program)
     assert result.returncode == -15, "it still dies of SIGTERM"
     assert result.stdout == "GET / 200\n"
