@@ -106,6 +106,7 @@ INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
 INDEX_VENV_LAYERS = "venv-layers"  # the dependency layers, by dependency key
 INDEX_DEPENDENCY_LAYER = "dependency-layer"  # one dependency layer, by its content
+INDEX_GZIP = "gzip"  # a layer's gzip, by its diff ID (made when an output needs it)
 INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
 INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages

@@ -53,6 +53,7 @@ PINNED = {
     "INDEX_BUILD_LAYER": "build-layer",
     "INDEX_VENV_LAYERS": "venv-layers",
     "INDEX_DEPENDENCY_LAYER": "dependency-layer",
+    "INDEX_GZIP": "gzip",
     "INDEX_SETUID": "no-setuid",
     "INDEX_SYSTEM_LAYER": "system-layer",
     "INDEX_SECRET_SCAN": "secret-scan",
