@@ -39,6 +39,7 @@ from pydeploy.cachekeys import (
     INDEX_DEPENDENCY_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
+    INDEX_VENV_LAST,
     INDEX_VENV_LAYERS,
     OWNER_LABEL,
     PROJECT_RECIPE,
@@ -269,7 +270,11 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
 
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
-    deps = wheels.install_dependencies(engine, plan, builder, run.reporting())
+    last_key = _last_venv_key(plan, builder)
+    previous = _last_venv(store.read_index(INDEX_VENV_LAST, last_key))
+    deps = wheels.install_dependencies(engine, plan, builder, run.reporting(), previous)
+    last = {"volume": deps.volume, "builder_image_id": deps.builder.image_id}
+    store.write_index(INDEX_VENV_LAST, last_key, last)
     clock.step(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
@@ -466,6 +471,21 @@ def _check_answer(doc: Any) -> tuple[Literal["wsgi", "asgi"], WorkerMemory] | No
     if interface == "wsgi" or interface == "asgi":  # noqa: PLR1714 - narrows for mypy
         return interface, memory
     return None
+
+
+def _last_venv_key(plan: BuildPlan, builder: wheels.BuilderImage) -> str:
+    """Whose last venv a dependency change starts its bytecode from: this project's, with
+    the same builder inputs (base image, Python)."""
+    return hashlib.sha256(json.dumps([str(plan.project.root), builder.key]).encode()).hexdigest()
+
+
+def _last_venv(doc: Any) -> wheels.PreviousVenv | None:
+    if not isinstance(doc, dict):
+        return None
+    volume, image_id = doc.get("volume"), doc.get("builder_image_id")
+    if not isinstance(volume, str) or not isinstance(image_id, str):
+        return None
+    return wheels.PreviousVenv(volume, image_id)
 
 
 def _last_check_key(plan: BuildPlan) -> str:

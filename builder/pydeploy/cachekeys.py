@@ -104,6 +104,7 @@ INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image 
 INDEX_PRELOAD = "preload"  # a build that preloaded its final image, by build ID
 INDEX_PROJECT_LAYER = "project-layer"  # the app layer with the project's wheel
 INDEX_BUILD_LAYER = "build-layer"  # what build commands wrote, by everything they saw
+INDEX_VENV_LAST = "venv-last"  # the last venv volume, by project and builder key
 INDEX_VENV_LAYERS = "venv-layers"  # the dependency layers, by dependency key
 INDEX_DEPENDENCY_LAYER = "dependency-layer"  # one dependency layer, by its content
 INDEX_GZIP = "gzip"  # a layer's gzip, by its diff ID (made when an output needs it)

@@ -51,6 +51,7 @@ PINNED = {
     "PRELOAD_REPOSITORY": "pydeploy-preload",
     "INDEX_PROJECT_LAYER": "project-layer",
     "INDEX_BUILD_LAYER": "build-layer",
+    "INDEX_VENV_LAST": "venv-last",
     "INDEX_VENV_LAYERS": "venv-layers",
     "INDEX_DEPENDENCY_LAYER": "dependency-layer",
     "INDEX_GZIP": "gzip",

@@ -113,6 +113,7 @@ CA_NAME = "ca.pem"
 CA_TARGET = f"{RUN_DIR}/{CA_NAME}"
 SCRIPT = f"{RUN_DIR}/builder_script.py"
 JOB = f"{RUN_DIR}/job.json"
+PREVIOUS_VENV = "/run/pydeploy/previous-venv"  # a previous venv, read-only, for its bytecode
 FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
 
 # The longest a build waits for a live one that fills the same volume.
@@ -606,15 +607,31 @@ class _Fill:
     key: str
     wanted: tuple[str, ...]  # the server packages
     volume: str
+    previous: PreviousVenv | None = None
+
+
+@dataclass(frozen=True)
+class PreviousVenv:
+    """A venv volume an earlier install filled, and the builder image that filled it: its
+    bytecode is reused only by an install in that same image (the same interpreter)."""
+
+    volume: str
+    builder_image_id: str
 
 
 def install_dependencies(
-    engine: StageEngine, plan: BuildPlan, builder: BuilderImage, report: Reporting
+    engine: StageEngine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    report: Reporting,
+    previous: PreviousVenv | None = None,
 ) -> Dependencies:
     """The venv for this dependency set, in its own volume: reused when complete,
     otherwise (re)built in a builder container: first in the base image alone (wheels
     only) when `builder` is light, then, if a build needs compilers, in the full builder.
-    `report.output` gets every tool line when `report.verbose`."""
+    `previous`: the venv volume an earlier install of this builder filled, whose
+    unchanged files' bytecode the install reuses (what a changed dependency set
+    mostly keeps). `report.output` gets every tool line when `report.verbose`."""
     run = _Run(engine, plan, report, time.monotonic())
     # A lock read on the host judges its markers for the base image's probed Python.
     inputs = dependency_inputs(plan, builder.python.version)
@@ -633,7 +650,8 @@ def install_dependencies(
             full = bool(marker.get("compilers"))
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
-            builder, transcript = _install(run, builder, _Fill(inputs, key, wanted, volume))
+            fill = _Fill(inputs, key, wanted, volume, _complete_venv(engine, previous, volume))
+            builder, transcript = _install(run, builder, fill)
         except BaseException:
             # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
             # half-filled volume must not survive as a cache entry. The marker check
@@ -665,15 +683,18 @@ def _install(run: _Run, builder: BuilderImage, fill: _Fill) -> tuple[BuilderImag
     return builder, transcript
 
 
-def install_job(
+def install_job(  # noqa: PLR0913 - the job document's parts
     inputs: DependencyInputs,
     key: str,
     wanted: tuple[str, ...],
     builder: BuilderImage,
     uv_seed: str = "",
+    *,
+    previous: str = "",
 ) -> InstallJob:
     """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
-    container finds the host's uv binary, if it got one (see uvseed)."""
+    container finds the host's uv binary, if it got one (see uvseed); `previous`: where
+    it finds a previous venv, if one is mounted."""
     return {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
@@ -696,6 +717,7 @@ def install_job(
         "marker": MARKER,
         "python": builder.python.executable,
         "light": builder.light,
+        "previous": previous,
     }
 
 
@@ -710,9 +732,16 @@ def _run_install(
     env, secrets = environment
     facts = run.engine.inspect_image(builder.name)
     seed = uvseed.host_binary(facts.architecture if facts else "")
+    previous = fill.previous
+    if previous is not None and previous.builder_image_id != builder.image_id:
+        previous = None  # another interpreter: its bytecode is not this one's
     job = install_job(
-        fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else ""
-    )
+        fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else "",
+        previous=PREVIOUS_VENV if previous else "",
+    )  # fmt: skip
+    mounts = _mounts(fill.volume, venv_ro=False)
+    if previous is not None:
+        mounts.append(Mount(PREVIOUS_VENV, previous.volume, read_only=True))
     ca = run.plan.index.ca_bundle
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
     with (
@@ -721,7 +750,7 @@ def _run_install(
             builder.name,
             [builder.python.executable, SCRIPT, "install", JOB],
             env=env,
-            mounts=_mounts(fill.volume, venv_ro=False),
+            mounts=mounts,
             network=run.engine.network_mode(run.plan.network),
             stdin=secrets,
         ) as box,
@@ -731,6 +760,18 @@ def _run_install(
             box.put_files(uvseed.SEED_DIR, {"uv": seed.read_bytes()}, mode=0o755)
         box.put_archive("/", tar)
         return box.follow(transcript).exit_code
+
+
+def _complete_venv(
+    engine: StageEngine, previous: PreviousVenv | None, filling: str
+) -> PreviousVenv | None:
+    """`previous` when it is another venv volume that still exists (its marker, that its
+    install completed, is checked in the container), else None."""
+    volume = previous.volume if previous else ""
+    if not volume or volume == filling or not volume.startswith(VENV_VOLUME_PREFIX):
+        return None
+    labels = engine.volume_labels(volume)
+    return previous if labels and labels.get(LABEL_VENV) == "1" else None
 
 
 def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:

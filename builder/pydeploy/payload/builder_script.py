@@ -91,6 +91,9 @@ class InstallJob(SkipLists):
     marker: str
     python: str
     light: bool
+    # A complete venv of the same builder mounted read-only ("" for none): the bytecode
+    # of its unchanged files is reused (see compile_bytecode).
+    previous: str
 
 
 class Measure(TypedDict):
@@ -682,15 +685,74 @@ def _wanted(job: InstallJob) -> list[str]:
     return list(job["server_packages"])
 
 
-def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
+def compile_bytecode(
+    python: str, tree: str, extra: list[str], reuse: tuple[str, str] | None = None
+) -> int:
     """Hash-based .pyc (PEP 552): no timestamps, so two builds give the same bytes, and
     never stale when image layers normalize mtimes. Files that are not valid Python
-    (templates, py2 leftovers some packages ship) are skipped, as pip and uv do."""
-    argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
+    (templates, py2 leftovers some packages ship) are skipped, as pip and uv do.
+
+    `reuse` (this venv, a previous venv of the same interpreter at the same path): a
+    source whose bytes equal the previous venv's gets that venv's .pyc instead of a
+    compile, written as py_compile writes it. The same source, path and interpreter give
+    the same bytes (what reproducible builds rest on), so the result is the same."""
+    args = ["-q", "--invalidation-mode", "unchecked-hash", *extra, tree]
+    argv = [python, "-m", "compileall", *args]
+    if reuse is not None:
+        argv = [python, "-c", _REUSING_COMPILEALL, *reuse, *args]
     sys.stdout.flush()
     return subprocess.call(
-        [*argv, *extra, tree], stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
+        argv, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
     )
+
+
+# `python -c` this VENV PREVIOUS COMPILEALL_ARGS...: compileall's own command line (same
+# walk, same files, same exit code) with py_compile.compile reusing a previous venv's
+# .pyc of identical source (its header checked: this interpreter's magic number, the
+# unchecked-hash flag, the source's hash). Workers are forked, and inherit the patch.
+_REUSING_COMPILEALL = """
+import compileall, importlib.util, os, py_compile, sys
+from importlib import _bootstrap_external as bx
+venv, previous = sys.argv[1], sys.argv[2]
+original = py_compile.compile
+
+def _previous_pyc(file, cfile):
+    try:
+        old_file = os.path.join(previous, os.path.relpath(file, venv))
+        old_cfile = os.path.join(previous, os.path.relpath(cfile, venv))
+        if os.path.islink(cfile) or os.path.exists(cfile):
+            return None
+        with open(file, "rb") as f:
+            source = f.read()
+        with open(old_file, "rb") as f:
+            if f.read() != source:
+                return None
+        with open(old_cfile, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return None
+    header = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+    if data[:8] != header or data[8:16] != importlib.util.source_hash(source):
+        return None
+    return data
+
+def compile(file, cfile=None, dfile=None, doraise=False, optimize=-1,
+            invalidation_mode=None, quiet=0):
+    same = (cfile is not None and dfile is None and optimize == -1
+            and invalidation_mode == py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    data = _previous_pyc(file, cfile) if same else None
+    if data is None:
+        return original(file, cfile, dfile, doraise, optimize, invalidation_mode, quiet)
+    dirname = os.path.dirname(cfile)
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+    bx._write_atomic(cfile, data, bx._calc_mode(file))
+    return cfile
+
+py_compile.compile = compile
+sys.argv = ["compileall", *sys.argv[3:]]
+sys.exit(int(not compileall.main()))
+"""
 
 
 def light_constraints(job: InstallJob, uv: str, cwd: Path, added: list[str]) -> list[str]:
@@ -755,8 +817,14 @@ def install(job: InstallJob) -> InstallResult:
     emit("end", f"install {len(installed)} packages")
 
     emit("begin", "compile bytecode")
-    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"])
-    emit("end", "compile bytecode" + (" (skipped files that are not valid Python)" if code else ""))
+    previous = job.get("previous") or ""
+    reuse = (
+        (str(venv), previous) if previous and (Path(previous) / job["marker"]).is_file() else None
+    )
+    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"], reuse)
+    detail = " (skipped files that are not valid Python)" if code else ""
+    detail += " (unchanged files' bytecode from the previous venv)" if reuse else ""
+    emit("end", "compile bytecode" + detail)
 
     if light and compilers_used():
         # A build fell back to pure Python (or a step compiled on purpose): this venv is
