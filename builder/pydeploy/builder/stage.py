@@ -35,7 +35,7 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -88,6 +88,7 @@ from pydeploy.errors import BuildError, ConfigError, PydeployError
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
+    ElfScanJob,
     InstallJob,
     ProjectJob,
     ProjectResult,
@@ -155,6 +156,9 @@ class Dependencies:
     cached: bool  # nothing was installed this time
     builder: BuilderImage  # the builder that installed them (or this build's, if cached)
     needs_compilers: bool = False  # installed by the full builder: build_project uses it too
+    # The shared-library scan the install ran (a builder that is the base image itself,
+    # which it left as it was): elfdeps.py's result and the LD_LIBRARY_PATH it used.
+    elf_scan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -651,7 +655,7 @@ def install_dependencies(
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
             fill = _Fill(inputs, key, wanted, volume, _complete_venv(engine, previous, volume))
-            builder, transcript = _install(run, builder, fill)
+            builder, transcript, scanned = _install(run, builder, fill)
         except BaseException:
             # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
             # half-filled volume must not survive as a cache entry. The marker check
@@ -662,25 +666,33 @@ def install_dependencies(
         _record_use(pin)
     if builder.light:
         run.say("builder", "base image (no compilers needed)")
-    pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
-    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
+    result = transcript.result or {}
+    pins = tuple(str(p) for p in result.get("pins", []))
+    scan = result.get("elf_scan") if scanned else None
+    return Dependencies(
+        key, volume, pins, inputs.source, False, builder, not builder.light,
+        scan if isinstance(scan, dict) else None,
+    )  # fmt: skip
 
 
-def _install(run: _Run, builder: BuilderImage, fill: _Fill) -> tuple[BuilderImage, Transcript]:
-    """Fill the claimed volume; returns the builder that did it and its transcript."""
+def _install(
+    run: _Run, builder: BuilderImage, fill: _Fill
+) -> tuple[BuilderImage, Transcript, bool]:
+    """Fill the claimed volume; returns the builder that did it, its transcript, and
+    whether the shared-library scan it ran can stand for the runtime image's."""
     env, secrets, masker = _builder_env(run.plan, run.plan.index.ca_bundle)
     if builder.light and fill.inputs.local_names is None:
         builder = _escalate(run, "a local package's name cannot be read without building it")
     while True:
         transcript = run.transcript(masker)
-        code = _run_install(run, builder, fill, (env, secrets), transcript)
+        code, scanned = _run_install(run, builder, fill, (env, secrets), transcript)
         failed = code != 0 or transcript.result is None
         reason = _light_failure(builder, transcript) if failed else None
         if not reason:
             break
         builder = _escalate(run, reason)
     _raise_on_failure(code, transcript, run.plan)
-    return builder, transcript
+    return builder, transcript, scanned
 
 
 def install_job(  # noqa: PLR0913 - the job document's parts
@@ -691,6 +703,7 @@ def install_job(  # noqa: PLR0913 - the job document's parts
     uv_seed: str = "",
     *,
     previous: str = "",
+    elf_scan: ElfScanJob | None = None,
 ) -> InstallJob:
     """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
     container finds the host's uv binary, if it got one (see uvseed); `previous`: where
@@ -718,6 +731,7 @@ def install_job(  # noqa: PLR0913 - the job document's parts
         "python": builder.python.executable,
         "light": builder.light,
         "previous": previous,
+        "elf_scan": elf_scan,
     }
 
 
@@ -727,8 +741,9 @@ def _run_install(
     fill: _Fill,
     environment: tuple[dict[str, str], bytes],
     transcript: Transcript,
-) -> int:
-    """One install container in `builder`; its exit code."""
+) -> tuple[int, bool]:
+    """One install container in `builder`; its exit code, and whether the shared-library
+    scan it ran in there stands (see _elf_scan)."""
     env, secrets = environment
     facts = run.engine.inspect_image(builder.name)
     seed = uvseed.host_binary(facts.architecture if facts else "")
@@ -738,12 +753,15 @@ def _run_install(
     job = install_job(
         fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else "",
         previous=PREVIOUS_VENV if previous else "",
+        elf_scan=_elf_scan(run.plan, builder, facts),
     )  # fmt: skip
     mounts = _mounts(fill.volume, venv_ro=False)
     if previous is not None:
         mounts.append(Mount(PREVIOUS_VENV, previous.volume, read_only=True))
     ca = run.plan.index.ca_bundle
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+    if job["elf_scan"] is not None:
+        files["elfdeps.py"] = payload.source("elfdeps.py")
     with (
         _inputs_tar(fill.inputs) as tar,
         run.engine.container(
@@ -759,7 +777,48 @@ def _run_install(
         if seed is not None:
             box.put_files(uvseed.SEED_DIR, {"uv": seed.read_bytes()}, mode=0o755)
         box.put_archive("/", tar)
-        return box.follow(transcript).exit_code
+        code = box.follow(transcript).exit_code
+        return code, job["elf_scan"] is not None and code == 0 and _loader_untouched(box.changes())
+
+
+# What an install container writes outside its volumes: none of it is where the dynamic
+# loader looks (the container is the base image, whose libraries the runtime image has).
+_INSTALL_WRITES = (RUN_DIR, SRC, "/build", "/tmp", "/root", VENV, CACHE_DIR)  # noqa: S108
+
+
+def _elf_scan(
+    plan: BuildPlan, builder: BuilderImage, facts: ImageFacts | None
+) -> ElfScanJob | None:
+    """The shared-library scan for the install to run on the finished venv, saving the
+    scan's own container: only when the builder is the base image itself and the
+    runtime image adds no system packages to it (then the two filesystems agree)."""
+    if builder.name != plan.base_image or plan.runtime_packages or facts is None:
+        return None
+    return {"script": f"{RUN_DIR}/elfdeps.py", "library_path": library_path(plan, facts.env)}
+
+
+def _loader_untouched(changes: Iterable[tuple[str, str]]) -> bool:
+    """Whether a container's changes (`docker diff`) stay where the install writes: a
+    build backend that put a library under /usr/lib would make the scan find what the
+    runtime image lacks."""
+    for path, _kind in changes:
+        inside = any(path == top or path.startswith(top + "/") for top in _INSTALL_WRITES)
+        above = any(top.startswith(path.rstrip("/") + "/") for top in _INSTALL_WRITES)
+        if not inside and not above:
+            return False
+    return True
+
+
+def library_path(plan: BuildPlan, base_env: Iterable[str]) -> str:
+    """The runtime image's LD_LIBRARY_PATH: the project's `env` over the base image's."""
+    own = dict(plan.env).get("LD_LIBRARY_PATH")
+    if own is not None:
+        return own
+    for item in base_env:
+        name, _, value = item.partition("=")
+        if name == "LD_LIBRARY_PATH":
+            return value
+    return ""
 
 
 def _complete_venv(

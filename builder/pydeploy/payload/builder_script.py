@@ -46,6 +46,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 import uuid
@@ -94,6 +95,14 @@ class InstallJob(SkipLists):
     # A complete venv of the same builder mounted read-only ("" for none): the bytecode
     # of its unchanged files is reused (see compile_bytecode).
     previous: str
+    # When this container is the runtime base itself: the shared-library scan to run on
+    # the finished venv (see scan_libraries); None otherwise.
+    elf_scan: ElfScanJob | None
+
+
+class ElfScanJob(TypedDict):
+    script: str  # elfdeps.py, uploaded beside this script
+    library_path: str  # the runtime image's LD_LIBRARY_PATH
 
 
 class Measure(TypedDict):
@@ -124,14 +133,18 @@ class CheckJob(TypedDict):
     measure: Measure | None
 
 
-class InstallResult(TypedDict):
-    """The `result` line of `install` (also the venv's marker file)."""
-
+class _InstallResult(TypedDict):
     key: str
     source: str
     pins: list[str]
     added: list[str]
     compilers: bool
+
+
+class InstallResult(_InstallResult, total=False):
+    """The `result` line of `install` (also the venv's marker file)."""
+
+    elf_scan: dict[str, Any]  # elfdeps.py's scan result, with the library path it used
 
 
 class ProjectResult(TypedDict):
@@ -837,6 +850,10 @@ def install(job: InstallJob) -> InstallResult:
         "added": added,
         "compilers": not light,  # installed by the full builder: the app check uses it
     }
+    scan = job.get("elf_scan")
+    scanned = scan_libraries(job["venv"], job["python"], scan) if scan else None
+    if scanned is not None:
+        result["elf_scan"] = scanned
     # The marker goes last: a volume without it is an interrupted build, never used.
     marker = venv / job["marker"]
     partial = marker.with_name(marker.name + ".tmp")
@@ -846,6 +863,29 @@ def install(job: InstallJob) -> InstallResult:
         os.fsync(handle.fileno())
     partial.rename(marker)
     return result
+
+
+def scan_libraries(venv: str, python: str, scan: ElfScanJob) -> dict[str, Any] | None:
+    """elfdeps.py's scan of the finished venv, run here rather than in a container of its
+    own (the host sends it only when this container is the runtime base image, and trusts
+    the answer only when the install changed nothing the loader reads); None when it
+    fails, for the host's own scan to run."""
+    handle, job_path = tempfile.mkstemp(prefix="pydeploy-elfdeps-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump({"venv": venv, "library_path": scan["library_path"]}, out)
+    argv = [python, scan["script"], "scan", job_path]
+    proc = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    Path(job_path).unlink()
+    if proc.returncode != 0:
+        return None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARK + "result "):
+            found: dict[str, Any] = json.loads(line[len(MARK) + 7 :])
+            found["library_path"] = scan["library_path"]
+            return found
+    return None
 
 
 # --- the project's own wheel ------------------------------------------------------------
