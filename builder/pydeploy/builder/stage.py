@@ -88,6 +88,7 @@ from pydeploy.errors import BuildError, ConfigError, PydeployError
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
+    EXIT_NEEDS_UV_SEED,
     ElfScanJob,
     InstallJob,
     ProjectJob,
@@ -704,6 +705,7 @@ def install_job(  # noqa: PLR0913 - the job document's parts
     *,
     previous: str = "",
     elf_scan: ElfScanJob | None = None,
+    uv_seed_offered: bool = False,
 ) -> InstallJob:
     """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
     container finds the host's uv binary, if it got one (see uvseed); `previous`: where
@@ -712,6 +714,7 @@ def install_job(  # noqa: PLR0913 - the job document's parts
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
         "uv_seed": uv_seed,
+        "uv_seed_offered": uv_seed_offered,
         "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
@@ -742,18 +745,37 @@ def _run_install(
     environment: tuple[dict[str, str], bytes],
     transcript: Transcript,
 ) -> tuple[int, bool]:
-    """One install container in `builder`; its exit code, and whether the shared-library
-    scan it ran in there stands (see _elf_scan)."""
-    env, secrets = environment
+    """The install container in `builder`; its exit code, and whether the shared-library
+    scan it ran in there stands (see _elf_scan). The host's uv (38 MB) is sent only when
+    the cache volume turns out to lack uv: the first container then exits at once, and a
+    second one gets it."""
     facts = run.engine.inspect_image(builder.name)
     seed = uvseed.host_binary(facts.architecture if facts else "")
+    code, scanned = _install_container(run, builder, fill, environment, transcript, facts, None)
+    if code == EXIT_NEEDS_UV_SEED and seed is not None:
+        return _install_container(run, builder, fill, environment, transcript, facts, seed)
+    return code, scanned
+
+
+def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install's
+    run: _Run,
+    builder: BuilderImage,
+    fill: _Fill,
+    environment: tuple[dict[str, str], bytes],
+    transcript: Transcript,
+    facts: ImageFacts | None,
+    seed: Path | None,
+) -> tuple[int, bool]:
+    env, secrets = environment
     previous = fill.previous
     if previous is not None and previous.builder_image_id != builder.image_id:
         previous = None  # another interpreter: its bytecode is not this one's
+    offered = seed is None and uvseed.host_binary(facts.architecture if facts else "") is not None
     job = install_job(
         fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else "",
         previous=PREVIOUS_VENV if previous else "",
         elf_scan=_elf_scan(run.plan, builder, facts),
+        uv_seed_offered=offered,
     )  # fmt: skip
     mounts = _mounts(fill.volume, venv_ro=False)
     if previous is not None:

@@ -75,6 +75,9 @@ class InstallJob(SkipLists):
     uv_dir: str
     uv_version: str
     uv_seed: str  # the host's uv binary, sent into the container ("" when none)
+    # The host has one to lend but did not send it (the volume mostly has uv already):
+    # without uv, the script asks for it (EXIT_NEEDS_UV_SEED) instead of installing uv.
+    uv_seed_offered: bool
     inputs: str
     work: str
     copies: list[str]
@@ -169,6 +172,7 @@ EXIT_STEP_FAILED = 3
 # that waits on a database the builder cannot reach is measured as far as it got.
 FIRST_REQUEST_TIMEOUT = 10.0
 EXIT_OWNER_GONE = 75
+EXIT_NEEDS_UV_SEED = 76
 # Variables that carry secrets: for the tools this script runs, and nothing else.
 SECRETS: dict[str, str] = {}
 # Light jobs: stand-in compilers, and the file they append their names to.
@@ -557,6 +561,12 @@ def ensure_uv(job: InstallJob) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
     emit("end", f"{step} uv {job['uv_version']} ({how})")
     return str(uv)
+
+
+def needs_uv_seed(job: InstallJob) -> bool:
+    """Whether the cache volume lacks the pinned uv while the host has one to lend."""
+    uv = Path(job["uv_dir"]) / "bin" / "uv"
+    return bool(job.get("uv_seed_offered")) and not job["uv_seed"] and not os.access(uv, os.X_OK)
 
 
 def seed_runs(path: str, version: str) -> bool:
@@ -1401,6 +1411,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.flush()
         os._exit(0)
     job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
+    if command == "install" and needs_uv_seed(job):
+        return EXIT_NEEDS_UV_SEED  # before any output: the host runs the job again, with it
     try:
         result = install(job) if command == "install" else build_project(job)
     except StepFailedError as exc:

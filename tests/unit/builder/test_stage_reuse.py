@@ -6,16 +6,18 @@ only when the install wrote nothing where the loader looks)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from tests.unit.builder.conftest import MakePlan
 from tests.unit.builder.fake_engine import FakeContainer, FakeEngine, Reply, installs, result
 
 from pydeploy import cachekeys
-from pydeploy.builder import stage
+from pydeploy.builder import stage, uvseed
 from pydeploy.builder.transcript import Reporting
-from pydeploy.payload.builder_script import MARK
+from pydeploy.payload import builder_script
+from pydeploy.payload.builder_script import EXIT_NEEDS_UV_SEED, MARK, InstallJob
 from pydeploy.plan.planner import BuildPlan
 
 SCAN = {"files": 3, "missing": [], "seconds": 0.01}
@@ -120,3 +122,42 @@ def test_the_previous_venv_is_mounted_only_for_the_builder_that_filled_it(
         found = [m for m in box.mounts if m.target == stage.PREVIOUS_VENV]
         assert box.job["previous"] == (stage.PREVIOUS_VENV if mounted else "")
         assert [(m.source, m.read_only) for m in found] == ([(old, True)] if mounted else [])
+
+
+@pytest.mark.parametrize("has_uv", [True, False], ids=["volume-has-uv", "fresh-volume"])
+def test_the_host_s_uv_is_sent_only_when_the_cache_volume_lacks_it(
+    engine: FakeEngine, make: MakePlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    has_uv: bool,
+) -> None:  # fmt: skip
+    seed = tmp_path / "uv"
+    seed.write_bytes(b"\x7fELF uv")
+    monkeypatch.setattr(uvseed, "host_binary", lambda _arch: seed)
+    plain = installs()
+
+    def handler(box: FakeContainer) -> Reply:
+        job = box.job
+        if job["uv_seed_offered"] and not job["uv_seed"] and not has_uv:
+            return Reply([], EXIT_NEEDS_UV_SEED)  # as builder_script.main exits
+        return plain(box)
+
+    engine.handlers["install"] = handler
+    _install(engine, make())
+    boxes = engine.started("install")
+    sent = [uvseed.SEED in box.files for box in boxes]
+    assert sent == ([False] if has_uv else [False, True])
+    assert boxes[-1].job["uv_seed"] == ("" if has_uv else uvseed.SEED)
+    assert not engine.live() or all(box.pinned for box in engine.live())
+
+
+def test_the_script_asks_for_the_seed_only_without_uv_and_with_one_offered(
+    tmp_path: Path,
+) -> None:
+    uv_dir = tmp_path / "tools"
+    job: dict[str, Any] = {"uv_dir": str(uv_dir), "uv_seed": "", "uv_seed_offered": True}
+    assert builder_script.needs_uv_seed(cast("InstallJob", job))
+    assert not builder_script.needs_uv_seed(cast("InstallJob", {**job, "uv_seed_offered": False}))
+    assert not builder_script.needs_uv_seed(cast("InstallJob", {**job, "uv_seed": "/run/x/uv"}))
+    (uv_dir / "bin").mkdir(parents=True)
+    (uv_dir / "bin" / "uv").write_bytes(b"")
+    (uv_dir / "bin" / "uv").chmod(0o755)
+    assert not builder_script.needs_uv_seed(cast("InstallJob", job))
