@@ -101,11 +101,12 @@ def test_a_pyproject_between_the_start_and_the_root_is_a_new_root(
     runner: Cli, project: Path
 ) -> None:
     """The search for the project starts where the command points: a pyproject.toml that
-    appears on the way up makes another project, and the record does not answer for it."""
-    start = project / "services" / "api"
+    appears on the way up makes another project, and the record does not answer for it
+    (even where planning lists nothing: detection skips `tests/`)."""
+    start = project / "tests" / "api"
     start.mkdir(parents=True)
-    (start / "main.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
-    assert f"{project / 'pyproject.toml'}:" in runner.run("check", str(start)).stdout
-    (project / "services" / "pyproject.toml").write_text(VALID.replace('"demo"', '"api"'))
+    assert runner.run("check", str(start)).stdout.startswith(f"{project / 'pyproject.toml'}:")
+    (project / "tests" / "pyproject.toml").write_text(VALID.replace('"demo"', '"api"'))
+    (project / "tests" / "main.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
     out = runner.run("check", str(start))
-    assert out.stdout.startswith(f"{project / 'services' / 'pyproject.toml'}:"), out.output
+    assert out.stdout.startswith(f"{project / 'tests' / 'pyproject.toml'}:"), out.output
