@@ -120,12 +120,15 @@ class Recorder:
     def __init__(self, path: Path, reads: fastpath.Reads) -> None:
         self.path, self.reads = path, reads
 
-    def save(self, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
+    def save(self, start: Path, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
         """Written atomically, and never a reason for the build to fail: without a
-        record the next build is a normal one."""
+        record the next build is a normal one. `start`: the directory the build was
+        given, where the search for the project began (a pyproject.toml created there
+        or between it and the root would be a new root, though planning lists neither)."""
         if not built.base_image_id:
             return
-        roots = [r for r in (plan.project.root, plan.project.workspace_root) if r is not None]
+        roots = [start.resolve() / "pyproject.toml"]
+        roots += (r for r in (plan.project.root, plan.project.workspace_root) if r is not None)
         images = dict.fromkeys(built.tags, built.image.image_id)
         images[plan.base_image] = built.base_image_id
         self._keep(roots, images, built.to_json(), warnings)
