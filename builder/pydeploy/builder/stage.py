@@ -800,7 +800,11 @@ def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install'
             box.put_files(uvseed.SEED_DIR, {"uv": seed.read_bytes()}, mode=0o755)
         box.put_archive("/", tar)
         code = box.follow(transcript).exit_code
-        return code, job["elf_scan"] is not None and code == 0 and _loader_untouched(box.changes())
+        scan = job["elf_scan"]
+        trusted = scan is not None and code == 0
+        return code, trusted and _loader_untouched(
+            box.changes(), scan["library_path"] if scan else ""
+        )
 
 
 # What an install container writes outside its volumes: none of it is where the dynamic
@@ -819,14 +823,18 @@ def _elf_scan(
     return {"script": f"{RUN_DIR}/elfdeps.py", "library_path": library_path(plan, facts.env)}
 
 
-def _loader_untouched(changes: Iterable[tuple[str, str]]) -> bool:
-    """Whether a container's changes (`docker diff`) stay where the install writes: a
-    build backend that put a library under /usr/lib would make the scan find what the
-    runtime image lacks."""
+def _loader_untouched(changes: Iterable[tuple[str, str]], library_path: str = "") -> bool:
+    """Whether a container's changes (`docker diff`) stay where the install writes, and
+    out of the LD_LIBRARY_PATH directories: a build backend that put a library under
+    /usr/lib would make the scan find what the runtime image lacks."""
+    searched = [d.rstrip("/") for d in library_path.split(":") if d.strip("/")]
+
+    def below(path: str, tops: Iterable[str]) -> bool:
+        return any(path == top or path.startswith(top + "/") for top in tops)
+
     for path, _kind in changes:
-        inside = any(path == top or path.startswith(top + "/") for top in _INSTALL_WRITES)
         above = any(top.startswith(path.rstrip("/") + "/") for top in _INSTALL_WRITES)
-        if not inside and not above:
+        if below(path, searched) or not (below(path, _INSTALL_WRITES) or above):
             return False
     return True
 

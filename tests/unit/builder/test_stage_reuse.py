@@ -161,3 +161,10 @@ def test_the_script_asks_for_the_seed_only_without_uv_and_with_one_offered(
     (uv_dir / "bin" / "uv").write_bytes(b"")
     (uv_dir / "bin" / "uv").chmod(0o755)
     assert not builder_script.needs_uv_seed(cast("InstallJob", job))
+
+
+def test_changes_in_an_ld_library_path_directory_void_the_install_s_scan() -> None:
+    written = [("/tmp", "modified"), ("/tmp/lib", "added"), ("/tmp/lib/libx.so.1", "added")]
+    assert stage._loader_untouched(written)
+    assert not stage._loader_untouched(written, "/opt/own:/tmp/lib")
+    assert stage._loader_untouched(written, "/opt/own")
