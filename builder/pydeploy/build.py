@@ -39,6 +39,7 @@ from pydeploy.cachekeys import (
     INDEX_DEPENDENCY_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
+    INDEX_VENV_LAST,
     INDEX_VENV_LAYERS,
     OWNER_LABEL,
     PROJECT_RECIPE,
@@ -87,6 +88,14 @@ class BuildOptions:
             return self.base_blobs
         return any(output.kind != "docker" for output in self.outputs)
 
+    def needs_manifest(self) -> bool:
+        """Whether the layers are gzipped and a manifest made: a registry or an OCI layout
+        needs them (or an explicit `base_blobs`, for the digest); the engine and a
+        docker-archive take the plain tars."""
+        if self.base_blobs is not None:
+            return self.base_blobs
+        return any(output.kind in {"registry", "oci"} for output in self.outputs)
+
 
 @dataclass
 class BuildResult:
@@ -118,7 +127,9 @@ class BuildResult:
     def _layers_json(self) -> list[dict[str, Any]]:
         image = self.image
         # The base's layers, when the build read none of their blobs: diff IDs alone.
-        unread = image.base_diff_ids if image.manifest is None else []
+        unread = (
+            image.base_diff_ids if image.manifest is None and not image.base_layer_count else []
+        )
         return [
             *(
                 {"role": "base", "digest": None, "diff_id": diff_id, "size": None,
@@ -246,8 +257,9 @@ def build(
         # below; joined before assembly.
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="pydeploy") as pool:
             base_job = pool.submit(
-                _base_image, engine, store, plan, base_ref.image_id, options.needs_base_blobs()
-            )
+                _base_image, engine, store, plan, base_ref.image_id,
+                blobs=options.needs_base_blobs(), gzip=options.needs_manifest(),
+            )  # fmt: skip
             run = _Build(plan, engine, options, clock, store)
             return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)
 
@@ -261,7 +273,11 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     app_job = pool.submit(app_files, plan, store=store)
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
-    deps = wheels.install_dependencies(engine, plan, builder, run.reporting())
+    last_key = _last_venv_key(plan, builder)
+    previous = _last_venv(store.read_index(INDEX_VENV_LAST, last_key))
+    deps = wheels.install_dependencies(engine, plan, builder, run.reporting(), previous)
+    last = {"volume": deps.volume, "builder_image_id": deps.builder.image_id}
+    store.write_index(INDEX_VENV_LAST, last_key, last)
     clock.step(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
@@ -312,7 +328,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         image = final(interface, memory)
         if preloaded is not None and preloaded != image.image_id:
             clock.sub("app check", "the answer changed the launcher: the final image is sent")
-        layers = [*below_launcher, image.layers[-1]]  # the launcher is the last
+        layers = list(image.own_layers)  # gzipped when the outputs need a manifest
         clock.step("layers", ", ".join(f"{la.role} {la.size / 1e6:.1f} MB" for la in layers))
         digest = image.manifest_digest
         manifest = f"manifest {digest[:19]}" if digest else "no manifest (not needed)"
@@ -357,7 +373,9 @@ class _FinalImage:
         settings = assemble.runtime_settings(plan, _base_env(self.base), labels)
         layers = [*self.below_launcher, launcher]
         created_at = dataclasses.replace(settings, created=rfc3339(created))
-        return assemble_image(store, self.base, layers, created_at)
+        return assemble_image(
+            store, self.base, layers, created_at, manifest=self.run.options.needs_manifest()
+        )
 
 
 def _base_env(base: BaseImage) -> list[str]:
@@ -436,7 +454,7 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
         image_id = preloaded
     else:
         launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
-        image = assemble_image(store, base, [*layers, launcher], settings)
+        image = assemble_image(store, base, [*layers, launcher], settings, manifest=False)
         image_id = kept.enter_context(_loaded(engine, store, image, scratch))
     check = appcheck.run_check(engine, plan, image_id, run.reporting())
     answer = {"interface": check.interface, "memory": check.memory.to_doc()}
@@ -456,6 +474,21 @@ def _check_answer(doc: Any) -> tuple[Literal["wsgi", "asgi"], WorkerMemory] | No
     if interface == "wsgi" or interface == "asgi":  # noqa: PLR1714 - narrows for mypy
         return interface, memory
     return None
+
+
+def _last_venv_key(plan: BuildPlan, builder: wheels.BuilderImage) -> str:
+    """Whose last venv a dependency change starts its bytecode from: this project's, with
+    the same builder inputs (base image, Python)."""
+    return hashlib.sha256(json.dumps([str(plan.project.root), builder.key]).encode()).hexdigest()
+
+
+def _last_venv(doc: Any) -> wheels.PreviousVenv | None:
+    if not isinstance(doc, dict):
+        return None
+    volume, image_id = doc.get("volume"), doc.get("builder_image_id")
+    if not isinstance(volume, str) or not isinstance(image_id, str):
+        return None
+    return wheels.PreviousVenv(volume, image_id)
 
 
 def _last_check_key(plan: BuildPlan) -> str:
@@ -497,7 +530,7 @@ def _build_command_layers(
     if cached is not None and store.has(cached.digest) and store.has(cached.diff_id):
         clock.step("build commands", "cached: the same image and commands")
         return [cached]
-    image = assemble_image(store, base, layers, settings)
+    image = assemble_image(store, base, layers, settings, manifest=False)
     image_id = kept.enter_context(_loaded(run.engine, store, image, scratch))
     mask = Masker(value for _, value in plan.check_env)
     report = run.reporting()
@@ -576,19 +609,19 @@ def _base_accounts(
     return passwd, group
 
 
-def _base_image(
-    engine: Engine, store: BlobStore, plan: BuildPlan, image_id: str, blobs: bool
+def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
+    engine: Engine, store: BlobStore, plan: BuildPlan, image_id: str, *, blobs: bool, gzip: bool
 ) -> tuple[BaseImage, list[Layer]]:
     """The base and the layer that drops its setuid/setgid bits. With `blobs`, its layers
-    are imported into the store (tar and gzip, once per base); without, one docker save
-    pass reads only its config and its layers' headers (a setuid scan), both cached by
-    image ID."""
+    are imported into the store (tars, and with `gzip` their gzip, once per base);
+    without, one docker save pass reads only its config and its layers' headers (a
+    setuid scan), both cached by image ID."""
     setuid = _cached_setuid_layer(store, plan, image_id)
     if blobs:
         base = cached_base(store, image_id)
         if base is None:
             with engine.save_image(plan.base_image) as stream:
-                base = import_docker_save(stream, store)
+                base = import_docker_save(stream, store, compress=gzip)
         if setuid is None:
             setuid = _setuid_layer(store, plan, image_id, assemble.stored_layer_scans(store, base))
         return base, setuid

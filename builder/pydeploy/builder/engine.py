@@ -49,6 +49,9 @@ class StageBox(Protocol):
     def commit(self, repository: str, tag: str, settings: CommitSettings) -> str:
         """Save its filesystem as an image configured by `settings` alone; the image ID."""
 
+    def changes(self) -> list[tuple[str, str]]:
+        """`docker diff`: (absolute path, "modified" | "added" | "deleted")."""
+
 
 class StageEngine(Protocol):
     """One build's connection to an engine, as the builder stage uses it."""

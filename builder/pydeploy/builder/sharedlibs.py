@@ -28,7 +28,7 @@ from typing import Any
 
 from pydeploy import payload
 from pydeploy.builder.engine import StageEngine
-from pydeploy.builder.stage import Dependencies, ensure_full_builder
+from pydeploy.builder.stage import Dependencies, ensure_full_builder, library_path
 from pydeploy.builder.transcript import protocol_result, tail
 from pydeploy.cachekeys import INDEX_SHARED_LIBS, SHARED_LIBS_RECIPE
 from pydeploy.engine.types import Mount
@@ -200,18 +200,6 @@ def check_key(plan: BuildPlan, deps: Dependencies, base_id: str, library_path: s
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def library_path(plan: BuildPlan, base_env: Iterable[str]) -> str:
-    """The image's LD_LIBRARY_PATH: the project's `env` over the base image's."""
-    own = dict(plan.env).get("LD_LIBRARY_PATH")
-    if own is not None:
-        return own
-    for item in base_env:
-        name, _, value = item.partition("=")
-        if name == "LD_LIBRARY_PATH":
-            return value
-    return ""
-
-
 @dataclass(frozen=True)
 class ScanInputs:
     """What the scan runs against: the base image (by name and ID), its environment, and
@@ -242,8 +230,10 @@ def check_libraries(run: LibraryRun, store: BlobStore, inputs: ScanInputs) -> Li
     cached = LibraryCheck.from_doc(store.read_index(INDEX_SHARED_LIBS, key))
     if cached is not None:
         return cached
-    job = {"venv": VENV, "library_path": path}
-    found = _run(run, inputs.base_image, "scan", job, inputs.system_tar())
+    found = _scanned_at_install(run, inputs, path)
+    if found is None:
+        job = {"venv": VENV, "library_path": path}
+        found = _run(run, inputs.base_image, "scan", job, inputs.system_tar())
     missing = [
         MissingLibrary(str(m["soname"]), tuple(m["needed_by"])) for m in found.get("missing", [])
     ]
@@ -252,6 +242,17 @@ def check_libraries(run: LibraryRun, store: BlobStore, inputs: ScanInputs) -> Li
     check = LibraryCheck(int(found.get("files", 0)), tuple(missing), float(found["seconds"]))
     store.write_index(INDEX_SHARED_LIBS, key, check.to_doc())
     return check
+
+
+def _scanned_at_install(run: LibraryRun, inputs: ScanInputs, path: str) -> dict[str, Any] | None:
+    """The scan the install ran in its own container, when that container was this
+    scan's: the base image itself, no runtime packages, the same LD_LIBRARY_PATH."""
+    found = run.deps.elf_scan
+    if found is None or run.plan.runtime_packages or found.get("library_path") != path:
+        return None
+    if run.deps.builder.name != inputs.base_image or "seconds" not in found:
+        return None
+    return found
 
 
 def _from_builder(run: LibraryRun, missing: list[MissingLibrary]) -> list[MissingLibrary]:

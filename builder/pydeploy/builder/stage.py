@@ -35,7 +35,7 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -88,6 +88,8 @@ from pydeploy.errors import BuildError, ConfigError, PydeployError
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.streams import as_reader
 from pydeploy.payload.builder_script import (
+    EXIT_NEEDS_UV_SEED,
+    ElfScanJob,
     InstallJob,
     ProjectJob,
     ProjectResult,
@@ -113,6 +115,7 @@ CA_NAME = "ca.pem"
 CA_TARGET = f"{RUN_DIR}/{CA_NAME}"
 SCRIPT = f"{RUN_DIR}/builder_script.py"
 JOB = f"{RUN_DIR}/job.json"
+PREVIOUS_VENV = "/run/pydeploy/previous-venv"  # a previous venv, read-only, for its bytecode
 FIXED_EPOCH = "315532800"  # 1980-01-01, the earliest time a wheel (zip) can hold
 
 # The longest a build waits for a live one that fills the same volume.
@@ -154,6 +157,9 @@ class Dependencies:
     cached: bool  # nothing was installed this time
     builder: BuilderImage  # the builder that installed them (or this build's, if cached)
     needs_compilers: bool = False  # installed by the full builder: build_project uses it too
+    # The shared-library scan the install ran (a builder that is the base image itself,
+    # which it left as it was): elfdeps.py's result and the LD_LIBRARY_PATH it used.
+    elf_scan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -606,15 +612,31 @@ class _Fill:
     key: str
     wanted: tuple[str, ...]  # the server packages
     volume: str
+    previous: PreviousVenv | None = None
+
+
+@dataclass(frozen=True)
+class PreviousVenv:
+    """A venv volume an earlier install filled, and the builder image that filled it: its
+    bytecode is reused only by an install in that same image (the same interpreter)."""
+
+    volume: str
+    builder_image_id: str
 
 
 def install_dependencies(
-    engine: StageEngine, plan: BuildPlan, builder: BuilderImage, report: Reporting
+    engine: StageEngine,
+    plan: BuildPlan,
+    builder: BuilderImage,
+    report: Reporting,
+    previous: PreviousVenv | None = None,
 ) -> Dependencies:
     """The venv for this dependency set, in its own volume: reused when complete,
     otherwise (re)built in a builder container: first in the base image alone (wheels
     only) when `builder` is light, then, if a build needs compilers, in the full builder.
-    `report.output` gets every tool line when `report.verbose`."""
+    `previous`: the venv volume an earlier install of this builder filled, whose
+    unchanged files' bytecode the install reuses (what a changed dependency set
+    mostly keeps). `report.output` gets every tool line when `report.verbose`."""
     run = _Run(engine, plan, report, time.monotonic())
     # A lock read on the host judges its markers for the base image's probed Python.
     inputs = dependency_inputs(plan, builder.python.version)
@@ -633,7 +655,8 @@ def install_dependencies(
             full = bool(marker.get("compilers"))
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
-            builder, transcript = _install(run, builder, _Fill(inputs, key, wanted, volume))
+            fill = _Fill(inputs, key, wanted, volume, _complete_venv(engine, previous, volume))
+            builder, transcript, scanned = _install(run, builder, fill)
         except BaseException:
             # Whatever happened (failure, Ctrl-C, cleanup() from a signal handler), the
             # half-filled volume must not survive as a cache entry. The marker check
@@ -644,40 +667,54 @@ def install_dependencies(
         _record_use(pin)
     if builder.light:
         run.say("builder", "base image (no compilers needed)")
-    pins = tuple(str(p) for p in (transcript.result or {}).get("pins", []))
-    return Dependencies(key, volume, pins, inputs.source, False, builder, not builder.light)
+    result = transcript.result or {}
+    pins = tuple(str(p) for p in result.get("pins", []))
+    scan = result.get("elf_scan") if scanned else None
+    return Dependencies(
+        key, volume, pins, inputs.source, False, builder, not builder.light,
+        scan if isinstance(scan, dict) else None,
+    )  # fmt: skip
 
 
-def _install(run: _Run, builder: BuilderImage, fill: _Fill) -> tuple[BuilderImage, Transcript]:
-    """Fill the claimed volume; returns the builder that did it and its transcript."""
+def _install(
+    run: _Run, builder: BuilderImage, fill: _Fill
+) -> tuple[BuilderImage, Transcript, bool]:
+    """Fill the claimed volume; returns the builder that did it, its transcript, and
+    whether the shared-library scan it ran can stand for the runtime image's."""
     env, secrets, masker = _builder_env(run.plan, run.plan.index.ca_bundle)
     if builder.light and fill.inputs.local_names is None:
         builder = _escalate(run, "a local package's name cannot be read without building it")
     while True:
         transcript = run.transcript(masker)
-        code = _run_install(run, builder, fill, (env, secrets), transcript)
+        code, scanned = _run_install(run, builder, fill, (env, secrets), transcript)
         failed = code != 0 or transcript.result is None
         reason = _light_failure(builder, transcript) if failed else None
         if not reason:
             break
         builder = _escalate(run, reason)
     _raise_on_failure(code, transcript, run.plan)
-    return builder, transcript
+    return builder, transcript, scanned
 
 
-def install_job(
+def install_job(  # noqa: PLR0913 - the job document's parts
     inputs: DependencyInputs,
     key: str,
     wanted: tuple[str, ...],
     builder: BuilderImage,
     uv_seed: str = "",
+    *,
+    previous: str = "",
+    elf_scan: ElfScanJob | None = None,
+    uv_seed_offered: bool = False,
 ) -> InstallJob:
     """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
-    container finds the host's uv binary, if it got one (see uvseed)."""
+    container finds the host's uv binary, if it got one (see uvseed); `previous`: where
+    it finds a previous venv, if one is mounted."""
     return {
         "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
         "uv_version": UV_VERSION,
         "uv_seed": uv_seed,
+        "uv_seed_offered": uv_seed_offered,
         "inputs": SRC,
         "work": WORK,
         "copies": list(inputs.copies),
@@ -696,6 +733,8 @@ def install_job(
         "marker": MARKER,
         "python": builder.python.executable,
         "light": builder.light,
+        "previous": previous,
+        "elf_scan": elf_scan,
     }
 
 
@@ -705,23 +744,53 @@ def _run_install(
     fill: _Fill,
     environment: tuple[dict[str, str], bytes],
     transcript: Transcript,
-) -> int:
-    """One install container in `builder`; its exit code."""
-    env, secrets = environment
+) -> tuple[int, bool]:
+    """The install container in `builder`; its exit code, and whether the shared-library
+    scan it ran in there stands (see _elf_scan). The host's uv (38 MB) is sent only when
+    the cache volume turns out to lack uv: the first container then exits at once, and a
+    second one gets it."""
     facts = run.engine.inspect_image(builder.name)
     seed = uvseed.host_binary(facts.architecture if facts else "")
+    code, scanned = _install_container(run, builder, fill, environment, transcript, facts, None)
+    if code == EXIT_NEEDS_UV_SEED and seed is not None:
+        return _install_container(run, builder, fill, environment, transcript, facts, seed)
+    return code, scanned
+
+
+def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install's
+    run: _Run,
+    builder: BuilderImage,
+    fill: _Fill,
+    environment: tuple[dict[str, str], bytes],
+    transcript: Transcript,
+    facts: ImageFacts | None,
+    seed: Path | None,
+) -> tuple[int, bool]:
+    env, secrets = environment
+    previous = fill.previous
+    if previous is not None and previous.builder_image_id != builder.image_id:
+        previous = None  # another interpreter: its bytecode is not this one's
+    offered = seed is None and uvseed.host_binary(facts.architecture if facts else "") is not None
     job = install_job(
-        fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else ""
-    )
+        fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else "",
+        previous=PREVIOUS_VENV if previous else "",
+        elf_scan=_elf_scan(run.plan, builder, facts),
+        uv_seed_offered=offered,
+    )  # fmt: skip
+    mounts = _mounts(fill.volume, venv_ro=False)
+    if previous is not None:
+        mounts.append(Mount(PREVIOUS_VENV, previous.volume, read_only=True))
     ca = run.plan.index.ca_bundle
     files = {"builder_script.py": _script(), "job.json": _json(job), **_ca_file(ca)}
+    if job["elf_scan"] is not None:
+        files["elfdeps.py"] = payload.source("elfdeps.py")
     with (
         _inputs_tar(fill.inputs) as tar,
         run.engine.container(
             builder.name,
             [builder.python.executable, SCRIPT, "install", JOB],
             env=env,
-            mounts=_mounts(fill.volume, venv_ro=False),
+            mounts=mounts,
             network=run.engine.network_mode(run.plan.network),
             stdin=secrets,
         ) as box,
@@ -730,7 +799,68 @@ def _run_install(
         if seed is not None:
             box.put_files(uvseed.SEED_DIR, {"uv": seed.read_bytes()}, mode=0o755)
         box.put_archive("/", tar)
-        return box.follow(transcript).exit_code
+        code = box.follow(transcript).exit_code
+        scan = job["elf_scan"]
+        trusted = scan is not None and code == 0
+        return code, trusted and _loader_untouched(
+            box.changes(), scan["library_path"] if scan else ""
+        )
+
+
+# What an install container writes outside its volumes: none of it is where the dynamic
+# loader looks (the container is the base image, whose libraries the runtime image has).
+_INSTALL_WRITES = (RUN_DIR, SRC, "/build", "/tmp", "/root", VENV, CACHE_DIR)  # noqa: S108
+
+
+def _elf_scan(
+    plan: BuildPlan, builder: BuilderImage, facts: ImageFacts | None
+) -> ElfScanJob | None:
+    """The shared-library scan for the install to run on the finished venv, saving the
+    scan's own container: only when the builder is the base image itself and the
+    runtime image adds no system packages to it (then the two filesystems agree)."""
+    if builder.name != plan.base_image or plan.runtime_packages or facts is None:
+        return None
+    return {"script": f"{RUN_DIR}/elfdeps.py", "library_path": library_path(plan, facts.env)}
+
+
+def _loader_untouched(changes: Iterable[tuple[str, str]], library_path: str = "") -> bool:
+    """Whether a container's changes (`docker diff`) stay where the install writes, and
+    out of the LD_LIBRARY_PATH directories: a build backend that put a library under
+    /usr/lib would make the scan find what the runtime image lacks."""
+    searched = [d.rstrip("/") for d in library_path.split(":") if d.strip("/")]
+
+    def below(path: str, tops: Iterable[str]) -> bool:
+        return any(path == top or path.startswith(top + "/") for top in tops)
+
+    for path, _kind in changes:
+        above = any(top.startswith(path.rstrip("/") + "/") for top in _INSTALL_WRITES)
+        if below(path, searched) or not (below(path, _INSTALL_WRITES) or above):
+            return False
+    return True
+
+
+def library_path(plan: BuildPlan, base_env: Iterable[str]) -> str:
+    """The runtime image's LD_LIBRARY_PATH: the project's `env` over the base image's."""
+    own = dict(plan.env).get("LD_LIBRARY_PATH")
+    if own is not None:
+        return own
+    for item in base_env:
+        name, _, value = item.partition("=")
+        if name == "LD_LIBRARY_PATH":
+            return value
+    return ""
+
+
+def _complete_venv(
+    engine: StageEngine, previous: PreviousVenv | None, filling: str
+) -> PreviousVenv | None:
+    """`previous` when it is another venv volume that still exists (its marker, that its
+    install completed, is checked in the container), else None."""
+    volume = previous.volume if previous else ""
+    if not volume or volume == filling or not volume.startswith(VENV_VOLUME_PREFIX):
+        return None
+    labels = engine.volume_labels(volume)
+    return previous if labels and labels.get(LABEL_VENV) == "1" else None
 
 
 def _light_failure(builder: BuilderImage, transcript: Transcript) -> str | None:

@@ -224,7 +224,9 @@ def launcher_entries(launch: LaunchSettings) -> list[FileEntry]:
 
 
 def layer(store: BlobStore, entries: list[FileEntry], role: str) -> Layer:
-    return build_layer(entries, store=store, epoch=LAYER_EPOCH, role=role)
+    """The layer's plain tar alone: its gzip is made when an output needs a manifest
+    (pydeploy.oci.layer.gzipped)."""
+    return build_layer(entries, store=store, epoch=LAYER_EPOCH, role=role, compress=False)
 
 
 def oci_labels(

@@ -22,7 +22,7 @@ from pydeploy.oci.compress import GZIP_MAGIC, gunzip_into
 from pydeploy.oci.config import canonical_json
 from pydeploy.oci.entries import clean_path
 from pydeploy.oci.image import BaseImage, Image
-from pydeploy.oci.layer import Layer, compress_stored, open_uncompressed
+from pydeploy.oci.layer import Layer, gzipped, open_uncompressed
 from pydeploy.oci.streams import CHUNK, TarSource, as_reader
 from pydeploy.oci.tar import BLOCK, Reader, TarScanner, pad, tar_header
 from pydeploy.oci.writing import require_blobs, unwritable
@@ -164,10 +164,13 @@ def _saved_manifest(
     return config_bytes, layer_names
 
 
-def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
+def import_docker_save(
+    tar_stream: TarSource, store: BlobStore, *, compress: bool = True
+) -> BaseImage:
     """Read `docker save IMAGE` output (legacy `<id>/layer.tar` or OCI `blobs/sha256/...`
-    layouts; manifest.json drives both) and store each layer's tar and deterministic gzip.
-    The result is indexed by image ID, so `cached_base` finds it next time."""
+    layouts; manifest.json drives both) and store each layer's tar and (with `compress`)
+    its deterministic gzip, else made when needed (pydeploy.oci.layer.gzipped). The result
+    is indexed by image ID, so `cached_base` finds it next time."""
     small: dict[str, bytes] = {}
     large: dict[str, Blob] = {}
     links: dict[str, str] = {}
@@ -204,7 +207,8 @@ def import_docker_save(tar_stream: TarSource, store: BlobStore) -> BaseImage:
                 f"base layer {layer_name!r} hashes to {stored}, not to its diff_id {diff_id}; "
                 f"the saved image is damaged"
             )
-        layers.append(compress_stored(store, diff_id, role="base"))
+        plain = Layer("base", diff_id, diff_id, store.size(diff_id), store.size(diff_id))
+        layers.append(gzipped(store, plain) if compress else plain)
     store.put_bytes(config_bytes)
     base = BaseImage(config_bytes, tuple(layers))
     store.write_index(

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydeploy.oci.blobs import BlobStore, sha256_digest
 from pydeploy.oci.config import ImageSettings, build_config, build_manifest
-from pydeploy.oci.layer import Layer
+from pydeploy.oci.layer import Layer, gzipped
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,24 @@ class Image:
 
 
 def assemble_image(
-    store: BlobStore, base: BaseImage, layers: Sequence[Layer], settings: ImageSettings
+    store: BlobStore,
+    base: BaseImage,
+    layers: Sequence[Layer],
+    settings: ImageSettings,
+    *,
+    manifest: bool = True,
 ) -> Image:
-    """`base` plus `layers` with the given settings."""
+    """`base` plus `layers` with the given settings. With `manifest` (and the base's
+    blobs read) every layer is gzipped and the manifest made; without, the image holds
+    what `docker load` and a docker-archive need: the config and plain tars."""
     config = build_config(base.config, base.diff_ids, base.history, layers, settings)
-    if base.layers is None:
+    if base.layers is None or not manifest:
         store.put_bytes(config)
-        return Image(store, config, None, tuple(layers))
+        below = base.layers or ()
+        return Image(store, config, None, (*below, *layers), len(below))
     return Image.from_config(
-        store, config, [*base.layers, *layers], base_layer_count=len(base.layers)
+        store,
+        config,
+        [gzipped(store, layer) for layer in (*base.layers, *layers)],
+        base_layer_count=len(base.layers),
     )

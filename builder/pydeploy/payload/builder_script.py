@@ -46,6 +46,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 import uuid
@@ -74,6 +75,9 @@ class InstallJob(SkipLists):
     uv_dir: str
     uv_version: str
     uv_seed: str  # the host's uv binary, sent into the container ("" when none)
+    # The host has one to lend but did not send it (the volume mostly has uv already):
+    # without uv, the script asks for it (EXIT_NEEDS_UV_SEED) instead of installing uv.
+    uv_seed_offered: bool
     inputs: str
     work: str
     copies: list[str]
@@ -91,6 +95,17 @@ class InstallJob(SkipLists):
     marker: str
     python: str
     light: bool
+    # A complete venv of the same builder mounted read-only ("" for none): the bytecode
+    # of its unchanged files is reused (see compile_bytecode).
+    previous: str
+    # When this container is the runtime base itself: the shared-library scan to run on
+    # the finished venv (see scan_libraries); None otherwise.
+    elf_scan: ElfScanJob | None
+
+
+class ElfScanJob(TypedDict):
+    script: str  # elfdeps.py, uploaded beside this script
+    library_path: str  # the runtime image's LD_LIBRARY_PATH
 
 
 class Measure(TypedDict):
@@ -121,14 +136,18 @@ class CheckJob(TypedDict):
     measure: Measure | None
 
 
-class InstallResult(TypedDict):
-    """The `result` line of `install` (also the venv's marker file)."""
-
+class _InstallResult(TypedDict):
     key: str
     source: str
     pins: list[str]
     added: list[str]
     compilers: bool
+
+
+class InstallResult(_InstallResult, total=False):
+    """The `result` line of `install` (also the venv's marker file)."""
+
+    elf_scan: dict[str, Any]  # elfdeps.py's scan result, with the library path it used
 
 
 class ProjectResult(TypedDict):
@@ -153,6 +172,7 @@ EXIT_STEP_FAILED = 3
 # that waits on a database the builder cannot reach is measured as far as it got.
 FIRST_REQUEST_TIMEOUT = 10.0
 EXIT_OWNER_GONE = 75
+EXIT_NEEDS_UV_SEED = 76
 # Variables that carry secrets: for the tools this script runs, and nothing else.
 SECRETS: dict[str, str] = {}
 # Light jobs: stand-in compilers, and the file they append their names to.
@@ -543,6 +563,12 @@ def ensure_uv(job: InstallJob) -> str:
     return str(uv)
 
 
+def needs_uv_seed(job: InstallJob) -> bool:
+    """Whether the cache volume lacks the pinned uv while the host has one to lend."""
+    uv = Path(job["uv_dir"]) / "bin" / "uv"
+    return bool(job.get("uv_seed_offered")) and not job["uv_seed"] and not os.access(uv, os.X_OK)
+
+
 def seed_runs(path: str, version: str) -> bool:
     """Whether the host's uv binary at `path` runs here and is the pinned version (a
     musl or foreign-architecture base cannot run it: then uv is installed with pip)."""
@@ -682,15 +708,74 @@ def _wanted(job: InstallJob) -> list[str]:
     return list(job["server_packages"])
 
 
-def compile_bytecode(python: str, tree: str, extra: list[str]) -> int:
+def compile_bytecode(
+    python: str, tree: str, extra: list[str], reuse: tuple[str, str] | None = None
+) -> int:
     """Hash-based .pyc (PEP 552): no timestamps, so two builds give the same bytes, and
     never stale when image layers normalize mtimes. Files that are not valid Python
-    (templates, py2 leftovers some packages ship) are skipped, as pip and uv do."""
-    argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
+    (templates, py2 leftovers some packages ship) are skipped, as pip and uv do.
+
+    `reuse` (this venv, a previous venv of the same interpreter at the same path): a
+    source whose bytes equal the previous venv's gets that venv's .pyc instead of a
+    compile, written as py_compile writes it. The same source, path and interpreter give
+    the same bytes (what reproducible builds rest on), so the result is the same."""
+    args = ["-q", "--invalidation-mode", "unchecked-hash", *extra, tree]
+    argv = [python, "-m", "compileall", *args]
+    if reuse is not None:
+        argv = [python, "-c", _REUSING_COMPILEALL, *reuse, *args]
     sys.stdout.flush()
     return subprocess.call(
-        [*argv, *extra, tree], stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
+        argv, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
     )
+
+
+# `python -c` this VENV PREVIOUS COMPILEALL_ARGS...: compileall's own command line (same
+# walk, same files, same exit code) with py_compile.compile reusing a previous venv's
+# .pyc of identical source (its header checked: this interpreter's magic number, the
+# unchecked-hash flag, the source's hash). Workers are forked, and inherit the patch.
+_REUSING_COMPILEALL = """
+import compileall, importlib.util, os, py_compile, sys
+from importlib import _bootstrap_external as bx
+venv, previous = sys.argv[1], sys.argv[2]
+original = py_compile.compile
+
+def _previous_pyc(file, cfile):
+    try:
+        old_file = os.path.join(previous, os.path.relpath(file, venv))
+        old_cfile = os.path.join(previous, os.path.relpath(cfile, venv))
+        if os.path.islink(cfile) or os.path.exists(cfile):
+            return None
+        with open(file, "rb") as f:
+            source = f.read()
+        with open(old_file, "rb") as f:
+            if f.read() != source:
+                return None
+        with open(old_cfile, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return None
+    header = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+    if data[:8] != header or data[8:16] != importlib.util.source_hash(source):
+        return None
+    return data
+
+def compile(file, cfile=None, dfile=None, doraise=False, optimize=-1,
+            invalidation_mode=None, quiet=0):
+    same = (cfile is not None and dfile is None and optimize == -1
+            and invalidation_mode == py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    data = _previous_pyc(file, cfile) if same else None
+    if data is None:
+        return original(file, cfile, dfile, doraise, optimize, invalidation_mode, quiet)
+    dirname = os.path.dirname(cfile)
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+    bx._write_atomic(cfile, data, bx._calc_mode(file))
+    return cfile
+
+py_compile.compile = compile
+sys.argv = ["compileall", *sys.argv[3:]]
+sys.exit(int(not compileall.main()))
+"""
 
 
 def light_constraints(job: InstallJob, uv: str, cwd: Path, added: list[str]) -> list[str]:
@@ -755,8 +840,14 @@ def install(job: InstallJob) -> InstallResult:
     emit("end", f"install {len(installed)} packages")
 
     emit("begin", "compile bytecode")
-    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"])
-    emit("end", "compile bytecode" + (" (skipped files that are not valid Python)" if code else ""))
+    previous = job.get("previous") or ""
+    reuse = (
+        (str(venv), previous) if previous and (Path(previous) / job["marker"]).is_file() else None
+    )
+    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"], reuse)
+    detail = " (skipped files that are not valid Python)" if code else ""
+    detail += " (unchanged files' bytecode from the previous venv)" if reuse else ""
+    emit("end", "compile bytecode" + detail)
 
     if light and compilers_used():
         # A build fell back to pure Python (or a step compiled on purpose): this venv is
@@ -769,6 +860,10 @@ def install(job: InstallJob) -> InstallResult:
         "added": added,
         "compilers": not light,  # installed by the full builder: the app check uses it
     }
+    scan = job.get("elf_scan")
+    scanned = scan_libraries(job["venv"], job["python"], scan) if scan else None
+    if scanned is not None:
+        result["elf_scan"] = scanned
     # The marker goes last: a volume without it is an interrupted build, never used.
     marker = venv / job["marker"]
     partial = marker.with_name(marker.name + ".tmp")
@@ -778,6 +873,29 @@ def install(job: InstallJob) -> InstallResult:
         os.fsync(handle.fileno())
     partial.rename(marker)
     return result
+
+
+def scan_libraries(venv: str, python: str, scan: ElfScanJob) -> dict[str, Any] | None:
+    """elfdeps.py's scan of the finished venv, run here rather than in a container of its
+    own (the host sends it only when this container is the runtime base image, and trusts
+    the answer only when the install changed nothing the loader reads); None when it
+    fails, for the host's own scan to run."""
+    handle, job_path = tempfile.mkstemp(prefix="pydeploy-elfdeps-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump({"venv": venv, "library_path": scan["library_path"]}, out)
+    argv = [python, scan["script"], "scan", job_path]
+    proc = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    Path(job_path).unlink()
+    if proc.returncode != 0:
+        return None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARK + "result "):
+            found: dict[str, Any] = json.loads(line[len(MARK) + 7 :])
+            found["library_path"] = scan["library_path"]
+            return found
+    return None
 
 
 # --- the project's own wheel ------------------------------------------------------------
@@ -1293,6 +1411,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.flush()
         os._exit(0)
     job = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
+    if command == "install" and needs_uv_seed(job):
+        return EXIT_NEEDS_UV_SEED  # before any output: the host runs the job again, with it
     try:
         result = install(job) if command == "install" else build_project(job)
     except StepFailedError as exc:

@@ -108,6 +108,7 @@ class FakeContainer:
         self.pinned = pinned
         self.confine = confine
         self.files: dict[str, bytes] = {}  # absolute path -> what put_files/put_archive sent
+        self.changed: list[tuple[str, str]] = []  # what `changes` (docker diff) reports
         self.started = pinned
         self.removed = False
         for mount in self.mounts:
@@ -119,6 +120,9 @@ class FakeContainer:
     @property
     def id(self) -> str:
         return self.ident
+
+    def changes(self) -> list[tuple[str, str]]:
+        return list(self.changed)
 
     @property
     def role(self) -> str:

@@ -140,9 +140,9 @@ def test_the_cache_key_follows_the_runtime_packages_and_the_library_path(
     }
     assert len(keys) == 4
     env = make('env = { LD_LIBRARY_PATH = "/opt/own" }\n')
-    assert sharedlibs.library_path(env, ["LD_LIBRARY_PATH=/base"]) == "/opt/own"
-    assert sharedlibs.library_path(plain, ["A=1", "LD_LIBRARY_PATH=/base"]) == "/base"
-    assert sharedlibs.library_path(plain, ["A=1"]) == ""
+    assert stage.library_path(env, ["LD_LIBRARY_PATH=/base"]) == "/opt/own"
+    assert stage.library_path(plain, ["A=1", "LD_LIBRARY_PATH=/base"]) == "/base"
+    assert stage.library_path(plain, ["A=1"]) == ""
 
 
 def test_after_a_light_install_the_full_builder_answers(
@@ -256,3 +256,27 @@ def test_the_check_document_round_trips() -> None:
     assert again == dataclasses.replace(check, cached=True)
     assert LibraryCheck.from_doc({"files": 1}) is None
     assert LibraryCheck.from_doc(None) is None
+
+
+@pytest.mark.parametrize(
+    ("tool", "library_path", "builder", "used"),
+    [
+        ("", "", light_builder(), True),
+        ('runtime-packages = ["libpq5"]\n', "", light_builder(), False),  # a system layer
+        ("", "/opt/other", light_builder(), False),  # scanned with another LD_LIBRARY_PATH
+        ("", "", full_builder(), False),  # installed with compilers
+    ],
+    ids=["the-base-itself", "runtime-packages", "library-path", "full-builder"],
+)
+def test_the_install_s_own_scan_saves_the_scan_container_only_when_it_was_this_one(
+    engine: FakeEngine, make: MakePlan, tmp_path: Path, tool: str, library_path: str,
+    builder: stage.BuilderImage, used: bool,
+) -> None:  # fmt: skip
+    engine.handlers["scan"] = lambda _c: scans(files=9)
+    at_install = {"files": 3, "missing": [], "seconds": 0.002, "library_path": library_path}
+    venv = dataclasses.replace(deps(builder), elf_scan=at_install)
+    inputs = sharedlibs.ScanInputs(BASE, BASE_ID, ("PATH=/usr/bin",), lambda: None)
+    run = sharedlibs.LibraryRun(engine, make(tool), venv, lambda *_: None)
+    check = sharedlibs.check_libraries(run, BlobStore(tmp_path / "blobs"), inputs)
+    assert check.files == (3 if used else 9)
+    assert len(engine.started("scan")) == (0 if used else 1)

@@ -5,6 +5,7 @@ interface is recognised, and the lifeline (secrets on stdin, then its end)."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import cast
@@ -12,6 +13,7 @@ from typing import cast
 import pytest
 from packaging.utils import canonicalize_name
 
+from pydeploy import payload
 from pydeploy.builder.stage import skip_lists
 from pydeploy.payload import builder_script
 from pydeploy.payload.builder_script import InstallJob
@@ -444,3 +446,20 @@ def test_an_import_failure_is_reported(factories: str) -> None:
 )
 def test_accepts_names_the_calls_a_signature_takes(obj: object, takes: list[str]) -> None:
     assert builder_script.accepts(obj) == takes
+
+
+def test_the_install_s_library_scan_is_elfdeps_result_with_its_library_path(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "elfdeps.py"
+    script.write_bytes(payload.source("elfdeps.py"))
+    venv = tmp_path / "venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "plain.py").write_text("x = 1\n", encoding="utf-8")
+    scan = builder_script.ElfScanJob(script=str(script), library_path="/opt/lib")
+    found = builder_script.scan_libraries(str(venv), sys.executable, scan)
+    assert found is not None
+    assert (found["files"], found["missing"], found["library_path"]) == (0, [], "/opt/lib")
+    # A scan that fails leaves the answer to the host's own scan container.
+    script.write_text("import sys\nsys.exit(1)\n", encoding="utf-8")
+    assert builder_script.scan_libraries(str(venv), sys.executable, scan) is None
