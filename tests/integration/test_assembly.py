@@ -228,6 +228,17 @@ def test_a_no_change_rebuild_asks_the_engine_and_builds_again_when_anything_move
     final = build_json(project, base_image, "--tag", tag)
     assert (list(final["timings"]), final["image_id"]) == (["unchanged"], edited["image_id"])
 
+    # Built from a directory inside the project that planning never lists: a
+    # pyproject.toml created there is a new project root, so no recorded answer.
+    inner = project / "tests" / "notes"
+    inner.mkdir(parents=True)
+    assert list(build_json(inner, base_image, "--tag", tag)["timings"]) != ["unchanged"]
+    assert list(build_json(inner, base_image, "--tag", tag)["timings"]) == ["unchanged"]
+    (inner / "pyproject.toml").write_text('[project]\nname = "inner"\nversion = "1"\n')
+    proc = cli("build", str(inner), "--base", base_image, "--network", "host", "--json",
+               "--tag", tag, cache=None)  # fmt: skip
+    assert proc.returncode != 0 or "unchanged" not in json.loads(proc.stdout)["timings"]
+
 
 def test_code_only_change_rebuilds_only_the_app_layer(
     project: Path, base_image: str, tmp_path: Path

@@ -197,7 +197,7 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
         the_plan = project_plan(directory, overrides)
         built = run_build(the_plan, session, options, lines)
     if recorder is not None:
-        recorder.save(the_plan, built, lines.warnings)
+        recorder.save(directory, the_plan, built, lines.warnings)
     result.write(built.to_json())
     if not result.as_json:
         render.built(lines, built)

@@ -50,20 +50,37 @@ def init(directory: Path, app: str | None, every: bool) -> None:
 def check(directory: Path) -> None:
     """Validate pyproject.toml and its [tool.pydeploy] table (at a uv workspace root:
     every deployable member's)."""
+    from pydeploy.cli import unchanged  # noqa: PLC0415 - stdlib only: before the models
+
+    record = unchanged.record_file({"command": "check", "directory": str(directory)})
+    known = unchanged.checked(record)
+    if known is not None:
+        render.checked(known)
+        return
+    # Imported before the recording: the reads it keeps are the project's, not pydeploy's.
     from pydeploy.config import workspace  # noqa: PLC0415
-    from pydeploy.config.models import read_pyproject  # noqa: PLC0415
+    from pydeploy.config.models import PYPROJECT, read_pyproject  # noqa: PLC0415
     from pydeploy.config.project import find_project_root, load_project  # noqa: PLC0415
     from pydeploy.plan.planner import make_plan  # noqa: PLC0415
 
-    root = find_project_root(directory)
-    problem = workspace.root_problem(root, read_pyproject(root))
-    if problem is not None:
-        ready = workspace.deployable(root)
-        if not ready or "pydeploy" in read_pyproject(root).get("tool", {}):
-            raise problem
-        render.workspace_check(root, [make_plan(load_project(m.path)) for m in ready])
-        return
-    render.check_ok(make_plan(load_project(root)))
+    with unchanged.recording(record) as recorder:
+        root = find_project_root(directory)
+        problem = workspace.root_problem(root, read_pyproject(root))
+        if problem is None:
+            plans = [make_plan(load_project(root))]
+            text = render.check_ok_text(plans[0])
+        else:
+            ready = workspace.deployable(root)
+            if not ready or "pydeploy" in read_pyproject(root).get("tool", {}):
+                raise problem
+            plans = [make_plan(load_project(m.path)) for m in ready]
+            text = render.workspace_check_text(root, plans)
+    # Probed above: where the search for the project started (its parents are where a
+    # new pyproject.toml would move the root) and every project and workspace root.
+    roots = [directory.resolve() / PYPROJECT]
+    roots += (r for p in plans for r in (p.project.root, p.project.workspace_root) if r)
+    recorder.save_check(roots, text)
+    render.checked(text)
 
 
 @click.command("schema")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pydeploy import __version__, atomic
+from pydeploy import __version__
 from pydeploy.errors import PublishError, PydeployError
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ def echo_json(document: object) -> None:
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """`--metadata-file`: the same document as `--json`, written atomically."""
+    from pydeploy import atomic  # noqa: PLC0415 - tempfile and shutil: not for every command
+
     try:
         atomic.write_text(path, json.dumps(document, indent=2) + "\n")
     except OSError as exc:
@@ -179,21 +181,27 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def workspace_check(root: Path, plans: Sequence[BuildPlan]) -> None:
+def workspace_check_text(root: Path, plans: Sequence[BuildPlan]) -> str:
     """`check` at a virtual workspace root: every deployable member's table is valid."""
-    click.echo(f"{root} is a uv workspace root; its deployable members are valid:")
-    for plan in plans:
-        click.echo(
-            f"  {plan.project.name} ({_relative(plan.project.root, root)}): app {plan.app}, "
-            f"{plan.interface}, server {plan.server}"
-        )
+    lines = [f"{root} is a uv workspace root; its deployable members are valid:"]
+    lines += (
+        f"  {plan.project.name} ({_relative(plan.project.root, root)}): app {plan.app}, "
+        f"{plan.interface}, server {plan.server}"
+        for plan in plans
+    )
+    return "\n".join(lines)
 
 
-def check_ok(plan: BuildPlan) -> None:
-    click.echo(
+def check_ok_text(plan: BuildPlan) -> str:
+    return (
         f"{plan.project.pyproject}: [tool.pydeploy] is valid "
         f"(app {plan.app}, {plan.interface}, server {plan.server})."
     )
+
+
+def checked(text: str) -> None:
+    """What `check` found (check_ok_text, workspace_check_text), or what it recorded."""
+    click.echo(text)
 
 
 _SOURCES = {

@@ -5,7 +5,11 @@ can change where pydeploy cannot see it, a local engine answers for its own imag
 command's arguments, working directory and environment name a record (pydeploy.fastpath);
 when the host reads the same as it recorded and the engine still holds the recorded image
 under every tag (and the base under its name), the recorded result is the answer, without
-importing the build. Any doubt, and the command builds normally (and records again)."""
+importing the build. Any doubt, and the command builds normally (and records again).
+
+`pydeploy check` keeps the same kind of record of a check that passed: the host reading
+the same (its config, the files planning read, git) is the same answer, so the recorded
+text is printed without importing the config models. A failed check records nothing."""
 
 from __future__ import annotations
 
@@ -92,6 +96,18 @@ def answer(
     return result, record.warnings
 
 
+def checked(path: Path) -> str | None:
+    """What the `check` recorded at `path` printed, when everything it read (files,
+    listings, probes, git) reads the same; else None, and the command checks."""
+    record = fastpath.load(path)
+    text = record.result.get("check") if record is not None else None
+    if record is None or not isinstance(text, str) or not fastpath.verify(record):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # `prune` ages records by their last use
+    return text
+
+
 @contextlib.contextmanager
 def recording(path: Path) -> Iterator[Recorder]:
     with fastpath.recording() as reads:
@@ -104,23 +120,40 @@ class Recorder:
     def __init__(self, path: Path, reads: fastpath.Reads) -> None:
         self.path, self.reads = path, reads
 
-    def save(self, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
+    def save(self, start: Path, plan: BuildPlan, built: BuildResult, warnings: list[str]) -> None:
         """Written atomically, and never a reason for the build to fail: without a
-        record the next build is a normal one."""
-        from pydeploy import atomic  # noqa: PLC0415
-
+        record the next build is a normal one. `start`: the directory the build was
+        given, where the search for the project began (a pyproject.toml created there
+        or between it and the root would be a new root, though planning lists neither)."""
         if not built.base_image_id:
             return
-        roots = [r for r in (plan.project.root, plan.project.workspace_root) if r is not None]
+        roots = [start.resolve() / "pyproject.toml"]
+        roots += (r for r in (plan.project.root, plan.project.workspace_root) if r is not None)
         images = dict.fromkeys(built.tags, built.image.image_id)
         images[plan.base_image] = built.base_image_id
+        self._keep(roots, images, built.to_json(), warnings)
+
+    def save_check(self, roots: list[Path], text: str) -> None:
+        """The record of a check that passed and printed `text`; `roots`: the directories
+        it probed above (the project roots, and where the search for one started)."""
+        self._keep(roots, {}, {"check": text}, [])
+
+    def _keep(
+        self,
+        roots: list[Path],
+        images: dict[str, str],
+        result: dict[str, Any],
+        warnings: list[str],
+    ) -> None:
+        from pydeploy import atomic  # noqa: PLC0415
+
         ignored = [cache_root(), Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
         record = fastpath.make_record(
             self.reads,
             project_roots=roots,
             ignored=[*ignored, *(Path(p) for p in _NOT_INPUTS)],
             images=images,
-            result=built.to_json(),
+            result=result,
             warnings=warnings,
         )
         if record is None:

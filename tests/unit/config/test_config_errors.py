@@ -14,6 +14,14 @@ from pydeploy.cli.main import cli
 MINIMAL = '[project]\nname = "demo"\nversion = "1.0"\n'
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that passes leaves its record in the cache: a private one, never the user's."""
+    monkeypatch.setenv("PYDEPLOY_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 def run_check(tmp_path: Path, pyproject: str | None) -> tuple[int, str]:
     if pyproject is not None:
         (tmp_path / "pyproject.toml").write_text(pyproject, encoding="utf-8")
