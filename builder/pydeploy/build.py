@@ -340,8 +340,9 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             timings=timings, memory=memory, runtime_packages=runtime.packages, check=check,
             base_image_id=base_ref.image_id,
         )  # fmt: skip
+        held = frozenset({preloaded} if preloaded is not None else ())
         destinations = publish.Destinations(
-            engine, scratch, store.root.parent, daemon.ImageLayers(store)
+            engine, scratch, store.root.parent, daemon.ImageLayers(store), held
         )
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
             done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
@@ -359,8 +360,17 @@ class _FinalImage:
     base: BaseImage
     base_ref: ImageRef
     below_launcher: list[Layer]
+    # The image of each answer, made once: the preload's is the final one when the check
+    # gives the answer it was predicted from.
+    made: dict[tuple[str, WorkerMemory], Image] = field(default_factory=dict, compare=False)
 
     def __call__(self, interface: str, memory: WorkerMemory) -> Image:
+        known = self.made.get((interface, memory))
+        if known is None:
+            known = self.made[interface, memory] = self._make(interface, memory)
+        return known
+
+    def _make(self, interface: str, memory: WorkerMemory) -> Image:
         plan, store = self.run.plan, self.run.store
         server = servers.resolve(plan.server, interface)
         settled = plan.launch.settled(interface, server, memory)
@@ -559,7 +569,7 @@ def _loaded(engine: Engine, store: BlobStore, image: Image, scratch: Path) -> It
         daemon.load(engine, image, (), scratch, daemon.ImageLayers(store))
         yield image.image_id
     finally:
-        engine.remove_unused_image(image.image_id)
+        preload.remove_settled(engine, image.image_id)
 
 
 def _writable_layer(store: BlobStore, plan: BuildPlan) -> list[Layer]:

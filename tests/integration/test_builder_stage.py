@@ -46,7 +46,7 @@ from pydeploy.builder.transcript import Reporting
 from pydeploy.cachekeys import BUILD_LABEL
 from pydeploy.config.project import load_project
 from pydeploy.engine.client import Box, Engine
-from pydeploy.engine.types import Mount
+from pydeploy.engine.types import Mount, Outcome
 from pydeploy.errors import (
     AppCheckError,
     BaseImageError,
@@ -969,6 +969,41 @@ def test_cleanup_from_another_thread_interrupts_the_install(
             pass
         volume = venv_volume(engine, plan, builder)
         assert engine.volume_labels(volume) is None or marker_of(engine, builder, volume) is None
+    finally:
+        other.cleanup()
+        worker.join(timeout=60)
+        other.close()
+
+
+def test_follow_until_returns_at_done_and_the_container_goes_in_the_background(
+    base_image: str,
+) -> None:
+    """The app check's end: once `done` holds after a line, follow_until returns without
+    awaiting the exit (this container never exits by itself: it waits on its lifeline),
+    and the container is removed in the background, gone once the engine settles; when
+    `done` never holds, it is `follow`."""
+    other = Engine.connect()
+    lines: list[str] = []
+    returned: list[object] = []
+    waiting = ["/bin/sh", "-c", "echo first; echo done; echo never-read; exec cat >/dev/null"]
+
+    def run() -> None:
+        with other.container(base_image, waiting, network="none", stdin=b"") as box:
+            returned.append(box.follow_until(lines.append, lambda: "done" in lines))
+            returned.append(box.left_running)
+        with other.container(base_image, ["/bin/sh", "-c", "echo one; exit 3"]) as box:
+            returned.append(box.follow_until(lines.append, lambda: False))
+            returned.append(box.left_running)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "follow_until kept reading after done"
+        assert returned == [None, True, Outcome(3), False]
+        assert lines == ["first", "done", "one"]
+        other.settle()
+        assert other.containers_with_label() == []
     finally:
         other.cleanup()
         worker.join(timeout=60)

@@ -115,12 +115,17 @@ def run_check(engine: StageEngine, plan: BuildPlan, image: str, report: Reportin
         stdin=b"{}\n",  # no secrets: the line only opens the lifeline
         confine=confinement(plan),
     ) as box:
-        outcome = box.follow(transcript)
-    if outcome.exit_code != 0 or transcript.result is None:
-        ended = "was killed for lack of memory" if outcome.oom_killed else "ended"
+        # The result line is the program's last act (it then exits at once): the check is
+        # over when it arrives, and the container is removed without waiting for its end.
+        outcome = box.follow_until(transcript, lambda: transcript.result is not None)
+    if transcript.result is None:
+        # Without a result the container ran to its end: `outcome` says how.
+        killed = outcome is not None and outcome.oom_killed
+        ended = "was killed for lack of memory" if killed else "ended"
+        code = outcome.exit_code if outcome is not None else "unknown"
         raise attach(
             AppCheckError(
-                f"The app check {ended} without a report (exit {outcome.exit_code}) while "
+                f"The app check {ended} without a report (exit {code}) while "
                 f"importing {plan.app!r} in the runtime image:\n{tail(transcript.lines)}\n",
                 hint="The app (or something it imports) ended the process; run the image "
                 "to see it: `docker run --rm IMAGE python -c 'import ...'`.",

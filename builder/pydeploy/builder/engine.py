@@ -46,6 +46,11 @@ class StageBox(Protocol):
     def follow(self, on_line: Callable[[str], None]) -> Outcome:
         """Start it, pass on each line it prints, and say how it ended."""
 
+    def follow_until(
+        self, on_line: Callable[[str], None], done: Callable[[], bool]
+    ) -> Outcome | None:
+        """`follow` until `done()` holds after a line: None then (not waited for)."""
+
     def commit(self, repository: str, tag: str, settings: CommitSettings) -> str:
         """Save its filesystem as an image configured by `settings` alone; the image ID."""
 

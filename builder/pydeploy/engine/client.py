@@ -77,6 +77,9 @@ CALL_TIMEOUT = (5.0, 60.0)
 SLOW_TIMEOUT = 900
 # A container whose output has ended has exited: its status follows at once.
 EXITED_WAIT_TIMEOUT = 300.0
+# A container left running after its last line (the app check's result) exits by itself
+# at once; one that has not within this is force-removed.
+EXITING_WAIT_TIMEOUT = 10
 # What the SDK may raise when a connection breaks or times out mid-stream (chunks of a
 # save, export or load are read straight from urllib3 and the socket).
 _SDK_ERRORS = (
@@ -172,6 +175,8 @@ class Box:
         self._container = container
         self._stdin = stdin
         self.id: str = container.id or ""
+        # follow_until stopped before the exit: the block's end removes it in the background.
+        self.left_running = False
 
     def put_archive(self, path: str, data: bytes | IO[bytes]) -> None:
         """Unpack the tar `data` (bytes or a file, streamed) at `path` in the container."""
@@ -240,6 +245,24 @@ class Box:
     def follow(self, on_line: OnLine) -> Outcome:
         """Start the container, pass each output line (stdout and stderr) to `on_line`,
         and say how it ended once it has stopped."""
+        self._read(on_line, None)
+        outcome = self.wait()
+        # A container killed by cleanup() ends like a failing one: say what happened.
+        self._engine.raise_if_stopping()
+        return outcome
+
+    def follow_until(self, on_line: OnLine, done: Callable[[], bool]) -> Outcome | None:
+        """`follow`, but stop reading once `done()` holds after a line: None then, without
+        waiting for the exit (the log stream ends some 50 ms after it, and the status
+        takes another request); the container's block removes it, exited or not."""
+        self.left_running = self._read(on_line, done)
+        outcome = None if self.left_running else self.wait()
+        self._engine.raise_if_stopping()
+        return outcome
+
+    def _read(self, on_line: OnLine, done: Callable[[], bool] | None) -> bool:
+        """Start the container and pass on its output lines until it ends (False) or
+        `done()` holds (True: the log stream is closed unread)."""
         self.start()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
@@ -250,13 +273,13 @@ class Box:
             *lines, pending = pending.split("\n")
             for line in lines:
                 on_line(line.rstrip("\r"))
+                if done is not None and done():
+                    _cancel(stream)
+                    return True
         pending += decoder.decode(b"", final=True)
         if pending:
             on_line(pending.rstrip("\r"))
-        outcome = self.wait()
-        # A container killed by cleanup() ends like a failing one: say what happened.
-        self._engine.raise_if_stopping()
-        return outcome
+        return done is not None and done()
 
     def wait(self) -> Outcome:
         """How a container whose output has ended (so it has exited) ended."""
@@ -302,6 +325,8 @@ class Engine:
         self._created: list[str] = []
         self._lifelines: dict[str, Any] = {}
         self._pins: list[str] = []
+        self._removing: list[threading.Thread] = []
+        self._default_network: str | None = None
         self._holds = 0
         self._lock = threading.Lock()
         self._stopping = False
@@ -627,10 +652,13 @@ class Engine:
             return bool(self.client.api.networks(names=["bridge"]))
 
     def network_mode(self, configured: str | None) -> str:
-        """The configured mode, else the engine's bridge when it has one, else host."""
+        """The configured mode, else the engine's bridge when it has one, else host
+        (asked once: every builder container and the app check need it)."""
         if configured:
             return configured
-        return "bridge" if self.has_bridge() else "host"
+        if self._default_network is None:
+            self._default_network = "bridge" if self.has_bridge() else "host"
+        return self._default_network
 
     # --- containers -----------------------------------------------------------------
 
@@ -649,14 +677,18 @@ class Engine:
         """Create (not start) a labelled container, run as root in `/` unless `confine`
         says otherwise; force-remove it when the block exits, whatever the reason (error,
         KeyboardInterrupt, `cleanup()` from another thread). `stdin`: sent on the
-        lifeline when the container starts (see the module doc)."""
+        lifeline when the container starts (see the module doc). One that
+        `follow_until` left running is removed in the background (see `settle`)."""
         box = self._create(
             image, argv, env=env, mounts=mounts, network=network, stdin=stdin, confine=confine
         )
         try:
             yield box
         finally:
-            self._remove_container(box.id)
+            if box.left_running:
+                self._remove_soon(box.id, exiting=True)
+            else:
+                self._remove_container(box.id)
 
     def _create(  # noqa: PLR0913 - keyword-only options, as `docker create` takes them
         self,
@@ -715,7 +747,7 @@ class Engine:
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """Pins made inside stay until the outermost `hold` block ends (pins made outside
-        any stay until `cleanup()`)."""
+        any stay until `cleanup()`); that end also waits for the background removals."""
         with self._lock:
             self._holds += 1
         try:
@@ -723,9 +755,13 @@ class Engine:
         finally:
             with self._lock:
                 self._holds -= 1
-                release, self._pins = (self._pins, []) if self._holds == 0 else ([], self._pins)
+                outermost = self._holds == 0
+                release, self._pins = (self._pins, []) if outermost else ([], self._pins)
+            # Side by side with the background removals: each waits on the engine.
             for ident in release:
-                self._remove_container(ident)
+                self._remove_soon(ident)
+            if outermost:
+                self.settle()
 
     def pin(self, image: str, mounts: Iterable[Mount] = ()) -> Box:
         """A running container that keeps `image` and the volumes of `mounts` in use, so
@@ -924,6 +960,32 @@ class Engine:
             idents = list(self._created)
         for ident in idents:
             self._remove_container(ident)
+        self.settle()
+
+    def _remove_soon(self, ident: str, *, exiting: bool = False) -> None:
+        """`_remove_container` in a thread of its own, joined by `settle`: a container
+        whose work is done need not hold up the build while the engine tears it down.
+        One `exiting` by itself is first given EXITING_WAIT_TIMEOUT to do so: removing
+        an exited container is quicker than killing one (about 60 ms against 130 ms)."""
+
+        def remove() -> None:
+            if exiting:
+                with contextlib.suppress(*_SDK_ERRORS):
+                    self.client.api.wait(ident, timeout=EXITING_WAIT_TIMEOUT)
+            self._remove_container(ident)
+
+        thread = threading.Thread(target=remove, name="pydeploy-remove", daemon=True)
+        with self._lock:
+            self._removing.append(thread)
+        thread.start()
+
+    def settle(self) -> None:
+        """Wait until the background removals have ended (before removing an image such a
+        container uses, and at the end of the command: cleanup and the outermost hold)."""
+        with self._lock:
+            threads, self._removing = self._removing, []
+        for thread in threads:
+            thread.join()
 
     def _remove_container(self, ident: str) -> None:
         """Force-remove, retrying what a busy engine refuses for a moment (a removal
@@ -963,6 +1025,17 @@ class Engine:
 def _raw_socket(stream: Any) -> Any:
     """The socket under an attached stream (a SocketIO over unix sockets)."""
     return getattr(stream, "_sock", stream)
+
+
+def _cancel(stream: Any) -> None:
+    """Close a log stream before its end: the SDK's CancellableStream shuts its socket,
+    and closing its response releases the file object still holding that socket open."""
+    with contextlib.suppress(OSError, docker.errors.DockerException):
+        stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        with contextlib.suppress(OSError):
+            response.close()
 
 
 def _close_stream(stream: Any) -> None:

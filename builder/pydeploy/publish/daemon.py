@@ -77,6 +77,7 @@ class DaemonPublisher:
     engine: LoadingEngine
     scratch: Path  # where the archive is spooled on its way to the engine
     known: ImageLayers
+    held: frozenset[str] = frozenset()  # in the engine under the build's own reference
 
     @property
     def step(self) -> str:
@@ -88,7 +89,7 @@ class DaemonPublisher:
 
         moby's loader opens a layer file only when that layer chain is missing, so layers
         the engine already holds are listed in manifest.json but left out of the archive."""
-        load(self.engine, image, tags, self.scratch, self.known)
+        load(self.engine, image, tags, self.scratch, self.known, held=self.held)
         loaded = self.engine.image_id(tags[0] if tags else image.image_id)
         if loaded != image.image_id:
             raise PublishError(
@@ -99,14 +100,21 @@ class DaemonPublisher:
         return Published(f"into the engine as {', '.join(tags)}")
 
 
-def load(
-    engine: LoadingEngine, image: Image, tags: tuple[str, ...], scratch: Path, known: ImageLayers
+def load(  # noqa: PLR0913 - the image, where it goes, what is known of the engine
+    engine: LoadingEngine,
+    image: Image,
+    tags: tuple[str, ...],
+    scratch: Path,
+    known: ImageLayers,
+    *,
+    held: frozenset[str] = frozenset(),
 ) -> bool:
     """Put the image in the engine under `tags` (none: by its ID alone), sending none of
     the leading layers the engine already holds; True when it was sent, False when the
-    engine had it and it was only tagged."""
-    local = engine.local_image_ids()
-    if image.image_id in local:
+    engine had it and it was only tagged (an image in `held` is not even looked for: the
+    build holds it under a reference of its own, as publish.preload does)."""
+    local = [] if image.image_id in held else engine.local_image_ids()
+    if image.image_id in held or image.image_id in local:
         for tag in tags:
             engine.tag_image(image.image_id, tag)
         return False

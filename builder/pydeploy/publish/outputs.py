@@ -49,12 +49,13 @@ class Destinations:
     scratch: Path
     cache: Path
     known: ImageLayers
+    held: frozenset[str] = frozenset()  # image IDs the build holds in the engine (a preload)
 
 
 def publisher_for(output: Output, where: Destinations) -> Publisher:
     """The Publisher that sends an image to `output`."""
     if output.kind == "docker":
-        return DaemonPublisher(where.engine, where.scratch, where.known)
+        return DaemonPublisher(where.engine, where.scratch, where.known, where.held)
     if output.kind == "registry":
         return RegistryPublisher(where.cache)
     if output.path is None:

@@ -29,6 +29,7 @@ class PreloadingEngine(daemon.LoadingEngine, Protocol):
     owner: owners.Owner
 
     def remove_unused_image(self, reference: str) -> bool: ...
+    def settle(self) -> None: ...
 
 
 def reference(build_id: str) -> str:
@@ -48,8 +49,18 @@ def preloaded(
         daemon.load(engine, image, (reference(engine.build_id),), scratch, known)
         yield image.image_id
     finally:
-        if engine.remove_unused_image(reference(engine.build_id)):
+        if remove_settled(engine, reference(engine.build_id)):
             store.remove_index(INDEX_PRELOAD, engine.build_id)
+
+
+def remove_settled(engine: PreloadingEngine, name: str) -> bool:
+    """Remove an image (or untag it) unless a container uses it. A check container may
+    still be on its way out in the background (Engine.settle): an untag next to another
+    tag does not wait for it, the removal of the last reference waits and retries."""
+    if engine.remove_unused_image(name):
+        return True
+    engine.settle()
+    return engine.remove_unused_image(name)
 
 
 def reap(engine: PreloadingEngine, store: BlobStore) -> int:

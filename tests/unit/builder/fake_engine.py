@@ -110,6 +110,7 @@ class FakeContainer:
         self.files: dict[str, bytes] = {}  # absolute path -> what put_files/put_archive sent
         self.changed: list[tuple[str, str]] = []  # what `changes` (docker diff) reports
         self.started = pinned
+        self.stopped_early = False  # follow_until returned before the exit was awaited
         self.removed = False
         for mount in self.mounts:
             engine.volumes.setdefault(mount.source, FakeVolume({}))
@@ -207,6 +208,13 @@ class FakeContainer:
         return self.files.get(path)
 
     def follow(self, on_line: Callable[[str], None]) -> Outcome:
+        outcome = self.follow_until(on_line, lambda: False)
+        assert outcome is not None
+        return outcome
+
+    def follow_until(
+        self, on_line: Callable[[str], None], done: Callable[[], bool]
+    ) -> Outcome | None:
         assert not self.removed, "a removed container was started"
         self.started = True
         handler = self.engine.handlers.get(self.role)
@@ -215,6 +223,9 @@ class FakeContainer:
         reply = handler(self)
         for line in reply.lines:
             on_line(line)
+            if done():
+                self.stopped_early = True
+                return None
         return Outcome(reply.exit_code, reply.oom_killed)
 
     def commit(self, repository: str, tag: str, settings: CommitSettings) -> str:

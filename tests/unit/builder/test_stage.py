@@ -436,6 +436,18 @@ def test_a_check_that_ends_without_a_report_is_an_app_check_error(
     assert engine.live() == []
 
 
+def test_the_check_ends_at_its_result_line_without_awaiting_the_exit(
+    engine: FakeEngine, make: MakePlan
+) -> None:
+    report = {"ok": True, "kind": "asgi", "interface": "asgi"}
+    # What an app thread prints after the result is never read (nor waited for).
+    engine.handlers["check"] = lambda _box: Reply([result({"app": report}), "late"], exit_code=1)
+    checked = check(engine, make())
+    (box,) = engine.started("check")
+    assert (checked.interface, box.stopped_early) == ("asgi", True)
+    assert engine.live() == []
+
+
 def test_a_forced_interface_settles_a_callable_the_check_cannot_tell(
     engine: FakeEngine, make: MakePlan
 ) -> None:

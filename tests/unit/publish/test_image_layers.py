@@ -22,8 +22,10 @@ class CountingEngine:
         self.inspected: list[str] = []
         self.tagged: list[tuple[str, str]] = []
         self.loads = 0
+        self.listed = 0
 
     def local_image_ids(self) -> list[str]:
+        self.listed += 1
         return list(self.images)
 
     def diff_ids(self, image_id: str) -> tuple[str, ...] | None:
@@ -104,3 +106,15 @@ def test_an_image_the_engine_has_is_only_tagged(tmp_path: Path) -> None:
     )
     assert (engine.loads, engine.inspected) == (0, [])
     assert engine.tagged == [(image.image_id, "demo:1")]
+
+
+def test_an_image_the_build_holds_is_tagged_without_listing_the_engine_s_images(
+    tmp_path: Path,
+) -> None:
+    store = BlobStore(tmp_path / "store")
+    image = synthetic_image(store)
+    engine = CountingEngine({image.image_id: ()})
+    held = frozenset({image.image_id})
+    scratch = tmp_path / "scratch"
+    assert daemon.load(engine, image, ("demo:1",), scratch, ImageLayers(store), held=held) is False
+    assert (engine.listed, engine.loads, engine.tagged) == (0, 0, [(image.image_id, "demo:1")])
