@@ -6,13 +6,14 @@ hand-written gunicorn command, in the same image, on the same machine, in one ru
 For each example (default: fastapi-app and flask-app) it builds the pydeploy image (or
 reuses one a previous `--keep-images` run left), then runs it with host networking,
 `--cpus 2` and a free PORT three times per round: with the image's own entrypoint, with
-`--entrypoint gunicorn` and the article's arguments (`--chdir /app`, same bind), and, as a
-reference without a target, the article's command plus the stdout access log pydeploy's
-default writes. Each container gets a wrk warm-up, then one measured wrk run over
-loopback; the order rotates every round. It prints the median requests/s and p99 latency
-of each and the pydeploy / hand-written ratios against the issue's target (>= 1.0x
-requests/s, p99 no worse). A benchmark, not a test: it exits 0 whether targets pass or
-miss.
+`--entrypoint gunicorn` and the article's arguments (`--chdir /app`, same bind), and the
+article's command plus the stdout access log pydeploy's default writes. Each container
+gets a wrk warm-up, then one measured wrk run over loopback; the order rotates every
+round. It prints the median requests/s and p99 latency of each and the pydeploy /
+hand-written ratios against the targets: the default >= 0.9x the article's command (which
+logs nothing) and >= 1.0x the same command with the same log (issue 14), the default with
+its log off >= 1.0x (issue 5); p99 no worse in each. A benchmark, not a test: it exits 0
+whether targets pass or miss.
 """
 
 from __future__ import annotations
@@ -180,10 +181,10 @@ def run_example(bench: ServeBench, example: str) -> list[str]:
     image = bench.image_for(example)
     ours = Variant("pydeploy default (image entrypoint)", None, ())
     theirs = bench.handwritten_variant(example, image)
-    # Not a target: the article's command plus the access log pydeploy's default writes to
-    # stdout, so the table shows what logging every request costs on its own.
+    # The article's command plus the access log pydeploy's default writes to stdout: the
+    # like-for-like comparison, and what logging every request costs on its own.
     logged = Variant(
-        "the same + --access-logfile - (reference)",
+        "the same + --access-logfile -",
         theirs.entrypoint,
         (*theirs.args[:-1], "--access-logfile", "-", theirs.args[-1]),
     )
@@ -212,17 +213,18 @@ def run_example(bench: ServeBench, example: str) -> list[str]:
         f" {sum(r.errors for r in results[v]):>7}"
         for v in variants
     ]
-    for mine, other, target, label in (
-        (ours, theirs, True, "ratio pydeploy / hand-written"),
-        (quiet, theirs, True, "ratio pydeploy (access-log = false) / hand-written"),
-        (ours, logged, False, "ratio pydeploy / hand-written with access log"),
+    # Issue 14's targets: the default (access log on) >= 0.9x the article's command, which
+    # logs nothing, and >= 1.0x the same command with the same log; p99 no worse in both.
+    # Issue 5's: with the log off, >= 1.0x.
+    for mine, other, floor, label in (
+        (ours, theirs, 0.9, "ratio pydeploy / hand-written"),
+        (ours, logged, 1.0, "ratio pydeploy / hand-written with access log"),
+        (quiet, theirs, 1.0, "ratio pydeploy (access-log = false) / hand-written"),
     ):
         rps_ratio, p99_ratio = rps[mine] / rps[other], p99[mine] / p99[other]
         verdict = (
-            f"   req/s {'PASS' if rps_ratio >= 1.0 else 'MISS'} (>= 1.0x),"
+            f"   req/s {'PASS' if rps_ratio >= floor else 'MISS'} (>= {floor:.1f}x),"
             f" p99 {'PASS' if p99_ratio <= 1.0 else 'MISS'} (<= 1.0x)"
-            if target
-            else "   (reference, no target)"
         )
         rows.append(f"{'':<12} {label:<56} {rps_ratio:>6.2f}x {p99_ratio:>9.2f}x{verdict}")
     return rows
