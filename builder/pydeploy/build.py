@@ -274,10 +274,11 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
     last_key = _last_venv_key(plan, builder)
-    previous = _last_venv(store.read_index(INDEX_VENV_LAST, last_key))
-    deps = wheels.install_dependencies(engine, plan, builder, run.reporting(), previous)
+    recorded = store.read_index(INDEX_VENV_LAST, last_key)
+    deps = wheels.install_dependencies(engine, plan, builder, run.reporting(), _last_venv(recorded))
     last = {"volume": deps.volume, "builder_image_id": deps.builder.image_id}
-    store.write_index(INDEX_VENV_LAST, last_key, last)
+    if last != recorded:  # a rebuild of the same dependency set writes nothing
+        store.write_index(INDEX_VENV_LAST, last_key, last)
     clock.step(
         "dependencies",
         ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",

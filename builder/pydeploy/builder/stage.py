@@ -751,10 +751,22 @@ def _run_install(
     second one gets it."""
     facts = run.engine.inspect_image(builder.name)
     seed = uvseed.host_binary(facts.architecture if facts else "")
-    code, scanned = _install_container(run, builder, fill, environment, transcript, facts, None)
+    first = _Attempt(facts, None, offered=seed is not None)
+    code, scanned = _install_container(run, builder, fill, environment, transcript, first)
     if code == EXIT_NEEDS_UV_SEED and seed is not None:
-        return _install_container(run, builder, fill, environment, transcript, facts, seed)
+        again = _Attempt(facts, seed, offered=False)
+        return _install_container(run, builder, fill, environment, transcript, again)
     return code, scanned
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One install container's share of the uv seed: the host's uv sent along (`seed`),
+    or, without it, whether the script may ask for it (`offered`)."""
+
+    facts: ImageFacts | None
+    seed: Path | None
+    offered: bool
 
 
 def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install's
@@ -763,19 +775,18 @@ def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install'
     fill: _Fill,
     environment: tuple[dict[str, str], bytes],
     transcript: Transcript,
-    facts: ImageFacts | None,
-    seed: Path | None,
+    attempt: _Attempt,
 ) -> tuple[int, bool]:
     env, secrets = environment
+    facts, seed = attempt.facts, attempt.seed
     previous = fill.previous
     if previous is not None and previous.builder_image_id != builder.image_id:
         previous = None  # another interpreter: its bytecode is not this one's
-    offered = seed is None and uvseed.host_binary(facts.architecture if facts else "") is not None
     job = install_job(
         fill.inputs, fill.key, fill.wanted, builder, uvseed.SEED if seed is not None else "",
         previous=PREVIOUS_VENV if previous else "",
         elf_scan=_elf_scan(run.plan, builder, facts),
-        uv_seed_offered=offered,
+        uv_seed_offered=attempt.offered,
     )  # fmt: skip
     mounts = _mounts(fill.volume, venv_ro=False)
     if previous is not None:
