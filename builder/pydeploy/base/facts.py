@@ -30,11 +30,11 @@ _MAX_HOPS = 40  # symlinks followed in one path walk (Linux's limit)
 # Files whose content answers a question: accounts, package databases, interpreters, libc.
 _DATA = re.compile(
     r"etc/(?:passwd|group)|var/lib/dpkg/status|lib/apk/db/installed"
-    r"|(?:usr/(?:local/)?)?bin/python3(?:\.\d+)?"
+    r"|(?:.*/)?bin/python3(?:\.\d+)?"
     r"|(?:.*/)?lib(?:64)?/(?:[^/]+/)?"
     r"(?:libc\.so\.6|libc-[\d.]+\.so|ld-musl-[^/]+\.so\.1|libpython3\.\d+[^/]*\.so[^/]*)"
 )
-_STDLIB = re.compile(r"((?:usr/(?:local/)?)?lib/python3\.\d+)(?:/|$)")
+_STDLIB = re.compile(r"((?:[^/]+/)*?lib/python3\.\d+)(?:/|$)")
 _INTERPRETERS = ("usr/local/bin/python3", "usr/bin/python3")
 _GLIBC_BANNER = re.compile(rb"GNU C Library [^\n\0]*?release version (\d+)\.(\d+)")
 _MUSL_VERSION = re.compile(rb"\0(1\.\d+)\.\d+\0")

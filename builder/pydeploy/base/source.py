@@ -186,7 +186,9 @@ class _Registry(_Origin):
             raise _unreachable(self.source, exc) from exc
         with response:
             if response.status_code == 404:
-                what = f"the tag {target!r}" if self.ref.digest is None else f"manifest {target}"
+                what = (
+                    f"tag {target!r}" if not target.startswith("sha256:") else f"manifest {target}"
+                )
                 raise BaseImageError(
                     f"the registry {self.ref.registry} has no {what} in {self.ref.repository}, "
                     f"so the base image {self.source} cannot be fetched.",
