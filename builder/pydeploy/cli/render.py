@@ -298,8 +298,8 @@ def show_plan(plan: BuildPlan, as_json: bool, path: BuildPath | str | None = Non
             click.echo(f"path: the build would stop here: {path}")
         elif path is not None:
             where = "a builder container" if path.kind == "engine" else "this host"
-            shown = f" for {', '.join(path.platforms)}" if path.platforms else ""
-            click.echo(f"path: {path.kind}: dependencies installed in {where}{shown}")
+            listed = f" for {', '.join(path.platforms)}" if path.platforms else ""
+            click.echo(f"path: {path.kind}: dependencies installed in {where}{listed}")
             click.echo(f"      because {path.reason}")
 
 
