@@ -21,6 +21,7 @@ import hashlib
 import platform as host_machine
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,17 @@ def build_on_host(
             clock.sub("warning", warning)
         app_layer = assemble.layer(store, selected.entries, "app")
         writable = engine_build.writable_layer(store, plan)
-        parts = [
-            _platform_part(plan, store, clock, (app_layer, writable), (p, options, root))
-            for p in platforms
-        ]
+        # Each platform's base and install are mostly waiting (registry, index, uv):
+        # side by side, one thread each.
+        with ThreadPoolExecutor(max_workers=len(platforms), thread_name_prefix="pydeploy") as pool:
+            parts = list(
+                pool.map(
+                    lambda p: _platform_part(
+                        plan, store, clock, (app_layer, writable), (p, options, root)
+                    ),
+                    platforms,
+                )
+            )
         check = _check(plan, store, parts, (engine, clock, scratch, kept), selected.entries)
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
@@ -207,7 +215,11 @@ def _platform_part(
         f"{facts.python.version}, {facts.libc[0]} {facts.libc[1]})",
     )  # fmt: skip
     target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
-    report = Reporting(clock.stage_progress(), options.verbose, options.output)
+
+    def progress(step: str, _elapsed: float, detail: str | None) -> None:
+        clock.sub(step, f"{platform}: {detail}" if detail else str(platform))
+
+    report = Reporting(progress, options.verbose, options.output)
     venv = hostinstall.install_on_host(plan, target, root, report)
     clock.step(
         "dependencies",
