@@ -21,12 +21,14 @@ import functools
 import hashlib
 import os
 import platform as host_machine
+import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from pydeploy import build as engine_build
 from pydeploy.base.platforms import Platform, host_platform
@@ -40,20 +42,22 @@ from pydeploy.cachekeys import (
     BASE_REPOSITORY,
     DEPENDENCY_LAYERS_RECIPE,
     INDEX_APP_CHECK,
+    INDEX_PROJECT_LAYER,
     INDEX_VENV_LAYERS,
+    PROJECT_RECIPE,
 )
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble, dependencies
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.entries import FileEntry, entries_from_dir
 from pydeploy.oci.image import Image, assemble_image
 from pydeploy.oci.index import ImageIndex
-from pydeploy.oci.layer import Layer
+from pydeploy.oci.layer import Layer, open_uncompressed
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import describe as describe_memory
-from pydeploy.plan.planner import BuildPlan
+from pydeploy.plan.planner import VENV, BuildPlan
 from pydeploy.progress import Progress
 from pydeploy.publish import daemon, index_outputs
 from pydeploy.publish import outputs as publish
@@ -130,7 +134,7 @@ def build_on_host(
                     platforms,
                 )
             )
-        check = _check(plan, store, parts, (engine, clock, scratch, kept), selected.entries)
+        check = _check(plan, store, parts, (engine, clock, scratch, kept))
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
         found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
@@ -183,13 +187,6 @@ def _refusals(
             "build has none.",
             hint="Build where a Docker or Podman engine answers, or run the commands before "
             "`pydeploy build` and ship their output with the app's files.",
-        )
-    if plan.install_project:
-        yield ConfigError(
-            f"{pyproject} has a build system, and building the project's own wheel without an "
-            "engine is not supported yet.",
-            hint="Build where a Docker or Podman engine answers, or set "
-            "`tool.pydeploy.install-project = false` if the app runs from its files.",
         )
     if len(platforms) > 1:
         for output in options.outputs:
@@ -248,6 +245,8 @@ def _platform_part(
     if setuid is None:
         scans = assemble.stored_layer_scans(store, base)
         setuid = engine_build.setuid_layer(store, plan, base.image_id, scans)
+    if plan.install_project:
+        app_layer = _with_project(plan, store, app_layer, (target, report))
     below = [
         *setuid,
         assemble.layer(store, assemble.user_entries(plan, facts.passwd, facts.group), "user"),
@@ -256,6 +255,37 @@ def _platform_part(
         *writable,
     ]
     return _Platformed(platform, fetched, venv, below)
+
+
+def _with_project(
+    plan: BuildPlan,
+    store: BlobStore,
+    app_layer: Layer,
+    how: tuple[hostinstall.Target, Reporting],
+) -> Layer:
+    """The app layer plus the project's own (pure Python) wheel in site-packages, cached by
+    the app layer and where site-packages is: the same on every platform of one Python."""
+    target, report = how
+    key = hashlib.sha256(
+        "\0".join(["host", PROJECT_RECIPE, app_layer.diff_id, target.python.site_packages,
+                    ".".join(target.python.version.split(".")[:2])]).encode()
+    ).hexdigest()  # fmt: skip
+    with _PROJECT_LOCK:  # one build of it for all platforms
+        cached = Layer.from_doc(store.read_index(INDEX_PROJECT_LAYER, key))
+        if cached is not None and store.has(cached.diff_id):
+            return cached
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            work = Path(tmp)
+            app = app_files(plan, store=store).entries
+            _write_files(app, work / "app", strip="app/")
+            site = hostinstall.build_project_on_host(plan, target, work / "app", work, report)
+            prefix = f"{VENV.lstrip('/')}/{target.python.site_packages}"
+            layer = assemble.layer(store, [*app, *entries_from_dir(site, prefix)], "app")
+        store.write_index(INDEX_PROJECT_LAYER, key, layer.to_doc())
+        return layer
+
+
+_PROJECT_LOCK = threading.Lock()
 
 
 def _runs(engine: Engine, platform: Platform) -> bool:
@@ -329,7 +359,6 @@ def _check(
     store: BlobStore,
     parts: list[_Platformed],
     where: tuple[Engine | None, engine_build.Clock, Path, contextlib.ExitStack],
-    app: list[FileEntry],
 ) -> appcheck.AppCheck:
     """One app check for every platform: in the engine for a platform it runs natively,
     else with a host interpreter for this host's platform, else none (and why)."""
@@ -366,10 +395,18 @@ def _check(
     if cached is not None:
         reason = f"no engine: {python}"
         return appcheck.AppCheck(*cached, cached=True, where="host", reason=reason)
-    app_dir = scratch / "check-app"
-    _write_files(app, app_dir, strip="app/")
-    site = part.venv.path / part.fetched.facts.python.site_packages
-    run = appcheck.HostRun(python, site, app_dir, scratch / "check")
+    # The app layer as it is in the image: the app's files, and the project's own wheel
+    # in site-packages when it has one.
+    root = scratch / "check-root"
+    (app_layer,) = [layer for layer in part.below_launcher if layer.role == "app"]
+    _extract(store, app_layer, root)
+    site_packages = part.fetched.facts.python.site_packages
+    site = part.venv.path / site_packages
+    project_site = root / VENV.lstrip("/") / site_packages
+    run = appcheck.HostRun(
+        python, site, root / "app", scratch / "check",
+        project_site if project_site.is_dir() else None,
+    )  # fmt: skip
     run.scratch.mkdir()
     check = appcheck.run_host_check(plan, run, report)
     store.write_index(
@@ -405,6 +442,27 @@ def _engine_platform(engine: Engine) -> Platform:
 def _host_libc() -> str:
     name, _ = host_machine.libc_ver()
     return "glibc" if name == "glibc" else (name or "unknown")
+
+
+def _extract(store: BlobStore, layer: Layer, dest: Path) -> None:
+    """A layer pydeploy wrote (dirs, files, symlinks under clean relative paths) on disk."""
+    with (
+        open_uncompressed(store, layer) as handle,
+        tarfile.open(fileobj=cast("IO[bytes]", handle), mode="r|") as tar,
+    ):
+        for member in tar:
+            path = dest / member.name
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+            elif member.issym():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.symlink_to(member.linkname)
+            elif member.isfile():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is not None:
+                    path.write_bytes(source.read())
+                path.chmod(member.mode & 0o755)
 
 
 def _write_files(entries: list[FileEntry], dest: Path, *, strip: str) -> None:

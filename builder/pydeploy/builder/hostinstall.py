@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -316,3 +317,58 @@ def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> NeedsBuilder
             f"in {plan.project.pyproject}."
         ),
     )
+
+
+def build_project_on_host(
+    plan: BuildPlan, target: Target, app_dir: Path, work: Path, report: Reporting
+) -> Path:
+    """The project's own wheel, built on this host by its build backend and installed
+    without dependencies into a site tree for the image's site-packages (as the engine
+    path's `project` job does). A wheel that is not pure Python is for this host's
+    platform: NeedsBuilderError, as for a dependency without a wheel."""
+    uv = str(_uv_binary())
+    env, _, masker = _environment(plan)
+    dist, site = work / "dist", work / "project-site"
+    lines: list[str] = []
+
+    def run(argv: list[str]) -> None:
+        proc = subprocess.run(
+            argv, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, check=False,
+        )  # fmt: skip
+        output = masker(proc.stdout)
+        lines.extend(output.splitlines())
+        if report.verbose and report.output:
+            for line in output.splitlines():
+                report.output(line)
+        if proc.returncode != 0:
+            error = BuildError(
+                f"Building the project's own wheel on this host failed:\n{output[-3000:]}",
+                hint=f"Check the [build-system] table of {plan.project.pyproject}.",
+            )
+            raise attach(error, "\n".join(lines))
+
+    started = time.monotonic()
+    run([uv, "build", "--wheel", "--no-sources", "--python", sys.executable,
+         "--out-dir", str(dist), str(app_dir)])  # fmt: skip
+    built = sorted(dist.glob("*.whl"))
+    if len(built) != 1 or not built[0].name.endswith("-none-any.whl"):
+        name = built[0].name if built else "no wheel"
+        raise NeedsBuilderError(
+            f"The project's own wheel ({name}) is not pure Python, so this host built it "
+            f"for its own platform, not for {target.python_platform()}.",
+            hint="Build where a Docker or Podman engine answers: pydeploy then builds it "
+            "in a builder container of the image's platform.",
+        )
+    run([uv, "pip", "install", "--python", sys.executable, "--no-deps", "--target", str(site),
+         "--python-version", target.python.version, "--python-platform",
+         target.python_platform(), str(built[0])])  # fmt: skip
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    (site / ".lock").unlink(missing_ok=True)
+    python = host_python(target.python.version)
+    if python:
+        final = f"{VENV}/{target.python.site_packages}"
+        run([python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+             "-s", str(site), "-p", final, str(site)])  # fmt: skip
+    report.progress("project", time.monotonic() - started, built[0].name)
+    return site
