@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydeploy.base.facts import BaseFacts, base_facts
 from pydeploy.base.platforms import Platform
+from pydeploy.cachekeys import INDEX_BASE_ARCHIVE
 from pydeploy.errors import BaseImageError, ConfigError, PublishError
-from pydeploy.oci.archive import import_docker_save
+from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore, digest_hex, sha256_digest
 from pydeploy.oci.compress import gunzip_into
 from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, REF_NAME_ANNOTATION
@@ -95,7 +96,8 @@ def _familiar_location(ref: Reference) -> str:
 
 @dataclass(frozen=True)
 class FetchedBase:
-    base: BaseImage  # `layers` set: gzip blobs and plain tars in the store
+    base: BaseImage  # `layers` set: plain tars in the store, and gzip blobs (but for a
+    # docker-archive, whose gzips `pydeploy.oci.layer.gzipped` makes when an output needs them)
     repo_digest: str  # NAME@sha256:... of what the source names ("" for docker-archive)
     manifest_digest: str  # the platform's own manifest ("" for docker-archive)
     platform: Platform
@@ -389,10 +391,19 @@ def _from_archive(
     source: BaseSource, platform: Platform, store: BlobStore, report: Progress
 ) -> BaseImage:
     path = Path(source.location)
-    report(f"reading {path}")
     try:
-        with path.open("rb") as handle:
-            base = import_docker_save(handle, store, compress=True)
+        # The same file unchanged (path, inode, size, mtime) is the same image: not re-read.
+        info = path.resolve().stat()
+        seen = f"{path.resolve()}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
+        key = digest_hex(sha256_digest(seen.encode()))
+        known = store.read_index(INDEX_BASE_ARCHIVE, key)
+        base = cached_base(store, str(known.get("image_id"))) if isinstance(known, dict) else None
+        if base is None:
+            report(f"reading {path}")
+            with path.open("rb") as handle:
+                # Plain tars only: an output that needs a layer's gzip makes it (once).
+                base = import_docker_save(handle, store, compress=False)
+            store.write_index(INDEX_BASE_ARCHIVE, key, {"image_id": base.image_id})
     except OSError as exc:
         raise BaseImageError(
             f"the base image archive {path} cannot be read ({exc.strerror or exc}).",

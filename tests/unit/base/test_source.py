@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -130,9 +131,18 @@ def test_docker_archive(tmp_path: Path) -> None:
     archive = tmp_path / "base.tar"
     archive.write_bytes(docker_save_tar([layer_tar(debian_layer())]))
     store = BlobStore(tmp_path / "store")
-    fetched = fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store)
+    notes: list[str] = []
+    fetched = fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
     assert fetched.facts.libc == ("glibc", "2.36")
     assert fetched.repo_digest == ""
+    assert (
+        fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
+        == fetched
+    )
+    assert notes == [f"reading {archive}"]  # the unchanged file is not read again
+    os.utime(archive, ns=(0, 0))
+    fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
+    assert notes == [f"reading {archive}"] * 2
     with pytest.raises(BaseImageError, match=r"no image for linux/arm64 \(it has: linux/amd64\)"):
         fetch_base(parse_base_source(f"docker-archive:{archive}"), ARM64, store)
     with pytest.raises(BaseImageError, match="cannot be read"):
