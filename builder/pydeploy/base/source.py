@@ -14,6 +14,7 @@ import abc
 import json
 import re
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,17 @@ class _Origin(abc.ABC):
     def top(self) -> tuple[bytes, str]:
         """What the source names (a manifest or an index) and its digest."""
 
+    def checked(self, digest: object) -> str:
+        """`digest` when it is a sha256 digest (what a blob may be stored under)."""
+        try:
+            digest_hex(str(digest))
+        except ValueError:
+            raise _not_image(self.source, f"a descriptor with the digest {digest!r}") from None
+        return str(digest)
+
     def manifest(self, digest: str) -> bytes:
         """A manifest or index by digest (kept in the store: it is content-addressed)."""
+        digest = self.checked(digest)
         if self.store.has(digest):
             return self.store.read_bytes(digest)
         data = self._fetch_manifest(digest)
@@ -163,7 +173,7 @@ class _Origin(abc.ABC):
 
     def blob(self, digest: str, size: int) -> None:
         """Put blob `digest` into the store unless it is there."""
-        if not self.store.has(digest):
+        if not self.store.has(self.checked(digest)):
             self._fetch_blob(digest, size)
 
     @abc.abstractmethod
@@ -185,7 +195,7 @@ class _Registry(_Origin):
                 "GET", self.client.url(f"manifests/{target}"), headers={"Accept": _ACCEPT}
             )
         except PublishError as exc:
-            raise _unreachable(self.source, exc) from exc
+            raise _registry_failure(self.source, exc) from exc
         with response:
             if response.status_code == 404:
                 what = (
@@ -225,7 +235,7 @@ class _Registry(_Origin):
         except PublishError as exc:
             if "different content" in str(exc):
                 raise _corrupt(self.source, digest) from exc
-            raise _unreachable(self.source, exc) from exc
+            raise _registry_failure(self.source, exc) from exc
 
 
 class _Layout(_Origin):
@@ -333,7 +343,7 @@ class _Selector:
         if not isinstance(config_descriptor, dict) or "layers" not in document:
             raise _not_image(self.origin.source, "a manifest without config or layers")
         digest = str(config_descriptor.get("digest"))
-        self.origin.blob(digest, int(config_descriptor.get("size") or 0))
+        self.origin.blob(digest, _size(config_descriptor, self.origin.source))
         config_bytes = self.origin.store.read_bytes(digest)
         config = _json(config_bytes, self.origin.source, "the image config")
         self.seen.append(_platform_text(config))
@@ -359,7 +369,8 @@ def _stored_base(origin: _Origin, manifest: bytes, config: bytes, report: Progre
     layers = []
     store = origin.store
     for descriptor, diff_id in zip(descriptors, diff_ids, strict=True):
-        digest, size = str(descriptor.get("digest")), int(descriptor.get("size") or 0)
+        digest = origin.checked(descriptor.get("digest"))
+        size = _size(descriptor, origin.source)
         media_type = str(descriptor.get("mediaType"))
         if media_type not in _GZIP_LAYERS | _TAR_LAYERS:
             raise BaseImageError(
@@ -375,7 +386,10 @@ def _stored_base(origin: _Origin, manifest: bytes, config: bytes, report: Progre
         elif store.has(diff_id):
             plain = diff_id
         else:
-            plain = gunzip_into(store, store.path(digest))
+            try:
+                plain = gunzip_into(store, store.path(digest))
+            except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+                plain = f"nothing ({type(exc).__name__}: {exc})"
         if plain != diff_id:
             raise BaseImageError(
                 f"layer {digest} of the base image {origin.source} unpacks to {plain}, not "
@@ -425,6 +439,13 @@ def _from_archive(
 # --------------------------------------------------------------------------- errors
 
 
+def _size(descriptor: dict[str, Any], source: BaseSource) -> int:
+    try:
+        return int(descriptor.get("size") or 0)
+    except (TypeError, ValueError):
+        raise _not_image(source, f"a descriptor of size {descriptor.get('size')!r}") from None
+
+
 def _json(data: bytes, source: BaseSource, what: str) -> dict[str, Any]:
     try:
         document = json.loads(data)
@@ -444,7 +465,7 @@ def _corrupt(source: BaseSource, digest: str) -> BaseImageError:
     )
 
 
-def _unreachable(source: BaseSource, exc: PublishError) -> BaseImageError:
+def _registry_failure(source: BaseSource, exc: PublishError) -> BaseImageError:
     error = BaseImageError(f"the base image {source} cannot be fetched: {exc}", hint=exc.hint)
     if exc.hint is None:
         error.hint = "Check the registry's address and that it runs, or use --base oci:DIR."
