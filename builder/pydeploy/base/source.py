@@ -14,8 +14,10 @@ import abc
 import json
 import re
 import shutil
+import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +34,7 @@ from pydeploy.oci.image import BaseImage
 from pydeploy.oci.layer import Layer
 from pydeploy.oci.streams import CHUNK
 from pydeploy.plan.references import DOCKER_HUB, Reference, parse_reference
-from pydeploy.publish.registry import RegistryClient
+from pydeploy.publish.registry import PARALLEL_BLOBS, RegistryClient
 
 __all__ = ["BaseFacts", "BaseSource", "FetchedBase", "fetch_base", "parse_base_source"]
 
@@ -361,44 +363,64 @@ def _platform_text(fields: dict[str, Any]) -> str:
 
 
 def _stored_base(origin: _Origin, manifest: bytes, config: bytes, report: Progress) -> BaseImage:
-    """Every layer of `manifest` in the store, gzip blob and plain tar both."""
+    """Every layer of `manifest` in the store, gzip blob and plain tar both. Layers are
+    fetched and unpacked PARALLEL_BLOBS at a time: a base such as python:3.12-slim has
+    four, and zlib and the socket reads leave the GIL."""
     descriptors = json.loads(manifest).get("layers") or []
     diff_ids = json.loads(config).get("rootfs", {}).get("diff_ids") or []
     if len(descriptors) != len(diff_ids):
         raise _not_image(origin.source, "a manifest and config with different layer counts")
-    layers = []
-    store = origin.store
-    for descriptor, diff_id in zip(descriptors, diff_ids, strict=True):
-        digest = origin.checked(descriptor.get("digest"))
-        size = _size(descriptor, origin.source)
-        media_type = str(descriptor.get("mediaType"))
-        if media_type not in _GZIP_LAYERS | _TAR_LAYERS:
-            raise BaseImageError(
-                f"the base image {origin.source} has a layer of type {media_type}; pydeploy "
-                "reads gzip and plain tar layers.",
-                hint="Choose a base published with gzip layers (the default of docker push).",
-            )
-        if not store.has(digest):
-            report(f"fetching base layer {digest[:19]} ({size / 1e6:.1f} MB)")
-            origin.blob(digest, size)
-        if media_type in _TAR_LAYERS:
-            plain = digest
-        elif store.has(diff_id):
-            plain = diff_id
-        else:
-            try:
-                plain = gunzip_into(store, store.path(digest))
-            except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-                plain = f"nothing ({type(exc).__name__}: {exc})"
-        if plain != diff_id:
-            raise BaseImageError(
-                f"layer {digest} of the base image {origin.source} unpacks to {plain}, not "
-                f"to its diff ID {diff_id}; the image is damaged.",
-                hint="Push the base image again, or use another copy of it.",
-            )
-        layers.append(Layer("base", diff_id, digest, store.size(digest), store.size(diff_id)))
-    store.put_bytes(config)
+    lock = threading.Lock()
+
+    def reported(text: str) -> None:
+        with lock:  # the caller's progress need not be thread-safe
+            report(text)
+
+    def one(pair: tuple[Any, Any]) -> Layer:
+        return _stored_layer(origin, pair[0], str(pair[1]), reported)
+
+    pairs = list(zip(descriptors, diff_ids, strict=True))
+    if len(pairs) <= 1:
+        layers = [one(pair) for pair in pairs]
+    else:
+        with ThreadPoolExecutor(PARALLEL_BLOBS, thread_name_prefix="base") as pool:
+            layers = list(pool.map(one, pairs))  # the first failure is raised, in order
+    origin.store.put_bytes(config)
     return BaseImage(config, tuple(layers))
+
+
+def _stored_layer(origin: _Origin, descriptor: Any, diff_id: str, report: Progress) -> Layer:
+    if not isinstance(descriptor, dict):
+        raise _not_image(origin.source, "a layer descriptor that is not a JSON object")
+    store = origin.store
+    digest = origin.checked(descriptor.get("digest"))
+    size = _size(descriptor, origin.source)
+    media_type = str(descriptor.get("mediaType"))
+    if media_type not in _GZIP_LAYERS | _TAR_LAYERS:
+        raise BaseImageError(
+            f"the base image {origin.source} has a layer of type {media_type}; pydeploy "
+            "reads gzip and plain tar layers.",
+            hint="Choose a base published with gzip layers (the default of docker push).",
+        )
+    if not store.has(digest):
+        report(f"fetching base layer {digest[:19]} ({size / 1e6:.1f} MB)")
+        origin.blob(digest, size)
+    if media_type in _TAR_LAYERS:
+        plain = digest
+    elif store.has(diff_id):
+        plain = diff_id
+    else:
+        try:
+            plain = gunzip_into(store, store.path(digest))
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            plain = f"nothing ({type(exc).__name__}: {exc})"
+    if plain != diff_id:
+        raise BaseImageError(
+            f"layer {digest} of the base image {origin.source} unpacks to {plain}, not "
+            f"to its diff ID {diff_id}; the image is damaged.",
+            hint="Push the base image again, or use another copy of it.",
+        )
+    return Layer("base", diff_id, digest, store.size(digest), store.size(diff_id))
 
 
 def _from_archive(

@@ -19,6 +19,7 @@ from tests.unit.base.images import (
     image,
     index_of,
     layer_tar,
+    whiteout,
     write_layout,
 )
 from tests.unit.oci.samples import docker_save_tar
@@ -295,3 +296,21 @@ def test_unreadable_layers(tmp_path: Path, media_type: str, data: bytes, error: 
     layout = layout_with_layer(tmp_path, media_type, data, diff_id)
     with pytest.raises(BaseImageError, match=error):
         fetch_base(parse_base_source(f"oci:{layout}"), AMD64, BlobStore(tmp_path / "s"))
+
+
+def test_layers_keep_their_order_when_fetched_in_parallel(served: Served, tmp_path: Path) -> None:
+    blobs = Blobs()
+    tars = [
+        layer_tar(debian_layer()),
+        layer_tar([file("etc/motd", b"one\n")]),
+        layer_tar([whiteout("etc/passwd"), file("etc/passwd", b"app:x:1:1::/:/bin/sh\n")]),
+        layer_tar([file("etc/motd", b"three\n")]),
+    ]
+    serve(served, "team/base", "1", image(blobs, tars), blobs)
+    notes: list[str] = []
+    fetched = fetch_base(parse_base_source(f"{served.address}/team/base:1"), AMD64,
+                         BlobStore(tmp_path / "store"), notes.append)  # fmt: skip
+    assert fetched.base.diff_ids == [sha256_digest(tar) for tar in tars]
+    assert [layer.diff_id for layer in fetched.base.layers or ()] == fetched.base.diff_ids
+    assert len(notes) == len(tars)
+    assert fetched.facts.passwd == b"app:x:1:1::/:/bin/sh\n"
