@@ -56,6 +56,9 @@ APT_VOLUME_PREFIX = "pydeploy-apt-"
 # + a key of the base image: an empty volume whose labels hold the probe
 PYTHON_VOLUME_PREFIX = "pydeploy-python-"
 BUILDER_REPOSITORY = "pydeploy-builder"  # full builder images, tagged by their content key
+# A base read without the engine (registry, OCI layout, archive), loaded into it for a
+# builder container of its platform: tagged ARCH-IMAGEID16.
+BASE_REPOSITORY = "pydeploy-base"
 PRELOAD_REPOSITORY = "pydeploy-preload"  # a build's preloaded final image, tagged by build ID
 
 # Records pydeploy keeps inside a venv volume (at its root).

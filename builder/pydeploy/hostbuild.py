@@ -16,11 +16,14 @@ interface and what one worker costs) settles one launcher for every platform.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
+import os
 import platform as host_machine
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,12 @@ from pydeploy.builder import stage as wheels
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachedir import cache_root
-from pydeploy.cachekeys import DEPENDENCY_LAYERS_RECIPE, INDEX_APP_CHECK, INDEX_VENV_LAYERS
+from pydeploy.cachekeys import (
+    BASE_REPOSITORY,
+    DEPENDENCY_LAYERS_RECIPE,
+    INDEX_APP_CHECK,
+    INDEX_VENV_LAYERS,
+)
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble, dependencies
@@ -111,10 +119,17 @@ def build_on_host(
             clock.sub("warning", warning)
         app_layer = assemble.layer(store, selected.entries, "app")
         writable = engine_build.writable_layer(store, plan)
-        parts = [
-            _platform_part(plan, store, clock, (app_layer, writable), (p, options, root))
-            for p in platforms
-        ]
+        # Each platform's base and install are mostly waiting (registry, index, uv):
+        # side by side, one thread each.
+        with ThreadPoolExecutor(max_workers=len(platforms), thread_name_prefix="pydeploy") as pool:
+            parts = list(
+                pool.map(
+                    lambda p: _platform_part(
+                        plan, store, clock, (app_layer, writable), (p, options, root, engine)
+                    ),
+                    platforms,
+                )
+            )
         check = _check(plan, store, parts, (engine, clock, scratch, kept), selected.entries)
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
@@ -193,9 +208,9 @@ def _platform_part(
     store: BlobStore,
     clock: engine_build.Clock,
     shared: tuple[Layer, list[Layer]],
-    where: tuple[Platform, engine_build.BuildOptions, Path],
+    where: tuple[Platform, engine_build.BuildOptions, Path, Engine | None],
 ) -> _Platformed:
-    platform, options, root = where
+    platform, options, root, engine = where
     app_layer, writable = shared
     source = parse_base_source(plan.base_image)
     fetched = fetch_base(source, platform, store, progress=functools.partial(clock.sub, "base"))
@@ -207,11 +222,25 @@ def _platform_part(
         f"{facts.python.version}, {facts.libc[0]} {facts.libc[1]})",
     )  # fmt: skip
     target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
-    report = Reporting(clock.stage_progress(), options.verbose, options.output)
-    venv = hostinstall.install_on_host(plan, target, root, report)
+
+    def progress(step: str, _elapsed: float, detail: str | None) -> None:
+        clock.sub(step, f"{platform}: {detail}" if detail else str(platform))
+
+    report = Reporting(progress, options.verbose, options.output)
+    try:
+        venv = hostinstall.install_on_host(plan, target, root, report)
+    except hostinstall.NeedsBuilderError as exc:
+        if engine is None or not _runs(engine, platform):
+            raise
+        clock.sub(
+            "dependencies", f"{platform}: {exc.message.split(':')[0]}; a builder installs them"
+        )
+        venv = _install_in_engine(plan, store, (engine, fetched, platform), report, root)
+    how = "cached" if venv.cached else "installed"
+    how += " in a builder container" if venv.layers is not None else ""
     clock.step(
         "dependencies",
-        f"{platform}: {'cached' if venv.cached else 'installed'}, {len(venv.pins)} packages"
+        f"{platform}: {how}, {len(venv.pins)} packages"
         + ("" if venv.compiled else " (no bytecode: no matching Python on this host)"),
     )
     base = fetched.base
@@ -229,15 +258,68 @@ def _platform_part(
     return _Platformed(platform, fetched, venv, below)
 
 
+def _runs(engine: Engine, platform: Platform) -> bool:
+    """Whether the engine can run containers of `platform`: its own, or (a local engine)
+    one that binfmt_misc hands to QEMU user emulation; a remote engine is tried."""
+    if _engine_platform(engine) == platform:
+        return True
+    host = os.environ.get("DOCKER_HOST", "")
+    remote = bool(host) and not host.startswith("unix://")
+    return remote or Path(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine()}").exists()
+
+
+def _install_in_engine(
+    plan: BuildPlan,
+    store: BlobStore,
+    where: tuple[Engine, FetchedBase, Platform],
+    report: Reporting,
+    root: Path,
+) -> hostinstall.HostVenv:
+    """The engine path's install (a builder container of the platform's base, with
+    compilers when `build-packages` asks), for what has no wheel: the base is loaded into
+    the engine under a name of its image ID, the venv read back into the host cache."""
+    engine, fetched, platform = where
+    base = fetched.base
+    name = f"{BASE_REPOSITORY}:{platform.architecture}-{base.image_id.removeprefix('sha256:')[:16]}"
+    if engine.image_id(name) != base.image_id:
+        image = Image.from_config(store, base.config_bytes, list(base.layers or ()))
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            daemon.load(engine, image, (name,), Path(tmp), daemon.ImageLayers(store))
+    on_base = dataclasses.replace(plan, base_image=name)
+    with engine.hold():
+        builder = wheels.ensure_builder(engine, on_base, report.progress)
+        deps = wheels.install_dependencies(engine, on_base, builder, report)
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            spool = Path(tmp) / "venv"
+            layers = _layers_of(
+                store,
+                f"engine\0{deps.key}",
+                lambda: wheels.venv_entries(engine, builder, deps, spool),
+            )
+    return hostinstall.HostVenv(
+        deps.key, root / "engine-venv" / deps.key, deps.pins, deps.source, deps.cached, True,
+        layers=tuple(layers),
+    )  # fmt: skip
+
+
 def _venv_layers(store: BlobStore, venv: hostinstall.HostVenv) -> list[Layer]:
     """The dependency layers, split as the engine path splits them, cached by the key."""
-    key = f"host\0{DEPENDENCY_LAYERS_RECIPE}\0{venv.key}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    if venv.layers is not None:
+        return list(venv.layers)
+    return _layers_of(store, f"host\0{venv.key}", lambda: hostinstall.venv_entries(venv))
+
+
+def _layers_of(
+    store: BlobStore, name: str, read_entries: Callable[[], list[FileEntry]]
+) -> list[Layer]:
+    """The dependency layers of the venv `name` keys, split as the engine path splits them;
+    its entries are read only when the store lacks them."""
+    digest = hashlib.sha256(f"{name}\0{DEPENDENCY_LAYERS_RECIPE}".encode()).hexdigest()
     cached = engine_build.stored_layers(store, store.read_index(INDEX_VENV_LAYERS, digest))
     if cached is not None:
         return cached
-    entries = hostinstall.venv_entries(venv)
-    layers = [engine_build.dependency_layer(store, part) for part in dependencies.split(entries)]
+    parts = dependencies.split(read_entries())
+    layers = [engine_build.dependency_layer(store, part) for part in parts]
     store.write_index(INDEX_VENV_LAYERS, digest, {"layers": [la.to_doc() for la in layers]})
     return layers
 

@@ -63,6 +63,7 @@ PINNED = {
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
     "UNCHANGED_DIR": "unchanged",
+    "BASE_REPOSITORY": "pydeploy-base",
     "HOST_VENVS_DIR": "venvs",
 }
 

@@ -36,6 +36,7 @@ from pydeploy.builder.transcript import Reporting, Transcript, attach, explain_f
 from pydeploy.cachekeys import HOST_VENVS_DIR, MARKER, RECIPE_VERSION
 from pydeploy.errors import BuildError
 from pydeploy.oci.entries import FileEntry, entries_from_dir
+from pydeploy.oci.layer import Layer
 from pydeploy.payload import source as payload_source
 from pydeploy.payload.builder_script import InstallJob, TargetJob
 from pydeploy.plan import servers
@@ -47,6 +48,12 @@ from pydeploy.plan.depinputs import (
 )
 from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.planner import VENV, BuildPlan
+
+
+class NeedsBuilderError(BuildError):
+    """A dependency has no wheel for the target (or a local package compiled on this
+    host): only a builder container of the target's platform can install it. The build
+    uses an engine for it when one answers; else this is the user's error."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,9 @@ class HostVenv:
     source: str
     cached: bool
     compiled: bool  # whether its bytecode was compiled (a matching host interpreter)
+    # Installed by a builder container instead (a dependency without a wheel): its
+    # dependency layers, made from the engine's venv (`path` is then not on disk).
+    layers: tuple[Layer, ...] | None = None
 
 
 def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Reporting) -> HostVenv:
@@ -267,7 +277,7 @@ def _run_job(plan: BuildPlan, job: InstallJob, work: Path, report: Reporting) ->
         code = proc.wait()
     if code == 0 and transcript.result is not None:
         return transcript.result
-    missing = no_wheel(transcript.text)
+    missing = no_wheel(transcript.text) or _compiled_here(transcript.text)
     if missing:
         raise attach(_no_wheel_error(plan, missing, job), transcript.text)
     raise attach(explain_failure(transcript.failed_step, transcript.text, plan), transcript.text)
@@ -285,11 +295,17 @@ def no_wheel(output: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
-def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> BuildError:
+def _compiled_here(output: str) -> str | None:
+    """The local package the script found compiled on this host (install_for_target)."""
+    match = re.search(r"the local package\(s\) (\S+?),? .*built a compiled wheel", output)
+    return match.group(1) if match else None
+
+
+def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> NeedsBuilderError:
     target = job.get("target")
     platform = target["python_platform"] if target else "?"
     version = target["python_version"] if target else "?"
-    return BuildError(
+    return NeedsBuilderError(
         f"`{name}` has no wheel for {platform} (Python {version}), and a build without an "
         "engine installs wheels only: compiling it needs a builder container of that "
         "platform.",
