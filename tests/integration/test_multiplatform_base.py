@@ -1,0 +1,129 @@
+"""The fixtures the engine-free and multi-platform tests stand on: the arm64 test base,
+the multi-platform base in the session registry, the OCI layout and docker-archive of the
+amd64 base, the ELF and index helpers, and an engine made unreachable."""
+
+from __future__ import annotations
+
+import gc
+import json
+import tarfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import docker
+import docker.errors
+import pytest
+import requests.exceptions
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import (
+        ElfMachines,
+        MultiPlatformBase,
+        OciBaseLayout,
+        ReadIndex,
+        Resources,
+    )
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MACHINE = "import platform; print(platform.machine())"
+
+
+def test_arm64_base_says_arm64(docker_client: docker.DockerClient, base_image_arm64: str) -> None:
+    attrs = docker_client.images.get(base_image_arm64).attrs
+    assert (attrs["Os"], attrs["Architecture"]) == ("linux", "arm64")
+    assert attrs["Config"]["Cmd"] == ["/usr/bin/python3"]
+    assert (
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        in (attrs["Config"]["Env"])
+    )
+
+
+def test_index_names_both_platforms(
+    multiplatform_base: MultiPlatformBase, read_index: ReadIndex
+) -> None:
+    index = read_index(multiplatform_base.reference)
+    assert index.media_type == OCI_INDEX
+    assert index.digest == multiplatform_base.index_digest
+    assert index.manifests == {
+        "linux/amd64": multiplatform_base.manifests["linux/amd64"],
+        "linux/arm64/v8": multiplatform_base.manifests["linux/arm64"],
+    }
+    # skopeo, choosing by platform, reached each image's own config.
+    assert index.configs["linux/arm64/v8"]["Architecture"] == "arm64"
+    assert index.configs["linux/amd64"]["Architecture"] == "amd64"
+    assert (
+        multiplatform_base.manifests["linux/amd64"] != multiplatform_base.manifests["linux/arm64"]
+    )
+
+
+def test_configs_are_the_local_images(
+    docker_client: docker.DockerClient, multiplatform_base: MultiPlatformBase
+) -> None:
+    """skopeo keeps the config bytes: a registry build's base config is the tested image's."""
+    for platform, image in multiplatform_base.images.items():
+        assert multiplatform_base.configs[platform] == docker_client.images.get(image).id
+
+
+def test_arm64_image_from_the_registry_runs_under_emulation(
+    docker_client: docker.DockerClient,
+    multiplatform_base: MultiPlatformBase,
+    resources: Resources,
+) -> None:
+    reference = resources.image(multiplatform_base.by_digest("linux/arm64"))
+    image = docker_client.images.pull(reference)
+    assert image.attrs["Architecture"] == "arm64"
+    result = resources.run(reference, ["python3", "-c", MACHINE])
+    assert (result.exit_code, result.output.strip().splitlines()[-1]) == (0, "aarch64")
+
+
+def test_elf_machines_per_platform(
+    multiplatform_base: MultiPlatformBase, elf_machines: ElfMachines
+) -> None:
+    arm64 = elf_machines(multiplatform_base.reference, platform="linux/arm64", under="/usr/bin")
+    amd64 = elf_machines(multiplatform_base.by_digest("linux/amd64"), under="/usr/bin")
+    # python3 is a symlink: the ELF file is the versioned interpreter.
+    assert arm64["/usr/bin/python3.11"] == 0xB7
+    assert amd64["/usr/bin/python3.11"] == 0x3E
+    assert set(arm64.values()) == {0xB7}
+    assert set(amd64.values()) == {0x3E}
+    assert all(path.startswith("/usr/bin/") for path in arm64)
+
+
+def test_oci_layout_of_the_base(
+    docker_client: docker.DockerClient, oci_base_layout: OciBaseLayout
+) -> None:
+    layout = oci_base_layout.path
+    assert json.loads((layout / "oci-layout").read_text(encoding="utf-8")) == {
+        "imageLayoutVersion": "1.0.0"
+    }
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == oci_base_layout.tag
+    assert oci_base_layout.config_digest == docker_client.images.get(oci_base_layout.image).id
+    config = oci_base_layout.config_digest.split(":", 1)[1]
+    assert (layout / "blobs" / "sha256" / config).is_file()
+
+
+def test_docker_archive_of_the_base(
+    docker_client: docker.DockerClient, base_image: str, docker_archive_base: Path
+) -> None:
+    with tarfile.open(docker_archive_base) as archive:
+        member = archive.extractfile("manifest.json")
+        assert member is not None
+        (manifest,) = json.load(member)
+    assert manifest["RepoTags"] == [base_image]
+    image_id = str(docker_client.images.get(base_image).id)
+    assert manifest["Config"] == image_id.removeprefix("sha256:") + ".json"
+
+
+def test_unreachable_engine_does_not_answer(unreachable_engine: str) -> None:
+    assert unreachable_engine.startswith("unix:///")
+    assert not Path(unreachable_engine.removeprefix("unix://")).exists()
+    # The failed connection's socket is left to the collector: release it here, where its
+    # ResourceWarning is expected (filterwarnings=error would pin it on a later test).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises((docker.errors.DockerException, requests.exceptions.ConnectionError)):
+            docker.DockerClient(base_url=unreachable_engine, timeout=5).ping()
+        gc.collect()
