@@ -758,7 +758,9 @@ class MultiPlatformBase:
     reference: str  # REGISTRY/pydeploy-test/base:bookworm: the OCI index
     index_digest: str  # sha256:... of the index
     manifests: dict[str, str]  # "linux/amd64" / "linux/arm64" -> its image manifest digest
-    configs: dict[str, str]  # platform -> config digest (= the local image's ID)
+    # platform -> config digest in the registry: skopeo rewrites the engine's config as an
+    # OCI config (same platform, env, cmd, diff_ids), so it is not the local image's ID.
+    configs: dict[str, str]
     images: dict[str, str]  # platform -> the local engine image it was pushed from
 
     def by_digest(self, platform: str | None = None) -> str:
@@ -827,8 +829,9 @@ class ReadIndex(Protocol):
 
 def read_index(reference: str) -> RegistryIndex:
     """Read the index at `reference` with `skopeo inspect --raw`, and check each platform it
-    names with `skopeo inspect --override-os/--override-arch/--override-variant`: skopeo
-    must pick that entry's manifest, and the config it reaches must say that platform.
+    names: its manifest (`skopeo inspect --raw REPO@DIGEST`) has the entry's digest and
+    size, and `skopeo inspect --override-os/--override-arch/--override-variant` picks that
+    manifest (its layers) and reaches a config that says that platform.
     Fails the test, naming what differs, otherwise."""
     raw_text = run_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reference}")
     raw = json.loads(raw_text)
@@ -852,10 +855,22 @@ def read_index(reference: str) -> RegistryIndex:
         seen = json.loads(
             run_skopeo("inspect", "--tls-verify=false", *overrides, f"docker://{reference}")
         )
-        if seen.get("Digest") != entry["digest"]:
+        # skopeo's "Digest" is the index's own; what it picked shows in its layers.
+        registry, repository, _ = split_reference(reference)
+        by_digest = f"docker://{registry}/{repository}@{entry['digest']}"
+        manifest_text = run_skopeo("inspect", "--raw", "--tls-verify=false", by_digest)
+        if sha256_digest(manifest_text.encode()) != entry["digest"] or len(
+            manifest_text.encode()
+        ) != entry.get("size"):
             pytest.fail(
-                f"{reference}: skopeo picked {seen.get('Digest')} for {key}, the index names "
-                f"{entry['digest']}",
+                f"{reference}: the {key} manifest does not match its entry's digest/size",
+                pytrace=False,
+            )
+        layers = [layer["digest"] for layer in json.loads(manifest_text)["layers"]]
+        if seen.get("Layers") != layers:
+            pytest.fail(
+                f"{reference}: skopeo's choice for {key} has layers {seen.get('Layers')}, "
+                f"the index's {entry['digest']} has {layers}",
                 pytrace=False,
             )
         if (seen.get("Os"), seen.get("Architecture")) != (platform["os"], platform["architecture"]):
@@ -951,7 +966,7 @@ class OciBaseLayout:
     path: Path  # the layout directory (oci-layout, index.json, blobs/)
     tag: str  # its index.json's org.opencontainers.image.ref.name
     manifest_digest: str
-    config_digest: str  # = the local image's ID: skopeo keeps the config bytes
+    config_digest: str  # skopeo's OCI rewrite of the engine's config, not the image's ID
     image: str  # the local engine image it was copied from
 
     @property
