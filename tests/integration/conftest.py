@@ -772,11 +772,14 @@ class MultiPlatformBase:
 
 @pytest.fixture(scope="session")
 def multiplatform_base(registry: str, base_image: str, base_image_arm64: str) -> MultiPlatformBase:
-    """REGISTRY/pydeploy-test/base:bookworm: an OCI image index (platforms set) naming the
+    """REGISTRY/pydeploy-test/base:bookworm (base-SESSION in a shared registry, named by
+    PYDEPLOY_TEST_REGISTRY): an OCI image index (platforms set) naming the
     amd64 test base and the arm64 one, each pushed by skopeo as an OCI manifest (also
     tagged :bookworm-amd64 / :bookworm-arm64). The registry is the session's, so nothing
     needs removing afterwards."""
     repo = f"{registry}/{MULTIPLATFORM_REPOSITORY}"
+    if os.environ.get("PYDEPLOY_TEST_REGISTRY", "").strip():
+        repo += f"-{SESSION_ID}"  # a shared registry: another session must not retag ours
     images = {"linux/amd64": base_image, "linux/arm64": base_image_arm64}
     manifests: dict[str, str] = {}
     configs: dict[str, str] = {}
@@ -920,7 +923,8 @@ def elf_machines(
 ) -> dict[str, int]:
     """Every ELF regular file under `under` in the image at `reference` (a registry
     reference; for an index, give `platform`), as path -> e_machine (ELF_X86_64 0x3e,
-    ELF_AARCH64 0xb7), with the layers applied in order (whiteouts included)."""
+    ELF_AARCH64 0xb7), with the layers applied in order (whiteouts included). Symbolic
+    links are left out; a hard link counts when its target is under `under` too."""
     manifest = _manifest_for(reference, platform)
     prefix = "/" + under.strip("/")
     found: dict[str, int] = {}
@@ -944,9 +948,14 @@ def elf_machines(
                     }
                     continue
                 found.pop(path, None)  # replaced by this layer's entry (maybe not a file)
-                if not member.isfile() or member.size < 20:
-                    continue
                 if path != prefix and not path.startswith(prefix.rstrip("/") + "/"):
+                    continue
+                if member.islnk():  # a hard link: its target's machine, if that is an ELF
+                    target = "/" + member.linkname.removeprefix("./").strip("/")
+                    if target in found:
+                        found[path] = found[target]
+                    continue
+                if not member.isfile() or member.size < 20:
                     continue
                 stream = archive.extractfile(member)
                 header = stream.read(20) if stream is not None else b""

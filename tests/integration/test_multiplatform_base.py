@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import json
 import tarfile
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
@@ -149,3 +151,98 @@ def test_unreachable_engine_does_not_answer(unreachable_engine: str) -> None:
         with pytest.raises((docker.errors.DockerException, requests.exceptions.ConnectionError)):
             docker.DockerClient(base_url=unreachable_engine, timeout=5).ping()
         gc.collect()
+
+
+def _elf_header(machine: int) -> bytes:
+    """The first bytes of a little-endian 64-bit ELF file for `machine`."""
+    return (
+        b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x03\x00" + machine.to_bytes(2, "little") + bytes(8)
+    )
+
+
+def _layer(entries: list[tarfile.TarInfo], contents: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for info in entries:
+            data = contents.get(info.name)
+            if data is not None:
+                info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+def _push_blob(registry: str, repository: str, body: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    start = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/blobs/uploads/", data=b"", method="POST"
+    )
+    with opener.open(start, timeout=60) as response:
+        location = urllib.parse.urljoin(f"http://{registry}/", response.headers["Location"])
+    separator = "&" if "?" in location else "?"
+    finish = urllib.request.Request(
+        f"{location}{separator}digest={digest}",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with opener.open(finish, timeout=60):
+        return digest
+
+
+def test_elf_machines_applies_layers_in_order(registry: str, elf_machines: ElfMachines) -> None:
+    """Whiteouts and opaque directories hide lower files, a hard link has its target's
+    machine, symbolic links and non-ELF files are left out."""
+    x86, arm = _elf_header(0x3E), _elf_header(0xB7)
+    lower = _layer(
+        [_entry("opt/"), _entry("opt/a.so"), _entry("opt/b.so"), _entry("opt/dir/c.so"),
+         _entry("opt/text"), _entry("usr/d.so")],
+        {"opt/a.so": x86, "opt/b.so": arm, "opt/dir/c.so": x86, "opt/text": b"x" * 40,
+         "usr/d.so": arm},
+    )  # fmt: skip
+    upper = _layer(
+        [_entry("opt/.wh.a.so"), _entry("opt/dir/.wh..wh..opq"), _entry("opt/dir/e.so"),
+         _entry("opt/link.so", tarfile.LNKTYPE, "opt/b.so"),
+         _entry("opt/sym.so", tarfile.SYMTYPE, "b.so")],
+        {"opt/.wh.a.so": b"", "opt/dir/.wh..wh..opq": b"", "opt/dir/e.so": arm},
+    )  # fmt: skip
+    repository = "pydeploy-test/elf-layers"
+    config = json.dumps({"architecture": "arm64", "os": "linux", "rootfs": {}}).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _push_blob(registry, repository, config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": _push_blob(registry, repository, layer),
+                "size": len(layer),
+            }
+            for layer in (lower, upper)
+        ],
+    }
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/t",
+        data=json.dumps(manifest).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=60):
+        pass
+    reference = f"{registry}/{repository}:t"
+    assert elf_machines(reference, under="/opt") == {
+        "/opt/b.so": 0xB7,
+        "/opt/dir/e.so": 0xB7,
+        "/opt/link.so": 0xB7,
+    }
+    assert elf_machines(reference)["/usr/d.so"] == 0xB7
