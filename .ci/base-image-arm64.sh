@@ -17,6 +17,14 @@ if docker image inspect "$NAME" >/dev/null 2>&1; then
     echo "$NAME"
     exit 0
 fi
+# Minutes of work: a second run meanwhile (another checkout's CI) waits for this one's image
+# instead of building its own.
+exec 9>"/tmp/pydeploy-test-base-$ARCH-$KEY.lock"
+flock 9
+if docker image inspect "$NAME" >/dev/null 2>&1; then
+    echo "$NAME"
+    exit 0
+fi
 if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
     echo "binfmt_misc has no qemu-aarch64 entry: arm64 programs cannot run here." >&2
     echo "Run .ci/test (its qemu step registers it), or as root: apt-get install qemu-user-static," >&2
