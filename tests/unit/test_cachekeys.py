@@ -16,6 +16,7 @@ PINNED = {
     "SETUID_RECIPE": "no-setuid-v2",
     "SYSTEM_LAYER_RECIPE": "system-layer-v1",
     "SECRET_SCAN_RECIPE": "secretscan-v1",
+    "BASE_FACTS_RECIPE": "base-facts-v1",
     "SHARED_LIBS_RECIPE": "shared-libs-v1",
     "UNCHANGED_RECIPE": "unchanged-v1",
     "VOLUME_PREFIX": "pydeploy-",
@@ -44,6 +45,7 @@ PINNED = {
     "INDEX_DOCKER_SAVE": "docker-save",
     "INDEX_BASE_ACCOUNTS": "base-accounts",
     "INDEX_BASE_CONFIG": "base-config",
+    "INDEX_BASE_FACTS": "base-facts",
     "INDEX_APP_CHECK": "app-check",
     "INDEX_APP_CHECK_LAST": "app-check-last",
     "INDEX_IMAGE_LAYERS": "image-layers",
@@ -60,6 +62,7 @@ PINNED = {
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
     "UNCHANGED_DIR": "unchanged",
+    "HOST_VENVS_DIR": "venvs",
 }
 
 
