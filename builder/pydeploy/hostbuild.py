@@ -368,10 +368,9 @@ def _check(
     native = host_platform()
     report = Reporting(clock.stage_progress())
     if engine is not None:
-        runs = _engine_platform(engine)
-        part = next((p for p in parts if p.platform == runs), None)
-        if part is not None:
-            return _engine_check(plan, store, part, (engine, scratch, kept), report)
+        in_engine = _check_in_engine(plan, store, parts, (engine, scratch, kept), report)
+        if in_engine is not None:
+            return in_engine
     part = next((p for p in parts if p.platform == native), None)
     if part is None:
         listed = ", ".join(str(p.platform) for p in parts)
@@ -413,6 +412,30 @@ def _check(
         INDEX_APP_CHECK, digest, {"interface": check.interface, "memory": check.memory.to_doc()}
     )
     return check
+
+
+def _check_in_engine(
+    plan: BuildPlan,
+    store: BlobStore,
+    parts: list[_Platformed],
+    where: tuple[Engine, Path, contextlib.ExitStack],
+    report: Reporting,
+) -> appcheck.AppCheck | None:
+    """The check in the engine: for the platform it runs natively; with only foreign
+    platforms, under QEMU user emulation when it can run one (what one worker costs
+    reads high there: the emulator's own memory); None when it can do neither."""
+    engine = where[0]
+    runs = _engine_platform(engine)
+    part = next((p for p in parts if p.platform == runs), None)
+    if part is not None:
+        return _engine_check(plan, store, part, where, report)
+    if host_platform() in [p.platform for p in parts]:
+        return None  # the host's own interpreter can check that one
+    emulated = next((p for p in parts if _runs(engine, p.platform)), None)
+    if emulated is None:
+        return None
+    check = _engine_check(plan, store, emulated, where, report)
+    return dataclasses.replace(check, reason=f"{emulated.platform} under emulation on {runs}")
 
 
 def _engine_check(

@@ -12,6 +12,8 @@ Then, for pydeploy and uv + BuildKit, rebuild-and-push rows against a private lo
 docker-registry per side (BuildKit: the build, then `docker push`): a code-only change
 and a second added dependency, with the bytes each push uploaded (the registry's blob
 storage growth).
+Then pydeploy with and without an engine (issue 15): a cold build and a code-only rebuild,
+both pushing to a local registry, the engine-free one reading its base from there.
 It prints one table with the median of the runs, the pydeploy / baseline ratios, the
 issues' targets with PASS/MISS, and where pydeploy's time went. A benchmark, not a test:
 it exits 0 whether targets pass or miss, non-zero only when something failed to build.
@@ -58,6 +60,12 @@ PUSH_LABELS = {
     "dependency push": f"dependency added + push ({PUSHED_DEPENDENCY})",
 }
 PUSH_TARGET = 0.5
+# Issue 15: the build without an engine against the engine path, both pushing to a local
+# registry from empty caches, then after a code-only change.
+ENGINE_FREE_STEPS = ("cold push", "code-only push")
+ENGINE_FREE_LABELS = {"cold push": "cold build + push", "code-only push": "code-only + push"}
+ENGINE_FREE_SIDES = ("engine", "no engine")
+UNREACHABLE_ENGINE = "unix:///nonexistent/pydeploy-bench/docker.sock"
 PUSH_SIDES = ("pydeploy", "uv")
 COLD_TIMEOUT, WARM_TIMEOUT = 1500.0, 900.0
 # The docker CLI from Debian's docker.io (20.10) has BuildKit built in; the newer CLI first
@@ -81,6 +89,8 @@ class Sample:
     warm: list[str] = field(default_factory=list)  # caches the "cold" pydeploy build reused
     # push step -> side -> (seconds, bytes uploaded)
     pushes: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
+    # engine-free step -> "engine" / "no engine" -> seconds
+    engine_free: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Bench:
@@ -346,7 +356,53 @@ class Bench:
                 if smoke:
                     self.smoke(tags)
         sample.pushes = self.push_rows(dirs, index)
+        sample.engine_free = self.engine_free_rows(index)
         return sample
+
+    def engine_free_rows(self, index: int) -> dict[str, dict[str, float]]:
+        """pydeploy with and without an engine, each from empty caches (the engine's and
+        the host cache; without an engine also uv's own cache), pushing to one local
+        registry that also serves the base (pushed there untimed: without an engine, a
+        base comes from a registry), then a code-only change on each."""
+        registry = bl.LocalRegistry(self.work / f"registry-{index}-engine-free")
+        rows: dict[str, dict[str, float]] = {step: {} for step in ENGINE_FREE_STEPS}
+        try:
+            address = registry.start()
+            base_ref = f"{address}/{bl.PREFIX}-base:bench"
+            bl.run(
+                ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                 f"docker-daemon:{self.base}", f"docker://{base_ref}"],
+                timeout=600, what="skopeo copy of the base into the local registry",
+            )  # fmt: skip
+            for side in ENGINE_FREE_SIDES:
+                project = self.work / "engine-free" / side.replace(" ", "-") / self.example
+                shutil.rmtree(project, ignore_errors=True)
+                ignore = shutil.ignore_patterns("__pycache__")
+                shutil.copytree(self.source, project, ignore=ignore)
+                cache = self.work / f"engine-free-cache-{index}-{side.replace(' ', '-')}"
+                env: dict[str, str] = {}
+                base = self.base
+                if side == "engine":
+                    self.empty_caches("pydeploy")
+                else:
+                    env = {"DOCKER_HOST": UNREACHABLE_ENGINE,
+                           "UV_CACHE_DIR": str(self.work / f"uv-cache-{index}")}  # fmt: skip
+                    base = base_ref
+                for step in ENGINE_FREE_STEPS:
+                    if step == "code-only push":
+                        self._edit_code(project)
+                    self.builds += 1
+                    tag = f"{address}/{bl.PREFIX}-{side.replace(' ', '-')}/app:{self.builds}"
+                    progress(f"run {index + 1}: {step}: pydeploy, {side} ...")
+                    result = bl.pydeploy_build(
+                        project, base=base, tag=tag, cache_dir=cache, timeout=COLD_TIMEOUT,
+                        output="registry", env=env,
+                    )  # fmt: skip
+                    rows[step][side] = result.seconds
+                    progress(f"run {index + 1}: {step}: {side} {result.seconds:.1f} s")
+        finally:
+            registry.stop()
+        return rows
 
     def _edit_code(self, *projects: Path) -> None:
         for project in projects:
@@ -412,6 +468,7 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
         )
     sizes = {side: med(s.added[side] for s in samples) for side in SIDES}
     lines += push_table(samples)
+    lines += engine_free_table(samples)
     lines += [
         (
             f"{LABELS['size']:<34} {sizes['pydeploy'] / 1e6:>6.1f} MB {sizes['uv'] / 1e6:>5.1f} MB"
@@ -470,6 +527,23 @@ def push_table(samples: list[Sample]) -> list[str]:
             f"{PUSH_LABELS[step]:<34} {seconds['pydeploy']:>7.2f} s {seconds['uv']:>6.2f} s  "
             + _verdict_cell(seconds["pydeploy"] / seconds["uv"], PUSH_TARGET)
             + f"  {human_bytes(uploaded['pydeploy'])} / {human_bytes(uploaded['uv'])}"
+        )
+    return lines
+
+
+def engine_free_table(samples: list[Sample]) -> list[str]:
+    """Issue 15's row: the build without an engine, timed against the engine path."""
+    med = statistics.median
+    header = f"{'step':<34} {'engine':>9} {'no engine':>10}  ratio (no engine / engine)"
+    lines = ["", "pydeploy without an engine vs with one (push to a local registry, same run):",
+             header]  # fmt: skip
+    for step in ENGINE_FREE_STEPS:
+        seconds = {side: med(s.engine_free[step][side] for s in samples)
+                   for side in ENGINE_FREE_SIDES}  # fmt: skip
+        ratio = seconds["no engine"] / seconds["engine"]
+        lines.append(
+            f"{ENGINE_FREE_LABELS[step]:<34} {seconds['engine']:>7.2f} s "
+            f"{seconds['no engine']:>8.2f} s  {ratio:>6.2f}x"
         )
     return lines
 

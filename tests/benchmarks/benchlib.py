@@ -412,15 +412,16 @@ def pydeploy_build(  # noqa: PLR0913 - keyword-only, each with a default
     cache_dir: Path | None = None,
     timeout: float = 1200,
     output: str = "docker",
+    env: dict[str, str] | None = None,
 ) -> PydeployBuild:
     """`pydeploy build --json` with the same interpreter, loading into the engine (or
     pushing, with output="registry"); the wall time covers the whole command, as a user
-    would see it."""
-    env = {"PYDEPLOY_CACHE_DIR": str(cache_dir)} if cache_dir else None
+    would see it. `env` adds to the environment (DOCKER_HOST, UV_CACHE_DIR...)."""
+    env = {**({"PYDEPLOY_CACHE_DIR": str(cache_dir)} if cache_dir else {}), **(env or {})}
     argv = [sys.executable, "-m", "pydeploy", "build", str(project), "--base", base,
             "--network", "host", "--tag", tag, "--output", output, "--json"]  # fmt: skip
     start = time.monotonic()
-    proc = run(argv, timeout=timeout, env=env, what=f"pydeploy build {project.name}")
+    proc = run(argv, timeout=timeout, env=env or None, what=f"pydeploy build {project.name}")
     seconds = time.monotonic() - start
     try:
         document = json.loads(proc.stdout)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
 
 FASTAPI = Path(__file__).resolve().parents[2] / "examples" / "fastapi-app"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ELF_X86_64, ELF_AARCH64 = 0x3E, 0xB7
 PLATFORMS = "linux/amd64,linux/arm64"
 
@@ -127,3 +128,39 @@ def test_an_index_needs_an_output_that_holds_one(
     assert proc.returncode == 2, proc.stderr
     assert "--output docker" in proc.stderr
     assert "--push" in proc.stderr
+
+
+def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(
+    tmp_path: Path,
+    multiplatform_base: MultiPlatformBase,
+    registry: str,
+    run_pydeploy: RunPydeploy,
+    elf_machines: ElfMachines,
+) -> None:
+    """No wheel can exist for a local C extension: the arm64 image's one is compiled in a
+    builder container of the arm64 base (gcc installed by apt), under QEMU; the app check
+    runs in the arm64 image, emulated too (app.py calls the extension at import)."""
+    project = tmp_path / "cext_app"
+    shutil.copytree(FIXTURES / "cext_app", project)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'app = "app:app"', 'app = "app:app"\nbuild-packages = ["gcc", "libc6-dev"]'
+        )
+    )
+    ref = f"{registry}/pydeploy-test/cext-arm64:{uuid.uuid4().hex[:12]}"
+    proc = run_pydeploy(
+        "build", str(project), "--json", "--base", multiplatform_base.reference,
+        "--platform", "linux/arm64", "--network", "host", "--tag", ref, "--push",
+        cwd=project, env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert "installed in a builder container" in proc.stderr
+    assert result["platform"] == "linux/arm64/v8"
+    assert result["check"]["where"] == "image"
+    assert "under emulation" in result["check"]["reason"]
+    found = elf_machines(ref, under="/opt/venv")
+    extensions = {path: m for path, m in found.items() if "/fastsum" in path}
+    assert extensions, found
+    assert set(extensions.values()) == {ELF_AARCH64}

@@ -289,13 +289,16 @@ def _run_job(plan: BuildPlan, job: InstallJob, work: Path, report: Reporting) ->
 _NO_WHEEL = re.compile(
     r"Wheels are required for `([^`]+)`"
     r"|Because (?:all versions of )?(\S+?)(?:[=<>!~]=?\S*)? has no (?:usable )?wheels"
+    # A local package uv built on this host, for this host's platform:
+    r"|The built wheel `([A-Za-z0-9_.]+?)-\d[^`]*` is not compatible with the target"
 )
 
 
 def no_wheel(output: str) -> str | None:
-    """The package uv found no wheel for (builds from source are off), if that failed."""
+    """The package uv found no wheel for (builds from source are off), or built one that
+    is not for the target, if that is how the install failed."""
     match = _NO_WHEEL.search(output)
-    return (match.group(1) or match.group(2)) if match else None
+    return next((g for g in match.groups() if g), None) if match else None
 
 
 def _compiled_here(output: str) -> str | None:

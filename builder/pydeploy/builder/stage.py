@@ -706,12 +706,16 @@ def install_job(  # noqa: PLR0913 - the job document's parts
     previous: str = "",
     elf_scan: ElfScanJob | None = None,
     uv_seed_offered: bool = False,
+    architecture: str = "",
 ) -> InstallJob:
     """The `install` job document (the builder script's InstallJob). `uv_seed`: where the
     container finds the host's uv binary, if it got one (see uvseed); `previous`: where
     it finds a previous venv, if one is mounted."""
     return {
-        "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}",
+        # One uv binary per machine in the shared cache volume: an arm64 builder (under
+        # emulation) cannot run the amd64 one.
+        "uv_dir": f"{CACHE_DIR}/tools/uv-{UV_VERSION}"
+        + (f"-{architecture}" if architecture not in {"", "amd64"} else ""),
         "uv_version": UV_VERSION,
         "uv_seed": uv_seed,
         "uv_seed_offered": uv_seed_offered,
@@ -788,6 +792,7 @@ def _install_container(  # noqa: PLR0913, PLR0917 - one attempt of _run_install'
         previous=PREVIOUS_VENV if previous else "",
         elf_scan=_elf_scan(run.plan, builder, facts),
         uv_seed_offered=attempt.offered,
+        architecture=facts.architecture if facts else "",
     )  # fmt: skip
     mounts = _mounts(fill.volume, venv_ro=False)
     if previous is not None:

@@ -108,4 +108,7 @@ def test_the_package_without_a_wheel_is_read_from_uv_s_error() -> None:
     )
     assert no_wheel(pinned) == "psycopg2"
     assert no_wheel("Because all versions of lxml has no usable wheels and ...") == "lxml"
+    built = ("cause: The built wheel `fastsum-1.0.0-cp311-cp311-linux_x86_64.whl` is not "
+             "compatible with the target Python 3.11 on Linux aarch64.")  # fmt: skip
+    assert no_wheel(built) == "fastsum"
     assert no_wheel("error: some other failure") is None
