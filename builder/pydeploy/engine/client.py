@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import io
 import os
+import posixpath
 import re
 import tarfile
 import threading
@@ -57,6 +58,7 @@ from pydeploy.engine.types import (
     VolumeInfo,
 )
 from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
+from pydeploy.oci.streams import as_reader
 from pydeploy.plan.references import parse_reference, try_parse
 
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
@@ -199,7 +201,12 @@ class Box:
         """A tar stream of `path`; entries start with the path's last component."""
         with self._engine.guard():
             stream, _stat = self._engine.slow.get_archive(self.id, path, chunk_size=1 << 20)
-        return self._engine.guarded_iter(stream)
+        chunks = self._engine.guarded_iter(stream)
+        if self._engine.is_podman:
+            # Podman roots the archive of a volume's mount point at '' ('', '/bin', ...):
+            # rewritten to Docker's layout, which every reader of these archives expects.
+            return rooted_archive(chunks, posixpath.basename(path.rstrip("/")))
+        return chunks
 
     def read_file(self, path: str) -> bytes | None:
         """The bytes of one regular file, or None when it does not exist."""
@@ -327,6 +334,7 @@ class Engine:
         self._pins: list[str] = []
         self._removing: list[threading.Thread] = []
         self._default_network: str | None = None
+        self._podman: bool | None = None
         self._holds = 0
         self._lock = threading.Lock()
         self._stopping = False
@@ -399,6 +407,16 @@ class Engine:
             self.cleanup()
         finally:
             self.close()
+
+    @property
+    def is_podman(self) -> bool:
+        """Whether the engine is Podman's Docker-compatible service (asked once, from
+        /version): its archives and image loads differ from Docker's (see the callers)."""
+        if self._podman is None:
+            with self.guard():
+                version = self.client.version()
+            self._podman = is_podman_version(version)
+        return self._podman
 
     # --- failures -------------------------------------------------------------------
 
@@ -1115,6 +1133,55 @@ def _same_repository(tag: str, familiar: str) -> bool:
     """Whether a RepoTags entry (`<none>:<none>` too) names the repository `familiar`."""
     ref = try_parse(tag)
     return ref is not None and ref.familiar == familiar
+
+
+def is_podman_version(version: Mapping[str, Any]) -> bool:
+    """Whether a /version document is Podman's (`Components: [{"Name": "Podman Engine"}]`)."""
+    components = version.get("Components") or ()
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)
+
+
+def rooted_archive(chunks: Iterable[bytes], top: str) -> Iterator[bytes]:
+    """A tar stream whose entries all start with `top` (Docker's get_archive layout): an
+    entry named '', '.' or '/x' (Podman's for a mount point) becomes `top` or `top/x`;
+    entries already under `top` are kept as they are."""
+
+    def rename(name: str) -> str:
+        if name == top or name.startswith(f"{top}/"):
+            return name
+        rel = "/".join(part for part in name.split("/") if part not in {"", "."})
+        return f"{top}/{rel}" if rel else top
+
+    out = _Spill()
+    with (
+        tarfile.open(fileobj=as_reader(chunks), mode="r|") as src,
+        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for member in src:
+            member.name = rename(member.name)
+            if member.islnk():
+                member.linkname = rename(member.linkname)
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+            yield from out.take()
+    yield from out.take()
+
+
+class _Spill(io.RawIOBase):
+    """A write-only file whose bytes are taken out as they come (a tar writer's sink)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> Iterator[bytes]:
+        parts, self._parts = self._parts, []
+        return iter(parts)
 
 
 def _prefix_tar(data: bytes, directory: str) -> bytes:
