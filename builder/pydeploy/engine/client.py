@@ -93,6 +93,9 @@ _SDK_ERRORS = (
 )
 
 OnLine = Callable[[str], None]
+# runc's words when a container's configured rlimit exceeds the hard limit it runs under
+# (type 7 is RLIMIT_NOFILE): Podman's default nofile of 1048576 on a host allowing less.
+_RLIMIT_REFUSED = "error setting rlimit"
 
 
 def _missing(exc: EngineError) -> bool:
@@ -158,6 +161,16 @@ def engine_failure(exc: BaseException, host: str) -> EngineError:
             hint="The engine stopped or restarted (or the SSH/TCP link to it dropped): "
             "check that it runs (`docker info`), start it if needed, and run the command "
             "again; a rerun reuses everything already built.",
+        )
+    if _RLIMIT_REFUSED in str(exc):
+        return EngineError(
+            f"The engine at {host} could not start a container: it asks for an open-files "
+            "limit (ulimit nofile) above the hard limit this machine allows (`error setting "
+            "rlimit type 7`). Podman's default is 1048576.",
+            hint="Let containers inherit the engine's limits: in containers.conf (e.g. "
+            "/etc/containers/containers.conf, or a file named by CONTAINERS_CONF when the "
+            "service starts) set `default_ulimits = []` under `[containers]`, restart "
+            "`podman system service`, and run the command again.",
         )
     return EngineError(f"The Docker engine refused an operation: {_short(exc)}")
 
