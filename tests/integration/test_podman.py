@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from tests.integration.conftest import PodmanEngine, RunPydeploy, WaitHttp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +65,10 @@ def _serve(podman: PodmanEngine, tag: str, port: int, wait_http: WaitHttp) -> st
 
 
 @pytest.fixture
-def fastapi_project(tmp_path: Path) -> Iterator[Path]:
+def fastapi_project(tmp_path: Path) -> Path:
     project = tmp_path / "fastapi-app"
     shutil.copytree(EXAMPLES_DIR / "fastapi-app", project)
-    yield project
+    return project
 
 
 def _own_layers(result: dict[str, Any]) -> dict[str, str]:

@@ -1155,25 +1155,26 @@ def is_podman_version(version: Mapping[str, Any]) -> bool:
 
 
 def rooted_archive(chunks: Iterable[bytes], top: str) -> Iterator[bytes]:
-    """A tar stream whose entries all start with `top` (Docker's get_archive layout): an
-    entry named '', '.' or '/x' (Podman's for a mount point) becomes `top` or `top/x`;
-    entries already under `top` are kept as they are."""
+    """A tar stream in Docker's get_archive layout, entries under `top`. Podman roots the
+    archive of a mount point at '' ('', '/bin', ...): when the first entry is such a root,
+    every name (and hard link target) is put under `top`; other archives pass unchanged."""
 
-    def rename(name: str) -> str:
-        if name == top or name.startswith(f"{top}/"):
-            return name
-        rel = "/".join(part for part in name.split("/") if part not in {"", "."})
-        return f"{top}/{rel}" if rel else top
+    def relative(name: str) -> str:
+        return "/".join(part for part in name.split("/") if part not in {"", "."})
 
     out = _Spill()
+    rooted: bool | None = None
     with (
         tarfile.open(fileobj=as_reader(chunks), mode="r|") as src,
         tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
     ):
         for member in src:
-            member.name = rename(member.name)
-            if member.islnk():
-                member.linkname = rename(member.linkname)
+            if rooted is None:
+                rooted = relative(member.name) == ""
+            if rooted:
+                member.name = "/".join(filter(None, (top, relative(member.name))))
+                if member.islnk():
+                    member.linkname = "/".join(filter(None, (top, relative(member.linkname))))
             dst.addfile(member, src.extractfile(member) if member.isfile() else None)
             yield from out.take()
     yield from out.take()
