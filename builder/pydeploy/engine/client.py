@@ -93,6 +93,8 @@ _SDK_ERRORS = (
 )
 
 OnLine = Callable[[str], None]
+# The API version of the client that only pings (/_ping is not versioned).
+_PROBE_API_VERSION = "1.24"
 # runc's words when a container's configured rlimit exceeds the hard limit it runs under
 # (type 7 is RLIMIT_NOFILE): Podman's default nofile of 1048576 on a host allowing less.
 _RLIMIT_REFUSED = "error setting rlimit"
@@ -333,6 +335,7 @@ class Engine:
         *,
         slow: docker.APIClient | None = None,
         host: str | None = None,
+        podman: bool | None = None,
     ) -> None:
         self.client = client
         # The same engine with SLOW_TIMEOUT, for the calls that may go quiet for minutes
@@ -347,7 +350,7 @@ class Engine:
         self._pins: list[str] = []
         self._removing: list[threading.Thread] = []
         self._default_network: str | None = None
-        self._podman: bool | None = None
+        self._podman = podman  # None: asked when first needed
         self._holds = 0
         self._lock = threading.Lock()
         self._stopping = False
@@ -360,6 +363,7 @@ class Engine:
         labels = {**container_labels(os.environ.get(ENV_CONTAINER_LABELS, "")), **(labels or {})}
         host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         client: docker.DockerClient | None = None
+        podman = False
         socket = host.removeprefix("unix://") if host.startswith("unix://") else None
         reason = None
         fix = (
@@ -372,9 +376,7 @@ class Engine:
             reason = f"{socket} does not exist"
         else:
             try:
-                # PING_TIMEOUT bounds the version negotiation from_env does and the ping.
-                client = docker.from_env(timeout=PING_TIMEOUT)
-                client.ping()
+                client, podman = _ping()
             except _SDK_ERRORS as exc:
                 if client is not None:
                     client.close()
@@ -392,7 +394,7 @@ class Engine:
         client.api.timeout = CALL_TIMEOUT  # type: ignore[assignment]
         version = client.api.api_version  # no second negotiation
         slow = docker.from_env(timeout=SLOW_TIMEOUT, version=version)
-        return cls(client, labels, slow=slow.api, host=host)
+        return cls(client, labels, slow=slow.api, host=host, podman=podman)
 
     def close(self) -> None:
         """Release the SDK clients' connection pools (and any lifeline still held: the
@@ -423,8 +425,9 @@ class Engine:
 
     @property
     def is_podman(self) -> bool:
-        """Whether the engine is Podman's Docker-compatible service (asked once, from
-        /version): its archives and image loads differ from Docker's (see the callers)."""
+        """Whether the engine is Podman's Docker-compatible service (from the connection's
+        ping, else asked once from /version): its archives and image loads differ from
+        Docker's (see the callers)."""
         if self._podman is None:
             with self.guard():
                 version = self.client.version()
@@ -1146,6 +1149,38 @@ def _same_repository(tag: str, familiar: str) -> bool:
     """Whether a RepoTags entry (`<none>:<none>` too) names the repository `familiar`."""
     ref = try_parse(tag)
     return ref is not None and ref.familiar == familiar
+
+
+def _ping() -> tuple[docker.DockerClient, bool]:
+    """A client of the engine DOCKER_HOST names that answered /_ping; whether it is Podman.
+
+    The API version comes from the ping's `Api-Version` header, as the docker CLI takes
+    it: the SDK's own negotiation asks /version, which Podman takes ~0.5 s to answer.
+    PING_TIMEOUT bounds each request."""
+    probe = docker.from_env(timeout=PING_TIMEOUT, version=_PROBE_API_VERSION)  # no request
+    try:
+        response = probe.api.get(f"{probe.api.base_url}/_ping", timeout=PING_TIMEOUT)
+        response.raise_for_status()
+    finally:
+        probe.close()
+    headers = response.headers
+    version = headers.get("Api-Version")
+    # Without the header (an old engine, a proxy that drops it): the SDK negotiates.
+    client = docker.from_env(timeout=PING_TIMEOUT, version=version or None)
+    if not version:
+        try:
+            client.ping()
+        except _SDK_ERRORS:
+            client.close()
+            raise
+    return client, is_podman_ping(headers)
+
+
+def is_podman_ping(headers: Mapping[str, str]) -> bool:
+    """Whether a /_ping answer's headers are Podman's (`Libpod-Api-Version`, `Server:
+    Libpod/4.3.1 (linux)`); Docker's say `Server: Docker/...`."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return "libpod-api-version" in lowered or "libpod" in lowered.get("server", "").lower()
 
 
 def is_podman_version(version: Mapping[str, Any]) -> bool:

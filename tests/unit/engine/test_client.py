@@ -21,6 +21,7 @@ from pydeploy.engine.client import (
     container_labels,
     engine_failure,
     image_facts,
+    is_podman_ping,
     is_podman_version,
     rooted_archive,
     service_host_config,
@@ -351,6 +352,10 @@ def test_podman_is_told_apart_by_its_version_document() -> None:
     assert is_podman_version(podman) is True
     assert is_podman_version(moby) is False
     assert is_podman_version({}) is False
+    # The connection's ping tells them apart without that (slow, on Podman) request.
+    assert is_podman_ping({"Server": "Libpod/4.3.1 (linux)", "Api-Version": "1.41"}) is True
+    assert is_podman_ping({"libpod-api-version": "4.3.1"}) is True
+    assert is_podman_ping({"Server": "Docker/20.10.24+dfsg1 (linux)"}) is False
 
 
 def test_a_refused_rlimit_names_the_cause_and_the_containers_conf_fix() -> None:
