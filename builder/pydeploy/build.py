@@ -114,14 +114,20 @@ class BuildResult:
     runtime_packages: sharedlibs.RuntimePackages | None = None
     check: appcheck.AppCheck | None = None  # how the app check went
     base_image_id: str = ""  # the engine's ID of plan.base_image when the build read it
+    # "engine": installed in a builder container; "host": on this host (pydeploy.hostbuild)
+    path: str = "engine"
 
     def check_json(self) -> dict[str, Any]:
         """`check` of the result: `passed` (also when a cached answer was reused) or
-        `skipped` (tool.pydeploy.check.skip)."""
+        `skipped` (tool.pydeploy.check.skip, or no engine and no matching interpreter
+        here); `where` it ran (`image`, `host`, or null when it did not) and why."""
         check = self.check
+        where = check.where if check else "image"
         return {
             "status": check.status if check else "passed",
             "cached": bool(check and check.cached),
+            "where": where or None,
+            "reason": (check.reason if check else "") or None,
         }
 
     def _layers_json(self) -> list[dict[str, Any]]:
@@ -152,6 +158,8 @@ class BuildResult:
             "tags": list(self.tags),
             "pushed": self.pushed,
             "base_image": self.plan.base_image,
+            "platform": _platform(self.image),
+            "path": self.path,
             "app": self.plan.app,
             "interface": self.interface,
             "server": self.server,
@@ -169,6 +177,12 @@ class BuildResult:
         }
 
 
+def _platform(image: Image) -> str:
+    config = json.loads(image.config)
+    variant = f"/{config['variant']}" if config.get("variant") else ""
+    return f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}{variant}"
+
+
 def created_epoch(plan: BuildPlan) -> int:
     """Config/label timestamp: SOURCE_DATE_EPOCH, else the commit time, else 0."""
     value = os.environ.get("SOURCE_DATE_EPOCH")
@@ -182,7 +196,7 @@ def created_epoch(plan: BuildPlan) -> int:
     return git_commit_time(plan.project.root) or 0
 
 
-class _Clock:
+class Clock:
     def __init__(self, progress: Progress, timings: dict[str, float]) -> None:
         self.progress, self.timings, self.start = progress, timings, time.monotonic()
 
@@ -208,7 +222,7 @@ class _Build:
     plan: BuildPlan
     engine: Engine
     options: BuildOptions
-    clock: _Clock
+    clock: Clock
     store: BlobStore
 
     def reporting(self) -> Reporting:
@@ -231,7 +245,7 @@ def build(
     plan: BuildPlan, engine: Engine, options: BuildOptions, progress: Progress
 ) -> BuildResult:
     timings: dict[str, float] = {}
-    clock = _Clock(progress, timings)
+    clock = Clock(progress, timings)
     root = cache_root(options.cache_dir)
     store = BlobStore(root / "blobs")
     # What builds killed earlier left (their containers hold volumes and claims).
@@ -290,7 +304,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     # only what differs from it (the launcher layer and the config), or nothing when the
     # check ran in the final image itself (a preload).
     with (
-        tempfile.TemporaryDirectory(prefix="pydeploy-", dir=_scratch(store)) as tmp,
+        tempfile.TemporaryDirectory(prefix="pydeploy-", dir=scratch_dir(store)) as tmp,
         contextlib.ExitStack() as kept,
     ):
         scratch = Path(tmp)
@@ -300,7 +314,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         try:
             runtime = _shared_libraries(run, base_ref.image_id, deps)
             selected = app_job.result()
-            for warning in [*selected.warnings, *_hidden_by_mounts(plan, selected.entries)]:
+            for warning in [*selected.warnings, *hidden_by_mounts(plan, selected.entries)]:
                 clock.sub("warning", warning)
             app_layer = _app_layer(run, builder, deps, selected.entries, scratch)
             venv_layers = venv_job.result()
@@ -317,7 +331,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             assemble.layer(store, assemble.user_entries(plan, *base_image.accounts), "user"),
             *venv_layers,
             app_layer,
-            *_writable_layer(store, plan),
+            *writable_layer(store, plan),
         ]
         below_launcher += _build_command_layers(run, base, below_launcher, scratch, kept)
         final = _FinalImage(run, base, base_ref, below_launcher)
@@ -374,24 +388,46 @@ class _FinalImage:
         return known
 
     def _make(self, interface: str, memory: WorkerMemory) -> Image:
-        plan, store = self.run.plan, self.run.store
-        server = servers.resolve(plan.server, interface)
-        settled = plan.launch.settled(interface, server, memory)
-        launcher = assemble.layer(store, assemble.launcher_entries(settled), "launcher")
-        created = created_epoch(plan)
-        labels = assemble.oci_labels(
-            plan, created_epoch=created, revision=git_revision(plan.project.root),
-            base_digest=self.base_ref.repo_digest, memory=memory,
-        )  # fmt: skip
-        settings = assemble.runtime_settings(plan, _base_env(self.base), labels)
-        layers = [*self.below_launcher, launcher]
-        created_at = dataclasses.replace(settings, created=rfc3339(created))
-        return assemble_image(
-            store, self.base, layers, created_at, manifest=self.run.options.needs_manifest()
-        )
+        below = FinalParts(self.base, self.base_ref.repo_digest, self.below_launcher)
+        manifest = self.run.options.needs_manifest()
+        return final_image(self.run.plan, self.run.store, below, (interface, memory), manifest)
 
 
-def _base_env(base: BaseImage) -> list[str]:
+@dataclass(frozen=True)
+class FinalParts:
+    """What the final image stands on: the base, its digest (labels record it), and
+    every layer below the launcher."""
+
+    base: BaseImage
+    base_digest: str | None
+    below_launcher: list[Layer]
+
+
+def final_image(
+    plan: BuildPlan,
+    store: BlobStore,
+    parts: FinalParts,
+    answer: tuple[str, WorkerMemory],
+    manifest: bool,
+) -> Image:
+    """The published image: the launcher the check's answer settles, on `parts`, with the
+    runtime config and its OCI labels."""
+    interface, memory = answer
+    server = servers.resolve(plan.server, interface)
+    settled = plan.launch.settled(interface, server, memory)
+    launcher = assemble.layer(store, assemble.launcher_entries(settled), "launcher")
+    created = created_epoch(plan)
+    labels = assemble.oci_labels(
+        plan, created_epoch=created, revision=git_revision(plan.project.root),
+        base_digest=parts.base_digest, memory=memory,
+    )  # fmt: skip
+    settings = assemble.runtime_settings(plan, base_env(parts.base), labels)
+    layers = [*parts.below_launcher, launcher]
+    created_at = dataclasses.replace(settings, created=rfc3339(created))
+    return assemble_image(store, parts.base, layers, created_at, manifest=manifest)
+
+
+def base_env(base: BaseImage) -> list[str]:
     env: list[str] = base.config.get("config", {}).get("Env") or []
     return env
 
@@ -453,12 +489,12 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     settings = _transient_settings(run, base)
     diff_ids = [base.image_id, *(la.diff_id for la in layers)]
     key = appcheck.cache_key(plan, diff_ids, settings.env, settings.user)
-    cached = _check_answer(store.read_index(INDEX_APP_CHECK, key))
+    cached = check_answer(store.read_index(INDEX_APP_CHECK, key))
     if cached is not None:
         clock.sub("app check", "cached: the same image and check settings")
         return appcheck.AppCheck(*cached, cached=True), None
-    last_key = _last_check_key(plan)
-    last = _check_answer(store.read_index(INDEX_APP_CHECK_LAST, last_key))
+    last_key = last_check_key(plan)
+    last = check_answer(store.read_index(INDEX_APP_CHECK_LAST, last_key))
     preloaded = None
     if last is not None:
         image = final(*last)
@@ -468,7 +504,7 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     else:
         launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
         image = assemble_image(store, base, [*layers, launcher], settings, manifest=False)
-        image_id = kept.enter_context(_loaded(engine, store, image, scratch))
+        image_id = kept.enter_context(loaded(engine, store, image, scratch))
     check = appcheck.run_check(engine, plan, image_id, run.reporting())
     answer = {"interface": check.interface, "memory": check.memory.to_doc()}
     store.write_index(INDEX_APP_CHECK, key, answer)
@@ -478,7 +514,7 @@ def _checked_app(  # noqa: PLR0913 - the build's parts, and how to make its fina
     return check, preloaded
 
 
-def _check_answer(doc: Any) -> tuple[Literal["wsgi", "asgi"], WorkerMemory] | None:
+def check_answer(doc: Any) -> tuple[Literal["wsgi", "asgi"], WorkerMemory] | None:
     """The interface and worker memory of a stored check answer, or None when it is not one."""
     memory = WorkerMemory.from_doc(doc.get("memory")) if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or memory is None:
@@ -504,7 +540,7 @@ def _last_venv(doc: Any) -> wheels.PreviousVenv | None:
     return wheels.PreviousVenv(volume, image_id)
 
 
-def _last_check_key(plan: BuildPlan) -> str:
+def last_check_key(plan: BuildPlan) -> str:
     """Whose last answer predicts the launcher: this project's app (its root and target)."""
     return hashlib.sha256(json.dumps([str(plan.project.root), plan.app]).encode()).hexdigest()
 
@@ -513,12 +549,16 @@ def _transient_settings(run: _Build, base: BaseImage) -> ImageSettings:
     """The config of an image the build loads only to run something in (the app check,
     the build commands): the runtime image's, labelled so the next build reaps it when
     this one is killed."""
-    owner = {
-        BUILD_LABEL: run.engine.build_id,
-        OWNER_LABEL: run.engine.owner.label(),
+    return assemble.runtime_settings(run.plan, base_env(base), transient_labels(run.engine))
+
+
+def transient_labels(engine: Engine) -> dict[str, str]:
+    """The labels of an image loaded only to run something in: the next build reaps it."""
+    return {
+        BUILD_LABEL: engine.build_id,
+        OWNER_LABEL: engine.owner.label(),
         CHECK_IMAGE_LABEL: "1",  # what the next build's reap_orphans looks for
     }
-    return assemble.runtime_settings(run.plan, _base_env(base), owner)
 
 
 def _build_command_layers(
@@ -544,7 +584,7 @@ def _build_command_layers(
         clock.step("build commands", "cached: the same image and commands")
         return [cached]
     image = assemble_image(store, base, layers, settings, manifest=False)
-    image_id = kept.enter_context(_loaded(run.engine, store, image, scratch))
+    image_id = kept.enter_context(loaded(run.engine, store, image, scratch))
     mask = Masker(value for _, value in plan.check_env)
     report = run.reporting()
 
@@ -565,7 +605,7 @@ def _build_command_layers(
 
 
 @contextlib.contextmanager
-def _loaded(engine: Engine, store: BlobStore, image: Image, scratch: Path) -> Iterator[str]:
+def loaded(engine: Engine, store: BlobStore, image: Image, scratch: Path) -> Iterator[str]:
     """The image in the engine by its ID alone (no tag), removed when the block ends,
     however it ends (one left by a killed build is reaped by the next: its owner label)."""
     try:
@@ -575,13 +615,13 @@ def _loaded(engine: Engine, store: BlobStore, image: Image, scratch: Path) -> It
         preload.remove_settled(engine, image.image_id)
 
 
-def _writable_layer(store: BlobStore, plan: BuildPlan) -> list[Layer]:
+def writable_layer(store: BlobStore, plan: BuildPlan) -> list[Layer]:
     if not plan.writable:
         return []
     return [assemble.layer(store, assemble.writable_entries(plan), WRITABLE_ROLE)]
 
 
-def _hidden_by_mounts(plan: BuildPlan, app: list[FileEntry]) -> list[str]:
+def hidden_by_mounts(plan: BuildPlan, app: list[FileEntry]) -> list[str]:
     """`writable` directories that hold app files: every writable mount (the check's,
     `pydeploy run`'s, the manifests') starts empty and hides them."""
     found = []
@@ -598,7 +638,7 @@ def _hidden_by_mounts(plan: BuildPlan, app: list[FileEntry]) -> list[str]:
     return found
 
 
-def _scratch(store: BlobStore) -> Path:
+def scratch_dir(store: BlobStore) -> Path:
     path = store.root.parent / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -629,14 +669,14 @@ def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
     are imported into the store (tars, and with `gzip` their gzip, once per base);
     without, one docker save pass reads only its config and its layers' headers (a
     setuid scan), both cached by image ID."""
-    setuid = _cached_setuid_layer(store, plan, image_id)
+    setuid = cached_setuid_layer(store, plan, image_id)
     if blobs:
         base = cached_base(store, image_id)
         if base is None:
             with engine.save_image(plan.base_image) as stream:
                 base = import_docker_save(stream, store, compress=gzip)
         if setuid is None:
-            setuid = _setuid_layer(store, plan, image_id, assemble.stored_layer_scans(store, base))
+            setuid = setuid_layer(store, plan, image_id, assemble.stored_layer_scans(store, base))
         return base, setuid
     base = cached_base_config(store, image_id)
     if base is None or setuid is None:
@@ -644,7 +684,7 @@ def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
             base, scans = scan_docker_save(stream, assemble.scan_layer)
         remember_base_config(store, base)
         if setuid is None:
-            setuid = _setuid_layer(store, plan, image_id, scans)
+            setuid = setuid_layer(store, plan, image_id, scans)
     return base, setuid
 
 
@@ -669,16 +709,16 @@ def _venv_layers(
     unchanged dependencies reuse the stored layers without exporting the venv, changed
     ones re-tar and re-compress only the layers whose content changed."""
     key = hashlib.sha256(f"{DEPENDENCY_LAYERS_RECIPE}\0{deps.key}".encode()).hexdigest()
-    cached = _stored_layers(store, store.read_index(INDEX_VENV_LAYERS, key))
+    cached = stored_layers(store, store.read_index(INDEX_VENV_LAYERS, key))
     if cached is not None:
         return cached
     entries = wheels.venv_entries(engine, builder, deps, scratch / "venv")
-    layers = [_dependency_layer(store, part) for part in dependencies.split(entries)]
+    layers = [dependency_layer(store, part) for part in dependencies.split(entries)]
     store.write_index(INDEX_VENV_LAYERS, key, {"layers": [layer.to_doc() for layer in layers]})
     return layers
 
 
-def _stored_layers(store: BlobStore, doc: Any) -> list[Layer] | None:
+def stored_layers(store: BlobStore, doc: Any) -> list[Layer] | None:
     """The layers of a `venv-layers` entry, or None when it is not one or a blob is gone."""
     docs = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(docs, list) or not docs:
@@ -689,7 +729,7 @@ def _stored_layers(store: BlobStore, doc: Any) -> list[Layer] | None:
     return [layer for layer in layers if layer is not None]
 
 
-def _dependency_layer(store: BlobStore, part: dependencies.Part) -> Layer:
+def dependency_layer(store: BlobStore, part: dependencies.Part) -> Layer:
     """One dependency layer, cached by its content: a distribution added to one group
     leaves the other layers' tar and gzip untouched."""
     key = dependencies.content_key(DEPENDENCY_LAYERS_RECIPE, part)
@@ -721,7 +761,7 @@ def _setuid_key(image_id: str) -> str:
     return hashlib.sha256(f"{SETUID_RECIPE}\0{image_id}".encode()).hexdigest()
 
 
-def _cached_setuid_layer(store: BlobStore, plan: BuildPlan, image_id: str) -> list[Layer] | None:
+def cached_setuid_layer(store: BlobStore, plan: BuildPlan, image_id: str) -> list[Layer] | None:
     """The layer that drops the base's setuid/setgid bits, none when the base has no such
     files or `keep-setuid` is set; None when it must be made (it reads every base layer:
     cached by base image)."""
@@ -736,7 +776,7 @@ def _cached_setuid_layer(store: BlobStore, plan: BuildPlan, image_id: str) -> li
     return None
 
 
-def _setuid_layer(
+def setuid_layer(
     store: BlobStore, plan: BuildPlan, image_id: str, scans: list[assemble.LayerScan]
 ) -> list[Layer]:
     """The no-setuid layer from the base's layer scans, remembered by base image."""
@@ -767,7 +807,7 @@ def _shared_libraries(run: _Build, base_id: str, deps: wheels.Dependencies) -> _
     miss are added (pydeploy.builder.sharedlibs). One progress line."""
     plan, engine, store = run.plan, run.engine, run.store
     made: list[Layer] = []
-    with tempfile.TemporaryDirectory(prefix="pydeploy-libs-", dir=_scratch(store)) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pydeploy-libs-", dir=scratch_dir(store)) as tmp:
 
         def user_layer_tar() -> Path | None:
             if not plan.runtime_packages:

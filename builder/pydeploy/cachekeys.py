@@ -43,6 +43,8 @@ SHARED_LIBS_RECIPE = "shared-libs-v1"
 UNCHANGED_RECIPE = "unchanged-v1"
 # The secret scan's per-file results: bump when the detectors or the limits change.
 SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
+# The facts read from a base image's layers without an engine (pydeploy.base.facts).
+BASE_FACTS_RECIPE = "base-facts-v1"
 
 # --- engine volumes and images ------------------------------------------------------------
 
@@ -98,6 +100,7 @@ UNCHANGED_DIR = "unchanged"  # the no-change records, one file per command key; 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_BASE_ACCOUNTS = "base-accounts"  # the base's /etc/passwd and /etc/group, by image ID
 INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
+INDEX_BASE_FACTS = "base-facts"  # accounts, interpreter, libc read from its layers, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app
 INDEX_IMAGE_LAYERS = "image-layers"  # a local image's layer diff IDs, by image ID

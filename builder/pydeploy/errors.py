@@ -40,6 +40,11 @@ class EngineError(PydeployError):
     kind = "engine"
 
 
+class NoEngineError(EngineError):
+    """No engine answers at all (as opposed to one that refused an operation): a build
+    that can go without one does (pydeploy.plan.buildpath)."""
+
+
 class BaseImageError(PydeployError):
     """The base image cannot be found locally or pulled."""
 

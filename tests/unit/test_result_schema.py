@@ -220,11 +220,21 @@ def test_the_app_check_s_outcome_is_reported_and_validates(
     validator: jsonschema.Draft202012Validator, tmp_path: Path
 ) -> None:
     result = fake_result(tmp_path, "web")
-    result.check = AppCheck("wsgi", WorkerMemory(None, None, None), "skipped")
-    assert result.to_json()["check"] == {"status": "skipped", "cached": False}
+    result.check = AppCheck(
+        "wsgi", WorkerMemory(None, None, None), "skipped", where="", reason="check.skip"
+    )
+    assert result.to_json()["check"] == {
+        "status": "skipped", "cached": False, "where": None, "reason": "check.skip"
+    }  # fmt: skip
     assert errors(validator, result.to_json()) == []
     result.check = AppCheck("wsgi", WorkerMemory(64, 32, "measured at build"), cached=True)
-    assert result.to_json()["check"] == {"status": "passed", "cached": True}
+    assert result.to_json()["check"] == {
+        "status": "passed", "cached": True, "where": "image", "reason": None
+    }  # fmt: skip
+    assert errors(validator, result.to_json()) == []
+    result.check = AppCheck("asgi", WorkerMemory(64, 32, "measured at build"), where="host",
+                            reason="host (/usr/bin/python3.11)")  # fmt: skip
+    assert result.to_json()["check"]["where"] == "host"
     assert errors(validator, result.to_json()) == []
     assert errors(validator, {**result.to_json(), "check": {"status": "maybe", "cached": 1}})
 

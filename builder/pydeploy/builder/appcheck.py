@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pydeploy import payload
@@ -46,6 +52,11 @@ class AppCheck:
     memory: WorkerMemory  # what one worker costs (see pydeploy.plan.memory)
     status: Status = "passed"
     cached: bool = False  # the answer of an earlier check of the same image and settings
+    # Where it ran: "image" (a container of the runtime image), "host" (an interpreter of
+    # this host importing the image's venv and app: builds without an engine), or ""
+    # when it did not run; `reason` says why it ran elsewhere or not at all.
+    where: str = "image"
+    reason: str = ""
 
 
 # --- the container ------------------------------------------------------------------------
@@ -132,13 +143,100 @@ def run_check(engine: StageEngine, plan: BuildPlan, image: str, report: Reportin
             ),
             transcript.text,
         )
-    found = transcript.result.get("app") or {}
-    interface = decide_interface(plan, found, transcript.text)
+    report.progress("app check", time.monotonic() - started, None)
+    return _answer(plan, transcript.result, transcript.text)
+
+
+def _answer(plan: BuildPlan, result: dict[str, Any], output: str, **how: str) -> AppCheck:
+    found = result.get("app") or {}
+    interface = decide_interface(plan, found, output)
     memory = estimate_memory(
         found.get("memory"), server=plan.server, configured=plan.server_policy.worker_memory
     )
+    return AppCheck(interface, memory, **how)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class HostRun:
+    """A check on this host (no engine): an interpreter of the image's Python X.Y, the
+    image's venv and its app directory, both on the host's disk."""
+
+    python: str
+    site_packages: Path
+    app_dir: Path
+    scratch: Path
+
+
+def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppCheck:
+    """Import the app with a host interpreter in a venv whose site-packages are the
+    image's (nothing of the host's own packages is visible), from a copy of the app's
+    files. What it cannot show: the base's own files and libraries, the runtime uid and
+    the read-only root filesystem; the build's output says where the check ran."""
+    started = time.monotonic()
+    venv = host.scratch / "check-venv"
+    minor = host.site_packages.parent.name  # "python3.11"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib").mkdir()
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {Path(host.python).parent}\ninclude-system-site-packages = false\n",
+        encoding="utf-8",
+    )
+    (venv / "bin" / "python").symlink_to(host.python)
+    (venv / "lib" / minor).mkdir()
+    (venv / "lib" / minor / "site-packages").symlink_to(host.site_packages)
+    masker = Masker(value for _, value in plan.check_env)
+    transcript = Transcript(report.progress, masker, report.output, report.verbose)
+    job = {**check_job(plan), "app_dir": str(host.app_dir)}
+    argv = [str(venv / "bin" / "python"), "-c", payload.source("builder_script.py").decode(),
+            "check-app", json.dumps(job, sort_keys=True)]  # fmt: skip
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(host.scratch),
+           "TMPDIR": str(host.scratch), "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", **check_environment(plan)}  # fmt: skip
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, cwd=host.app_dir, start_new_session=True,
+    ) as proc:  # fmt: skip
+        assert proc.stdin is not None  # noqa: S101 - PIPEs
+        assert proc.stdout is not None  # noqa: S101
+        proc.stdin.write(b"{}\n")
+        proc.stdin.flush()
+        try:
+            for raw in proc.stdout:
+                transcript(raw.decode("utf-8", "replace").rstrip("\n"))
+                if transcript.result is not None:
+                    break
+        finally:
+            proc.kill()
+            threading.Thread(target=proc.stdin.close, daemon=True).start()
+        code = proc.wait()
+    if transcript.result is None:
+        raise attach(
+            AppCheckError(
+                f"The app check ended without a report (exit {code}) while importing "
+                f"{plan.app!r} on this host:\n{tail(transcript.lines)}\n",
+                hint="The app (or something it imports) ended the process.",
+            ),
+            transcript.text,
+        )
     report.progress("app check", time.monotonic() - started, None)
-    return AppCheck(interface, memory)
+    version = ".".join(map(str, sys.version_info[:3])) if host.python == sys.executable else ""
+    where = f"host ({host.python}{' ' + version if version else ''})"
+    return _answer(plan, transcript.result, transcript.text, where="host", reason=where)
+
+
+def not_run(plan: BuildPlan, reason: str) -> AppCheck:
+    """No engine and no interpreter here that can import the image's venv: nothing ran.
+    The interface must be known without the check (as with `check.skip`)."""
+    if plan.interface == "auto":
+        raise AppCheckError(
+            f"The app check cannot run ({reason}), and nothing else tells whether "
+            f"{plan.app!r} is WSGI or ASGI.",
+            hint=(
+                'Set `tool.pydeploy.server.interface = "wsgi"` (or "asgi") in '
+                f"{plan.project.pyproject}, or build where an engine answers."
+            ),
+        )
+    return dataclasses_replace(skipped(plan), where="", reason=reason)
 
 
 def skipped(plan: BuildPlan) -> AppCheck:
@@ -146,7 +244,7 @@ def skipped(plan: BuildPlan) -> AppCheck:
     explicit `server.worker-memory` is known of what a worker costs."""
     interface: Literal["wsgi", "asgi"] = "asgi" if plan.interface == "asgi" else "wsgi"
     memory = estimate_memory(None, server=plan.server, configured=plan.server_policy.worker_memory)
-    return AppCheck(interface, memory, "skipped")
+    return AppCheck(interface, memory, "skipped", where="", reason="tool.pydeploy.check.skip")
 
 
 # --- what a report means ------------------------------------------------------------------

@@ -260,7 +260,7 @@ def _base_python(
     the probed facts behind it."""
     facts = _base_facts(engine, plan, base_id)
     python = PythonInfo(facts["executable"], facts["version"], facts["site_packages"])
-    _check_python(plan, python)
+    check_python(plan, python)
     return python, facts
 
 
@@ -292,7 +292,7 @@ def _cached_full(engine: StageEngine, plan: BuildPlan, key: str, name: str) -> B
     python = _python_from_labels(info.labels) if info else None
     if not info or not python:
         return None
-    _check_python(plan, python)
+    check_python(plan, python)
     packages = tuple(info.labels.get(LABEL_PACKAGES, "").split())
     return BuilderImage(name, info.image_id, python, key, light=False, packages=packages)
 
@@ -358,7 +358,7 @@ def _probe(engine: StageEngine, plan: BuildPlan, network: str) -> dict[str, Any]
     return found
 
 
-def _check_python(plan: BuildPlan, python: PythonInfo) -> None:
+def check_python(plan: BuildPlan, python: PythonInfo) -> None:
     """The base image decides the interpreter: it must match what the user asked for."""
     check_python_allowed(plan.project, python.version, f"base image {plan.base_image}")
     minor = ".".join(python.version.split(".")[:2])
@@ -735,6 +735,7 @@ def install_job(  # noqa: PLR0913 - the job document's parts
         "light": builder.light,
         "previous": previous,
         "elf_scan": elf_scan,
+        "target": None,
     }
 
 

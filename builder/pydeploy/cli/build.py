@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pydeploy.cli import render
-from pydeploy.cli.options import BASE_IMAGE, NETWORK, PROJECT_DIR, TAGS
+from pydeploy.cli.options import BASE_IMAGE, NETWORK, NO_ENGINE, PLATFORMS, PROJECT_DIR, TAGS
 from pydeploy.cli.session import Session
 
 if TYPE_CHECKING:
     from pydeploy.build import BuildOptions, BuildResult
+    from pydeploy.engine.client import Engine
+    from pydeploy.hostbuild import IndexResult
+    from pydeploy.plan.buildpath import BuildPath
     from pydeploy.plan.planner import BuildPlan, Overrides
 
 BUILD_INTERRUPTED = "Build interrupted; its containers were removed."
@@ -76,24 +79,60 @@ def run_build(
         return build_mod.build(plan, engine, options, lines)
 
 
+def choose_path(
+    plan: BuildPlan, outputs: tuple[str, ...], engine: Engine | None, *, no_engine: bool
+) -> BuildPath:
+    """Which way the build goes (pydeploy.plan.buildpath), for this engine or none."""
+    from pydeploy.base.platforms import host_platform  # noqa: PLC0415
+    from pydeploy.plan import buildpath  # noqa: PLC0415
+
+    host = str(host_platform())
+    if engine is not None:
+        os_name, arch = engine.platform()
+        host = f"{os_name}/{arch}"
+    return buildpath.choose(
+        platforms=plan.platforms, host=host, base=plan.base_image, outputs=outputs,
+        no_engine=no_engine, engine_answers=engine is not None,
+    )  # fmt: skip
+
+
+def _output_kinds(outputs: tuple[str, ...], push: bool) -> tuple[str, ...]:
+    from pydeploy.publish import outputs as publish  # noqa: PLC0415
+
+    kinds = tuple(publish.parse_output(spec).kind for spec in outputs) or ("docker",)
+    return (*kinds, "registry") if push else kinds
+
+
 @click.command()
 @PROJECT_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @BASE_IMAGE
 @click.option("--tag", "tags", multiple=True, help="Image tag or reference; repeatable.")
 @NETWORK
-def plan(
+@PLATFORMS
+@NO_ENGINE
+@click.option("--output", "outputs", multiple=True, help="As for `build`: decides the path too.")
+@click.option("--push", is_flag=True, help="As for `build`.")
+def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     directory: Path,
     as_json: bool,
     base_image: str | None,
     tags: tuple[str, ...],
     network: str | None,
+    platforms: tuple[str, ...],
+    no_engine: bool,
+    outputs: tuple[str, ...],
+    push: bool,
 ) -> None:
-    """Show what `pydeploy build` would do, without an engine."""
+    """Show what `pydeploy build` would do (and which path it takes: an engine answers or not)."""
     from pydeploy.plan.planner import Overrides  # noqa: PLC0415
 
-    overrides = Overrides(base_image=base_image, tags=tags, network=network)
-    render.show_plan(project_plan(directory, overrides), as_json)
+    overrides = Overrides(base_image=base_image, tags=tags, network=network, platforms=platforms)
+    the_plan = project_plan(directory, overrides)
+    with Session() as session:
+        engine = None if no_engine else session.engine_if_any()
+        path = choose_path(the_plan, _output_kinds(outputs, push), engine, no_engine=no_engine)
+    render.show_plan(the_plan, as_json, path)
 
 
 @click.command()
@@ -123,6 +162,8 @@ def plan(
 @click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
 @click.option("--jobs", type=click.IntRange(1, 64), help="With --all: parallel builds (CPUs).")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
+@PLATFORMS
+@NO_ENGINE
 def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     directory: Path,
     base_image: str | None,
@@ -138,15 +179,18 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     changed_since: str | None,
     jobs: int | None,
     verbose: bool,
+    platforms: tuple[str, ...],
+    no_engine: bool,
 ) -> None:
-    """Build the image: wheels in a builder container, then deterministic layers."""
+    """Build the image: wheels in a builder container (or on this host without an
+    engine, and for other platforms), then deterministic layers."""
     from pydeploy.cli import unchanged  # noqa: PLC0415 - before the build's heavy imports
 
     members = _Members(build_all, only, changed_since, jobs)
     members.check()
     result = _Result(as_json, metadata_file)
     record = None
-    if unchanged.eligible(outputs, push, build_all):
+    if unchanged.eligible(outputs, push, build_all) and not platforms and not no_engine:
         retag = unchanged.full_references(tags)
         record = unchanged.record_file(
             {"directory": str(directory), "base": base_image, "network": network,
@@ -166,7 +210,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     specs = [publish.parse_output(spec) for spec in outputs] or [publish.Output("docker")]
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
-    overrides = Overrides(base_image=base_image, tags=tags, network=network, registry=registry)
+    overrides = Overrides(
+        base_image=base_image, tags=tags, network=network, registry=registry, platforms=platforms
+    )
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
         verbose=verbose,
@@ -178,29 +224,63 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
             if code:
                 sys.exit(code)
             return
-        _build_one(session, directory, overrides, options, result, record)
+        _build_one(session, directory, (overrides, no_engine), options, result, record)
 
 
 def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     session: Session,
     directory: Path,
-    overrides: Overrides,
+    how: tuple[Overrides, bool],
     options: BuildOptions,
     result: _Result,
     record: Path | None,
 ) -> None:
     from pydeploy.cli import unchanged  # noqa: PLC0415
 
+    overrides, no_engine = how
     lines = render.Lines()
     with contextlib.ExitStack() as stack:
         recorder = stack.enter_context(unchanged.recording(record)) if record else None
         the_plan = project_plan(directory, overrides)
-        built = run_build(the_plan, session, options, lines)
-    if recorder is not None:
+        engine = None if no_engine else session.engine_if_any()
+        kinds = tuple(o.kind for o in options.outputs)
+        path = choose_path(the_plan, kinds, engine, no_engine=no_engine)
+        if path.kind == "engine":
+            built: BuildResult | IndexResult = run_build(the_plan, session, options, lines)
+        else:
+            recorder = None  # the fast path answers for engine builds only
+            built = run_host_build(the_plan, session, options, lines, (path, engine))
+    from pydeploy.hostbuild import IndexResult  # noqa: PLC0415
+
+    if recorder is not None and not isinstance(built, IndexResult):
         recorder.save(directory, the_plan, built, lines.warnings)
     result.write(built.to_json())
     if not result.as_json:
-        render.built(lines, built)
+        if isinstance(built, IndexResult):
+            render.built_index(lines, built)
+        else:
+            render.built(lines, built)
+
+
+def run_host_build(
+    plan: BuildPlan,
+    session: Session,
+    options: BuildOptions,
+    lines: render.Lines,
+    chosen: tuple[BuildPath, Engine | None],
+) -> BuildResult | IndexResult:
+    """A build whose dependencies are installed on this host (pydeploy.hostbuild)."""
+    from pydeploy import hostbuild  # noqa: PLC0415
+    from pydeploy.base.platforms import Platform  # noqa: PLC0415
+
+    path, engine = chosen
+    render.building(lines, plan, engine.build_id if engine is not None else "without an engine")
+    render.build_path(lines, path)
+    platforms = tuple(Platform.parse(p) for p in path.platforms)
+    with session.cancelling(BUILD_INTERRUPTED):
+        return hostbuild.build_on_host(
+            plan, options, lines, platforms=platforms, engine=engine if path.uses_engine else None
+        )
 
 
 def _build_all(

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from pydeploy.cache.imageinfo import ImageInfo
     from pydeploy.cache.prune import Pruned
     from pydeploy.config.init import InitResult, WorkspaceInit
+    from pydeploy.hostbuild import IndexResult
     from pydeploy.multibuild import ServiceOutcome
+    from pydeploy.plan.buildpath import BuildPath
     from pydeploy.plan.planner import BuildPlan
 
 
@@ -283,11 +285,16 @@ def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:
     return rows
 
 
-def show_plan(plan: BuildPlan, as_json: bool) -> None:
+def show_plan(plan: BuildPlan, as_json: bool, path: BuildPath | None = None) -> None:
     if as_json:
-        echo_json(plan.to_json())
+        echo_json({**plan.to_json(), **({"path": path.to_json()} if path else {})})
     else:
         click.echo(plan_text(plan))
+        if path is not None:
+            where = "a builder container" if path.kind == "engine" else "this host"
+            shown = f" for {', '.join(path.platforms)}" if path.platforms else ""
+            click.echo(f"path: {path.kind}: dependencies installed in {where}{shown}")
+            click.echo(f"      because {path.reason}")
 
 
 def schema_printed(text: str) -> None:
@@ -317,6 +324,17 @@ def building(lines: Lines, plan: BuildPlan, build_id: str) -> None:
     lines.say(
         f"pydeploy: building {', '.join(plan.tags)} from {plan.project.root} (build {build_id})"
     )
+
+
+def build_path(lines: Lines, path: BuildPath) -> None:
+    if path.kind == "host":
+        lines.say(f"pydeploy: {', '.join(path.platforms)} on this host ({path.reason})")
+
+
+def built_index(lines: Lines, result: IndexResult) -> None:
+    lines.say(f"built image index {result.index.digest} ({', '.join(result.tags)})")
+    for each in result.results:
+        lines.say(f"  {each.to_json()['platform']:<14} {each.image.registry_manifest_digest()}")
 
 
 def built(lines: Lines, result: BuildResult) -> None:

@@ -66,6 +66,15 @@ class Session:
             self._engine = self._connect()
         return self._engine
 
+    def engine_if_any(self) -> Engine | None:
+        """The engine, or None when none answers (a build that can go without one)."""
+        from pydeploy.errors import NoEngineError  # noqa: PLC0415
+
+        try:
+            return self.connect()
+        except NoEngineError:
+            return None
+
     @contextlib.contextmanager
     def cancelling(self, message: str) -> Iterator[None]:
         """Ctrl-C or SIGTERM inside the block ends the command as InterruptError(message);

@@ -469,7 +469,18 @@ class PydeployConfig(_Table):
         None,
         description=(
             "Runtime base image. Default `python:<python>-slim`. Its interpreter decides "
-            "the Python version, which must satisfy `requires-python`."
+            "the Python version, which must satisfy `requires-python`. Without an engine "
+            "(and for `platforms`) it is read from its registry, or from `oci:DIR` (an OCI "
+            "image layout) or `docker-archive:FILE` (a `docker save` file)."
+        ),
+    )
+    platforms: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Platforms to build, e.g. `["linux/amd64", "linux/arm64"]` (`--platform` '
+            "wins). Empty: the base image's. Several give one image per platform under an "
+            "OCI image index (push or `oci:DIR` outputs); each platform's wheels are "
+            "installed on the build host."
         ),
     )
     name: str | None = Field(
@@ -722,9 +733,18 @@ class PydeployConfig(_Table):
     @field_validator("base_image")
     @classmethod
     def _base_reference(cls, value: str | None) -> str | None:
-        why = None if value is None else references.reference_problem(value)
+        why = None if value is None else references.base_problem(value)
         if why:
             raise ValueError(f"is not an image reference: {why}")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platform_names(cls, value: list[str]) -> list[str]:
+        for text in value:
+            why = references.platform_problem(text)
+            if why:
+                raise ValueError(f"{text!r} is not a platform: {why}")
         return value
 
     @field_validator("name")

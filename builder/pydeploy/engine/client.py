@@ -57,7 +57,13 @@ from pydeploy.engine.types import (
     RunResult,
     VolumeInfo,
 )
-from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError
+from pydeploy.errors import (
+    BaseImageError,
+    ConfigError,
+    EngineError,
+    InterruptError,
+    NoEngineError,
+)
 from pydeploy.oci.streams import as_reader
 from pydeploy.plan.references import parse_reference, try_parse
 
@@ -389,7 +395,7 @@ class Engine:
                         "engine at all (check DOCKER_HOST)."
                     )
         if reason is not None or client is None:
-            raise EngineError(f"No Docker engine answers at {host} ({reason}).", hint=fix)
+            raise NoEngineError(f"No Docker engine answers at {host} ({reason}).", hint=fix)
         # Set after construction: the SDK builds its connection pools with a number.
         client.api.timeout = CALL_TIMEOUT  # type: ignore[assignment]
         version = client.api.api_version  # no second negotiation
@@ -680,6 +686,15 @@ class Engine:
                 return False  # the engine's "in use by a container"
             raise
         return True
+
+    def platform(self) -> tuple[str, str]:
+        """(os, architecture) of what the engine runs natively, as image configs name it."""
+        with self.guard():
+            version = self.client.api.version()
+        arch = str(version.get("Arch") or "")
+        return str(version.get("Os") or "linux"), {"x86_64": "amd64", "aarch64": "arm64"}.get(
+            arch, arch
+        )
 
     def has_bridge(self) -> bool:
         with self.guard():

@@ -101,6 +101,20 @@ class InstallJob(SkipLists):
     # When this container is the runtime base itself: the shared-library scan to run on
     # the finished venv (see scan_libraries); None otherwise.
     elf_scan: ElfScanJob | None
+    # On the host, for an image's platform (engine-free builds): see install_for_target.
+    target: TargetJob | None
+
+
+class TargetJob(TypedDict):
+    """An install on the host for another interpreter and platform: the venv is laid out
+    as it will be in the image, its packages are wheels for that platform only."""
+
+    python_platform: str  # uv's --python-platform, e.g. "aarch64-manylinux_2_36"
+    python_version: str  # the base's interpreter, "3.11.2"
+    executable: str  # that interpreter's path in the image: bin/python links to it
+    site_packages: str  # "lib/python3.11/site-packages", relative to the venv
+    venv_path: str  # where the venv is in the image, "/opt/venv"
+    compile_python: str  # a host interpreter of the same X.Y for bytecode, "" for none
 
 
 class ElfScanJob(TypedDict):
@@ -687,7 +701,7 @@ def _resolve_requirements(job: InstallJob, cwd: Path) -> Resolved:
 
 def _resolve_project(job: InstallJob, uv: str, cwd: Path) -> Resolved:
     """Resolve [project.dependencies] now and keep the pins."""
-    compile_args = [uv, "pip", "compile", "pyproject.toml", "--python", job["python"]]
+    compile_args = [uv, "pip", "compile", "pyproject.toml", *python_args(job)]
     compile_args += ["--no-header", "--no-annotate", "--quiet", "--output-file", PINS]
     for extra in job["extras"]:
         compile_args += ["--extra", extra]
@@ -706,6 +720,15 @@ def _resolve_project(job: InstallJob, uv: str, cwd: Path) -> Resolved:
 
 def _wanted(job: InstallJob) -> list[str]:
     return list(job["server_packages"])
+
+
+def python_args(job: InstallJob) -> list[str]:
+    """Whom uv resolves for: the builder's interpreter, or a target's version and platform."""
+    target = job.get("target")
+    if target:
+        return ["--python-version", target["python_version"],
+                "--python-platform", target["python_platform"]]  # fmt: skip
+    return ["--python", job["python"]]
 
 
 def compile_bytecode(
@@ -786,7 +809,7 @@ def light_constraints(job: InstallJob, uv: str, cwd: Path, added: list[str]) -> 
     if added:
         (cwd / SERVER_IN).write_text("".join(f"{p}\n" for p in added), encoding="utf-8")
         sources.append(SERVER_IN)
-    argv = [uv, "pip", "compile", *sources, "--python", job["python"], "--no-header"]
+    argv = [uv, "pip", "compile", *sources, *python_args(job), "--no-header"]
     argv += ["--no-annotate", "--quiet", "--output-file", CONSTRAINTS]
     run("resolve", argv, cwd=str(cwd))
     lines = (cwd / CONSTRAINTS).read_text(encoding="utf-8").splitlines()
@@ -808,35 +831,25 @@ def clear_directory(path: Path) -> None:
 
 def install(job: InstallJob) -> InstallResult:
     uv = ensure_uv(job)
-    light = bool(job.get("light"))
+    target = job.get("target")
+    light = bool(job.get("light")) and not target
     if light:
         os.environ["PATH"] = no_compilers_path()
     cwd, args, pins, added, servers = resolve(job, uv)
-    if light:
+    if light or target:
         if job["source"] == "requirements":
             args = [*args, *light_constraints(job, uv, cwd, added)]
         wheels_only = light_install_args(job.get("local_names") or [])
         args = [*args, *wheels_only]
         servers = [*servers, *wheels_only] if servers else []
     venv = Path(job["venv"])
-    venv_python = str(venv / "bin" / "python")
     clear_directory(venv)
 
     emit("begin", "install")
-    run(
-        "install", [uv, "venv", str(venv), "--python", job["python"], "--quiet", "--allow-existing"]
-    )
-    run("install", [uv, "pip", "install", "--python", venv_python, *args], cwd=str(cwd))
-    if servers:
-        run("install", [uv, "pip", "install", "--python", venv_python, *servers], cwd=str(cwd))
-    # uv's venv lock file is world-writable and means nothing at run time; wheel files
-    # never belong in an image.
-    leftovers = [venv / ".lock", *venv.rglob("*.whl")]
-    for path in leftovers:
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    frozen = capture("install", [uv, "pip", "freeze", "--python", venv_python])
-    installed = sorted(ln.strip() for ln in frozen.splitlines() if ln.strip())
+    if target:
+        installed = install_for_target(job, target, uv, cwd, (args, servers))
+    else:
+        installed = _install_in_venv(job, uv, cwd, (args, servers))
     emit("end", f"install {len(installed)} packages")
 
     emit("begin", "compile bytecode")
@@ -844,9 +857,12 @@ def install(job: InstallJob) -> InstallResult:
     reuse = (
         (str(venv), previous) if previous and (Path(previous) / job["marker"]).is_file() else None
     )
-    code = compile_bytecode(venv_python, str(venv / "lib"), ["-j0"], reuse)
-    detail = " (skipped files that are not valid Python)" if code else ""
-    detail += " (unchanged files' bytecode from the previous venv)" if reuse else ""
+    if target:
+        detail = compile_for_target(venv, target)
+    else:
+        code = compile_bytecode(str(venv / "bin" / "python"), str(venv / "lib"), ["-j0"], reuse)
+        detail = " (skipped files that are not valid Python)" if code else ""
+        detail += " (unchanged files' bytecode from the previous venv)" if reuse else ""
     emit("end", "compile bytecode" + detail)
 
     if light and compilers_used():
@@ -873,6 +889,157 @@ def install(job: InstallJob) -> InstallResult:
         os.fsync(handle.fileno())
     partial.rename(marker)
     return result
+
+
+def _install_in_venv(
+    job: InstallJob, uv: str, cwd: Path, argsets: tuple[list[str], list[str]]
+) -> list[str]:
+    """uv's venv for the builder's interpreter, filled; the installed pins."""
+    args, servers = argsets
+    venv = Path(job["venv"])
+    venv_python = str(venv / "bin" / "python")
+    run(
+        "install", [uv, "venv", str(venv), "--python", job["python"], "--quiet", "--allow-existing"]
+    )
+    run("install", [uv, "pip", "install", "--python", venv_python, *args], cwd=str(cwd))
+    if servers:
+        run("install", [uv, "pip", "install", "--python", venv_python, *servers], cwd=str(cwd))
+    # uv's venv lock file is world-writable and means nothing at run time; wheel files
+    # never belong in an image.
+    leftovers = [venv / ".lock", *venv.rglob("*.whl")]
+    for path in leftovers:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    frozen = capture("install", [uv, "pip", "freeze", "--python", venv_python])
+    return sorted(ln.strip() for ln in frozen.splitlines() if ln.strip())
+
+
+def install_for_target(
+    job: InstallJob,
+    target: TargetJob,
+    uv: str,
+    cwd: Path,
+    argsets: tuple[list[str], list[str]],
+) -> list[str]:
+    """The venv as it will be in the image, filled on this host with the target's wheels:
+    uv installs into its site-packages (`--target`, for the target's Python version and
+    platform), its scripts move to bin/ with the image's interpreter in their shebang."""
+    args, servers = argsets
+    venv = Path(job["venv"])
+    write_venv_layout(venv, target, job["uv_version"])
+    site = venv / target["site_packages"]
+    base = [uv, "pip", "install", "--python", sys.executable, "--target", str(site)]
+    base += python_args(job)
+    run("install", [*base, *args], cwd=str(cwd))
+    if servers:
+        run("install", [*base, *servers], cwd=str(cwd))
+    for path in [*site.rglob("*.whl"), site / ".lock"]:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    move_scripts(site, venv, target)
+    compiled = compiled_local_packages(site, job.get("local_names") or [])
+    if compiled:
+        raise StepFailedError(
+            "install",
+            f"the local package(s) {', '.join(compiled)} built a compiled wheel on this host, "
+            f"which is not a wheel for {target['python_platform']}",
+        )
+    frozen = capture("install", [uv, "pip", "freeze", "--target", str(site)])
+    return sorted(ln.strip() for ln in frozen.splitlines() if ln.strip())
+
+
+def write_venv_layout(venv: Path, target: TargetJob, uv_version: str) -> None:
+    """What `uv venv` writes that the image needs, for an interpreter this host lacks:
+    pyvenv.cfg naming the base's interpreter, bin/python linking to it, lib64 -> lib."""
+    executable = target["executable"]
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / target["site_packages"]).mkdir(parents=True, exist_ok=True)
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {Path(executable).parent}\n"
+        "implementation = CPython\n"
+        f"uv = {uv_version}\n"
+        f"version_info = {target['python_version']}\n"
+        "include-system-site-packages = false\n",
+        encoding="utf-8",
+    )
+    links = {"python": executable, "python3": "python"}
+    links["python" + ".".join(target["python_version"].split(".")[:2])] = "python"
+    for name, dest in links.items():
+        (venv / "bin" / name).symlink_to(dest)
+    (venv / "lib64").symlink_to("lib")
+
+
+def move_scripts(site: Path, venv: Path, target: TargetJob) -> None:
+    """`--target` leaves scripts in site-packages/bin with this host's interpreter in
+    the shebang: they move to the venv's bin/ with the image's venv interpreter, and
+    each RECORD names them where they are now (with the rewritten files' hashes)."""
+    scripts = site / "bin"
+    if not scripts.is_dir():
+        return
+    shebang = f"#!{target['venv_path']}/bin/python\n".encode()
+    moved: dict[str, Path] = {}
+    for path in sorted(scripts.iterdir()):
+        dest = venv / "bin" / path.name
+        data = path.read_bytes()
+        if not path.is_symlink() and data.startswith(b"#!") and b"python" in data.split(b"\n")[0]:
+            data = shebang + data.split(b"\n", 1)[1]
+        dest.write_bytes(data)
+        dest.chmod(path.stat().st_mode & 0o777)
+        moved[f"bin/{path.name}"] = dest
+    shutil.rmtree(scripts)
+    up = "/".join([".."] * len(Path(target["site_packages"]).parts))
+    for record in site.glob("*.dist-info/RECORD"):
+        _rewrite_record(record, moved, up)
+
+
+def _rewrite_record(record: Path, moved: dict[str, Path], up: str) -> None:
+    import base64  # noqa: PLC0415 - target installs only
+    import csv  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+
+    rows = list(csv.reader(record.read_text(encoding="utf-8").splitlines()))
+    changed = False
+    for row in rows:
+        if row and row[0] in moved:
+            data = moved[row[0]].read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            row[:3] = [f"{up}/{row[0]}", f"sha256={digest.decode()}", str(len(data))]
+            changed = True
+    if changed:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        record.write_text(out.getvalue(), encoding="utf-8")
+
+
+def compiled_local_packages(site: Path, local_names: list[str]) -> list[str]:
+    """The local path packages whose wheel (built on this host) is platform-specific."""
+    wanted = {normalize(name) for name in local_names}
+    found = []
+    for wheel in site.glob("*.dist-info/WHEEL"):
+        name = normalize(wheel.parent.name.rsplit("-", 1)[0])
+        if name not in wanted:
+            continue
+        tags = [ln.split(":", 1)[1].strip() for ln in wheel.read_text(encoding="utf-8").splitlines()
+                if ln.startswith("Tag:")]  # fmt: skip
+        if any(not tag.endswith("-any") for tag in tags):
+            found.append(name)
+    return sorted(found)
+
+
+def compile_for_target(venv: Path, target: TargetJob) -> str:
+    """Bytecode by a host interpreter of the target's X.Y (the same magic number), with the
+    image's paths recorded in it; none without one (the progress line says so)."""
+    python = target["compile_python"]
+    if not python:
+        version = ".".join(target["python_version"].split(".")[:2])
+        return f" skipped: no Python {version} on this host (the image imports from source)"
+    argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-j0"]
+    argv += ["-s", str(venv), "-p", target["venv_path"], str(venv / "lib")]
+    sys.stdout.flush()
+    code = subprocess.call(
+        argv, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT
+    )
+    return " (skipped files that are not valid Python)" if code else ""
 
 
 def scan_libraries(venv: str, python: str, scan: ElfScanJob) -> dict[str, Any] | None:

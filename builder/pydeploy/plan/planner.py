@@ -57,6 +57,7 @@ class Overrides:
     tags: tuple[str, ...] = ()
     python: str | None = None
     registry: str | None = None  # prefix for tags that are not full references
+    platforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class BuildPlan:
     python_pin: PythonPin | None
     base_image: str
     base_image_origin: str
+    # `--platform` or `platforms`, each `os/arch[/variant]`; empty: the base image's own.
+    platforms: tuple[str, ...]
     app: str
     app_origin: str
     interface: Interface
@@ -158,6 +161,7 @@ class BuildPlan:
                 ),
             },
             "base_image": {"name": self.base_image, "origin": self.base_image_origin},
+            "platforms": list(self.platforms),
             "app": {"target": self.app, "origin": self.app_origin, "interface": self.interface},
             "server": {
                 "type": self.server,
@@ -228,7 +232,7 @@ def make_plan(
             pin = PythonPin(python, ".python-version")
     if overrides.base_image:
         references.check(
-            references.reference_problem(overrides.base_image), overrides.base_image, "--base"
+            references.base_problem(overrides.base_image), overrides.base_image, "--base"
         )
     if base_image:
         base_origin = "--base" if overrides.base_image else "tool.pydeploy.base-image"
@@ -268,6 +272,7 @@ def make_plan(
         python_pin=pin,
         base_image=base_image,
         base_image_origin=base_origin,
+        platforms=_platforms(overrides.platforms or tuple(config.platforms)),
         app=app,
         app_origin=app_origin,
         interface=interface,
@@ -305,6 +310,14 @@ def make_plan(
         resources=config.resources,
         dependency_origin=choice.origin,
     )
+
+
+def _platforms(named: tuple[str, ...]) -> tuple[str, ...]:
+    """Each platform once, in the order named (`--platform a,b` or repeated)."""
+    found = [p.strip() for text in named for p in text.split(",") if p.strip()]
+    for text in found:
+        references.check(references.platform_problem(text), text, "--platform / platforms")
+    return tuple(dict.fromkeys(found))
 
 
 def _resolve_app(project: Project, scan: Scan) -> tuple[str, str, Interface]:

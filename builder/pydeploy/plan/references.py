@@ -164,6 +164,28 @@ def reference_problem(text: str) -> str | None:
     return parsed if isinstance(parsed, str) else None
 
 
+BASE_FILE_KINDS = ("oci:", "docker-archive:")  # a base read from a file, not a registry
+
+
+def base_problem(text: str) -> str | None:
+    """Why `text` is not a base image: a reference, `oci:DIR[:TAG]` or
+    `docker-archive:FILE`."""
+    kind = next((k for k in BASE_FILE_KINDS if text.startswith(k)), None)
+    if kind is not None:
+        return None if text[len(kind) :] else f"`{kind}` needs a path after it"
+    return reference_problem(text)
+
+
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+
+
+def platform_problem(text: str) -> str | None:
+    """Why `text` is not an OCI platform (`os/architecture[/variant]`), or None."""
+    if not _PLATFORM.match(text):
+        return "use os/architecture[/variant], e.g. linux/amd64 or linux/arm64"
+    return None
+
+
 def name_problem(text: str) -> str | None:
     """Why `text` is not a repository name without tag or digest, or None."""
     if ":" in text.rsplit("/", 1)[-1] or "@" in text:

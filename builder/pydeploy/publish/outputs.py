@@ -45,7 +45,7 @@ class Destinations:
     for the archive on its way there, the cache root (registry blob locations) and the
     layer lists of the engine's images it remembers."""
 
-    engine: LoadingEngine
+    engine: LoadingEngine | None  # None: a build without an engine (no `docker` output)
     scratch: Path
     cache: Path
     known: ImageLayers
@@ -55,6 +55,8 @@ class Destinations:
 def publisher_for(output: Output, where: Destinations) -> Publisher:
     """The Publisher that sends an image to `output`."""
     if output.kind == "docker":
+        if where.engine is None:
+            raise AssertionError("the `docker` output without an engine")  # refused earlier
         return DaemonPublisher(where.engine, where.scratch, where.known, where.held)
     if output.kind == "registry":
         return RegistryPublisher(where.cache)

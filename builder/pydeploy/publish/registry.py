@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -38,6 +39,7 @@ from pydeploy.errors import ConfigError, PublishError, RegistryAuthError
 from pydeploy.oci.blobs import sha256_digest
 from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
 from pydeploy.oci.image import Image
+from pydeploy.oci.index import ImageIndex
 from pydeploy.plan.references import HUB_NAMES, Reference, parse_reference, registry_host
 
 _ENV_USER = "PYDEPLOY_REGISTRY_USERNAME"
@@ -723,6 +725,33 @@ def _push(
     if locations is not None:
         locations.record(ref.registry, ref.repository, blobs)
     return digest
+
+
+def push_index(
+    index: ImageIndex,
+    reference: str | Reference,
+    *,
+    progress: PushProgress | None = None,
+    locations: BlobLocations | None = None,
+) -> str:
+    """Push each platform's image by its digest, then the index under `reference`;
+    returns the index's digest. Shared blobs (the app and launcher layers) are sent once:
+    the second image finds them there."""
+    ref = _as_reference(reference)
+    report = progress or (lambda _event: None)
+    for image in index.images:
+        pinned = dataclasses.replace(ref, tag=None, digest=image.registry_manifest_digest())
+        with RegistryClient(pinned, push=True) as client:
+            _push(client, image, pinned, report, locations)
+    with RegistryClient(ref, push=True) as client:
+        returned = client.put_manifest(index.data, MEDIA_TYPE_INDEX)
+    if returned and returned != index.digest:
+        raise PublishError(
+            f"registry {ref.registry} stored the index of {ref} as {returned}, not as "
+            f"{index.digest}; the registry rewrote it."
+        )
+    report(PushEvent("manifest", index.digest, len(index.data)))
+    return index.digest
 
 
 def _in_parallel(

@@ -590,5 +590,5 @@ def test_a_base_outside_the_poetry_python_constraint_is_refused(tmp_path: Path) 
     plan = make_plan(load_project(root), Overrides(base_image="local/base:1"))
     python = stage.PythonInfo("/usr/bin/python3", "3.11.2", "lib/python3.11/site-packages")
     with pytest.raises(ConfigError, match=r"3\.11\.2 \(from base image local/base:1\).*\^3\.12"):
-        stage._check_python(plan, python)
-    stage._check_python(plan, dataclasses.replace(python, version="3.12.1"))
+        stage.check_python(plan, python)
+    stage.check_python(plan, dataclasses.replace(python, version="3.12.1"))

@@ -1,0 +1,87 @@
+"""Target platforms (`os/architecture[/variant]`), as OCI image indexes name them."""
+
+from __future__ import annotations
+
+import platform as _host
+from dataclasses import dataclass
+
+from pydeploy.errors import ConfigError
+
+# architecture -> `uname -m` (and the manylinux/musllinux tag's arch).
+_MACHINES = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "386": "i686",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+# The names Docker also accepts for an architecture (`--platform linux/x86_64`).
+_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386"}
+_ARM_VARIANTS = {"v6": "armv6l", "v7": "armv7l"}
+
+
+@dataclass(frozen=True, order=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """`linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `linux/arm/v7`. arm64's only
+        variant, v8, is left out (as Docker shows it), so both spellings are equal."""
+        parts = text.strip().lower().split("/")
+        if len(parts) not in {2, 3} or not all(parts):
+            raise _refuse(text, "it is not os/architecture[/variant]")
+        os_name, arch = parts[0], _ALIASES.get(parts[1], parts[1])
+        variant = parts[2] if len(parts) == 3 else ""
+        if os_name != "linux":
+            raise _refuse(text, "pydeploy builds Linux images only")
+        if arch == "arm64" and variant in {"", "v8"}:
+            return cls(os_name, arch, "")
+        if arch == "arm":
+            if variant not in _ARM_VARIANTS:
+                raise _refuse(text, "32-bit arm needs a variant, v6 or v7")
+            return cls(os_name, arch, variant)
+        if arch not in _MACHINES:
+            raise _refuse(text, f"the architecture {arch!r} is not one pydeploy knows")
+        if variant:
+            raise _refuse(text, f"{arch} has no variant {variant!r}")
+        return cls(os_name, arch, "")
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def machine(self) -> str:
+        """What `uname -m` says on this platform (x86_64, aarch64)."""
+        if self.architecture == "arm":
+            return _ARM_VARIANTS[self.variant]
+        return _MACHINES[self.architecture]
+
+    def matches(self, os_name: str, architecture: str, variant: str = "") -> bool:
+        """Whether an index entry's or config's platform fields name this platform."""
+        if os_name != self.os or architecture != self.architecture:
+            return False
+        if self.architecture == "arm64":
+            return variant in {"", "v8"}
+        return variant == self.variant
+
+
+def _refuse(text: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{text!r} is not a platform pydeploy can build for: {why}.",
+        hint="Use linux/amd64, linux/arm64 (or linux/arm64/v8), linux/arm/v7, linux/386, "
+        "linux/ppc64le, linux/s390x or linux/riscv64.",
+    )
+
+
+def host_platform() -> Platform:
+    """The platform of this host's CPU (Linux assumed: images are Linux)."""
+    machine = _host.machine().lower()
+    by_machine = {m: a for a, m in _MACHINES.items()}
+    if machine in by_machine:
+        return Platform("linux", by_machine[machine])
+    if machine in {"armv7l", "armv6l"}:
+        return Platform("linux", "arm", machine[3:5])
+    return Platform.parse(f"linux/{machine}")

@@ -1,0 +1,304 @@
+"""The dependencies installed on this host for an image's platform: no engine.
+
+The builder script's `install` job runs here, under this interpreter, in its target mode
+(payload/builder_script.py, TargetJob): uv resolves and installs wheels for the base's
+Python version and platform (`--python-platform`, binary wheels only) into a venv laid
+out as it will be at /opt/venv in the image. Each complete venv is kept in the host cache
+by its dependency key (`venvs/KEY`, written beside and renamed into place, so a killed
+build leaves no half venv that a later one could use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydeploy.builder.credentials import (
+    Masker,
+    index_environment,
+    index_settings,
+    read_credentials,
+)
+from pydeploy.builder.stage import BUILD_ENV, BuilderImage, PythonInfo, install_job
+from pydeploy.builder.transcript import Reporting, Transcript, attach, explain_failure
+from pydeploy.cachekeys import MARKER, RECIPE_VERSION
+from pydeploy.errors import BuildError
+from pydeploy.oci.entries import FileEntry, entries_from_dir
+from pydeploy.payload import source as payload_source
+from pydeploy.payload.builder_script import InstallJob, TargetJob
+from pydeploy.plan import servers
+from pydeploy.plan.depinputs import (
+    DependencyInputs,
+    dependency_inputs,
+    dependency_key,
+    input_files,
+)
+from pydeploy.plan.index import CA_ENV_VARS
+from pydeploy.plan.planner import VENV, BuildPlan
+
+HOST_VENVS = "venvs"  # under the host cache root: one complete venv per dependency key
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a venv is installed for: the base's interpreter, machine and C library."""
+
+    python: PythonInfo
+    machine: str  # uname -m of the image's platform: x86_64, aarch64
+    libc: tuple[str, str]  # ("glibc", "2.36") or ("musl", "1.2")
+
+    def python_platform(self) -> str:
+        """uv's --python-platform: the manylinux/musllinux tag of this libc and machine."""
+        family, version = self.libc
+        major, _, minor = version.partition(".")
+        kind = "musllinux" if family == "musl" else "manylinux"
+        return f"{self.machine}-{kind}_{major}_{minor or 0}"
+
+    def key(self) -> str:
+        """Stands where the engine path has its builder's content key."""
+        document = ["host-target", RECIPE_VERSION, self.python_platform(), self.python.version,
+                    self.python.executable, self.python.site_packages]  # fmt: skip
+        return hashlib.sha256(json.dumps(document).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HostVenv:
+    key: str
+    path: Path  # the complete venv in the host cache
+    pins: tuple[str, ...]
+    source: str
+    cached: bool
+    compiled: bool  # whether its bytecode was compiled (a matching host interpreter)
+
+
+def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Reporting) -> HostVenv:
+    """The venv for this dependency set and target: from the host cache when complete,
+    else installed here. A dependency with no wheel for the target is a BuildError that
+    names it (the ways out: a wheel, or an engine)."""
+    inputs = dependency_inputs(plan, target.python.version)
+    wanted = servers.plan_packages(plan)
+    key = dependency_key(target.key(), inputs, wanted, index_settings(plan.index))
+    root = cache / HOST_VENVS
+    done = root / key[:32]
+    marker = _marker(done)
+    if marker is not None:
+        report.progress("install", 0.0, f"cached in {done}")
+        pins = tuple(str(p) for p in marker.get("pins", []))
+        return HostVenv(key, done, pins, inputs.source, True, bool(marker.get("bytecode")))
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
+    with _workdir(root) as work:
+        src = work / "src"
+        for name, path in input_files(inputs):
+            dest = src / name
+            if path.is_dir() and not path.is_symlink():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest, follow_symlinks=False)
+        venv = work / "venv"
+        compile_python = host_python(target.python.version)
+        job = _job(inputs, key, wanted, target, (src, work / "build", venv), compile_python)
+        result = _run_job(plan, job, work, report)
+        (venv / MARKER).write_text(
+            json.dumps({**result, "bytecode": bool(compile_python)}, sort_keys=True),
+            encoding="utf-8",
+        )
+        try:
+            venv.rename(done)
+        except OSError:
+            if _marker(done) is None:  # unless a concurrent build finished it first
+                raise
+    pins = tuple(str(p) for p in result.get("pins", []))
+    return HostVenv(key, done, pins, inputs.source, False, bool(compile_python))
+
+
+def venv_entries(venv: HostVenv) -> list[FileEntry]:
+    """The venv's entries at their image paths, without pydeploy's own record."""
+    entries = entries_from_dir(venv.path, VENV.lstrip("/"))
+    record = f"{VENV.lstrip('/')}/{MARKER}"
+    return [entry for entry in entries if entry.path != record]
+
+
+def _marker(venv: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads((venv / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+@contextlib.contextmanager
+def _workdir(root: Path) -> Iterator[Path]:
+    """A private directory beside the cache entries, named by this process (so a later
+    build can tell one a killed build left), removed however the block ends."""
+    path = root / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Work directories of builds whose process is gone (SIGKILL, OOM)."""
+    for path in root.glob(".tmp-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def host_python(version: str) -> str:
+    """A host interpreter of the target's X.Y (bytecode is per minor version), or ""."""
+    minor = ".".join(version.split(".")[:2])
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == minor:
+        return sys.executable
+    found = shutil.which(f"python{minor}")
+    return found or ""
+
+
+def _uv_binary() -> Path:
+    try:
+        from uv import find_uv_bin  # noqa: PLC0415 - only installs need it
+
+        return Path(find_uv_bin())
+    except (ImportError, FileNotFoundError) as exc:
+        found = shutil.which("uv")
+        if found:
+            return Path(found)
+        raise BuildError(
+            "An install without an engine runs uv on this host, and none was found.",
+            hint="Install pydeploy with its dependencies (uv is one), or put uv on PATH.",
+        ) from exc
+
+
+def _job(  # noqa: PLR0913, PLR0917 - the job document's parts
+    inputs: DependencyInputs,
+    key: str,
+    wanted: tuple[str, ...],
+    target: Target,
+    dirs: tuple[Path, Path, Path],
+    compile_python: str,
+) -> InstallJob:
+    src, work, venv = dirs
+    uv = _uv_binary()
+    uv_dir = uv.parent.parent
+    if uv.parent.name != "bin":  # ensure_uv looks for UV_DIR/bin/uv
+        uv_dir = venv.parent / "uv"
+        (uv_dir / "bin").mkdir(parents=True)
+        (uv_dir / "bin" / "uv").symlink_to(uv)
+    # The engine path's job document, pointed at this host's directories.
+    builder = BuilderImage("(host)", "", target.python, target.key())
+    job = install_job(inputs, key, wanted, builder)
+    target_job: TargetJob = {
+        "python_platform": target.python_platform(),
+        "python_version": target.python.version,
+        "executable": target.python.executable,
+        "site_packages": target.python.site_packages,
+        "venv_path": VENV,
+        "compile_python": compile_python,
+    }
+    return {
+        **job, "uv_dir": str(uv_dir), "uv_seed": "", "uv_seed_offered": False,
+        "inputs": str(src), "work": str(work), "venv": str(venv), "light": False,
+        "previous": "", "elf_scan": None, "target": target_job,
+    }  # fmt: skip
+
+
+def _environment(plan: BuildPlan) -> tuple[dict[str, str], bytes, Masker]:
+    credentials = read_credentials(plan.index, os.environ)
+    env = {**os.environ, **BUILD_ENV, "PYTHONUNBUFFERED": "1"}
+    ca = plan.index.ca_bundle
+    if ca:
+        env |= dict.fromkeys(CA_ENV_VARS, str(ca))
+    indexes = index_environment(plan.index, credentials)
+    env |= indexes.public
+    secrets = json.dumps(indexes.secret, sort_keys=True).encode() + b"\n"
+    return env, secrets, Masker(credentials.secrets())
+
+
+def _run_job(plan: BuildPlan, job: InstallJob, work: Path, report: Reporting) -> dict[str, Any]:
+    """The builder script's install, here; its result, or the error its output explains."""
+    script = work / "builder_script.py"
+    script.write_bytes(payload_source("builder_script.py"))
+    job_file = work / "job.json"
+    job_file.write_text(json.dumps(job), encoding="utf-8")
+    env, secrets, masker = _environment(plan)
+    transcript = Transcript(report.progress, masker, report.output, report.verbose)
+    with subprocess.Popen(
+        [sys.executable, str(script), "install", str(job_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, cwd=work, start_new_session=True,
+    ) as proc:  # fmt: skip
+        assert proc.stdin is not None  # noqa: S101 - PIPEs
+        assert proc.stdout is not None  # noqa: S101
+        # The secrets line; stdin then stays open as the script's lifeline (it stops
+        # when this process is gone).
+        proc.stdin.write(secrets)
+        proc.stdin.flush()
+        try:
+            for raw in proc.stdout:
+                transcript(raw.decode("utf-8", "replace").rstrip("\n"))
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            threading.Thread(target=proc.stdin.close, daemon=True).start()
+        code = proc.wait()
+    if code == 0 and transcript.result is not None:
+        return transcript.result
+    missing = no_wheel(transcript.text)
+    if missing:
+        raise attach(_no_wheel_error(plan, missing, job), transcript.text)
+    raise attach(explain_failure(transcript.failed_step, transcript.text, plan), transcript.text)
+
+
+_NO_WHEEL = re.compile(
+    r"Wheels are required for `([^`]+)`"
+    r"|Because (?:all versions of )?(\S+?)(?:[=<>!~]=?\S*)? has no (?:usable )?wheels"
+)
+
+
+def no_wheel(output: str) -> str | None:
+    """The package uv found no wheel for (builds from source are off), if that failed."""
+    match = _NO_WHEEL.search(output)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> BuildError:
+    target = job.get("target")
+    platform = target["python_platform"] if target else "?"
+    version = target["python_version"] if target else "?"
+    return BuildError(
+        f"`{name}` has no wheel for {platform} (Python {version}), and a build without an "
+        "engine installs wheels only: compiling it needs a builder container of that "
+        "platform.",
+        hint=(
+            "Build where a Docker or Podman engine answers (local or DOCKER_HOST): pydeploy "
+            "then compiles it in a builder; or use a version of "
+            f"`{name}` that publishes a wheel for this platform (or an index that has one), "
+            f"in {plan.project.pyproject}."
+        ),
+    )

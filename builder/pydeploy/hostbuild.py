@@ -1,0 +1,378 @@
+"""`pydeploy build` with the dependencies installed on this host: the build without an
+engine, and the build for platforms other than the engine's (multi-platform images).
+
+plan -> per platform: base (registry, OCI layout or docker-archive; pydeploy.base) ->
+venv installed here for that platform (builder.hostinstall) -> layers -> one app check
+-> final images (-> an OCI image index for several platforms) -> outputs.
+
+The app, user, writable and launcher layers are the same bytes on every platform (their
+digests are shared); the dependency and no-setuid layers are each platform's own. The
+check runs once, where it can run honestly: in the engine for the platform it runs
+natively, else with a host interpreter of the image's Python X.Y when the platform is
+this host's, else not at all (reported as skipped, with the reason). Its answer (the
+interface and what one worker costs) settles one launcher for every platform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import platform as host_machine
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydeploy import build as engine_build
+from pydeploy.base.platforms import Platform, host_platform
+from pydeploy.base.source import FetchedBase, fetch_base, parse_base_source
+from pydeploy.builder import appcheck, hostinstall
+from pydeploy.builder import stage as wheels
+from pydeploy.builder.transcript import Reporting
+from pydeploy.cache import prune as cachegc
+from pydeploy.cachedir import cache_root
+from pydeploy.cachekeys import DEPENDENCY_LAYERS_RECIPE, INDEX_APP_CHECK, INDEX_VENV_LAYERS
+from pydeploy.engine.client import Engine
+from pydeploy.errors import ConfigError
+from pydeploy.layers import assemble, dependencies
+from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.image import Image, assemble_image
+from pydeploy.oci.index import ImageIndex
+from pydeploy.oci.layer import Layer
+from pydeploy.plan import servers
+from pydeploy.plan.appfiles import app_files
+from pydeploy.plan.memory import describe as describe_memory
+from pydeploy.plan.planner import BuildPlan
+from pydeploy.progress import Progress
+from pydeploy.publish import daemon, index_outputs
+from pydeploy.publish import outputs as publish
+
+
+@dataclass(frozen=True)
+class _Platformed:
+    """One platform's part of the build, up to the launcher."""
+
+    platform: Platform
+    fetched: FetchedBase
+    venv: hostinstall.HostVenv
+    below_launcher: list[Layer]
+
+
+@dataclass
+class IndexResult:
+    """A multi-platform build: each platform's result and the index that names them."""
+
+    results: list[engine_build.BuildResult]
+    index: ImageIndex
+    tags: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    pushed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.results[0]
+        return {
+            "project": first.plan.project.name,
+            "index_digest": self.index.digest,
+            "tags": list(self.tags),
+            "pushed": self.pushed,
+            "platforms": [result.to_json() for result in self.results],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def build_on_host(
+    plan: BuildPlan,
+    options: engine_build.BuildOptions,
+    progress: Progress,
+    *,
+    platforms: tuple[Platform, ...],
+    engine: Engine | None,
+) -> engine_build.BuildResult | IndexResult:
+    """The build of `platforms` (one result, or an index for several); `engine` (or None)
+    runs only the app check of a platform it runs natively and the `docker` output."""
+    timings: dict[str, float] = {}
+    clock = engine_build.Clock(progress, timings)
+    root = cache_root(options.cache_dir)
+    store = BlobStore(root / "blobs")
+    for problem in _refusals(plan, platforms, options):
+        raise problem
+    waiting = "waiting for `pydeploy prune` to finish with the host cache"
+    with (
+        cachegc.lease(root, lambda: clock.sub("cache", waiting)),
+        tempfile.TemporaryDirectory(prefix="pydeploy-", dir=engine_build.scratch_dir(store)) as tmp,
+        contextlib.ExitStack() as kept,
+    ):
+        scratch = Path(tmp)
+        selected = app_files(plan, store=store)
+        for warning in [*selected.warnings, *engine_build.hidden_by_mounts(plan, selected.entries)]:
+            clock.sub("warning", warning)
+        app_layer = assemble.layer(store, selected.entries, "app")
+        writable = engine_build.writable_layer(store, plan)
+        parts = [
+            _platform_part(plan, store, clock, (app_layer, writable), (p, options, root))
+            for p in platforms
+        ]
+        check = _check(plan, store, parts, (engine, clock, scratch, kept), selected.entries)
+        interface, memory = check.interface, check.memory
+        server = servers.resolve(plan.server, interface)
+        found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
+        where = {"host": f"on this host ({check.reason})", "image": "in the image"}
+        found += f"; ran {where.get(check.where, 'nowhere')}"
+        if check.status == "skipped":
+            found = f"skipped ({check.reason}): {found}"
+        clock.step("app check", found)
+        results = []
+        for part in parts:
+            final_parts = engine_build.FinalParts(
+                part.fetched.base, part.fetched.repo_digest, part.below_launcher
+            )
+            image = engine_build.final_image(plan, store, final_parts, (interface, memory), True)
+            results.append(_result(plan, part, image, check, timings))
+            clock.step(
+                "image", f"{part.platform}: {image.image_id[:19]}, manifest "
+                f"{(image.manifest_digest or '')[:19]}",
+            )  # fmt: skip
+        if len(results) == 1:
+            _publish(results[0], options, engine, scratch, store, clock)
+            return results[0]
+        index = ImageIndex(store, tuple(result.image for result in results))
+        clock.step("index", f"{index.digest[:19]}: {', '.join(str(p) for p in platforms)}")
+        outcome = IndexResult(results, index, plan.tags, timings)
+        for output in options.outputs:
+            report = functools.partial(clock.sub, index_outputs.step(output))
+            done = index_outputs.publish_index(output, index, plan.tags, root, report)
+            outcome.pushed.update(done.pushed)
+            clock.step(index_outputs.step(output), done.detail)
+        return outcome
+
+
+def _refusals(
+    plan: BuildPlan, platforms: tuple[Platform, ...], options: engine_build.BuildOptions
+) -> Iterator[ConfigError]:
+    """What a build of its dependencies on this host cannot do (each needs a container)."""
+    pyproject = plan.project.pyproject
+    needs = "runs in a container, so it needs an engine"
+    if plan.runtime_packages:
+        yield ConfigError(
+            f"`tool.pydeploy.runtime-packages` in {pyproject} installs Debian packages with "
+            f"apt, which {needs}; this build installs its dependencies without one.",
+            hint="Build where a Docker or Podman engine answers (local or DOCKER_HOST), or "
+            "use a base image that has those packages already.",
+        )
+    if plan.build_commands:
+        yield ConfigError(
+            f"`tool.pydeploy.build-commands` in {pyproject}: a build command {needs}; this "
+            "build has none.",
+            hint="Build where a Docker or Podman engine answers, or run the commands before "
+            "`pydeploy build` and ship their output with the app's files.",
+        )
+    if plan.install_project:
+        yield ConfigError(
+            f"{pyproject} has a build system, and building the project's own wheel without an "
+            "engine is not supported yet.",
+            hint="Build where a Docker or Podman engine answers, or set "
+            "`tool.pydeploy.install-project = false` if the app runs from its files.",
+        )
+    if len(platforms) > 1:
+        for output in options.outputs:
+            if output.kind in {"docker", "docker-archive"}:
+                yield ConfigError(
+                    f"--output {output}: an engine and a docker-archive hold one platform's "
+                    f"image per name, and this build makes {len(platforms)} "
+                    f"({', '.join(str(p) for p in platforms)}).",
+                    hint="Push them (--push) or write an OCI layout (--output oci:DIR), which "
+                    "hold the image index; or build one --platform for the engine.",
+                )
+
+
+def _platform_part(
+    plan: BuildPlan,
+    store: BlobStore,
+    clock: engine_build.Clock,
+    shared: tuple[Layer, list[Layer]],
+    where: tuple[Platform, engine_build.BuildOptions, Path],
+) -> _Platformed:
+    platform, options, root = where
+    app_layer, writable = shared
+    source = parse_base_source(plan.base_image)
+    fetched = fetch_base(source, platform, store, progress=functools.partial(clock.sub, "base"))
+    facts = fetched.facts
+    assemble.check_user_id(plan, facts.passwd, facts.group)
+    wheels.check_python(plan, facts.python)
+    clock.step(
+        "base image", f"{platform}: {fetched.repo_digest} (Python {facts.python.version}, "
+        f"{facts.libc[0]} {facts.libc[1]})",
+    )  # fmt: skip
+    target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
+    report = Reporting(clock.stage_progress(), options.verbose, options.output)
+    venv = hostinstall.install_on_host(plan, target, root, report)
+    clock.step(
+        "dependencies",
+        f"{platform}: {'cached' if venv.cached else 'installed'}, {len(venv.pins)} packages"
+        + ("" if venv.compiled else " (no bytecode: no matching Python on this host)"),
+    )
+    base = fetched.base
+    setuid = engine_build.cached_setuid_layer(store, plan, base.image_id)
+    if setuid is None:
+        scans = assemble.stored_layer_scans(store, base)
+        setuid = engine_build.setuid_layer(store, plan, base.image_id, scans)
+    below = [
+        *setuid,
+        assemble.layer(store, assemble.user_entries(plan, facts.passwd, facts.group), "user"),
+        *_venv_layers(store, venv),
+        app_layer,
+        *writable,
+    ]
+    return _Platformed(platform, fetched, venv, below)
+
+
+def _venv_layers(store: BlobStore, venv: hostinstall.HostVenv) -> list[Layer]:
+    """The dependency layers, split as the engine path splits them, cached by the key."""
+    key = f"host\0{DEPENDENCY_LAYERS_RECIPE}\0{venv.key}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    cached = engine_build.stored_layers(store, store.read_index(INDEX_VENV_LAYERS, digest))
+    if cached is not None:
+        return cached
+    entries = hostinstall.venv_entries(venv)
+    layers = [engine_build.dependency_layer(store, part) for part in dependencies.split(entries)]
+    store.write_index(INDEX_VENV_LAYERS, digest, {"layers": [la.to_doc() for la in layers]})
+    return layers
+
+
+def _check(
+    plan: BuildPlan,
+    store: BlobStore,
+    parts: list[_Platformed],
+    where: tuple[Engine | None, engine_build.Clock, Path, contextlib.ExitStack],
+    app: list[FileEntry],
+) -> appcheck.AppCheck:
+    """One app check for every platform: in the engine for a platform it runs natively,
+    else with a host interpreter for this host's platform, else none (and why)."""
+    engine, clock, scratch, kept = where
+    if plan.check_skip:
+        return appcheck.skipped(plan)
+    native = host_platform()
+    report = Reporting(clock.stage_progress())
+    if engine is not None:
+        runs = _engine_platform(engine)
+        part = next((p for p in parts if p.platform == runs), None)
+        if part is not None:
+            return _engine_check(plan, store, part, (engine, scratch, kept), report)
+    part = next((p for p in parts if p.platform == native), None)
+    if part is None:
+        listed = ", ".join(str(p.platform) for p in parts)
+        return appcheck.not_run(
+            plan, f"no engine runs {listed}, and this host is {native}: nothing here can "
+            "import the app's venv",
+        )  # fmt: skip
+    python = hostinstall.host_python(part.fetched.facts.python.version)
+    family = part.fetched.facts.libc[0]
+    if not python or family != _host_libc():
+        minor = ".".join(part.fetched.facts.python.version.split(".")[:2])
+        return appcheck.not_run(
+            plan, f"no engine, and this host has no Python {minor} with {family} to import "
+            "the image's venv",
+        )  # fmt: skip
+    key = "host\0" + appcheck.cache_key(
+        plan, [p.diff_id for p in part.below_launcher], dict(plan.check_env), python
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    cached = engine_build.check_answer(store.read_index(INDEX_APP_CHECK, digest))
+    if cached is not None:
+        return appcheck.AppCheck(*cached, cached=True, where="host", reason=f"host ({python})")
+    app_dir = scratch / "check-app"
+    _write_files(app, app_dir, strip="app/")
+    site = part.venv.path / part.fetched.facts.python.site_packages
+    run = appcheck.HostRun(python, site, app_dir, scratch / "check")
+    run.scratch.mkdir()
+    check = appcheck.run_host_check(plan, run, report)
+    store.write_index(
+        INDEX_APP_CHECK, digest, {"interface": check.interface, "memory": check.memory.to_doc()}
+    )
+    return check
+
+
+def _engine_check(
+    plan: BuildPlan,
+    store: BlobStore,
+    part: _Platformed,
+    where: tuple[Engine, Path, contextlib.ExitStack],
+    report: Reporting,
+) -> appcheck.AppCheck:
+    """The check in the engine, in the runtime image of `part` (its planned launcher)."""
+    engine, scratch, kept = where
+    base = part.fetched.base
+    settings = assemble.runtime_settings(
+        plan, engine_build.base_env(base), engine_build.transient_labels(engine)
+    )
+    launcher = assemble.layer(store, assemble.launcher_entries(plan.launch), "launcher")
+    image = assemble_image(store, base, [*part.below_launcher, launcher], settings, manifest=False)
+    image_id = kept.enter_context(engine_build.loaded(engine, store, image, scratch))
+    return appcheck.run_check(engine, plan, image_id, report)
+
+
+def _engine_platform(engine: Engine) -> Platform:
+    os_name, arch = engine.platform()
+    return Platform(os_name, arch)
+
+
+def _host_libc() -> str:
+    name, _ = host_machine.libc_ver()
+    return "glibc" if name == "glibc" else (name or "unknown")
+
+
+def _write_files(entries: list[FileEntry], dest: Path, *, strip: str) -> None:
+    """The app layer's files on disk, for the host check (its cwd)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        if not entry.path.startswith(strip):
+            continue
+        path = dest / entry.path[len(strip) :]
+        if entry.kind == "dir":
+            path.mkdir(parents=True, exist_ok=True)
+        elif entry.kind == "symlink":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(entry.linkname)
+        elif entry.kind == "file":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = entry.data if entry.data is not None else Path(str(entry.source)).read_bytes()
+            path.write_bytes(data)
+            path.chmod(entry.mode & 0o777)
+
+
+def _result(
+    plan: BuildPlan,
+    part: _Platformed,
+    image: Image,
+    check: appcheck.AppCheck,
+    timings: dict[str, float],
+) -> engine_build.BuildResult:
+    server = servers.resolve(plan.server, check.interface)
+    return engine_build.BuildResult(
+        image=image, tags=plan.tags, plan=plan, interface=check.interface, server=server,
+        pins=part.venv.pins, dependencies_cached=part.venv.cached,
+        dependencies_volume=str(part.venv.path), timings=timings, memory=check.memory,
+        check=check, base_image_id=part.fetched.base.image_id, path="host",
+    )  # fmt: skip
+
+
+def _publish(  # noqa: PLR0913, PLR0917 - the result and where its outputs go
+    result: engine_build.BuildResult,
+    options: engine_build.BuildOptions,
+    engine: Engine | None,
+    scratch: Path,
+    store: BlobStore,
+    clock: engine_build.Clock,
+) -> None:
+    destinations = publish.Destinations(
+        engine, scratch, store.root.parent, daemon.ImageLayers(store)
+    )
+    for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
+        done = publisher.publish(
+            result.image, result.plan.tags, functools.partial(clock.sub, publisher.step)
+        )
+        result.pushed.update(done.pushed)
+        clock.step(publisher.step, done.detail)
