@@ -93,6 +93,7 @@ LABEL_CACHE = "pydeploy.cache"  # "1"
 
 # --- host cache directories and index kinds ---------------------------------------------
 
+HOST_VENVS_DIR = "venvs"  # builds without an engine: one complete venv per dependency key
 UNCHANGED_DIR = "unchanged"  # the no-change records, one file per command key; `prune` ages them
 
 # --- host cache index kinds (BlobStore.read_index / write_index) ------------------------

@@ -119,8 +119,8 @@ def build_on_host(
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
         found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
-        where = {"host": f"on this host ({check.reason})", "image": "in the image"}
-        found += f"; ran {where.get(check.where, 'nowhere')}"
+        if check.where == "host":
+            found += f"; ran on this host ({check.reason})"
         if check.status == "skipped":
             found = f"skipped ({check.reason}): {found}"
         clock.step("app check", found)
@@ -203,8 +203,8 @@ def _platform_part(
     assemble.check_user_id(plan, facts.passwd, facts.group)
     wheels.check_python(plan, facts.python)
     clock.step(
-        "base image", f"{platform}: {fetched.repo_digest} (Python {facts.python.version}, "
-        f"{facts.libc[0]} {facts.libc[1]})",
+        "base image", f"{platform}: {fetched.repo_digest or source} (Python "
+        f"{facts.python.version}, {facts.libc[0]} {facts.libc[1]})",
     )  # fmt: skip
     target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
     report = Reporting(clock.stage_progress(), options.verbose, options.output)
@@ -282,7 +282,8 @@ def _check(
     digest = hashlib.sha256(key.encode()).hexdigest()
     cached = engine_build.check_answer(store.read_index(INDEX_APP_CHECK, digest))
     if cached is not None:
-        return appcheck.AppCheck(*cached, cached=True, where="host", reason=f"host ({python})")
+        reason = f"no engine: {python}"
+        return appcheck.AppCheck(*cached, cached=True, where="host", reason=reason)
     app_dir = scratch / "check-app"
     _write_files(app, app_dir, strip="app/")
     site = part.venv.path / part.fetched.facts.python.site_packages

@@ -62,6 +62,7 @@ PINNED = {
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
     "UNCHANGED_DIR": "unchanged",
+    "HOST_VENVS_DIR": "venvs",
 }
 
 

@@ -172,7 +172,6 @@ def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppChec
     image's (nothing of the host's own packages is visible), from a copy of the app's
     files. What it cannot show: the base's own files and libraries, the runtime uid and
     the read-only root filesystem; the build's output says where the check ran."""
-    started = time.monotonic()
     venv = host.scratch / "check-venv"
     minor = host.site_packages.parent.name  # "python3.11"
     (venv / "bin").mkdir(parents=True)
@@ -218,10 +217,9 @@ def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppChec
             ),
             transcript.text,
         )
-    report.progress("app check", time.monotonic() - started, None)
     version = ".".join(map(str, sys.version_info[:3])) if host.python == sys.executable else ""
-    where = f"host ({host.python}{' ' + version if version else ''})"
-    return _answer(plan, transcript.result, transcript.text, where="host", reason=where)
+    reason = f"no engine: {host.python}" + (f" (Python {version})" if version else "")
+    return _answer(plan, transcript.result, transcript.text, where="host", reason=reason)
 
 
 def not_run(plan: BuildPlan, reason: str) -> AppCheck:

@@ -33,7 +33,7 @@ from pydeploy.builder.credentials import (
 )
 from pydeploy.builder.stage import BUILD_ENV, BuilderImage, PythonInfo, install_job
 from pydeploy.builder.transcript import Reporting, Transcript, attach, explain_failure
-from pydeploy.cachekeys import MARKER, RECIPE_VERSION
+from pydeploy.cachekeys import HOST_VENVS_DIR, MARKER, RECIPE_VERSION
 from pydeploy.errors import BuildError
 from pydeploy.oci.entries import FileEntry, entries_from_dir
 from pydeploy.payload import source as payload_source
@@ -47,8 +47,6 @@ from pydeploy.plan.depinputs import (
 )
 from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.planner import VENV, BuildPlan
-
-HOST_VENVS = "venvs"  # under the host cache root: one complete venv per dependency key
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Report
     inputs = dependency_inputs(plan, target.python.version)
     wanted = servers.plan_packages(plan)
     key = dependency_key(target.key(), inputs, wanted, index_settings(plan.index))
-    root = cache / HOST_VENVS
+    root = cache / HOST_VENVS_DIR
     done = root / key[:32]
     marker = _marker(done)
     if marker is not None:

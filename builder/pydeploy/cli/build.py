@@ -87,7 +87,7 @@ def choose_path(
     from pydeploy.plan import buildpath  # noqa: PLC0415
 
     host = str(host_platform())
-    if engine is not None:
+    if engine is not None and plan.platforms:  # what is foreign is the engine's to say
         os_name, arch = engine.platform()
         host = f"{os_name}/{arch}"
     return buildpath.choose(
@@ -129,9 +129,15 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
 
     overrides = Overrides(base_image=base_image, tags=tags, network=network, platforms=platforms)
     the_plan = project_plan(directory, overrides)
+    from pydeploy.errors import PydeployError  # noqa: PLC0415
+
+    path: BuildPath | str
     with Session() as session:
         engine = None if no_engine else session.engine_if_any()
-        path = choose_path(the_plan, _output_kinds(outputs, push), engine, no_engine=no_engine)
+        try:
+            path = choose_path(the_plan, _output_kinds(outputs, push), engine, no_engine=no_engine)
+        except PydeployError as exc:  # the plan is still worth showing, with why it stops
+            path = exc.message
     render.show_plan(the_plan, as_json, path)
 
 

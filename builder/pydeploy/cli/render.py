@@ -285,15 +285,21 @@ def _run_rows(plan: BuildPlan) -> list[tuple[str, str]]:
     return rows
 
 
-def show_plan(plan: BuildPlan, as_json: bool, path: BuildPath | None = None) -> None:
+def show_plan(plan: BuildPlan, as_json: bool, path: BuildPath | str | None = None) -> None:
+    """The plan, and the path the build takes (or, as text, why it would stop)."""
     if as_json:
-        echo_json({**plan.to_json(), **({"path": path.to_json()} if path else {})})
+        shown: dict[str, object] | None = None
+        if path is not None:
+            shown = {"refused": path} if isinstance(path, str) else path.to_json()
+        echo_json({**plan.to_json(), **({"path": shown} if shown else {})})
     else:
         click.echo(plan_text(plan))
-        if path is not None:
+        if isinstance(path, str):
+            click.echo(f"path: the build would stop here: {path}")
+        elif path is not None:
             where = "a builder container" if path.kind == "engine" else "this host"
-            shown = f" for {', '.join(path.platforms)}" if path.platforms else ""
-            click.echo(f"path: {path.kind}: dependencies installed in {where}{shown}")
+            listed = f" for {', '.join(path.platforms)}" if path.platforms else ""
+            click.echo(f"path: {path.kind}: dependencies installed in {where}{listed}")
             click.echo(f"      because {path.reason}")
 
 

@@ -1016,7 +1016,7 @@ def compiled_local_packages(site: Path, local_names: list[str]) -> list[str]:
     wanted = {normalize(name) for name in local_names}
     found = []
     for wheel in site.glob("*.dist-info/WHEEL"):
-        name = normalize(wheel.parent.name.rsplit("-", 1)[0])
+        name = normalize(wheel.parent.name[: -len(".dist-info")].rsplit("-", 1)[0])
         if name not in wanted:
             continue
         tags = [ln.split(":", 1)[1].strip() for ln in wheel.read_text(encoding="utf-8").splitlines()
