@@ -105,7 +105,7 @@ def test_fastapi_app_builds_and_serves_on_podman_and_a_code_change_rebuilds_the_
     assert body == {"app": "fastapi-app", "message": "changed"}
 
 
-def test_flask_app_builds_and_serves_on_podman(
+def test_flask_app_with_system_packages_and_build_commands_builds_and_serves_on_podman(
     podman_engine: PodmanEngine,
     podman_cache: Path,
     run_pydeploy: RunPydeploy,
@@ -113,10 +113,36 @@ def test_flask_app_builds_and_serves_on_podman(
     free_port: int,
     wait_http: WaitHttp,
 ) -> None:
+    """The system layer (apt in a container, read back by `docker export` and `docker
+    diff`) and the build layer (a build command's output, by diff and archive)."""
     project = tmp_path / "flask-app"
     shutil.copytree(EXAMPLES_DIR / "flask-app", project)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text(encoding="utf-8").replace(
+            'app = "app:app"\n',
+            'app = "app:app"\nruntime-packages = ["libpq5"]\n'
+            'build-commands = ["mkdir -p built && echo from-build > built/out.txt"]\n',
+        ),
+        encoding="utf-8",
+    )
     tag = f"pydeploy-test/podman-flask:{uuid.uuid4().hex[:12]}"
     result = _build(run_pydeploy, podman_engine, podman_cache, project, tag)
     assert result["interface"] == "wsgi"
+    assert {"system", "build"} <= set(_own_layers(result))
     body = json.loads(_serve(podman_engine, tag, free_port, wait_http))
     assert body == {"app": "flask-app", "message": "hello"}
+    # A one-off command in the image: the build command's file, libpq from the system layer.
+    container = podman_engine.client.containers.create(
+        tag, ["/bin/sh", "-c", "cat /app/built/out.txt && ls /usr/lib/*/libpq.so.5"],
+        network_mode="none", labels=TEST_LABELS,
+    )  # fmt: skip
+    try:
+        container.start()
+        status = container.wait(timeout=60)
+        output = container.logs().decode("utf-8", "replace")
+    finally:
+        container.remove(force=True, v=True)
+    assert status["StatusCode"] == 0, output
+    assert output.startswith("from-build\n")
+    assert "libpq.so.5" in output
