@@ -56,6 +56,9 @@ APT_VOLUME_PREFIX = "pydeploy-apt-"
 # + a key of the base image: an empty volume whose labels hold the probe
 PYTHON_VOLUME_PREFIX = "pydeploy-python-"
 BUILDER_REPOSITORY = "pydeploy-builder"  # full builder images, tagged by their content key
+# A base read without the engine (registry, OCI layout, archive), loaded into it for a
+# builder container of its platform: tagged ARCH-IMAGEID16.
+BASE_REPOSITORY = "pydeploy-base"
 PRELOAD_REPOSITORY = "pydeploy-preload"  # a build's preloaded final image, tagged by build ID
 
 # Records pydeploy keeps inside a venv volume (at its root).
@@ -101,6 +104,7 @@ UNCHANGED_DIR = "unchanged"  # the no-change records, one file per command key; 
 INDEX_DOCKER_SAVE = "docker-save"  # an imported base image, by image ID
 INDEX_BASE_ACCOUNTS = "base-accounts"  # the base's /etc/passwd and /etc/group, by image ID
 INDEX_BASE_CONFIG = "base-config"  # a base's config alone (no blobs), by image ID
+INDEX_BASE_ARCHIVE = "base-archive"  # a docker-archive base's image ID, by path and stat
 INDEX_BASE_FACTS = "base-facts"  # accounts, interpreter, libc read from its layers, by image ID
 INDEX_APP_CHECK = "app-check"  # interface and worker memory, by the check's inputs
 INDEX_APP_CHECK_LAST = "app-check-last"  # the last check's answer, by project and app

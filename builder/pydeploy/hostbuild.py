@@ -16,14 +16,19 @@ interface and what one worker costs) settles one launcher for every platform.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
+import os
 import platform as host_machine
+import tarfile
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from pydeploy import build as engine_build
 from pydeploy.base.platforms import Platform, host_platform
@@ -33,19 +38,26 @@ from pydeploy.builder import stage as wheels
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
 from pydeploy.cachedir import cache_root
-from pydeploy.cachekeys import DEPENDENCY_LAYERS_RECIPE, INDEX_APP_CHECK, INDEX_VENV_LAYERS
+from pydeploy.cachekeys import (
+    BASE_REPOSITORY,
+    DEPENDENCY_LAYERS_RECIPE,
+    INDEX_APP_CHECK,
+    INDEX_PROJECT_LAYER,
+    INDEX_VENV_LAYERS,
+    PROJECT_RECIPE,
+)
 from pydeploy.engine.client import Engine
 from pydeploy.errors import ConfigError
 from pydeploy.layers import assemble, dependencies
 from pydeploy.oci.blobs import BlobStore
-from pydeploy.oci.entries import FileEntry
+from pydeploy.oci.entries import FileEntry, entries_from_dir
 from pydeploy.oci.image import Image, assemble_image
 from pydeploy.oci.index import ImageIndex
-from pydeploy.oci.layer import Layer
+from pydeploy.oci.layer import Layer, open_uncompressed
 from pydeploy.plan import servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import describe as describe_memory
-from pydeploy.plan.planner import BuildPlan
+from pydeploy.plan.planner import VENV, BuildPlan
 from pydeploy.progress import Progress
 from pydeploy.publish import daemon, index_outputs
 from pydeploy.publish import outputs as publish
@@ -111,11 +123,18 @@ def build_on_host(
             clock.sub("warning", warning)
         app_layer = assemble.layer(store, selected.entries, "app")
         writable = engine_build.writable_layer(store, plan)
-        parts = [
-            _platform_part(plan, store, clock, (app_layer, writable), (p, options, root))
-            for p in platforms
-        ]
-        check = _check(plan, store, parts, (engine, clock, scratch, kept), selected.entries)
+        # Each platform's base and install are mostly waiting (registry, index, uv):
+        # side by side, one thread each.
+        with ThreadPoolExecutor(max_workers=len(platforms), thread_name_prefix="pydeploy") as pool:
+            parts = list(
+                pool.map(
+                    lambda p: _platform_part(
+                        plan, store, clock, (app_layer, writable), (p, options, root, engine)
+                    ),
+                    platforms,
+                )
+            )
+        check = _check(plan, store, parts, (engine, clock, scratch, kept))
         interface, memory = check.interface, check.memory
         server = servers.resolve(plan.server, interface)
         found = f"{plan.app} is {interface.upper()}; server {server}; {describe_memory(memory)}"
@@ -169,13 +188,6 @@ def _refusals(
             hint="Build where a Docker or Podman engine answers, or run the commands before "
             "`pydeploy build` and ship their output with the app's files.",
         )
-    if plan.install_project:
-        yield ConfigError(
-            f"{pyproject} has a build system, and building the project's own wheel without an "
-            "engine is not supported yet.",
-            hint="Build where a Docker or Podman engine answers, or set "
-            "`tool.pydeploy.install-project = false` if the app runs from its files.",
-        )
     if len(platforms) > 1:
         for output in options.outputs:
             if output.kind in {"docker", "docker-archive"}:
@@ -193,9 +205,9 @@ def _platform_part(
     store: BlobStore,
     clock: engine_build.Clock,
     shared: tuple[Layer, list[Layer]],
-    where: tuple[Platform, engine_build.BuildOptions, Path],
+    where: tuple[Platform, engine_build.BuildOptions, Path, Engine | None],
 ) -> _Platformed:
-    platform, options, root = where
+    platform, options, root, engine = where
     app_layer, writable = shared
     source = parse_base_source(plan.base_image)
     fetched = fetch_base(source, platform, store, progress=functools.partial(clock.sub, "base"))
@@ -207,11 +219,25 @@ def _platform_part(
         f"{facts.python.version}, {facts.libc[0]} {facts.libc[1]})",
     )  # fmt: skip
     target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
-    report = Reporting(clock.stage_progress(), options.verbose, options.output)
-    venv = hostinstall.install_on_host(plan, target, root, report)
+
+    def progress(step: str, _elapsed: float, detail: str | None) -> None:
+        clock.sub(step, f"{platform}: {detail}" if detail else str(platform))
+
+    report = Reporting(progress, options.verbose, options.output)
+    try:
+        venv = hostinstall.install_on_host(plan, target, root, report)
+    except hostinstall.NeedsBuilderError as exc:
+        if engine is None or not _runs(engine, platform):
+            raise
+        clock.sub(
+            "dependencies", f"{platform}: {exc.message.split(':')[0]}; a builder installs them"
+        )
+        venv = _install_in_engine(plan, store, (engine, fetched, platform), report, root)
+    how = "cached" if venv.cached else "installed"
+    how += " in a builder container" if venv.layers is not None else ""
     clock.step(
         "dependencies",
-        f"{platform}: {'cached' if venv.cached else 'installed'}, {len(venv.pins)} packages"
+        f"{platform}: {how}, {len(venv.pins)} packages"
         + ("" if venv.compiled else " (no bytecode: no matching Python on this host)"),
     )
     base = fetched.base
@@ -219,6 +245,8 @@ def _platform_part(
     if setuid is None:
         scans = assemble.stored_layer_scans(store, base)
         setuid = engine_build.setuid_layer(store, plan, base.image_id, scans)
+    if plan.install_project:
+        app_layer = _with_project(plan, store, app_layer, (target, report))
     below = [
         *setuid,
         assemble.layer(store, assemble.user_entries(plan, facts.passwd, facts.group), "user"),
@@ -229,15 +257,99 @@ def _platform_part(
     return _Platformed(platform, fetched, venv, below)
 
 
+def _with_project(
+    plan: BuildPlan,
+    store: BlobStore,
+    app_layer: Layer,
+    how: tuple[hostinstall.Target, Reporting],
+) -> Layer:
+    """The app layer plus the project's own (pure Python) wheel in site-packages, cached by
+    the app layer and where site-packages is: the same on every platform of one Python."""
+    target, report = how
+    key = hashlib.sha256(
+        "\0".join(["host", PROJECT_RECIPE, app_layer.diff_id, target.python.site_packages,
+                    ".".join(target.python.version.split(".")[:2])]).encode()
+    ).hexdigest()  # fmt: skip
+    with _PROJECT_LOCK:  # one build of it for all platforms
+        cached = Layer.from_doc(store.read_index(INDEX_PROJECT_LAYER, key))
+        if cached is not None and store.has(cached.diff_id):
+            return cached
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            work = Path(tmp)
+            app = app_files(plan, store=store).entries
+            _write_files(app, work / "app", strip="app/")
+            site = hostinstall.build_project_on_host(plan, target, work / "app", work, report)
+            prefix = f"{VENV.lstrip('/')}/{target.python.site_packages}"
+            layer = assemble.layer(store, [*app, *entries_from_dir(site, prefix)], "app")
+        store.write_index(INDEX_PROJECT_LAYER, key, layer.to_doc())
+        return layer
+
+
+_PROJECT_LOCK = threading.Lock()
+
+
+def _runs(engine: Engine, platform: Platform) -> bool:
+    """Whether the engine can run containers of `platform`: its own, or (a local engine)
+    one that binfmt_misc hands to QEMU user emulation; a remote engine is tried."""
+    if _engine_platform(engine) == platform:
+        return True
+    host = os.environ.get("DOCKER_HOST", "")
+    remote = bool(host) and not host.startswith("unix://")
+    return remote or Path(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine()}").exists()
+
+
+def _install_in_engine(
+    plan: BuildPlan,
+    store: BlobStore,
+    where: tuple[Engine, FetchedBase, Platform],
+    report: Reporting,
+    root: Path,
+) -> hostinstall.HostVenv:
+    """The engine path's install (a builder container of the platform's base, with
+    compilers when `build-packages` asks), for what has no wheel: the base is loaded into
+    the engine under a name of its image ID, the venv read back into the host cache."""
+    engine, fetched, platform = where
+    base = fetched.base
+    name = f"{BASE_REPOSITORY}:{platform.architecture}-{base.image_id.removeprefix('sha256:')[:16]}"
+    if engine.image_id(name) != base.image_id:
+        image = Image.from_config(store, base.config_bytes, list(base.layers or ()))
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            daemon.load(engine, image, (name,), Path(tmp), daemon.ImageLayers(store))
+    on_base = dataclasses.replace(plan, base_image=name)
+    with engine.hold():
+        builder = wheels.ensure_builder(engine, on_base, report.progress)
+        deps = wheels.install_dependencies(engine, on_base, builder, report)
+        with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
+            spool = Path(tmp) / "venv"
+            layers = _layers_of(
+                store,
+                f"engine\0{deps.key}",
+                lambda: wheels.venv_entries(engine, builder, deps, spool),
+            )
+    return hostinstall.HostVenv(
+        deps.key, root / "engine-venv" / deps.key, deps.pins, deps.source, deps.cached, True,
+        layers=tuple(layers),
+    )  # fmt: skip
+
+
 def _venv_layers(store: BlobStore, venv: hostinstall.HostVenv) -> list[Layer]:
     """The dependency layers, split as the engine path splits them, cached by the key."""
-    key = f"host\0{DEPENDENCY_LAYERS_RECIPE}\0{venv.key}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    if venv.layers is not None:
+        return list(venv.layers)
+    return _layers_of(store, f"host\0{venv.key}", lambda: hostinstall.venv_entries(venv))
+
+
+def _layers_of(
+    store: BlobStore, name: str, read_entries: Callable[[], list[FileEntry]]
+) -> list[Layer]:
+    """The dependency layers of the venv `name` keys, split as the engine path splits them;
+    its entries are read only when the store lacks them."""
+    digest = hashlib.sha256(f"{name}\0{DEPENDENCY_LAYERS_RECIPE}".encode()).hexdigest()
     cached = engine_build.stored_layers(store, store.read_index(INDEX_VENV_LAYERS, digest))
     if cached is not None:
         return cached
-    entries = hostinstall.venv_entries(venv)
-    layers = [engine_build.dependency_layer(store, part) for part in dependencies.split(entries)]
+    parts = dependencies.split(read_entries())
+    layers = [engine_build.dependency_layer(store, part) for part in parts]
     store.write_index(INDEX_VENV_LAYERS, digest, {"layers": [la.to_doc() for la in layers]})
     return layers
 
@@ -247,7 +359,6 @@ def _check(
     store: BlobStore,
     parts: list[_Platformed],
     where: tuple[Engine | None, engine_build.Clock, Path, contextlib.ExitStack],
-    app: list[FileEntry],
 ) -> appcheck.AppCheck:
     """One app check for every platform: in the engine for a platform it runs natively,
     else with a host interpreter for this host's platform, else none (and why)."""
@@ -284,10 +395,18 @@ def _check(
     if cached is not None:
         reason = f"no engine: {python}"
         return appcheck.AppCheck(*cached, cached=True, where="host", reason=reason)
-    app_dir = scratch / "check-app"
-    _write_files(app, app_dir, strip="app/")
-    site = part.venv.path / part.fetched.facts.python.site_packages
-    run = appcheck.HostRun(python, site, app_dir, scratch / "check")
+    # The app layer as it is in the image: the app's files, and the project's own wheel
+    # in site-packages when it has one.
+    root = scratch / "check-root"
+    (app_layer,) = [layer for layer in part.below_launcher if layer.role == "app"]
+    _extract(store, app_layer, root)
+    site_packages = part.fetched.facts.python.site_packages
+    site = part.venv.path / site_packages
+    project_site = root / VENV.lstrip("/") / site_packages
+    run = appcheck.HostRun(
+        python, site, root / "app", scratch / "check",
+        project_site if project_site.is_dir() else None,
+    )  # fmt: skip
     run.scratch.mkdir()
     check = appcheck.run_host_check(plan, run, report)
     store.write_index(
@@ -323,6 +442,27 @@ def _engine_platform(engine: Engine) -> Platform:
 def _host_libc() -> str:
     name, _ = host_machine.libc_ver()
     return "glibc" if name == "glibc" else (name or "unknown")
+
+
+def _extract(store: BlobStore, layer: Layer, dest: Path) -> None:
+    """A layer pydeploy wrote (dirs, files, symlinks under clean relative paths) on disk."""
+    with (
+        open_uncompressed(store, layer) as handle,
+        tarfile.open(fileobj=cast("IO[bytes]", handle), mode="r|") as tar,
+    ):
+        for member in tar:
+            path = dest / member.name
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+            elif member.issym():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.symlink_to(member.linkname)
+            elif member.isfile():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is not None:
+                    path.write_bytes(source.read())
+                path.chmod(member.mode & 0o755)
 
 
 def _write_files(entries: list[FileEntry], dest: Path, *, strip: str) -> None:

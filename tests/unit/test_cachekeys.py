@@ -46,6 +46,7 @@ PINNED = {
     "INDEX_BASE_ACCOUNTS": "base-accounts",
     "INDEX_BASE_CONFIG": "base-config",
     "INDEX_BASE_FACTS": "base-facts",
+    "INDEX_BASE_ARCHIVE": "base-archive",
     "INDEX_APP_CHECK": "app-check",
     "INDEX_APP_CHECK_LAST": "app-check-last",
     "INDEX_IMAGE_LAYERS": "image-layers",
@@ -62,6 +63,7 @@ PINNED = {
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
     "UNCHANGED_DIR": "unchanged",
+    "BASE_REPOSITORY": "pydeploy-base",
     "HOST_VENVS_DIR": "venvs",
 }
 

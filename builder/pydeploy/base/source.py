@@ -14,15 +14,19 @@ import abc
 import json
 import re
 import shutil
+import threading
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydeploy.base.facts import BaseFacts, base_facts
 from pydeploy.base.platforms import Platform
+from pydeploy.cachekeys import INDEX_BASE_ARCHIVE
 from pydeploy.errors import BaseImageError, ConfigError, PublishError
-from pydeploy.oci.archive import import_docker_save
+from pydeploy.oci.archive import cached_base, import_docker_save
 from pydeploy.oci.blobs import BlobStore, digest_hex, sha256_digest
 from pydeploy.oci.compress import gunzip_into
 from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, REF_NAME_ANNOTATION
@@ -30,7 +34,7 @@ from pydeploy.oci.image import BaseImage
 from pydeploy.oci.layer import Layer
 from pydeploy.oci.streams import CHUNK
 from pydeploy.plan.references import DOCKER_HUB, Reference, parse_reference
-from pydeploy.publish.registry import RegistryClient
+from pydeploy.publish.registry import PARALLEL_BLOBS, RegistryClient
 
 __all__ = ["BaseFacts", "BaseSource", "FetchedBase", "fetch_base", "parse_base_source"]
 
@@ -95,7 +99,8 @@ def _familiar_location(ref: Reference) -> str:
 
 @dataclass(frozen=True)
 class FetchedBase:
-    base: BaseImage  # `layers` set: gzip blobs and plain tars in the store
+    base: BaseImage  # `layers` set: plain tars in the store, and gzip blobs (but for a
+    # docker-archive, whose gzips `pydeploy.oci.layer.gzipped` makes when an output needs them)
     repo_digest: str  # NAME@sha256:... of what the source names ("" for docker-archive)
     manifest_digest: str  # the platform's own manifest ("" for docker-archive)
     platform: Platform
@@ -146,8 +151,17 @@ class _Origin(abc.ABC):
     def top(self) -> tuple[bytes, str]:
         """What the source names (a manifest or an index) and its digest."""
 
+    def checked(self, digest: object) -> str:
+        """`digest` when it is a sha256 digest (what a blob may be stored under)."""
+        try:
+            digest_hex(str(digest))
+        except ValueError:
+            raise _not_image(self.source, f"a descriptor with the digest {digest!r}") from None
+        return str(digest)
+
     def manifest(self, digest: str) -> bytes:
         """A manifest or index by digest (kept in the store: it is content-addressed)."""
+        digest = self.checked(digest)
         if self.store.has(digest):
             return self.store.read_bytes(digest)
         data = self._fetch_manifest(digest)
@@ -161,7 +175,7 @@ class _Origin(abc.ABC):
 
     def blob(self, digest: str, size: int) -> None:
         """Put blob `digest` into the store unless it is there."""
-        if not self.store.has(digest):
+        if not self.store.has(self.checked(digest)):
             self._fetch_blob(digest, size)
 
     @abc.abstractmethod
@@ -183,7 +197,7 @@ class _Registry(_Origin):
                 "GET", self.client.url(f"manifests/{target}"), headers={"Accept": _ACCEPT}
             )
         except PublishError as exc:
-            raise _unreachable(self.source, exc) from exc
+            raise _registry_failure(self.source, exc) from exc
         with response:
             if response.status_code == 404:
                 what = (
@@ -223,7 +237,7 @@ class _Registry(_Origin):
         except PublishError as exc:
             if "different content" in str(exc):
                 raise _corrupt(self.source, digest) from exc
-            raise _unreachable(self.source, exc) from exc
+            raise _registry_failure(self.source, exc) from exc
 
 
 class _Layout(_Origin):
@@ -331,7 +345,7 @@ class _Selector:
         if not isinstance(config_descriptor, dict) or "layers" not in document:
             raise _not_image(self.origin.source, "a manifest without config or layers")
         digest = str(config_descriptor.get("digest"))
-        self.origin.blob(digest, int(config_descriptor.get("size") or 0))
+        self.origin.blob(digest, _size(config_descriptor, self.origin.source))
         config_bytes = self.origin.store.read_bytes(digest)
         config = _json(config_bytes, self.origin.source, "the image config")
         self.seen.append(_platform_text(config))
@@ -349,50 +363,83 @@ def _platform_text(fields: dict[str, Any]) -> str:
 
 
 def _stored_base(origin: _Origin, manifest: bytes, config: bytes, report: Progress) -> BaseImage:
-    """Every layer of `manifest` in the store, gzip blob and plain tar both."""
+    """Every layer of `manifest` in the store, gzip blob and plain tar both. Layers are
+    fetched and unpacked PARALLEL_BLOBS at a time: a base such as python:3.12-slim has
+    four, and zlib and the socket reads leave the GIL."""
     descriptors = json.loads(manifest).get("layers") or []
     diff_ids = json.loads(config).get("rootfs", {}).get("diff_ids") or []
     if len(descriptors) != len(diff_ids):
         raise _not_image(origin.source, "a manifest and config with different layer counts")
-    layers = []
-    store = origin.store
-    for descriptor, diff_id in zip(descriptors, diff_ids, strict=True):
-        digest, size = str(descriptor.get("digest")), int(descriptor.get("size") or 0)
-        media_type = str(descriptor.get("mediaType"))
-        if media_type not in _GZIP_LAYERS | _TAR_LAYERS:
-            raise BaseImageError(
-                f"the base image {origin.source} has a layer of type {media_type}; pydeploy "
-                "reads gzip and plain tar layers.",
-                hint="Choose a base published with gzip layers (the default of docker push).",
-            )
-        if not store.has(digest):
-            report(f"fetching base layer {digest[:19]} ({size / 1e6:.1f} MB)")
-            origin.blob(digest, size)
-        if media_type in _TAR_LAYERS:
-            plain = digest
-        elif store.has(diff_id):
-            plain = diff_id
-        else:
-            plain = gunzip_into(store, store.path(digest))
-        if plain != diff_id:
-            raise BaseImageError(
-                f"layer {digest} of the base image {origin.source} unpacks to {plain}, not "
-                f"to its diff ID {diff_id}; the image is damaged.",
-                hint="Push the base image again, or use another copy of it.",
-            )
-        layers.append(Layer("base", diff_id, digest, store.size(digest), store.size(diff_id)))
-    store.put_bytes(config)
+    lock = threading.Lock()
+
+    def reported(text: str) -> None:
+        with lock:  # the caller's progress need not be thread-safe
+            report(text)
+
+    def one(pair: tuple[Any, Any]) -> Layer:
+        return _stored_layer(origin, pair[0], str(pair[1]), reported)
+
+    pairs = list(zip(descriptors, diff_ids, strict=True))
+    if len(pairs) <= 1:
+        layers = [one(pair) for pair in pairs]
+    else:
+        with ThreadPoolExecutor(PARALLEL_BLOBS, thread_name_prefix="base") as pool:
+            layers = list(pool.map(one, pairs))  # the first failure is raised, in order
+    origin.store.put_bytes(config)
     return BaseImage(config, tuple(layers))
+
+
+def _stored_layer(origin: _Origin, descriptor: Any, diff_id: str, report: Progress) -> Layer:
+    if not isinstance(descriptor, dict):
+        raise _not_image(origin.source, "a layer descriptor that is not a JSON object")
+    store = origin.store
+    digest = origin.checked(descriptor.get("digest"))
+    size = _size(descriptor, origin.source)
+    media_type = str(descriptor.get("mediaType"))
+    if media_type not in _GZIP_LAYERS | _TAR_LAYERS:
+        raise BaseImageError(
+            f"the base image {origin.source} has a layer of type {media_type}; pydeploy "
+            "reads gzip and plain tar layers.",
+            hint="Choose a base published with gzip layers (the default of docker push).",
+        )
+    if not store.has(digest):
+        report(f"fetching base layer {digest[:19]} ({size / 1e6:.1f} MB)")
+        origin.blob(digest, size)
+    if media_type in _TAR_LAYERS:
+        plain = digest
+    elif store.has(diff_id):
+        plain = diff_id
+    else:
+        try:
+            plain = gunzip_into(store, store.path(digest))
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            plain = f"nothing ({type(exc).__name__}: {exc})"
+    if plain != diff_id:
+        raise BaseImageError(
+            f"layer {digest} of the base image {origin.source} unpacks to {plain}, not "
+            f"to its diff ID {diff_id}; the image is damaged.",
+            hint="Push the base image again, or use another copy of it.",
+        )
+    return Layer("base", diff_id, digest, store.size(digest), store.size(diff_id))
 
 
 def _from_archive(
     source: BaseSource, platform: Platform, store: BlobStore, report: Progress
 ) -> BaseImage:
     path = Path(source.location)
-    report(f"reading {path}")
     try:
-        with path.open("rb") as handle:
-            base = import_docker_save(handle, store, compress=True)
+        # The same file unchanged (path, inode, size, mtime) is the same image: not re-read.
+        info = path.resolve().stat()
+        seen = f"{path.resolve()}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
+        key = digest_hex(sha256_digest(seen.encode()))
+        known = store.read_index(INDEX_BASE_ARCHIVE, key)
+        base = cached_base(store, str(known.get("image_id"))) if isinstance(known, dict) else None
+        if base is None:
+            report(f"reading {path}")
+            with path.open("rb") as handle:
+                # Plain tars only: an output that needs a layer's gzip makes it (once).
+                base = import_docker_save(handle, store, compress=False)
+            store.write_index(INDEX_BASE_ARCHIVE, key, {"image_id": base.image_id})
     except OSError as exc:
         raise BaseImageError(
             f"the base image archive {path} cannot be read ({exc.strerror or exc}).",
@@ -414,6 +461,13 @@ def _from_archive(
 # --------------------------------------------------------------------------- errors
 
 
+def _size(descriptor: dict[str, Any], source: BaseSource) -> int:
+    try:
+        return int(descriptor.get("size") or 0)
+    except (TypeError, ValueError):
+        raise _not_image(source, f"a descriptor of size {descriptor.get('size')!r}") from None
+
+
 def _json(data: bytes, source: BaseSource, what: str) -> dict[str, Any]:
     try:
         document = json.loads(data)
@@ -433,7 +487,7 @@ def _corrupt(source: BaseSource, digest: str) -> BaseImageError:
     )
 
 
-def _unreachable(source: BaseSource, exc: PublishError) -> BaseImageError:
+def _registry_failure(source: BaseSource, exc: PublishError) -> BaseImageError:
     error = BaseImageError(f"the base image {source} cannot be fetched: {exc}", hint=exc.hint)
     if exc.hint is None:
         error.hint = "Check the registry's address and that it runs, or use --base oci:DIR."

@@ -165,6 +165,7 @@ class HostRun:
     site_packages: Path
     app_dir: Path
     scratch: Path
+    project_site: Path | None = None  # the project's own wheel, installed on its own
 
 
 def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppCheck:
@@ -191,6 +192,8 @@ def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppChec
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(host.scratch),
            "TMPDIR": str(host.scratch), "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1",
            "PYTHONDONTWRITEBYTECODE": "1", **check_environment(plan)}  # fmt: skip
+    if host.project_site is not None:  # in the image it is in site-packages too
+        env["PYTHONPATH"] = str(host.project_site)
     with subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=env, cwd=host.app_dir, start_new_session=True,

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pydeploy.builder.transcript import Reporting, Transcript, attach, explain_f
 from pydeploy.cachekeys import HOST_VENVS_DIR, MARKER, RECIPE_VERSION
 from pydeploy.errors import BuildError
 from pydeploy.oci.entries import FileEntry, entries_from_dir
+from pydeploy.oci.layer import Layer
 from pydeploy.payload import source as payload_source
 from pydeploy.payload.builder_script import InstallJob, TargetJob
 from pydeploy.plan import servers
@@ -47,6 +49,12 @@ from pydeploy.plan.depinputs import (
 )
 from pydeploy.plan.index import CA_ENV_VARS
 from pydeploy.plan.planner import VENV, BuildPlan
+
+
+class NeedsBuilderError(BuildError):
+    """A dependency has no wheel for the target (or a local package compiled on this
+    host): only a builder container of the target's platform can install it. The build
+    uses an engine for it when one answers; else this is the user's error."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class HostVenv:
     source: str
     cached: bool
     compiled: bool  # whether its bytecode was compiled (a matching host interpreter)
+    # Installed by a builder container instead (a dependency without a wheel): its
+    # dependency layers, made from the engine's venv (`path` is then not on disk).
+    layers: tuple[Layer, ...] | None = None
 
 
 def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Reporting) -> HostVenv:
@@ -267,7 +278,7 @@ def _run_job(plan: BuildPlan, job: InstallJob, work: Path, report: Reporting) ->
         code = proc.wait()
     if code == 0 and transcript.result is not None:
         return transcript.result
-    missing = no_wheel(transcript.text)
+    missing = no_wheel(transcript.text) or _compiled_here(transcript.text)
     if missing:
         raise attach(_no_wheel_error(plan, missing, job), transcript.text)
     raise attach(explain_failure(transcript.failed_step, transcript.text, plan), transcript.text)
@@ -285,11 +296,17 @@ def no_wheel(output: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
-def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> BuildError:
+def _compiled_here(output: str) -> str | None:
+    """The local package the script found compiled on this host (install_for_target)."""
+    match = re.search(r"the local package\(s\) (\S+?),? .*built a compiled wheel", output)
+    return match.group(1) if match else None
+
+
+def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> NeedsBuilderError:
     target = job.get("target")
     platform = target["python_platform"] if target else "?"
     version = target["python_version"] if target else "?"
-    return BuildError(
+    return NeedsBuilderError(
         f"`{name}` has no wheel for {platform} (Python {version}), and a build without an "
         "engine installs wheels only: compiling it needs a builder container of that "
         "platform.",
@@ -300,3 +317,58 @@ def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> BuildError:
             f"in {plan.project.pyproject}."
         ),
     )
+
+
+def build_project_on_host(
+    plan: BuildPlan, target: Target, app_dir: Path, work: Path, report: Reporting
+) -> Path:
+    """The project's own wheel, built on this host by its build backend and installed
+    without dependencies into a site tree for the image's site-packages (as the engine
+    path's `project` job does). A wheel that is not pure Python is for this host's
+    platform: NeedsBuilderError, as for a dependency without a wheel."""
+    uv = str(_uv_binary())
+    env, _, masker = _environment(plan)
+    dist, site = work / "dist", work / "project-site"
+    lines: list[str] = []
+
+    def run(argv: list[str]) -> None:
+        proc = subprocess.run(
+            argv, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, check=False,
+        )  # fmt: skip
+        output = masker(proc.stdout)
+        lines.extend(output.splitlines())
+        if report.verbose and report.output:
+            for line in output.splitlines():
+                report.output(line)
+        if proc.returncode != 0:
+            error = BuildError(
+                f"Building the project's own wheel on this host failed:\n{output[-3000:]}",
+                hint=f"Check the [build-system] table of {plan.project.pyproject}.",
+            )
+            raise attach(error, "\n".join(lines))
+
+    started = time.monotonic()
+    run([uv, "build", "--wheel", "--no-sources", "--python", sys.executable,
+         "--out-dir", str(dist), str(app_dir)])  # fmt: skip
+    built = sorted(dist.glob("*.whl"))
+    if len(built) != 1 or not built[0].name.endswith("-none-any.whl"):
+        name = built[0].name if built else "no wheel"
+        raise NeedsBuilderError(
+            f"The project's own wheel ({name}) is not pure Python, so this host built it "
+            f"for its own platform, not for {target.python_platform()}.",
+            hint="Build where a Docker or Podman engine answers: pydeploy then builds it "
+            "in a builder container of the image's platform.",
+        )
+    run([uv, "pip", "install", "--python", sys.executable, "--no-deps", "--target", str(site),
+         "--python-version", target.python.version, "--python-platform",
+         target.python_platform(), str(built[0])])  # fmt: skip
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    (site / ".lock").unlink(missing_ok=True)
+    python = host_python(target.python.version)
+    if python:
+        final = f"{VENV}/{target.python.site_packages}"
+        run([python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+             "-s", str(site), "-p", final, str(site)])  # fmt: skip
+    report.progress("project", time.monotonic() - started, built[0].name)
+    return site

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import gzip
 import http.server
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,11 +13,13 @@ from typing import Any
 import pytest
 from tests.unit.base.images import (
     Blobs,
+    config_for,
     debian_layer,
     file,
     image,
     index_of,
     layer_tar,
+    whiteout,
     write_layout,
 )
 from tests.unit.oci.samples import docker_save_tar
@@ -130,9 +134,18 @@ def test_docker_archive(tmp_path: Path) -> None:
     archive = tmp_path / "base.tar"
     archive.write_bytes(docker_save_tar([layer_tar(debian_layer())]))
     store = BlobStore(tmp_path / "store")
-    fetched = fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store)
+    notes: list[str] = []
+    fetched = fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
     assert fetched.facts.libc == ("glibc", "2.36")
     assert fetched.repo_digest == ""
+    assert (
+        fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
+        == fetched
+    )
+    assert notes == [f"reading {archive}"]  # the unchanged file is not read again
+    os.utime(archive, ns=(0, 0))
+    fetch_base(parse_base_source(f"docker-archive:{archive}"), AMD64, store, notes.append)
+    assert notes == [f"reading {archive}"] * 2
     with pytest.raises(BaseImageError, match=r"no image for linux/arm64 \(it has: linux/amd64\)"):
         fetch_base(parse_base_source(f"docker-archive:{archive}"), ARM64, store)
     with pytest.raises(BaseImageError, match="cannot be read"):
@@ -149,6 +162,7 @@ class Served:
         self.paths: dict[str, tuple[str, bytes]] = {}
         self.requests: list[str] = []
         self.address = ""
+        self.challenge = ""  # a WWW-Authenticate to answer every request with (401)
 
 
 @pytest.fixture
@@ -158,6 +172,12 @@ def served() -> Iterator[Served]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             record.requests.append(self.path)
+            if record.challenge:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", record.challenge)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             content_type, body = record.paths.get(self.path, ("", b""))
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", content_type or "application/json")
@@ -224,3 +244,73 @@ def test_registry_corrupt_layer_is_not_stored(served: Served, tmp_path: Path) ->
     with pytest.raises(BaseImageError, match="does not match its digest; nothing of it was cached"):
         fetch_base(parse_base_source(f"{served.address}/team/base:1"), AMD64, store)
     assert not store.has(layer)
+
+
+def test_registry_that_wants_credentials(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("PYDEPLOY_REGISTRY_USERNAME", raising=False)
+    served.challenge = 'Basic realm="test"'
+    with pytest.raises(BaseImageError, match=r"requires credentials .* none were found") as caught:
+        fetch_base(parse_base_source(f"{served.address}/team/base:1"), AMD64,
+                   BlobStore(tmp_path / "store"))  # fmt: skip
+    assert "docker login" in caught.value.message
+
+
+def layout_with_layer(tmp_path: Path, media_type: str, data: bytes, diff_id: str) -> Path:
+    blobs = Blobs()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   **blobs.add(config_for([diff_id]))},
+        "layers": [{"mediaType": media_type, **blobs.add(data)}],
+    }  # fmt: skip
+    data = json.dumps(manifest).encode()
+    blobs.add(data)
+    return write_layout(tmp_path / "layout", blobs, {"v1": data})
+
+
+def test_plain_tar_layers_under_docker_media_types(tmp_path: Path) -> None:
+    tar = layer_tar(debian_layer())
+    layout = layout_with_layer(tmp_path, "application/vnd.docker.image.rootfs.diff.tar", tar,
+                               sha256_digest(tar))  # fmt: skip
+    fetched = fetch_base(parse_base_source(f"oci:{layout}"), AMD64, BlobStore(tmp_path / "s"))
+    (layer,) = fetched.base.layers or ()
+    assert not layer.compressed
+    assert fetched.facts.python.version == "3.11.2"
+
+
+@pytest.mark.parametrize(
+    ("media_type", "data", "error"),
+    [
+        ("application/vnd.oci.image.layer.v1.tar+zstd", b"\x28\xb5\x2f\xfd", "a layer of type"),
+        ("application/vnd.oci.image.layer.v1.tar+gzip", b"not gzip", "unpacks to nothing"),
+        ("application/vnd.oci.image.layer.v1.tar+gzip", gzip.compress(b"other", mtime=0),
+         "not to its diff ID"),
+    ],
+)  # fmt: skip
+def test_unreadable_layers(tmp_path: Path, media_type: str, data: bytes, error: str) -> None:
+    diff_id = sha256_digest(layer_tar(debian_layer()))
+    layout = layout_with_layer(tmp_path, media_type, data, diff_id)
+    with pytest.raises(BaseImageError, match=error):
+        fetch_base(parse_base_source(f"oci:{layout}"), AMD64, BlobStore(tmp_path / "s"))
+
+
+def test_layers_keep_their_order_when_fetched_in_parallel(served: Served, tmp_path: Path) -> None:
+    blobs = Blobs()
+    tars = [
+        layer_tar(debian_layer()),
+        layer_tar([file("etc/motd", b"one\n")]),
+        layer_tar([whiteout("etc/passwd"), file("etc/passwd", b"app:x:1:1::/:/bin/sh\n")]),
+        layer_tar([file("etc/motd", b"three\n")]),
+    ]
+    serve(served, "team/base", "1", image(blobs, tars), blobs)
+    notes: list[str] = []
+    fetched = fetch_base(parse_base_source(f"{served.address}/team/base:1"), AMD64,
+                         BlobStore(tmp_path / "store"), notes.append)  # fmt: skip
+    assert fetched.base.diff_ids == [sha256_digest(tar) for tar in tars]
+    assert [layer.diff_id for layer in fetched.base.layers or ()] == fetched.base.diff_ids
+    assert len(notes) == len(tars)
+    assert fetched.facts.passwd == b"app:x:1:1::/:/bin/sh\n"

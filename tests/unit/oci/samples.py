@@ -89,9 +89,11 @@ def two_layers(store: BlobStore) -> list[Layer]:
     ]
 
 
-def synthetic_image(store: BlobStore) -> Image:
+def synthetic_image(store: BlobStore, architecture: str = "amd64", variant: str = "") -> Image:
     layers = two_layers(store)
-    base = {"architecture": "amd64", "os": "linux", "config": {}}
+    base = {"architecture": architecture, "os": "linux", "config": {}}
+    if variant:
+        base["variant"] = variant
     config = build_config(
         base,
         [],

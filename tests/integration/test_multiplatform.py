@@ -1,0 +1,127 @@
+"""A multi-platform build (linux/amd64 and linux/arm64) from the session registry's
+multi-platform test base: one OCI image index, validated by skopeo; aarch64 wheels in the
+arm64 image and x86-64 ones in the amd64 image; the app and launcher layers shared with
+identical digests; the same inputs give the same index digest; and the arm64 image,
+pulled by digest, runs under QEMU user emulation and answers HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import (
+        ElfMachines,
+        MultiPlatformBase,
+        ReadIndex,
+        Resources,
+        RunPydeploy,
+        WaitHttp,
+    )
+
+FASTAPI = Path(__file__).resolve().parents[2] / "examples" / "fastapi-app"
+ELF_X86_64, ELF_AARCH64 = 0x3E, 0xB7
+PLATFORMS = "linux/amd64,linux/arm64"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    dest = tmp_path / "fastapi-app"
+    shutil.copytree(FASTAPI, dest)
+    return dest
+
+
+def _build(run_pydeploy: RunPydeploy, project: Path, *args: str) -> dict[str, Any]:
+    proc = run_pydeploy("build", str(project), "--json", *args, cwd=project, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def _layers(result: dict[str, Any], role: str) -> str:
+    (layer,) = [la for la in result["layers"] if la["role"] == role]
+    digest: str = layer["digest"]
+    return digest
+
+
+def test_two_platforms_give_one_index_and_the_arm64_image_serves(
+    project: Path,
+    multiplatform_base: MultiPlatformBase,
+    registry: str,
+    run_pydeploy: RunPydeploy,
+    read_index: ReadIndex,
+    elf_machines: ElfMachines,
+    docker_client: docker.DockerClient,
+    resources: Resources,
+    free_port: int,
+    wait_http: WaitHttp,
+) -> None:
+    ref = f"{registry}/pydeploy-test/multi:{uuid.uuid4().hex[:12]}"
+    base = multiplatform_base.reference
+    result = _build(run_pydeploy, project, "--base", base, "--platform", PLATFORMS,
+                    "--tag", ref, "--push")  # fmt: skip
+    assert result["pushed"][ref] == result["index_digest"]
+    amd64, arm64 = result["platforms"]
+    assert (amd64["platform"], arm64["platform"]) == ("linux/amd64", "linux/arm64")
+    # The engine runs amd64 natively: the one check ran there, and settles both launchers.
+    assert amd64["check"] == arm64["check"]
+    assert amd64["check"]["where"] == "image"
+
+    index = read_index(ref)
+    assert index.digest == result["index_digest"]
+    assert index.manifests == {"linux/amd64": amd64["manifest_digest"],
+                               "linux/arm64": arm64["manifest_digest"]}  # fmt: skip
+    # Each image stands on its own platform's base manifest.
+    assert index.configs["linux/arm64"]["Architecture"] == "arm64"
+
+    # The wheels are each platform's: every ELF file of the venv is for that machine.
+    for platform, machine in (("linux/amd64", ELF_X86_64), ("linux/arm64", ELF_AARCH64)):
+        found = elf_machines(ref, platform=platform, under="/opt/venv")
+        assert found, f"{platform}: no compiled extension in the venv (pydantic-core has one)"
+        wrong = {path: hex(m) for path, m in found.items() if m != machine}
+        assert not wrong, f"{platform}: ELF files for another machine: {wrong}"
+
+    # The app and launcher layers are the same bytes on both; the dependencies are not.
+    for role in ("app", "launcher", "user"):
+        assert _layers(amd64, role) == _layers(arm64, role), role
+    assert _layers(amd64, "dependencies-pydantic-core") != _layers(
+        arm64, "dependencies-pydantic-core"
+    )
+
+    # Reproducible: the same inputs give the same index (from the host cache this time).
+    again = _build(run_pydeploy, project, "--base", base, "--platform", PLATFORMS,
+                   "--tag", ref, "--push")  # fmt: skip
+    assert again["index_digest"] == result["index_digest"]
+
+    # The arm64 image runs under emulation (binfmt_misc + qemu-user-static) and serves.
+    pinned = f"{ref.rsplit(':', 1)[0]}@{arm64['manifest_digest']}"
+    resources.image(pinned)
+    pulled = docker_client.images.pull(pinned, platform="linux/arm64")
+    assert pulled.attrs["Architecture"] == "arm64"
+    container = resources.create(pinned, environment={"PORT": str(free_port)})
+    container.start()
+    body = wait_http(f"http://127.0.0.1:{free_port}/", timeout=120)
+    assert json.loads(body)["app"] == "fastapi-app"
+    probe = ["/opt/venv/bin/python", "-c", "import platform; print(platform.machine())"]
+    ran = resources.run(pinned, entrypoint=probe)
+    assert ran.output.strip() == "aarch64"
+    container.remove(force=True)
+
+
+def test_an_index_needs_an_output_that_holds_one(
+    project: Path, multiplatform_base: MultiPlatformBase, run_pydeploy: RunPydeploy
+) -> None:
+    proc = run_pydeploy(
+        "build", str(project), "--base", multiplatform_base.reference, "--platform", PLATFORMS,
+        cwd=project, env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--output docker" in proc.stderr
+    assert "--push" in proc.stderr
