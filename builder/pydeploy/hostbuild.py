@@ -146,7 +146,7 @@ def build_on_host(
         results = []
         for part in parts:
             final_parts = engine_build.FinalParts(
-                part.fetched.base, part.fetched.repo_digest, part.below_launcher
+                part.fetched.base, part.fetched.manifest_digest or None, part.below_launcher
             )
             image = engine_build.final_image(plan, store, final_parts, (interface, memory), True)
             results.append(_result(plan, part, image, check, timings))

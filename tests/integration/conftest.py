@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import http.client
 import json
 import os
@@ -24,6 +25,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -33,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import certifi
 import docker
@@ -708,4 +710,414 @@ def podman_engine(docker_client: docker.DockerClient, base_image: str) -> Iterat
         # The overlay driver mounts its directory onto itself, inside the tmpfs.
         for mount in (root / "storage" / "overlay", root / "storage"):
             subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- other platforms, registry-side bases, an engine made unreachable -------------------
+
+BASE_IMAGE_ARM64_SCRIPT = REPO_ROOT / ".ci" / "base-image-arm64.sh"
+BINFMT_QEMU_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+# The ELF header's e_machine values the tests tell apart.
+ELF_X86_64 = 0x3E
+ELF_AARCH64 = 0xB7
+# Where the multi-platform base goes in the session registry, and its per-platform tags.
+MULTIPLATFORM_REPOSITORY = "pydeploy-test/base"
+MULTIPLATFORM_TAG = "bookworm"
+# Platform -> (OCI platform object). arm64 carries variant v8, as public arm64 images do.
+PLATFORMS: dict[str, dict[str, str]] = {
+    "linux/amd64": {"architecture": "amd64", "os": "linux"},
+    "linux/arm64": {"architecture": "arm64", "os": "linux", "variant": "v8"},
+}
+
+
+def skopeo_binary() -> str:
+    binary = shutil.which("skopeo")
+    if binary is None:
+        unavailable(
+            "skopeo is not installed",
+            "apt-get install skopeo, or run .ci/test (it installs it)",
+        )
+    return binary
+
+
+def run_skopeo(*args: str, timeout: float = 600) -> str:
+    """skopeo ARGS; a failure fails the test with its stderr. Its output (stdout)."""
+    argv = [skopeo_binary(), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}",
+            pytrace=False,
+        )
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def base_image_arm64(docker_client: docker.DockerClient) -> str:
+    """The arm64 half of the test base (.ci/base-image-arm64.sh: debootstrap --arch arm64
+    under QEMU user emulation, its config saying arm64): runs here only through
+    binfmt_misc's qemu-aarch64 entry."""
+    if not BINFMT_QEMU_AARCH64.exists():
+        unavailable(
+            "binfmt_misc has no qemu-aarch64 entry, so arm64 programs cannot run here",
+            "run .ci/test as root (its qemu step registers it)",
+        )
+    name = os.environ.get("PYDEPLOY_TEST_BASE_ARM64", "").strip()
+    if name:
+        try:
+            docker_client.images.get(name)
+        except docker.errors.ImageNotFound:
+            pass  # a stale name: the script builds (or finds) the current image
+        else:
+            return name
+    proc = subprocess.run(
+        ["bash", str(BASE_IMAGE_ARM64_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=1800,  # debootstrap under emulation: minutes
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        unavailable(
+            f"the arm64 test base image could not be built (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-800:]}",
+            "run .ci/base-image-arm64.sh as root (needs debootstrap and qemu-user-static), "
+            "or .ci/test",
+        )
+    return lines[-1]
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST -> (registry, repository, tag or digest)."""
+    registry, _, rest = reference.partition("/")
+    if "@" in rest:
+        repository, _, ref = rest.partition("@")
+    else:
+        repository, _, ref = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+    return registry, repository, ref
+
+
+def registry_get(reference: str, accept: tuple[str, ...] = ()) -> tuple[bytes, str]:
+    """GET the manifest or index at `reference` from a plain-HTTP registry, accepting the
+    OCI and Docker media types unless told otherwise: (body, content type)."""
+    registry, repository, ref = split_reference(reference)
+    accept = accept or (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{ref}",
+        headers={"Accept": ", ".join(accept)},
+    )
+    with _direct.open(request, timeout=60) as response:
+        body: bytes = response.read()
+        return body, response.headers.get("Content-Type", "")
+
+
+def registry_put_manifest(reference: str, body: bytes, media_type: str) -> str:
+    """PUT a manifest or index; the digest the registry reports (checked against the body's)."""
+    registry, repository, ref = split_reference(reference)
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{ref}",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": media_type},
+    )
+    with _direct.open(request, timeout=60) as response:
+        reported = response.headers.get("Docker-Content-Digest", "")
+    digest = sha256_digest(body)
+    if reported and reported != digest:
+        pytest.fail(f"the registry stored {reference} as {reported}, not {digest}", pytrace=False)
+    return digest
+
+
+def open_registry_blob(reference: str, digest: str) -> Any:
+    """A streaming response for blob `digest` of `reference`'s repository (close it)."""
+    registry, repository, _ = split_reference(reference)
+    return _direct.open(f"http://{registry}/v2/{repository}/blobs/{digest}", timeout=60)
+
+
+@dataclass(frozen=True)
+class MultiPlatformBase:
+    """The test base as a multi-platform image in the session registry."""
+
+    reference: str  # REGISTRY/pydeploy-test/base:bookworm: the OCI index
+    index_digest: str  # sha256:... of the index
+    manifests: dict[str, str]  # "linux/amd64" / "linux/arm64" -> its image manifest digest
+    # platform -> config digest in the registry: skopeo rewrites the engine's config as an
+    # OCI config (same platform, env, cmd, diff_ids), so it is not the local image's ID.
+    configs: dict[str, str]
+    images: dict[str, str]  # platform -> the local engine image it was pushed from
+
+    def by_digest(self, platform: str | None = None) -> str:
+        """REGISTRY/REPO@DIGEST of the index, or of one platform's manifest."""
+        registry, repository, _ = split_reference(self.reference)
+        digest = self.manifests[platform] if platform else self.index_digest
+        return f"{registry}/{repository}@{digest}"
+
+
+@pytest.fixture(scope="session")
+def multiplatform_base(registry: str, base_image: str, base_image_arm64: str) -> MultiPlatformBase:
+    """REGISTRY/pydeploy-test/base:bookworm (base-SESSION in a shared registry, named by
+    PYDEPLOY_TEST_REGISTRY): an OCI image index (platforms set) naming the
+    amd64 test base and the arm64 one, each pushed by skopeo as an OCI manifest (also
+    tagged :bookworm-amd64 / :bookworm-arm64). The registry is the session's, so nothing
+    needs removing afterwards."""
+    repo = f"{registry}/{MULTIPLATFORM_REPOSITORY}"
+    if os.environ.get("PYDEPLOY_TEST_REGISTRY", "").strip():
+        repo += f"-{SESSION_ID}"  # a shared registry: another session must not retag ours
+    images = {"linux/amd64": base_image, "linux/arm64": base_image_arm64}
+    manifests: dict[str, str] = {}
+    configs: dict[str, str] = {}
+    entries: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pydeploy-mp-") as tmp:
+        for platform, image in images.items():
+            arch = PLATFORMS[platform]["architecture"]
+            target = f"{repo}:{MULTIPLATFORM_TAG}-{arch}"
+            digest_file = Path(tmp) / f"{arch}.digest"
+            run_skopeo(
+                "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
+                "--digestfile", str(digest_file), f"docker-daemon:{image}", f"docker://{target}",
+            )  # fmt: skip
+            digest = digest_file.read_text(encoding="ascii").strip()
+            body, media_type = registry_get(f"{repo}@{digest}")
+            if sha256_digest(body) != digest or media_type != OCI_MANIFEST:
+                pytest.fail(f"{target}: unexpected manifest {media_type} {digest}", pytrace=False)
+            manifests[platform] = digest
+            configs[platform] = json.loads(body)["config"]["digest"]
+            entries.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": len(body),
+                    "platform": PLATFORMS[platform],
+                }
+            )
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    body = json.dumps(index, indent=2).encode()
+    reference = f"{repo}:{MULTIPLATFORM_TAG}"
+    index_digest = registry_put_manifest(reference, body, OCI_INDEX)
+    return MultiPlatformBase(reference, index_digest, manifests, configs, images)
+
+
+@dataclass(frozen=True)
+class RegistryIndex:
+    """An image index read back from a registry and validated with skopeo."""
+
+    reference: str
+    digest: str  # of the raw index
+    media_type: str  # the index's own mediaType (OCI index or Docker manifest list)
+    raw: dict[str, Any]  # the index as skopeo inspect --raw printed it
+    manifests: dict[str, str]  # "os/arch[/variant]" -> manifest digest, from the index
+    configs: dict[str, dict[str, Any]]  # the same keys -> skopeo inspect --override-arch's view
+
+
+class ReadIndex(Protocol):
+    def __call__(self, reference: str) -> RegistryIndex: ...
+
+
+def read_index(reference: str) -> RegistryIndex:
+    """Read the index at `reference` with `skopeo inspect --raw`, and check each platform it
+    names: its manifest (`skopeo inspect --raw REPO@DIGEST`) has the entry's digest and
+    size, and `skopeo inspect --override-os/--override-arch/--override-variant` picks that
+    manifest (its layers) and reaches a config that says that platform.
+    Fails the test, naming what differs, otherwise."""
+    raw_text = run_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reference}")
+    raw = json.loads(raw_text)
+    media_type = raw.get("mediaType", "")
+    if media_type not in {OCI_INDEX, DOCKER_MANIFEST_LIST} or not raw.get("manifests"):
+        pytest.fail(f"{reference} is not an image index: {raw_text[:600]}", pytrace=False)
+    manifests: dict[str, str] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for entry in raw["manifests"]:
+        platform = entry.get("platform") or {}
+        if not platform.get("os") or not platform.get("architecture"):
+            pytest.fail(f"{reference}: an entry without a platform: {entry}", pytrace=False)
+        key = "/".join(
+            part
+            for part in (platform["os"], platform["architecture"], platform.get("variant"))
+            if part
+        )
+        overrides = ["--override-os", platform["os"], "--override-arch", platform["architecture"]]
+        if platform.get("variant"):
+            overrides += ["--override-variant", platform["variant"]]
+        seen = json.loads(
+            run_skopeo("inspect", "--tls-verify=false", *overrides, f"docker://{reference}")
+        )
+        # skopeo's "Digest" is the index's own; what it picked shows in its layers.
+        registry, repository, _ = split_reference(reference)
+        by_digest = f"docker://{registry}/{repository}@{entry['digest']}"
+        manifest_text = run_skopeo("inspect", "--raw", "--tls-verify=false", by_digest)
+        if sha256_digest(manifest_text.encode()) != entry["digest"] or len(
+            manifest_text.encode()
+        ) != entry.get("size"):
+            pytest.fail(
+                f"{reference}: the {key} manifest does not match its entry's digest/size",
+                pytrace=False,
+            )
+        layers = [layer["digest"] for layer in json.loads(manifest_text)["layers"]]
+        if seen.get("Layers") != layers:
+            pytest.fail(
+                f"{reference}: skopeo's choice for {key} has layers {seen.get('Layers')}, "
+                f"the index's {entry['digest']} has {layers}",
+                pytrace=False,
+            )
+        if (seen.get("Os"), seen.get("Architecture")) != (platform["os"], platform["architecture"]):
+            pytest.fail(
+                f"{reference}: the {key} entry's config says "
+                f"{seen.get('Os')}/{seen.get('Architecture')}",
+                pytrace=False,
+            )
+        manifests[key] = entry["digest"]
+        configs[key] = seen
+    # skopeo prints the raw bytes as stored: their digest is the index's.
+    digest = sha256_digest(raw_text.encode())
+    return RegistryIndex(reference, digest, media_type, raw, manifests, configs)
+
+
+@pytest.fixture(name="read_index", scope="session")
+def read_index_fixture() -> ReadIndex:
+    return read_index
+
+
+class ElfMachines(Protocol):
+    def __call__(
+        self, reference: str, *, platform: str | None = None, under: str = "/"
+    ) -> dict[str, int]: ...
+
+
+def _manifest_for(reference: str, platform: str | None) -> dict[str, Any]:
+    """The image manifest at `reference`; for an index, the entry of `platform` (os/arch)."""
+    body, _ = registry_get(reference)
+    document: dict[str, Any] = json.loads(body)
+    if "manifests" not in document:
+        return document
+    if platform is None:
+        pytest.fail(f"{reference} is an index: name the platform", pytrace=False)
+    os_name, _, arch = platform.partition("/")
+    arch = arch.split("/")[0]
+    for entry in document["manifests"]:
+        found = entry.get("platform", {})
+        if (found.get("os"), found.get("architecture")) == (os_name, arch):
+            registry, repository, _ = split_reference(reference)
+            return _manifest_for(f"{registry}/{repository}@{entry['digest']}", None)
+    pytest.fail(f"{reference} has no manifest for {platform}", pytrace=False)
+
+
+def elf_machines(
+    reference: str, *, platform: str | None = None, under: str = "/"
+) -> dict[str, int]:
+    """Every ELF regular file under `under` in the image at `reference` (a registry
+    reference; for an index, give `platform`), as path -> e_machine (ELF_X86_64 0x3e,
+    ELF_AARCH64 0xb7), with the layers applied in order (whiteouts included). Symbolic
+    links are left out; a hard link counts when its target is under `under` too."""
+    manifest = _manifest_for(reference, platform)
+    prefix = "/" + under.strip("/")
+    found: dict[str, int] = {}
+    for layer in manifest["layers"]:
+        with (
+            open_registry_blob(reference, layer["digest"]) as response,
+            tarfile.open(fileobj=response, mode="r|*") as archive,
+        ):
+            for member in archive:
+                path = "/" + member.name.removeprefix("./").strip("/")
+                parent, _, base = path.rpartition("/")
+                if base == ".wh..wh..opq":  # an opaque directory hides all lower entries
+                    found = {p: m for p, m in found.items() if not p.startswith(parent + "/")}
+                    continue
+                if base.startswith(".wh."):
+                    hidden = f"{parent}/{base[4:]}"
+                    found = {
+                        p: m
+                        for p, m in found.items()
+                        if p != hidden and not p.startswith(hidden + "/")
+                    }
+                    continue
+                found.pop(path, None)  # replaced by this layer's entry (maybe not a file)
+                if path != prefix and not path.startswith(prefix.rstrip("/") + "/"):
+                    continue
+                if member.islnk():  # a hard link: its target's machine, if that is an ELF
+                    target = "/" + member.linkname.removeprefix("./").strip("/")
+                    if target in found:
+                        found[path] = found[target]
+                    continue
+                if not member.isfile() or member.size < 20:
+                    continue
+                stream = archive.extractfile(member)
+                header = stream.read(20) if stream is not None else b""
+                if header[:4] == b"\x7fELF":
+                    byteorder: Literal["little", "big"] = "little" if header[5] == 1 else "big"
+                    found[path] = int.from_bytes(header[18:20], byteorder)
+    return found
+
+
+@pytest.fixture(name="elf_machines", scope="session")
+def elf_machines_fixture() -> ElfMachines:
+    return elf_machines
+
+
+@dataclass(frozen=True)
+class OciBaseLayout:
+    path: Path  # the layout directory (oci-layout, index.json, blobs/)
+    tag: str  # its index.json's org.opencontainers.image.ref.name
+    manifest_digest: str
+    config_digest: str  # skopeo's OCI rewrite of the engine's config, not the image's ID
+    image: str  # the local engine image it was copied from
+
+    @property
+    def reference(self) -> str:
+        """oci:DIR:TAG, as --base and skopeo take it."""
+        return f"oci:{self.path}:{self.tag}"
+
+
+@pytest.fixture(scope="session")
+def oci_base_layout(base_image: str) -> Iterator[OciBaseLayout]:
+    """An OCI layout directory of the amd64 test base (skopeo copy docker-daemon: -> oci:),
+    removed at session end."""
+    root = Path(tempfile.mkdtemp(prefix="pydeploy-oci-base-"))
+    try:
+        layout = root / "layout"
+        run_skopeo(
+            "copy", "--quiet", f"docker-daemon:{base_image}", f"oci:{layout}:{MULTIPLATFORM_TAG}"
+        )
+        index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+        (entry,) = index["manifests"]
+        algorithm, _, hexdigest = entry["digest"].partition(":")
+        manifest = json.loads((layout / "blobs" / algorithm / hexdigest).read_bytes())
+        yield OciBaseLayout(
+            layout, MULTIPLATFORM_TAG, entry["digest"], manifest["config"]["digest"], base_image
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_archive_base(docker_client: docker.DockerClient, base_image: str) -> Iterator[Path]:
+    """A `docker save` file of the amd64 test base (docker-archive:FILE for --base), removed
+    at session end."""
+    root = Path(tempfile.mkdtemp(prefix="pydeploy-archive-base-"))
+    try:
+        path = root / "base.tar"
+        with path.open("wb") as out:
+            for chunk in docker_client.api.get_image(base_image):
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def unreachable_engine() -> Iterator[str]:
+    """A DOCKER_HOST value naming a unix socket nobody listens on (a path in a fresh
+    temporary directory, no file there): for builds with the engine made unreachable."""
+    root = Path(tempfile.mkdtemp(prefix="pdx-", dir="/tmp"))  # short: socket path limit
+    try:
+        yield f"unix://{root}/docker.sock"
+    finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -103,6 +103,8 @@ def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Report
     done = root / key[:32]
     marker = _marker(done)
     if marker is not None:
+        with contextlib.suppress(OSError):  # its last use, for `pydeploy prune`
+            os.utime(done / MARKER)
         report.progress("install", 0.0, f"cached in {done}")
         pins = tuple(str(p) for p in marker.get("pins", []))
         return HostVenv(key, done, pins, inputs.source, True, bool(marker.get("bytecode")))

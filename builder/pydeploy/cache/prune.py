@@ -36,6 +36,7 @@ from pydeploy.cachekeys import (
     BUILD_LABEL,
     BUILDER_REPOSITORY,
     CACHE_VOLUME,
+    HOST_VENVS_DIR,
     INDEX_IMAGE_LAYERS,
     INDEX_PRELOAD,
     LABEL_CACHE,
@@ -62,7 +63,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DAY = 86400.0
 
 VolumeRole = Literal["venv", "python", "cache", "apt"]
-FileRole = Literal["blob", "partial", "index", "tmp", "log", "record", "lock", "other"]
+FileRole = Literal["blob", "partial", "index", "tmp", "log", "record", "lock", "other", "venv"]
 
 
 # --- the host cache lock ---------------------------------------------------------------
@@ -304,6 +305,11 @@ def _host_entries(root: Path) -> Iterator[HostEntry]:
             role: FileRole = "tmp" if top.name == "tmp" else "log"
             for child in sorted(top.iterdir()):
                 yield _entry(child, role)
+        elif top.name == HOST_VENVS_DIR and top.is_dir() and not top.is_symlink():
+            # Builds without an engine: one venv per dependency key (its marker is
+            # touched on each use), and the work directories of interrupted installs.
+            for child in sorted(top.iterdir()):
+                yield _entry(child, "tmp" if child.name.startswith(".tmp-") else "venv")
         elif top.name == UNCHANGED_DIR and top.is_dir() and not top.is_symlink():
             for child in sorted(top.iterdir()):
                 yield _entry(child, "partial" if child.name.startswith(TEMP_PREFIX) else "record")
@@ -399,6 +405,7 @@ _FILE_CATEGORY = {
     "tmp": "tmp",
     "log": "log",
     "record": "no-change record",
+    "venv": "host venv",
     "lock": "lock",
     "other": "other",
 }
@@ -501,7 +508,7 @@ def _stale_file(entry: HostEntry, policy: Policy, referenced: set[str]) -> str |
         return "partial write of an interrupted build"
     if entry.role == "tmp":
         return "scratch space of an interrupted build"
-    if entry.role in {"log", "record"} and entry.mtime < policy.cutoff:
+    if entry.role in {"log", "record", "venv"} and entry.mtime < policy.cutoff:
         return f"written {_days(policy.now - entry.mtime)} days ago"
     if entry.role == "blob" and entry.digest not in referenced and entry.mtime < settled:
         return "not referenced by any cache index"

@@ -4,6 +4,7 @@ or every workspace member)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -97,10 +98,14 @@ def choose_path(
 
 
 def _output_kinds(outputs: tuple[str, ...], push: bool) -> tuple[str, ...]:
+    """The outputs' kinds as the path choice sees them: `--push` alone pushes (the engine
+    path also loads the image then, as it always has; without an engine it only pushes)."""
     from pydeploy.publish import outputs as publish  # noqa: PLC0415
 
-    kinds = tuple(publish.parse_output(spec).kind for spec in outputs) or ("docker",)
-    return (*kinds, "registry") if push else kinds
+    kinds = tuple(publish.parse_output(spec).kind for spec in outputs)
+    if push and "registry" not in kinds:
+        kinds = (*kinds, "registry")
+    return kinds or ("docker",)
 
 
 @click.command()
@@ -230,32 +235,34 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
             if code:
                 sys.exit(code)
             return
-        _build_one(session, directory, (overrides, no_engine), options, result, record)
+        chosen = _output_kinds(outputs, push)
+        _build_one(session, directory, (overrides, no_engine, chosen), options, result, record)
 
 
 def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     session: Session,
     directory: Path,
-    how: tuple[Overrides, bool],
+    how: tuple[Overrides, bool, tuple[str, ...]],
     options: BuildOptions,
     result: _Result,
     record: Path | None,
 ) -> None:
     from pydeploy.cli import unchanged  # noqa: PLC0415
 
-    overrides, no_engine = how
+    overrides, no_engine, kinds = how
     lines = render.Lines()
     with contextlib.ExitStack() as stack:
         recorder = stack.enter_context(unchanged.recording(record)) if record else None
         the_plan = project_plan(directory, overrides)
         engine = None if no_engine else session.engine_if_any()
-        kinds = tuple(o.kind for o in options.outputs)
         path = choose_path(the_plan, kinds, engine, no_engine=no_engine)
         if path.kind == "engine":
             built: BuildResult | IndexResult = run_build(the_plan, session, options, lines)
         else:
             recorder = None  # the fast path answers for engine builds only
-            built = run_host_build(the_plan, session, options, lines, (path, engine))
+            outputs = tuple(o for o in options.outputs if o.kind in kinds)
+            on_host = dataclasses.replace(options, outputs=outputs)
+            built = run_host_build(the_plan, session, on_host, lines, (path, engine))
     from pydeploy.hostbuild import IndexResult  # noqa: PLC0415
 
     if recorder is not None and not isinstance(built, IndexResult):

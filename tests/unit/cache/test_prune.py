@@ -386,3 +386,25 @@ def test_engine_indexes_keep_no_host_blob(tmp_path: Path) -> None:
     )
     removed = {str(Path(i.name).relative_to(tmp_path)) for i in plan.remove}
     assert removed == {f"blobs/sha256/{BLOB_A[7:]}"}
+
+
+def test_host_venvs_age_out_and_interrupted_installs_go(tmp_path: Path) -> None:
+    """`venvs/` of builds without an engine: a venv unused for the policy's days goes (its
+    marker is touched on each use), one used lately stays, and the work directory of an
+    install a killed build left goes once it is an hour old."""
+    venvs = tmp_path / "venvs"
+    old, fresh, abandoned = venvs / "a", venvs / "b", venvs / ".tmp-999999-abcd"
+    for path in (old, fresh, abandoned):
+        (path / "lib").mkdir(parents=True)
+        (path / "lib" / "mod.py").write_text("x = 1\n")
+    ages = {old: NOW - 400 * 86400, fresh: NOW - 3600, abandoned: NOW - 7200}
+    for path, when in ages.items():
+        for each in (path / "lib" / "mod.py", path / "lib", path):
+            os.utime(each, (when, when))
+    inventory = cachegc.take_inventory(None, tmp_path, check_markers=False)
+    roles = {e.path.name: e.role for e in inventory.files}
+    assert roles == {"a": "venv", "b": "venv", ".tmp-999999-abcd": "tmp"}
+    plan = cachegc.plan_prune(inventory, Policy(now=NOW))
+    assert {Path(i.name).name: i.category for i in plan.remove} == {
+        "a": "host venv", ".tmp-999999-abcd": "tmp",
+    }  # fmt: skip
