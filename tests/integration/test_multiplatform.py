@@ -69,7 +69,9 @@ def test_two_platforms_give_one_index_and_the_arm64_image_serves(
                     "--tag", ref, "--push")  # fmt: skip
     assert result["pushed"][ref] == result["index_digest"]
     amd64, arm64 = result["platforms"]
-    assert (amd64["platform"], arm64["platform"]) == ("linux/amd64", "linux/arm64")
+    assert amd64["platform"] == "linux/amd64"
+    # The arm64 base says variant v8, as public arm64 images do: the image keeps it.
+    assert arm64["platform"] == "linux/arm64/v8"
     # The engine runs amd64 natively: the one check ran there, and settles both launchers.
     assert amd64["check"] == arm64["check"]
     assert amd64["check"]["where"] == "image"
@@ -77,9 +79,9 @@ def test_two_platforms_give_one_index_and_the_arm64_image_serves(
     index = read_index(ref)
     assert index.digest == result["index_digest"]
     assert index.manifests == {"linux/amd64": amd64["manifest_digest"],
-                               "linux/arm64": arm64["manifest_digest"]}  # fmt: skip
+                               "linux/arm64/v8": arm64["manifest_digest"]}  # fmt: skip
     # Each image stands on its own platform's base manifest.
-    assert index.configs["linux/arm64"]["Architecture"] == "arm64"
+    assert index.configs["linux/arm64/v8"]["Architecture"] == "arm64"
 
     # The wheels are each platform's: every ELF file of the venv is for that machine.
     for platform, machine in (("linux/amd64", ELF_X86_64), ("linux/arm64", ELF_AARCH64)):
