@@ -272,7 +272,9 @@ def build(
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="pydeploy") as pool:
             base_job = pool.submit(
                 _base_image, engine, store, plan, base_ref.image_id,
-                blobs=options.needs_base_blobs(), gzip=options.needs_manifest(),
+                # Podman's load takes only complete archives, base layers included.
+                blobs=options.needs_base_blobs() or engine.is_podman,
+                gzip=options.needs_manifest(),
             )  # fmt: skip
             run = _Build(plan, engine, options, clock, store)
             return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)

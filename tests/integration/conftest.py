@@ -621,6 +621,98 @@ def private_engine(docker_client: docker.DockerClient, base_image: str) -> Itera
         shutil.rmtree(root, ignore_errors=True)
 
 
+# --- Podman as the engine -----------------------------------------------------------------
+
+# Podman's default open-files limit (1048576) is above these machines' hard limit, and
+# runc then refuses every container (`error setting rlimit type 7`): an environment
+# setting, as a user's containers.conf would carry it (README "Other engines").
+PODMAN_CONTAINERS_CONF = "[containers]\ndefault_ulimits = []\n"
+
+
+@dataclass(frozen=True)
+class PodmanEngine:
+    host: str  # DOCKER_HOST of its API service
+    base_image: str  # the test base image, loaded into it under the same name
+    client: docker.DockerClient
+
+
+def _podman_client(host: str, proc: subprocess.Popen[bytes], log_path: Path) -> docker.DockerClient:
+    """A client once the service answers a ping (it starts in well under a second)."""
+    deadline = time.monotonic() + 60
+    while True:
+        candidate = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            try:
+                if Path(host.removeprefix("unix://")).exists():
+                    candidate = docker.DockerClient(base_url=host, timeout=600)
+                    candidate.ping()
+                    return candidate
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                if candidate is not None:
+                    candidate.close()
+            gc.collect()  # here, where a failed attempt's ResourceWarning is expected
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-800:]
+            pytest.fail(f"`podman system service` did not start:\n{tail}", pytrace=False)
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def podman_engine(docker_client: docker.DockerClient, base_image: str) -> Iterator[PodmanEngine]:
+    """Podman's Docker-compatible API service of this session alone: private storage
+    (`--root`/`--runroot` in one temporary directory, so removing it removes every image,
+    container and volume the session made there), the test base image loaded from the
+    Docker engine, stopped at the end."""
+    podman = shutil.which("podman")
+    if podman is None or os.geteuid() != 0:
+        unavailable(
+            "the Podman tests need root and podman",
+            "run as root with Debian's podman installed (.ci/test installs it)",
+        )
+    # Short: the socket's path has a length limit.
+    root = Path(tempfile.mkdtemp(prefix="pdp-", dir="/tmp"))
+    # Images, containers and volumes in memory: deleting some 500 MB of small files from
+    # a shared machine's disk took 10-17 s, and unmounting takes none (should the mount
+    # fail, the storage stays on disk: slower to remove, the same otherwise).
+    (root / "storage").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "pydeploy-podman",
+                              str(root / "storage")], capture_output=True, check=False)  # fmt: skip
+    conf = root / "containers.conf"
+    conf.write_text(PODMAN_CONTAINERS_CONF, encoding="utf-8")
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    storage = [podman, "--root", str(root / "storage"), "--runroot", str(root / "run")]
+    host = f"unix://{root}/podman.sock"
+    log_path = root / "service.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*storage, "system", "service", "--time=0", host],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+    client: docker.DockerClient | None = None
+    try:
+        client = _podman_client(host, proc, log_path)
+        # By name: Podman lists it as localhost/NAME, and finds it by NAME too.
+        client.images.load(b"".join(docker_client.api.get_image(base_image)))
+        yield PodmanEngine(host, base_image, client)
+    finally:
+        if client is not None:
+            client.close()
+        # Containers first: each has a conmon process of its own, outside the service.
+        subprocess.run([*storage, "rm", "--all", "--force", "--time", "0"],
+                       capture_output=True, env=env, timeout=120, check=False)  # fmt: skip
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        # The overlay driver mounts its directory onto itself, inside the tmpfs.
+        for mount in (root / "storage" / "overlay", root / "storage"):
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # --- other platforms, registry-side bases, an engine made unreachable -------------------
 
 BASE_IMAGE_ARM64_SCRIPT = REPO_ROOT / ".ci" / "base-image-arm64.sh"

@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import io
 import os
+import posixpath
 import re
 import tarfile
 import threading
@@ -56,7 +57,14 @@ from pydeploy.engine.types import (
     RunResult,
     VolumeInfo,
 )
-from pydeploy.errors import BaseImageError, ConfigError, EngineError, InterruptError, NoEngineError
+from pydeploy.errors import (
+    BaseImageError,
+    ConfigError,
+    EngineError,
+    InterruptError,
+    NoEngineError,
+)
+from pydeploy.oci.streams import as_reader
 from pydeploy.plan.references import parse_reference, try_parse
 
 # `key=value,key=value`: labels for the temporary containers a command creates (a CI job on
@@ -91,6 +99,11 @@ _SDK_ERRORS = (
 )
 
 OnLine = Callable[[str], None]
+# The API version of the client that only pings (/_ping is not versioned).
+_PROBE_API_VERSION = "1.24"
+# runc's words when a container's configured rlimit exceeds the hard limit it runs under
+# (type 7 is RLIMIT_NOFILE): Podman's default nofile of 1048576 on a host allowing less.
+_RLIMIT_REFUSED = "error setting rlimit"
 
 
 def _missing(exc: EngineError) -> bool:
@@ -157,6 +170,16 @@ def engine_failure(exc: BaseException, host: str) -> EngineError:
             "check that it runs (`docker info`), start it if needed, and run the command "
             "again; a rerun reuses everything already built.",
         )
+    if _RLIMIT_REFUSED in str(exc):
+        return EngineError(
+            f"The engine at {host} could not start a container: it asks for an open-files "
+            "limit (ulimit nofile) above the hard limit this machine allows (`error setting "
+            "rlimit type 7`). Podman's default is 1048576.",
+            hint="Let containers inherit the engine's limits: in containers.conf (e.g. "
+            "/etc/containers/containers.conf, or a file named by CONTAINERS_CONF when the "
+            "service starts) set `default_ulimits = []` under `[containers]`, restart "
+            "`podman system service`, and run the command again.",
+        )
     return EngineError(f"The Docker engine refused an operation: {_short(exc)}")
 
 
@@ -199,7 +222,12 @@ class Box:
         """A tar stream of `path`; entries start with the path's last component."""
         with self._engine.guard():
             stream, _stat = self._engine.slow.get_archive(self.id, path, chunk_size=1 << 20)
-        return self._engine.guarded_iter(stream)
+        chunks = self._engine.guarded_iter(stream)
+        if self._engine.is_podman:
+            # Podman roots the archive of a volume's mount point at '' ('', '/bin', ...):
+            # rewritten to Docker's layout, which every reader of these archives expects.
+            return rooted_archive(chunks, posixpath.basename(path.rstrip("/")))
+        return chunks
 
     def read_file(self, path: str) -> bytes | None:
         """The bytes of one regular file, or None when it does not exist."""
@@ -313,6 +341,7 @@ class Engine:
         *,
         slow: docker.APIClient | None = None,
         host: str | None = None,
+        podman: bool | None = None,
     ) -> None:
         self.client = client
         # The same engine with SLOW_TIMEOUT, for the calls that may go quiet for minutes
@@ -327,6 +356,7 @@ class Engine:
         self._pins: list[str] = []
         self._removing: list[threading.Thread] = []
         self._default_network: str | None = None
+        self._podman = podman  # None: asked when first needed
         self._holds = 0
         self._lock = threading.Lock()
         self._stopping = False
@@ -339,6 +369,7 @@ class Engine:
         labels = {**container_labels(os.environ.get(ENV_CONTAINER_LABELS, "")), **(labels or {})}
         host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         client: docker.DockerClient | None = None
+        podman = False
         socket = host.removeprefix("unix://") if host.startswith("unix://") else None
         reason = None
         fix = (
@@ -351,9 +382,7 @@ class Engine:
             reason = f"{socket} does not exist"
         else:
             try:
-                # PING_TIMEOUT bounds the version negotiation from_env does and the ping.
-                client = docker.from_env(timeout=PING_TIMEOUT)
-                client.ping()
+                client, podman = _ping()
             except _SDK_ERRORS as exc:
                 if client is not None:
                     client.close()
@@ -371,7 +400,7 @@ class Engine:
         client.api.timeout = CALL_TIMEOUT  # type: ignore[assignment]
         version = client.api.api_version  # no second negotiation
         slow = docker.from_env(timeout=SLOW_TIMEOUT, version=version)
-        return cls(client, labels, slow=slow.api, host=host)
+        return cls(client, labels, slow=slow.api, host=host, podman=podman)
 
     def close(self) -> None:
         """Release the SDK clients' connection pools (and any lifeline still held: the
@@ -399,6 +428,17 @@ class Engine:
             self.cleanup()
         finally:
             self.close()
+
+    @property
+    def is_podman(self) -> bool:
+        """Whether the engine is Podman's Docker-compatible service (from the connection's
+        ping, else asked once from /version): its archives and image loads differ from
+        Docker's (see the callers)."""
+        if self._podman is None:
+            with self.guard():
+                version = self.client.version()
+            self._podman = is_podman_version(version)
+        return self._podman
 
     # --- failures -------------------------------------------------------------------
 
@@ -1124,6 +1164,88 @@ def _same_repository(tag: str, familiar: str) -> bool:
     """Whether a RepoTags entry (`<none>:<none>` too) names the repository `familiar`."""
     ref = try_parse(tag)
     return ref is not None and ref.familiar == familiar
+
+
+def _ping() -> tuple[docker.DockerClient, bool]:
+    """A client of the engine DOCKER_HOST names that answered /_ping; whether it is Podman.
+
+    The API version comes from the ping's `Api-Version` header, as the docker CLI takes
+    it: the SDK's own negotiation asks /version, which Podman takes ~0.5 s to answer.
+    PING_TIMEOUT bounds each request."""
+    probe = docker.from_env(timeout=PING_TIMEOUT, version=_PROBE_API_VERSION)  # no request
+    try:
+        response = probe.api.get(f"{probe.api.base_url}/_ping", timeout=PING_TIMEOUT)
+        response.raise_for_status()
+    finally:
+        probe.close()
+    headers = response.headers
+    version = headers.get("Api-Version")
+    # Without the header (an old engine, a proxy that drops it): the SDK negotiates.
+    client = docker.from_env(timeout=PING_TIMEOUT, version=version or None)
+    if not version:
+        try:
+            client.ping()
+        except _SDK_ERRORS:
+            client.close()
+            raise
+    return client, is_podman_ping(headers)
+
+
+def is_podman_ping(headers: Mapping[str, str]) -> bool:
+    """Whether a /_ping answer's headers are Podman's (`Libpod-Api-Version`, `Server:
+    Libpod/4.3.1 (linux)`); Docker's say `Server: Docker/...`."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return "libpod-api-version" in lowered or "libpod" in lowered.get("server", "").lower()
+
+
+def is_podman_version(version: Mapping[str, Any]) -> bool:
+    """Whether a /version document is Podman's (`Components: [{"Name": "Podman Engine"}]`)."""
+    components = version.get("Components") or ()
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)
+
+
+def rooted_archive(chunks: Iterable[bytes], top: str) -> Iterator[bytes]:
+    """A tar stream in Docker's get_archive layout, entries under `top`. Podman roots the
+    archive of a mount point at '' ('', '/bin', ...): when the first entry is such a root,
+    every name (and hard link target) is put under `top`; other archives pass unchanged."""
+
+    def relative(name: str) -> str:
+        return "/".join(part for part in name.split("/") if part not in {"", "."})
+
+    out = _Spill()
+    rooted: bool | None = None
+    with (
+        tarfile.open(fileobj=as_reader(chunks), mode="r|") as src,
+        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for member in src:
+            if rooted is None:
+                rooted = relative(member.name) == ""
+            if rooted:
+                member.name = "/".join(filter(None, (top, relative(member.name))))
+                if member.islnk():
+                    member.linkname = "/".join(filter(None, (top, relative(member.linkname))))
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+            yield from out.take()
+    yield from out.take()
+
+
+class _Spill(io.RawIOBase):
+    """A write-only file whose bytes are taken out as they come (a tar writer's sink)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> Iterator[bytes]:
+        parts, self._parts = self._parts, []
+        return iter(parts)
 
 
 def _prefix_tar(data: bytes, directory: str) -> bytes:

@@ -24,6 +24,8 @@ class LoadingEngine(Protocol):
     def load_image(self, data: IO[bytes]) -> object: ...
     def tag_image(self, image_id: str, reference: str) -> None: ...
     def image_id(self, name: str) -> str | None: ...
+    @property
+    def is_podman(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class DaemonPublisher:
         ran in it) and check the engine's image ID is ours.
 
         moby's loader opens a layer file only when that layer chain is missing, so layers
-        the engine already holds are listed in manifest.json but left out of the archive."""
+        the engine already holds are listed in manifest.json but left out of the archive
+        (Podman's loader reads every layer: it gets them all)."""
         load(self.engine, image, tags, self.scratch, self.known, held=self.held)
         loaded = self.engine.image_id(tags[0] if tags else image.image_id)
         if loaded != image.image_id:
@@ -119,7 +122,9 @@ def load(  # noqa: PLR0913 - the image, where it goes, what is known of the engi
             engine.tag_image(image.image_id, tag)
         return False
     wanted = image.diff_ids
-    present = set(wanted[: leading_chain(_chains(engine, known, local), wanted)])
+    # Podman refuses an archive that leaves out a layer, even one it holds.
+    held_layers = 0 if engine.is_podman else leading_chain(_chains(engine, known, local), wanted)
+    present = set(wanted[:held_layers])
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=scratch) as handle:
         write_docker_archive(handle, image, list(tags), omit_diff_ids=present)

@@ -4,6 +4,8 @@ engine call fails (silence, a lost connection, a refusal) worded as what it is."
 from __future__ import annotations
 
 import http.client
+import io
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from pydeploy.engine.client import (
     container_labels,
     engine_failure,
     image_facts,
+    is_podman_ping,
+    is_podman_version,
+    rooted_archive,
     service_host_config,
 )
 from pydeploy.engine.types import ImageFacts, Outcome, Published, ResourceLimits
@@ -286,3 +291,83 @@ def test_reaping_removes_only_untagged_check_images_of_dead_owners_on_this_host(
     Engine(client, host=HOST).reap_orphans()  # type: ignore[arg-type]
     assert api.removed == ["dead-check"]
     assert api.filters == [{"label": CHECK_IMAGE_LABEL}]
+
+
+def _tar(members: list[tuple[str, bytes | None]], *, link: tuple[str, str] | None = None) -> bytes:
+    """A tar of directories (None) and files, plus an optional hard link (name, target)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type, info.linkname = tarfile.LNKTYPE, link[1]
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _read(chunks: Iterator[bytes]) -> list[tuple[str, bytes | str | None]]:
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        out: list[tuple[str, bytes | str | None]] = []
+        for member in tar:
+            handle = tar.extractfile(member) if member.isfile() else None
+            out.append((member.name, handle.read() if handle else member.linkname or None))
+        return out
+
+
+def test_podman_s_mount_point_archive_is_rooted_like_docker_s() -> None:
+    # Podman's GET /containers/{id}/archive?path=/opt/venv when /opt/venv is a volume.
+    podman = _tar(
+        [("", None), ("/bin", None), ("/bin/tool", b"x" * 70_000), ("/pyvenv.cfg", b"home")],
+        link=("/bin/same", "/bin/tool"),
+    )
+    chunks = [podman[i : i + 4096] for i in range(0, len(podman), 4096)]
+    assert _read(rooted_archive(chunks, "venv")) == [
+        ("venv", None),
+        ("venv/bin", None),
+        ("venv/bin/tool", b"x" * 70_000),
+        ("venv/pyvenv.cfg", b"home"),
+        ("venv/bin/same", "venv/bin/tool"),
+    ]
+    # Docker's layout (and Podman's for a path that is no mount point) passes unchanged,
+    # even an entry named like a root further in.
+    docker_layout = _tar([("venv", None), ("venv/a", b"1"), ("./", None), ("./venv/b", b"2")])
+    assert [name for name, _ in _read(rooted_archive([docker_layout], "venv"))] == [
+        "venv",
+        "venv/a",
+        ".",
+        "./venv/b",
+    ]
+
+
+def test_podman_is_told_apart_by_its_version_document() -> None:
+    podman = {"Components": [{"Name": "Podman Engine", "Version": "4.3.1"}], "Version": "4.3.1"}
+    moby = {"Components": [{"Name": "Engine", "Version": "26.1.5"}], "Version": "26.1.5"}
+    assert is_podman_version(podman) is True
+    assert is_podman_version(moby) is False
+    assert is_podman_version({}) is False
+    # The connection's ping tells them apart without that (slow, on Podman) request.
+    assert is_podman_ping({"Server": "Libpod/4.3.1 (linux)", "Api-Version": "1.41"}) is True
+    assert is_podman_ping({"libpod-api-version": "4.3.1"}) is True
+    assert is_podman_ping({"Server": "Docker/20.10.24+dfsg1 (linux)"}) is False
+
+
+def test_a_refused_rlimit_names_the_cause_and_the_containers_conf_fix() -> None:
+    refused = docker.errors.APIError(
+        "500 Server Error: Internal Server Error",
+        explanation="runc: runc create failed: unable to start container process: error during "
+        "container init: error setting rlimits for ready process: error setting rlimit type 7: "
+        "operation not permitted: OCI permission denied",
+    )
+    error = engine_failure(refused, HOST)
+    assert error.exit_code == 3
+    assert "open-files limit" in error.message
+    assert "default_ulimits = []" in error.message
+    assert "containers.conf" in error.message
+    assert "\n" not in error.message

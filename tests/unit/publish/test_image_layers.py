@@ -3,7 +3,11 @@ image -> diff IDs that spares a load inspecting images it has seen before."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from pathlib import Path
+from typing import IO
 
 from tests.unit.oci.samples import synthetic_image
 
@@ -17,8 +21,10 @@ A, B, C, D = ("sha256:" + ch * 64 for ch in "abcd")
 class CountingEngine:
     """Local images by ID; counts the inspections a load makes and records the load."""
 
-    def __init__(self, images: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, images: dict[str, tuple[str, ...]], *, podman: bool = False) -> None:
         self.images = images
+        self.is_podman = podman
+        self.sent: bytes = b""
         self.inspected: list[str] = []
         self.tagged: list[tuple[str, str]] = []
         self.loads = 0
@@ -32,8 +38,8 @@ class CountingEngine:
         self.inspected.append(image_id)
         return self.images.get(image_id)
 
-    def load_image(self, data: object) -> object:
-        assert data is not None
+    def load_image(self, data: IO[bytes]) -> object:
+        self.sent = data.read()
         self.loads += 1
         return []
 
@@ -118,3 +124,25 @@ def test_an_image_the_build_holds_is_tagged_without_listing_the_engine_s_images(
     scratch = tmp_path / "scratch"
     assert daemon.load(engine, image, ("demo:1",), scratch, ImageLayers(store), held=held) is False
     assert (engine.listed, engine.loads, engine.tagged) == (0, 0, [(image.image_id, "demo:1")])
+
+
+def _archived_layers(archive: bytes) -> tuple[int, int]:
+    """(layers listed in the archive's manifest.json, layer files it carries)."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        names = tar.getnames()
+        handle = tar.extractfile("manifest.json")
+        assert handle is not None
+        listed = json.loads(handle.read())[0]["Layers"]
+    return len(listed), sum(1 for name in listed if name in names)
+
+
+def test_podman_gets_every_layer_even_those_it_holds(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    image = synthetic_image(store)
+    chain = tuple(la.diff_id for la in image.layers)
+    assert len(chain) > 1
+    for podman, carried in ((False, 1), (True, len(chain))):
+        # An image of the same chain but for its last layer is in the engine.
+        engine = CountingEngine({A: chain[:-1]}, podman=podman)
+        daemon.load(engine, image, ("demo:1",), tmp_path / "scratch", ImageLayers(store))
+        assert _archived_layers(engine.sent) == (len(chain), carried)

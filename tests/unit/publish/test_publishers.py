@@ -33,6 +33,7 @@ class FakeEngine:
         self.names: list[str] = []
         self.tags: list[str] = []
         self.asked: list[str] = []
+        self.is_podman = False
 
     def local_image_ids(self) -> list[str]:
         return list(self.images)
