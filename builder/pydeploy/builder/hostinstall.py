@@ -289,8 +289,9 @@ def _run_job(plan: BuildPlan, job: InstallJob, work: Path, report: Reporting) ->
 _NO_WHEEL = re.compile(
     r"Wheels are required for `([^`]+)`"
     r"|Because (?:all versions of )?(\S+?)(?:[=<>!~]=?\S*)? has no (?:usable )?wheels"
-    # A local package uv built on this host, for this host's platform:
+    # A package uv built on this host, for this host's platform, or failed to build:
     r"|The built wheel `([A-Za-z0-9_.]+?)-\d[^`]*` is not compatible with the target"
+    r"|Failed to (?:build|download and build) `([A-Za-z0-9_.-]+)"
 )
 
 
@@ -303,7 +304,7 @@ def no_wheel(output: str) -> str | None:
 
 def _compiled_here(output: str) -> str | None:
     """The local package the script found compiled on this host (install_for_target)."""
-    match = re.search(r"the local package\(s\) (\S+?),? .*built a compiled wheel", output)
+    match = re.search(r"the package\(s\) (\S+?),? .*built a compiled wheel", output)
     return match.group(1) if match else None
 
 
@@ -312,9 +313,9 @@ def _no_wheel_error(plan: BuildPlan, name: str, job: InstallJob) -> NeedsBuilder
     platform = target["python_platform"] if target else "?"
     version = target["python_version"] if target else "?"
     return NeedsBuilderError(
-        f"`{name}` has no wheel for {platform} (Python {version}), and a build without an "
-        "engine installs wheels only: compiling it needs a builder container of that "
-        "platform.",
+        f"`{name}` has no wheel for {platform} (Python {version}) and does not build as "
+        "pure Python on this host: compiling it needs a builder container of that platform "
+        "(its compilers and headers: `tool.pydeploy.build-packages`).",
         hint=(
             "Build where a Docker or Podman engine answers (local or DOCKER_HOST): pydeploy "
             "then compiles it in a builder; or use a version of "

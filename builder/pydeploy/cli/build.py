@@ -81,20 +81,23 @@ def run_build(
 
 
 def choose_path(
-    plan: BuildPlan, outputs: tuple[str, ...], engine: Engine | None, *, no_engine: bool
-) -> BuildPath:
-    """Which way the build goes (pydeploy.plan.buildpath), for this engine or none."""
+    plan: BuildPlan, outputs: tuple[str, ...], session: Session, *, no_engine: bool
+) -> tuple[BuildPath, Engine | None]:
+    """Which way the build goes (pydeploy.plan.buildpath), and the engine if one answers
+    (never asked with --no-engine)."""
     from pydeploy.base.platforms import host_platform  # noqa: PLC0415
     from pydeploy.plan import buildpath  # noqa: PLC0415
 
+    engine = None if no_engine else session.engine_if_any()
     host = str(host_platform())
     if engine is not None and plan.platforms:  # what is foreign is the engine's to say
         os_name, arch = engine.platform()
         host = f"{os_name}/{arch}"
-    return buildpath.choose(
+    path = buildpath.choose(
         platforms=plan.platforms, host=host, base=plan.base_image, outputs=outputs,
-        no_engine=no_engine, engine_answers=engine is not None,
+        no_engine=no_engine, engine_answers=engine is not None, unreachable=session.unreachable,
     )  # fmt: skip
+    return path, engine
 
 
 def _output_kinds(outputs: tuple[str, ...], push: bool) -> tuple[str, ...]:
@@ -138,9 +141,10 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
 
     path: BuildPath | str
     with Session() as session:
-        engine = None if no_engine else session.engine_if_any()
         try:
-            path = choose_path(the_plan, _output_kinds(outputs, push), engine, no_engine=no_engine)
+            path, _ = choose_path(
+                the_plan, _output_kinds(outputs, push), session, no_engine=no_engine
+            )
         except PydeployError as exc:  # the plan is still worth showing, with why it stops
             path = exc.message
     render.show_plan(the_plan, as_json, path)
@@ -254,8 +258,7 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     with contextlib.ExitStack() as stack:
         recorder = stack.enter_context(unchanged.recording(record)) if record else None
         the_plan = project_plan(directory, overrides)
-        engine = None if no_engine else session.engine_if_any()
-        path = choose_path(the_plan, kinds, engine, no_engine=no_engine)
+        path, engine = choose_path(the_plan, kinds, session, no_engine=no_engine)
         if path.kind == "engine":
             built: BuildResult | IndexResult = run_build(the_plan, session, options, lines)
         else:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
-from pydeploy.errors import InterruptError
+from pydeploy.errors import EngineError, InterruptError
 
 if TYPE_CHECKING:
     from pydeploy.engine.client import Engine
@@ -43,6 +43,7 @@ class Session:
     def __init__(self, connect: Callable[[], Engine] | None = None) -> None:
         self._connect = connect
         self._engine: Engine | None = None
+        self.unreachable: EngineError | None = None  # why engine_if_any found none
         self._previous: dict[int, _Handler] = {}
 
     def __enter__(self) -> Session:
@@ -67,12 +68,14 @@ class Session:
         return self._engine
 
     def engine_if_any(self) -> Engine | None:
-        """The engine, or None when none answers (a build that can go without one)."""
+        """The engine, or None when none answers (a build that can go without one);
+        `unreachable` then says why."""
         from pydeploy.errors import NoEngineError  # noqa: PLC0415
 
         try:
             return self.connect()
-        except NoEngineError:
+        except NoEngineError as exc:
+            self.unreachable = exc
             return None
 
     @contextlib.contextmanager

@@ -836,7 +836,7 @@ def install(job: InstallJob) -> InstallResult:
     if light:
         os.environ["PATH"] = no_compilers_path()
     cwd, args, pins, added, servers = resolve(job, uv)
-    if light or target:
+    if light:
         if job["source"] == "requirements":
             args = [*args, *light_constraints(job, uv, cwd, added)]
         wheels_only = light_install_args(job.get("local_names") or [])
@@ -937,11 +937,11 @@ def install_for_target(
         if path.is_file() or path.is_symlink():
             path.unlink()
     move_scripts(site, venv, target)
-    compiled = compiled_local_packages(site, job.get("local_names") or [])
+    compiled = host_built_packages(site)
     if compiled:
         raise StepFailedError(
             "install",
-            f"the local package(s) {', '.join(compiled)} built a compiled wheel on this host, "
+            f"the package(s) {', '.join(compiled)} built a compiled wheel on this host, "
             f"which is not a wheel for {target['python_platform']}",
         )
     frozen = capture("install", [uv, "pip", "freeze", "--target", str(site)])
@@ -1011,18 +1011,16 @@ def _rewrite_record(record: Path, moved: dict[str, Path], up: str) -> None:
         record.write_text(out.getvalue(), encoding="utf-8")
 
 
-def compiled_local_packages(site: Path, local_names: list[str]) -> list[str]:
-    """The local path packages whose wheel (built on this host) is platform-specific."""
-    wanted = {normalize(name) for name in local_names}
+def host_built_packages(site: Path) -> list[str]:
+    """The distributions whose wheel this host compiled from an sdist: tagged for a bare
+    `linux_<machine>` platform, which no index publishes (theirs say manylinux/musllinux).
+    They were linked against this host's libraries, not the image's."""
     found = []
     for wheel in site.glob("*.dist-info/WHEEL"):
-        name = normalize(wheel.parent.name[: -len(".dist-info")].rsplit("-", 1)[0])
-        if name not in wanted:
-            continue
         tags = [ln.split(":", 1)[1].strip() for ln in wheel.read_text(encoding="utf-8").splitlines()
                 if ln.startswith("Tag:")]  # fmt: skip
-        if any(not tag.endswith("-any") for tag in tags):
-            found.append(name)
+        if any(tag.rsplit("-", 1)[-1].startswith("linux_") for tag in tags):
+            found.append(normalize(wheel.parent.name[: -len(".dist-info")].rsplit("-", 1)[0]))
     return sorted(found)
 
 

@@ -36,9 +36,11 @@ def choose(  # noqa: PLR0913 - every input of the decision, keyword-only
     outputs: tuple[str, ...],
     no_engine: bool,
     engine_answers: bool,
+    unreachable: EngineError | None = None,
 ) -> BuildPath:
     """The path for a build of `platforms` (empty: the base's) from `base` to `outputs`
-    (their kinds), on a host of platform `host`; refuses what no path can do."""
+    (their kinds), on a host of platform `host`; refuses what no path can do.
+    `unreachable`: why no engine answered, when one was asked."""
     docker = "docker" in outputs
     from_file = next((k for k in BASE_FILE_KINDS if base.startswith(k)), None)
     if no_engine:
@@ -52,7 +54,7 @@ def choose(  # noqa: PLR0913 - every input of the decision, keyword-only
     foreign = [p for p in platforms if p != host]
     if len(platforms) > 1 or foreign or from_file:
         if docker and not engine_answers:
-            raise _no_engine_for_docker()
+            raise _no_engine_for_docker(unreachable)
         if len(platforms) > 1:
             why = f"{len(platforms)} platforms ({', '.join(platforms)})"
         elif foreign:
@@ -66,17 +68,24 @@ def choose(  # noqa: PLR0913 - every input of the decision, keyword-only
     if engine_answers:
         return BuildPath("engine", (), True, "an engine answers")
     if docker:
-        raise _no_engine_for_docker()
+        raise _no_engine_for_docker(unreachable)
     return BuildPath(
         "host", platforms or (host,), False,
         "no engine answers: the dependencies are installed on this host",
     )  # fmt: skip
 
 
-def _no_engine_for_docker() -> EngineError:
+def _no_engine_for_docker(unreachable: EngineError | None) -> EngineError:
+    """Why the engine did not answer (its own paragraph: where, and its fix), and that the
+    output `docker` needs one; the outputs that do not."""
+    why = str(unreachable) if unreachable else "No Docker or Podman engine answers."
+    fix = (
+        unreachable.hint
+        if unreachable and unreachable.hint
+        else "Start an engine (or point DOCKER_HOST at one)."
+    )
     return EngineError(
-        "No Docker or Podman engine answers, and the output `docker` (the default) loads "
-        "the image into one.",
-        hint="Start an engine (or point DOCKER_HOST at one), or build without it: --push, "
-        "--output oci:DIR or --output docker-archive:FILE (`pydeploy plan` shows the path).",
+        f"{why} The output `docker` (the default) loads the image into an engine.",
+        hint=f"{fix} Or build without one: --push, --output oci:DIR or --output "
+        "docker-archive:FILE (`pydeploy plan` shows the path).",
     )

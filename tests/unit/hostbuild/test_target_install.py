@@ -67,14 +67,14 @@ def test_scripts_move_to_bin_with_the_image_s_interpreter_and_their_record_follo
     assert rows[1] == ["tool/__init__.py", "", ""]
 
 
-def test_a_local_package_that_built_a_platform_wheel_is_named(tmp_path: Path) -> None:
-    for name, tag in (("mylib", "cp311-cp311-linux_x86_64"), ("pure", "py3-none-any"),
+def test_a_package_this_host_compiled_is_named(tmp_path: Path) -> None:
+    for name, tag in (("my_lib", "cp311-cp311-linux_x86_64"), ("pure", "py3-none-any"),
                       ("numpy", "cp311-cp311-manylinux_2_17_aarch64")):  # fmt: skip
         dist = tmp_path / f"{name}-1.0.dist-info"
         dist.mkdir()
         (dist / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
-    # numpy came from the index as a wheel for the target: only local packages are judged.
-    assert script.compiled_local_packages(tmp_path, ["mylib", "pure"]) == ["mylib"]
+    # numpy's wheel came from the index for the target; a pure sdist built here is fine.
+    assert script.host_built_packages(tmp_path) == ["my-lib"]
 
 
 def test_uv_resolves_for_the_target_s_version_and_platform() -> None:
@@ -111,4 +111,5 @@ def test_the_package_without_a_wheel_is_read_from_uv_s_error() -> None:
     built = ("cause: The built wheel `fastsum-1.0.0-cp311-cp311-linux_x86_64.whl` is not "
              "compatible with the target Python 3.11 on Linux aarch64.")  # fmt: skip
     assert no_wheel(built) == "fastsum"
+    assert no_wheel("error: Failed to build `psycopg2==2.9.9`\n  cause: ...") == "psycopg2"
     assert no_wheel("error: some other failure") is None
