@@ -176,8 +176,10 @@ def test_the_docker_output_without_an_engine_is_refused_before_any_work(
         "build", str(project), cwd=project, env={**os.environ, "DOCKER_HOST": unreachable_engine}
     )
     assert proc.returncode == 3, proc.stderr
-    assert "the output `docker`" in proc.stderr
+    assert f"No Docker engine answers at {unreachable_engine}" in proc.stderr
+    assert "The output `docker` (the default) loads the image into an engine" in proc.stderr
     assert "--push" in proc.stderr
+    assert "Traceback" not in proc.stderr
     plan = run_pydeploy(
         "plan", str(project), "--push", cwd=project,
         env={**os.environ, "DOCKER_HOST": unreachable_engine},
