@@ -28,6 +28,9 @@ UV_VERSION = "0.13.9"
 CHECK_RECIPE = "app-check-v3"
 # The app layer with the project's own wheel (built in the builder).
 PROJECT_RECIPE = "project-layer-v1"
+# The app check on the build host (no engine): its program's confinement (writes refused
+# outside /tmp and `writable`), the venv shim, the app layer as shipped.
+HOST_CHECK_RECIPE = "host-check-v1"
 # How build commands run and what of their output is kept (builder/commands.py).
 BUILD_COMMANDS_RECIPE = "build-commands-v1"
 # How the venv is split into dependency layers (pydeploy.layers.dependencies).

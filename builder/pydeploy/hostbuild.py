@@ -41,6 +41,7 @@ from pydeploy.cachedir import cache_root
 from pydeploy.cachekeys import (
     BASE_REPOSITORY,
     DEPENDENCY_LAYERS_RECIPE,
+    HOST_CHECK_RECIPE,
     INDEX_APP_CHECK,
     INDEX_PROJECT_LAYER,
     INDEX_VENV_LAYERS,
@@ -386,7 +387,7 @@ def _check(
             plan, f"no engine, and this host has no Python {minor} with {family} to import "
             "the image's venv",
         )  # fmt: skip
-    key = "host\0" + appcheck.cache_key(
+    key = f"{HOST_CHECK_RECIPE}\0" + appcheck.cache_key(
         plan, [p.diff_id for p in part.below_launcher], dict(plan.check_env), python
     )
     digest = hashlib.sha256(key.encode()).hexdigest()

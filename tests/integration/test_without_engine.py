@@ -187,3 +187,33 @@ def test_the_docker_output_without_an_engine_is_refused_before_any_work(
     assert plan.returncode == 0, plan.stderr
     assert "path: host" in plan.stdout
     assert "no engine answers" in plan.stdout
+
+
+def test_the_host_check_refuses_writes_as_the_read_only_image_does(
+    tmp_path: Path,
+    oci_base_layout: OciBaseLayout,
+    unreachable_engine: str,
+    run_pydeploy: RunPydeploy,
+) -> None:
+    """The host interpreter could write anywhere (and this suite runs as root): the check
+    confines the app's writes to /tmp and `writable`, so an app that creates ./instance
+    and ./logs at import fails here as it would in the image, with the same paragraph."""
+    project = tmp_path / "writes_app"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "writes_app", project)
+    env = {**os.environ, "DOCKER_HOST": unreachable_engine}
+    args = ("build", str(project), "--base", oci_base_layout.reference,
+            "--output", f"oci:{tmp_path / 'out'}")  # fmt: skip
+    refused = run_pydeploy(*args, cwd=project, env=env)
+    assert refused.returncode == 7, refused.stderr
+    assert "The app writes /app/instance when it is imported" in refused.stderr
+    assert 'writable = ["instance"]' in refused.stderr
+    assert not (project / "instance").exists(), "nothing was written into the project"
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'app = "app:create_app()"', 'app = "app:create_app()"\nwritable = ["instance", "logs"]'
+        )
+    )
+    built = run_pydeploy(*args, "--json", cwd=project, env=env)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["check"]["where"] == "host"

@@ -11,6 +11,7 @@ PINNED = {
     "UV_VERSION": "0.13.9",
     "CHECK_RECIPE": "app-check-v3",
     "PROJECT_RECIPE": "project-layer-v1",
+    "HOST_CHECK_RECIPE": "host-check-v1",
     "BUILD_COMMANDS_RECIPE": "build-commands-v1",
     "DEPENDENCY_LAYERS_RECIPE": "dependency-layers-v1",
     "SETUID_RECIPE": "no-setuid-v2",

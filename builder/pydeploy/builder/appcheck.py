@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -147,6 +148,12 @@ def run_check(engine: StageEngine, plan: BuildPlan, image: str, report: Reportin
     return _answer(plan, transcript.result, transcript.text)
 
 
+def _as_in_image(found: dict[str, Any], app_dir: Path) -> dict[str, Any]:
+    """A host check's report with the app directory's host path shown as /app."""
+    text = json.dumps(found)
+    return dict(json.loads(text.replace(json.dumps(str(app_dir))[1:-1], APP_DIR)))
+
+
 def _answer(plan: BuildPlan, result: dict[str, Any], output: str, **how: str) -> AppCheck:
     found = result.get("app") or {}
     interface = decide_interface(plan, found, output)
@@ -186,11 +193,26 @@ def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppChec
     (venv / "lib" / minor / "site-packages").symlink_to(host.site_packages)
     masker = Masker(value for _, value in plan.check_env)
     transcript = Transcript(report.progress, masker, report.output, report.verbose)
-    job = {**check_job(plan), "app_dir": str(host.app_dir)}
+    # Writable as in the image: /tmp (here the scratch directory too) and the `writable`
+    # directories, which start empty as the image's tmpfs mounts do.
+    scratch_tmp = host.scratch / "tmp"
+    scratch_tmp.mkdir(exist_ok=True)
+    writable_dirs = [str(scratch_tmp), TMP]
+    for path in plan.writable:
+        inside = (
+            host.app_dir / Path(path).relative_to(APP_DIR)
+            if path.startswith(APP_DIR + "/")
+            else None
+        )
+        if inside is not None:
+            shutil.rmtree(inside, ignore_errors=True)
+            inside.mkdir(parents=True)
+            writable_dirs.append(str(inside))
+    job = {**check_job(plan), "app_dir": str(host.app_dir), "writable": writable_dirs}
     argv = [str(venv / "bin" / "python"), "-c", payload.source("builder_script.py").decode(),
             "check-app", json.dumps(job, sort_keys=True)]  # fmt: skip
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(host.scratch),
-           "TMPDIR": str(host.scratch), "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1",
+           "TMPDIR": str(scratch_tmp), "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1",
            "PYTHONDONTWRITEBYTECODE": "1", **check_environment(plan)}  # fmt: skip
     if host.project_site is not None:  # in the image it is in site-packages too
         env["PYTHONPATH"] = str(host.project_site)
@@ -222,7 +244,8 @@ def run_host_check(plan: BuildPlan, host: HostRun, report: Reporting) -> AppChec
         )
     version = ".".join(map(str, sys.version_info[:3])) if host.python == sys.executable else ""
     reason = f"no engine: {host.python}" + (f" (Python {version})" if version else "")
-    return _answer(plan, transcript.result, transcript.text, where="host", reason=reason)
+    result = _as_in_image(transcript.result, host.app_dir)
+    return _answer(plan, result, transcript.text, where="host", reason=reason)
 
 
 def not_run(plan: BuildPlan, reason: str) -> AppCheck:

@@ -150,6 +150,13 @@ class CheckJob(TypedDict):
     measure: Measure | None
 
 
+class HostCheckJob(CheckJob, total=False):
+    """A check on the build host (no engine): writes anywhere but these directories are
+    refused as the image's read-only root filesystem refuses them (confine_writes)."""
+
+    writable: list[str]
+
+
 class _InstallResult(TypedDict):
     key: str
     source: str
@@ -1104,9 +1111,60 @@ def check_app(job: CheckJob) -> CheckResult:
     """inspect_app's report on the job's target, from the app directory."""
     emit("begin", "app check")
     os.chdir(job["app_dir"])
+    writable = cast("HostCheckJob", job).get("writable")
+    if writable is not None:
+        confine_writes(writable)
     found = inspect_app(job["target"], cast("dict[str, Any] | None", job.get("measure")))
     emit("end", f"app check {found.get('interface') or 'failed'}")
     return {"app": found}
+
+
+# Audit events of calls that change the filesystem at their first argument's path.
+_WRITE_EVENTS = frozenset({
+    "os.mkdir", "os.rmdir", "os.remove", "os.rename", "os.symlink", "os.link",
+    "os.chmod", "os.chown", "os.truncate", "os.utime", "shutil.rmtree",
+})  # fmt: skip
+_CONFINE_FRAMES = frozenset({"hook", "refuse"})  # confine_writes' own functions
+_OPEN_WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def confine_writes(writable: list[str]) -> None:
+    """Make this process's writes outside `writable` fail as a read-only root filesystem
+    makes them fail (EROFS, naming the path), through an audit hook (PEP 578): the host
+    check's stand-in for the image's read-only root, which a process running as root on
+    the host would not meet otherwise. Opens for writing and the os calls that change a
+    path are refused; what C code writes without Python's audit events is not seen."""
+    import errno  # noqa: PLC0415 - host checks only
+
+    roots = [os.path.realpath(path) for path in writable]
+
+    def allowed(path: object) -> bool:
+        if isinstance(path, int) or path is None:
+            return True  # a file descriptor: its open was judged
+        try:
+            full = os.path.realpath(os.fsdecode(path))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return True
+        return full.startswith("/dev/") or any(
+            full == root or full.startswith(root + os.sep) for root in roots
+        )
+
+    def refuse(path: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))  # type: ignore[arg-type]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and len(args) >= 3:
+            path, mode, flags = args[0], args[1], args[2]
+            writes = isinstance(flags, int) and bool(flags & _OPEN_WRITES)
+            writes = writes or (isinstance(mode, str) and any(c in mode for c in "wax+"))
+            if writes and not allowed(path):
+                refuse(path)
+        elif event in _WRITE_EVENTS and args and not allowed(args[0]):
+            refuse(args[0])
+        elif event in {"os.rename", "os.replace"} and len(args) > 1 and not allowed(args[1]):
+            refuse(args[1])
+
+    sys.addaudithook(hook)
 
 
 def inspect_app(target: str, measure: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1401,10 +1459,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _last_frame(exc: BaseException) -> Any:
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    """The innermost frame of the app's own call (confine_writes' hook, which raised it
+    on a host check, is left out)."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name not in _CONFINE_FRAMES:
+            last = tb
         tb = tb.tb_next
-    return tb
+    return last
 
 
 def _environ_key(exc: BaseException) -> str | None:
