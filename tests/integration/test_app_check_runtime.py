@@ -128,7 +128,12 @@ def test_settings_read_at_import_build_with_check_env_that_never_ships(
         f'SECRET_KEY = "{placeholder}"\n',
     )
     result = built(project, base_image, tag, cache)
-    assert result["check"] == {"status": "passed", "cached": False}
+    assert result["check"] == {
+        "status": "passed",
+        "cached": False,
+        "where": "image",
+        "reason": None,
+    }
     assert result["interface"] == "asgi"
 
     config = docker_client.images.get(tag).attrs["Config"]
@@ -152,7 +157,7 @@ def test_settings_read_at_import_build_with_check_env_that_never_ships(
 
     # Unchanged: the answer is reused and no container (nor image) is made for it.
     again = built(project, base_image, tag, cache)
-    assert again["check"] == {"status": "passed", "cached": True}
+    assert again["check"] == {"status": "passed", "cached": True, "where": "image", "reason": None}
     assert again["image_id"] == result["image_id"]
 
 
@@ -180,7 +185,12 @@ def test_an_app_writing_under_app_builds_with_writable_and_writes_where_it_runs(
     pyproject.write_text(original + "\n[tool.pydeploy.check]\nskip = true\n", encoding="utf-8")
     proc = build(project, base_image, tag, cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)["check"] == {"status": "skipped", "cached": False}
+    assert json.loads(proc.stdout)["check"] == {
+        "status": "skipped",
+        "cached": False,
+        "where": None,
+        "reason": "tool.pydeploy.check.skip",
+    }
     assert "app check: skipped (tool.pydeploy.check.skip)" in proc.stderr
     assert "worker memory not measured" in proc.stderr
 
@@ -191,7 +201,12 @@ def test_an_app_writing_under_app_builds_with_writable_and_writes_where_it_runs(
         encoding="utf-8",
     )
     result = built(project, base_image, tag, cache)
-    assert result["check"] == {"status": "passed", "cached": False}
+    assert result["check"] == {
+        "status": "passed",
+        "cached": False,
+        "where": "image",
+        "reason": None,
+    }
     roles = [layer["role"] for layer in result["layers"]]
     assert roles[-3:] == ["app", "writable", "launcher"]
 
