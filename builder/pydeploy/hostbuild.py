@@ -174,20 +174,23 @@ def _refusals(
 ) -> Iterator[ConfigError]:
     """What a build of its dependencies on this host cannot do (each needs a container)."""
     pyproject = plan.project.pyproject
-    needs = "runs in a container, so it needs an engine"
+    how = (
+        "runs in a container of the image, and a build whose dependencies are installed on "
+        "this host (no engine, several or foreign platforms, a base read from a file) runs "
+        "none for it"
+    )
     if plan.runtime_packages:
         yield ConfigError(
             f"`tool.pydeploy.runtime-packages` in {pyproject} installs Debian packages with "
-            f"apt, which {needs}; this build installs its dependencies without one.",
-            hint="Build where a Docker or Podman engine answers (local or DOCKER_HOST), or "
-            "use a base image that has those packages already.",
+            f"apt, which {how}.",
+            hint="Build one platform where a Docker or Podman engine answers (local or "
+            "DOCKER_HOST), or use a base image that has those packages already.",
         )
     if plan.build_commands:
         yield ConfigError(
-            f"`tool.pydeploy.build-commands` in {pyproject}: a build command {needs}; this "
-            "build has none.",
-            hint="Build where a Docker or Podman engine answers, or run the commands before "
-            "`pydeploy build` and ship their output with the app's files.",
+            f"`tool.pydeploy.build-commands` in {pyproject}: a build command {how}.",
+            hint="Build one platform where a Docker or Podman engine answers, or run the "
+            "commands before `pydeploy build` and ship their output with the app's files.",
         )
     if len(platforms) > 1:
         for output in options.outputs:

@@ -11,7 +11,7 @@ import json
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -339,3 +339,22 @@ def test_wrong_workspace_results_are_rejected(
     assert errors(validator, document) == []
     mutate(document)
     assert errors(validator, document) != []
+
+
+def test_a_multi_platform_result_validates(
+    validator: jsonschema.Draft202012Validator, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from pydeploy.hostbuild import IndexResult  # noqa: PLC0415
+
+    amd64, arm64 = fake_result(tmp_path / "a", "web"), fake_result(tmp_path / "b", "web")
+    digest = "sha256:" + "c" * 64
+    index = cast("Any", SimpleNamespace(digest=digest))
+    result = IndexResult([amd64, arm64], index, ("reg:5000/x/web:t1",), {"image": 1.5})
+    result.pushed["reg:5000/x/web:t1"] = digest
+    document = result.to_json()
+    assert document["index_digest"] == digest
+    assert errors(validator, document) == []
+    assert errors(validator, {**document, "platforms": [document["platforms"][0]]})
+    assert errors(validator, {**document, "index_digest": "nope"})
