@@ -344,9 +344,9 @@ def test_wrong_workspace_results_are_rejected(
 def test_a_multi_platform_result_validates(
     validator: jsonschema.Draft202012Validator, tmp_path: Path
 ) -> None:
-    from types import SimpleNamespace  # noqa: PLC0415
+    from types import SimpleNamespace
 
-    from pydeploy.hostbuild import IndexResult  # noqa: PLC0415
+    from pydeploy.hostbuild import IndexResult
 
     amd64, arm64 = fake_result(tmp_path / "a", "web"), fake_result(tmp_path / "b", "web")
     digest = "sha256:" + "c" * 64
