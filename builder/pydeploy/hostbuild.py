@@ -219,7 +219,7 @@ def _platform_part(
     assemble.check_user_id(plan, facts.passwd, facts.group)
     wheels.check_python(plan, facts.python)
     clock.step(
-        "base image", f"{platform}: {fetched.repo_digest or source} (Python "
+        "base image", f"{platform}: {source}@{fetched.manifest_digest[:19] or '(archive)'} (Python "
         f"{facts.python.version}, {facts.libc[0]} {facts.libc[1]})",
     )  # fmt: skip
     target = hostinstall.Target(facts.python, platform.machine(), facts.libc)
