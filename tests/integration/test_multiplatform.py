@@ -156,7 +156,8 @@ def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout)
-    assert "installed in a builder container" in proc.stderr
+    # Installed there now, or by an earlier build into the engine's venv volume (cached).
+    assert "in a builder container" in proc.stderr
     assert result["platform"] == "linux/arm64/v8"
     assert result["check"]["where"] == "image"
     assert "under emulation" in result["check"]["reason"]
