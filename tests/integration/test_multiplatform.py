@@ -144,7 +144,7 @@ def _cache_objects(client: docker.DockerClient) -> tuple[set[str], set[str]]:
     return images, volumes
 
 
-def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(  # noqa: PLR0913
+def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(
     tmp_path: Path,
     multiplatform_base: MultiPlatformBase,
     registry: str,
