@@ -467,8 +467,8 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
             f" {values['dockerfile']:>6.2f} s  " + "  ".join(verdicts) + note
         )
     sizes = {side: med(s.added[side] for s in samples) for side in SIDES}
-    lines += push_table(samples)
     lines += engine_free_table(samples)
+    lines += push_table(samples)
     lines += [
         (
             f"{LABELS['size']:<34} {sizes['pydeploy'] / 1e6:>6.1f} MB {sizes['uv'] / 1e6:>5.1f} MB"

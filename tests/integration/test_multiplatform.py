@@ -130,12 +130,28 @@ def test_an_index_needs_an_output_that_holds_one(
     assert "--push" in proc.stderr
 
 
+def _cache_objects(client: docker.DockerClient) -> tuple[set[str], set[str]]:
+    """pydeploy's images (the base loaded for a builder, builder images) and venv volumes."""
+    images = {
+        tag
+        for image in client.images.list()
+        for tag in image.tags
+        if tag.startswith(("pydeploy-base:", "pydeploy-builder:"))
+    }
+    volumes = {
+        str(v.name) for v in client.volumes.list() if str(v.name).startswith("pydeploy-venv-")
+    }
+    return images, volumes
+
+
 def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(
     tmp_path: Path,
     multiplatform_base: MultiPlatformBase,
     registry: str,
     run_pydeploy: RunPydeploy,
     elf_machines: ElfMachines,
+    docker_client: docker.DockerClient,
+    resources: Resources,
 ) -> None:
     """No wheel can exist for a local C extension: the arm64 image's one is compiled in a
     builder container of the arm64 base (gcc installed by apt), under QEMU; the app check
@@ -149,11 +165,19 @@ def test_a_compiled_local_package_for_arm64_builds_in_an_emulated_builder(
         )
     )
     ref = f"{registry}/pydeploy-test/cext-arm64:{uuid.uuid4().hex[:12]}"
-    proc = run_pydeploy(
-        "build", str(project), "--json", "--base", multiplatform_base.reference,
-        "--platform", "linux/arm64", "--network", "host", "--tag", ref, "--push",
-        cwd=project, env=dict(os.environ),
-    )  # fmt: skip
+    images, volumes = _cache_objects(docker_client)
+    try:
+        proc = run_pydeploy(
+            "build", str(project), "--json", "--base", multiplatform_base.reference,
+            "--platform", "linux/arm64", "--network", "host", "--tag", ref, "--push",
+            cwd=project, env=dict(os.environ),
+        )  # fmt: skip
+    finally:  # what this build added to pydeploy's engine caches goes with the test
+        now_images, now_volumes = _cache_objects(docker_client)
+        for tag in now_images - images:
+            resources.image(tag)
+        for name in now_volumes - volumes:
+            resources.volume(name)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout)
     # Installed there now, or by an earlier build into the engine's venv volume (cached).

@@ -33,6 +33,7 @@ from typing import IO, Any, Literal
 from pydeploy.atomic import TEMP_PREFIX
 from pydeploy.cachekeys import (
     APT_VOLUME_PREFIX,
+    BASE_REPOSITORY,
     BUILD_LABEL,
     BUILDER_REPOSITORY,
     CACHE_VOLUME,
@@ -137,6 +138,7 @@ class CachedImage:
     image_id: str
     size: int | None
     in_use: bool
+    category: str = "builder image"  # or "loaded base image" (pydeploy-base: for a builder)
 
 
 @dataclass(frozen=True)
@@ -257,11 +259,14 @@ def _volume_role(name: str, labels: dict[str, str]) -> VolumeRole | None:
 def _images(engine: Engine, sizes: dict[str, int], used: set[str]) -> list[CachedImage]:
     seen: set[str] = set()
     images = []
-    for info in engine.list_images(BUILDER_REPOSITORY):
-        # Several tags of one image: its bytes are counted once.
-        size = None if info.image_id in seen else sizes.get(info.image_id)
-        seen.add(info.image_id)
-        images.append(CachedImage(info.reference, info.image_id, size, info.image_id in used))
+    kinds = ((BUILDER_REPOSITORY, "builder image"), (BASE_REPOSITORY, "loaded base image"))
+    for repository, category in kinds:
+        for info in engine.list_images(repository):
+            # Several tags of one image: its bytes are counted once.
+            size = None if info.image_id in seen else sizes.get(info.image_id)
+            seen.add(info.image_id)
+            in_use = info.image_id in used
+            images.append(CachedImage(info.reference, info.image_id, size, in_use, category))
     return images
 
 
@@ -430,7 +435,7 @@ def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
             continue
         reason = "in use" if image.in_use else "--all"
         target = kept if image.in_use else remove
-        target.append(Item("image", "builder image", image.reference, image.size, reason))
+        target.append(Item("image", image.category, image.reference, image.size, reason))
     files_out, files_kept = _plan_files(inventory, policy)
     tidy = policy.everything and not inventory.host_busy
     return Plan(tuple(remove + files_out), tuple(kept + files_kept), tidy)
