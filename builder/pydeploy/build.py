@@ -777,9 +777,9 @@ def _restored_venv(run: _Build, dependency_key: str) -> wheels.RestoredVenv | No
     doc = store.read_index(INDEX_VENV_LAYERS, key)
     layers = stored_layers(store, doc)
     marker = doc.get("marker") if isinstance(doc, dict) else None
-    if layers is None or not _is_marker(marker) or not all(store.has(la.diff_id) for la in layers):
+    if layers is None or not is_marker(marker) or not all(store.has(la.diff_id) for la in layers):
         record = run.remote.restore(records.VENV, key)
-        if record is None or not _is_marker(record.document):
+        if record is None or not is_marker(record.document):
             return None
         layers, marker = list(record.layers), record.document
         doc = {"layers": [la.to_doc() for la in layers], "marker": marker}
@@ -787,11 +787,11 @@ def _restored_venv(run: _Build, dependency_key: str) -> wheels.RestoredVenv | No
         origin = "the registry cache"
     else:
         origin = "the host cache's layers"
-    assert isinstance(marker, dict)  # noqa: S101 - _is_marker said so
+    assert isinstance(marker, dict)  # noqa: S101 - is_marker said so
     return wheels.RestoredVenv(tuple(store.path(la.diff_id) for la in layers), marker, origin)
 
 
-def _is_marker(doc: Any) -> bool:
+def is_marker(doc: Any) -> bool:
     """An install's marker as records keep it: its pins (strings) and whether it needed
     the full builder."""
     return (

@@ -19,7 +19,7 @@ import docker
 import pytest
 
 if TYPE_CHECKING:
-    from tests.integration.conftest import Resources, RunPydeploy, WaitHttp
+    from tests.integration.conftest import MultiPlatformBase, Resources, RunPydeploy, WaitHttp
 
 FASTAPI = Path(__file__).resolve().parents[2] / "examples" / "fastapi-app"
 ARTIFACT_TYPE = "application/vnd.pydeploy.cache.v1+json"
@@ -48,11 +48,13 @@ class Runner:
     def __init__(self, root: Path, run_pydeploy: RunPydeploy, base_image: str) -> None:
         self.cache = root
         self._run, self._base = run_pydeploy, base_image
+        # Builds without an engine install with uv on the host: its cache is the runner's.
+        self.env = {"PYDEPLOY_CACHE_DIR": str(root), "UV_CACHE_DIR": str(root / "uv")}
 
-    def build(self, project: Path, *args: str) -> tuple[dict[str, Any], str]:
+    def build(self, project: Path, *args: str, base: str = "") -> tuple[dict[str, Any], str]:
         proc = self._run(
-            "build", str(project), "--json", "--base", self._base, *args, cwd=project,
-            env={**os.environ, "PYDEPLOY_CACHE_DIR": str(self.cache)},
+            "build", str(project), "--json", "--base", base or self._base, *args, cwd=project,
+            env={**os.environ, **self.env},
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
         result: dict[str, Any] = json.loads(proc.stdout)
@@ -205,3 +207,31 @@ def test_a_foreign_damaged_or_unreachable_cache_is_a_normal_build(
     assert built["image_id"] == first["image_id"]
     for tag in ("foreign", "damaged", "nowhere"):
         resources.image(f"cache-test:{tag}")
+
+
+def test_a_fresh_runner_without_an_engine_reuses_the_recorded_venv(
+    tmp_path: Path,
+    runners: Any,
+    registry: str,
+    multiplatform_base: MultiPlatformBase,
+    unreachable_engine: str,
+) -> None:
+    project = tmp_path / "no-engine"
+    shutil.copytree(FASTAPI, project)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(text.replace('"fastapi>=0.110"', '"fastapi>=0.110", "itsdangerous"'))
+    repository = f"{registry}/pydeploy-test/cache-{uuid.uuid4().hex[:12]}"
+    base = multiplatform_base.reference
+    first_runner, second_runner = runners(), runners()
+    for runner in (first_runner, second_runner):
+        runner.env["DOCKER_HOST"] = unreachable_engine
+    first, _ = first_runner.build(project, "--tag", f"{repository}:1", "--push", base=base)
+    assert first["path"] == "host"
+    assert first["cache"]["saved"] == ["venv"]
+    second, log = second_runner.build(project, "--tag", f"{repository}:2", "--push", base=base)
+    assert second["cache"]["restored"] == ["venv"]
+    assert "restored into" in log
+    assert "resolve:" not in log, "uv did not run"
+    assert second["check"]["status"] == "passed", "the host check imported the restored venv"
+    assert second["manifest_digest"] == first["manifest_digest"]

@@ -64,6 +64,10 @@ class RegistryCache:
         self._failed: set[str] = set()  # "from"/"to": a side that failed once is left alone
         self._lock = threading.Lock()
 
+    def note(self, text: str) -> None:
+        """A line about the cache (a miss's reason) on the build's progress."""
+        self._note(text)
+
     def to_json(self) -> dict[str, Any]:
         """`cache` of `build --json`."""
         return {
