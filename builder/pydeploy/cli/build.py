@@ -166,6 +166,16 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     help="docker (default), registry, oci:DIR or docker-archive:FILE; repeatable.",
 )
 @click.option("--push", is_flag=True, help="Push every tag (same as --output registry).")
+@click.option(
+    "--cache-from",
+    metavar="REPOSITORY",
+    help="Registry cache to reuse layers from (default: the push repository when pushing).",
+)
+@click.option(
+    "--cache-to",
+    metavar="REPOSITORY",
+    help="Registry cache to record layers in (default: the push repository when pushing).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option(
     "--metadata-file",
@@ -187,6 +197,8 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     registry: str | None,
     outputs: tuple[str, ...],
     push: bool,
+    cache_from: str | None,
+    cache_to: str | None,
     as_json: bool,
     metadata_file: Path | None,
     build_all: bool,
@@ -205,7 +217,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     members.check()
     result = _Result(as_json, metadata_file)
     record = None
-    if unchanged.eligible(outputs, push, build_all) and not platforms and not no_engine:
+    registry_cache = cache_from is not None or cache_to is not None
+    fast = not (platforms or no_engine or registry_cache)  # the fast path records none of them
+    if unchanged.eligible(outputs, push, build_all) and fast:
         retag = unchanged.full_references(tags)
         record = unchanged.record_file(
             {"directory": str(directory), "base": base_image, "network": network,
@@ -226,8 +240,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
     overrides = Overrides(
-        base_image=base_image, tags=tags, network=network, registry=registry, platforms=platforms
-    )
+        base_image=base_image, tags=tags, network=network, registry=registry,
+        platforms=platforms, cache_from=cache_from, cache_to=cache_to,
+    )  # fmt: skip
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
         verbose=verbose,
