@@ -1,0 +1,83 @@
+"""examples/ci: every command the GitHub Actions workflow runs is a call of
+examples/ci/pydeploy-ci.sh (which tests/integration/test_ci_matrix.py executes), the
+matrix comes from `build --all --list`'s `include`, and an empty list skips the build."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CI = Path(__file__).resolve().parents[2] / "examples" / "ci"
+WORKFLOW = CI / "github-actions.yml"
+SCRIPT = CI / "pydeploy-ci.sh"
+# The only commands a step may run: the script, by its path in the user's repository.
+CALL = re.compile(
+    r"bash \.github/pydeploy-ci\.sh "
+    r'(install|list|build "\$PYDEPLOY_SERVICE"|verify builds)'
+)
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+
+
+def workflow() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_every_run_step_calls_the_script() -> None:
+    jobs = workflow()["jobs"]
+    assert list(jobs) == ["list", "build", "verify"]
+    calls = {
+        name: [step["run"].strip() for step in job["steps"] if "run" in step]
+        for name, job in jobs.items()
+    }
+    for name, runs in calls.items():
+        for run in runs:
+            assert CALL.fullmatch(run), f"{name}: {run!r} is not a call of pydeploy-ci.sh"
+            assert not EXPRESSION.search(run), "values go through env, never into the command"
+    assert calls == {
+        "list": ["bash .github/pydeploy-ci.sh install", "bash .github/pydeploy-ci.sh list"],
+        "build": ["bash .github/pydeploy-ci.sh install",
+                  'bash .github/pydeploy-ci.sh build "$PYDEPLOY_SERVICE"'],
+        "verify": ["bash .github/pydeploy-ci.sh verify builds"],
+    }  # fmt: skip
+
+
+def test_the_matrix_is_the_listings_include_and_an_empty_one_is_skipped() -> None:
+    jobs = workflow()["jobs"]
+    list_step = next(s for s in jobs["list"]["steps"] if s.get("id") == "list")
+    assert list_step["run"] == "bash .github/pydeploy-ci.sh list"
+    assert jobs["list"]["outputs"] == {
+        "matrix": "${{ steps.list.outputs.matrix }}",
+        "count": "${{ steps.list.outputs.count }}",
+    }
+    build = jobs["build"]
+    assert build["needs"] == "list"
+    assert build["if"] == "needs.list.outputs.count != '0'"
+    assert build["strategy"]["matrix"] == {
+        "include": "${{ fromJSON(needs.list.outputs.matrix).include }}"
+    }
+    assert build["env"]["PYDEPLOY_SERVICE"] == "${{ matrix.name }}"
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload"))
+    assert upload["with"]["path"] == "build-${{ matrix.name }}.json"
+    assert jobs["verify"]["needs"] == "build"
+    download = next(s for s in jobs["verify"]["steps"] if "download" in s.get("uses", ""))
+    assert download["with"] == {"pattern": "build-*", "path": "builds", "merge-multiple": True}
+
+
+def test_the_script_is_valid_bash_and_refuses_bad_input(tmp_path: Path) -> None:
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], check=False).returncode == 0
+    for args in ([], ["nope"], ["build"], ["build", "../x"], ["build", "Api"], ["verify", "none"]):
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("pydeploy-ci: "), proc.stderr
+    (tmp_path / "builds").mkdir()
+    proc = subprocess.run(["bash", str(SCRIPT), "verify", "builds"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (2, "pydeploy-ci: verify: no build-*.json in builds\n")
