@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The commands of examples/ci/github-actions.yml, in one script: the workflow's steps only
-# call it, and pydeploy's test suite runs this same script against a local registry, so
-# the two cannot drift. Copy it next to the workflow (as .github/pydeploy-ci.sh).
+# The commands of examples/ci/github-actions.yml (and gitlab-ci.yml), in one script: the
+# workflow's steps only call it, and pydeploy's test suite runs this same script against
+# a local registry, so the two cannot drift. Copy it next to the workflow (GitHub:
+# .github/pydeploy-ci.sh; GitLab: .gitlab/pydeploy-ci.sh).
 #
 #   pydeploy-ci.sh install      install pydeploy ($PYDEPLOY_REQUIREMENT)
 #   pydeploy-ci.sh list         print the services to build (pydeploy-list.json); under
@@ -10,6 +11,7 @@
 #                               build-NAME.json (pydeploy's --metadata-file)
 #   pydeploy-ci.sh verify DIR   check that every digest in DIR/build-*.json is what the
 #                               registry serves for its tag (needs skopeo and jq)
+#   pydeploy-ci.sh gitlab-pipeline  print GitLab's child pipeline for pydeploy-list.json
 #
 # Every value comes from the environment, never from text pasted into a command:
 #   WORKSPACE               the uv workspace root (default: .)
@@ -68,6 +70,26 @@ cmd_list() {
 	fi
 	echo "pydeploy-ci: $count service(s) to build" >&2
 	cat pydeploy-list.json
+}
+
+# GitLab: a child pipeline (JSON is YAML) with one build job per listed service and a
+# verify job, from pydeploy-list.json. The jobs extend the templates of
+# .gitlab/pydeploy-jobs.yml; values are written as data by jq, never as shell text.
+cmd_gitlab_pipeline() {
+	[ -f pydeploy-list.json ] || die "gitlab-pipeline: run \`list\` first (no pydeploy-list.json)"
+	jq --arg push "${PYDEPLOY_PUSH:-}" '
+		[.include[].name] as $names
+		| {"include": [{"local": ".gitlab/pydeploy-jobs.yml"}]}
+		+ if ($names | length) == 0 then
+			# A pipeline needs a job: this one says that nothing is built.
+			{"nothing-to-build": {"extends": ".pydeploy-nothing"}}
+		else
+			([$names[] | {key: "build-\(.)", value: {"extends": ".pydeploy-build",
+				"variables": {"PYDEPLOY_SERVICE": ., "PYDEPLOY_PUSH": $push}}}]
+				| from_entries)
+			+ (if $push == "1" then {"verify": {"extends": ".pydeploy-verify",
+				"needs": [$names[] | "build-\(.)"]}} else {} end)
+		end' pydeploy-list.json
 }
 
 cmd_build() {
@@ -148,5 +170,6 @@ install) cmd_install ;;
 list) cmd_list ;;
 build) cmd_build "$@" ;;
 verify) cmd_verify "$@" ;;
-*) die "usage: pydeploy-ci.sh install | list | build NAME | verify DIR" ;;
+gitlab-pipeline) cmd_gitlab_pipeline ;;
+*) die "usage: pydeploy-ci.sh install | list | build NAME | verify DIR | gitlab-pipeline" ;;
 esac

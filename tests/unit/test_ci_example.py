@@ -1,14 +1,18 @@
-"""examples/ci: every command the GitHub Actions workflow runs is a call of
-examples/ci/pydeploy-ci.sh (which tests/integration/test_ci_matrix.py executes), the
-matrix comes from `build --all --list`'s `include`, and an empty list skips the build."""
+"""examples/ci: every command the GitHub Actions workflow and the GitLab pipeline run is
+a call of examples/ci/pydeploy-ci.sh (which tests/integration/test_ci_matrix.py
+executes), the matrix comes from `build --all --list`'s `include`, an empty list skips
+the build, and the GitLab child pipeline the script writes has one job per service."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 CI = Path(__file__).resolve().parents[2] / "examples" / "ci"
@@ -81,3 +85,60 @@ def test_the_script_is_valid_bash_and_refuses_bad_input(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", str(SCRIPT), "verify", "builds"], cwd=tmp_path,
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert (proc.returncode, proc.stderr) == (2, "pydeploy-ci: verify: no build-*.json in builds\n")
+
+
+GITLAB = CI / "gitlab-ci.yml"
+GITLAB_JOBS = CI / "gitlab-pydeploy-jobs.yml"
+GITLAB_CALL = re.compile(
+    r"bash \.gitlab/pydeploy-ci\.sh "
+    r'(install|list|build "\$PYDEPLOY_SERVICE"|verify \.|gitlab-pipeline > pydeploy-pipeline\.yml)'
+)
+
+
+def gitlab(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_gitlab_scripts_call_the_same_script() -> None:
+    jobs = {**gitlab(GITLAB), **gitlab(GITLAB_JOBS)}
+    scripts = {name: job["script"] for name, job in jobs.items()
+               if isinstance(job, dict) and "script" in job}  # fmt: skip
+    assert sorted(scripts) == [".pydeploy-build", ".pydeploy-nothing", ".pydeploy-verify", "list"]
+    for name, lines in scripts.items():
+        if name == ".pydeploy-nothing":
+            assert lines == ['echo "pydeploy: no workspace member to build (nothing changed)"']
+            continue
+        for line in lines:
+            assert GITLAB_CALL.fullmatch(line), f"{name}: {line!r} is not a call of pydeploy-ci.sh"
+    assert gitlab(GITLAB)["build"]["trigger"]["include"] == [
+        {"artifact": "pydeploy-pipeline.yml", "job": "list"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("names", "push"),
+    [((), "1"), (("api", "web"), "1"), (("api",), "")],
+    ids=["empty", "push", "merge-request"],
+)
+def test_gitlab_child_pipeline(tmp_path: Path, names: tuple[str, ...], push: str) -> None:
+    listing = {"include": [{"name": n, "directory": f"services/{n}", "image": f"r/{n}:1"}
+                           for n in names]}  # fmt: skip
+    (tmp_path / "pydeploy-list.json").write_text(json.dumps(listing))
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "gitlab-pipeline"], cwd=tmp_path, capture_output=True, text=True,
+        check=True, env={**os.environ, "PYDEPLOY_PUSH": push},
+    )  # fmt: skip
+    pipeline = yaml.safe_load(proc.stdout)
+    assert pipeline.pop("include") == [{"local": ".gitlab/pydeploy-jobs.yml"}]
+    templates = gitlab(GITLAB_JOBS)
+    for job in pipeline.values():
+        assert job["extends"] in templates
+    if not names:
+        assert pipeline == {"nothing-to-build": {"extends": ".pydeploy-nothing"}}
+        return
+    builds = {f"build-{n}": {"extends": ".pydeploy-build",
+                             "variables": {"PYDEPLOY_SERVICE": n, "PYDEPLOY_PUSH": push}}
+              for n in names}  # fmt: skip
+    verify = {"verify": {"extends": ".pydeploy-verify", "needs": list(builds)}} if push else {}
+    assert pipeline == {**builds, **verify}
