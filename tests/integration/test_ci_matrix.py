@@ -247,6 +247,17 @@ def results(path: Path, volumes: set[str]) -> list[Document]:
     return found
 
 
+def require_tools() -> None:
+    """What the script's steps need beside pydeploy (GitHub's runners have both): a
+    missing one skips locally and fails under CI, as for the engine."""
+    for tool in ("jq", "skopeo"):
+        if shutil.which(tool) is None:
+            fix = f"apt-get install {tool}, or run .ci/test (it installs it)"
+            if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
+                pytest.fail(f"{tool} is not installed; under CI this is a failure. Fix: {fix}")
+            pytest.skip(f"{tool} is not installed. To run this test: {fix}")
+
+
 # --- the tests --------------------------------------------------------------------------
 
 
@@ -257,6 +268,7 @@ def test_workflow_list_build_per_runner_and_verify(  # noqa: PLR0915 - one workf
     resources: Resources,
     created_volumes: set[str],
 ) -> None:
+    require_tools()
     repo = checkout(tmp_path / "checkout", base_image)
     sha = git(repo, "rev-parse", "HEAD")
     owner = f"PyDeploy-CI-{uuid.uuid4().hex[:8]}"  # the script lowercases it
@@ -369,6 +381,7 @@ def test_identical_dependency_sets_on_two_fresh_runners_give_identical_layers(
     one of another run). Shared with the first runner, unlike on GitHub: the builder image
     and uv's wheel cache volume on this engine (a fresh runner builds the former and
     downloads the same wheel files into the latter)."""
+    require_tools()
     suffix = uuid.uuid4().hex[:8]
     twins = (f"alpha-{suffix}", f"beta-{suffix}")
     repo = checkout(tmp_path / "checkout", base_image, twins)
