@@ -392,7 +392,8 @@ def test_identical_dependency_sets_on_two_fresh_runners_give_identical_layers(
         "github.event.pull_request.base.sha": "",
         "github.event_name == 'push' && '1' || ''": "",  # build only: nothing to push
     }
-    overrides = {"PYDEPLOY_REGISTRY": "ghcr.io/pydeploy-ci", **cache_overrides("")}
+    # No registry cache: it would hand the second runner the first one's layers.
+    overrides = {"PYDEPLOY_REGISTRY": "ghcr.io/pydeploy-ci", "PYDEPLOY_CACHE_REPO": ""}
     layers: dict[str, list[tuple[str, str]]] = {}
     apps: dict[str, str] = {}
     for name in twins:
