@@ -60,7 +60,7 @@ from pydeploy.oci.archive import (
     remember_base_config,
     scan_docker_save,
 )
-from pydeploy.oci.blobs import BlobStore
+from pydeploy.oci.blobs import BlobStore, digest_hex
 from pydeploy.oci.config import ImageSettings, rfc3339
 from pydeploy.oci.entries import FileEntry, entries_from_tar
 from pydeploy.oci.image import BaseImage, Image, assemble_image
@@ -288,13 +288,13 @@ def build(
         # gzip when an output needs them) is CPU work that overlaps with the container work
         # below; joined before assembly.
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="pydeploy") as pool:
+            remote = registry_cache(plan, options, store, functools.partial(clock.sub, "cache"))
             base_job = pool.submit(
                 _base_image, engine, store, plan, base_ref.image_id,
                 # Podman's load takes only complete archives, base layers included.
                 blobs=options.needs_base_blobs() or engine.is_podman,
-                gzip=options.needs_manifest(),
+                gzip=options.needs_manifest(), remote=_base_remote(engine, options, remote),
             )  # fmt: skip
-            remote = registry_cache(plan, options, store, functools.partial(clock.sub, "cache"))
             run = _Build(plan, engine, options, clock, store, remote)
             return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)
 
@@ -371,8 +371,9 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         )  # fmt: skip
         held = frozenset({preloaded} if preloaded is not None else ())
         destinations = publish.Destinations(
-            engine, scratch, store.root.parent, daemon.ImageLayers(store), held
-        )
+            engine, scratch, store.root.parent, daemon.ImageLayers(store), held,
+            fetch=run.remote.fetch_missing,
+        )  # fmt: skip
         for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
             done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
             result.pushed.update(done.pushed)
@@ -719,21 +720,38 @@ def _base_accounts(
 
 
 def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
-    engine: Engine, store: BlobStore, plan: BuildPlan, image_id: str, *, blobs: bool, gzip: bool
+    engine: Engine,
+    store: BlobStore,
+    plan: BuildPlan,
+    image_id: str,
+    *,
+    blobs: bool,
+    gzip: bool,
+    remote: RegistryCache | None,
 ) -> tuple[BaseImage, list[Layer]]:
     """The base and the layer that drops its setuid/setgid bits. With `blobs`, its layers
     are imported into the store (tars, and with `gzip` their gzip, once per base);
     without, one docker save pass reads only its config and its layers' headers (a
-    setuid scan), both cached by image ID."""
+    setuid scan), both cached by image ID. A fresh host cache takes both from the
+    registry cache's `base` record when it has one, the base's layers left in the
+    registry (the engine has the base; a push finds them there or mounts them)."""
     setuid = cached_setuid_layer(store, plan, image_id)
+    recorded = _recorded_base(store, plan, image_id, remote) if remote else None
     if blobs:
         base = cached_base(store, image_id)
+        if base is None and gzip and recorded is not None:
+            return recorded
         if base is None:
             with engine.save_image(plan.base_image) as stream:
                 base = import_docker_save(stream, store, compress=gzip)
         if setuid is None:
             setuid = setuid_layer(store, plan, image_id, assemble.stored_layer_scans(store, base))
+        compressed = bool(base.layers) and all(la.compressed for la in base.layers or ())
+        if remote is not None and compressed and not plan.keep_setuid:
+            _remember_base(remote, base, setuid)
         return base, setuid
+    if recorded is not None and cached_base_config(store, image_id) is None:
+        return BaseImage(recorded[0].config_bytes, None), recorded[1]
     base = cached_base_config(store, image_id)
     if base is None or setuid is None:
         with engine.save_image(plan.base_image) as stream:
@@ -741,6 +759,56 @@ def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
         remember_base_config(store, base)
         if setuid is None:
             setuid = setuid_layer(store, plan, image_id, scans)
+    return base, setuid
+
+
+def _base_remote(
+    engine: Engine, options: BuildOptions, remote: RegistryCache
+) -> RegistryCache | None:
+    """The registry cache for the base, when the outputs need none of its bytes: a push
+    (the registry has them, or mounts them) and the engine (it has the base). Podman's
+    load takes only complete archives."""
+    kinds = {output.kind for output in options.outputs}
+    return None if engine.is_podman or not kinds <= {"registry", "docker"} else remote
+
+
+def _remember_base(remote: RegistryCache, base: BaseImage, setuid: list[Layer]) -> None:
+    """The base's gzipped layers and its no-setuid layer (when it has one), with the
+    base's config, as the registry cache's `base` record."""
+    config = base64.b64encode(base.config_bytes).decode()
+    layers = [*(base.layers or ()), *setuid]
+    remote.remember(records.BASE, digest_hex(base.image_id), layers, {"config": config,
+                    "setuid": bool(setuid)})  # fmt: skip
+
+
+def _recorded_base(
+    store: BlobStore, plan: BuildPlan, image_id: str, remote: RegistryCache
+) -> tuple[BaseImage, list[Layer]] | None:
+    """The base and its no-setuid layer from the registry cache's `base` record, only
+    when the host cache lacks them: the layers stay in the registry, but for the small
+    no-setuid layer, which the check image needs."""
+    if cached_base(store, image_id) is not None or plan.keep_setuid:
+        return None
+    record = remote.restore(records.BASE, digest_hex(image_id), fetch=False)
+    if record is None:
+        return None
+    try:
+        config = base64.b64decode(str(record.document["config"]), validate=True)
+    except (KeyError, ValueError):
+        return None
+    has_setuid = record.document.get("setuid") is True
+    layers = list(record.layers)
+    setuid = [layers.pop()] if has_setuid else []
+    base = BaseImage(config, tuple(dataclasses.replace(la, role="base") for la in layers))
+    if base.image_id != image_id or base.diff_ids != [la.diff_id for la in layers]:
+        remote.note(f"base record of {image_id[:19]} not used: it is another image's")
+        return None
+    store.put_bytes(config)
+    if setuid:
+        remote.fetch_missing([setuid[0].digest])
+        store.write_index(INDEX_SETUID, _setuid_key(image_id), setuid[0].to_doc())
+    else:
+        store.write_index(INDEX_SETUID, _setuid_key(image_id), {"empty": True})
     return base, setuid
 
 

@@ -106,7 +106,7 @@ def test_a_fresh_runner_reuses_the_recorded_layers_and_builds_the_same_image(
     first, _ = runners().build(project, "--tag", f"{registry}/{repository}:1", "--push")
     # Pushing: the push repository is the cache by default; both records were written.
     assert first["cache"]["to"] == f"{registry}/{repository}"
-    assert first["cache"]["saved"] == ["libs", "system", "venv"]
+    assert first["cache"]["saved"] == ["base", "libs", "system", "venv"]
     (venv_tag,) = _records(registry, repository, "venv")
     assert len(_records(registry, repository, "system")) == 1
     data, media_type = registry_get(f"{registry}/{repository}:{venv_tag}", (MANIFEST,))
@@ -127,7 +127,7 @@ def test_a_fresh_runner_reuses_the_recorded_layers_and_builds_the_same_image(
     )
     tag = resources.image(f"{registry}/{repository}:2")
     second, log = runners().build(project, "--tag", tag, "--push", "--output", "docker")
-    assert second["cache"]["restored"] == ["libs", "system", "venv"]
+    assert second["cache"]["restored"] == ["base", "libs", "system", "venv"]
     assert second["cache"]["saved"] == [], "the records were there already"
     # The layers and the library check's answer were recorded: no venv volume is made.
     assert "restored from the registry cache" in log
@@ -177,7 +177,7 @@ def test_a_foreign_damaged_or_unreachable_cache_is_a_normal_build(
         "--cache-from",
         cache,
     )
-    assert first["cache"]["saved"] == ["libs", "system", "venv"]
+    assert first["cache"]["saved"] == ["base", "libs", "system", "venv"]
     (venv_tag,) = _records(registry, f"{repository}-cache", "venv")
     record_ref = f"{cache}:{venv_tag}"
     record, _ = registry_get(record_ref, (MANIFEST,))

@@ -37,6 +37,7 @@ from pydeploy.cachekeys import (
     RECIPE_VERSION,
     REGISTRY_CACHE_FORMAT,
     REGISTRY_CACHE_TAG_PREFIX,
+    SETUID_RECIPE,
     SHARED_LIBS_RECIPE,
     SYSTEM_LAYER_RECIPE,
     UV_VERSION,
@@ -60,7 +61,12 @@ BUILD = "build"  # what the build commands wrote
 # image's packages and LD_LIBRARY_PATH in its key): with it and the `venv` record, the
 # engine path needs no venv volume at all.
 LIBS = "libs"
+# The base image's layers as pydeploy gzipped them (digests its pushes gave them) and the
+# layer that drops its setuid bits, by the base's image ID: a push to where they are
+# already needs neither a `docker save` of the base nor its gzip.
+BASE = "base"
 RECIPES = {
+    BASE: f"base-gzip-v1+{SETUID_RECIPE}",
     VENV: f"{RECIPE_VERSION}+uv{UV_VERSION}+{DEPENDENCY_LAYERS_RECIPE}",
     SYSTEM: SYSTEM_LAYER_RECIPE,
     BUILD: BUILD_COMMANDS_RECIPE,
