@@ -139,7 +139,7 @@ def build_on_host(
                         plan,
                         store,
                         clock,
-                        (app_layer, writable),
+                        (app_layer, writable, selected.entries),
                         (p, options, root, engine),
                         remote,
                     ),
@@ -233,12 +233,12 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
     plan: BuildPlan,
     store: BlobStore,
     clock: engine_build.Clock,
-    shared: tuple[Layer, list[Layer]],
+    shared: tuple[Layer, list[Layer], list[FileEntry]],
     where: tuple[Platform, engine_build.BuildOptions, Path, Engine | None],
     remote: RegistryCache,
 ) -> _Platformed:
     platform, options, root, engine = where
-    app_layer, writable = shared
+    app_layer, writable, app_entries = shared
     source = parse_base_source(plan.base_image)
     fetched = fetch_base(source, platform, store, progress=functools.partial(clock.sub, "base"))
     facts = fetched.facts
@@ -282,7 +282,7 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
         scans = assemble.stored_layer_scans(store, base)
         setuid = engine_build.setuid_layer(store, plan, base.image_id, scans)
     if plan.install_project:
-        app_layer = _with_project(plan, store, app_layer, (target, report))
+        app_layer = _with_project(plan, store, (app_layer, app_entries), (target, report))
     below = [
         *setuid,
         assemble.layer(store, assemble.user_entries(plan, facts.passwd, facts.group), "user"),
@@ -296,12 +296,13 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
 def _with_project(
     plan: BuildPlan,
     store: BlobStore,
-    app_layer: Layer,
+    app: tuple[Layer, list[FileEntry]],
     how: tuple[hostinstall.Target, Reporting],
 ) -> Layer:
     """The app layer plus the project's own (pure Python) wheel in site-packages, cached by
-    the app layer and where site-packages is: the same on every platform of one Python."""
-    target, report = how
+    the app layer and where site-packages is: the same on every platform of one Python.
+    `app`: the app layer and the entries it was made of."""
+    (app_layer, entries), (target, report) = app, how
     key = hashlib.sha256(
         "\0".join(["host", PROJECT_RECIPE, app_layer.diff_id, target.python.site_packages,
                     ".".join(target.python.version.split(".")[:2])]).encode()
@@ -312,11 +313,10 @@ def _with_project(
             return cached
         with tempfile.TemporaryDirectory(dir=engine_build.scratch_dir(store)) as tmp:
             work = Path(tmp)
-            app = app_files(plan, store=store).entries
-            _write_files(app, work / "app", strip="app/")
+            _extract(store, app_layer, work)  # the app's files under work/app, as shipped
             site = hostinstall.build_project_on_host(plan, target, work / "app", work, report)
             prefix = f"{VENV.lstrip('/')}/{target.python.site_packages}"
-            layer = assemble.layer(store, [*app, *entries_from_dir(site, prefix)], "app")
+            layer = assemble.layer(store, [*entries, *entries_from_dir(site, prefix)], "app")
         store.write_index(INDEX_PROJECT_LAYER, key, layer.to_doc())
         return layer
 
@@ -594,25 +594,6 @@ def _extract(store: BlobStore, layer: Layer, dest: Path) -> None:
                 if source is not None:
                     path.write_bytes(source.read())
                 path.chmod(member.mode & 0o755)
-
-
-def _write_files(entries: list[FileEntry], dest: Path, *, strip: str) -> None:
-    """The app layer's files on disk, for the host check (its cwd)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in entries:
-        if not entry.path.startswith(strip):
-            continue
-        path = dest / entry.path[len(strip) :]
-        if entry.kind == "dir":
-            path.mkdir(parents=True, exist_ok=True)
-        elif entry.kind == "symlink":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.symlink_to(entry.linkname)
-        elif entry.kind == "file":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = entry.data if entry.data is not None else Path(str(entry.source)).read_bytes()
-            path.write_bytes(data)
-            path.chmod(entry.mode & 0o777)
 
 
 def _result(

@@ -217,3 +217,49 @@ def test_the_host_check_refuses_writes_as_the_read_only_image_does(
     built = run_pydeploy(*args, "--json", cwd=project, env=env)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["check"]["where"] == "host"
+
+
+def test_a_packaged_project_gets_its_own_wheel_without_an_engine(
+    tmp_path: Path,
+    multiplatform_base: MultiPlatformBase,
+    registry: str,
+    unreachable_engine: str,
+    run_pydeploy: RunPydeploy,
+    docker_client: docker.DockerClient,
+    resources: Resources,
+    free_port: int,
+) -> None:
+    """A src-layout project with a build system: its wheel is built on the host and
+    installed into the app layer's site-packages; the image imports it from there."""
+    project = tmp_path / "pkapp"
+    (project / "src" / "pkapp").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "pkapp"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["fastapi>=0.110"]\n\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[tool.pydeploy]\napp = "pkapp.main:app"\n',
+        encoding="utf-8",
+    )
+    (project / "src" / "pkapp" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "src" / "pkapp" / "main.py").write_text(
+        "from fastapi import FastAPI\n\napp = FastAPI()\n\n\n"
+        '@app.get("/")\ndef root() -> dict[str, str]:\n    return {"app": "pkapp"}\n',
+        encoding="utf-8",
+    )
+    ref = f"{registry}/pydeploy-test/no-engine-pkapp:{uuid.uuid4().hex[:12]}"
+    result = _build(
+        run_pydeploy, project, unreachable_engine, "--base", multiplatform_base.reference,
+        "--tag", ref, "--push",
+    )  # fmt: skip
+    assert result["check"]["status"] == "passed"
+    resources.image(ref)
+    docker_client.images.pull(ref)
+    site = "/opt/venv/lib/python3.11/site-packages"
+    listed = resources.run(ref, ["/bin/sh", "-c", f"ls {site} | grep pkapp"])
+    assert listed.exit_code == 0, listed.output
+    assert "pkapp-0.1.0.dist-info" in listed.output
+    container = resources.create(ref, environment={"PORT": str(free_port)})
+    container.start()
+    from tests.integration.conftest import wait_http
+
+    assert json.loads(wait_http(f"http://127.0.0.1:{free_port}/", timeout=60)) == {"app": "pkapp"}

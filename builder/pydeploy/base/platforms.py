@@ -31,24 +31,17 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """`linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `linux/arm/v7`. arm64's only
         variant, v8, is left out (as Docker shows it), so both spellings are equal."""
-        parts = text.strip().lower().split("/")
-        if len(parts) not in {2, 3} or not all(parts):
-            raise _refuse(text, "it is not os/architecture[/variant]")
-        os_name, arch = parts[0], _ALIASES.get(parts[1], parts[1])
-        variant = parts[2] if len(parts) == 3 else ""
-        if os_name != "linux":
-            raise _refuse(text, "pydeploy builds Linux images only")
-        if arch == "arm64" and variant in {"", "v8"}:
-            return cls(os_name, arch, "")
-        if arch == "arm":
-            if variant not in _ARM_VARIANTS:
-                raise _refuse(text, "32-bit arm needs a variant, v6 or v7")
-            return cls(os_name, arch, variant)
-        if arch not in _MACHINES:
-            raise _refuse(text, f"the architecture {arch!r} is not one pydeploy knows")
-        if variant:
-            raise _refuse(text, f"{arch} has no variant {variant!r}")
-        return cls(os_name, arch, "")
+        parsed = _parse(text)
+        if isinstance(parsed, str):
+            raise ConfigError(f"{text!r} is not a platform pydeploy can build for: {parsed}.",
+                              hint=HINT)  # fmt: skip
+        return parsed
+
+    @staticmethod
+    def problem(text: str) -> str | None:
+        """Why `text` is not a platform `parse` takes, or None (the config's validator)."""
+        parsed = _parse(text)
+        return parsed if isinstance(parsed, str) else None
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
@@ -68,20 +61,47 @@ class Platform:
         return variant == self.variant
 
 
-def _refuse(text: str, why: str) -> ConfigError:
-    return ConfigError(
-        f"{text!r} is not a platform pydeploy can build for: {why}.",
-        hint="Use linux/amd64, linux/arm64 (or linux/arm64/v8), linux/arm/v7, linux/386, "
-        "linux/ppc64le, linux/s390x or linux/riscv64.",
-    )
+HINT = (
+    "Use linux/amd64, linux/arm64 (or linux/arm64/v8), linux/arm/v7, linux/386, "
+    "linux/ppc64le, linux/s390x or linux/riscv64."
+)
+
+
+def _parse(text: str) -> Platform | str:  # noqa: PLR0911 - a return per rule
+    """The platform, or why `text` is none (the one statement of the grammar)."""
+    parts = text.strip().lower().split("/")
+    if len(parts) not in {2, 3} or not all(parts):
+        return "it is not os/architecture[/variant]"
+    os_name, arch = parts[0], _ALIASES.get(parts[1], parts[1])
+    variant = parts[2] if len(parts) == 3 else ""
+    if os_name != "linux":
+        return "pydeploy builds Linux images only"
+    if arch == "arm64" and variant in {"", "v8"}:
+        return Platform(os_name, arch, "")
+    if arch == "arm":
+        if variant not in _ARM_VARIANTS:
+            return "32-bit arm needs a variant, v6 or v7"
+        return Platform(os_name, arch, variant)
+    if arch not in _MACHINES:
+        return f"the architecture {arch!r} is not one pydeploy knows"
+    if variant:
+        return f"{arch} has no variant {variant!r}"
+    return Platform(os_name, arch, "")
+
+
+def architecture_of(machine: str) -> str:
+    """The OCI architecture of a `uname -m` (x86_64 -> amd64, aarch64 -> arm64); other
+    names as they are."""
+    machine = machine.lower()
+    by_machine = {m: a for a, m in _MACHINES.items()}
+    if machine in {"armv7l", "armv6l"}:
+        return "arm"
+    return by_machine.get(machine, _ALIASES.get(machine, machine))
 
 
 def host_platform() -> Platform:
     """The platform of this host's CPU (Linux assumed: images are Linux)."""
     machine = _host.machine().lower()
-    by_machine = {m: a for a, m in _MACHINES.items()}
-    if machine in by_machine:
-        return Platform("linux", by_machine[machine])
     if machine in {"armv7l", "armv6l"}:
         return Platform("linux", "arm", machine[3:5])
-    return Platform.parse(f"linux/{machine}")
+    return Platform.parse(f"linux/{architecture_of(machine)}")

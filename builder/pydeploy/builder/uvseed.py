@@ -16,12 +16,12 @@ import platform
 import sys
 from pathlib import Path
 
+from pydeploy.base.platforms import architecture_of
 from pydeploy.cachekeys import UV_VERSION
 
 SEED_DIR = "/run/pydeploy/uv-seed"
 SEED = f"{SEED_DIR}/uv"
 # `uname -m` -> the OCI architecture an image config names.
-_OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
 
 
 def host_binary(base_architecture: str) -> Path | None:
@@ -29,7 +29,7 @@ def host_binary(base_architecture: str) -> Path | None:
     if sys.platform != "linux":
         return None
     machine = platform.machine()
-    if _OCI_ARCH.get(machine, machine) != (base_architecture or "amd64"):
+    if architecture_of(machine) != (base_architecture or "amd64"):
         return None
     try:
         if importlib.metadata.version("uv") != UV_VERSION:

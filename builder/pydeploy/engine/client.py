@@ -39,6 +39,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from pydeploy.base.platforms import architecture_of
 from pydeploy.cachekeys import BUILD_LABEL, CHECK_IMAGE_LABEL, OWNER_LABEL
 from pydeploy.engine import owners
 from pydeploy.engine.quick import DEFAULT_HOST
@@ -691,10 +692,7 @@ class Engine:
         """(os, architecture) of what the engine runs natively, as image configs name it."""
         with self.guard():
             version = self.client.api.version()
-        arch = str(version.get("Arch") or "")
-        return str(version.get("Os") or "linux"), {"x86_64": "amd64", "aarch64": "arm64"}.get(
-            arch, arch
-        )
+        return str(version.get("Os") or "linux"), architecture_of(str(version.get("Arch") or ""))
 
     def has_bridge(self) -> bool:
         with self.guard():

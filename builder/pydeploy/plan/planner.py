@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from pydeploy.base.platforms import HINT as PLATFORM_HINT
+from pydeploy.base.platforms import Platform
 from pydeploy.config.models import PydeployConfig, ResourcesConfig, command_argv
 from pydeploy.config.project import Project, read_lock, resolve_python
 from pydeploy.errors import ConfigError
@@ -322,7 +324,13 @@ def _platforms(named: tuple[str, ...]) -> tuple[str, ...]:
     """Each platform once, in the order named (`--platform a,b` or repeated)."""
     found = [p.strip() for text in named for p in text.split(",") if p.strip()]
     for text in found:
-        references.check(references.platform_problem(text), text, "--platform / platforms")
+        why = Platform.problem(text)
+        if why:
+            raise ConfigError(
+                f"--platform / tool.pydeploy.platforms: {text!r} is not a platform pydeploy "
+                f"can build for: {why}.",
+                hint=PLATFORM_HINT,
+            )
     return tuple(dict.fromkeys(found))
 
 

@@ -176,14 +176,13 @@ def base_problem(text: str) -> str | None:
     return reference_problem(text)
 
 
-_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
-
-
 def platform_problem(text: str) -> str | None:
-    """Why `text` is not an OCI platform (`os/architecture[/variant]`), or None."""
-    if not _PLATFORM.match(text):
-        return "use os/architecture[/variant], e.g. linux/amd64 or linux/arm64"
-    return None
+    """Why `text` is not a platform pydeploy builds for, or None (base.platforms states
+    the grammar)."""
+    from pydeploy.base.platforms import HINT, Platform  # noqa: PLC0415 - plan stays light
+
+    why = Platform.problem(text)
+    return f"{why}. {HINT}" if why else None
 
 
 def name_problem(text: str) -> str | None:

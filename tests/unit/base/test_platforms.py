@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pydeploy.base.platforms import Platform, host_platform
+from pydeploy.base.platforms import Platform, architecture_of, host_platform
+from pydeploy.config.project import load_project
 from pydeploy.errors import ConfigError
 
 
@@ -44,3 +47,25 @@ def test_matches_index_fields() -> None:
 def test_host_platform_round_trips() -> None:
     host = host_platform()
     assert Platform.parse(str(host)) == host
+
+
+@pytest.mark.parametrize(
+    ("machine", "architecture"),
+    [("x86_64", "amd64"), ("aarch64", "arm64"), ("armv7l", "arm"), ("i686", "386"),
+     ("ppc64le", "ppc64le"), ("amd64", "amd64"), ("arm64", "arm64")],
+)  # fmt: skip
+def test_architecture_of_a_machine_name(machine: str, architecture: str) -> None:
+    assert architecture_of(machine) == architecture
+
+
+@pytest.mark.parametrize("text", ["linux/sparc", "linux/amd64/v3", "linux/arm", "windows/amd64"])
+def test_the_config_refuses_what_the_cli_refuses(text: str, tmp_path: Path) -> None:
+    """One grammar: `platforms` in the table is checked by the same rules as --platform."""
+    (tmp_path / "pyproject.toml").write_text(
+        f'[project]\nname = "x"\nversion = "1"\n[tool.pydeploy]\napp = "m:app"\n'
+        f'platforms = ["{text}"]\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "m.py").write_text("app = None\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="platforms"):
+        load_project(tmp_path)
