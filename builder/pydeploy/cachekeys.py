@@ -48,6 +48,8 @@ UNCHANGED_RECIPE = "unchanged-v1"
 SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
 # The facts read from a base image's layers without an engine (pydeploy.base.facts).
 BASE_FACTS_RECIPE = "base-facts-v1"
+# What the SBOM reads from dependency and system layers (pydeploy.attest.contents).
+SBOM_CONTENTS_RECIPE = "sbom-contents-v1"
 
 # --- engine volumes and images ------------------------------------------------------------
 
@@ -123,3 +125,4 @@ INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
 INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages
 INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret
+INDEX_SBOM_CONTENTS = "sbom-contents"  # distributions / dpkg status, by the layers' diff IDs

@@ -7,12 +7,14 @@ import contextlib
 import dataclasses
 import os
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from pydeploy.attest.wanted import BuildRun, Wanted
 from pydeploy.cli import render
 from pydeploy.cli.options import BASE_IMAGE, NETWORK, NO_ENGINE, PLATFORMS, PROJECT_DIR, TAGS
 from pydeploy.cli.session import Session
@@ -172,6 +174,25 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON result to this file.",
 )
+# --- SBOM and provenance (pydeploy.attest) ---
+@click.option(
+    "--sbom",
+    "sbom_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the image's CycloneDX JSON SBOM to this file.",
+)
+@click.option(
+    "--provenance",
+    "provenance_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a SLSA provenance statement to this file (and attach it to pushes/layouts).",
+)
+@click.option(
+    "--no-attest",
+    is_flag=True,
+    help="Attach no SBOM/provenance to what is pushed or written as an OCI layout.",
+)
+# --- end SBOM and provenance ---
 @click.option("--all", "build_all", is_flag=True, help="Build every workspace member with a table.")
 @click.option("--only", multiple=True, help="With --all: build only this member; repeatable.")
 @click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
@@ -189,6 +210,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     push: bool,
     as_json: bool,
     metadata_file: Path | None,
+    sbom_file: Path | None,
+    provenance_file: Path | None,
+    no_attest: bool,
     build_all: bool,
     only: tuple[str, ...],
     changed_since: str | None,
@@ -204,8 +228,14 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     members = _Members(build_all, only, changed_since, jobs)
     members.check()
     result = _Result(as_json, metadata_file)
+    wanted = _attest_wanted(sbom_file, provenance_file, no_attest, build_all=build_all)
     record = None
-    if unchanged.eligible(outputs, push, build_all) and not platforms and not no_engine:
+    if (
+        unchanged.eligible(outputs, push, build_all)
+        and not platforms
+        and not no_engine
+        and not wanted.files
+    ):
         retag = unchanged.full_references(tags)
         record = unchanged.record_file(
             {"directory": str(directory), "base": base_image, "network": network,
@@ -240,7 +270,21 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
                 sys.exit(code)
             return
         chosen = _output_kinds(outputs, push)
-        _build_one(session, directory, (overrides, no_engine, chosen), options, result, record)
+        _build_one(
+            session, directory, (overrides, no_engine, chosen), options, result, (record, wanted)
+        )
+
+
+def _attest_wanted(
+    sbom_file: Path | None, provenance_file: Path | None, no_attest: bool, *, build_all: bool
+) -> Wanted:
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
+
+    if build_all and (sbom_file or provenance_file):
+        raise ConfigError("--sbom and --provenance describe one image, not --all's.",
+                          hint="Build each member on its own to write its SBOM.")  # fmt: skip
+    # `build --all` attaches nothing yet: multibuild's results do not reach this command.
+    return Wanted(sbom_file, provenance_file, attach=not no_attest and not build_all)
 
 
 def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
@@ -249,15 +293,26 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     how: tuple[Overrides, bool, tuple[str, ...]],
     options: BuildOptions,
     result: _Result,
-    record: Path | None,
+    after: tuple[Path | None, Wanted],
 ) -> None:
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from pydeploy.attest import attach  # noqa: PLC0415 - CycloneDX: only for builds
     from pydeploy.cli import unchanged  # noqa: PLC0415
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
 
     overrides, no_engine, kinds = how
+    record, wanted = after
     lines = render.Lines()
+    started = datetime.now(timezone.utc)
     with contextlib.ExitStack() as stack:
         recorder = stack.enter_context(unchanged.recording(record)) if record else None
         the_plan = project_plan(directory, overrides)
+        if wanted.files and len(the_plan.platforms) > 1:
+            raise ConfigError(
+                "--sbom and --provenance describe one image; this build makes one per platform.",
+                hint="Build each platform with its own --platform to write its SBOM.",
+            )
         path, engine = choose_path(the_plan, kinds, session, no_engine=no_engine)
         if path.kind == "engine":
             built: BuildResult | IndexResult = run_build(the_plan, session, options, lines)
@@ -270,7 +325,21 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
 
     if recorder is not None and not isinstance(built, IndexResult):
         recorder.save(directory, the_plan, built, lines.warnings)
-    result.write(built.to_json())
+    document = built.to_json()
+    if isinstance(built, IndexResult):
+        if attach.attaches(options.outputs, wanted):
+            render.note("pydeploy: no SBOM attached: multi-platform indexes get none yet.")
+    else:
+        run = BuildRun(
+            engine.build_id if engine is not None else uuid.uuid4().hex[:12],
+            started, datetime.now(timezone.utc),
+        )  # fmt: skip
+        attached, seconds = attach.attest(built, options.outputs, wanted, run)
+        document["attestations"] = [a.to_json() for a in attached]
+        if attached or wanted.files:
+            document["timings"]["attest"] = round(seconds, 3)
+            render.attested(lines, attached, wanted)
+    result.write(document)
     if not result.as_json:
         if isinstance(built, IndexResult):
             render.built_index(lines, built)

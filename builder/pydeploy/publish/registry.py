@@ -554,6 +554,10 @@ class RegistryClient:
         return False
 
     def put_manifest(self, manifest: bytes, media_type: str) -> str | None:
+        return self.put_manifest_headers(manifest, media_type).get("Docker-Content-Digest")
+
+    def put_manifest_headers(self, manifest: bytes, media_type: str) -> Mapping[str, str]:
+        """PUT the manifest; the answer's headers (an artifact's push reads OCI-Subject)."""
         response = self.request(
             "PUT",
             self.url(f"manifests/{self.ref.target}"),
@@ -563,12 +567,22 @@ class RegistryClient:
         if response.status_code not in {200, 201, 202}:
             raise self._failure(response, "storing the manifest")
         response.close()
-        return response.headers.get("Docker-Content-Digest")
+        return response.headers
 
     def get_manifest(self) -> tuple[bytes, str]:
+        return self._manifest(missing_ok=False) or (b"", "")
+
+    def find_manifest(self) -> tuple[bytes, str] | None:
+        """The manifest and its media type, or None when the registry has none (404)."""
+        return self._manifest(missing_ok=True)
+
+    def _manifest(self, *, missing_ok: bool) -> tuple[bytes, str] | None:
         response = self.request(
             "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": _ACCEPT_MANIFESTS}
         )
+        if response.status_code == 404 and missing_ok:
+            response.close()
+            return None
         if response.status_code != 200:
             raise self._failure(response, f"fetching the manifest {self.ref.target}")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
