@@ -174,6 +174,8 @@ class BuildResult:
                 self.runtime_packages or sharedlibs.RuntimePackages(self.plan.runtime_packages)
             ).to_json(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            # What `pydeploy.attest` attached once the build returned (cli/build.py fills it).
+            "attestations": [],
         }
 
 

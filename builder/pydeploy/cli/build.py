@@ -335,8 +335,8 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
             started, datetime.now(timezone.utc),
         )  # fmt: skip
         attached, seconds = attach.attest(built, options.outputs, wanted, run)
-        document["attestations"] = [a.to_json() for a in attached]
         if attached or wanted.files:
+            document["attestations"] = [a.to_json() for a in attached]
             document["timings"]["attest"] = round(seconds, 3)
             render.attested(lines, attached, wanted)
     result.write(document)

@@ -25,25 +25,26 @@ def inspect_cmd(image: str, as_json: bool, show_sbom: bool) -> None:
     and provenance."""
     from pydeploy.attest import remote  # noqa: PLC0415
     from pydeploy.cache.imageinfo import inspect_image  # noqa: PLC0415
-    from pydeploy.errors import ConfigError  # noqa: PLC0415
+    from pydeploy.errors import ConfigError, EngineError  # noqa: PLC0415
 
     with Session() as session:
-        explicit = image.startswith(remote.REGISTRY_PREFIX)
-        engine = None if explicit or show_sbom else session.engine_if_any()
-        local = engine is not None and engine.inspect_image(image) is not None
-        if engine is not None and local:
-            render.inspected(inspect_image(engine, image), as_json)
-            return
-        ref = remote.registry_reference(image, engine_has_it=False)
-        if ref is None:
-            if engine is not None:
-                inspect_image(engine, image)  # raises its "no such image" error
-            if not show_sbom:
-                session.connect()  # raises why no engine answers
-            raise ConfigError(
-                f"--sbom reads the image's registry, and `{image}` names none.",
-                hint="Give the full reference, e.g. `registry:localhost:5000/app:1`.",
-            )
+        if image.startswith(remote.REGISTRY_PREFIX) or show_sbom:
+            ref = remote.registry_reference(image, engine_has_it=False)
+            if ref is None:
+                raise ConfigError(
+                    f"--sbom reads the image's registry, and `{image}` names none.",
+                    hint="Give the full reference, e.g. `registry:localhost:5000/app:1`.",
+                )
+        else:
+            try:
+                info = inspect_image(session.connect(), image)
+            except (ConfigError, EngineError):  # no such image, or no engine answers
+                ref = remote.registry_reference(image, engine_has_it=False)
+                if ref is None:
+                    raise
+            else:
+                render.inspected(info, as_json)
+                return
         found = remote.inspect_remote(ref)
     render.inspected_remote(found, as_json=as_json, show_sbom=show_sbom)
 
