@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Sequence
 from datetime import timezone
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydeploy import __version__, atomic
 from pydeploy.attest import provenance, sbom
 from pydeploy.attest.contents import read_contents
 from pydeploy.attest.referrers import Artifact, Attached, Descriptor, attach, attach_to_layout
-from pydeploy.attest.wanted import BuildRun, Wanted
+from pydeploy.attest.wanted import BuildRun, Wanted, attaches
 from pydeploy.errors import PublishError
 from pydeploy.oci.config import MEDIA_TYPE_MANIFEST
 from pydeploy.plan.references import Reference, parse_reference, try_parse
@@ -33,10 +32,6 @@ if TYPE_CHECKING:
 # Files whose digest names the dependency inputs, when the project has them.
 LOCK_FILES = ("uv.lock", "poetry.lock", "pdm.lock", "pylock.toml", "requirements.txt")
 _GIT_TIMEOUT = 10.0
-
-
-def attaches(outputs: Sequence[Output], wanted: Wanted) -> bool:
-    return wanted.attach and any(o.kind in {"registry", "oci"} for o in outputs)
 
 
 def image_facts(result: BuildResult) -> sbom.ImageFacts:
@@ -105,13 +100,11 @@ def _write(path: Path, data: bytes) -> None:
 
 def attest(
     result: BuildResult, outputs: Sequence[Output], wanted: Wanted, run: BuildRun
-) -> tuple[list[Attached], float]:
-    """Write the documents asked for and attach them; the attachments and the seconds
-    it all took."""
-    start = time.monotonic()
+) -> list[Attached]:
+    """Write the documents asked for and attach them; what was attached where."""
     attaching = attaches(outputs, wanted)
     if not attaching and not wanted.files:
-        return [], 0.0
+        return []
     runtime = result.runtime_packages
     packages = runtime.packages if runtime is not None else result.plan.runtime_packages
     facts = image_facts(result)
@@ -145,7 +138,7 @@ def attest(
         artifacts = [(kind, Artifact(media, data, subject, created))
                      for kind, media, data in documents]  # fmt: skip
         attached.extend(_to_outputs(result, outputs, artifacts))
-    return attached, time.monotonic() - start
+    return attached
 
 
 def _to_outputs(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydeploy.publish.outputs import Output
 
 
 @dataclass(frozen=True)
@@ -27,3 +32,8 @@ class BuildRun:
     invocation_id: str
     started: datetime
     finished: datetime
+
+
+def attaches(outputs: Sequence[Output], wanted: Wanted) -> bool:
+    """Whether the build attaches anything: a registry or OCI layout output, no --no-attest."""
+    return wanted.attach and any(o.kind in {"registry", "oci"} for o in outputs)
