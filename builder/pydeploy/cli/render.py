@@ -475,9 +475,9 @@ def inspected_remote(found: RemoteImage, *, as_json: bool, show_sbom: bool) -> N
     if not found.referrers:
         click.echo("  no SBOM or provenance attached")
     for item in found.referrers:
-        count = "" if item.components is None else f", {item.components} " + (
-            "components" if item.artifact_type.endswith("cyclonedx+json") else "subjects"
-        )  # fmt: skip
+        noun = "component" if item.artifact_type.endswith("cyclonedx+json") else "subject"
+        plural = "" if item.components == 1 else "s"
+        count = "" if item.components is None else f", {item.components} {noun}{plural}"
         click.echo(f"  {item.artifact_type}  {item.digest[:19]}  {item.size} bytes{count}")
 
 
