@@ -26,6 +26,8 @@ from pydeploy.builder import stage as wheels
 from pydeploy.builder.credentials import Masker
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
+from pydeploy.cache import records
+from pydeploy.cache.remote import RegistryCache
 from pydeploy.cachedir import cache_root
 from pydeploy.cachekeys import (
     BUILD_COMMANDS_RECIPE,
@@ -67,6 +69,7 @@ from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import WorkerMemory
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import BUILD_ROLE, SETUID_ROLE, VENV, WRITABLE_ROLE, BuildPlan
+from pydeploy.plan.registrycache import cache_refs
 from pydeploy.progress import Progress
 from pydeploy.publish import daemon, preload
 from pydeploy.publish import outputs as publish
@@ -116,6 +119,7 @@ class BuildResult:
     base_image_id: str = ""  # the engine's ID of plan.base_image when the build read it
     # "engine": installed in a builder container; "host": on this host (pydeploy.hostbuild)
     path: str = "engine"
+    registry_cache: dict[str, Any] | None = None  # RegistryCache.to_json
 
     def check_json(self) -> dict[str, Any]:
         """`check` of the result: `passed` (also when a cached answer was reused) or
@@ -173,10 +177,22 @@ class BuildResult:
             "runtime_packages": (
                 self.runtime_packages or sharedlibs.RuntimePackages(self.plan.runtime_packages)
             ).to_json(),
+            "cache": self.registry_cache or NO_REGISTRY_CACHE,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             # What `pydeploy.attest` attached once the build returned (cli/build.py fills it).
             "attestations": [],
         }
+
+
+NO_REGISTRY_CACHE: dict[str, Any] = {"from": None, "to": None, "restored": [], "saved": []}
+
+
+def registry_cache(
+    plan: BuildPlan, options: BuildOptions, store: BlobStore, note: Callable[[str], None]
+) -> RegistryCache:
+    """The build's registry cache (pydeploy.plan.registrycache says which repositories)."""
+    pushing = any(output.kind == "registry" for output in options.outputs)
+    return RegistryCache(cache_refs(plan.cache, plan.tags, pushing), store, note)
 
 
 def _platform(image: Image) -> str:
@@ -226,6 +242,7 @@ class _Build:
     options: BuildOptions
     clock: Clock
     store: BlobStore
+    remote: RegistryCache
 
     def reporting(self) -> Reporting:
         """How the builder stage reports: on the build's clock, tool lines with --verbose."""
@@ -278,7 +295,8 @@ def build(
                 blobs=options.needs_base_blobs() or engine.is_podman,
                 gzip=options.needs_manifest(),
             )  # fmt: skip
-            run = _Build(plan, engine, options, clock, store)
+            remote = registry_cache(plan, options, store, functools.partial(clock.sub, "cache"))
+            run = _Build(plan, engine, options, clock, store, remote)
             return _build(run, _Base(base_ref, base_job, (passwd, group)), pool)
 
 
@@ -291,16 +309,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     app_job = pool.submit(app_files, plan, store=store)
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
-    last_key = _last_venv_key(plan, builder)
-    recorded = store.read_index(INDEX_VENV_LAST, last_key)
-    deps = wheels.install_dependencies(engine, plan, builder, run.reporting(), _last_venv(recorded))
-    last = {"volume": deps.volume, "builder_image_id": deps.builder.image_id}
-    if last != recorded:  # a rebuild of the same dependency set writes nothing
-        store.write_index(INDEX_VENV_LAST, last_key, last)
-    clock.step(
-        "dependencies",
-        ("cached" if deps.cached else "installed") + f", {len(deps.pins)} packages",
-    )
+    deps = _dependencies(run, builder)
 
     # `kept` holds the check image until the end: loading the final image then sends
     # only what differs from it (the launcher layer and the config), or nothing when the
@@ -312,7 +321,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
         scratch = Path(tmp)
         # The venv's export starts right after the install: it overlaps the shared-library
         # check and the app layer.
-        venv_job = pool.submit(_venv_layers, engine, store, builder, deps, scratch)
+        venv_job = pool.submit(_venv_layers, run, builder, deps, scratch)
         try:
             runtime = _shared_libraries(run, base_ref.image_id, deps)
             selected = app_job.result()
@@ -367,7 +376,38 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
             result.pushed.update(done.pushed)
             clock.step(publisher.step, done.detail)
+        result.registry_cache = _save_records(run)
     return result
+
+
+def _save_records(run: _Build) -> dict[str, Any]:
+    """The registry cache's records, written after the outputs (the image's blobs are in
+    its repository then, so a record there names no blob the registry lacks)."""
+    remote = run.remote
+    remote.save()
+    if remote.refs.enabled:
+        saved = ", ".join(remote.saved) or "nothing new"
+        run.clock.step("registry cache", f"{remote.refs.push or 'read only'}: saved {saved}")
+    return remote.to_json()
+
+
+def _dependencies(run: _Build, builder: wheels.BuilderImage) -> wheels.Dependencies:
+    """The venv volume of this dependency set: cached, restored (host cache, registry
+    cache) or installed, starting from the project's last venv's bytecode."""
+    store = run.store
+    last_key = _last_venv_key(run.plan, builder)
+    recorded = store.read_index(INDEX_VENV_LAST, last_key)
+    deps = wheels.install_dependencies(
+        run.engine, run.plan, builder, run.reporting(), _last_venv(recorded),
+        restore=functools.partial(_restored_venv, run),
+    )  # fmt: skip
+    last = {"volume": deps.volume, "builder_image_id": deps.builder.image_id}
+    if last != recorded:  # a rebuild of the same dependency set writes nothing
+        store.write_index(INDEX_VENV_LAST, last_key, last)
+    how = "cached" if deps.cached else "installed"
+    how = f"restored from {deps.restored_from}" if deps.restored_from else how
+    run.clock.step("dependencies", f"{how}, {len(deps.pins)} packages")
+    return deps
 
 
 @dataclass(frozen=True)
@@ -582,8 +622,14 @@ def _build_command_layers(
         ).encode()
     ).hexdigest()  # fmt: skip
     cached = Layer.from_doc(store.read_index(INDEX_BUILD_LAYER, key))
-    if cached is not None and store.has(cached.digest) and store.has(cached.diff_id):
+    if cached is None or not (store.has(cached.digest) and store.has(cached.diff_id)):
+        record = run.remote.restore(records.BUILD, key)
+        cached = record.layers[0] if record is not None and len(record.layers) == 1 else None
+        if cached is not None:
+            store.write_index(INDEX_BUILD_LAYER, key, cached.to_doc())
+    if cached is not None:
         clock.step("build commands", "cached: the same image and commands")
+        run.remote.remember(records.BUILD, key, [cached], {})
         return [cached]
     image = assemble_image(store, base, layers, settings, manifest=False)
     image_id = kept.enter_context(loaded(run.engine, store, image, scratch))
@@ -602,6 +648,7 @@ def _build_command_layers(
     )  # fmt: skip
     layer = assemble.layer(store, entries, BUILD_ROLE)
     store.write_index(INDEX_BUILD_LAYER, key, layer.to_doc())
+    run.remote.remember(records.BUILD, key, [layer], {})
     clock.step("build commands", f"{len(plan.build_commands)} run, {len(entries)} paths kept")
     return [layer]
 
@@ -701,23 +748,60 @@ def _uncompressed(store: BlobStore, layer: Layer, dest: Path) -> Path:
 
 
 def _venv_layers(
-    engine: Engine,
-    store: BlobStore,
-    builder: wheels.BuilderImage,
-    deps: wheels.Dependencies,
-    scratch: Path,
+    run: _Build, builder: wheels.BuilderImage, deps: wheels.Dependencies, scratch: Path
 ) -> list[Layer]:
     """The dependency layers (pydeploy.layers.dependencies), cached by the dependency key:
     unchanged dependencies reuse the stored layers without exporting the venv, changed
-    ones re-tar and re-compress only the layers whose content changed."""
-    key = hashlib.sha256(f"{DEPENDENCY_LAYERS_RECIPE}\0{deps.key}".encode()).hexdigest()
-    cached = stored_layers(store, store.read_index(INDEX_VENV_LAYERS, key))
-    if cached is not None:
-        return cached
-    entries = wheels.venv_entries(engine, builder, deps, scratch / "venv")
-    layers = [dependency_layer(store, part) for part in dependencies.split(entries)]
-    store.write_index(INDEX_VENV_LAYERS, key, {"layers": [layer.to_doc() for layer in layers]})
+    ones re-tar and re-compress only the layers whose content changed. The registry
+    cache records them with the install's marker (what a restore needs)."""
+    store = run.store
+    key = venv_layers_key(deps.key)
+    marker = {"pins": list(deps.pins), "compilers": deps.needs_compilers, "source": deps.source}
+    layers = stored_layers(store, store.read_index(INDEX_VENV_LAYERS, key))
+    if layers is None:
+        entries = wheels.venv_entries(run.engine, builder, deps, scratch / "venv")
+        layers = [dependency_layer(store, part) for part in dependencies.split(entries)]
+        doc = {"layers": [la.to_doc() for la in layers], "marker": marker}
+        store.write_index(INDEX_VENV_LAYERS, key, doc)
+    run.remote.remember(records.VENV, key, layers, marker)
     return layers
+
+
+def venv_layers_key(dependency_key: str) -> str:
+    return hashlib.sha256(f"{DEPENDENCY_LAYERS_RECIPE}\0{dependency_key}".encode()).hexdigest()
+
+
+def _restored_venv(run: _Build, dependency_key: str) -> wheels.RestoredVenv | None:
+    """The venv of `dependency_key` made before, for an empty volume: from the host
+    store's layers when it has them with their marker (the engine lost its volumes, the
+    host cache kept its layers), else from the registry cache's record."""
+    store, key = run.store, venv_layers_key(dependency_key)
+    doc = store.read_index(INDEX_VENV_LAYERS, key)
+    layers = stored_layers(store, doc)
+    marker = doc.get("marker") if isinstance(doc, dict) else None
+    if layers is None or not is_marker(marker) or not all(store.has(la.diff_id) for la in layers):
+        record = run.remote.restore(records.VENV, key)
+        if record is None or not is_marker(record.document):
+            return None
+        layers, marker = list(record.layers), record.document
+        doc = {"layers": [la.to_doc() for la in layers], "marker": marker}
+        store.write_index(INDEX_VENV_LAYERS, key, doc)
+        origin = "the registry cache"
+    else:
+        origin = "the host cache's layers"
+    assert isinstance(marker, dict)  # noqa: S101 - is_marker said so
+    return wheels.RestoredVenv(tuple(store.path(la.diff_id) for la in layers), marker, origin)
+
+
+def is_marker(doc: Any) -> bool:
+    """An install's marker as records keep it: its pins (strings) and whether it needed
+    the full builder."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("pins"), list)
+        and all(isinstance(pin, str) for pin in doc["pins"])
+        and isinstance(doc.get("compilers"), bool)
+    )
 
 
 def stored_layers(store: BlobStore, doc: Any) -> list[Layer] | None:
@@ -834,8 +918,9 @@ def _system_layer(run: _Build, packages: tuple[str, ...], base_id: str) -> Layer
     from pydeploy.layers import system as syspkgs  # noqa: PLC0415
 
     return syspkgs.system_layer(
-        run.engine, run.store, run.plan, base_id, run.clock.stage_progress(), packages=packages
-    )
+        run.engine, run.store, run.plan, base_id, run.clock.stage_progress(),
+        packages=packages, remote=run.remote,
+    )  # fmt: skip
 
 
 def _system_layers(run: _Build, runtime: _Runtime, base_id: str) -> list[Layer]:

@@ -48,6 +48,10 @@ UNCHANGED_RECIPE = "unchanged-v1"
 SECRET_SCAN_RECIPE = "secretscan-v1"  # noqa: S105 -- a recipe name, not a secret
 # The facts read from a base image's layers without an engine (pydeploy.base.facts).
 BASE_FACTS_RECIPE = "base-facts-v1"
+# The registry cache's records (pydeploy.cache.records): their format, and the tag that
+# names one (`<prefix><kind>-<key>`, in the cache repository).
+REGISTRY_CACHE_FORMAT = "1"
+REGISTRY_CACHE_TAG_PREFIX = "pydeploy-cache-"
 # What the SBOM reads from dependency and system layers (pydeploy.attest.contents).
 SBOM_CONTENTS_RECIPE = "sbom-contents-v1"
 
@@ -125,4 +129,7 @@ INDEX_SETUID = "no-setuid"
 INDEX_SYSTEM_LAYER = "system-layer"
 INDEX_SHARED_LIBS = "shared-libs"  # by dependency key, base image and runtime packages
 INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret
+# A registry cache record this host pushed or found there, by repository and tag: the
+# next build writes it again only when it is gone from here.
+INDEX_REGISTRY_RECORD = "registry-record"
 INDEX_SBOM_CONTENTS = "sbom-contents"  # distributions / dpkg status, by the layers' diff IDs

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import os
 import platform as host_machine
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -37,6 +38,8 @@ from pydeploy.builder import appcheck, hostinstall
 from pydeploy.builder import stage as wheels
 from pydeploy.builder.transcript import Reporting
 from pydeploy.cache import prune as cachegc
+from pydeploy.cache import records
+from pydeploy.cache.remote import RegistryCache
 from pydeploy.cachedir import cache_root
 from pydeploy.cachekeys import (
     BASE_REPOSITORY,
@@ -48,7 +51,7 @@ from pydeploy.cachekeys import (
     PROJECT_RECIPE,
 )
 from pydeploy.engine.client import Engine
-from pydeploy.errors import ConfigError
+from pydeploy.errors import BuildError, ConfigError
 from pydeploy.layers import assemble, dependencies
 from pydeploy.oci.blobs import BlobStore
 from pydeploy.oci.entries import FileEntry, entries_from_dir
@@ -112,6 +115,9 @@ def build_on_host(
     store = BlobStore(root / "blobs")
     for problem in _refusals(plan, platforms, options):
         raise problem
+    remote = engine_build.registry_cache(
+        plan, options, store, functools.partial(clock.sub, "cache")
+    )
     waiting = "waiting for `pydeploy prune` to finish with the host cache"
     with (
         cachegc.lease(root, lambda: clock.sub("cache", waiting)),
@@ -130,7 +136,12 @@ def build_on_host(
             parts = list(
                 pool.map(
                     lambda p: _platform_part(
-                        plan, store, clock, (app_layer, writable), (p, options, root, engine)
+                        plan,
+                        store,
+                        clock,
+                        (app_layer, writable),
+                        (p, options, root, engine),
+                        remote,
                     ),
                     platforms,
                 )
@@ -157,6 +168,7 @@ def build_on_host(
             )  # fmt: skip
         if len(results) == 1:
             _publish(results[0], options, engine, scratch, store, clock)
+            results[0].registry_cache = _save_records(remote, clock)
             return results[0]
         index = ImageIndex(store, tuple(result.image for result in results))
         clock.step("index", f"{index.digest[:19]}: {', '.join(str(p) for p in platforms)}")
@@ -166,7 +178,17 @@ def build_on_host(
             done = index_outputs.publish_index(output, index, plan.tags, root, report)
             outcome.pushed.update(done.pushed)
             clock.step(index_outputs.step(output), done.detail)
+        _save_records(remote, clock)
         return outcome
+
+
+def _save_records(remote: RegistryCache, clock: engine_build.Clock) -> dict[str, Any]:
+    """The registry cache's records, after the outputs (as the engine path writes them)."""
+    remote.save()
+    if remote.refs.enabled:
+        saved = ", ".join(remote.saved) or "nothing new"
+        clock.step("registry cache", f"{remote.refs.push or 'read only'}: saved {saved}")
+    return remote.to_json()
 
 
 def _refusals(
@@ -204,12 +226,13 @@ def _refusals(
                 )
 
 
-def _platform_part(
+def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform's
     plan: BuildPlan,
     store: BlobStore,
     clock: engine_build.Clock,
     shared: tuple[Layer, list[Layer]],
     where: tuple[Platform, engine_build.BuildOptions, Path, Engine | None],
+    remote: RegistryCache,
 ) -> _Platformed:
     platform, options, root, engine = where
     app_layer, writable = shared
@@ -229,7 +252,8 @@ def _platform_part(
 
     report = Reporting(progress, options.verbose, options.output)
     try:
-        venv = hostinstall.install_on_host(plan, target, root, report)
+        restore = functools.partial(_restored_venv, store, remote)
+        venv = hostinstall.install_on_host(plan, target, root, report, restore)
     except hostinstall.NeedsBuilderError as exc:
         if engine is None or not _runs(engine, platform):
             raise
@@ -239,6 +263,7 @@ def _platform_part(
         venv = _install_in_engine(plan, store, (engine, fetched, platform), report, root)
     how = "cached" if venv.cached else "installed"
     how += " in a builder container" if venv.layers is not None else ""
+    how = "restored from the registry cache" if venv.restored else how
     clock.step(
         "dependencies",
         f"{platform}: {how}, {len(venv.pins)} packages"
@@ -254,7 +279,7 @@ def _platform_part(
     below = [
         *setuid,
         assemble.layer(store, assemble.user_entries(plan, facts.passwd, facts.group), "user"),
-        *_venv_layers(store, venv),
+        *_venv_layers(store, venv, remote),
         app_layer,
         *writable,
     ]
@@ -336,11 +361,47 @@ def _install_in_engine(
     )  # fmt: skip
 
 
-def _venv_layers(store: BlobStore, venv: hostinstall.HostVenv) -> list[Layer]:
-    """The dependency layers, split as the engine path splits them, cached by the key."""
+def _venv_layers(
+    store: BlobStore, venv: hostinstall.HostVenv, remote: RegistryCache
+) -> list[Layer]:
+    """The dependency layers, split as the engine path splits them, cached by the key;
+    a venv installed on this host is recorded in the registry cache with its marker."""
     if venv.layers is not None:
         return list(venv.layers)
-    return _layers_of(store, f"host\0{venv.key}", lambda: hostinstall.venv_entries(venv))
+    name = f"host\0{venv.key}"
+    layers = _layers_of(store, name, lambda: hostinstall.venv_entries(venv))
+    marker = {"pins": list(venv.pins), "compilers": False, "bytecode": venv.compiled,
+              "source": venv.source}  # fmt: skip
+    remote.remember(records.VENV, _layers_key(name), layers, marker)
+    return layers
+
+
+def _layers_key(name: str) -> str:
+    return hashlib.sha256(f"{name}\0{DEPENDENCY_LAYERS_RECIPE}".encode()).hexdigest()
+
+
+def _restored_venv(
+    store: BlobStore, remote: RegistryCache, key: str, venv: Path
+) -> dict[str, Any] | None:
+    """The registry cache's venv of host key `key` extracted into `venv`, its layers
+    remembered as this key's (so the image has exactly the recorded ones); its marker."""
+    name = f"host\0{key}"
+    record = remote.restore(records.VENV, _layers_key(name))
+    if record is None or not engine_build.is_marker(record.document):
+        return None
+    root = venv.parent / "layers"
+    try:
+        for layer in record.layers:
+            _extract(store, layer, root)
+        (root / VENV.lstrip("/")).rename(venv)
+    except (BuildError, OSError) as exc:  # not a venv pydeploy recorded: install it here
+        remote.note(f"venv record not used: {exc}")
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        return None
+    doc = {"layers": [la.to_doc() for la in record.layers]}
+    store.write_index(INDEX_VENV_LAYERS, _layers_key(name), doc)
+    return record.document
 
 
 def _layers_of(
@@ -348,7 +409,7 @@ def _layers_of(
 ) -> list[Layer]:
     """The dependency layers of the venv `name` keys, split as the engine path splits them;
     its entries are read only when the store lacks them."""
-    digest = hashlib.sha256(f"{name}\0{DEPENDENCY_LAYERS_RECIPE}".encode()).hexdigest()
+    digest = _layers_key(name)
     cached = engine_build.stored_layers(store, store.read_index(INDEX_VENV_LAYERS, digest))
     if cached is not None:
         return cached
@@ -477,8 +538,15 @@ def _extract(store: BlobStore, layer: Layer, dest: Path) -> None:
         open_uncompressed(store, layer) as handle,
         tarfile.open(fileobj=cast("IO[bytes]", handle), mode="r|") as tar,
     ):
+        inside = dest.resolve()
         for member in tar:
-            path = dest / member.name
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts:
+                raise BuildError(f"layer {layer.digest[:19]} holds the path {member.name!r}")
+            path = dest / name
+            parent = path.parent.resolve() if path.parent.exists() else None
+            if parent is not None and not parent.is_relative_to(inside):
+                raise BuildError(f"layer {layer.digest[:19]} writes through a symlink: {name}")
             if member.isdir():
                 path.mkdir(parents=True, exist_ok=True)
             elif member.issym():

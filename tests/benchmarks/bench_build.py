@@ -14,6 +14,10 @@ and a second added dependency, with the bytes each push uploaded (the registry's
 storage growth).
 Then pydeploy with and without an engine (issue 15): a cold build and a code-only rebuild,
 both pushing to a local registry, the engine-free one reading its base from there.
+Then a fresh CI runner (issue 16; `--fresh-only` runs these rows alone): a code-only change
+and an added dependency, each built and pushed from empty caches to the registry holding
+the previous build, by pydeploy with and without its registry cache and by uv + BuildKit
+with and without `--cache-from` the previous image.
 It prints one table with the median of the runs, the pydeploy / baseline ratios, the
 issues' targets with PASS/MISS, and where pydeploy's time went. A benchmark, not a test:
 it exits 0 whether targets pass or miss, non-zero only when something failed to build.
@@ -37,6 +41,7 @@ import benchlib as bl
 
 ADDED_DEPENDENCY = "python-dateutil"
 PUSHED_DEPENDENCY = "itsdangerous"  # added before the dependency push row
+FRESH_DEPENDENCY = "python-multipart"  # added before the fresh-runner dependency row
 # Steps in the order a run takes them, with the issue's targets (pydeploy / Dockerfile).
 STEPS = ("cold", "no-change", "code-only", "dependency")
 LABELS = {
@@ -67,6 +72,17 @@ ENGINE_FREE_LABELS = {"cold push": "cold build + push", "code-only push": "code-
 ENGINE_FREE_SIDES = ("engine", "no engine")
 UNREACHABLE_ENGINE = "unix:///nonexistent/pydeploy-bench/docker.sock"
 PUSH_SIDES = ("pydeploy", "uv")
+# Issue 16: a fresh CI runner (empty engine caches and host cache) rebuilding and pushing
+# to the registry that holds the previous build: pydeploy with its registry cache (the
+# push repository, the default) and without (`cache = false`); uv + BuildKit with
+# `--cache-from` the previous image (inline cache: what BuildKit in the 20.10 CLI offers
+# without buildx) and without.
+FRESH_STEPS = ("fresh code-only", "fresh dependency")
+FRESH_LABELS = {
+    "fresh code-only": "code-only + push",
+    "fresh dependency": f"dependency added + push ({FRESH_DEPENDENCY})",
+}
+FRESH_SIDES = ("pydeploy cache", "pydeploy", "uv cache-from", "uv")
 COLD_TIMEOUT, WARM_TIMEOUT = 1500.0, 900.0
 # The docker CLI from Debian's docker.io (20.10) has BuildKit built in; the newer CLI first
 # on PATH has no buildx plugin and would fall back to the classic builder.
@@ -91,6 +107,8 @@ class Sample:
     pushes: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
     # engine-free step -> "engine" / "no engine" -> seconds
     engine_free: dict[str, dict[str, float]] = field(default_factory=dict)
+    # fresh-runner step -> FRESH_SIDES -> seconds
+    fresh: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Bench:
@@ -181,13 +199,16 @@ class Bench:
         self.baseline.image(tag)
         return seconds, tag
 
-    def build_uv(self, context: Path, step: str, tag: str | None = None) -> tuple[float, str]:
+    def build_uv(
+        self, context: Path, step: str, tag: str | None = None, extra: list[str] | None = None
+    ) -> tuple[float, str]:
         """The uv Dockerfile with BuildKit; its cache is BuildKit's (layers and the uv
         cache mount), emptied for the cold build by `docker builder prune -af`."""
         tag = self.uv_images.image(tag or self._tag("uv", step))
         argv = [BUILDKIT_CLI, "build", "--network", "host", "--secret", f"id=ca,src={bl.HOST_CA}",
                 "--build-arg", f"BASE={self.base}", "--build-arg", f"UV_IMAGE={self.uv_image}",
                 "-f", str(bl.BASELINE_DIR / "Dockerfile.uv"), "-t", tag]  # fmt: skip
+        argv += extra or []
         if step == "cold":
             argv.append("--no-cache")
         start = time.monotonic()
@@ -357,7 +378,75 @@ class Bench:
                     self.smoke(tags)
         sample.pushes = self.push_rows(dirs, index)
         sample.engine_free = self.engine_free_rows(index)
+        sample.fresh = self.fresh_runner_rows(index)
         return sample
+
+    def fresh_runner_rows(self, index: int) -> dict[str, dict[str, float]]:
+        """Each side's project built and pushed once (untimed: the registry holds the
+        previous build, and pydeploy's record of its layers), then each change built and
+        pushed by a fresh runner: pydeploy's engine caches and host cache emptied,
+        BuildKit's cache pruned and the uv images removed, right before each build."""
+        registry = bl.LocalRegistry(self.work / f"registry-{index}-fresh")
+        rows: dict[str, dict[str, float]] = {step: {} for step in FRESH_STEPS}
+        try:
+            address = registry.start()
+            projects = {side: self._fresh_project(side) for side in FRESH_SIDES}
+            latest = {side: self._fresh_push(side, projects[side], address) for side in FRESH_SIDES}
+            for step in FRESH_STEPS:
+                if step == "fresh code-only":
+                    self._edit_code(*projects.values())
+                else:
+                    for side in FRESH_SIDES:
+                        bl.add_dependency(projects[side], FRESH_DEPENDENCY)
+                    for side in ("uv cache-from", "uv"):
+                        bl.uv_lock(self.uv, projects[side])
+                for side in FRESH_SIDES:
+                    self.empty_caches("uv" if side.startswith("uv") else "pydeploy")
+                    progress(f"run {index + 1}: fresh runner, {step}: {side} ...")
+                    start = time.monotonic()
+                    latest[side] = self._fresh_push(side, projects[side], address, latest[side])
+                    rows[step][side] = time.monotonic() - start
+                    progress(f"run {index + 1}: {step}: {side} {rows[step][side]:.1f} s")
+        finally:
+            registry.stop()
+        return rows
+
+    def _fresh_project(self, side: str) -> Path:
+        project = self.work / "fresh" / side.replace(" ", "-") / self.example
+        shutil.rmtree(project, ignore_errors=True)
+        shutil.copytree(self.source, project, ignore=shutil.ignore_patterns("__pycache__"))
+        if side == "pydeploy":  # the registry cache off; everything else the same
+            pyproject = project / "pyproject.toml"
+            text = pyproject.read_text(encoding="utf-8")
+            pyproject.write_text(
+                text.replace("[tool.pydeploy]\n", "[tool.pydeploy]\ncache = false\n", 1)
+            )
+        elif side.startswith("uv"):
+            for package in self.handwritten.server_packages:
+                bl.add_dependency(project, package)
+            (project / ".dockerignore").write_text(".venv\n**/__pycache__\n")
+            bl.uv_lock(self.uv, project)
+        return project
+
+    def _fresh_push(self, side: str, project: Path, address: str, previous: str = "") -> str:
+        """Build and push; the reference pushed. pydeploy pushes itself; BuildKit builds
+        (with --cache-from the previous image and the inline cache on that side), then
+        `docker push`."""
+        self.builds += 1
+        name = side.replace(" ", "-")
+        ref = f"{address}/{bl.PREFIX}-fresh-{name}/{self.example}:{self.builds}"
+        if side.startswith("pydeploy"):
+            bl.pydeploy_build(
+                project, base=self.base, tag=ref, cache_dir=self.cache_dir,
+                timeout=COLD_TIMEOUT, output="registry",
+            )  # fmt: skip
+            return ref
+        extra = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"] if side == "uv cache-from" else []
+        if previous and side == "uv cache-from":
+            extra += ["--cache-from", previous]
+        self.build_uv(project, "fresh", tag=ref, extra=extra)
+        bl.docker("push", ref, timeout=WARM_TIMEOUT)
+        return ref
 
     def engine_free_rows(self, index: int) -> dict[str, dict[str, float]]:
         """pydeploy with and without an engine, each from empty caches (the engine's and
@@ -468,6 +557,7 @@ def report(samples: list[Sample], *, example: str, base: str, buildkit: str) -> 
         )
     sizes = {side: med(s.added[side] for s in samples) for side in SIDES}
     lines += engine_free_table(samples)
+    lines += fresh_table(samples)
     lines += push_table(samples)
     lines += [
         (
@@ -548,6 +638,31 @@ def engine_free_table(samples: list[Sample]) -> list[str]:
     return lines
 
 
+def fresh_table(samples: list[Sample]) -> list[str]:
+    """Issue 16's rows: a fresh runner rebuilding and pushing, with and without each
+    side's registry cache."""
+    med = statistics.median
+    lines = [
+        "",
+        "fresh runner (empty engine caches and host cache / BuildKit cache pruned), rebuild +",
+        "push to the registry holding the previous build; pydeploy's registry cache is the",
+        "push repository, BuildKit's is --cache-from the previous image (inline cache):",
+        (
+            f"{'step':<34} {'pd cache':>9} {'pd none':>8} {'uvBK from':>10} {'uvBK none':>10}"
+            "  cache/none  vs uv+BK --cache-from"
+        ),
+    ]
+    for step in FRESH_STEPS:
+        v = {side: med(s.fresh[step][side] for s in samples) for side in FRESH_SIDES}
+        lines.append(
+            f"{FRESH_LABELS[step]:<34} {v['pydeploy cache']:>7.2f} s {v['pydeploy']:>6.2f} s"
+            f" {v['uv cache-from']:>8.2f} s {v['uv']:>8.2f} s"
+            f"  {v['pydeploy cache'] / v['pydeploy']:>9.2f}x"
+            f"  {v['pydeploy cache'] / v['uv cache-from']:>6.2f}x"
+        )
+    return lines
+
+
 def human_bytes(count: float) -> str:
     if count < 1e6:
         return f"{count / 1e3:.1f} KB"
@@ -600,6 +715,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--example", default="fastapi-app", choices=sorted(bl.HANDWRITTEN))
     parser.add_argument("--runs", type=int, default=1, help="repetitions; medians are shown")
+    parser.add_argument(
+        "--fresh-only", action="store_true", help="only the fresh-runner rows (issue 16)"
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -619,6 +737,10 @@ def main() -> int:
             print(f"bench_build: {exc}", file=sys.stderr)
             return 1
         try:
+            if args.fresh_only:
+                fresh = [bench.fresh_runner_rows(i) for i in range(args.runs)]
+                print("\n".join(fresh_table([Sample(fresh=rows) for rows in fresh])))
+                return 0
             samples = [bench.run_once(i, smoke=i == 0) for i in range(args.runs)]
         except bl.BenchError as exc:
             print(f"bench_build: {exc}", file=sys.stderr)

@@ -68,6 +68,9 @@ PINNED = {
     "UNCHANGED_DIR": "unchanged",
     "BASE_REPOSITORY": "pydeploy-base",
     "HOST_VENVS_DIR": "venvs",
+    "REGISTRY_CACHE_FORMAT": "1",
+    "REGISTRY_CACHE_TAG_PREFIX": "pydeploy-cache-",
+    "INDEX_REGISTRY_RECORD": "registry-record",
 }
 
 

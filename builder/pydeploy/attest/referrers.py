@@ -151,8 +151,8 @@ def attach(repository: Reference, kinds: Sequence[tuple[str, Artifact]]) -> list
     for subject, artifacts in by_subject.items():
         tagged = dataclasses.replace(repository, tag=fallback_tag(subject), digest=None)
         with RegistryClient(tagged, push=True) as client:
-            found = client.find_manifest()
-            existing = json.loads(found[0]) if found is not None else None
+            found = client.find_manifest(MEDIA_TYPE_INDEX)
+            existing = json.loads(found) if found is not None else None
             merged = merge_referrers(existing, [a.referrer_entry() for a in artifacts])
             if merged != existing:
                 client.put_manifest(canonical_json(merged), MEDIA_TYPE_INDEX)
@@ -175,8 +175,8 @@ def list_referrers(repository: Reference, subject_digest: str) -> list[dict[str,
     if document is None:
         tagged = dataclasses.replace(repository, tag=fallback_tag(subject_digest), digest=None)
         with RegistryClient(tagged) as client:
-            found = client.find_manifest()
-        document = json.loads(found[0]) if found is not None else {}
+            found = client.find_manifest(MEDIA_TYPE_INDEX)
+        document = json.loads(found) if found is not None else {}
     manifests = document.get("manifests") if isinstance(document, dict) else None
     return [m for m in manifests or [] if isinstance(m, dict)]
 

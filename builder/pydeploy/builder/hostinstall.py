@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,12 +90,20 @@ class HostVenv:
     # Installed by a builder container instead (a dependency without a wheel): its
     # dependency layers, made from the engine's venv (`path` is then not on disk).
     layers: tuple[Layer, ...] | None = None
+    restored: bool = False  # from the registry cache, not installed here
 
 
-def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Reporting) -> HostVenv:
+# `restore(key, venv)`: fill the empty directory `venv` with the venv of `key` made
+# elsewhere (the registry cache) and return its marker, or return None.
+Restore = Callable[[str, Path], "dict[str, Any] | None"]
+
+
+def install_on_host(
+    plan: BuildPlan, target: Target, cache: Path, report: Reporting, restore: Restore | None = None
+) -> HostVenv:
     """The venv for this dependency set and target: from the host cache when complete,
-    else installed here. A dependency with no wheel for the target is a BuildError that
-    names it (the ways out: a wheel, or an engine)."""
+    else restored (`restore`), else installed here. A dependency with no wheel for the
+    target is a BuildError that names it (the ways out: a wheel, or an engine)."""
     inputs = dependency_inputs(plan, target.python.version)
     wanted = servers.plan_packages(plan)
     key = dependency_key(target.key(), inputs, wanted, index_settings(plan.index))
@@ -111,6 +119,13 @@ def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Report
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root)
     with _workdir(root) as work:
+        restored = restore(key, work / "venv") if restore is not None else None
+        if restored is not None:
+            _into_place(work / "venv", restored, done)
+            report.progress("install", 0.0, f"restored into {done} from the registry cache")
+            pins = tuple(str(p) for p in restored.get("pins", []))
+            compiled = bool(restored.get("bytecode"))
+            return HostVenv(key, done, pins, inputs.source, True, compiled, restored=True)
         src = work / "src"
         for name, path in input_files(inputs):
             dest = src / name
@@ -123,17 +138,19 @@ def install_on_host(plan: BuildPlan, target: Target, cache: Path, report: Report
         compile_python = host_python(target.python.version)
         job = _job(inputs, key, wanted, target, (src, work / "build", venv), compile_python)
         result = _run_job(plan, job, work, report)
-        (venv / MARKER).write_text(
-            json.dumps({**result, "bytecode": bool(compile_python)}, sort_keys=True),
-            encoding="utf-8",
-        )
-        try:
-            venv.rename(done)
-        except OSError:
-            if _marker(done) is None:  # unless a concurrent build finished it first
-                raise
+        _into_place(venv, {**result, "bytecode": bool(compile_python)}, done)
     pins = tuple(str(p) for p in result.get("pins", []))
     return HostVenv(key, done, pins, inputs.source, False, bool(compile_python))
+
+
+def _into_place(venv: Path, marker: Mapping[str, Any], done: Path) -> None:
+    """The marker last, then the rename: a venv under its key is always complete."""
+    (venv / MARKER).write_text(json.dumps(marker, sort_keys=True), encoding="utf-8")
+    try:
+        venv.rename(done)
+    except OSError:
+        if _marker(done) is None:  # unless a concurrent build finished it first
+            raise
 
 
 def venv_entries(venv: HostVenv) -> list[FileEntry]:

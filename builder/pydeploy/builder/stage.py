@@ -160,6 +160,7 @@ class Dependencies:
     # The shared-library scan the install ran (a builder that is the base image itself,
     # which it left as it was): elfdeps.py's result and the LD_LIBRARY_PATH it used.
     elf_scan: dict[str, Any] | None = None
+    restored_from: str = ""  # a restore's origin (the registry cache, the host cache)
 
 
 @dataclass(frozen=True)
@@ -616,6 +617,16 @@ class _Fill:
 
 
 @dataclass(frozen=True)
+class RestoredVenv:
+    """A venv made elsewhere (the registry cache): its layers' tars, with image paths
+    (`opt/venv/...`), and the marker its install wrote."""
+
+    tars: tuple[Path, ...]
+    marker: dict[str, Any]
+    origin: str  # where from, for the progress line
+
+
+@dataclass(frozen=True)
 class PreviousVenv:
     """A venv volume an earlier install filled, and the builder image that filled it: its
     bytecode is reused only by an install in that same image (the same interpreter)."""
@@ -624,19 +635,23 @@ class PreviousVenv:
     builder_image_id: str
 
 
-def install_dependencies(
+def install_dependencies(  # noqa: PLR0913 - the build's parts, and two ways to start
     engine: StageEngine,
     plan: BuildPlan,
     builder: BuilderImage,
     report: Reporting,
     previous: PreviousVenv | None = None,
+    *,
+    restore: Callable[[str], RestoredVenv | None] | None = None,
 ) -> Dependencies:
     """The venv for this dependency set, in its own volume: reused when complete,
     otherwise (re)built in a builder container: first in the base image alone (wheels
     only) when `builder` is light, then, if a build needs compilers, in the full builder.
     `previous`: the venv volume an earlier install of this builder filled, whose
     unchanged files' bytecode the install reuses (what a changed dependency set
-    mostly keeps). `report.output` gets every tool line when `report.verbose`."""
+    mostly keeps). `restore(key)`: the venv of that key made elsewhere, put into the
+    volume instead of an install. `report.output` gets every tool line when
+    `report.verbose`."""
     run = _Run(engine, plan, report, time.monotonic())
     # A lock read on the host judges its markers for the base image's probed Python.
     inputs = dependency_inputs(plan, builder.python.version)
@@ -655,6 +670,17 @@ def install_dependencies(
             full = bool(marker.get("compilers"))
             return Dependencies(key, volume, pins, inputs.source, True, builder, full)
         try:
+            restored = restore(key) if restore is not None else None
+            if restored is not None:
+                _fill_from_layers(pin, restored, key)
+                _record_use(pin)
+                pins = tuple(str(p) for p in restored.marker.get("pins", []))
+                run.say("install", f"restored into volume {volume} from {restored.origin}")
+                full = bool(restored.marker.get("compilers"))
+                return Dependencies(
+                    key, volume, pins, inputs.source, True, builder, full,
+                    restored_from=restored.origin,
+                )  # fmt: skip
             fill = _Fill(inputs, key, wanted, volume, _complete_venv(engine, previous, volume))
             builder, transcript, scanned = _install(run, builder, fill)
         except BaseException:
@@ -674,6 +700,15 @@ def install_dependencies(
         key, volume, pins, inputs.source, False, builder, not builder.light,
         scan if isinstance(scan, dict) else None,
     )  # fmt: skip
+
+
+def _fill_from_layers(pin: StageBox, restored: RestoredVenv, key: str) -> None:
+    """The layers' files into the claimed volume (mounted at VENV in `pin`), then the
+    marker, last, as an install writes it: an interrupted fill is never used."""
+    for tar in restored.tars:
+        with tar.open("rb") as handle:
+            pin.put_archive("/", handle)
+    pin.put_files(VENV, {MARKER: _json({**restored.marker, "key": key})})
 
 
 def _install(

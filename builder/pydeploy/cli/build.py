@@ -171,6 +171,16 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     help="docker (default), registry, oci:DIR or docker-archive:FILE; repeatable.",
 )
 @click.option("--push", is_flag=True, help="Push every tag (same as --output registry).")
+@click.option(
+    "--cache-from",
+    metavar="REPOSITORY",
+    help="Registry cache to reuse layers from (default: the push repository when pushing).",
+)
+@click.option(
+    "--cache-to",
+    metavar="REPOSITORY",
+    help="Registry cache to record layers in (default: the push repository when pushing).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option(
     "--metadata-file",
@@ -200,6 +210,12 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
 @click.option("--only", multiple=True, help="With --all: build only this member; repeatable.")
 @click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
 @click.option("--jobs", type=click.IntRange(1, 64), help="With --all: parallel builds (CPUs).")
+@click.option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="With --all: print the services it would build as a CI job matrix; build nothing.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Stream the builder's full output.")
 @PLATFORMS
 @NO_ENGINE
@@ -211,6 +227,8 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     registry: str | None,
     outputs: tuple[str, ...],
     push: bool,
+    cache_from: str | None,
+    cache_to: str | None,
     as_json: bool,
     metadata_file: Path | None,
     sbom_file: Path | None,
@@ -220,6 +238,7 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     only: tuple[str, ...],
     changed_since: str | None,
     jobs: int | None,
+    list_only: bool,
     verbose: bool,
     platforms: tuple[str, ...],
     no_engine: bool,
@@ -231,14 +250,19 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     members = _Members(build_all, only, changed_since, jobs)
     members.check()
     result = _Result(as_json, metadata_file)
+    if list_only:
+        from pydeploy.plan.planner import Overrides  # noqa: PLC0415
+
+        naming = Overrides(base_image=base_image, tags=tags, network=network,
+                           registry=registry, platforms=platforms)  # fmt: skip
+        _list_all(directory, naming, (push, outputs), members, result)
+        return
     wanted = _attest_wanted(sbom_file, provenance_file, no_attest, build_all=build_all)
     record = None
-    if (
-        unchanged.eligible(outputs, push, build_all)
-        and not platforms
-        and not no_engine
-        and not wanted.files
-    ):
+    registry_cache = cache_from is not None or cache_to is not None
+    # The fast path records none of these (nor an SBOM: it needs the build's layers).
+    fast = not (platforms or no_engine or registry_cache or wanted.files)
+    if unchanged.eligible(outputs, push, build_all) and fast:
         retag = unchanged.full_references(tags)
         record = unchanged.record_file(
             {"directory": str(directory), "base": base_image, "network": network,
@@ -259,8 +283,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     if push and not any(o.kind == "registry" for o in specs):
         specs.append(publish.Output("registry"))
     overrides = Overrides(
-        base_image=base_image, tags=tags, network=network, registry=registry, platforms=platforms
-    )
+        base_image=base_image, tags=tags, network=network, registry=registry,
+        platforms=platforms, cache_from=cache_from, cache_to=cache_to,
+    )  # fmt: skip
     options = build_mod.BuildOptions(
         outputs=tuple(specs),
         verbose=verbose,
@@ -410,3 +435,30 @@ def _build_all(
     )
     render.services_summary(lines, outcomes)
     return multibuild.exit_code(outcomes)
+
+
+def _list_all(
+    directory: Path,
+    overrides: Overrides,
+    publishing: tuple[bool, tuple[str, ...]],
+    members: _Members,
+    result: _Result,
+) -> None:
+    """`build --all --list`: the CI matrix (pydeploy.matrix), planned with the overrides
+    `build` would use. A flag that only shapes a build is refused, not ignored."""
+    from pydeploy import matrix  # noqa: PLC0415
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
+
+    push, outputs = publishing
+    if not members.build_all:
+        raise ConfigError("--list goes with --all.", hint="Run `pydeploy build --all --list`.")
+    if push or outputs or members.jobs:
+        raise ConfigError(
+            "--list builds nothing, so --push, --output and --jobs do not apply to it.",
+            hint="List with `build --all --list --json`, then build each service with "
+            "`build --all --only NAME` and those flags.",
+        )
+    listed = matrix.list_services(directory, members.only, members.changed_since, overrides)
+    result.write(listed.to_json())
+    if not result.as_json:
+        render.service_list(listed)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pydeploy.cache.prune import Pruned
     from pydeploy.config.init import InitResult, WorkspaceInit
     from pydeploy.hostbuild import IndexResult
+    from pydeploy.matrix import ServiceList
     from pydeploy.multibuild import ServiceOutcome
     from pydeploy.plan.buildpath import BuildPath
     from pydeploy.plan.planner import BuildPlan
@@ -395,6 +396,19 @@ def building_services(lines: Lines, names: Sequence[str], changed_since: str | N
         )
     else:
         lines.say(f"pydeploy: building {len(names)} services: " + ", ".join(names))
+
+
+def service_list(listed: ServiceList) -> None:
+    """`build --all --list` without --json: one row per service on stdout (name,
+    directory, every reference); an empty selection says so on stderr."""
+    if not listed.services:
+        since = f" (nothing changed since {listed.changed_since})" if listed.changed_since else ""
+        note(f"pydeploy: no workspace member to build{since}")
+        return
+    name_width = max(len(s.name) for s in listed.services)
+    dir_width = max(len(s.directory) for s in listed.services)
+    for s in listed.services:
+        click.echo(f"{s.name:<{name_width}}  {s.directory:<{dir_width}}  {', '.join(s.tags)}")
 
 
 def services_summary(lines: Lines, outcomes: Sequence[ServiceOutcome]) -> None:

@@ -483,6 +483,16 @@ class PydeployConfig(_Table):
             "installed on the build host."
         ),
     )
+    cache: str | Literal[False] | None = Field(
+        None,
+        description=(
+            "The registry cache: a repository (e.g. `ghcr.io/my-org/pydeploy-cache`) that "
+            "records the dependency, system-package and build-command layers by their "
+            "inputs, so another machine reuses them instead of installing again. "
+            "`--cache-from`/`--cache-to` win. Default: the push repository when the build "
+            "pushes; `false`: none."
+        ),
+    )
     name: str | None = Field(
         None,
         description=(
@@ -745,6 +755,14 @@ class PydeployConfig(_Table):
             why = references.platform_problem(text)
             if why:
                 raise ValueError(f"{text!r} is not a platform: {why}")
+        return value
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_repository(cls, value: str | Literal[False] | None) -> str | Literal[False] | None:
+        why = references.repository_problem(value) if isinstance(value, str) else None
+        if why:
+            raise ValueError(f"is not a repository: {why}")
         return value
 
     @field_validator("name")

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from pydeploy.cache import records
+from pydeploy.cache.remote import RegistryCache
 from pydeploy.cachekeys import INDEX_SYSTEM_LAYER, SYSTEM_LAYER_RECIPE
 from pydeploy.engine.client import Engine
 from pydeploy.errors import BuildError
@@ -48,14 +50,23 @@ def system_layer(  # noqa: PLR0913 - the build's engine, store, plan, clock; and
     progress: Progress,
     *,
     packages: tuple[str, ...] | None = None,
+    remote: RegistryCache | None = None,
 ) -> Layer:
     """The layer for `packages` (default: the plan's `runtime-packages`; the build passes
-    the settled list, automatic packages included)."""
+    the settled list, automatic packages included); `remote`: the registry cache that
+    may hold it and records it."""
     wanted = plan.runtime_packages if packages is None else packages
     key = layer_key(base_id, wanted)
     cached = Layer.from_doc(store.read_index(INDEX_SYSTEM_LAYER, key))
+    if (cached is None or not store.has(cached.digest)) and remote is not None:
+        record = remote.restore(records.SYSTEM, key)
+        cached = record.layers[0] if record is not None and len(record.layers) == 1 else None
+        if cached is not None:
+            store.write_index(INDEX_SYSTEM_LAYER, key, cached.to_doc())
     if cached is not None and store.has(cached.digest):
         progress("runtime packages", 0.0, "cached: " + " ".join(wanted))
+        if remote is not None:
+            remote.remember(records.SYSTEM, key, [cached], {"packages": list(wanted)})
         return cached
     names = " ".join(wanted)
     script = (
@@ -80,6 +91,8 @@ def system_layer(  # noqa: PLR0913 - the build's engine, store, plan, clock; and
             entries = list(_changed_entries(box.export(), changed, Path(tmp)))
             layer = build_layer(entries, store=store, epoch=LAYER_EPOCH, role="system")
     store.write_index(INDEX_SYSTEM_LAYER, key, layer.to_doc())
+    if remote is not None:
+        remote.remember(records.SYSTEM, key, [layer], {"packages": list(wanted)})
     progress("runtime packages", 0.0, f"installed {names}")
     return layer
 

@@ -24,6 +24,7 @@ from pydeploy.plan.detect import interface_of as interface_of_framework
 from pydeploy.plan.index import IndexPlan, resolve_index
 from pydeploy.plan.launch import Healthcheck, Interface, LaunchSettings, Process, ServerPolicy
 from pydeploy.plan.memory import launch_keys as memory_launch_keys
+from pydeploy.plan.registrycache import NO_CACHE, CachePlan, plan_cache
 from pydeploy.plan.skiplist import DEFAULT_EXCLUDES, NEVER_WHY, TEST_EXCLUDES
 
 VENV = "/opt/venv"
@@ -58,6 +59,8 @@ class Overrides:
     python: str | None = None
     registry: str | None = None  # prefix for tags that are not full references
     platforms: tuple[str, ...] = ()
+    cache_from: str | None = None  # the registry cache's repositories (plan.registrycache)
+    cache_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class BuildPlan:
     processes: tuple[Process, ...] = ()
     # Why `dependency_source`: the key that set it, or the file `auto` found first.
     dependency_origin: str = ""
+    cache: CachePlan = NO_CACHE  # the registry cache (plan.registrycache)
 
     def to_json(self) -> dict[str, Any]:
         """A stable, documented shape for `pydeploy plan --json`."""
@@ -198,6 +202,7 @@ class BuildPlan:
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
             "build_commands": [command.to_json() for command in self.build_commands],
             "build_outputs": list(self.build_outputs),
+            "cache": self.cache.to_json(),
             "launch": self.launch.document(),
             "resources": self.resources.model_dump(),
             "release_command": list(self.release) if self.release else None,
@@ -309,6 +314,7 @@ def make_plan(
         launch=_launch_settings(project, app, interface, server, probe),
         resources=config.resources,
         dependency_origin=choice.origin,
+        cache=plan_cache(overrides.cache_from, overrides.cache_to, config.cache),
     )
 
 

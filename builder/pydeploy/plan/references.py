@@ -194,6 +194,15 @@ def name_problem(text: str) -> str | None:
     return parsed if isinstance(parsed, str) else None
 
 
+def repository_problem(text: str) -> str | None:
+    """Why `text` is not a repository (`[registry/]name`, no tag or digest: the registry
+    cache's), or None."""
+    if ":" in text.rsplit("/", 1)[-1] or "@" in text:
+        return "a repository has no tag or digest (pydeploy names its records' tags)"
+    parsed = _parse(text)
+    return parsed if isinstance(parsed, str) else None
+
+
 def tag_problem(text: str) -> str | None:
     """Why `text` is neither a bare tag (`1.2.3`) nor a full `name:tag`, or None."""
     if ":" not in text and "/" not in text:

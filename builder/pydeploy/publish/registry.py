@@ -570,23 +570,27 @@ class RegistryClient:
         return response.headers
 
     def get_manifest(self) -> tuple[bytes, str]:
-        return self._manifest(missing_ok=False) or (b"", "")
-
-    def find_manifest(self) -> tuple[bytes, str] | None:
-        """The manifest and its media type, or None when the registry has none (404)."""
-        return self._manifest(missing_ok=True)
-
-    def _manifest(self, *, missing_ok: bool) -> tuple[bytes, str] | None:
         response = self.request(
             "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": _ACCEPT_MANIFESTS}
         )
-        if response.status_code == 404 and missing_ok:
-            response.close()
-            return None
         if response.status_code != 200:
             raise self._failure(response, f"fetching the manifest {self.ref.target}")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.content, media_type
+
+    def find_manifest(self, accept: str = MEDIA_TYPE_MANIFEST) -> bytes | None:
+        """The OCI manifest (or, with `accept`, index) `ref.target` names, or None when the
+        registry has none there (the registry cache's lookups and the referrers tag: a
+        miss is the common answer, not an error)."""
+        response = self.request(
+            "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": accept}
+        )
+        if response.status_code == 404:
+            response.close()
+            return None
+        if response.status_code != 200:
+            raise self._failure(response, f"fetching the manifest {self.ref.target}")
+        return response.content
 
     def download_blob(self, digest: str, dest: Path) -> int:
         response = self.request("GET", self.url(f"blobs/{digest}"), stream=True)
@@ -704,6 +708,31 @@ def _push(
     for layer in image.layers:
         blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest)))
     blobs[image.config_digest] = (len(image.config), lambda: image.config)
+    _send_blobs(client, ref, blobs, report, locations)
+    manifest = image.registry_manifest()
+    digest = sha256_digest(manifest)
+    returned = client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
+    if returned and returned != digest:
+        raise PublishError(
+            f"registry {ref.registry} stored the manifest of {ref} as {returned}, not as "
+            f"{digest}; the registry rewrote it, so the pushed image is not "
+            f"the one pydeploy built."
+        )
+    report(PushEvent("manifest", digest, len(manifest)))
+    if locations is not None:
+        locations.record(ref.registry, ref.repository, blobs)
+    return digest
+
+
+def _send_blobs(
+    client: RegistryClient,
+    ref: Reference,
+    blobs: Mapping[str, tuple[int, _Body]],
+    report: PushProgress,
+    locations: BlobLocations | None,
+) -> None:
+    """Every blob into `ref`'s repository: skipped when there, mounted when `locations`
+    knows another repository of the registry holding it, else uploaded."""
     lock = threading.Lock()
 
     def reported(event: PushEvent) -> None:
@@ -726,19 +755,32 @@ def _push(
     # The first blob alone answers the registry's auth challenge; the rest reuse the token.
     send(*items[0])
     _in_parallel(send, items[1:])
-    manifest = image.registry_manifest()
-    digest = sha256_digest(manifest)
-    returned = client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
-    if returned and returned != digest:
-        raise PublishError(
-            f"registry {ref.registry} stored the manifest of {ref} as {returned}, not as "
-            f"{digest}; the registry rewrote it, so the pushed image is not "
-            f"the one pydeploy built."
-        )
-    report(PushEvent("manifest", digest, len(manifest)))
+
+
+def push_artifact(
+    reference: str | Reference,
+    manifest: bytes,
+    blobs: Mapping[str, tuple[int, Path | bytes]],
+    *,
+    locations: BlobLocations | None = None,
+) -> str:
+    """Push an OCI manifest (an artifact: the registry cache's records) and the blobs it
+    names to `reference`; returns the manifest's digest."""
+    ref = _as_reference(reference)
+    bodies: dict[str, tuple[int, _Body]] = {
+        digest: (size, _file_body(src) if isinstance(src, Path) else _bytes_body(src))
+        for digest, (size, src) in blobs.items()
+    }
+    with RegistryClient(ref, push=True) as client:
+        _send_blobs(client, ref, bodies, lambda _event: None, locations)
+        client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
     if locations is not None:
-        locations.record(ref.registry, ref.repository, blobs)
-    return digest
+        locations.record(ref.registry, ref.repository, bodies)
+    return sha256_digest(manifest)
+
+
+def _bytes_body(data: bytes) -> _Body:
+    return lambda: data
 
 
 def push_index(
