@@ -350,7 +350,9 @@ def test_attest_writes_the_files_and_attaches_to_the_layout(tmp_path: Path) -> N
     write_oci_layout(out, image, "1")
     wanted = Wanted(tmp_path / "sbom.json", tmp_path / "prov.json")
     now = datetime.now(timezone.utc)
-    attached = attach.attest(result, [Output("oci", out)], wanted, BuildRun("id1", now, now))
+    outcome = attach.attest(result, [Output("oci", out)], wanted, BuildRun("id1", now, now))
+    assert outcome.problems == []
+    attached = outcome.attached
     assert [(a.kind, a.referrers, a.where) for a in attached] == [
         ("sbom", "layout", f"oci:{out}"), ("provenance", "layout", f"oci:{out}"),
     ]  # fmt: skip
@@ -377,10 +379,12 @@ def test_nothing_is_read_without_a_file_or_an_output_that_takes_attachments(
     result = fake_result(tmp_path, image)
     now = datetime.now(timezone.utc)
     run = BuildRun("id", now, now)
-    assert attach.attest(result, [Output("docker")], Wanted(), run) == []
+    assert attach.attest(result, [Output("docker")], Wanted(), run) == attach.Outcome()
     out = tmp_path / "layout"
     write_oci_layout(out, image, "1")
-    assert attach.attest(result, [Output("oci", out)], Wanted(attach=False), run) == []
+    assert (
+        attach.attest(result, [Output("oci", out)], Wanted(attach=False), run) == attach.Outcome()
+    )
     assert len(json.loads((out / "index.json").read_text())["manifests"]) == 1
 
 
@@ -398,3 +402,20 @@ def test_inspect_reads_a_registry_when_told_or_when_the_engine_lacks_the_image(
 ) -> None:
     ref = remote.registry_reference(text, engine_has_it=engine_has_it)
     assert (str(ref) if ref else None) == expected
+
+
+def test_an_attachment_that_fails_is_a_problem_reported_not_a_failed_build(
+    tmp_path: Path,
+) -> None:
+    _, image = one_image(tmp_path)
+    result = fake_result(tmp_path, image)
+    now = datetime.now(timezone.utc)
+    sbom_file = tmp_path / "sbom.json"
+    gone = tmp_path / "not-a-layout"  # say, removed by someone else after the build wrote it
+    outcome = attach.attest(
+        result, [Output("oci", gone)], Wanted(sbom_file), BuildRun("i", now, now)
+    )
+    assert outcome.attached == []
+    (problem,) = outcome.problems
+    assert str(gone) in problem
+    assert sbom_file.is_file()  # the file asked for is written all the same

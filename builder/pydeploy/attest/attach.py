@@ -8,10 +8,12 @@ times and id, so it is attached (and written) only when `--provenance FILE` asks
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,13 +100,21 @@ def _write(path: Path, data: bytes) -> None:
         raise PublishError(f"Cannot write {path}: {exc.strerror}.") from None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    attached: list[Attached] = field(default_factory=list)
+    # Why a destination got nothing: the image is there already, so an attachment that
+    # fails (a registry that refuses OCI artifacts) is a warning, not a failed build.
+    problems: list[str] = field(default_factory=list)
+
+
 def attest(
     result: BuildResult, outputs: Sequence[Output], wanted: Wanted, run: BuildRun
-) -> list[Attached]:
+) -> Outcome:
     """Write the documents asked for and attach them; what was attached where."""
     attaching = attaches(outputs, wanted)
     if not attaching and not wanted.files:
-        return []
+        return Outcome()
     runtime = result.runtime_packages
     packages = runtime.packages if runtime is not None else result.plan.runtime_packages
     facts = image_facts(result)
@@ -128,7 +138,7 @@ def attest(
         data = (json.dumps(statement, indent=2) + "\n").encode()
         _write(wanted.provenance_file, data)
         documents.append(("provenance", provenance.MEDIA_TYPE, data))
-    attached: list[Attached] = []
+    outcome = Outcome()
     if attaching and result.image.manifest is not None:
         subject = Descriptor(
             MEDIA_TYPE_MANIFEST, result.image.registry_manifest_digest(),
@@ -137,22 +147,31 @@ def attest(
         created = facts.created.isoformat().replace("+00:00", "Z")
         artifacts = [(kind, Artifact(media, data, subject, created))
                      for kind, media, data in documents]  # fmt: skip
-        attached.extend(_to_outputs(result, outputs, artifacts))
-    return attached
+        _to_outputs(result, outputs, artifacts, outcome)
+    return outcome
 
 
 def _to_outputs(
-    result: BuildResult, outputs: Sequence[Output], artifacts: list[tuple[str, Artifact]]
-) -> list[Attached]:
-    attached: list[Attached] = []
+    result: BuildResult,
+    outputs: Sequence[Output],
+    artifacts: list[tuple[str, Artifact]],
+    outcome: Outcome,
+) -> None:
     # Once per repository: its tags all name the same manifest.
     repositories: dict[tuple[str, str], Reference] = {}
     for reference in result.pushed:
         ref = parse_reference(reference)
         repositories.setdefault((ref.registry, ref.repository), ref)
     for ref in repositories.values():
-        attached.extend(attach(ref, artifacts))
+        _collect(outcome, f"nothing attached to {ref}", functools.partial(attach, ref, artifacts))
     for output in outputs:
         if output.kind == "oci" and output.path is not None:
-            attached.extend(attach_to_layout(output.path, artifacts))
-    return attached
+            send = functools.partial(attach_to_layout, output.path, artifacts)
+            _collect(outcome, f"nothing attached to oci:{output.path}", send)
+
+
+def _collect(outcome: Outcome, what: str, send: Callable[[], list[Attached]]) -> None:
+    try:
+        outcome.attached.extend(send())
+    except PublishError as exc:
+        outcome.problems.append(f"{what}: {exc.message}")

@@ -371,7 +371,10 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
             engine.build_id if engine is not None else uuid.uuid4().hex[:12],
             started, datetime.now(timezone.utc),
         )  # fmt: skip
-        attached = attach.attest(built, options.outputs, wanted, run)
+        outcome = attach.attest(built, options.outputs, wanted, run)
+        for problem in outcome.problems:
+            lines("warning", 0.0, f"{problem} (--no-attest skips attaching)")
+        attached = outcome.attached
         document["attestations"] = [a.to_json() for a in attached]
         # Like every step's: when it finished, counted from the build's start.
         timings = document["timings"]
