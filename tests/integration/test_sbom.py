@@ -7,6 +7,8 @@ layout output."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -23,6 +25,11 @@ import requests
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from pydeploy.oci.blobs import sha256_digest
+from pydeploy.oci.config import canonical_json
+from pydeploy.plan.references import parse_reference
+from pydeploy.publish import registry
+
 if TYPE_CHECKING:
     from tests.integration.conftest import Resources
 
@@ -32,6 +39,7 @@ CYCLONEDX = "application/vnd.cyclonedx+json"
 IN_TOTO = "application/vnd.in-toto+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SIGNATURE = "application/vnd.example.signature.v1"
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -174,10 +182,48 @@ def test_inspect_shows_the_referrers_of_a_registry_reference(pushed: Pushed) -> 
     assert json.loads(printed.stdout) == sbom
 
 
+def foreign_referrer(pushed: Pushed) -> dict[str, Any]:
+    """Another tool's artifact for the image (a signature, say), added to the fallback
+    index as such a tool would: the next attach must keep it."""
+    ref = parse_reference(pushed.tag)
+    blob, empty = b"signature bytes", b"{}"
+    subject = {
+        "mediaType": MANIFEST,
+        "digest": pushed.digest,
+        "size": len(get(f"{pushed.root}/manifests/{pushed.digest}", MANIFEST).content),
+    }
+    manifest = canonical_json({
+        "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": sha256_digest(empty), "size": 2},
+        "layers": [{"mediaType": SIGNATURE, "digest": sha256_digest(blob), "size": len(blob)}],
+        "subject": subject,
+    })  # fmt: skip
+    digest = sha256_digest(manifest)
+    with registry.RegistryClient(dataclasses.replace(ref, tag=None, digest=digest),
+                                 push=True) as client:  # fmt: skip
+        for data in (blob, empty):
+            client.upload_blob(sha256_digest(data), len(data), functools.partial(bytes, data))
+        client.put_manifest(manifest, MANIFEST)
+    entry = {"mediaType": MANIFEST, "digest": digest, "size": len(manifest),
+             "artifactType": SIGNATURE}  # fmt: skip
+    index = pushed.fallback().json()
+    index["manifests"].append(entry)
+    tagged = dataclasses.replace(ref, tag=f"sha256-{hex_of(pushed.digest)}", digest=None)
+    with registry.RegistryClient(tagged, push=True) as client:
+        client.put_manifest(canonical_json(index), INDEX)
+    return entry
+
+
 def test_a_second_push_keeps_the_index_and_no_attest_attaches_nothing(
     pushed: Pushed, base_image: str
 ) -> None:
+    theirs = foreign_referrer(pushed)
     before = pushed.fallback().json()["manifests"]
+    assert theirs in before
+    shown = json.loads(cli("inspect", f"registry:{pushed.tag}", "--json").stdout)
+    assert {"artifact_type": SIGNATURE, "digest": theirs["digest"], "size": theirs["size"],
+            "components": None} in shown["referrers"]  # fmt: skip
     sbom_digest = next(e["digest"] for e in before if e["artifactType"] == CYCLONEDX)
     # Pushed again (no provenance asked): the same SBOM, not listed twice; the rest kept.
     again = build(pushed.project, base_image, "--tag", pushed.tag, "--push")

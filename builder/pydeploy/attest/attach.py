@@ -36,11 +36,9 @@ LOCK_FILES = ("uv.lock", "poetry.lock", "pdm.lock", "pylock.toml", "requirements
 _GIT_TIMEOUT = 10.0
 
 
-def image_facts(result: BuildResult) -> sbom.ImageFacts:
+def image_facts(result: BuildResult, pushed: Sequence[str]) -> sbom.ImageFacts:
     image, plan = result.image, result.plan
-    reference = next(iter(result.pushed), None) or (
-        result.tags[0] if result.tags else plan.image_name
-    )
+    reference = next(iter(pushed), None) or (result.tags[0] if result.tags else plan.image_name)
     named = try_parse(reference)
     name = named.familiar if named else plan.image_name
     config = json.loads(image.config)
@@ -109,15 +107,23 @@ class Outcome:
 
 
 def attest(
-    result: BuildResult, outputs: Sequence[Output], wanted: Wanted, run: BuildRun
+    result: BuildResult,
+    outputs: Sequence[Output],
+    wanted: Wanted,
+    run: BuildRun,
+    *,
+    pushed: Sequence[str] | None = None,
 ) -> Outcome:
-    """Write the documents asked for and attach them; what was attached where."""
+    """Write the documents asked for and attach them; what was attached where. `pushed`:
+    the references whose repositories get the attachments (default: the image's own
+    pushes; a platform image of an index is pushed by digest under the index's tags)."""
     attaching = attaches(outputs, wanted)
     if not attaching and not wanted.files:
         return Outcome()
+    references = tuple(result.pushed if pushed is None else pushed)
     runtime = result.runtime_packages
     packages = runtime.packages if runtime is not None else result.plan.runtime_packages
-    facts = image_facts(result)
+    facts = image_facts(result, references)
     contents = read_contents(result.image.store, result.image.layers, packages)
     documents: list[tuple[str, str, bytes]] = [
         ("sbom", sbom.MEDIA_TYPE, sbom.cyclonedx_json(facts, contents))
@@ -147,19 +153,19 @@ def attest(
         created = facts.created.isoformat().replace("+00:00", "Z")
         artifacts = [(kind, Artifact(media, data, subject, created))
                      for kind, media, data in documents]  # fmt: skip
-        _to_outputs(result, outputs, artifacts, outcome)
+        _to_outputs(references, outputs, artifacts, outcome)
     return outcome
 
 
 def _to_outputs(
-    result: BuildResult,
+    pushed: Sequence[str],
     outputs: Sequence[Output],
     artifacts: list[tuple[str, Artifact]],
     outcome: Outcome,
 ) -> None:
     # Once per repository: its tags all name the same manifest.
     repositories: dict[tuple[str, str], Reference] = {}
-    for reference in result.pushed:
+    for reference in pushed:
         ref = parse_reference(reference)
         repositories.setdefault((ref.registry, ref.repository), ref)
     for ref in repositories.values():

@@ -23,7 +23,7 @@ class Referrer:
     digest: str
     size: int
     components: int | None  # an SBOM's component count, a statement's subjects
-    document: bytes
+    document: bytes  # empty for others' artifacts (their manifest's size is `size`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +105,11 @@ def inspect_remote(ref: Reference) -> RemoteImage:
     for entry in list_referrers(ref, fetched.digest):
         digest = str(entry.get("digest", ""))
         artifact_type = str(entry.get("artifactType", ""))
+        if artifact_type not in {sbom.MEDIA_TYPE, provenance.MEDIA_TYPE}:
+            # Others' referrers (signatures, say): listed as the index has them, not read.
+            size = int(entry.get("size", 0))
+            referrers.append(Referrer(artifact_type, digest, size, None, b""))
+            continue
         document = fetch_document(ref, digest)
         referrers.append(
             Referrer(artifact_type, digest, len(document), _count(artifact_type, document),

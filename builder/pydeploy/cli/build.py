@@ -23,6 +23,7 @@ from pydeploy.cli.options import BASE_IMAGE, NETWORK, NO_ENGINE, PLATFORMS, PROJ
 from pydeploy.cli.session import Session
 
 if TYPE_CHECKING:
+    from pydeploy.attest.referrers import Attached
     from pydeploy.build import BuildOptions, BuildResult
     from pydeploy.engine.client import Engine
     from pydeploy.hostbuild import IndexResult
@@ -359,11 +360,7 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     if recorder is not None and not isinstance(built, IndexResult):
         recorder.save(directory, the_plan, built, lines.warnings)
     document = built.to_json()
-    attaching = attaches(options.outputs, wanted)
-    if isinstance(built, IndexResult):
-        if attaching:
-            render.note("pydeploy: no SBOM attached: multi-platform indexes get none yet.")
-    elif attaching or wanted.files:
+    if attaches(options.outputs, wanted) or wanted.files:
         begun = time.monotonic()
         from pydeploy.attest import attach  # noqa: PLC0415 - imported (or importing) above
 
@@ -371,11 +368,16 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
             engine.build_id if engine is not None else uuid.uuid4().hex[:12],
             started, datetime.now(timezone.utc),
         )  # fmt: skip
-        outcome = attach.attest(built, options.outputs, wanted, run)
-        for problem in outcome.problems:
-            lines("warning", 0.0, f"{problem} (--no-attest skips attaching)")
-        attached = outcome.attached
-        document["attestations"] = [a.to_json() for a in attached]
+        # An index: each platform's image gets its own (--sbom was refused above).
+        each = built.results if isinstance(built, IndexResult) else [built]
+        entries = document["platforms"] if isinstance(built, IndexResult) else [document]
+        attached: list[Attached] = []
+        for image, entry in zip(each, entries, strict=True):
+            outcome = attach.attest(image, options.outputs, wanted, run, pushed=tuple(built.pushed))
+            for problem in outcome.problems:
+                lines("warning", 0.0, f"{problem} (--no-attest skips attaching)")
+            entry["attestations"] = [a.to_json() for a in outcome.attached]
+            attached.extend(outcome.attached)
         # Like every step's: when it finished, counted from the build's start.
         timings = document["timings"]
         last = max(timings.values(), default=0.0)
