@@ -58,7 +58,7 @@ from pydeploy.oci.entries import FileEntry, entries_from_dir
 from pydeploy.oci.image import Image, assemble_image
 from pydeploy.oci.index import ImageIndex
 from pydeploy.oci.layer import Layer, open_uncompressed
-from pydeploy.plan import servers
+from pydeploy.plan import references, servers
 from pydeploy.plan.appfiles import app_files
 from pydeploy.plan.memory import describe as describe_memory
 from pydeploy.plan.planner import VENV, BuildPlan
@@ -167,12 +167,15 @@ def build_on_host(
                 f"{(image.manifest_digest or '')[:19]}",
             )  # fmt: skip
         if len(results) == 1:
-            _publish(results[0], options, engine, scratch, store, clock)
+            _publish(results[0], options, (engine, remote), scratch, store, clock)
             results[0].registry_cache = _save_records(remote, clock)
             return results[0]
         index = ImageIndex(store, tuple(result.image for result in results))
         clock.step("index", f"{index.digest[:19]}: {', '.join(str(p) for p in platforms)}")
         outcome = IndexResult(results, index, plan.tags, timings)
+        # An index's push has no way to fetch a blob mid-way: what a restore left in the
+        # registry is downloaded first (a single image's push fetches only on need).
+        remote.fetch_missing([la.digest for r in results for la in r.image.layers])
         for output in options.outputs:
             report = functools.partial(clock.sub, index_outputs.step(output))
             done = index_outputs.publish_index(output, index, plan.tags, root, report)
@@ -252,8 +255,11 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
 
     report = Reporting(progress, options.verbose, options.output)
     try:
-        restore = functools.partial(_restored_venv, store, remote)
-        venv = hostinstall.install_on_host(plan, target, root, report, restore)
+        venv = _left_in_registry(plan, (target, root), remote, options) or (
+            hostinstall.install_on_host(
+                plan, target, root, report, functools.partial(_restored_venv, store, remote)
+            )
+        )
     except hostinstall.NeedsBuilderError as exc:
         if engine is None or not _runs(engine, platform):
             raise
@@ -264,6 +270,7 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
     how = "cached" if venv.cached else "installed"
     how += " in a builder container" if venv.layers is not None else ""
     how = "restored from the registry cache" if venv.restored else how
+    how += " (layers left there: only pushed)" if venv.restored and venv.layers else ""
     clock.step(
         "dependencies",
         f"{platform}: {how}, {len(venv.pins)} packages"
@@ -367,7 +374,7 @@ def _venv_layers(
     """The dependency layers, split as the engine path splits them, cached by the key;
     a venv installed on this host is recorded in the registry cache with its marker."""
     if venv.layers is not None:
-        return list(venv.layers)
+        return list(venv.layers)  # a builder container's, or the registry's as they are
     name = f"host\0{venv.key}"
     layers = _layers_of(store, name, lambda: hostinstall.venv_entries(venv))
     marker = {"pins": list(venv.pins), "compilers": False, "bytecode": venv.compiled,
@@ -378,6 +385,35 @@ def _venv_layers(
 
 def _layers_key(name: str) -> str:
     return hashlib.sha256(f"{name}\0{DEPENDENCY_LAYERS_RECIPE}".encode()).hexdigest()
+
+
+def _left_in_registry(
+    plan: BuildPlan,
+    where: tuple[hostinstall.Target, Path],
+    remote: RegistryCache,
+    options: engine_build.BuildOptions,
+) -> hostinstall.HostVenv | None:
+    """The venv of the registry cache's record, its layers left there, when nothing of
+    this build reads their bytes: the check is skipped and the image only pushed (to the
+    cache's registry, which mounts them). None otherwise, or without such a record."""
+    target, root = where
+    if not plan.check_skip or any(o.kind != "registry" for o in options.outputs):
+        return None
+    pull = remote.refs.pull
+    tags = [references.try_parse(tag) for tag in plan.tags]
+    if pull is None or any(t is None or t.registry != pull.registry for t in tags):
+        return None
+    planned = hostinstall.planned_venv(plan, target, root)
+    if planned.cached:
+        return None  # the host cache has it: nothing to download either
+    record = remote.restore(records.VENV, _layers_key(f"host\0{planned.key}"), fetch=False)
+    if record is None or not engine_build.is_marker(record.document):
+        return None
+    doc = record.document
+    return dataclasses.replace(
+        planned, pins=tuple(doc["pins"]), cached=True, compiled=bool(doc.get("bytecode")),
+        layers=record.layers, restored=True,
+    )  # fmt: skip
 
 
 def _restored_venv(
@@ -598,14 +634,16 @@ def _result(
 def _publish(  # noqa: PLR0913, PLR0917 - the result and where its outputs go
     result: engine_build.BuildResult,
     options: engine_build.BuildOptions,
-    engine: Engine | None,
+    where: tuple[Engine | None, RegistryCache],
     scratch: Path,
     store: BlobStore,
     clock: engine_build.Clock,
 ) -> None:
+    engine, remote = where
     destinations = publish.Destinations(
-        engine, scratch, store.root.parent, daemon.ImageLayers(store)
-    )
+        engine, scratch, store.root.parent, daemon.ImageLayers(store),
+        fetch=remote.fetch_missing,
+    )  # fmt: skip
     for publisher in [publish.publisher_for(o, destinations) for o in options.outputs]:
         done = publisher.publish(
             result.image, result.plan.tags, functools.partial(clock.sub, publisher.step)

@@ -217,17 +217,6 @@ def finish(proc: subprocess.Popen[str]) -> Finished:
     return Finished(proc.returncode, stdout, stderr)
 
 
-def cache_overrides(registry_repo: str) -> dict[str, str]:
-    """PYDEPLOY_CACHE_REPO as the workflow sets it once `build` has the registry cache
-    flags, and empty (no cache flags) before: the script runs either way."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pydeploy", "build", "--help"],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "builder")},
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    return {"PYDEPLOY_CACHE_REPO": registry_repo if "--cache-from" in proc.stdout else ""}
-
-
 @pytest.fixture
 def created_volumes(docker_client: docker.DockerClient) -> Iterator[set[str]]:
     """Venv volumes the test's builds created (`cached: false`), removed at its end."""
@@ -281,7 +270,7 @@ def test_workflow_list_build_per_runner_and_verify(  # noqa: PLR0915 - one workf
     }
     overrides = {
         "PYDEPLOY_REGISTRY": f"ghcr.io/{owner}",
-        **cache_overrides(f"ghcr.io/{owner.lower()}/pydeploy-cache"),
+        "PYDEPLOY_CACHE_REPO": f"ghcr.io/{owner.lower()}/pydeploy-cache",
     }
     prefix = f"{registry}/{owner.lower()}"
 
@@ -322,6 +311,10 @@ def test_workflow_list_build_per_runner_and_verify(  # noqa: PLR0915 - one workf
         assert result["tags"] == tags[name], "the listing names what the build tags"
         assert sorted(result["pushed"]) == sorted(tags[name])
         assert set(result["pushed"].values()) == {result["manifest_digest"]}
+        # The shared registry cache: read and written, the venv recorded (or found).
+        cache = result["cache"]
+        assert cache["from"] == cache["to"] == f"{prefix}/pydeploy-cache"
+        assert "venv" in cache["saved"] + cache["restored"]
         pushed[name] = result["pushed"]
     assert pushed["api"] != pushed["web"]
 

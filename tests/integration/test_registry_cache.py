@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -235,3 +236,49 @@ def test_a_fresh_runner_without_an_engine_reuses_the_recorded_venv(
     assert "resolve:" not in log, "uv did not run"
     assert second["check"]["status"] == "passed", "the host check imported the restored venv"
     assert second["manifest_digest"] == first["manifest_digest"]
+
+
+def test_a_push_only_build_leaves_the_recorded_layers_in_the_registry(
+    tmp_path: Path,
+    runners: Any,
+    registry: str,
+    multiplatform_base: MultiPlatformBase,
+    unreachable_engine: str,
+) -> None:
+    """Nothing reads the dependency layers' bytes when the check is skipped and the image
+    is only pushed: a fresh runner pushes them by reference (mounted from the cache
+    repository, or already there) and never downloads them."""
+    project = tmp_path / "push-only"
+    shutil.copytree(FASTAPI, project)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    text = text.replace('"fastapi>=0.110"', '"fastapi>=0.110", "itsdangerous"')
+    pyproject.write_text(text + "\n[tool.pydeploy.check]\nskip = true\n", encoding="utf-8")
+    repository = f"{registry}/pydeploy-test/cache-{uuid.uuid4().hex[:12]}"
+    base = multiplatform_base.reference
+    first_runner, second_runner, third_runner = runners(), runners(), runners()
+    for runner in (first_runner, second_runner, third_runner):
+        runner.env["DOCKER_HOST"] = unreachable_engine
+    first, _ = first_runner.build(project, "--tag", f"{repository}:1", "--push", base=base)
+    assert first["cache"]["saved"] == ["venv"]
+    deps = [la for la in first["layers"] if la["role"].startswith("dependencies")]
+
+    def downloaded(runner: Runner) -> list[str]:
+        blobs = runner.cache / "blobs" / "sha256"
+        return [la["role"] for la in deps if (blobs / la["digest"].split(":")[1]).exists()]
+
+    second, log = second_runner.build(project, "--tag", f"{repository}:2", "--push", base=base)
+    assert second["cache"]["restored"] == ["venv"]
+    assert "layers left there: only pushed" in log
+    assert downloaded(second_runner) == []
+    assert second["manifest_digest"] == first["manifest_digest"]
+    # Another repository of the registry: the layers are mounted from the cache's.
+    elsewhere = f"{registry}/pydeploy-test/cache-{uuid.uuid4().hex[:12]}-other"
+    third, log = third_runner.build(
+        project, "--tag", f"{elsewhere}:1", "--push", "--cache-from", repository, base=base
+    )
+    mounted = re.search(r"(\d+) mounted from other repositories", log)
+    assert mounted is not None, log
+    assert int(mounted.group(1)) >= len(deps), log
+    assert downloaded(third_runner) == []
+    assert third["manifest_digest"] == first["manifest_digest"]

@@ -153,6 +153,20 @@ def _into_place(venv: Path, marker: Mapping[str, Any], done: Path) -> None:
             raise
 
 
+def planned_venv(plan: BuildPlan, target: Target, cache: Path) -> HostVenv:
+    """The venv `install_on_host` would give, by its key, without installing anything:
+    `cached` when the host cache has it complete."""
+    inputs = dependency_inputs(plan, target.python.version)
+    key = dependency_key(
+        target.key(), inputs, servers.plan_packages(plan), index_settings(plan.index)
+    )
+    done = cache / HOST_VENVS_DIR / key[:32]
+    marker = _marker(done)
+    pins = tuple(str(p) for p in (marker or {}).get("pins", []))
+    compiled = bool((marker or {}).get("bytecode"))
+    return HostVenv(key, done, pins, inputs.source, marker is not None, compiled)
+
+
 def venv_entries(venv: HostVenv) -> list[FileEntry]:
     """The venv's entries at their image paths, without pydeploy's own record."""
     entries = entries_from_dir(venv.path, VENV.lstrip("/"))

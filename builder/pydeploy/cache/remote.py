@@ -63,6 +63,8 @@ class RegistryCache:
         self._pending: dict[tuple[str, str], tuple[list[Layer], dict[str, Any]]] = {}
         self._failed: set[str] = set()  # "from"/"to": a side that failed once is left alone
         self._lock = threading.Lock()
+        # Layers of records restored without their bytes: fetched when something needs them.
+        self._remote: dict[str, Layer] = {}
 
     def note(self, text: str) -> None:
         """A line about the cache (a miss's reason) on the build's progress."""
@@ -79,9 +81,11 @@ class RegistryCache:
 
     # -- reading
 
-    def restore(self, kind: str, key: str) -> records.Record | None:
+    def restore(self, kind: str, key: str, *, fetch: bool = True) -> records.Record | None:
         """The record of (`kind`, `key`) with its layers in the host store (downloaded when
-        missing), or None: not there, not usable, or the registry not reachable."""
+        missing), or None: not there, not usable, or the registry not reachable. Without
+        `fetch` the layers stay in the registry until `fetch_missing` (a push of them to
+        that registry mounts them from the cache repository instead)."""
         pull = self.refs.pull
         if pull is None or "from" in self._failed:
             return None
@@ -95,7 +99,10 @@ class RegistryCache:
                 if isinstance(record, str):
                     self._note(f"{kind} record {ref.tag} in {_name(pull)} not used: {record}")
                     return None
-                self._fetch(client, record)
+                if fetch:
+                    self._fetch(client, record.layers)
+                else:
+                    self._leave_remote(record.layers)
         except PydeployError as exc:
             self._failed.add("from")
             self._note(f"{_name(pull)} not read ({exc.message}); building without it")
@@ -109,11 +116,46 @@ class RegistryCache:
             self._mark(ref, sha256_digest(data))
         return record
 
-    def _fetch(self, client: registry.RegistryClient, record: records.Record) -> None:
+    def _leave_remote(self, layers: tuple[Layer, ...]) -> None:
+        pull = self.refs.pull
+        assert pull is not None  # noqa: S101 - only a restore calls it
+        absent = [la for la in layers if not self.store.has(la.digest)]
+        with self._lock:
+            self._remote.update({la.digest: la for la in absent})
+        # Where a push to this registry mounts them from (pydeploy.publish.registry).
+        locations = registry.BlobLocations(self.store.root.parent)
+        locations.record(pull.registry, pull.repository, [la.digest for la in absent])
+
+    def fetch_missing(self, digests: list[str]) -> None:
+        """Download the blobs among `digests` that a restore left in the registry (a push
+        to another registry, a local output, the app check needs their bytes)."""
+        with self._lock:
+            wanted = tuple(self._remote[d] for d in dict.fromkeys(digests) if d in self._remote)
+        pull = self.refs.pull
+        if not wanted or pull is None:
+            return
+        try:
+            with registry.RegistryClient(pull, environ=self._env) as client:
+                self._fetch(client, wanted)
+        except _UnusableRecordError as exc:
+            raise PydeployError(
+                f"a layer the {_name(pull)} recorded is damaged ({exc}); this build used "
+                "its record without reading it.",
+                hint="Build again: the damaged record is then not used "
+                "(or delete its tag from the cache repository).",
+            ) from exc
+        with self._lock:
+            for layer in wanted:
+                self._remote.pop(layer.digest, None)
+
+    def left_in_registry(self) -> frozenset[str]:
+        """The digests of restored layers this host has not downloaded."""
+        with self._lock:
+            return frozenset(self._remote)
+
+    def _fetch(self, client: registry.RegistryClient, layers: tuple[Layer, ...]) -> None:
         store = self.store
-        missing = [
-            la for la in record.layers if not (store.has(la.digest) and store.has(la.diff_id))
-        ]
+        missing = [la for la in layers if not (store.has(la.digest) and store.has(la.diff_id))]
         if not missing:
             return
         tmp_root = store.root.parent / "tmp"
@@ -170,6 +212,8 @@ class RegistryCache:
             digest = sha256_digest(data)
             if self._marked(ref) == digest:
                 continue
+            if self.refs.pull is None or self.refs.pull.registry != push.registry:
+                self.fetch_missing([la.digest for la in record.layers])  # no mount from there
             try:
                 with registry.RegistryClient(ref, environ=self._env) as client:
                     there = client.find_manifest()
@@ -178,7 +222,9 @@ class RegistryCache:
                         la.digest: (la.size, self.store.path(la.digest)) for la in record.layers
                     }
                     blobs[sha256_digest(records.EMPTY_CONFIG)] = (2, records.EMPTY_CONFIG)
-                    registry.push_artifact(ref, data, blobs, locations=locations)
+                    registry.push_artifact(
+                        ref, data, blobs, locations=locations, fetch=self.fetch_missing
+                    )
                     self.saved.append(kind)
             except PydeployError as exc:
                 self._failed.add("to")

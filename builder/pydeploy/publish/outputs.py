@@ -13,6 +13,7 @@ from pydeploy.publish.docker_archive import DockerArchivePublisher
 from pydeploy.publish.oci_layout import OciLayoutPublisher
 from pydeploy.publish.publisher import Publisher
 from pydeploy.publish.push import RegistryPublisher
+from pydeploy.publish.registry import Fetch
 
 OutputKind = Literal["docker", "registry", "oci", "docker-archive"]
 
@@ -50,6 +51,7 @@ class Destinations:
     cache: Path
     known: ImageLayers
     held: frozenset[str] = frozenset()  # image IDs the build holds in the engine (a preload)
+    fetch: Fetch | None = None  # the blobs a registry cache restore left in the registry
 
 
 def publisher_for(output: Output, where: Destinations) -> Publisher:
@@ -59,7 +61,7 @@ def publisher_for(output: Output, where: Destinations) -> Publisher:
             raise AssertionError("the `docker` output without an engine")  # refused earlier
         return DaemonPublisher(where.engine, where.scratch, where.known, where.held)
     if output.kind == "registry":
-        return RegistryPublisher(where.cache)
+        return RegistryPublisher(where.cache, where.fetch)
     if output.path is None:
         raise AssertionError(f"{output} has no path")  # parse_output never makes one
     if output.kind == "oci":

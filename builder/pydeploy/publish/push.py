@@ -8,11 +8,13 @@ from pathlib import Path
 from pydeploy.oci.image import Image
 from pydeploy.publish import registry
 from pydeploy.publish.publisher import Published, Report
+from pydeploy.publish.registry import Fetch
 
 
 @dataclass(frozen=True)
 class RegistryPublisher:
     cache: Path  # holds registry-blobs.json, where this host's pushes left each blob
+    fetch: Fetch | None = None  # downloads the blobs a registry cache left in its registry
 
     @property
     def step(self) -> str:
@@ -30,7 +32,9 @@ class RegistryPublisher:
                 if event.kind in counts:
                     counts[event.kind] += 1
 
-            pushed[ref] = registry.push(image, ref, progress=progress, locations=locations)
+            pushed[ref] = registry.push(
+                image, ref, progress=progress, locations=locations, fetch=self.fetch
+            )
             report(
                 f"pushed {ref}@{pushed[ref]} ({counts['uploaded']} blobs uploaded, "
                 f"{counts['mounted']} mounted from other repositories, "

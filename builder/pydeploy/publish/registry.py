@@ -667,8 +667,17 @@ def _as_reference(reference: str | Reference) -> Reference:
     return reference if isinstance(reference, Reference) else parse_reference(reference)
 
 
-def _file_body(path: Path) -> _Body:
+# Downloads blobs a registry cache restore left in the registry (RegistryCache.fetch_missing).
+Fetch = Callable[[list[str]], None]
+
+
+def _file_body(path: Path, fetch: Fetch | None = None) -> _Body:
+    """The blob at `path`, fetched first when a restore left it in the registry and the
+    push needs its bytes after all (its mount was refused, or another registry)."""
+
     def open_file() -> IO[bytes]:
+        if fetch is not None and not path.exists():
+            fetch([f"sha256:{path.name}"])
         return path.open("rb")
 
     return open_file
@@ -682,6 +691,7 @@ def push(  # noqa: PLR0913 - keyword-only options, each with a default
     session: requests.Session | None = None,
     environ: Mapping[str, str] | None = None,
     locations: BlobLocations | None = None,
+    fetch: Fetch | None = None,
 ) -> str:
     """Push `image` (layers, config, manifest) to `reference`; returns the manifest digest.
     Blobs the registry already has are skipped, so a re-run completes an interrupted push;
@@ -694,19 +704,20 @@ def push(  # noqa: PLR0913 - keyword-only options, each with a default
             hint="Push by tag instead, or pin the digest pydeploy reports.",
         )
     with RegistryClient(ref, push=True, session=session, environ=environ) as client:
-        return _push(client, image, ref, progress or (lambda _event: None), locations)
+        return _push(client, image, ref, progress or (lambda _event: None), locations, fetch)
 
 
-def _push(
+def _push(  # noqa: PLR0913, PLR0917 - the client, what goes where, and the hints
     client: RegistryClient,
     image: Image,
     ref: Reference,
     report: PushProgress,
     locations: BlobLocations | None,
+    fetch: Fetch | None = None,
 ) -> str:
     blobs: dict[str, tuple[int, _Body]] = {}
     for layer in image.layers:
-        blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest)))
+        blobs[layer.digest] = (layer.size, _file_body(image.store.path(layer.digest), fetch))
     blobs[image.config_digest] = (len(image.config), lambda: image.config)
     _send_blobs(client, ref, blobs, report, locations)
     manifest = image.registry_manifest()
@@ -763,12 +774,13 @@ def push_artifact(
     blobs: Mapping[str, tuple[int, Path | bytes]],
     *,
     locations: BlobLocations | None = None,
+    fetch: Fetch | None = None,
 ) -> str:
     """Push an OCI manifest (an artifact: the registry cache's records) and the blobs it
     names to `reference`; returns the manifest's digest."""
     ref = _as_reference(reference)
     bodies: dict[str, tuple[int, _Body]] = {
-        digest: (size, _file_body(src) if isinstance(src, Path) else _bytes_body(src))
+        digest: (size, _file_body(src, fetch) if isinstance(src, Path) else _bytes_body(src))
         for digest, (size, src) in blobs.items()
     }
     with RegistryClient(ref, push=True) as client:
