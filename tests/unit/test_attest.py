@@ -419,3 +419,28 @@ def test_an_attachment_that_fails_is_a_problem_reported_not_a_failed_build(
     (problem,) = outcome.problems
     assert str(gone) in problem
     assert sbom_file.is_file()  # the file asked for is written all the same
+
+
+def test_layers_left_in_the_registry_give_their_distributions_from_the_pins(
+    tmp_path: Path,
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    here = layer(store, "dependencies-group-1",
+                 dist_entries("fastapi-0.165.0.dist-info", FASTAPI_METADATA, b"r\n"))  # fmt: skip
+    # A push that mounted this layer from the registry cache: no bytes of it on this host.
+    away = Layer("dependencies-pydantic-core", "sha256:" + "7" * 64, "sha256:" + "8" * 64, 9, 9)
+    pins = ["fastapi==0.165.0", "pydantic_core==2.50.5", "local @ file:///src/local"]
+    found = contents.read_contents(store, [here, away], [], pins)
+    assert found.unread == ("dependencies-pydantic-core",)
+    assert [(d.name, d.version, d.path) for d in found.distributions] == [
+        ("fastapi", "0.165.0", f"{SITE}/fastapi-0.165.0.dist-info"),
+        ("pydantic_core", "2.50.5", ""),
+    ]
+    doc = json.loads(sbom.cyclonedx_json(FACTS, found))
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc)) is None
+    core = next(c for c in doc["components"] if c["name"] == "pydantic_core")
+    assert core["purl"] == "pkg:pypi/pydantic-core@2.50.5"
+    assert core["properties"] == [{"name": "pydeploy:source", "value": "pins"}]
+    assert {"name": "pydeploy:unread-layers", "value": "dependencies-pydantic-core"} in (
+        doc["metadata"]["component"]["properties"]
+    )

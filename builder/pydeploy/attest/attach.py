@@ -124,7 +124,7 @@ def attest(
     runtime = result.runtime_packages
     packages = runtime.packages if runtime is not None else result.plan.runtime_packages
     facts = image_facts(result, references)
-    contents = read_contents(result.image.store, result.image.layers, packages)
+    contents = read_contents(result.image.store, result.image.layers, packages, result.pins)
     documents: list[tuple[str, str, bytes]] = [
         ("sbom", sbom.MEDIA_TYPE, sbom.cyclonedx_json(facts, contents))
     ]

@@ -39,8 +39,25 @@ class Distribution:
     license_expression: str | None  # License-Expression (PEP 639)
     licenses: tuple[str, ...]  # else `License:` (when a name) or the License classifiers
     record_sha256: str | None
-    path: str  # the dist-info directory in the image
-    layer: str  # the role of the layer that holds it
+    path: str  # the dist-info directory in the image ("" when from the pins)
+    layer: str  # the role of the layer that holds it ("" when from the pins)
+
+
+def from_pins(pins: Iterable[str], known: Iterable[Distribution]) -> list[Distribution]:
+    """The pinned distributions (`name==version`) that `known` lacks, by name and version
+    alone: for dependency layers this host does not have (a push that left them in the
+    registry cache's registry), whose METADATA cannot be read without a download."""
+    have = {_normal(d.name) for d in known}
+    found = []
+    for pin in pins:
+        name, sep, version = pin.partition("==")
+        if sep and _normal(name) not in have:
+            found.append(Distribution(name.strip(), version.strip(), None, (), None, "", ""))
+    return found
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ class DebPackage:
 class Contents:
     distributions: tuple[Distribution, ...]
     system_packages: tuple[DebPackage, ...]
+    unread: tuple[str, ...] = ()  # roles of the layers this host lacks the bytes of
 
 
 def parse_metadata(text: str) -> tuple[str, str, str | None, tuple[str, ...]]:
@@ -134,17 +152,23 @@ def _key(kind: str, layers: Sequence[Layer]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _cached_distributions(store: BlobStore, layers: Sequence[Layer]) -> list[Distribution]:
+def _cached_distributions(
+    store: BlobStore, layers: Sequence[Layer]
+) -> tuple[list[Distribution], tuple[Layer, ...]]:
+    """The layers' distributions (the cached answer when there is one, whether or not the
+    bytes are still here), and the layers that could not be read."""
     key = _key("distributions", layers)
     doc = store.read_index(INDEX_SBOM_CONTENTS, key)
     if isinstance(doc, list):
         try:
-            return [_distribution_from_doc(entry) for entry in doc]
+            return [_distribution_from_doc(entry) for entry in doc], ()
         except (KeyError, TypeError, ValueError):
             pass  # a foreign or older entry: read the layers again
-    found = [d for layer in layers for d in _distributions(store, layer)]
-    store.write_index(INDEX_SBOM_CONTENTS, key, [asdict(d) for d in found])
-    return found
+    missing = tuple(layer for layer in layers if not _present(store, layer))
+    found = [d for layer in layers if layer not in missing for d in _distributions(store, layer)]
+    if not missing:  # a partial answer is not remembered
+        store.write_index(INDEX_SBOM_CONTENTS, key, [asdict(d) for d in found])
+    return found, missing
 
 
 def _optional(value: Any) -> str | None:
@@ -161,34 +185,50 @@ def _distribution_from_doc(doc: Any) -> Distribution:
     )  # fmt: skip
 
 
-def _cached_status(store: BlobStore, layer: Layer) -> dict[str, DebPackage]:
+def _cached_status(store: BlobStore, layer: Layer) -> dict[str, DebPackage] | None:
+    """The system layer's dpkg status, or None when neither the cache nor the bytes are here."""
     key = _key("dpkg-status", [layer])
     doc = store.read_index(INDEX_SBOM_CONTENTS, key)
-    if not isinstance(doc, dict) or not isinstance(doc.get("packages"), dict):
-        status = parse_dpkg_status(_dpkg_status(store, layer))
-        store.write_index(
-            INDEX_SBOM_CONTENTS, key, {"packages": {n: asdict(p) for n, p in status.items()}}
-        )
-        return status
-    return {
-        str(n): DebPackage(str(p["name"]), p.get("version"), p.get("architecture"))
-        for n, p in doc["packages"].items()
-    }
+    if isinstance(doc, dict) and isinstance(doc.get("packages"), dict):
+        return {
+            str(n): DebPackage(str(p["name"]), p.get("version"), p.get("architecture"))
+            for n, p in doc["packages"].items()
+        }
+    if not _present(store, layer):
+        return None
+    status = parse_dpkg_status(_dpkg_status(store, layer))
+    store.write_index(
+        INDEX_SBOM_CONTENTS, key, {"packages": {n: asdict(p) for n, p in status.items()}}
+    )
+    return status
 
 
-def read_contents(store: BlobStore, layers: Sequence[Layer], packages: Iterable[str]) -> Contents:
+def _present(store: BlobStore, layer: Layer) -> bool:
+    return store.has(layer.diff_id) or store.has(layer.digest)
+
+
+def read_contents(
+    store: BlobStore, layers: Sequence[Layer], packages: Iterable[str], pins: Iterable[str] = ()
+) -> Contents:
     """The distributions in the dependency layers (cached by their diff IDs) and in the
     app layer (the project's own wheel, when installed; read every time: it changes with
-    the code), and `packages` with the versions the system layer's dpkg status gives."""
+    the code), and `packages` with the versions the system layer's dpkg status gives. A
+    dependency layer whose bytes are not here gives its distributions from `pins`."""
     deps = [layer for layer in layers if is_dependency_role(layer.role)]
-    distributions = _cached_distributions(store, deps)
+    distributions, missing = _cached_distributions(store, deps)
     for layer in layers:
         if layer.role == "app":
             distributions.extend(_distributions(store, layer))
+    if missing:
+        distributions.extend(from_pins(pins, distributions))
     status: dict[str, DebPackage] = {}
+    unread = [layer.role for layer in missing]
     for layer in layers:
         if layer.role == "system":
-            status.update(_cached_status(store, layer))
+            found = _cached_status(store, layer)
+            if found is None:
+                unread.append(layer.role)
+            status.update(found or {})
     unique = {(d.name.lower(), d.version): d for d in distributions}
     ordered = sorted(unique.values(), key=lambda d: (d.name.lower(), d.version))
-    return Contents(tuple(ordered), system_packages(packages, status))
+    return Contents(tuple(ordered), system_packages(packages, status), tuple(unread))

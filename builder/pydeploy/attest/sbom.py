@@ -82,16 +82,20 @@ def distribution_component(dist: Distribution) -> Component:
         bom_ref=purl.to_string(),
         licenses=_licenses(dist),
         hashes=hashes,
-        properties=[
-            Property(name="pydeploy:path", value=dist.path),
-            Property(name="pydeploy:layer", value=dist.layer),
-            *(
-                [Property(name="pydeploy:hash-of", value="dist-info/RECORD")]
-                if dist.record_sha256
-                else []
-            ),
-        ],
+        properties=_where(dist),
     )
+
+
+def _where(dist: Distribution) -> list[Property]:
+    if not dist.path:  # its layer was not read here: the lock's pin alone
+        return [Property(name="pydeploy:source", value="pins")]
+    found = [
+        Property(name="pydeploy:path", value=dist.path),
+        Property(name="pydeploy:layer", value=dist.layer),
+    ]
+    if dist.record_sha256:
+        found.append(Property(name="pydeploy:hash-of", value="dist-info/RECORD"))
+    return found
 
 
 def deb_component(package: DebPackage) -> Component:
@@ -136,7 +140,15 @@ def build_bom(facts: ImageFacts, contents: Contents) -> Bom:
         version=facts.digest,
         purl=oci_purl(facts.reference, facts.digest),
         bom_ref="image",
-        properties=[Property(name="pydeploy:image-id", value=facts.image_id)],
+        properties=[
+            Property(name="pydeploy:image-id", value=facts.image_id),
+            # Layers this host had no bytes of: their distributions are the lock's pins.
+            *(
+                [Property(name="pydeploy:unread-layers", value=" ".join(contents.unread))]
+                if contents.unread
+                else []
+            ),
+        ],
     )
     bom.metadata.component = image
     bom.metadata.tools.components.add(
