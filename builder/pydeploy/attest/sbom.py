@@ -15,7 +15,7 @@ from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.model.license import License
+from cyclonedx.model.license import License, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
@@ -64,7 +64,7 @@ def _licenses(dist: Distribution) -> list[License]:
         return [factory.make_from_string(dist.license_expression)]
     made = [factory.make_from_string(text) for text in dist.licenses]
     # CycloneDX allows one expression alone, or any number of named/SPDX-id licences.
-    return [m for m in made if m.__class__.__name__ != "LicenseExpression"] or made[:1]
+    return [m for m in made if not isinstance(m, LicenseExpression)] or made[:1]
 
 
 def distribution_component(dist: Distribution) -> Component:
