@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from pydeploy.cachekeys import (
     INDEX_DEPENDENCY_LAYER,
     INDEX_PROJECT_LAYER,
     INDEX_SETUID,
+    INDEX_SHARED_LIBS,
     INDEX_VENV_LAST,
     INDEX_VENV_LAYERS,
     OWNER_LABEL,
@@ -309,7 +310,7 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
     app_job = pool.submit(app_files, plan, store=store)
     builder = wheels.ensure_builder(engine, plan, clock.stage_progress())
     clock.step("builder", f"{wheels.describe(builder)}, Python {builder.python.version}")
-    deps = _dependencies(run, builder)
+    deps = _dependencies(run, builder, base_ref.image_id)
 
     # `kept` holds the check image until the end: loading the final image then sends
     # only what differs from it (the launcher layer and the config), or nothing when the
@@ -329,6 +330,8 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
                 clock.sub("warning", warning)
             app_layer = _app_layer(run, builder, deps, selected.entries, scratch)
             venv_layers = venv_job.result()
+            # The library check's answer is about these layers: recorded with them.
+            run.remote.remember(records.LIBS, runtime.libs_key, venv_layers, runtime.libs)
         except BaseException:
             # The export writes into `scratch` (and runs a container): it ends before
             # the directory is removed, not while (the pool would wait for it anyway).
@@ -391,9 +394,15 @@ def _save_records(run: _Build) -> dict[str, Any]:
     return remote.to_json()
 
 
-def _dependencies(run: _Build, builder: wheels.BuilderImage) -> wheels.Dependencies:
+def _dependencies(run: _Build, builder: wheels.BuilderImage, base_id: str) -> wheels.Dependencies:
     """The venv volume of this dependency set: cached, restored (host cache, registry
-    cache) or installed, starting from the project's last venv's bytecode."""
+    cache) or installed, starting from the project's last venv's bytecode; or, when
+    nothing needs a volume, its layers alone (`_venv_as_layers`)."""
+    as_layers = _venv_as_layers(run, builder, base_id)
+    if as_layers is not None:
+        detail = f"restored from {as_layers.restored_from}, {len(as_layers.pins)} packages"
+        run.clock.step("dependencies", f"{detail} (layers only: no venv volume needed)")
+        return as_layers
     store = run.store
     last_key = _last_venv_key(run.plan, builder)
     recorded = store.read_index(INDEX_VENV_LAST, last_key)
@@ -771,6 +780,46 @@ def venv_layers_key(dependency_key: str) -> str:
     return hashlib.sha256(f"{DEPENDENCY_LAYERS_RECIPE}\0{dependency_key}".encode()).hexdigest()
 
 
+def _venv_as_layers(
+    run: _Build, builder: wheels.BuilderImage, base_id: str
+) -> wheels.Dependencies | None:
+    """The dependency set as recorded layers, no venv volume made, when nothing of this
+    build needs one: the project has no wheel of its own to build against the venv, the
+    engine has no volume of the key (a fresh runner), and both the layers and the
+    shared-library check's answer for them are recorded (host cache or registry cache).
+    Filling a volume costs a second write of every venv file (the check image's load is
+    the first): seconds for a large venv on a slow disk."""
+    plan, store = run.plan, run.store
+    if plan.install_project:
+        return None
+    inputs, key, volume = wheels.planned_venv(plan, builder)
+    if run.engine.volume_labels(volume) is not None:
+        return None  # the engine has it, or another build is filling it
+    restored = _restored_venv(run, key)
+    if restored is None:
+        return None
+    deps = wheels.Dependencies(
+        key, volume, tuple(restored.marker["pins"]), inputs.source, True, builder,
+        bool(restored.marker["compilers"]), restored_from=restored.origin, filled=False,
+    )  # fmt: skip
+    facts = run.engine.inspect_image(plan.base_image)
+    libs_key = _libs_key(plan, deps, base_id, facts.env if facts else ())
+    if sharedlibs.LibraryCheck.from_doc(store.read_index(INDEX_SHARED_LIBS, libs_key)):
+        return deps
+    record = run.remote.restore(records.LIBS, libs_key, fetch=False)
+    if record is None or sharedlibs.LibraryCheck.from_doc(record.document) is None:
+        return None  # the volume is filled from the layers the restore just stored
+    store.write_index(INDEX_SHARED_LIBS, libs_key, record.document)
+    return deps
+
+
+def _libs_key(
+    plan: BuildPlan, deps: wheels.Dependencies, base_id: str, base_env: Iterable[str]
+) -> str:
+    """The shared-library check's cache key, as sharedlibs.check_libraries computes it."""
+    return sharedlibs.check_key(plan, deps, base_id, wheels.library_path(plan, base_env))
+
+
 def _restored_venv(run: _Build, dependency_key: str) -> wheels.RestoredVenv | None:
     """The venv of `dependency_key` made before, for an empty volume: from the host
     store's layers when it has them with their marker (the engine lost its volumes, the
@@ -885,6 +934,8 @@ class _Runtime:
 
     packages: sharedlibs.RuntimePackages
     user_layer: Layer | None = None
+    libs_key: str = ""  # the library check's key and answer, for the registry cache
+    libs: dict[str, Any] = field(default_factory=dict)
 
 
 def _shared_libraries(run: _Build, base_id: str, deps: wheels.Dependencies) -> _Runtime:
@@ -911,7 +962,8 @@ def _shared_libraries(run: _Build, base_id: str, deps: wheels.Dependencies) -> _
         )
     settled = sharedlibs.settle(plan, check)
     run.clock.step("shared libraries", sharedlibs.describe(check, settled))
-    return _Runtime(settled, made[0] if made else None)
+    libs_key = _libs_key(plan, deps, base_id, inputs.base_env)
+    return _Runtime(settled, made[0] if made else None, libs_key, check.to_doc())
 
 
 def _system_layer(run: _Build, packages: tuple[str, ...], base_id: str) -> Layer:

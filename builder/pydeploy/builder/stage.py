@@ -161,6 +161,9 @@ class Dependencies:
     # which it left as it was): elfdeps.py's result and the LD_LIBRARY_PATH it used.
     elf_scan: dict[str, Any] | None = None
     restored_from: str = ""  # a restore's origin (the registry cache, the host cache)
+    # False: the venv exists as layers only (a restore that nothing needed in a volume);
+    # `volume` is then the name it would have.
+    filled: bool = True
 
 
 @dataclass(frozen=True)
@@ -653,12 +656,8 @@ def install_dependencies(  # noqa: PLR0913 - the build's parts, and two ways to 
     volume instead of an install. `report.output` gets every tool line when
     `report.verbose`."""
     run = _Run(engine, plan, report, time.monotonic())
-    # A lock read on the host judges its markers for the base image's probed Python.
-    inputs = dependency_inputs(plan, builder.python.version)
+    inputs, key, volume = planned_venv(plan, builder)
     wanted = servers.plan_packages(plan)
-    index = plan.index
-    key = dependency_key(builder.key, inputs, wanted, index_settings(index))
-    volume = VENV_VOLUME_PREFIX + key[:16]
 
     _ensure_cache_volume(engine)
     with engine.hold():  # the pins stay to the end of an enclosing hold (the build's)
@@ -700,6 +699,16 @@ def install_dependencies(  # noqa: PLR0913 - the build's parts, and two ways to 
         key, volume, pins, inputs.source, False, builder, not builder.light,
         scan if isinstance(scan, dict) else None,
     )  # fmt: skip
+
+
+def planned_venv(plan: BuildPlan, builder: BuilderImage) -> tuple[DependencyInputs, str, str]:
+    """The dependency inputs, the dependency key and the venv volume's name of this plan
+    with this builder, without touching the engine."""
+    # A lock read on the host judges its markers for the base image's probed Python.
+    inputs = dependency_inputs(plan, builder.python.version)
+    wanted = servers.plan_packages(plan)
+    key = dependency_key(builder.key, inputs, wanted, index_settings(plan.index))
+    return inputs, key, VENV_VOLUME_PREFIX + key[:16]
 
 
 def _fill_from_layers(pin: StageBox, restored: RestoredVenv, key: str) -> None:

@@ -37,6 +37,7 @@ from pydeploy.cachekeys import (
     RECIPE_VERSION,
     REGISTRY_CACHE_FORMAT,
     REGISTRY_CACHE_TAG_PREFIX,
+    SHARED_LIBS_RECIPE,
     SYSTEM_LAYER_RECIPE,
     UV_VERSION,
 )
@@ -55,10 +56,15 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 VENV = "venv"  # the dependency layers of a dependency key, and the install's pins
 SYSTEM = "system"  # the runtime system-packages layer
 BUILD = "build"  # what the build commands wrote
+# The shared-library check's answer for the dependency layers it names (and the runtime
+# image's packages and LD_LIBRARY_PATH in its key): with it and the `venv` record, the
+# engine path needs no venv volume at all.
+LIBS = "libs"
 RECIPES = {
     VENV: f"{RECIPE_VERSION}+uv{UV_VERSION}+{DEPENDENCY_LAYERS_RECIPE}",
     SYSTEM: SYSTEM_LAYER_RECIPE,
     BUILD: BUILD_COMMANDS_RECIPE,
+    LIBS: SHARED_LIBS_RECIPE,
 }
 
 

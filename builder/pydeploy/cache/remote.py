@@ -65,6 +65,7 @@ class RegistryCache:
         self._lock = threading.Lock()
         # Layers of records restored without their bytes: fetched when something needs them.
         self._remote: dict[str, Layer] = {}
+        self._missed: set[tuple[str, str]] = set()  # asked once, not there or not usable
 
     def note(self, text: str) -> None:
         """A line about the cache (a miss's reason) on the build's progress."""
@@ -87,8 +88,17 @@ class RegistryCache:
         `fetch` the layers stay in the registry until `fetch_missing` (a push of them to
         that registry mounts them from the cache repository instead)."""
         pull = self.refs.pull
-        if pull is None or "from" in self._failed:
+        if pull is None or "from" in self._failed or (kind, key) in self._missed:
             return None
+        found = self._restore(pull, kind, key, fetch=fetch)
+        if found is None:
+            with self._lock:
+                self._missed.add((kind, key))
+        return found
+
+    def _restore(
+        self, pull: Reference, kind: str, key: str, *, fetch: bool
+    ) -> records.Record | None:
         ref = dataclasses.replace(pull, tag=records.tag(kind, key))
         try:
             with registry.RegistryClient(ref, environ=self._env) as client:
