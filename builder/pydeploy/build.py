@@ -180,6 +180,8 @@ class BuildResult:
             ).to_json(),
             "cache": self.registry_cache or NO_REGISTRY_CACHE,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            # What `pydeploy.attest` attached once the build returned (cli/build.py fills it).
+            "attestations": [],
         }
 
 

@@ -52,6 +52,8 @@ BASE_FACTS_RECIPE = "base-facts-v1"
 # names one (`<prefix><kind>-<key>`, in the cache repository).
 REGISTRY_CACHE_FORMAT = "1"
 REGISTRY_CACHE_TAG_PREFIX = "pydeploy-cache-"
+# What the SBOM reads from dependency and system layers (pydeploy.attest.contents).
+SBOM_CONTENTS_RECIPE = "sbom-contents-v1"
 
 # --- engine volumes and images ------------------------------------------------------------
 
@@ -130,3 +132,4 @@ INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret
 # A registry cache record this host pushed or found there, by repository and tag: the
 # next build writes it again only when it is gone from here.
 INDEX_REGISTRY_RECORD = "registry-record"
+INDEX_SBOM_CONTENTS = "sbom-contents"  # distributions / dpkg status, by the layers' diff IDs

@@ -83,6 +83,15 @@ def test_two_platforms_give_one_index_and_the_arm64_image_serves(
                                "linux/arm64/v8": arm64["manifest_digest"]}  # fmt: skip
     # Each image stands on its own platform's base manifest.
     assert index.configs["linux/arm64/v8"]["Architecture"] == "arm64"
+    # Each platform's image has its own SBOM attached (its subject: that image's manifest).
+    for entry in (amd64, arm64):
+        (attested,) = entry["attestations"]
+        pinned_ref = f"registry:{ref.rsplit(':', 1)[0]}@{entry['manifest_digest']}"
+        shown = run_pydeploy("inspect", pinned_ref, "--json", cwd=project, env=dict(os.environ))
+        assert shown.returncode == 0, shown.stderr
+        (referrer,) = json.loads(shown.stdout)["referrers"]
+        assert referrer["digest"] == attested["digest"]
+        assert referrer["components"] > len(entry["dependencies"]["pins"])  # + the base
 
     # The wheels are each platform's: every ELF file of the venv is for that machine.
     for platform, machine in (("linux/amd64", ELF_X86_64), ("linux/arm64", ELF_AARCH64)):

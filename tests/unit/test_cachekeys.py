@@ -63,6 +63,8 @@ PINNED = {
     "INDEX_SYSTEM_LAYER": "system-layer",
     "INDEX_SECRET_SCAN": "secret-scan",
     "INDEX_SHARED_LIBS": "shared-libs",
+    "INDEX_SBOM_CONTENTS": "sbom-contents",
+    "SBOM_CONTENTS_RECIPE": "sbom-contents-v1",
     "UNCHANGED_DIR": "unchanged",
     "BASE_REPOSITORY": "pydeploy-base",
     "HOST_VENVS_DIR": "venvs",

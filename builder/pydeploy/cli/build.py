@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import sys
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from pydeploy.attest.wanted import BuildRun, Wanted, attaches
 from pydeploy.cli import render
 from pydeploy.cli.options import BASE_IMAGE, NETWORK, NO_ENGINE, PLATFORMS, PROJECT_DIR, TAGS
 from pydeploy.cli.session import Session
 
 if TYPE_CHECKING:
+    from pydeploy.attest.referrers import Attached
     from pydeploy.build import BuildOptions, BuildResult
     from pydeploy.engine.client import Engine
     from pydeploy.hostbuild import IndexResult
@@ -182,6 +188,25 @@ def plan(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON result to this file.",
 )
+# --- SBOM and provenance (pydeploy.attest) ---
+@click.option(
+    "--sbom",
+    "sbom_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the image's CycloneDX JSON SBOM to this file.",
+)
+@click.option(
+    "--provenance",
+    "provenance_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a SLSA provenance statement to this file (and attach it to pushes/layouts).",
+)
+@click.option(
+    "--no-attest",
+    is_flag=True,
+    help="Attach no SBOM/provenance to what is pushed or written as an OCI layout.",
+)
+# --- end SBOM and provenance ---
 @click.option("--all", "build_all", is_flag=True, help="Build every workspace member with a table.")
 @click.option("--only", multiple=True, help="With --all: build only this member; repeatable.")
 @click.option("--changed-since", metavar="GIT_REF", help="With --all: only members changed since.")
@@ -207,6 +232,9 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
     cache_to: str | None,
     as_json: bool,
     metadata_file: Path | None,
+    sbom_file: Path | None,
+    provenance_file: Path | None,
+    no_attest: bool,
     build_all: bool,
     only: tuple[str, ...],
     changed_since: str | None,
@@ -230,9 +258,11 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
                            registry=registry, platforms=platforms)  # fmt: skip
         _list_all(directory, naming, (push, outputs), members, result)
         return
+    wanted = _attest_wanted(sbom_file, provenance_file, no_attest, build_all=build_all)
     record = None
     registry_cache = cache_from is not None or cache_to is not None
-    fast = not (platforms or no_engine or registry_cache)  # the fast path records none of them
+    # The fast path records none of these (nor an SBOM: it needs the build's layers).
+    fast = not (platforms or no_engine or registry_cache or wanted.files)
     if unchanged.eligible(outputs, push, build_all) and fast:
         retag = unchanged.full_references(tags)
         record = unchanged.record_file(
@@ -269,7 +299,21 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
                 sys.exit(code)
             return
         chosen = _output_kinds(outputs, push)
-        _build_one(session, directory, (overrides, no_engine, chosen), options, result, record)
+        _build_one(
+            session, directory, (overrides, no_engine, chosen), options, result, (record, wanted)
+        )
+
+
+def _attest_wanted(
+    sbom_file: Path | None, provenance_file: Path | None, no_attest: bool, *, build_all: bool
+) -> Wanted:
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
+
+    if build_all and (sbom_file or provenance_file):
+        raise ConfigError("--sbom and --provenance describe one image, not --all's.",
+                          hint="Build each member on its own to write its SBOM.")  # fmt: skip
+    # `build --all` attaches nothing yet: multibuild's results do not reach this command.
+    return Wanted(sbom_file, provenance_file, attach=not no_attest and not build_all)
 
 
 def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
@@ -278,15 +322,31 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
     how: tuple[Overrides, bool, tuple[str, ...]],
     options: BuildOptions,
     result: _Result,
-    record: Path | None,
+    after: tuple[Path | None, Wanted],
 ) -> None:
+    from datetime import datetime, timezone  # noqa: PLC0415
+
     from pydeploy.cli import unchanged  # noqa: PLC0415
+    from pydeploy.errors import ConfigError  # noqa: PLC0415
 
     overrides, no_engine, kinds = how
+    record, wanted = after
     lines = render.Lines()
+    started = datetime.now(timezone.utc)
+    if attaches(options.outputs, wanted) or wanted.files:
+        # CycloneDX's imports (~85 ms of CPU) overlap the build, which mostly waits on
+        # the engine and the registry, instead of adding to every push.
+        threading.Thread(
+            target=importlib.import_module, args=("pydeploy.attest.attach",), daemon=True
+        ).start()
     with contextlib.ExitStack() as stack:
         recorder = stack.enter_context(unchanged.recording(record)) if record else None
         the_plan = project_plan(directory, overrides)
+        if wanted.files and len(the_plan.platforms) > 1:
+            raise ConfigError(
+                "--sbom and --provenance describe one image; this build makes one per platform.",
+                hint="Build each platform with its own --platform to write its SBOM.",
+            )
         path, engine = choose_path(the_plan, kinds, session, no_engine=no_engine)
         if path.kind == "engine":
             built: BuildResult | IndexResult = run_build(the_plan, session, options, lines)
@@ -299,7 +359,31 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
 
     if recorder is not None and not isinstance(built, IndexResult):
         recorder.save(directory, the_plan, built, lines.warnings)
-    result.write(built.to_json())
+    document = built.to_json()
+    if attaches(options.outputs, wanted) or wanted.files:
+        begun = time.monotonic()
+        from pydeploy.attest import attach  # noqa: PLC0415 - imported (or importing) above
+
+        run = BuildRun(
+            engine.build_id if engine is not None else uuid.uuid4().hex[:12],
+            started, datetime.now(timezone.utc),
+        )  # fmt: skip
+        # An index: each platform's image gets its own (--sbom was refused above).
+        each = built.results if isinstance(built, IndexResult) else [built]
+        entries = document["platforms"] if isinstance(built, IndexResult) else [document]
+        attached: list[Attached] = []
+        for image, entry in zip(each, entries, strict=True):
+            outcome = attach.attest(image, options.outputs, wanted, run, pushed=tuple(built.pushed))
+            for problem in outcome.problems:
+                lines("warning", 0.0, f"{problem} (--no-attest skips attaching)")
+            entry["attestations"] = [a.to_json() for a in outcome.attached]
+            attached.extend(outcome.attached)
+        # Like every step's: when it finished, counted from the build's start.
+        timings = document["timings"]
+        last = max(timings.values(), default=0.0)
+        timings["attest"] = round(last + time.monotonic() - begun, 3)
+        render.attested(lines, attached, wanted)
+    result.write(document)
     if not result.as_json:
         if isinstance(built, IndexResult):
             render.built_index(lines, built)

@@ -13,13 +13,40 @@ from pydeploy.cli.session import Session
 @click.command("inspect")
 @click.argument("image")
 @click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
-def inspect_cmd(image: str, as_json: bool) -> None:
-    """Show an image's layers, their roles and sizes."""
+@click.option(
+    "--sbom",
+    "show_sbom",
+    is_flag=True,
+    help="Print the SBOM attached to the image in its registry.",
+)
+def inspect_cmd(image: str, as_json: bool, show_sbom: bool) -> None:
+    """Show an image's layers, their roles and sizes; for an image in a registry
+    (`registry:REF`, or a REF the engine does not have) its manifest and attached SBOM
+    and provenance."""
+    from pydeploy.attest import remote  # noqa: PLC0415
     from pydeploy.cache.imageinfo import inspect_image  # noqa: PLC0415
+    from pydeploy.errors import ConfigError, EngineError  # noqa: PLC0415
 
     with Session() as session:
-        info = inspect_image(session.connect(), image)
-    render.inspected(info, as_json)
+        if image.startswith(remote.REGISTRY_PREFIX) or show_sbom:
+            ref = remote.registry_reference(image, engine_has_it=False)
+            if ref is None:
+                raise ConfigError(
+                    f"--sbom reads the image's registry, and `{image}` names none.",
+                    hint="Give the full reference, e.g. `registry:localhost:5000/app:1`.",
+                )
+        else:
+            try:
+                info = inspect_image(session.connect(), image)
+            except (ConfigError, EngineError):  # no such image, or no engine answers
+                ref = remote.registry_reference(image, engine_has_it=False)
+                if ref is None:
+                    raise
+            else:
+                render.inspected(info, as_json)
+                return
+        found = remote.inspect_remote(ref)
+    render.inspected_remote(found, as_json=as_json, show_sbom=show_sbom)
 
 
 @click.command("prune")

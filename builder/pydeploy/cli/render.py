@@ -26,6 +26,9 @@ from pydeploy import __version__
 from pydeploy.errors import PublishError, PydeployError
 
 if TYPE_CHECKING:
+    from pydeploy.attest.referrers import Attached
+    from pydeploy.attest.remote import RemoteImage
+    from pydeploy.attest.wanted import Wanted
     from pydeploy.build import BuildResult
     from pydeploy.cache.imageinfo import ImageInfo
     from pydeploy.cache.prune import Pruned
@@ -351,6 +354,17 @@ def built(lines: Lines, result: BuildResult) -> None:
         lines.say(f"  {layer.role:<{width}} {layer.digest[:19]}  {layer.size / 1e6:8.2f} MB")
 
 
+def attested(lines: Lines, attached: Sequence[Attached], wanted: Wanted) -> None:
+    """What `build` wrote and attached of the SBOM and provenance."""
+    for path in (wanted.sbom_file, wanted.provenance_file):
+        if path is not None:
+            lines.say(f"wrote {path}")
+    for item in attached:
+        how = {"api": "referrers API", "tag-schema": "referrers tag", "layout": "layout"}
+        lines.say(f"attached {item.kind} {item.artifact.descriptor.digest[:19]} to "
+                  f"{item.where} ({how.get(item.referrers, item.referrers)})")  # fmt: skip
+
+
 def _role_width(roles: Iterable[str]) -> int:
     """The role column fits the longest role (`dependencies-pydantic-core`)."""
     return max([13, *(len(role) for role in roles)])
@@ -460,6 +474,25 @@ def inspected(info: ImageInfo, as_json: bool) -> None:
     for layer in info.layers:
         click.echo(f"  {layer.role:<{width}} {layer.diff_id[:19]}  {layer.size / 1e6:9.2f} MB")
     click.echo(f"  added on top of the base: {info.own_size / 1e6:.2f} MB")
+
+
+def inspected_remote(found: RemoteImage, *, as_json: bool, show_sbom: bool) -> None:
+    """`inspect` of an image in a registry; with `show_sbom`, its SBOM document alone."""
+    if show_sbom:
+        click.echo(found.sbom().decode().rstrip("\n"))
+        return
+    if as_json:
+        echo_json(found.to_json())
+        return
+    click.echo(f"{found.reference} {found.digest[:19]}  {found.layers} layers, "
+               f"{found.size / 1e6:.2f} MB")  # fmt: skip
+    if not found.referrers:
+        click.echo("  no SBOM or provenance attached")
+    for item in found.referrers:
+        noun = "component" if item.artifact_type.endswith("cyclonedx+json") else "subject"
+        plural = "" if item.components == 1 else "s"
+        count = "" if item.components is None else f", {item.components} {noun}{plural}"
+        click.echo(f"  {item.artifact_type}  {item.digest[:19]}  {item.size} bytes{count}")
 
 
 def host_cache_only(message: str, root: Path) -> None:

@@ -554,6 +554,10 @@ class RegistryClient:
         return False
 
     def put_manifest(self, manifest: bytes, media_type: str) -> str | None:
+        return self.put_manifest_headers(manifest, media_type).get("Docker-Content-Digest")
+
+    def put_manifest_headers(self, manifest: bytes, media_type: str) -> Mapping[str, str]:
+        """PUT the manifest; the answer's headers (an artifact's push reads OCI-Subject)."""
         response = self.request(
             "PUT",
             self.url(f"manifests/{self.ref.target}"),
@@ -563,7 +567,7 @@ class RegistryClient:
         if response.status_code not in {200, 201, 202}:
             raise self._failure(response, "storing the manifest")
         response.close()
-        return response.headers.get("Docker-Content-Digest")
+        return response.headers
 
     def get_manifest(self) -> tuple[bytes, str]:
         response = self.request(
@@ -574,11 +578,12 @@ class RegistryClient:
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.content, media_type
 
-    def find_manifest(self) -> bytes | None:
-        """The OCI manifest `ref.target` names, or None when the registry has none there
-        (the registry cache's lookups: a miss is the common answer, not an error)."""
+    def find_manifest(self, accept: str = MEDIA_TYPE_MANIFEST) -> bytes | None:
+        """The OCI manifest (or, with `accept`, index) `ref.target` names, or None when the
+        registry has none there (the registry cache's lookups and the referrers tag: a
+        miss is the common answer, not an error)."""
         response = self.request(
-            "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": MEDIA_TYPE_MANIFEST}
+            "GET", self.url(f"manifests/{self.ref.target}"), headers={"Accept": accept}
         )
         if response.status_code == 404:
             response.close()
