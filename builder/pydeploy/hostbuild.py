@@ -47,6 +47,7 @@ from pydeploy.cachekeys import (
     HOST_CHECK_RECIPE,
     INDEX_APP_CHECK,
     INDEX_PROJECT_LAYER,
+    INDEX_HOST_NEEDS_BUILDER,
     INDEX_VENV_LAYERS,
     PROJECT_RECIPE,
 )
@@ -254,15 +255,23 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
         clock.sub(step, f"{platform}: {detail}" if detail else str(platform))
 
     report = Reporting(progress, options.verbose, options.output)
+    # A dependency set this host could not install (no wheel for the target) goes to a
+    # builder container at once on the next build, without another 1-3 s attempt here.
+    planned = hostinstall.planned_venv(plan, target, root).key
+    engine_can = engine is not None and _runs(engine, platform)
+    known = store.read_index(INDEX_HOST_NEEDS_BUILDER, planned)
     try:
+        if engine_can and isinstance(known, dict) and isinstance(known.get("why"), str):
+            raise hostinstall.NeedsBuilderError(known["why"])
         venv = _left_in_registry(plan, (target, root), remote, options) or (
             hostinstall.install_on_host(
                 plan, target, root, report, functools.partial(_restored_venv, store, remote)
             )
         )
     except hostinstall.NeedsBuilderError as exc:
-        if engine is None or not _runs(engine, platform):
+        if engine is None or not engine_can:
             raise
+        store.write_index(INDEX_HOST_NEEDS_BUILDER, planned, {"why": exc.message})
         clock.sub(
             "dependencies", f"{platform}: {exc.message.split(':')[0]}; a builder installs them"
         )
