@@ -132,4 +132,7 @@ INDEX_SECRET_SCAN = "secret-scan"  # noqa: S105 -- an index kind, not a secret
 # A registry cache record this host pushed or found there, by repository and tag: the
 # next build writes it again only when it is gone from here.
 INDEX_REGISTRY_RECORD = "registry-record"
+# A dependency set this host cannot install for a platform (a dependency without a wheel),
+# by its host key: the next build goes to a builder container without trying again.
+INDEX_HOST_NEEDS_BUILDER = "host-needs-builder"
 INDEX_SBOM_CONTENTS = "sbom-contents"  # distributions / dpkg status, by the layers' diff IDs

@@ -46,6 +46,7 @@ from pydeploy.cachekeys import (
     DEPENDENCY_LAYERS_RECIPE,
     HOST_CHECK_RECIPE,
     INDEX_APP_CHECK,
+    INDEX_HOST_NEEDS_BUILDER,
     INDEX_PROJECT_LAYER,
     INDEX_VENV_LAYERS,
     PROJECT_RECIPE,
@@ -254,19 +255,32 @@ def _platform_part(  # noqa: PLR0913, PLR0917 - the build's parts, one platform'
         clock.sub(step, f"{platform}: {detail}" if detail else str(platform))
 
     report = Reporting(progress, options.verbose, options.output)
-    try:
-        venv = _left_in_registry(plan, (target, root), remote, options) or (
-            hostinstall.install_on_host(
-                plan, target, root, report, functools.partial(_restored_venv, store, remote)
+    # A dependency set this host could not install (no wheel for the target) goes to a
+    # builder container at once on the next build, without another 1-3 s attempt here.
+    planned = hostinstall.planned_venv(plan, target, root).key
+    engine_can = engine is not None and _runs(engine, platform)
+    known = store.read_index(INDEX_HOST_NEEDS_BUILDER, planned)
+
+    def in_builder(why: str) -> hostinstall.HostVenv:
+        what = why.split(":", maxsplit=1)[0]
+        clock.sub("dependencies", f"{platform}: {what}; a builder installs them")
+        assert engine is not None  # noqa: S101 - engine_can said so
+        return _install_in_engine(plan, store, (engine, fetched, platform), report, root)
+
+    if engine_can and isinstance(known, dict) and isinstance(known.get("why"), str):
+        venv = in_builder(known["why"])
+    else:
+        try:
+            venv = _left_in_registry(plan, (target, root), remote, options) or (
+                hostinstall.install_on_host(
+                    plan, target, root, report, functools.partial(_restored_venv, store, remote)
+                )
             )
-        )
-    except hostinstall.NeedsBuilderError as exc:
-        if engine is None or not _runs(engine, platform):
-            raise
-        clock.sub(
-            "dependencies", f"{platform}: {exc.message.split(':')[0]}; a builder installs them"
-        )
-        venv = _install_in_engine(plan, store, (engine, fetched, platform), report, root)
+        except hostinstall.NeedsBuilderError as exc:
+            if not engine_can:
+                raise
+            store.write_index(INDEX_HOST_NEEDS_BUILDER, planned, {"why": exc.message})
+            venv = in_builder(exc.message)
     how = "cached" if venv.cached else "installed"
     how += " in a builder container" if venv.layers is not None else ""
     how = "restored from the registry cache" if venv.restored else how

@@ -71,6 +71,7 @@ PINNED = {
     "REGISTRY_CACHE_FORMAT": "1",
     "REGISTRY_CACHE_TAG_PREFIX": "pydeploy-cache-",
     "INDEX_REGISTRY_RECORD": "registry-record",
+    "INDEX_HOST_NEEDS_BUILDER": "host-needs-builder",
 }
 
 
