@@ -80,7 +80,7 @@ PUSH_SIDES = ("pydeploy", "uv")
 FRESH_STEPS = ("fresh code-only", "fresh dependency")
 FRESH_LABELS = {
     "fresh code-only": "code-only + push",
-    "fresh dependency": f"dependency added + push ({FRESH_DEPENDENCY})",
+    "fresh dependency": f"dependency + push ({FRESH_DEPENDENCY})",
 }
 FRESH_SIDES = ("pydeploy cache", "pydeploy", "uv cache-from", "uv")
 COLD_TIMEOUT, WARM_TIMEOUT = 1500.0, 900.0

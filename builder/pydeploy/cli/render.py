@@ -240,6 +240,7 @@ def plan_text(plan: BuildPlan) -> str:
         ("build packages", " ".join(plan.build_packages) or "-"),
         ("runtime packages", " ".join(plan.runtime_packages) or "-"),
         ("app check", _check_text(plan)),
+        ("registry cache", plan.cache.describe()),
         *(
             ("build command" if i == 0 else "", f"{c.display} ({c.origin})")
             for i, c in enumerate(plan.build_commands)

@@ -28,6 +28,15 @@ class CachePlan:
         return {"from": self.pull, "to": self.push, "disabled": self.disabled,
                 "origin": self.origin}  # fmt: skip
 
+    def describe(self) -> str:
+        """One line for `pydeploy plan`."""
+        if self.disabled:
+            return f"none ({self.origin} = false)"
+        if self.pull is None and self.push is None:
+            return "the push repository, when the build pushes (default)"
+        sides = [f"from {self.pull}" if self.pull else "", f"to {self.push}" if self.push else ""]
+        return ", ".join(s for s in sides if s) + f" ({self.origin})"
+
 
 @dataclass(frozen=True)
 class CacheRefs:

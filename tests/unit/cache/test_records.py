@@ -134,3 +134,10 @@ def test_a_flag_decides_its_side_alone() -> None:
 def test_a_flag_that_is_not_a_repository_is_refused_naming_it(bad: str) -> None:
     with pytest.raises(ConfigError, match="--cache-to"):
         plan_cache(None, bad, None)
+
+
+def test_plan_says_where_the_cache_is() -> None:
+    assert NO_CACHE.describe() == "the push repository, when the build pushes (default)"
+    assert plan_cache(None, None, False).describe() == "none (tool.pydeploy.cache = false)"
+    named = plan_cache("ghcr.io/o/c", None, None).describe()
+    assert named == "from ghcr.io/o/c (--cache-from/--cache-to)"
