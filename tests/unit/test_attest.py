@@ -19,7 +19,6 @@ from cyclonedx.validation.json import JsonStrictValidator
 from pydeploy.attest import attach, contents, provenance, remote, sbom
 from pydeploy.attest.contents import Contents, DebPackage, Distribution
 from pydeploy.attest.referrers import (
-    EMPTY_CONFIG,
     Artifact,
     Descriptor,
     attach_to_layout,
@@ -32,7 +31,7 @@ from pydeploy.builder.sharedlibs import RuntimePackages
 from pydeploy.cachekeys import INDEX_SBOM_CONTENTS
 from pydeploy.config.project import load_project
 from pydeploy.oci.blobs import BlobStore, sha256_digest
-from pydeploy.oci.config import MEDIA_TYPE_MANIFEST
+from pydeploy.oci.config import EMPTY_JSON, MEDIA_TYPE_MANIFEST
 from pydeploy.oci.entries import FileEntry
 from pydeploy.oci.image import Image
 from pydeploy.oci.layer import Layer, build_layer
@@ -283,7 +282,7 @@ def test_artifact_manifest_refers_to_its_subject() -> None:
         "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
         "size": 2,
     }
-    assert sha256_digest(EMPTY_CONFIG) == manifest["config"]["digest"]
+    assert sha256_digest(EMPTY_JSON) == manifest["config"]["digest"]
     (blob,) = manifest["layers"]
     assert blob["digest"] == sha256_digest(artifact.document)
     assert blob["mediaType"] == sbom.MEDIA_TYPE

@@ -24,12 +24,16 @@ from typing import Any
 from pydeploy import atomic
 from pydeploy.errors import PublishError
 from pydeploy.oci.blobs import digest_hex, sha256_digest
-from pydeploy.oci.config import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, canonical_json
+from pydeploy.oci.config import (
+    EMPTY_JSON,
+    MEDIA_TYPE_EMPTY,
+    MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_MANIFEST,
+    canonical_json,
+)
 from pydeploy.plan.references import Reference
 from pydeploy.publish.registry import RegistryClient
 
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY_CONFIG = b"{}"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 
 
@@ -68,7 +72,7 @@ class Artifact:
                 "schemaVersion": 2,
                 "mediaType": MEDIA_TYPE_MANIFEST,
                 "artifactType": self.artifact_type,
-                "config": Descriptor.of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_json(),
+                "config": Descriptor.of(MEDIA_TYPE_EMPTY, EMPTY_JSON).to_json(),
                 "layers": [Descriptor.of(self.artifact_type, self.document).to_json()],
                 "subject": self.subject.to_json(),
                 "annotations": {ANNOTATION_CREATED: self.created},
@@ -138,7 +142,7 @@ def attach(repository: Reference, kinds: Sequence[tuple[str, Artifact]]) -> list
     for kind, artifact in kinds:
         pinned = dataclasses.replace(repository, tag=None, digest=artifact.descriptor.digest)
         with RegistryClient(pinned, push=True) as client:
-            _put_blob(client, EMPTY_CONFIG)
+            _put_blob(client, EMPTY_JSON)
             _put_blob(client, artifact.document)
             headers = client.put_manifest_headers(artifact.manifest, MEDIA_TYPE_MANIFEST)
         api = headers.get("OCI-Subject") == artifact.subject.digest
@@ -215,7 +219,7 @@ def attach_to_layout(layout: Path, artifacts: Sequence[tuple[str, Artifact]]) ->
     try:
         index = json.loads(index_path.read_bytes())
         for _, artifact in artifacts:
-            for data in (EMPTY_CONFIG, artifact.document, artifact.manifest):
+            for data in (EMPTY_JSON, artifact.document, artifact.manifest):
                 target = blobs / digest_hex(sha256_digest(data))
                 if not target.exists():
                     atomic.write_bytes(target, data)

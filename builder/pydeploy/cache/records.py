@@ -43,12 +43,16 @@ from pydeploy.cachekeys import (
     UV_VERSION,
 )
 from pydeploy.oci.blobs import sha256_digest
-from pydeploy.oci.config import MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST
+from pydeploy.oci.config import (
+    EMPTY_JSON,
+    MEDIA_TYPE_EMPTY,
+    MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_MANIFEST,
+    canonical_json,
+)
 from pydeploy.oci.layer import Layer
 
 ARTIFACT_TYPE = "application/vnd.pydeploy.cache.v1+json"
-MEDIA_TYPE_EMPTY = "application/vnd.oci.empty.v1+json"
-EMPTY_CONFIG = b"{}"
 _PREFIX = "io.pydeploy.cache."
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -119,11 +123,11 @@ def manifest(record: Record) -> bytes:
             "io.pydeploy.version": __version__,
         },
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return canonical_json(document)
 
 
 def empty_descriptor() -> dict[str, Any]:
-    return {"mediaType": MEDIA_TYPE_EMPTY, "digest": sha256_digest(EMPTY_CONFIG), "size": 2}
+    return {"mediaType": MEDIA_TYPE_EMPTY, "digest": sha256_digest(EMPTY_JSON), "size": 2}
 
 
 def parse(data: bytes, kind: str, key: str) -> Record | str:

@@ -34,6 +34,7 @@ from pydeploy.cache import records
 from pydeploy.cachekeys import INDEX_GZIP, INDEX_REGISTRY_RECORD
 from pydeploy.errors import PydeployError
 from pydeploy.oci.blobs import BlobStore, digest_hex, sha256_digest
+from pydeploy.oci.config import EMPTY_JSON
 from pydeploy.oci.layer import Layer, gzipped
 from pydeploy.oci.streams import CHUNK
 from pydeploy.plan.references import Reference
@@ -231,7 +232,7 @@ class RegistryCache:
                     blobs: dict[str, tuple[int, Path | bytes]] = {
                         la.digest: (la.size, self.store.path(la.digest)) for la in record.layers
                     }
-                    blobs[sha256_digest(records.EMPTY_CONFIG)] = (2, records.EMPTY_CONFIG)
+                    blobs[sha256_digest(EMPTY_JSON)] = (2, EMPTY_JSON)
                     registry.push_artifact(
                         ref, data, blobs, locations=locations, fetch=self.fetch_missing
                     )

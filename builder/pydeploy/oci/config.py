@@ -16,6 +16,9 @@ MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+# An artifact's config when it has none (OCI 1.1): this media type and these two bytes.
+MEDIA_TYPE_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
 
