@@ -380,18 +380,17 @@ def _build(run: _Build, base_image: _Base, pool: ThreadPoolExecutor) -> BuildRes
             done = publisher.publish(image, plan.tags, functools.partial(clock.sub, publisher.step))
             result.pushed.update(done.pushed)
             clock.step(publisher.step, done.detail)
-        result.registry_cache = _save_records(run)
+        result.registry_cache = save_records(run.remote, clock)
     return result
 
 
-def _save_records(run: _Build) -> dict[str, Any]:
+def save_records(remote: RegistryCache, clock: Clock) -> dict[str, Any]:
     """The registry cache's records, written after the outputs (the image's blobs are in
     its repository then, so a record there names no blob the registry lacks)."""
-    remote = run.remote
     remote.save()
     if remote.refs.enabled:
         saved = ", ".join(remote.saved) or "nothing new"
-        run.clock.step("registry cache", f"{remote.refs.push or 'read only'}: saved {saved}")
+        clock.step("registry cache", f"{remote.refs.push or 'read only'}: saved {saved}")
     return remote.to_json()
 
 
@@ -633,8 +632,7 @@ def _build_command_layers(
     ).hexdigest()  # fmt: skip
     cached = Layer.from_doc(store.read_index(INDEX_BUILD_LAYER, key))
     if cached is None or not (store.has(cached.digest) and store.has(cached.diff_id)):
-        record = run.remote.restore(records.BUILD, key)
-        cached = record.layers[0] if record is not None and len(record.layers) == 1 else None
+        cached = run.remote.restore_layer(records.BUILD, key)
         if cached is not None:
             store.write_index(INDEX_BUILD_LAYER, key, cached.to_doc())
     if cached is not None:
@@ -738,10 +736,10 @@ def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
     registry cache's `base` record when it has one, the base's layers left in the
     registry (the engine has the base; a push finds them there or mounts them)."""
     setuid = cached_setuid_layer(store, plan, image_id)
-    recorded = _recorded_base(store, plan, image_id, remote) if remote else None
     if blobs:
         base = cached_base(store, image_id)
-        if base is None and gzip and recorded is not None:
+        recorded = _recorded_base(plan, image_id, remote) if base is None and gzip else None
+        if recorded is not None:
             return recorded
         if base is None:
             with engine.save_image(plan.base_image) as stream:
@@ -752,9 +750,10 @@ def _base_image(  # noqa: PLR0913 - the base, and what of it the outputs need
         if remote is not None and compressed and not plan.keep_setuid:
             _remember_base(remote, base, setuid)
         return base, setuid
-    if recorded is not None and cached_base_config(store, image_id) is None:
-        return BaseImage(recorded[0].config_bytes, None), recorded[1]
     base = cached_base_config(store, image_id)
+    recorded = _recorded_base(plan, image_id, remote) if base is None else None
+    if recorded is not None:
+        return BaseImage(recorded[0].config_bytes, None), recorded[1]
     if base is None or setuid is None:
         with engine.save_image(plan.base_image) as stream:
             base, scans = scan_docker_save(stream, assemble.scan_layer)
@@ -784,13 +783,14 @@ def _remember_base(remote: RegistryCache, base: BaseImage, setuid: list[Layer]) 
 
 
 def _recorded_base(
-    store: BlobStore, plan: BuildPlan, image_id: str, remote: RegistryCache
+    plan: BuildPlan, image_id: str, remote: RegistryCache | None
 ) -> tuple[BaseImage, list[Layer]] | None:
-    """The base and its no-setuid layer from the registry cache's `base` record, only
-    when the host cache lacks them: the layers stay in the registry, but for the small
+    """The base and its no-setuid layer from the registry cache's `base` record (for a
+    host cache that lacks them): the layers stay in the registry, but for the small
     no-setuid layer, which the check image needs."""
-    if cached_base(store, image_id) is not None or plan.keep_setuid:
+    if remote is None or plan.keep_setuid:
         return None
+    store = remote.store
     record = remote.restore(records.BASE, digest_hex(image_id), fetch=False)
     if record is None:
         return None

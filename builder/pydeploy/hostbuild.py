@@ -169,7 +169,7 @@ def build_on_host(
             )  # fmt: skip
         if len(results) == 1:
             _publish(results[0], options, (engine, remote), scratch, store, clock)
-            results[0].registry_cache = _save_records(remote, clock)
+            results[0].registry_cache = engine_build.save_records(remote, clock)
             return results[0]
         index = ImageIndex(store, tuple(result.image for result in results))
         clock.step("index", f"{index.digest[:19]}: {', '.join(str(p) for p in platforms)}")
@@ -182,17 +182,8 @@ def build_on_host(
             done = index_outputs.publish_index(output, index, plan.tags, root, report)
             outcome.pushed.update(done.pushed)
             clock.step(index_outputs.step(output), done.detail)
-        _save_records(remote, clock)
+        engine_build.save_records(remote, clock)
         return outcome
-
-
-def _save_records(remote: RegistryCache, clock: engine_build.Clock) -> dict[str, Any]:
-    """The registry cache's records, after the outputs (as the engine path writes them)."""
-    remote.save()
-    if remote.refs.enabled:
-        saved = ", ".join(remote.saved) or "nothing new"
-        clock.step("registry cache", f"{remote.refs.push or 'read only'}: saved {saved}")
-    return remote.to_json()
 
 
 def _refusals(

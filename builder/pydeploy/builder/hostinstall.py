@@ -104,18 +104,14 @@ def install_on_host(
     """The venv for this dependency set and target: from the host cache when complete,
     else restored (`restore`), else installed here. A dependency with no wheel for the
     target is a BuildError that names it (the ways out: a wheel, or an engine)."""
-    inputs = dependency_inputs(plan, target.python.version)
-    wanted = servers.plan_packages(plan)
-    key = dependency_key(target.key(), inputs, wanted, index_settings(plan.index))
-    root = cache / HOST_VENVS_DIR
-    done = root / key[:32]
-    marker = _marker(done)
-    if marker is not None:
+    inputs, wanted, planned = _planned(plan, target, cache)
+    key, done = planned.key, planned.path
+    if planned.cached:
         with contextlib.suppress(OSError):  # its last use, for `pydeploy prune`
             os.utime(done / MARKER)
         report.progress("install", 0.0, f"cached in {done}")
-        pins = tuple(str(p) for p in marker.get("pins", []))
-        return HostVenv(key, done, pins, inputs.source, True, bool(marker.get("bytecode")))
+        return planned
+    root = done.parent
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root)
     with _workdir(root) as work:
@@ -156,15 +152,23 @@ def _into_place(venv: Path, marker: Mapping[str, Any], done: Path) -> None:
 def planned_venv(plan: BuildPlan, target: Target, cache: Path) -> HostVenv:
     """The venv `install_on_host` would give, by its key, without installing anything:
     `cached` when the host cache has it complete."""
+    return _planned(plan, target, cache)[2]
+
+
+def _planned(
+    plan: BuildPlan, target: Target, cache: Path
+) -> tuple[DependencyInputs, tuple[str, ...], HostVenv]:
+    """The dependency inputs, the server packages, and the venv of their key (complete
+    or not) in the host cache."""
     inputs = dependency_inputs(plan, target.python.version)
-    key = dependency_key(
-        target.key(), inputs, servers.plan_packages(plan), index_settings(plan.index)
-    )
+    wanted = servers.plan_packages(plan)
+    key = dependency_key(target.key(), inputs, wanted, index_settings(plan.index))
     done = cache / HOST_VENVS_DIR / key[:32]
     marker = _marker(done)
-    pins = tuple(str(p) for p in (marker or {}).get("pins", []))
-    compiled = bool((marker or {}).get("bytecode"))
-    return HostVenv(key, done, pins, inputs.source, marker is not None, compiled)
+    found = marker or {}
+    pins = tuple(str(p) for p in found.get("pins", []))
+    compiled = bool(found.get("bytecode"))
+    return inputs, wanted, HostVenv(key, done, pins, inputs.source, marker is not None, compiled)
 
 
 def venv_entries(venv: HostVenv) -> list[FileEntry]:

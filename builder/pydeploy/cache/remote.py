@@ -97,6 +97,12 @@ class RegistryCache:
                 self._missed.add((kind, key))
         return found
 
+    def restore_layer(self, kind: str, key: str) -> Layer | None:
+        """The one layer of a single-layer kind's record (system packages, build
+        commands), in the host store; None as `restore` gives it, or for another shape."""
+        record = self.restore(kind, key)
+        return record.layers[0] if record is not None and len(record.layers) == 1 else None
+
     def _restore(
         self, pull: Reference, kind: str, key: str, *, fetch: bool
     ) -> records.Record | None:

@@ -59,8 +59,7 @@ def system_layer(  # noqa: PLR0913 - the build's engine, store, plan, clock; and
     key = layer_key(base_id, wanted)
     cached = Layer.from_doc(store.read_index(INDEX_SYSTEM_LAYER, key))
     if (cached is None or not store.has(cached.digest)) and remote is not None:
-        record = remote.restore(records.SYSTEM, key)
-        cached = record.layers[0] if record is not None and len(record.layers) == 1 else None
+        cached = remote.restore_layer(records.SYSTEM, key)
         if cached is not None:
             store.write_index(INDEX_SYSTEM_LAYER, key, cached.to_doc())
     if cached is not None and store.has(cached.digest):
