@@ -32,7 +32,7 @@ from pydeploy.oci.config import (
     canonical_json,
 )
 from pydeploy.plan.references import Reference
-from pydeploy.publish.registry import RegistryClient
+from pydeploy.publish.registry import RegistryClient, fetch_manifest, push_artifact
 
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 
@@ -128,12 +128,6 @@ class Attached:
         }
 
 
-def _put_blob(client: RegistryClient, data: bytes) -> None:
-    digest = sha256_digest(data)
-    if not client.blob_exists(digest):
-        client.upload_blob(digest, len(data), lambda: data)
-
-
 def attach(repository: Reference, kinds: Sequence[tuple[str, Artifact]]) -> list[Attached]:
     """Push each artifact to `repository` by digest, then (when the registry has no
     referrers API) add them to the subject's fallback tag."""
@@ -141,10 +135,8 @@ def attach(repository: Reference, kinds: Sequence[tuple[str, Artifact]]) -> list
     fallback: list[Artifact] = []
     for kind, artifact in kinds:
         pinned = dataclasses.replace(repository, tag=None, digest=artifact.descriptor.digest)
-        with RegistryClient(pinned, push=True) as client:
-            _put_blob(client, EMPTY_JSON)
-            _put_blob(client, artifact.document)
-            headers = client.put_manifest_headers(artifact.manifest, MEDIA_TYPE_MANIFEST)
+        blobs = {sha256_digest(data): (len(data), data) for data in (EMPTY_JSON, artifact.document)}
+        headers = push_artifact(pinned, artifact.manifest, blobs)
         api = headers.get("OCI-Subject") == artifact.subject.digest
         if not api:
             fallback.append(artifact)
@@ -188,11 +180,8 @@ def list_referrers(repository: Reference, subject_digest: str) -> list[dict[str,
 def fetch_document(repository: Reference, manifest_digest: str) -> bytes:
     """The document (the one layer) of the artifact `manifest_digest`."""
     pinned = dataclasses.replace(repository, tag=None, digest=manifest_digest)
+    data = fetch_manifest(pinned).data  # verified against the pinned digest
     with RegistryClient(pinned) as client:
-        data, _ = client.get_manifest()
-        if sha256_digest(data) != manifest_digest:
-            raise PublishError(f"registry {repository.registry} returned a manifest that is "
-                               f"not {manifest_digest}")  # fmt: skip
         layers = json.loads(data).get("layers") or []
         if len(layers) != 1:
             raise PublishError(f"{pinned} is not a one-document artifact.")

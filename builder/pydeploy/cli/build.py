@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pydeploy.attest.wanted import BuildRun, Wanted, attaches
 from pydeploy.cli import render
 from pydeploy.cli.options import BASE_IMAGE, NETWORK, NO_ENGINE, PLATFORMS, PROJECT_DIR, TAGS
 from pydeploy.cli.session import Session
 
 if TYPE_CHECKING:
     from pydeploy.attest.referrers import Attached
+    from pydeploy.attest.wanted import Wanted
     from pydeploy.build import BuildOptions, BuildResult
     from pydeploy.engine.client import Engine
     from pydeploy.hostbuild import IndexResult
@@ -307,6 +307,7 @@ def build(  # noqa: PLR0913, PLR0917 - click passes every option as a parameter
 def _attest_wanted(
     sbom_file: Path | None, provenance_file: Path | None, no_attest: bool, *, build_all: bool
 ) -> Wanted:
+    from pydeploy.attest.wanted import Wanted  # noqa: PLC0415 - not on every command's start
     from pydeploy.errors import ConfigError  # noqa: PLC0415
 
     if build_all and (sbom_file or provenance_file):
@@ -326,6 +327,7 @@ def _build_one(  # noqa: PLR0913, PLR0917 - the command's parts, passed on
 ) -> None:
     from datetime import datetime, timezone  # noqa: PLC0415
 
+    from pydeploy.attest.wanted import BuildRun, attaches  # noqa: PLC0415
     from pydeploy.cli import unchanged  # noqa: PLC0415
     from pydeploy.errors import ConfigError  # noqa: PLC0415
 

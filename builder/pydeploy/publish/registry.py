@@ -775,9 +775,10 @@ def push_artifact(
     *,
     locations: BlobLocations | None = None,
     fetch: Fetch | None = None,
-) -> str:
-    """Push an OCI manifest (an artifact: the registry cache's records) and the blobs it
-    names to `reference`; returns the manifest's digest."""
+) -> Mapping[str, str]:
+    """Push an OCI manifest (an artifact: the registry cache's records, an SBOM) and the
+    blobs it names to `reference`; returns the registry's answer headers (a referrer's
+    push reads OCI-Subject from them)."""
     ref = _as_reference(reference)
     bodies: dict[str, tuple[int, _Body]] = {
         digest: (size, _file_body(src, fetch) if isinstance(src, Path) else _bytes_body(src))
@@ -785,10 +786,10 @@ def push_artifact(
     }
     with RegistryClient(ref, push=True) as client:
         _send_blobs(client, ref, bodies, lambda _event: None, locations)
-        client.put_manifest(manifest, MEDIA_TYPE_MANIFEST)
+        headers = client.put_manifest_headers(manifest, MEDIA_TYPE_MANIFEST)
     if locations is not None:
         locations.record(ref.registry, ref.repository, bodies)
-    return sha256_digest(manifest)
+    return headers
 
 
 def _bytes_body(data: bytes) -> _Body:
