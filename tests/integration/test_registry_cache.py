@@ -28,19 +28,22 @@ ARTIFACT_TYPE = "application/vnd.pydeploy.cache.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    dest = tmp_path / "fastapi-app"
+def _copy(dest: Path, *, table: str = "", after: str = "") -> Path:
+    """The FastAPI example with this module's own dependency set (itsdangerous added),
+    `table` added to its [tool.pydeploy] table and `after` to the end of the file."""
     shutil.copytree(FASTAPI, dest)
     pyproject = dest / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
-    text = text.replace(
-        'dependencies = ["fastapi>=0.110"]', 'dependencies = ["fastapi>=0.110", "itsdangerous"]'
-    )
-    # A small runtime package the base lacks: its apt layer is recorded too.
-    text = text.replace('app = "main:app"', 'app = "main:app"\nruntime-packages = ["libyaml-0-2"]')
-    pyproject.write_text(text, encoding="utf-8")
+    text = text.replace('"fastapi>=0.110"', '"fastapi>=0.110", "itsdangerous"')
+    text = text.replace('app = "main:app"', f'app = "main:app"{table}')
+    pyproject.write_text(text + after, encoding="utf-8")
     return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    # A small runtime package the base lacks: its apt layer is recorded too.
+    return _copy(tmp_path / "fastapi-app", table='\nruntime-packages = ["libyaml-0-2"]')
 
 
 class Runner:
@@ -224,11 +227,7 @@ def test_a_fresh_runner_without_an_engine_reuses_the_recorded_venv(
     multiplatform_base: MultiPlatformBase,
     unreachable_engine: str,
 ) -> None:
-    project = tmp_path / "no-engine"
-    shutil.copytree(FASTAPI, project)
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text(encoding="utf-8")
-    pyproject.write_text(text.replace('"fastapi>=0.110"', '"fastapi>=0.110", "itsdangerous"'))
+    project = _copy(tmp_path / "no-engine")
     repository = f"{registry}/pydeploy-test/cache-{uuid.uuid4().hex[:12]}"
     base = multiplatform_base.reference
     first_runner, second_runner = runners(), runners()
@@ -255,12 +254,7 @@ def test_a_push_only_build_leaves_the_recorded_layers_in_the_registry(
     """Nothing reads the dependency layers' bytes when the check is skipped and the image
     is only pushed: a fresh runner pushes them by reference (mounted from the cache
     repository, or already there) and never downloads them."""
-    project = tmp_path / "push-only"
-    shutil.copytree(FASTAPI, project)
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text(encoding="utf-8")
-    text = text.replace('"fastapi>=0.110"', '"fastapi>=0.110", "itsdangerous"')
-    pyproject.write_text(text + "\n[tool.pydeploy.check]\nskip = true\n", encoding="utf-8")
+    project = _copy(tmp_path / "push-only", after="\n[tool.pydeploy.check]\nskip = true\n")
     repository = f"{registry}/pydeploy-test/cache-{uuid.uuid4().hex[:12]}"
     base = multiplatform_base.reference
     first_runner, second_runner, third_runner = runners(), runners(), runners()
